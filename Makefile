@@ -1,0 +1,140 @@
+# elliott: one binary, one static library per layer.
+#
+#   make                 build build/elliott
+#   make check           build, then run every test (unit, golden, end-to-end)
+#   make SAN=1 check     the same under AddressSanitizer + UBSan (in build-san/)
+#   make CC=clang        any C11 compiler; warnings are errors
+#   make fuzz            libFuzzer targets (clang), in build-fuzz/
+#
+# Layers and what each may use. A layer links only against the ones listed
+# after it, so a dependency pointing the wrong way fails to link.
+
+LAYERS := cli server hub engine sampler chat tokenizer model kernels gguf base
+
+DEPS_base      :=
+DEPS_gguf      := base
+DEPS_kernels   := gguf base
+DEPS_model     := kernels gguf base
+DEPS_tokenizer := gguf base
+DEPS_chat      := tokenizer gguf base
+DEPS_sampler   := base
+DEPS_engine    := sampler chat tokenizer model kernels gguf base
+DEPS_hub       := base
+DEPS_server    := engine $(DEPS_engine)
+DEPS_cli       := server hub $(DEPS_server)
+# test-only groupings
+DEPS_golden    := engine $(DEPS_engine)
+
+SYSLIBS_server := -lmicrohttpd -ljansson
+SYSLIBS_hub    := -lcurl
+
+SAN ?= 0
+ifeq ($(SAN),1)
+BUILD ?= build-san
+SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+OPT ?= -O1
+else
+BUILD ?= build
+SANFLAGS :=
+OPT ?= -O2
+endif
+
+CC ?= cc
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
+CFLAGS ?=
+CPPFLAGS_ALL := -Isrc -D_GNU_SOURCE -MMD -MP
+CFLAGS_ALL := -std=c11 $(OPT) -g -pthread $(WARN) $(SANFLAGS) $(CFLAGS)
+LDFLAGS_ALL := -pthread $(SANFLAGS) $(LDFLAGS)
+ARCH := $(shell uname -m)
+ifeq ($(ARCH),x86_64)
+SIMDFLAGS := -mavx2 -mfma -mf16c -mbmi2
+else
+SIMDFLAGS :=
+endif
+
+.DEFAULT_GOAL := all
+.PHONY: all check unit test-bin clean fuzz
+
+srcs_of = $(wildcard src/$(1)/*.c) $(wildcard src/$(1)/*.S)
+objs_of = $(patsubst src/%,$(BUILD)/obj/%.o,$(call srcs_of,$(1)))
+lib_of = $(BUILD)/lib$(1).a
+# A layer's libraries in link order (it first, then what it uses) and system libraries.
+libs_for = $(foreach l,$(LAYERS),$(if $(filter $(l),$(1) $(DEPS_$(1))),$(call lib_of,$(l))))
+syslibs_for = $(foreach l,$(1) $(DEPS_$(1)),$(SYSLIBS_$(l))) -lm
+
+define layer_rules
+$(call lib_of,$(1)): $(call objs_of,$(1))
+	@mkdir -p $$(@D)
+	@rm -f $$@
+	$$(AR) rcs $$@ $$^ $$(if $$^,,$(BUILD)/empty.o)
+endef
+$(foreach l,$(LAYERS),$(eval $(call layer_rules,$(l))))
+
+$(BUILD)/empty.o:
+	@mkdir -p $(@D)
+	echo 'typedef int el_empty_translation_unit;' | $(CC) $(CFLAGS_ALL) -x c -c -o $@ -
+
+$(foreach l,$(LAYERS),$(call lib_of,$(l))): | $(BUILD)/empty.o
+
+$(BUILD)/obj/%.c.o: src/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) $(if $(findstring _avx2,$*),$(SIMDFLAGS)) -c -o $@ $<
+
+# Assembly only embeds data (.incbin paths are relative to the repository root).
+$(BUILD)/obj/%.S.o: src/%.S
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS_ALL) -I. $(SANFLAGS) -c -o $@ $<
+
+$(BUILD)/elliott: $(call libs_for,cli)
+	$(CC) $(LDFLAGS_ALL) -o $@ -Wl,--whole-archive $(call lib_of,cli) -Wl,--no-whole-archive \
+	    $(filter-out $(call lib_of,cli),$(call libs_for,cli)) $(call syslibs_for,cli)
+
+all: $(BUILD)/elliott
+
+# ---- tests ---------------------------------------------------------------------
+# tests/<layer>/test_*.c links against that layer and everything it may use;
+# tests/golden/ against the engine's closure. tests/test.h is the harness.
+
+TEST_DIRS := $(patsubst %/,%,$(notdir $(patsubst %/,%,$(dir $(wildcard tests/*/test_*.c)))))
+TEST_DIRS := $(sort $(TEST_DIRS))
+test_srcs_of = $(wildcard tests/$(1)/test_*.c)
+test_bins_of = $(patsubst tests/%.c,$(BUILD)/tests/%,$(call test_srcs_of,$(1)))
+TEST_BINS := $(foreach d,$(TEST_DIRS),$(call test_bins_of,$(d)))
+
+define test_rules
+$(BUILD)/tests/$(1)/%: tests/$(1)/%.c tests/test.h $(call libs_for,$(1))
+	@mkdir -p $$(@D)
+	$$(CC) $(CPPFLAGS_ALL) -Itests $(CFLAGS_ALL) $(SIMDFLAGS_TEST) -o $$@ $$< $(call libs_for,$(1)) $(call syslibs_for,$(1)) $(LDFLAGS_ALL)
+test-$(1): $(call test_bins_of,$(1))
+	@tests/run-tests.sh $(BUILD) $(call test_bins_of,$(1))
+.PHONY: test-$(1)
+endef
+$(foreach d,$(TEST_DIRS),$(eval $(call test_rules,$(d))))
+
+test-bin: $(TEST_BINS) $(BUILD)/elliott
+
+# Unit and golden tests only (what the sanitizer build runs).
+unit: test-bin
+	@tests/run-tests.sh $(BUILD) $(TEST_BINS)
+
+# Everything: unit and golden tests, then the end-to-end suites against the binary.
+check: test-bin
+	@tests/run-tests.sh $(BUILD) $(TEST_BINS) $(wildcard tests/e2e/*.sh)
+
+# ---- fuzzing (clang + libFuzzer) -----------------------------------------------
+FUZZ_BUILD := build-fuzz
+FUZZ_TARGETS := $(patsubst fuzz/%.c,%,$(wildcard fuzz/fuzz_*.c))
+fuzz:
+	$(MAKE) BUILD=$(FUZZ_BUILD) CC=clang OPT=-O1 \
+	    CFLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined" \
+	    $(addprefix $(FUZZ_BUILD)/fuzz/,$(FUZZ_TARGETS))
+
+$(FUZZ_BUILD)/fuzz/%: fuzz/%.c $(call libs_for,engine)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS_ALL) -std=c11 -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $< \
+	    $(call libs_for,engine) $(call syslibs_for,engine) -pthread
+
+clean:
+	rm -rf build build-san build-fuzz build-clang
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

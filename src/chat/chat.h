@@ -1,0 +1,45 @@
+/* Turning a conversation into prompt tokens with the model's chat template. */
+#ifndef ELLIOTT_CHAT_H
+#define ELLIOTT_CHAT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "base/err.h"
+#include "gguf/gguf.h"
+#include "tokenizer/tokenizer.h"
+
+enum chat_role { CHAT_ROLE_SYSTEM, CHAT_ROLE_USER, CHAT_ROLE_ASSISTANT };
+
+typedef struct chat_message {
+    enum chat_role role;
+    const char *text; /* UTF-8, not NUL-terminated */
+    size_t len;
+} chat_message;
+
+enum chat_format {
+    CHAT_FORMAT_PLAIN, /* no template in the model: the prompt is the text itself */
+    CHAT_FORMAT_GEMMA  /* <start_of_turn>user\n...<end_of_turn>\n<start_of_turn>model\n */
+};
+
+enum chat_history {
+    CHAT_HISTORY_FULL, /* the whole conversation */
+    CHAT_HISTORY_LAST  /* only the last user message, as the original service did */
+};
+
+/* From tokenizer.chat_template and the vocabulary. */
+enum chat_format chat_detect_format(const gguf_file *f, const tokenizer *t);
+const char *chat_format_name(enum chat_format fmt);
+
+/* Appends the prompt for messages[0..n) to out: exactly one BOS when the model
+ * wants one, message text tokenized as plain text (never as special tokens), and
+ * the generation prompt for the assistant's turn. Fails on an empty conversation
+ * or one with no user message. */
+int chat_build_prompt(const tokenizer *t, enum chat_format fmt, const chat_message *messages, size_t n,
+                      enum chat_history history, token_vec *out, el_err *err);
+
+/* Tokens that end the assistant's turn (EOS, and <end_of_turn> for Gemma). Writes
+ * up to cap ids; returns how many there are. */
+size_t chat_stop_tokens(const tokenizer *t, enum chat_format fmt, int32_t *ids, size_t cap);
+
+#endif

@@ -1,0 +1,101 @@
+#include "cli/args.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static int bad_value(const char *cmd, const char *option, const char *text, const char *why)
+{
+    fprintf(stderr, "elliott %s: %s: '%s' %s\n", cmd, option, text, why);
+    return -1;
+}
+
+int args_int(const char *cmd, const char *option, const char *text, long min, long max, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno || end == text || *end)
+        return bad_value(cmd, option, text, "is not an integer");
+    if (v < min || v > max) {
+        char why[96];
+        snprintf(why, sizeof why, "is out of range [%ld, %ld]", min, max);
+        return bad_value(cmd, option, text, why);
+    }
+    *out = (int)v;
+    return 0;
+}
+
+int args_u64(const char *cmd, const char *option, const char *text, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (text[0] == '-')
+        return bad_value(cmd, option, text, "is negative");
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno || end == text || *end)
+        return bad_value(cmd, option, text, "is not a non-negative integer");
+    *out = v;
+    return 0;
+}
+
+int args_float(const char *cmd, const char *option, const char *text, double min, double max, float *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (errno || end == text || *end || !isfinite(v))
+        return bad_value(cmd, option, text, "is not a finite number");
+    if (v < min || v > max) {
+        char why[96];
+        snprintf(why, sizeof why, "is out of range [%g, %g]", min, max);
+        return bad_value(cmd, option, text, why);
+    }
+    *out = (float)v;
+    return 0;
+}
+
+int args_size(const char *cmd, const char *option, const char *text, size_t min, size_t max, size_t *out)
+{
+    char *end;
+    errno = 0;
+    if (text[0] == '-')
+        return bad_value(cmd, option, text, "is negative");
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno || end == text)
+        return bad_value(cmd, option, text, "is not a size");
+    unsigned shift = 0;
+    if (*end == 'K' || *end == 'k')
+        shift = 10;
+    else if (*end == 'M' || *end == 'm')
+        shift = 20;
+    else if (*end == 'G' || *end == 'g')
+        shift = 30;
+    if (shift)
+        end++;
+    if (*end)
+        return bad_value(cmd, option, text, "is not a size (bytes, or with a K, M or G suffix)");
+    if (v > (unsigned long long)(SIZE_MAX >> shift))
+        return bad_value(cmd, option, text, "is too large");
+    v <<= shift;
+    if (v < min || v > max) {
+        char why[96];
+        snprintf(why, sizeof why, "is out of range [%zu, %zu] bytes", min, max);
+        return bad_value(cmd, option, text, why);
+    }
+    *out = (size_t)v;
+    return 0;
+}
+
+int args_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "elliott %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry 'elliott %s --help'.\n", cmd);
+    return 2;
+}

@@ -1,0 +1,17 @@
+/* Validating conversions for command-line values. Each prints
+ * "elliott CMD: OPTION: why" to stderr and returns -1 on a bad value. */
+#ifndef ELLIOTT_CLI_ARGS_H
+#define ELLIOTT_CLI_ARGS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+int args_int(const char *cmd, const char *option, const char *text, long min, long max, int *out);
+int args_u64(const char *cmd, const char *option, const char *text, uint64_t *out);
+int args_float(const char *cmd, const char *option, const char *text, double min, double max, float *out);
+/* A byte count with an optional K, M or G suffix (powers of 1024). */
+int args_size(const char *cmd, const char *option, const char *text, size_t min, size_t max, size_t *out);
+/* Reports an error about the command line and returns 2 (the exit status for usage errors). */
+int args_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

@@ -1,0 +1,129 @@
+/* The engine: a loaded model, a tokenizer, a scheduler and a set of slots.
+ *
+ * Requests are chat conversations. engine_submit templates and tokenizes them on
+ * the caller's thread (so that a prompt too long for the context is refused
+ * before any response starts) and queues them; one scheduler thread admits them
+ * into free slots and evaluates all active slots together, one batch per step
+ * (continuous batching). Each request yields a stream of events: text deltas that
+ * are whole UTF-8 sequences, then one DONE. Message text lives only in request
+ * memory, which is wiped when the request is released. */
+#ifndef ELLIOTT_ENGINE_H
+#define ELLIOTT_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/err.h"
+#include "chat/chat.h"
+#include "sampler/sampler.h"
+
+typedef struct engine engine;
+
+typedef struct engine_config {
+    const char *model_path;  /* a GGUF file, or NULL to use model_data */
+    const void *model_data;  /* a GGUF image that outlives the engine */
+    size_t model_size;
+    int n_threads;           /* 0: every CPU this process may use */
+    int n_ctx;               /* positions per slot; 0: min(training context, 4096) */
+    int n_slots;             /* conversations evaluated together; 0: 1 */
+    int max_queue;           /* requests waiting for a slot before submit says FULL; 0: 16 */
+    int max_batch;           /* tokens per forward pass; 0: 512 */
+    int max_tokens_default;  /* completion length when a request does not say; 0: 512 */
+    bool prefix_cache;       /* reuse a slot's cached prefix for the next request */
+    bool mlock;
+    enum chat_history history;
+} engine_config;
+
+void engine_config_default(engine_config *c);
+
+/* Starts loading in the background and returns at once (NULL only if the engine
+ * cannot even start; a failed load shows in engine_state). */
+engine *engine_start(const engine_config *c, el_err *err);
+/* Cancels everything in flight, joins the scheduler and frees all. */
+void engine_free(engine *e);
+
+enum engine_state { ENGINE_LOADING, ENGINE_READY, ENGINE_FAILED };
+/* why (if not NULL) receives the load error when FAILED. */
+enum engine_state engine_state(engine *e, el_err *why);
+/* Blocks until the model is loaded; -1 with the load error if it failed. */
+int engine_wait_ready(engine *e, el_err *err);
+
+typedef struct engine_info {
+    char model_name[128];   /* general.name, else the file's base name */
+    char arch[16];
+    char chat_format[16];
+    int n_ctx;              /* per slot */
+    int n_slots;
+    int n_vocab;
+    int n_threads;
+    uint64_t weight_bytes;
+    int max_tokens_default;
+} engine_info;
+
+/* Valid once READY. */
+void engine_get_info(engine *e, engine_info *info);
+
+typedef struct engine_stats {
+    int queue_depth;
+    int active_slots;
+    uint64_t prompt_tokens_total;
+    uint64_t completion_tokens_total;
+    uint64_t prompt_tokens_cached_total; /* prompt tokens served from a slot's cache */
+} engine_stats;
+
+void engine_get_stats(engine *e, engine_stats *stats);
+
+/* ---- requests ------------------------------------------------------------------ */
+
+typedef struct gen_params {
+    int max_tokens;          /* 0: the engine's default; never beyond the context */
+    sampler_params sampling;
+    const char *const *stop; /* stop strings (copied); generation ends before them */
+    size_t n_stop;
+} gen_params;
+
+void gen_params_default(gen_params *p);
+
+enum gen_status {
+    GEN_OK = 0,
+    GEN_ERR_INVALID,        /* a bad conversation or parameter: err says which */
+    GEN_ERR_CONTEXT,        /* prompt (plus one generated token) exceeds the slot's context */
+    GEN_ERR_QUEUE_FULL,
+    GEN_ERR_NOT_READY,      /* still loading, or load failed */
+    GEN_ERR_SHUTTING_DOWN,
+    GEN_ERR_INTERNAL
+};
+
+typedef struct gen_request gen_request;
+
+/* Copies what it needs from messages and params. On GEN_OK, *out must be released. */
+enum gen_status engine_submit(engine *e, const chat_message *messages, size_t n_messages,
+                              const gen_params *params, gen_request **out, el_err *err);
+
+int gen_prompt_tokens(const gen_request *r);
+
+enum gen_event_kind { GEN_EVENT_TEXT, GEN_EVENT_DONE };
+enum gen_finish { GEN_FINISH_STOP, GEN_FINISH_LENGTH, GEN_FINISH_CANCELLED, GEN_FINISH_ERROR };
+
+typedef struct gen_event {
+    enum gen_event_kind kind;
+    const char *text;        /* TEXT: valid until the next gen_next or gen_release */
+    size_t len;
+    enum gen_finish finish;  /* DONE */
+    int prompt_tokens;       /* DONE */
+    int completion_tokens;   /* DONE */
+    int cached_tokens;       /* DONE: prompt tokens reused from the slot's cache */
+    double queue_ms, prompt_ms, generate_ms; /* DONE */
+} gen_event;
+
+/* Waits up to timeout_ms (-1: forever) for the next event. Returns 1 with an event,
+ * 0 on timeout. After DONE, it returns DONE again. Text that arrives while the
+ * consumer is busy is coalesced into one event. */
+int gen_next(gen_request *r, gen_event *ev, int timeout_ms);
+/* Stops generation at the next step; a DONE with GEN_FINISH_CANCELLED follows. */
+void gen_cancel(gen_request *r);
+/* Cancels if still running, wipes and frees. */
+void gen_release(gen_request *r);
+
+#endif

@@ -1,0 +1,94 @@
+/* Tensor kernels: block (de)quantization, matrix multiplication and the vector
+ * operations a transformer needs.
+ *
+ * Every operation has a portable scalar reference and, where the CPU has them,
+ * AVX2/FMA/F16C versions chosen at run time. Tests force each in turn and
+ * compare. Bit layouts are ggml's, so GGUF tensors are used in place. */
+#ifndef ELLIOTT_KERNELS_H
+#define ELLIOTT_KERNELS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/err.h"
+#include "base/threadpool.h"
+
+/* ---- implementation selection ------------------------------------------------ */
+
+enum kernels_isa {
+    KERNELS_ISA_SCALAR = 0,
+    KERNELS_ISA_AVX2 = 1 /* AVX2 + FMA + F16C */
+};
+
+/* Picks the best implementation this CPU supports. Idempotent and thread-safe;
+ * every other function calls it on first use. */
+void kernels_init(void);
+enum kernels_isa kernels_isa(void);
+const char *kernels_isa_name(enum kernels_isa isa);
+/* Forces an implementation (tests, benchmarks); fails if the CPU lacks it.
+ * Not to be called while kernels are running on other threads. */
+int kernels_set_isa(enum kernels_isa isa, el_err *err);
+
+/* ---- types ------------------------------------------------------------------- */
+
+/* Types are enum gguf_type ids (gguf/gguf.h). */
+bool kernels_can_dequantize(uint32_t type);
+bool kernels_can_quantize(uint32_t type);
+/* Weight types kernels_matmul accepts. */
+bool kernels_can_matmul(uint32_t type);
+
+/* n must be a multiple of the type's block size; returns -1 otherwise or for an
+ * unsupported type. Quantization rounds exactly as ggml's reference quantizers do. */
+int kernels_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n);
+int kernels_quantize_row(uint32_t type, const float *src, void *dst, int64_t n);
+
+/* ---- matrix multiplication ---------------------------------------------------- */
+
+typedef struct kernels_matrix {
+    uint32_t type;    /* enum gguf_type */
+    int64_t rows;     /* output features */
+    int64_t cols;     /* input features, contiguous within a row */
+    const void *data; /* rows back to back, row_bytes apart */
+    size_t row_bytes;
+} kernels_matrix;
+
+/* Bytes of scratch kernels_matmul needs for n_tokens activation rows (the
+ * activations are quantized to the weight type's dot-product partner). */
+size_t kernels_matmul_scratch_size(uint32_t type, int64_t cols, int n_tokens);
+
+/* y[t*y_stride + r] = sum_k w[r][k] * x[t*x_stride + k] for t < n_tokens, r < rows,
+ * split across the pool's threads. scratch holds kernels_matmul_scratch_size bytes,
+ * 64-byte aligned. */
+void kernels_matmul(const kernels_matrix *w, const float *x, int64_t x_stride, int n_tokens,
+                    float *y, int64_t y_stride, void *scratch, threadpool *pool);
+
+/* ---- vector operations (single-threaded; the caller splits work) --------------- */
+
+/* y = x / rms(x) * w; w may be NULL (no weight). y may alias x. */
+void kernels_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps);
+/* gate[i] = gelu_tanh(gate[i]) * up[i] */
+void kernels_geglu(float *gate, const float *up, int64_t n);
+/* gate[i] = silu(gate[i]) * up[i] */
+void kernels_swiglu(float *gate, const float *up, int64_t n);
+void kernels_add(float *y, const float *x, int64_t n);   /* y += x */
+void kernels_scale(float *y, float s, int64_t n);        /* y *= s */
+void kernels_softcap(float *y, float cap, int64_t n);    /* y = cap * tanh(y / cap) */
+void kernels_softmax(float *y, int64_t n);               /* in place */
+
+/* Rotary position embedding of n_heads vectors of head_dim floats, rotating the
+ * first n_rot dims. cos/sin hold n_rot/2 angles (kernels_rope_angles). neox pairs
+ * dim i with i + n_rot/2 (Gemma); otherwise 2i with 2i+1 (llama). */
+void kernels_rope_angles(int32_t pos, float freq_base, float freq_scale, int n_rot, float *cos_out,
+                         float *sin_out);
+void kernels_rope(float *x, int n_heads, int head_dim, int n_rot, const float *cos_v,
+                  const float *sin_v, bool neox);
+
+/* Half precision rows (KV cache). */
+void kernels_f32_to_f16(const float *x, uint16_t *y, int64_t n);
+void kernels_f16_to_f32(const uint16_t *x, float *y, int64_t n);
+float kernels_dot_f16(const uint16_t *a, const uint16_t *b, int64_t n);
+/* y += a * x */
+void kernels_axpy_f16(float *y, float a, const uint16_t *x, int64_t n);
+
+#endif

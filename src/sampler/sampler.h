@@ -1,0 +1,37 @@
+/* Choosing the next token from logits. */
+#ifndef ELLIOTT_SAMPLER_H
+#define ELLIOTT_SAMPLER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/err.h"
+
+typedef struct sampler_params {
+    float temperature;        /* 0: greedy (argmax) */
+    float top_p;              /* 1: off */
+    int top_k;                /* 0: off */
+    float min_p;              /* 0: off */
+    float repetition_penalty; /* 1: off; llama.cpp's rule: divide positive logits, multiply negative */
+    float presence_penalty;   /* 0: off; OpenAI's rule */
+    float frequency_penalty;  /* 0: off; OpenAI's rule */
+    int penalty_last_n;       /* how many recent tokens the penalties look at */
+    uint64_t seed;
+} sampler_params;
+
+/* OpenAI's defaults: temperature 1, top_p 1, no penalties; seed from the OS. */
+void sampler_params_default(sampler_params *p);
+/* Checks ranges (NaN and infinities rejected); names the offending field in err. */
+int sampler_params_validate(const sampler_params *p, el_err *err);
+
+typedef struct sampler sampler;
+
+sampler *sampler_create(int n_vocab, const sampler_params *p, el_err *err);
+void sampler_free(sampler *s);
+/* Remembers a token for the penalties (prompt and generated tokens alike). */
+void sampler_accept(sampler *s, int32_t token);
+/* Picks a token. logits (n_vocab floats) are used as scratch and changed. The same
+ * seed, params and inputs give the same tokens. */
+int32_t sampler_sample(sampler *s, float *logits);
+
+#endif

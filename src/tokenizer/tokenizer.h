@@ -1,0 +1,67 @@
+/* SentencePiece-style BPE tokenizer built from GGUF metadata
+ * (tokenizer.ggml.model = "llama": Gemma 1/2/3 and llama).
+ *
+ * Special tokens are matched only when the caller asks (chat scaffolding); user
+ * text that spells "<start_of_turn>" is tokenized as the plain text it is. */
+#ifndef ELLIOTT_TOKENIZER_H
+#define ELLIOTT_TOKENIZER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/err.h"
+#include "gguf/gguf.h"
+
+typedef struct tokenizer tokenizer;
+
+/* A growable array of token ids. Zero-initialise; free with token_vec_free. */
+typedef struct token_vec {
+    int32_t *ids;
+    size_t n, cap;
+} token_vec;
+
+int token_vec_push(token_vec *v, int32_t id, el_err *err);
+void token_vec_free(token_vec *v);
+
+/* Copies what it needs: the file may be closed afterwards. */
+tokenizer *tokenizer_load(const gguf_file *f, el_err *err);
+void tokenizer_free(tokenizer *t);
+
+int tokenizer_n_vocab(const tokenizer *t);
+int32_t tokenizer_bos(const tokenizer *t);  /* -1 if the model has none */
+int32_t tokenizer_eos(const tokenizer *t);
+int32_t tokenizer_eot(const tokenizer *t);  /* end of turn, -1 if none */
+bool tokenizer_add_bos(const tokenizer *t); /* tokenizer.ggml.add_bos_token */
+/* The id of the token whose text is exactly `piece` (e.g. "<start_of_turn>"), or -1. */
+int32_t tokenizer_find(const tokenizer *t, const char *piece);
+/* Control tokens (BOS, EOS, turn markers) produce no text. */
+bool tokenizer_is_control(const tokenizer *t, int32_t id);
+
+/* Appends the ids of text[0..len) to out. No BOS is added. With parse_special,
+ * the text of control and user-defined tokens becomes those tokens. Invalid UTF-8
+ * is tokenized byte by byte (byte fallback), never rejected. */
+int tokenizer_encode(const tokenizer *t, const char *text, size_t len, bool parse_special,
+                     token_vec *out, el_err *err);
+
+/* The bytes a token stands for ("▁" as a space, "<0x0A>" as a newline byte, nothing
+ * for a control token). Writes at most cap bytes; returns the full length. */
+size_t tokenizer_token_text(const tokenizer *t, int32_t id, char *buf, size_t cap);
+
+/* Streaming detokenization that never emits part of a UTF-8 sequence: bytes of an
+ * incomplete sequence are held until it completes. Zero-initialise, then push ids. */
+typedef struct detokenizer {
+    const tokenizer *tok;
+    bool at_start;        /* for the leading-space rule of add_space_prefix models */
+    unsigned char held[4];
+    int n_held;
+} detokenizer;
+
+void detokenizer_init(detokenizer *d, const tokenizer *t);
+/* Appends complete UTF-8 text for id to out (capacity cap, at least 64 bytes);
+ * returns the bytes written. */
+size_t detokenizer_push(detokenizer *d, int32_t id, char *out, size_t cap);
+/* Ends the stream: held bytes of an incomplete sequence become U+FFFD. */
+size_t detokenizer_finish(detokenizer *d, char *out, size_t cap);
+
+#endif
