@@ -1,0 +1,54 @@
+/* Inside the kernels layer only: the per-type operation table that kernels.c
+ * dispatches through. Each type family lives in its own file and fills in its
+ * entries (scalar always, AVX2 where written); nothing outside src/kernels
+ * includes this header. */
+#ifndef ELLIOTT_KERNELS_INTERNAL_H
+#define ELLIOTT_KERNELS_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gguf/gguf.h"
+#include "kernels/kernels.h"
+
+/* Dequantize / quantize n values (a multiple of the block size). */
+typedef void (*kq_dequant_fn)(const void *src, float *dst, int64_t n);
+typedef void (*kq_quant_fn)(const float *src, void *dst, int64_t n);
+
+/* out = dot(w_row, x_row) over n values; x_row is in the type's dot partner
+ * (act_type) layout, i.e. the activation row after act_quant. */
+typedef void (*kq_dot_fn)(int64_t n, const void *w_row, const void *x_row, float *out);
+
+/* A tile of dot products: for r < n_rows, c < n_cols,
+ *   y[c * y_stride + r] = dot(w + r * w_stride, x + c * x_stride)
+ * so that a weight block loaded once serves several tokens. n_rows <= 4, n_cols <= 4
+ * at most; a type without a tile kernel leaves it NULL and the driver loops dot. */
+typedef void (*kq_dot_tile_fn)(int64_t n, const void *w, size_t w_stride, int n_rows,
+                               const void *x, size_t x_stride, int n_cols, float *y,
+                               int64_t y_stride);
+
+typedef struct kq_impl {
+    kq_dequant_fn dequant;
+    kq_dot_fn dot;
+    kq_dot_tile_fn dot_tile; /* may be NULL */
+} kq_impl;
+
+typedef struct kq_type_ops {
+    uint32_t type;      /* enum gguf_type of the weights */
+    uint32_t act_type;  /* what activations are converted to for dot: F32, F16, Q8_0 or Q8_K */
+    kq_quant_fn quant;  /* reference quantizer (ggml rounding); NULL if not supported */
+    kq_impl scalar;     /* always complete (dequant and dot) */
+    kq_impl avx2;       /* NULL members fall back to scalar */
+} kq_type_ops;
+
+/* The table entries each family file provides (NULL-terminated lists are not
+ * needed: each returns its ops for one type, or NULL for a type it does not own). */
+const kq_type_ops *kq_ops_float(uint32_t type);   /* F32, F16, BF16 */
+const kq_type_ops *kq_ops_legacy(uint32_t type);  /* Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (and Q8_0 as act) */
+const kq_type_ops *kq_ops_kquant(uint32_t type);  /* Q2_K .. Q6_K, Q8_K (act) */
+
+/* Converting a float activation row into act_type (quantize or copy); shared by all
+ * families. Q8_K is ggml's block_q8_K (256 values: float d, int8 qs[256], int16 bsums[16]). */
+void kq_act_convert(uint32_t act_type, const float *src, void *dst, int64_t n);
+
+#endif
