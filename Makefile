@@ -19,14 +19,16 @@ DEPS_tokenizer := gguf base
 DEPS_chat      := tokenizer gguf base
 DEPS_sampler   := base
 DEPS_engine    := sampler chat tokenizer model kernels gguf base
-DEPS_hub       := base
+DEPS_hub       := gguf base
 DEPS_server    := engine $(DEPS_engine)
 DEPS_cli       := server hub $(DEPS_server)
 # test-only groupings
 DEPS_golden    := engine $(DEPS_engine)
 
 SYSLIBS_server := -lmicrohttpd -ljansson
-SYSLIBS_hub    := -lcurl
+SYSLIBS_hub    := -lcurl -ljansson
+# Tests may read JSON goldens with jansson whatever their layer.
+SYSLIBS_tests  := -ljansson
 
 SAN ?= 0
 ifeq ($(SAN),1)
@@ -104,7 +106,7 @@ TEST_BINS := $(foreach d,$(TEST_DIRS),$(call test_bins_of,$(d)))
 define test_rules
 $(BUILD)/tests/$(1)/%: tests/$(1)/%.c tests/test.h $(call libs_for,$(1))
 	@mkdir -p $$(@D)
-	$$(CC) $(CPPFLAGS_ALL) -Itests $(CFLAGS_ALL) $(SIMDFLAGS_TEST) -o $$@ $$< $(call libs_for,$(1)) $(call syslibs_for,$(1)) $(LDFLAGS_ALL)
+	$$(CC) $(CPPFLAGS_ALL) -Itests $(CFLAGS_ALL) $(SIMDFLAGS_TEST) -o $$@ $$< $(call libs_for,$(1)) $(call syslibs_for,$(1)) $(SYSLIBS_tests) $(LDFLAGS_ALL)
 test-$(1): $(call test_bins_of,$(1))
 	@tests/run-tests.sh $(BUILD) $(call test_bins_of,$(1))
 .PHONY: test-$(1)
