@@ -15,9 +15,12 @@ typedef struct sampler_params {
     float repetition_penalty; /* 1: off; llama.cpp's rule: divide positive logits, multiply negative */
     float presence_penalty;   /* 0: off; OpenAI's rule */
     float frequency_penalty;  /* 0: off; OpenAI's rule */
-    int penalty_last_n;       /* how many recent tokens the penalties look at */
+    int penalty_last_n;       /* how many recent tokens the penalties look at (default 64) */
     uint64_t seed;
 } sampler_params;
+
+/* Upper bounds that validation enforces. */
+enum { SAMPLER_MAX_PENALTY_LAST_N = 65536, SAMPLER_MAX_VOCAB = 1 << 24 };
 
 /* OpenAI's defaults: temperature 1, top_p 1, no penalties; seed from the OS. */
 void sampler_params_default(sampler_params *p);
@@ -31,7 +34,10 @@ void sampler_free(sampler *s);
 /* Remembers a token for the penalties (prompt and generated tokens alike). */
 void sampler_accept(sampler *s, int32_t token);
 /* Picks a token. logits (n_vocab floats) are used as scratch and changed. The same
- * seed, params and inputs give the same tokens. */
+ * seed, params and inputs give the same tokens.
+ * Order: penalties, then greedy argmax (lowest id on ties) when temperature is 0,
+ * else top-k, temperature, softmax, top-p, min-p and a seeded draw. NaN logits
+ * count as -infinity. */
 int32_t sampler_sample(sampler *s, float *logits);
 
 #endif

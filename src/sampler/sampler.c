@@ -1,0 +1,402 @@
+#include "sampler/sampler.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/rng.h"
+
+/* Top-p without top-k first looks at this many best tokens and doubles the
+ * window only when their mass falls short, so peaked distributions (the usual
+ * case) never sort the vocabulary. */
+enum { TOP_P_FIRST_WINDOW = 64 };
+
+typedef struct candidate {
+    float logit;
+    int32_t id;
+} candidate;
+
+struct sampler {
+    int n_vocab;
+    sampler_params params;
+    el_rng rng;
+    int32_t *recent;      /* ring of the last penalty_last_n accepted tokens */
+    int n_recent;
+    int recent_next;      /* where the next accepted token goes */
+    int32_t *window_sorted; /* scratch for counting repeats */
+    candidate *cand;      /* scratch, n_vocab entries */
+};
+
+/* ---- parameters ------------------------------------------------------------- */
+
+static uint64_t os_random_seed(void)
+{
+    uint64_t seed;
+    if (getrandom(&seed, sizeof seed, 0) == (ssize_t)sizeof seed)
+        return seed;
+    /* Without the OS source a varying seed is still better than a fixed one. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 16);
+}
+
+void sampler_params_default(sampler_params *p)
+{
+    p->temperature = 1.0f;
+    p->top_p = 1.0f;
+    p->top_k = 0;
+    p->min_p = 0.0f;
+    p->repetition_penalty = 1.0f;
+    p->presence_penalty = 0.0f;
+    p->frequency_penalty = 0.0f;
+    p->penalty_last_n = 64;
+    p->seed = os_random_seed();
+}
+
+static bool in_closed_range(float v, float lo, float hi)
+{
+    return isfinite(v) && v >= lo && v <= hi;
+}
+
+int sampler_params_validate(const sampler_params *p, el_err *err)
+{
+    if (!in_closed_range(p->temperature, 0.0f, 2.0f))
+        return el_fail(err, "temperature must be between 0 and 2");
+    if (!in_closed_range(p->top_p, 0.0f, 1.0f) || p->top_p == 0.0f)
+        return el_fail(err, "top_p must be greater than 0 and at most 1");
+    if (p->top_k < 0)
+        return el_fail(err, "top_k must be 0 (off) or a positive number");
+    if (!in_closed_range(p->min_p, 0.0f, 1.0f))
+        return el_fail(err, "min_p must be between 0 and 1");
+    if (!in_closed_range(p->repetition_penalty, 0.0f, 10.0f) || p->repetition_penalty == 0.0f)
+        return el_fail(err, "repetition_penalty must be greater than 0 and at most 10");
+    if (!in_closed_range(p->presence_penalty, -2.0f, 2.0f))
+        return el_fail(err, "presence_penalty must be between -2 and 2");
+    if (!in_closed_range(p->frequency_penalty, -2.0f, 2.0f))
+        return el_fail(err, "frequency_penalty must be between -2 and 2");
+    if (p->penalty_last_n < 0 || p->penalty_last_n > SAMPLER_MAX_PENALTY_LAST_N)
+        return el_fail(err, "penalty_last_n must be between 0 and %d", SAMPLER_MAX_PENALTY_LAST_N);
+    return 0;
+}
+
+/* ---- lifetime ----------------------------------------------------------------- */
+
+sampler *sampler_create(int n_vocab, const sampler_params *p, el_err *err)
+{
+    if (n_vocab <= 0 || n_vocab > SAMPLER_MAX_VOCAB) {
+        el_fail(err, "vocabulary size %d is out of range (1 to %d)", n_vocab, SAMPLER_MAX_VOCAB);
+        return NULL;
+    }
+    if (sampler_params_validate(p, err) < 0)
+        return NULL;
+    sampler *s = calloc(1, sizeof *s);
+    if (!s) {
+        el_fail(err, "out of memory creating a sampler");
+        return NULL;
+    }
+    s->n_vocab = n_vocab;
+    s->params = *p;
+    el_rng_seed(&s->rng, p->seed);
+    size_t window = (size_t)p->penalty_last_n;
+    s->recent = malloc((window ? window : 1) * sizeof *s->recent);
+    s->window_sorted = malloc((window ? window : 1) * sizeof *s->window_sorted);
+    s->cand = malloc((size_t)n_vocab * sizeof *s->cand);
+    if (!s->recent || !s->window_sorted || !s->cand) {
+        sampler_free(s);
+        el_fail(err, "out of memory creating a sampler for %d tokens", n_vocab);
+        return NULL;
+    }
+    return s;
+}
+
+void sampler_free(sampler *s)
+{
+    if (!s)
+        return;
+    free(s->recent);
+    free(s->window_sorted);
+    free(s->cand);
+    free(s);
+}
+
+void sampler_accept(sampler *s, int32_t token)
+{
+    int window = s->params.penalty_last_n;
+    if (window == 0 || token < 0 || token >= s->n_vocab)
+        return;
+    s->recent[s->recent_next] = token;
+    s->recent_next = (s->recent_next + 1) % window;
+    if (s->n_recent < window)
+        s->n_recent++;
+}
+
+/* ---- penalties ------------------------------------------------------------------- */
+
+static bool penalties_active(const sampler_params *p)
+{
+    return p->repetition_penalty != 1.0f || p->presence_penalty != 0.0f ||
+           p->frequency_penalty != 0.0f;
+}
+
+static int compare_tokens(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+static void penalize(const sampler_params *p, float *logit, int count)
+{
+    float rep = p->repetition_penalty;
+    if (rep != 1.0f)
+        *logit = *logit > 0.0f ? *logit / rep : *logit * rep;
+    *logit -= p->presence_penalty + p->frequency_penalty * (float)count;
+}
+
+/* Each distinct token in the window is penalized once, by its count: sorting a
+ * copy of the window groups the repeats without a vocabulary-sized table. */
+static void apply_penalties(sampler *s, float *logits)
+{
+    if (s->n_recent == 0 || !penalties_active(&s->params))
+        return;
+    int n = s->n_recent;
+    memcpy(s->window_sorted, s->recent, (size_t)n * sizeof *s->window_sorted);
+    qsort(s->window_sorted, (size_t)n, sizeof *s->window_sorted, compare_tokens);
+    for (int i = 0; i < n;) {
+        int j = i;
+        while (j < n && s->window_sorted[j] == s->window_sorted[i])
+            j++;
+        penalize(&s->params, &logits[s->window_sorted[i]], j - i);
+        i = j;
+    }
+}
+
+/* ---- selection ------------------------------------------------------------------------ */
+
+/* Replaces NaN by -inf and +inf by the largest float, so that the arithmetic below
+ * stays finite, and returns the first index of the largest logit. */
+static int sanitize_and_argmax(float *logits, int n)
+{
+    int best = 0;
+    for (int i = 0; i < n; i++) {
+        float v = logits[i];
+        if (isnan(v))
+            logits[i] = v = -INFINITY;
+        else if (v == INFINITY)
+            logits[i] = v = FLT_MAX;
+        if (v > logits[best])
+            best = i;
+    }
+    return best;
+}
+
+/* Higher logit first; the lower id wins ties, so every ordering is total. */
+static bool ranks_above(candidate a, candidate b)
+{
+    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+}
+
+static int compare_candidates(const void *a, const void *b)
+{
+    candidate x = *(const candidate *)a, y = *(const candidate *)b;
+    return ranks_above(x, y) ? -1 : ranks_above(y, x) ? 1 : 0;
+}
+
+/* heap[0] is the lowest-ranked of the kept candidates. */
+static void sift_down(candidate *heap, int n, int i)
+{
+    for (;;) {
+        int lowest = i, l = 2 * i + 1, r = l + 1;
+        if (l < n && ranks_above(heap[lowest], heap[l]))
+            lowest = l;
+        if (r < n && ranks_above(heap[lowest], heap[r]))
+            lowest = r;
+        if (lowest == i)
+            return;
+        candidate t = heap[i];
+        heap[i] = heap[lowest];
+        heap[lowest] = t;
+        i = lowest;
+    }
+}
+
+static void sift_up(candidate *heap, int i)
+{
+    while (i > 0) {
+        int parent = (i - 1) / 2;
+        if (!ranks_above(heap[parent], heap[i]))
+            return;
+        candidate t = heap[i];
+        heap[i] = heap[parent];
+        heap[parent] = t;
+        i = parent;
+    }
+}
+
+/* The k best tokens, best first, in out[0..k): a bounded heap costs
+ * O(n log k) instead of sorting the whole vocabulary. */
+static void select_best(const float *logits, int n, int k, candidate *out)
+{
+    int size = 0;
+    for (int i = 0; i < n; i++) {
+        candidate c = { logits[i], i };
+        if (size < k) {
+            out[size] = c;
+            sift_up(out, size++);
+        } else if (ranks_above(c, out[0])) {
+            out[0] = c;
+            sift_down(out, size, 0);
+        }
+    }
+    qsort(out, (size_t)size, sizeof *out, compare_candidates);
+}
+
+/* ---- drawing ---------------------------------------------------------------------------- */
+
+static double uniform_double(el_rng *rng)
+{
+    return (double)(el_rng_next(rng) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+typedef struct scaling {
+    float max_logit;
+    float inv_temperature;
+    float min_p_floor; /* scaled logits below this fail min-p; -inf when off */
+} scaling;
+
+static double weight_of(const scaling *sc, float logit)
+{
+    float scaled = (logit - sc->max_logit) * sc->inv_temperature;
+    return scaled < sc->min_p_floor ? 0.0 : exp((double)scaled);
+}
+
+/* Draws from the whole vocabulary (min-p aside) without ordering it: weights go
+ * into the logits buffer, then one scan finds where the uniform draw lands. */
+static int32_t draw_from_vocab(sampler *s, float *logits, const scaling *sc)
+{
+    int n = s->n_vocab;
+    double total = 0;
+    for (int i = 0; i < n; i++) {
+        double w = weight_of(sc, logits[i]);
+        logits[i] = (float)w;
+        total += (float)w;
+    }
+    double target = uniform_double(&s->rng) * total, cum = 0;
+    int32_t last = 0;
+    for (int i = 0; i < n; i++) {
+        if (logits[i] <= 0.0f)
+            continue;
+        cum += logits[i];
+        last = i;
+        if (target < cum)
+            return i;
+    }
+    return last; /* rounding left the target at the very top */
+}
+
+static int32_t draw_from_candidates(sampler *s, int n, const scaling *sc)
+{
+    double total = 0;
+    for (int i = 0; i < n; i++)
+        total += weight_of(sc, s->cand[i].logit);
+    double target = uniform_double(&s->rng) * total, cum = 0;
+    for (int i = 0; i < n; i++) {
+        cum += weight_of(sc, s->cand[i].logit);
+        if (target < cum)
+            return s->cand[i].id;
+    }
+    return s->cand[n - 1].id;
+}
+
+/* Length of the shortest best-first prefix whose probability (out of total)
+ * reaches top_p, or 0 when these n candidates do not reach it. */
+static int top_p_prefix(const candidate *cand, int n, const scaling *sc, double total, double top_p)
+{
+    double cum = 0;
+    for (int i = 0; i < n; i++) {
+        cum += weight_of(sc, cand[i].logit) / total;
+        if (cum >= top_p)
+            return i + 1;
+    }
+    return 0;
+}
+
+/* Candidates past the first one that fails min-p carry no weight: drop them. */
+static int min_p_prefix(const candidate *cand, int n, const scaling *sc)
+{
+    int kept = 1; /* the best token always passes */
+    while (kept < n && weight_of(sc, cand[kept].logit) > 0.0)
+        kept++;
+    return kept;
+}
+
+/* Top-p over the whole vocabulary: grow the window of best tokens until it holds
+ * top_p of the mass or min-p has already ended the candidate list. */
+static int select_top_p(sampler *s, const float *logits, const scaling *sc)
+{
+    int n = s->n_vocab;
+    scaling no_min_p = *sc;
+    no_min_p.min_p_floor = -INFINITY;
+    double total = 0;
+    for (int i = 0; i < n; i++)
+        total += weight_of(&no_min_p, logits[i]);
+    int window = TOP_P_FIRST_WINDOW < n ? TOP_P_FIRST_WINDOW : n;
+    for (;;) {
+        select_best(logits, n, window, s->cand);
+        int kept = top_p_prefix(s->cand, window, &no_min_p, total, s->params.top_p);
+        int passing = min_p_prefix(s->cand, window, sc);
+        if (kept > 0)
+            return kept < passing ? kept : passing;
+        if (passing < window || window == n)
+            return passing;
+        window = window > n / 2 ? n : window * 2;
+    }
+}
+
+static int32_t sample_stochastic(sampler *s, float *logits, float max_logit)
+{
+    const sampler_params *p = &s->params;
+    int n = s->n_vocab;
+    scaling sc = {
+        .max_logit = max_logit,
+        .inv_temperature = 1.0f / p->temperature,
+        .min_p_floor = p->min_p > 0.0f ? logf(p->min_p) : -INFINITY,
+    };
+    bool top_k_restricts = p->top_k > 0 && p->top_k < n;
+    bool top_p_restricts = p->top_p < 1.0f;
+    if (!top_k_restricts && !top_p_restricts)
+        return draw_from_vocab(s, logits, &sc);
+
+    int kept;
+    if (top_k_restricts) {
+        select_best(logits, n, p->top_k, s->cand);
+        kept = p->top_k;
+        if (top_p_restricts) {
+            scaling no_min_p = sc;
+            no_min_p.min_p_floor = -INFINITY;
+            double total = 0;
+            for (int i = 0; i < kept; i++)
+                total += weight_of(&no_min_p, s->cand[i].logit);
+            int prefix = top_p_prefix(s->cand, kept, &no_min_p, total, p->top_p);
+            if (prefix > 0)
+                kept = prefix;
+        }
+        kept = min_p_prefix(s->cand, kept, &sc);
+    } else {
+        kept = select_top_p(s, logits, &sc);
+    }
+    return draw_from_candidates(s, kept, &sc);
+}
+
+int32_t sampler_sample(sampler *s, float *logits)
+{
+    apply_penalties(s, logits);
+    int best = sanitize_and_argmax(logits, s->n_vocab);
+    float max_logit = logits[best];
+    if (s->params.temperature == 0.0f || max_logit == -INFINITY)
+        return best;
+    return sample_stochastic(s, logits, max_logit);
+}
