@@ -1,0 +1,111 @@
+#!/bin/bash
+# Runs `elliott bench` and llama.cpp's llama-bench alternately on the same GGUF files, with
+# the same thread count and test sizes, and prints the ratios (elliott / llama.cpp).
+#
+# usage: bench/compare-llamacpp.sh [-t THREADS] [-p N_PROMPT] [-n N_GEN] [-r REPS]
+#                                  [--llama-variant avx2|best] MODEL.gguf...
+#
+# llama.cpp comes from the peer that ../shared/peer/setup.sh installs (a Debian sid chroot,
+# default /var/tmp/elliott-peer/sid; override with ELLIOTT_PEER). When it is absent the script
+# says so and reports elliott's numbers alone.
+#
+# Debian's llama.cpp picks the best CPU variant at run time (AVX-512/AMX where present). The
+# project's reference machine has AVX2 and no AVX-512, and elliott's kernels are AVX2, so by
+# default llama.cpp is restricted to its `haswell` (AVX2/FMA/F16C) variant for a like-for-like
+# comparison; --llama-variant best lets it use whatever this CPU has.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+threads=2 n_prompt=128 n_gen=32 reps=3 variant=avx2
+models=()
+while [ $# -gt 0 ]; do
+    case $1 in
+        -t) threads=$2; shift 2 ;;
+        -p) n_prompt=$2; shift 2 ;;
+        -n) n_gen=$2; shift 2 ;;
+        -r) reps=$2; shift 2 ;;
+        --llama-variant) variant=$2; shift 2 ;;
+        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -*) echo "compare-llamacpp.sh: unknown option $1" >&2; exit 2 ;;
+        *) models+=("$1"); shift ;;
+    esac
+done
+[ ${#models[@]} -gt 0 ] || { echo "compare-llamacpp.sh: no model given (see --help)" >&2; exit 2; }
+case $variant in avx2|best) ;; *) echo "compare-llamacpp.sh: --llama-variant is avx2 or best" >&2; exit 2 ;; esac
+
+elliott=${ELLIOTT_BIN:-$here/build/elliott}
+[ -x "$elliott" ] || { echo "compare-llamacpp.sh: $elliott not built (run make)" >&2; exit 1; }
+peer=${ELLIOTT_PEER:-/var/tmp/elliott-peer}
+sid=$peer/sid
+have_peer=1
+if [ ! -x "$sid/usr/bin/llama-bench" ]; then
+    have_peer=0
+    echo "llama.cpp peer absent ($sid/usr/bin/llama-bench not found; install it with ../shared/peer/setup.sh): elliott numbers only" >&2
+elif [ "$(id -u)" -ne 0 ]; then
+    have_peer=0
+    echo "llama.cpp peer present but running it needs root (chroot): elliott numbers only" >&2
+fi
+
+backends=usr/lib/x86_64-linux-gnu/ggml/backends0
+avx2_dir=$peer/avx2-only
+if [ $have_peer = 1 ] && [ $variant = avx2 ]; then
+    mkdir -p "$avx2_dir"
+    cp -u "$sid/$backends/libggml-cpu-haswell.so" "$avx2_dir/"
+fi
+
+# llama-bench runs in a private mount namespace: the model's folder is bound into the chroot,
+# and for the AVX2 comparison the CPU backend folder is replaced by one holding only haswell.
+run_llama() { # MODEL -> jsonl lines on stdout
+    local model dir base
+    model=$(readlink -f "$1"); dir=$(dirname "$model"); base=$(basename "$model")
+    unshare -m bash -c '
+        set -e
+        sid=$1 dir=$2 base=$3 variant=$4 avx2_dir=$5 backends=$6; shift 6
+        mkdir -p "$sid/mnt/elliott-models"
+        mount --bind "$dir" "$sid/mnt/elliott-models"
+        [ "$variant" = avx2 ] && mount --bind "$avx2_dir" "$sid/$backends"
+        for d in proc sys dev; do mountpoint -q "$sid/$d" || mount --bind /$d "$sid/$d"; done
+        chroot "$sid" llama-bench -m "/mnt/elliott-models/$base" "$@" -o jsonl
+    ' _ "$sid" "$dir" "$base" "$variant" "$avx2_dir" "$backends" \
+        -t "$threads" -p "$n_prompt" -n "$n_gen" -r "$reps" 2>/dev/null
+}
+
+run_elliott() { # MODEL -> jsonl lines on stdout
+    "$elliott" bench -m "$1" -t "$threads" -p "$n_prompt" -n "$n_gen" -r "$reps" -o jsonl
+}
+
+# Picks "avg_ts stddev_ts" of the pp (n_gen == 0) or tg (n_prompt == 0) line.
+pick() { # JSONL TEST
+    python3 -c '
+import json, sys
+test = sys.argv[1]
+for line in sys.stdin:
+    line = line.strip()
+    if not line.startswith("{"): continue
+    r = json.loads(line)
+    if (test == "pp") == (r["n_gen"] == 0):
+        print("%.2f %.2f" % (r["avg_ts"], r["stddev_ts"])); break
+' "$2" <<<"$1"
+}
+
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
+echo "# elliott vs llama.cpp: $cpu, $threads threads, pp$n_prompt / tg$n_gen, $reps repetitions"
+[ $have_peer = 1 ] && echo "# llama.cpp: Debian llama-bench, CPU variant: $variant"
+echo
+echo "| model | size | test | elliott t/s | llama.cpp t/s | ratio |"
+echo "|---|---:|---|---:|---:|---:|"
+for m in "${models[@]}"; do
+    [ -f "$m" ] || { echo "compare-llamacpp.sh: $m: no such file" >&2; exit 1; }
+    size=$(du -h --apparent-size "$m" | cut -f1)
+    e=$(run_elliott "$m")
+    l=; [ $have_peer = 1 ] && l=$(run_llama "$m" || true)
+    for test in pp tg; do
+        label=$([ $test = pp ] && echo "pp$n_prompt" || echo "tg$n_gen")
+        read -r e_ts e_sd <<<"$(pick "$e" $test)"
+        if [ -n "$l" ] && read -r l_ts l_sd <<<"$(pick "$l" $test)" && [ -n "${l_ts:-}" ]; then
+            ratio=$(python3 -c "print('%.2f' % ($e_ts / $l_ts))")
+            echo "| $(basename "$m") | $size | $label | $e_ts ± $e_sd | $l_ts ± $l_sd | ${ratio}x |"
+        else
+            echo "| $(basename "$m") | $size | $label | $e_ts ± $e_sd | n/a | n/a |"
+        fi
+    done
+done
