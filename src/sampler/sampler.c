@@ -10,11 +10,6 @@
 
 #include "base/rng.h"
 
-/* Top-p without top-k first looks at this many best tokens and doubles the
- * window only when their mass falls short, so peaked distributions (the usual
- * case) never sort the vocabulary. */
-enum { TOP_P_FIRST_WINDOW = 64 };
-
 typedef struct candidate {
     float logit;
     int32_t id;
@@ -181,14 +176,17 @@ static void apply_penalties(sampler *s, float *logits)
 static int sanitize_and_argmax(float *logits, int n)
 {
     int best = 0;
+    float best_value = -INFINITY;
     for (int i = 0; i < n; i++) {
         float v = logits[i];
         if (isnan(v))
             logits[i] = v = -INFINITY;
         else if (v == INFINITY)
             logits[i] = v = FLT_MAX;
-        if (v > logits[best])
+        if (v > best_value) {
+            best_value = v;
             best = i;
+        }
     }
     return best;
 }
@@ -270,7 +268,7 @@ typedef struct scaling {
 static double weight_of(const scaling *sc, float logit)
 {
     float scaled = (logit - sc->max_logit) * sc->inv_temperature;
-    return scaled < sc->min_p_floor ? 0.0 : exp((double)scaled);
+    return scaled < sc->min_p_floor ? 0.0 : (double)expf(scaled);
 }
 
 /* Draws from the whole vocabulary (min-p aside) without ordering it: weights go
@@ -333,27 +331,101 @@ static int min_p_prefix(const candidate *cand, int n, const scaling *sc)
     return kept;
 }
 
-/* Top-p over the whole vocabulary: grow the window of best tokens until it holds
- * top_p of the mass or min-p has already ended the candidate list. */
-static int select_top_p(sampler *s, const float *logits, const scaling *sc)
+/* Top-p over the whole vocabulary without sorting it. A histogram of the scaled
+ * logits (mass and count per bucket, best bucket first) finds the bucket where the
+ * cumulative mass crosses top_p; every token in a better bucket is kept unsorted,
+ * and only the boundary bucket is sorted to find the exact cut. */
+enum { TOP_P_BUCKETS = 1024 };
+#define TOP_P_RANGE 40.0f /* scaled logits this far below the best share the last bucket */
+
+static int bucket_of(const scaling *sc, float logit)
 {
-    int n = s->n_vocab;
+    float below = (sc->max_logit - logit) * sc->inv_temperature;
+    if (!(below < TOP_P_RANGE))
+        return TOP_P_BUCKETS - 1;
+    int b = (int)(below * (TOP_P_BUCKETS / TOP_P_RANGE));
+    return b < TOP_P_BUCKETS - 1 ? b : TOP_P_BUCKETS - 1;
+}
+
+typedef struct nucleus {
+    int boundary;           /* tokens in buckets before this one are all kept */
+    candidate last_kept;    /* in the boundary bucket, tokens ranking at or above this are kept */
+    double kept_weight;     /* total min-p weight of the kept tokens */
+} nucleus;
+
+static bool in_nucleus(const nucleus *nu, const scaling *sc, float logit, int32_t id)
+{
+    int b = bucket_of(sc, logit);
+    if (b != nu->boundary)
+        return b < nu->boundary;
+    candidate c = { logit, id };
+    return !ranks_above(nu->last_kept, c);
+}
+
+static nucleus find_nucleus(sampler *s, const float *logits, const scaling *sc)
+{
+    static const int nb = TOP_P_BUCKETS;
+    double mass[TOP_P_BUCKETS] = { 0 }, kept_mass[TOP_P_BUCKETS] = { 0 };
+    int count[TOP_P_BUCKETS] = { 0 };
     scaling no_min_p = *sc;
     no_min_p.min_p_floor = -INFINITY;
     double total = 0;
-    for (int i = 0; i < n; i++)
-        total += weight_of(&no_min_p, logits[i]);
-    int window = TOP_P_FIRST_WINDOW < n ? TOP_P_FIRST_WINDOW : n;
-    for (;;) {
-        select_best(logits, n, window, s->cand);
-        int kept = top_p_prefix(s->cand, window, &no_min_p, total, s->params.top_p);
-        int passing = min_p_prefix(s->cand, window, sc);
-        if (kept > 0)
-            return kept < passing ? kept : passing;
-        if (passing < window || window == n)
-            return passing;
-        window = window > n / 2 ? n : window * 2;
+    for (int i = 0; i < s->n_vocab; i++) {
+        int b = bucket_of(sc, logits[i]);
+        double w = weight_of(&no_min_p, logits[i]);
+        mass[b] += w;
+        if ((logits[i] - sc->max_logit) * sc->inv_temperature >= sc->min_p_floor)
+            kept_mass[b] += w;
+        count[b]++;
+        total += w;
     }
+    nucleus nu = { .boundary = nb - 1 };
+    double before = 0, target = s->params.top_p * total;
+    for (int b = 0; b < nb; b++) {
+        if (count[b] && before + mass[b] >= target) {
+            nu.boundary = b;
+            break;
+        }
+        before += mass[b];
+        nu.kept_weight += kept_mass[b];
+    }
+    while (nu.boundary > 0 && count[nu.boundary] == 0) /* rounding fell short: keep all */
+        nu.boundary--;
+    int n = 0;
+    for (int i = 0; i < s->n_vocab; i++)
+        if (bucket_of(sc, logits[i]) == nu.boundary)
+            s->cand[n++] = (candidate){ logits[i], i };
+    qsort(s->cand, (size_t)n, sizeof *s->cand, compare_candidates);
+    int m = 0;
+    while (m < n) {
+        double w = weight_of(&no_min_p, s->cand[m].logit);
+        before += w;
+        nu.kept_weight += weight_of(sc, s->cand[m].logit);
+        m++;
+        if (before >= target)
+            break;
+    }
+    nu.last_kept = s->cand[m - 1];
+    return nu;
+}
+
+static int32_t draw_from_nucleus(sampler *s, const float *logits, const scaling *sc)
+{
+    nucleus nu = find_nucleus(s, logits, sc);
+    double target = uniform_double(&s->rng) * nu.kept_weight, cum = 0;
+    int32_t last = nu.last_kept.id;
+    for (int i = 0; i < s->n_vocab; i++) {
+        if (!in_nucleus(&nu, sc, logits[i], i))
+            continue;
+        double w = weight_of(sc, logits[i]);
+        if (w <= 0.0)
+            continue;
+        cum += w;
+        last = i;
+        if (target < cum)
+            return i;
+    }
+    return last;
 }
 
 static int32_t sample_stochastic(sampler *s, float *logits, float max_logit)
@@ -369,25 +441,22 @@ static int32_t sample_stochastic(sampler *s, float *logits, float max_logit)
     bool top_p_restricts = p->top_p < 1.0f;
     if (!top_k_restricts && !top_p_restricts)
         return draw_from_vocab(s, logits, &sc);
+    if (!top_k_restricts)
+        return draw_from_nucleus(s, logits, &sc);
 
-    int kept;
-    if (top_k_restricts) {
-        select_best(logits, n, p->top_k, s->cand);
-        kept = p->top_k;
-        if (top_p_restricts) {
-            scaling no_min_p = sc;
-            no_min_p.min_p_floor = -INFINITY;
-            double total = 0;
-            for (int i = 0; i < kept; i++)
-                total += weight_of(&no_min_p, s->cand[i].logit);
-            int prefix = top_p_prefix(s->cand, kept, &no_min_p, total, p->top_p);
-            if (prefix > 0)
-                kept = prefix;
-        }
-        kept = min_p_prefix(s->cand, kept, &sc);
-    } else {
-        kept = select_top_p(s, logits, &sc);
+    select_best(logits, n, p->top_k, s->cand);
+    int kept = p->top_k;
+    if (top_p_restricts) {
+        scaling no_min_p = sc;
+        no_min_p.min_p_floor = -INFINITY;
+        double total = 0;
+        for (int i = 0; i < kept; i++)
+            total += weight_of(&no_min_p, s->cand[i].logit);
+        int prefix = top_p_prefix(s->cand, kept, &no_min_p, total, p->top_p);
+        if (prefix > 0)
+            kept = prefix;
     }
+    kept = min_p_prefix(s->cand, kept, &sc);
     return draw_from_candidates(s, kept, &sc);
 }
 

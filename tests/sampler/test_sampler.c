@@ -269,6 +269,58 @@ static void test_top_p_over_a_flat_vocabulary(void)
     sampler_free(s);
 }
 
+static int compare_desc(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x < y) - (x > y);
+}
+
+/* Top-p over a spread-out vocabulary (the histogram path) against a reference
+ * nucleus computed by sorting the whole distribution. */
+static void test_top_p_matches_sorted_reference(void)
+{
+    enum { N = 3000, DRAWS = 20000 };
+    static float logits[N], buf[N];
+    static double probs[N], sorted[N];
+    static int counts[N];
+    random_logits(logits, N, 8, 2.0f);
+    const float temperature = 0.9f, top_p = 0.7f;
+    softmax(logits, N, temperature, probs);
+    memcpy(sorted, probs, sizeof sorted);
+    qsort(sorted, N, sizeof *sorted, compare_desc);
+    double cum = 0, cutoff = 0, nucleus_mass = 0;
+    int nucleus = 0;
+    while (cum < top_p) {
+        cutoff = sorted[nucleus++];
+        cum += cutoff;
+    }
+    nucleus_mass = cum;
+    sampler_params p = params_with(temperature, 81);
+    p.top_p = top_p;
+    sampler *s = sampler_create(N, &p, NULL);
+    for (int i = 0; i < DRAWS; i++) {
+        memcpy(buf, logits, sizeof buf);
+        counts[sampler_sample(s, buf)]++;
+    }
+    sampler_free(s);
+    int outside = 0, distinct = 0;
+    double chi = 0;
+    for (int i = 0; i < N; i++) {
+        if (probs[i] < cutoff) {
+            outside += counts[i];
+            continue;
+        }
+        distinct += counts[i] > 0;
+        double expected = probs[i] / nucleus_mass * DRAWS;
+        chi += (counts[i] - expected) * (counts[i] - expected) / expected;
+    }
+    CHECK_EQ_INT(outside, 0);
+    CHECKF(nucleus > 20 && distinct > nucleus / 2, "nucleus %d, drawn %d", nucleus, distinct);
+    /* Mean nucleus-1, sd sqrt(2(nucleus-1)): six sd above is a generous bound. */
+    CHECKF(chi < nucleus - 1 + 6 * sqrt(2.0 * (nucleus - 1)), "chi-square %.1f over %d tokens",
+           chi, nucleus);
+}
+
 static void test_min_p(void)
 {
     /* min_p 0.2 of the best (0.5) is 0.1: the 0.05 token goes, 0.15 stays. */
@@ -507,6 +559,7 @@ int main(void)
     RUN(test_top_k_renormalizes);
     RUN(test_top_p_excludes_tail);
     RUN(test_top_p_over_a_flat_vocabulary);
+    RUN(test_top_p_matches_sorted_reference);
     RUN(test_min_p);
     RUN(test_repetition_penalty);
     RUN(test_presence_penalty);
