@@ -33,6 +33,9 @@ int32_t tokenizer_bos(const tokenizer *t);  /* -1 if the model has none */
 int32_t tokenizer_eos(const tokenizer *t);
 int32_t tokenizer_eot(const tokenizer *t);  /* end of turn, -1 if none */
 bool tokenizer_add_bos(const tokenizer *t); /* tokenizer.ggml.add_bos_token */
+/* tokenizer.ggml.add_space_prefix (default true): encode puts a space before the
+ * text and after each special token, and decoding drops it at the start. */
+bool tokenizer_add_space_prefix(const tokenizer *t);
 /* The id of the token whose text is exactly `piece` (e.g. "<start_of_turn>"), or -1. */
 int32_t tokenizer_find(const tokenizer *t, const char *piece);
 /* Control tokens (BOS, EOS, turn markers) produce no text. */
@@ -58,8 +61,19 @@ typedef struct detokenizer {
 } detokenizer;
 
 void detokenizer_init(detokenizer *d, const tokenizer *t);
-/* Appends complete UTF-8 text for id to out (capacity cap, at least 64 bytes);
- * returns the bytes written. */
+/* Longest token text a vocabulary may hold, in bytes (Gemma's longest is 93). */
+enum { TOKENIZER_MAX_PIECE = 256 };
+/* An output buffer this large always holds what one detokenizer_push or
+ * detokenizer_finish writes, whatever the vocabulary. */
+enum { DETOKENIZER_OUT_MAX = 4 * TOKENIZER_MAX_PIECE };
+
+/* Appends complete UTF-8 text for id to out (capacity cap, at least 64 bytes:
+ * enough for every Gemma and llama vocabulary, whose pieces decode to at most 48
+ * bytes; DETOKENIZER_OUT_MAX is enough for any; text that does not fit is cut,
+ * never overrun); returns the bytes written. detokenizer_init starts with
+ * at_start set, so that for add_space_prefix models the leading space of the
+ * first piece with text is dropped, as SentencePiece decoding does; set at_start
+ * to false after init when decoding a continuation of text already shown. */
 size_t detokenizer_push(detokenizer *d, int32_t id, char *out, size_t cap);
 /* Ends the stream: held bytes of an incomplete sequence become U+FFFD. */
 size_t detokenizer_finish(detokenizer *d, char *out, size_t cap);
