@@ -5,6 +5,7 @@
  * the key/value pairs, the tensor descriptions, padding to the alignment, then
  * the tensor data. A string is a u64 length and that many bytes. */
 #include "gguf/gguf.h"
+#include "gguf/gguf_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -19,8 +20,6 @@
 #include <unistd.h>
 
 enum {
-    DEFAULT_ALIGNMENT = 32,
-    MAX_NAME_BYTES = 65535,
     /* Smallest encodings, used to bound counts by the bytes left before anything
      * is allocated: a kv is a 1-byte key (8 + 1), a type (4) and a 1-byte value;
      * a tensor is a 1-byte name, n_dims, one dimension, a type and an offset. */
@@ -182,18 +181,17 @@ static size_t utf8_seq_len(const unsigned char *p, uint64_t n)
     return len;
 }
 
-/* NULL if s is a usable key or tensor name, else what is wrong with it. */
-static const char *name_problem(gguf_str s)
+const char *gguf_name_problem(const char *name, uint64_t len)
 {
-    if (s.len == 0)
+    if (len == 0)
         return "is empty";
-    if (s.len > MAX_NAME_BYTES)
+    if (len > GGUF_MAX_NAME_BYTES)
         return "is longer than 65535 bytes";
-    const unsigned char *p = (const unsigned char *)s.ptr;
-    for (uint64_t i = 0; i < s.len;) {
+    const unsigned char *p = (const unsigned char *)name;
+    for (uint64_t i = 0; i < len;) {
         if (p[i] < 0x20 || p[i] == 0x7f)
             return "contains a control character";
-        size_t n = utf8_seq_len(p + i, s.len - i);
+        size_t n = utf8_seq_len(p + i, len - i);
         if (n == 0)
             return "is not valid UTF-8";
         i += n;
@@ -205,7 +203,7 @@ static int read_name(reader *r, gguf_str *out, const char *what)
 {
     if (read_string(r, out, what) < 0)
         return -1;
-    const char *problem = name_problem(*out);
+    const char *problem = gguf_name_problem(out->ptr, out->len);
     if (problem) {
         char q[QUOTE_BYTES * 4 + 8];
         quote_name(*out, q, sizeof q);
@@ -283,8 +281,7 @@ static gguf_str tensor_name_at(const void *items, uint64_t i)
 
 /* ---- values -------------------------------------------------------------------- */
 
-/* Encoded size of a fixed-size value type; 0 for STRING, ARRAY and unknown ids. */
-static uint32_t scalar_size(uint32_t type)
+uint32_t gguf_scalar_size(uint32_t type)
 {
     switch (type) {
     case GGUF_VAL_UINT8: case GGUF_VAL_INT8: case GGUF_VAL_BOOL: return 1;
@@ -337,7 +334,7 @@ static int read_array(reader *r, gguf_kv *kv, const char *key)
     kv->arr_type = (enum gguf_value_type)elem;
     kv->arr_len = len;
     kv->arr_data = r->base + r->pos;
-    uint32_t esize = elem == GGUF_VAL_STRING ? MIN_STRING_BYTES : scalar_size(elem);
+    uint32_t esize = elem == GGUF_VAL_STRING ? MIN_STRING_BYTES : gguf_scalar_size(elem);
     if (len > bytes_left(r) / esize)
         return fail(r, "key '%s': array length %llu cannot fit in the %llu bytes left in the file",
                     key, (unsigned long long)len, (unsigned long long)bytes_left(r));
@@ -384,7 +381,7 @@ static int read_value(reader *r, gguf_kv *kv, uint32_t type, const char *key)
     }
     if (type == GGUF_VAL_ARRAY)
         return read_array(r, kv, key);
-    uint32_t n = scalar_size(type);
+    uint32_t n = gguf_scalar_size(type);
     if (need(r, n, "value") < 0)
         return el_wrap(r->err, "key '%s'", key);
     const uint8_t *p = r->base + r->pos;
@@ -462,7 +459,7 @@ static int read_kvs(reader *r, gguf_file *f, uint64_t n_kv)
 
 static int check_alignment(reader *r, gguf_file *f)
 {
-    f->alignment = DEFAULT_ALIGNMENT;
+    f->alignment = GGUF_DEFAULT_ALIGNMENT;
     const gguf_kv *kv = gguf_find(f, "general.alignment");
     if (!kv)
         return 0;
