@@ -76,11 +76,19 @@ void engine_get_stats(engine *e, engine_stats *stats);
 
 /* ---- requests ------------------------------------------------------------------ */
 
+/* Bounds on stop strings (OpenAI allows 4; more is accepted up to these). */
+enum { GEN_MAX_STOP = 16, GEN_MAX_STOP_BYTES = 256 };
+
 typedef struct gen_params {
     int max_tokens;          /* 0: the engine's default; never beyond the context */
     sampler_params sampling;
-    const char *const *stop; /* stop strings (copied); generation ends before them */
+    const char *const *stop; /* stop strings (copied; non-empty UTF-8, at most
+                                GEN_MAX_STOP of GEN_MAX_STOP_BYTES each); generation
+                                ends before them and they are never emitted */
     size_t n_stop;
+    bool raw;                /* no chat template: the prompt is the messages' text
+                                concatenated, tokenized as plain text after a BOS
+                                (when the model uses one) */
 } gen_params;
 
 void gen_params_default(gen_params *p);

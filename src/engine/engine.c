@@ -1,0 +1,731 @@
+/* The engine's public side: lifecycle, loading, submission and the request API
+ * that consumers call from their own threads. The scheduler is in scheduler.c. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/engine_internal.h"
+
+enum {
+    MAX_THREADS = 1024,
+    MAX_SLOTS = 256,
+    MAX_QUEUE = 1 << 16,
+    MAX_BATCH = 1 << 16,
+    MAX_MESSAGES = 1 << 16,
+    DEFAULT_N_CTX = 4096,
+    DEFAULT_MAX_QUEUE = 16,
+    DEFAULT_MAX_BATCH = 512,
+    DEFAULT_MAX_TOKENS = 512,
+    OUT_INITIAL_CAP = 1024
+};
+
+double engine_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+void engine_config_default(engine_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->prefix_cache = true;
+    c->history = CHAT_HISTORY_FULL;
+}
+
+void gen_params_default(gen_params *p)
+{
+    memset(p, 0, sizeof *p);
+    sampler_params_default(&p->sampling);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------ */
+
+static int init_cond(pthread_cond_t *cv)
+{
+    pthread_condattr_t attr;
+    if (pthread_condattr_init(&attr))
+        return -1;
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    int rc = pthread_cond_init(cv, &attr);
+    pthread_condattr_destroy(&attr);
+    return rc ? -1 : 0;
+}
+
+static int validate_config(const engine_config *c, el_err *err)
+{
+    if (!c->model_path && (!c->model_data || c->model_size == 0))
+        return el_fail(err, "engine: no model given (a path or an image in memory)");
+    if (c->n_threads < 0 || c->n_threads > MAX_THREADS)
+        return el_fail(err, "engine: threads must be in [0, %d]", MAX_THREADS);
+    if (c->n_ctx < 0)
+        return el_fail(err, "engine: context size must not be negative");
+    if (c->n_slots < 0 || c->n_slots > MAX_SLOTS)
+        return el_fail(err, "engine: slots must be in [0, %d]", MAX_SLOTS);
+    if (c->max_queue < 0 || c->max_queue > MAX_QUEUE)
+        return el_fail(err, "engine: queue length must be in [0, %d]", MAX_QUEUE);
+    if (c->max_batch < 0 || c->max_batch > MAX_BATCH)
+        return el_fail(err, "engine: batch size must be in [0, %d]", MAX_BATCH);
+    if (c->max_tokens_default < 0)
+        return el_fail(err, "engine: default max tokens must not be negative");
+    if (c->history != CHAT_HISTORY_FULL && c->history != CHAT_HISTORY_LAST)
+        return el_fail(err, "engine: unknown history mode");
+    return 0;
+}
+
+/* Fills in the defaults that do not depend on the model. */
+static void normalise_config(engine_config *c)
+{
+    if (c->n_threads == 0)
+        c->n_threads = el_cpu_count();
+    if (c->n_slots == 0)
+        c->n_slots = 1;
+    if (c->max_queue == 0)
+        c->max_queue = DEFAULT_MAX_QUEUE;
+    if (c->max_batch == 0)
+        c->max_batch = DEFAULT_MAX_BATCH;
+    /* Every generating slot needs room for its token in each step. */
+    if (c->max_batch < c->n_slots)
+        c->max_batch = c->n_slots;
+    if (c->max_tokens_default == 0)
+        c->max_tokens_default = DEFAULT_MAX_TOKENS;
+}
+
+static size_t longest_piece(const tokenizer *t)
+{
+    char probe[8];
+    size_t longest = 0;
+    int n = tokenizer_n_vocab(t);
+    for (int id = 0; id < n; id++) {
+        size_t len = tokenizer_token_text(t, id, probe, sizeof probe);
+        if (len > longest)
+            longest = len;
+    }
+    return longest;
+}
+
+static void copy_cstr(char *dst, size_t cap, const char *src, size_t len)
+{
+    if (len >= cap)
+        len = cap - 1;
+    memcpy(dst, src, len);
+    dst[len] = '\0';
+}
+
+static void fill_info(engine *e)
+{
+    engine_info *info = &e->info;
+    memset(info, 0, sizeof *info);
+    gguf_str name = {0};
+    if (gguf_get_str(model_gguf(e->m), "general.name", &name, NULL) == 0 && name.len > 0) {
+        copy_cstr(info->model_name, sizeof info->model_name, name.ptr, (size_t)name.len);
+    } else if (e->model_path) {
+        const char *base = strrchr(e->model_path, '/');
+        base = base ? base + 1 : e->model_path;
+        copy_cstr(info->model_name, sizeof info->model_name, base, strlen(base));
+    } else {
+        copy_cstr(info->model_name, sizeof info->model_name, "model", 5);
+    }
+    const model_hparams *hp = model_hparams_of(e->m);
+    const char *arch = model_arch_name(hp->arch);
+    copy_cstr(info->arch, sizeof info->arch, arch, strlen(arch));
+    const char *fmt = chat_format_name(e->fmt);
+    copy_cstr(info->chat_format, sizeof info->chat_format, fmt, strlen(fmt));
+    info->n_ctx = e->n_ctx;
+    info->n_slots = e->cfg.n_slots;
+    info->n_vocab = e->n_vocab;
+    info->n_threads = e->cfg.n_threads;
+    info->weight_bytes = model_weight_bytes(e->m);
+    info->max_tokens_default = e->cfg.max_tokens_default;
+}
+
+static int load_model(engine *e, el_err *err)
+{
+    if (e->model_path) {
+        model_load_options opts = {.mlock = e->cfg.mlock};
+        e->m = model_load(e->model_path, &opts, err);
+    } else {
+        e->m = model_load_memory(e->cfg.model_data, e->cfg.model_size, err);
+    }
+    if (!e->m)
+        return -1;
+    e->tok = tokenizer_load(model_gguf(e->m), err);
+    if (!e->tok)
+        return -1;
+    const model_hparams *hp = model_hparams_of(e->m);
+    e->n_vocab = hp->n_vocab;
+    if (tokenizer_n_vocab(e->tok) > e->n_vocab)
+        return el_fail(err, "engine: the tokenizer has %d tokens but the model only %d logits",
+                       tokenizer_n_vocab(e->tok), e->n_vocab);
+    e->fmt = chat_detect_format(model_gguf(e->m), e->tok);
+    e->n_stop_ids = chat_stop_tokens(e->tok, e->fmt, e->stop_ids,
+                                     sizeof e->stop_ids / sizeof e->stop_ids[0]);
+    if (e->n_stop_ids > sizeof e->stop_ids / sizeof e->stop_ids[0])
+        e->n_stop_ids = sizeof e->stop_ids / sizeof e->stop_ids[0];
+    /* Asked for: at most the training context (beyond it RoPE extrapolates badly). */
+    int train = hp->n_ctx_train > 0 ? hp->n_ctx_train : DEFAULT_N_CTX;
+    e->n_ctx = e->cfg.n_ctx ? e->cfg.n_ctx : DEFAULT_N_CTX;
+    if (e->n_ctx > train)
+        e->n_ctx = train;
+    if (e->n_ctx < 2)
+        return el_fail(err, "engine: a context of %d positions is too small", e->n_ctx);
+    /* held UTF-8 bytes, replacement characters and slack around the longest token */
+    e->max_piece = longest_piece(e->tok) + 64;
+    if (scheduler_init(e, err) < 0)
+        return -1;
+    fill_info(e);
+    return 0;
+}
+
+static void unload_model(engine *e)
+{
+    scheduler_free(e);
+    tokenizer_free(e->tok);
+    e->tok = NULL;
+    model_free(e->m);
+    e->m = NULL;
+}
+
+static void *engine_main(void *arg)
+{
+    engine *e = arg;
+    el_err err = {{0}};
+    int rc = load_model(e, &err);
+    pthread_mutex_lock(&e->mu);
+    if (rc < 0) {
+        e->state = ENGINE_FAILED;
+        e->load_err = err;
+    } else {
+        e->state = ENGINE_READY;
+    }
+    pthread_cond_broadcast(&e->ready_cv);
+    pthread_mutex_unlock(&e->mu);
+    if (rc == 0)
+        scheduler_run(e);
+    unload_model(e);
+    return NULL;
+}
+
+engine *engine_start(const engine_config *c, el_err *err)
+{
+    if (!c) {
+        el_fail(err, "engine: no configuration");
+        return NULL;
+    }
+    if (validate_config(c, err) < 0)
+        return NULL;
+    engine *e = calloc(1, sizeof *e);
+    if (!e) {
+        el_fail(err, "engine: out of memory");
+        return NULL;
+    }
+    e->cfg = *c;
+    normalise_config(&e->cfg);
+    e->refs = 1;
+    e->state = ENGINE_LOADING;
+    if (c->model_path) {
+        e->model_path = strdup(c->model_path);
+        if (!e->model_path) {
+            free(e);
+            el_fail(err, "engine: out of memory");
+            return NULL;
+        }
+        e->cfg.model_path = e->model_path;
+    }
+    if (pthread_mutex_init(&e->mu, NULL) || init_cond(&e->sched_cv) || init_cond(&e->ready_cv)) {
+        free(e->model_path);
+        free(e);
+        el_fail(err, "engine: cannot create synchronisation objects");
+        return NULL;
+    }
+    if (pthread_create(&e->thread, NULL, engine_main, e)) {
+        engine_destroy(e);
+        el_fail(err, "engine: cannot start the scheduler thread");
+        return NULL;
+    }
+    e->thread_started = true;
+    return e;
+}
+
+void engine_destroy(engine *e)
+{
+    pthread_cond_destroy(&e->ready_cv);
+    pthread_cond_destroy(&e->sched_cv);
+    pthread_mutex_destroy(&e->mu);
+    free(e->model_path);
+    free(e);
+}
+
+bool engine_unref_locked(engine *e)
+{
+    return --e->refs == 0;
+}
+
+static void cancel_queued_locked(engine *e);
+
+void engine_free(engine *e)
+{
+    if (!e)
+        return;
+    pthread_mutex_lock(&e->mu);
+    e->stopping = true;
+    cancel_queued_locked(e);
+    pthread_cond_broadcast(&e->sched_cv);
+    pthread_cond_broadcast(&e->ready_cv);
+    pthread_mutex_unlock(&e->mu);
+    if (e->thread_started)
+        pthread_join(e->thread, NULL);
+    /* Requests the consumer still holds keep the lock and their condition variable
+     * alive; the last gen_release destroys what is left. */
+    pthread_mutex_lock(&e->mu);
+    bool last = engine_unref_locked(e);
+    pthread_mutex_unlock(&e->mu);
+    if (last)
+        engine_destroy(e);
+}
+
+enum engine_state engine_state(engine *e, el_err *why)
+{
+    pthread_mutex_lock(&e->mu);
+    enum engine_state s = e->state;
+    if (s == ENGINE_FAILED && why)
+        *why = e->load_err;
+    pthread_mutex_unlock(&e->mu);
+    return s;
+}
+
+int engine_wait_ready(engine *e, el_err *err)
+{
+    pthread_mutex_lock(&e->mu);
+    while (e->state == ENGINE_LOADING && !e->stopping)
+        pthread_cond_wait(&e->ready_cv, &e->mu);
+    int rc = 0;
+    if (e->state == ENGINE_FAILED) {
+        if (err)
+            *err = e->load_err;
+        rc = -1;
+    } else if (e->state != ENGINE_READY) {
+        rc = el_fail(err, "engine: shutting down");
+    }
+    pthread_mutex_unlock(&e->mu);
+    return rc;
+}
+
+void engine_get_info(engine *e, engine_info *info)
+{
+    pthread_mutex_lock(&e->mu);
+    if (e->state == ENGINE_READY)
+        *info = e->info;
+    else
+        memset(info, 0, sizeof *info);
+    pthread_mutex_unlock(&e->mu);
+}
+
+void engine_get_stats(engine *e, engine_stats *stats)
+{
+    pthread_mutex_lock(&e->mu);
+    stats->queue_depth = e->queue_len;
+    stats->active_slots = e->active_slots;
+    stats->prompt_tokens_total = e->prompt_tokens_total;
+    stats->completion_tokens_total = e->completion_tokens_total;
+    stats->prompt_tokens_cached_total = e->cached_tokens_total;
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* ---- requests: buffers ---------------------------------------------------------- */
+
+/* Replaces *buf by a larger copy; the old bytes are wiped before they are freed. */
+static int grow_wiped(char **buf, size_t *cap, size_t used, size_t need)
+{
+    size_t cap2 = *cap ? *cap : OUT_INITIAL_CAP;
+    while (cap2 < need)
+        cap2 *= 2;
+    char *fresh = malloc(cap2);
+    if (!fresh)
+        return -1;
+    if (*buf) {
+        memcpy(fresh, *buf, used);
+        explicit_bzero(*buf, *cap);
+        free(*buf);
+    }
+    *buf = fresh;
+    *cap = cap2;
+    return 0;
+}
+
+int request_append_locked(gen_request *r, const char *text, size_t len)
+{
+    if (len == 0)
+        return 0;
+    if (r->out_len + len > r->out_cap && grow_wiped(&r->out, &r->out_cap, r->out_len, r->out_len + len) < 0)
+        return -1;
+    memcpy(r->out + r->out_len, text, len);
+    r->out_len += len;
+    pthread_cond_signal(&r->cv);
+    return 0;
+}
+
+void request_finish_locked(gen_request *r, const gen_event *done)
+{
+    r->done_ev = *done;
+    r->done_ev.kind = GEN_EVENT_DONE;
+    r->done_ev.text = NULL;
+    r->done_ev.len = 0;
+    r->state = REQ_DONE;
+    pthread_cond_broadcast(&r->cv);
+}
+
+static void wipe_free(void *p, size_t n)
+{
+    if (p) {
+        explicit_bzero(p, n);
+        free(p);
+    }
+}
+
+void request_destroy_locked(gen_request *r)
+{
+    wipe_free(r->prompt, (size_t)r->n_prompt * sizeof *r->prompt);
+    wipe_free(r->out, r->out_cap);
+    wipe_free(r->view, r->view_cap);
+    stop_set_free(&r->stop);
+    pthread_cond_destroy(&r->cv);
+    explicit_bzero(r, sizeof *r);
+    free(r);
+}
+
+/* ---- requests: the queue -------------------------------------------------------- */
+
+static void queue_remove_locked(engine *e, gen_request *r)
+{
+    gen_request **link = &e->queue_head;
+    gen_request *prev = NULL;
+    while (*link && *link != r) {
+        prev = *link;
+        link = &(*link)->next;
+    }
+    if (!*link)
+        return;
+    *link = r->next;
+    if (e->queue_tail == r)
+        e->queue_tail = prev;
+    r->next = NULL;
+    e->queue_len--;
+}
+
+/* DONE (cancelled) for a request that never reached a slot. */
+static void finish_unstarted_locked(engine *e, gen_request *r)
+{
+    gen_event done = {.kind = GEN_EVENT_DONE,
+                      .finish = GEN_FINISH_CANCELLED,
+                      .prompt_tokens = r->n_prompt,
+                      .queue_ms = engine_now_ms() - r->t_submit};
+    request_finish_locked(r, &done);
+}
+
+static void cancel_queued_locked(engine *e)
+{
+    while (e->queue_head) {
+        gen_request *r = e->queue_head;
+        queue_remove_locked(e, r);
+        r->cancelled = true;
+        finish_unstarted_locked(e, r); /* released requests never wait in the queue */
+    }
+}
+
+/* ---- requests: submission ----------------------------------------------------- */
+
+static enum gen_status not_ready_locked(engine *e, el_err *err)
+{
+    if (e->stopping) {
+        el_fail(err, "engine: shutting down");
+        return GEN_ERR_SHUTTING_DOWN;
+    }
+    if (e->state == ENGINE_LOADING)
+        el_fail(err, "engine: the model is still loading");
+    else
+        el_fail(err, "engine: the model failed to load: %s", e->load_err.msg);
+    return GEN_ERR_NOT_READY;
+}
+
+static int validate_messages(const chat_message *messages, size_t n, el_err *err)
+{
+    if (n == 0 || !messages)
+        return el_fail(err, "messages: the conversation is empty");
+    if (n > MAX_MESSAGES)
+        return el_fail(err, "messages: more than %d messages", MAX_MESSAGES);
+    for (size_t i = 0; i < n; i++) {
+        if (messages[i].role != CHAT_ROLE_SYSTEM && messages[i].role != CHAT_ROLE_USER &&
+            messages[i].role != CHAT_ROLE_ASSISTANT)
+            return el_fail(err, "messages[%zu]: unknown role", i);
+        if (!messages[i].text && messages[i].len)
+            return el_fail(err, "messages[%zu]: text missing", i);
+    }
+    return 0;
+}
+
+/* The messages' text back to back, tokenized as plain text after a BOS. */
+static int build_raw_prompt(const engine *e, const chat_message *messages, size_t n, token_vec *out,
+                            el_err *err)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (messages[i].len > SIZE_MAX / 2 - total)
+            return el_fail(err, "messages: too long");
+        total += messages[i].len;
+    }
+    char *joined = malloc(total ? total : 1);
+    if (!joined)
+        return el_fail(err, "messages: out of memory");
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (messages[i].len)
+            memcpy(joined + at, messages[i].text, messages[i].len);
+        at += messages[i].len;
+    }
+    int rc = 0;
+    if (tokenizer_add_bos(e->tok) && tokenizer_bos(e->tok) >= 0)
+        rc = token_vec_push(out, tokenizer_bos(e->tok), err);
+    if (rc == 0)
+        rc = tokenizer_encode(e->tok, joined, total, false, out, err);
+    explicit_bzero(joined, total);
+    free(joined);
+    return rc;
+}
+
+static void token_vec_wipe(token_vec *v)
+{
+    if (v->ids)
+        explicit_bzero(v->ids, v->cap * sizeof *v->ids);
+    token_vec_free(v);
+}
+
+static gen_request *request_create(engine *e, token_vec *prompt, const gen_params *p, el_err *err)
+{
+    gen_request *r = calloc(1, sizeof *r);
+    if (!r) {
+        el_fail(err, "engine: out of memory");
+        return NULL;
+    }
+    if (init_cond(&r->cv)) {
+        free(r);
+        el_fail(err, "engine: cannot create a condition variable");
+        return NULL;
+    }
+    r->e = e;
+    if (stop_set_init(&r->stop, p->stop, p->n_stop, err) < 0)
+        goto fail;
+    r->prompt = malloc(prompt->n * sizeof *r->prompt);
+    if (!r->prompt)
+        goto oom;
+    memcpy(r->prompt, prompt->ids, prompt->n * sizeof *r->prompt);
+    r->n_prompt = (int)prompt->n;
+    r->out_cap = OUT_INITIAL_CAP;
+    r->view_cap = OUT_INITIAL_CAP;
+    r->out = malloc(r->out_cap);
+    r->view = malloc(r->view_cap);
+    if (!r->out || !r->view)
+        goto oom;
+    int max_tokens = p->max_tokens ? p->max_tokens : e->cfg.max_tokens_default;
+    int room = e->n_ctx - r->n_prompt;
+    r->max_tokens = max_tokens < room ? max_tokens : room;
+    r->sampling = p->sampling;
+    r->state = REQ_QUEUED;
+    return r;
+oom:
+    el_fail(err, "engine: out of memory");
+fail:
+    request_destroy_locked(r); /* touches nothing shared */
+    return NULL;
+}
+
+enum gen_status engine_submit(engine *e, const chat_message *messages, size_t n_messages,
+                              const gen_params *params, gen_request **out, el_err *err)
+{
+    if (out)
+        *out = NULL;
+    if (!e || !out) {
+        el_fail(err, "engine: no engine or no place for the request");
+        return GEN_ERR_INTERNAL;
+    }
+    pthread_mutex_lock(&e->mu);
+    if (e->stopping || e->state != ENGINE_READY) {
+        enum gen_status s = not_ready_locked(e, err);
+        pthread_mutex_unlock(&e->mu);
+        return s;
+    }
+    bool full = e->queue_len >= e->cfg.max_queue;
+    pthread_mutex_unlock(&e->mu);
+    if (full) {
+        el_fail(err, "engine: the request queue is full");
+        return GEN_ERR_QUEUE_FULL;
+    }
+
+    gen_params defaults;
+    if (!params) {
+        gen_params_default(&defaults);
+        params = &defaults;
+    }
+    if (params->max_tokens < 0) {
+        el_fail(err, "max_tokens: must not be negative");
+        return GEN_ERR_INVALID;
+    }
+    if (sampler_params_validate(&params->sampling, err) < 0)
+        return GEN_ERR_INVALID;
+    if (params->n_stop > GEN_MAX_STOP) {
+        el_fail(err, "stop: at most %d stop strings", GEN_MAX_STOP);
+        return GEN_ERR_INVALID;
+    }
+    if (validate_messages(messages, n_messages, err) < 0)
+        return GEN_ERR_INVALID;
+
+    token_vec prompt = {0};
+    int rc = params->raw ? build_raw_prompt(e, messages, n_messages, &prompt, err)
+                         : chat_build_prompt(e->tok, e->fmt, messages, n_messages, e->cfg.history, &prompt, err);
+    if (rc < 0) {
+        token_vec_wipe(&prompt);
+        return GEN_ERR_INVALID;
+    }
+    if (prompt.n == 0) {
+        token_vec_wipe(&prompt);
+        el_fail(err, "messages: the prompt is empty");
+        return GEN_ERR_INVALID;
+    }
+    if (prompt.n + 1 > (size_t)e->n_ctx) {
+        el_fail(err, "the prompt is %zu tokens; with one generated token that exceeds the context of %d",
+                prompt.n, e->n_ctx);
+        token_vec_wipe(&prompt);
+        return GEN_ERR_CONTEXT;
+    }
+    gen_request *r = request_create(e, &prompt, params, err);
+    token_vec_wipe(&prompt);
+    if (!r)
+        return GEN_ERR_INVALID;
+
+    pthread_mutex_lock(&e->mu);
+    enum gen_status status = GEN_OK;
+    if (e->stopping) {
+        status = not_ready_locked(e, err);
+    } else if (e->queue_len >= e->cfg.max_queue) {
+        el_fail(err, "engine: the request queue is full");
+        status = GEN_ERR_QUEUE_FULL;
+    }
+    if (status != GEN_OK) {
+        request_destroy_locked(r);
+        pthread_mutex_unlock(&e->mu);
+        return status;
+    }
+    r->t_submit = engine_now_ms();
+    if (e->queue_tail)
+        e->queue_tail->next = r;
+    else
+        e->queue_head = r;
+    e->queue_tail = r;
+    e->queue_len++;
+    e->refs++;
+    pthread_cond_signal(&e->sched_cv);
+    pthread_mutex_unlock(&e->mu);
+    *out = r;
+    return GEN_OK;
+}
+
+int gen_prompt_tokens(const gen_request *r)
+{
+    return r->n_prompt;
+}
+
+/* ---- requests: consuming ---------------------------------------------------------- */
+
+static void deadline_after(struct timespec *ts, int ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+int gen_next(gen_request *r, gen_event *ev, int timeout_ms)
+{
+    engine *e = r->e;
+    struct timespec deadline;
+    if (timeout_ms > 0)
+        deadline_after(&deadline, timeout_ms);
+    pthread_mutex_lock(&e->mu);
+    for (;;) {
+        if (r->out_len > 0) {
+            /* Hand over the whole buffer: whatever piled up becomes one event. */
+            char *buf = r->view;
+            size_t cap = r->view_cap;
+            r->view = r->out;
+            r->view_cap = r->out_cap;
+            r->out = buf;
+            r->out_cap = cap;
+            memset(ev, 0, sizeof *ev);
+            ev->kind = GEN_EVENT_TEXT;
+            ev->text = r->view;
+            ev->len = r->out_len;
+            r->out_len = 0;
+            pthread_mutex_unlock(&e->mu);
+            return 1;
+        }
+        if (r->state == REQ_DONE) {
+            *ev = r->done_ev;
+            pthread_mutex_unlock(&e->mu);
+            return 1;
+        }
+        if (timeout_ms == 0)
+            break;
+        if (timeout_ms < 0) {
+            pthread_cond_wait(&r->cv, &e->mu);
+        } else if (pthread_cond_timedwait(&r->cv, &e->mu, &deadline) == ETIMEDOUT) {
+            timeout_ms = 0; /* one last look before giving up */
+        }
+    }
+    pthread_mutex_unlock(&e->mu);
+    return 0;
+}
+
+void gen_cancel(gen_request *r)
+{
+    engine *e = r->e;
+    pthread_mutex_lock(&e->mu);
+    if (r->state != REQ_DONE && !r->cancelled) {
+        r->cancelled = true;
+        if (r->state == REQ_QUEUED) {
+            queue_remove_locked(e, r);
+            finish_unstarted_locked(e, r);
+        } else {
+            pthread_cond_signal(&e->sched_cv);
+        }
+    }
+    pthread_mutex_unlock(&e->mu);
+}
+
+void gen_release(gen_request *r)
+{
+    if (!r)
+        return;
+    engine *e = r->e;
+    pthread_mutex_lock(&e->mu);
+    if (r->state == REQ_QUEUED) {
+        queue_remove_locked(e, r);
+        r->state = REQ_DONE;
+    }
+    bool last = false;
+    if (r->state == REQ_DONE) {
+        request_destroy_locked(r);
+        last = engine_unref_locked(e);
+    } else {
+        /* The scheduler holds it in a slot: it frees it when it lets go. */
+        r->cancelled = true;
+        r->released = true;
+        pthread_cond_signal(&e->sched_cv);
+    }
+    pthread_mutex_unlock(&e->mu);
+    if (last)
+        engine_destroy(e);
+}

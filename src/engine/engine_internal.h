@@ -1,0 +1,180 @@
+/* Inside the engine: the structures the request API (engine.c) and the scheduler
+ * (scheduler.c) share, and the stop-string filter (stop.c).
+ *
+ * Locking: one mutex, e->mu, guards the queue, the request states, the text
+ * handed to consumers and the statistics. The scheduler thread alone owns the
+ * model, the KV cache and the slots' working state, and drops the mutex while it
+ * evaluates a batch. Condition variables: e->sched_cv wakes the scheduler (new
+ * work, a cancellation, shutdown), e->ready_cv wakes engine_wait_ready, and each
+ * request's cv wakes its consumer. */
+#ifndef ELLIOTT_ENGINE_INTERNAL_H
+#define ELLIOTT_ENGINE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/engine.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+
+/* ---- stop strings ---------------------------------------------------------------- */
+
+typedef struct stop_set {
+    char *text;                       /* the strings back to back */
+    size_t off[GEN_MAX_STOP];
+    size_t len[GEN_MAX_STOP];
+    size_t n;
+    size_t max_len;
+} stop_set;
+
+/* Copies and validates (count, length, non-empty, UTF-8). */
+int stop_set_init(stop_set *s, const char *const *strs, size_t n, el_err *err);
+/* Wipes and frees. */
+void stop_set_free(stop_set *s);
+
+/* Looks at text that has not been emitted yet. Returns true when a stop string
+ * occurs in it, with *cut the offset of the earliest occurrence: text[0..cut) may
+ * be emitted, the rest is dropped. Otherwise *cut is how much of the text may be
+ * emitted now: all of it except a tail that could still grow into a stop string. */
+bool stop_scan(const stop_set *s, const char *text, size_t len, size_t *cut);
+
+/* True if text[0..len) is well-formed UTF-8. */
+bool utf8_valid(const char *text, size_t len);
+
+/* ---- requests ------------------------------------------------------------------ */
+
+enum req_state { REQ_QUEUED, REQ_ACTIVE, REQ_DONE };
+
+struct gen_request {
+    engine *e;
+    pthread_cond_t cv;
+    struct gen_request *next; /* queue link */
+
+    /* Fixed at submit. */
+    int32_t *prompt;
+    int n_prompt;
+    int max_tokens;           /* already clamped to what the context leaves */
+    sampler_params sampling;
+    stop_set stop;
+    double t_submit;
+
+    /* Under e->mu. */
+    enum req_state state;
+    bool cancelled;
+    bool released;            /* the consumer is gone: whoever ends it frees it */
+    char *out;                /* produced and not yet delivered */
+    size_t out_len, out_cap;
+    char *view;               /* the bytes of the last TEXT event */
+    size_t view_cap;
+    gen_event done_ev;
+};
+
+/* Wipes every buffer that held message or generated text and frees. e->mu held;
+ * drops the request's reference on the engine (the caller destroys the engine
+ * when engine_unref_locked says so). */
+void request_destroy_locked(gen_request *r);
+/* Appends generated text for the consumer, growing the buffer (wiping the old
+ * one) when needed. e->mu held. */
+int request_append_locked(gen_request *r, const char *text, size_t len);
+/* Posts DONE and wakes the consumer. e->mu held. */
+void request_finish_locked(gen_request *r, const gen_event *done);
+
+/* ---- slots ---------------------------------------------------------------------- */
+
+enum slot_phase {
+    SLOT_FREE,
+    SLOT_INGEST,   /* evaluating the prompt, a chunk per step */
+    SLOT_GENERATE, /* one token per step */
+    SLOT_DRAINING  /* finished; buffers and (without prefix cache) the cache wait to be wiped */
+};
+
+typedef struct slot {
+    int id;                  /* its sequence in the KV cache */
+    enum slot_phase phase;
+    gen_request *req;
+
+    /* Tokens whose keys and values the cache holds for this sequence, in order:
+     * what the prefix cache compares new prompts against. */
+    int32_t *tokens;
+    int n_tokens;
+
+    /* Working state of the request it serves (scheduler thread only). */
+    sampler *smp;
+    detokenizer detok;
+    int n_cached;            /* prompt tokens reused from the cache */
+    int n_generated;
+    int32_t next_token;      /* the sampled token to evaluate next */
+    int logits_row;          /* its row in this step's logits, or -1 */
+    int batch_take;          /* prompt tokens it puts into this step's batch */
+    double t_admit, t_first;
+    bool ending;             /* finish below is set and waits to be published */
+    enum gen_finish finish;
+
+    char *piece;             /* one token's text */
+    size_t piece_cap;
+    char *held;              /* generated text not emitted yet (stop-string look-ahead) */
+    size_t held_len, held_cap;
+    char *emit;              /* text to hand to the consumer at the end of this step */
+    size_t emit_len, emit_cap;
+} slot;
+
+/* ---- the engine --------------------------------------------------------------------- */
+
+struct engine {
+    pthread_mutex_t mu;
+    pthread_cond_t sched_cv;
+    pthread_cond_t ready_cv;
+    int refs;                /* the owner's, plus one per unreleased request */
+
+    engine_config cfg;       /* normalised: no zeros left where a default applies */
+    char *model_path;        /* owned copy */
+    pthread_t thread;
+    bool thread_started;
+
+    /* Under mu. */
+    enum engine_state state;
+    el_err load_err;
+    bool stopping;
+    gen_request *queue_head, *queue_tail;
+    int queue_len;
+    int active_slots;
+    uint64_t prompt_tokens_total, completion_tokens_total, cached_tokens_total;
+
+    /* Set by the loader before READY, read-only afterwards (except the scheduler's). */
+    model *m;
+    tokenizer *tok;
+    enum chat_format fmt;
+    int32_t stop_ids[8];
+    size_t n_stop_ids;
+    int n_ctx;
+    int n_vocab;
+    size_t max_piece;        /* bytes one token's text can take */
+    engine_info info;
+
+    /* The scheduler's own. */
+    threadpool *pool;
+    kv_cache *kv;
+    model_ctx *mctx;
+    slot *slots;
+    int n_slots;
+    int32_t *batch_token, *batch_pos, *batch_seq;
+    bool *batch_want;
+    float *logits;           /* n_slots rows of n_vocab */
+    int round_robin;         /* which ingesting slot gets leftover batch room first */
+};
+
+double engine_now_ms(void);
+/* Drops one reference; true when it was the last (the caller then destroys). */
+bool engine_unref_locked(engine *e);
+void engine_destroy(engine *e);
+
+/* The scheduler thread's body once the model is loaded; returns on shutdown with
+ * every slot wiped. */
+void scheduler_run(engine *e);
+/* Allocates the scheduler's structures (slots, batch, logits, cache, context). */
+int scheduler_init(engine *e, el_err *err);
+void scheduler_free(engine *e);
+
+#endif

@@ -1,0 +1,530 @@
+/* The scheduler: one thread that owns the model, the KV cache and the slots.
+ *
+ * Each step it admits queued requests into free slots, then evaluates one batch
+ * holding a decode token for every generating slot and prompt chunks for the
+ * slots still reading their prompts (the rest of max_batch, shared fairly), then
+ * samples, detokenizes and filters stop strings per slot, and finally hands the
+ * text and any DONE to the consumers under the lock. Nothing is allocated per
+ * generated token: every buffer a step uses is sized at load time. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/engine_internal.h"
+
+/* ---- set-up and tear-down -------------------------------------------------------- */
+
+static int slot_init(engine *e, slot *s, int id, el_err *err)
+{
+    s->id = id;
+    s->phase = SLOT_FREE;
+    s->t_first = -1;
+    s->piece_cap = e->max_piece;
+    s->held_cap = GEN_MAX_STOP_BYTES + e->max_piece + 64;
+    s->emit_cap = s->held_cap + 64;
+    s->tokens = calloc((size_t)e->n_ctx, sizeof *s->tokens);
+    s->piece = malloc(s->piece_cap);
+    s->held = malloc(s->held_cap);
+    s->emit = malloc(s->emit_cap);
+    if (!s->tokens || !s->piece || !s->held || !s->emit)
+        return el_fail(err, "engine: out of memory for slot buffers");
+    return 0;
+}
+
+static void wipe_free(void *p, size_t n)
+{
+    if (p) {
+        explicit_bzero(p, n);
+        free(p);
+    }
+}
+
+static void slot_free(engine *e, slot *s)
+{
+    sampler_free(s->smp);
+    wipe_free(s->tokens, (size_t)e->n_ctx * sizeof *s->tokens);
+    wipe_free(s->piece, s->piece_cap);
+    wipe_free(s->held, s->held_cap);
+    wipe_free(s->emit, s->emit_cap);
+    explicit_bzero(s, sizeof *s);
+}
+
+int scheduler_init(engine *e, el_err *err)
+{
+    int n_slots = e->cfg.n_slots;
+    int max_batch = e->cfg.max_batch;
+    e->pool = threadpool_create(e->cfg.n_threads, err);
+    if (!e->pool)
+        return -1;
+    e->kv = kv_cache_create(e->m, n_slots, e->n_ctx, err);
+    if (!e->kv)
+        return -1;
+    e->mctx = model_ctx_create(e->m, max_batch, e->pool, err);
+    if (!e->mctx)
+        return -1;
+    e->batch_token = malloc((size_t)max_batch * sizeof *e->batch_token);
+    e->batch_pos = malloc((size_t)max_batch * sizeof *e->batch_pos);
+    e->batch_seq = malloc((size_t)max_batch * sizeof *e->batch_seq);
+    e->batch_want = malloc((size_t)max_batch * sizeof *e->batch_want);
+    e->logits = malloc((size_t)n_slots * (size_t)e->n_vocab * sizeof *e->logits);
+    e->slots = calloc((size_t)n_slots, sizeof *e->slots);
+    if (!e->batch_token || !e->batch_pos || !e->batch_seq || !e->batch_want || !e->logits || !e->slots)
+        return el_fail(err, "engine: out of memory for the scheduler");
+    e->n_slots = n_slots;
+    for (int i = 0; i < n_slots; i++)
+        if (slot_init(e, &e->slots[i], i, err) < 0)
+            return -1;
+    return 0;
+}
+
+void scheduler_free(engine *e)
+{
+    for (int i = 0; i < e->n_slots; i++)
+        slot_free(e, &e->slots[i]);
+    free(e->slots);
+    e->slots = NULL;
+    e->n_slots = 0;
+    if (e->kv) {
+        /* The cache holds keys and values computed from conversations. */
+        for (int seq = 0; seq < kv_cache_n_seq(e->kv); seq++)
+            kv_cache_truncate(e->kv, seq, 0, true);
+        kv_cache_free(e->kv);
+        e->kv = NULL;
+    }
+    model_ctx_free(e->mctx);
+    e->mctx = NULL;
+    threadpool_free(e->pool);
+    e->pool = NULL;
+    if (e->logits && e->n_vocab > 0)
+        wipe_free(e->logits, (size_t)e->cfg.n_slots * (size_t)e->n_vocab * sizeof *e->logits);
+    else
+        free(e->logits);
+    e->logits = NULL;
+    free(e->batch_token);
+    free(e->batch_pos);
+    free(e->batch_seq);
+    free(e->batch_want);
+    e->batch_token = e->batch_pos = e->batch_seq = NULL;
+    e->batch_want = NULL;
+}
+
+/* ---- admission ------------------------------------------------------------------ */
+
+static int common_prefix(const int32_t *a, int na, const int32_t *b, int nb)
+{
+    int n = na < nb ? na : nb;
+    int i = 0;
+    while (i < n && a[i] == b[i])
+        i++;
+    return i;
+}
+
+/* The free slot whose cache shares the longest prefix with the prompt. */
+static slot *choose_slot(engine *e, const gen_request *r)
+{
+    slot *best = NULL;
+    int best_len = -1;
+    for (int i = 0; i < e->n_slots; i++) {
+        slot *s = &e->slots[i];
+        if (s->phase != SLOT_FREE)
+            continue;
+        int len = e->cfg.prefix_cache ? common_prefix(s->tokens, s->n_tokens, r->prompt, r->n_prompt) : 0;
+        if (len > best_len) {
+            best = s;
+            best_len = len;
+        }
+    }
+    return best;
+}
+
+/* Moves queued requests into free slots. e->mu held. */
+static void admit_locked(engine *e)
+{
+    while (e->queue_head) {
+        gen_request *r = e->queue_head;
+        slot *s = choose_slot(e, r);
+        if (!s)
+            return;
+        e->queue_head = r->next;
+        if (!e->queue_head)
+            e->queue_tail = NULL;
+        r->next = NULL;
+        e->queue_len--;
+        r->state = REQ_ACTIVE;
+        s->req = r;
+        s->phase = SLOT_INGEST;
+        s->batch_take = -1; /* marks it as new for begin_admitted */
+        e->active_slots++;
+    }
+}
+
+static void slot_end(slot *s, enum gen_finish finish)
+{
+    if (!s->ending) {
+        s->ending = true;
+        s->finish = finish;
+    }
+}
+
+/* Prepares a newly admitted slot: reuses the cached prefix (or starts clean), and
+ * gives the request its sampler and detokenizer. */
+static void slot_begin(engine *e, slot *s)
+{
+    const gen_request *r = s->req;
+    int keep = 0;
+    if (e->cfg.prefix_cache) {
+        keep = common_prefix(s->tokens, s->n_tokens, r->prompt, r->n_prompt);
+        if (keep > r->n_prompt - 1)
+            keep = r->n_prompt - 1; /* the last prompt token must be evaluated for its logits */
+    }
+    kv_cache_truncate(e->kv, s->id, keep, !e->cfg.prefix_cache);
+    s->n_tokens = keep;
+    s->n_cached = keep;
+    s->n_generated = 0;
+    s->held_len = 0;
+    s->emit_len = 0;
+    s->ending = false;
+    s->t_admit = engine_now_ms();
+    s->t_first = -1;
+    detokenizer_init(&s->detok, e->tok);
+    /* The reply continues the prompt: its first token keeps its leading space. */
+    s->detok.at_start = false;
+    el_err err = {{0}};
+    s->smp = sampler_create(e->n_vocab, &r->sampling, &err);
+    if (!s->smp) {
+        slot_end(s, GEN_FINISH_ERROR);
+        return;
+    }
+    for (int i = 0; i < r->n_prompt; i++)
+        sampler_accept(s->smp, r->prompt[i]);
+}
+
+static void begin_admitted(engine *e)
+{
+    for (int i = 0; i < e->n_slots; i++) {
+        slot *s = &e->slots[i];
+        if (s->phase == SLOT_INGEST && s->batch_take < 0) {
+            s->batch_take = 0;
+            slot_begin(e, s);
+        }
+    }
+}
+
+/* ---- text ----------------------------------------------------------------------- */
+
+static void emit_append(slot *s, const char *text, size_t len)
+{
+    size_t room = s->emit_cap - s->emit_len;
+    if (len > room)
+        len = room; /* cannot happen with the sizes chosen at load; never overflow */
+    memcpy(s->emit + s->emit_len, text, len);
+    s->emit_len += len;
+}
+
+/* Passes new text through the stop-string filter; true when a stop string completed. */
+static bool take_text(slot *s, const char *text, size_t len)
+{
+    size_t room = s->held_cap - s->held_len;
+    if (len > room)
+        len = room;
+    memcpy(s->held + s->held_len, text, len);
+    s->held_len += len;
+    size_t cut;
+    bool hit = stop_scan(&s->req->stop, s->held, s->held_len, &cut);
+    emit_append(s, s->held, cut);
+    if (hit) {
+        explicit_bzero(s->held, s->held_len);
+        s->held_len = 0;
+        return true;
+    }
+    memmove(s->held, s->held + cut, s->held_len - cut);
+    s->held_len -= cut;
+    return false;
+}
+
+/* At the end of generation: what the detokenizer and the filter still hold is
+ * text of the reply after all. Returns true if it completed a stop string. */
+static bool flush_text(slot *s)
+{
+    size_t n = detokenizer_finish(&s->detok, s->piece, s->piece_cap);
+    if (take_text(s, s->piece, n))
+        return true;
+    emit_append(s, s->held, s->held_len);
+    explicit_bzero(s->held, s->held_len);
+    s->held_len = 0;
+    return false;
+}
+
+static bool is_stop_token(const engine *e, int32_t tok)
+{
+    for (size_t i = 0; i < e->n_stop_ids; i++)
+        if (e->stop_ids[i] == tok)
+            return true;
+    return false;
+}
+
+/* Samples the slot's next token from its logits and turns it into text. */
+static void handle_logits(engine *e, slot *s, float *logits)
+{
+    if (s->phase == SLOT_INGEST) {
+        s->phase = SLOT_GENERATE;
+        s->t_first = engine_now_ms();
+    }
+    int32_t tok = sampler_sample(s->smp, logits);
+    sampler_accept(s->smp, tok);
+    s->n_generated++;
+    if (is_stop_token(e, tok)) {
+        flush_text(s);
+        slot_end(s, GEN_FINISH_STOP);
+        return;
+    }
+    if (tok >= 0 && tok < tokenizer_n_vocab(e->tok)) {
+        size_t n = detokenizer_push(&s->detok, tok, s->piece, s->piece_cap);
+        if (take_text(s, s->piece, n < s->piece_cap ? n : s->piece_cap)) {
+            slot_end(s, GEN_FINISH_STOP);
+            return;
+        }
+    }
+    if (s->n_generated >= s->req->max_tokens || s->n_tokens >= e->n_ctx) {
+        slot_end(s, flush_text(s) ? GEN_FINISH_STOP : GEN_FINISH_LENGTH);
+        return;
+    }
+    s->next_token = tok;
+}
+
+/* ---- one step ----------------------------------------------------------------------- */
+
+static bool slot_runs(const slot *s)
+{
+    return (s->phase == SLOT_INGEST || s->phase == SLOT_GENERATE) && !s->ending;
+}
+
+/* Shares `budget` prompt tokens among the slots still reading their prompts:
+ * equal parts, with what one cannot use going to the others. */
+static void share_prompt_budget(engine *e, int budget)
+{
+    int needing = 0;
+    for (int i = 0; i < e->n_slots; i++) {
+        slot *s = &e->slots[i];
+        if (slot_runs(s) && s->phase == SLOT_INGEST && s->n_tokens < s->req->n_prompt)
+            needing++;
+    }
+    int start = e->round_robin;
+    e->round_robin = (e->round_robin + 1) % e->n_slots;
+    while (budget > 0 && needing > 0) {
+        int share = budget / needing;
+        if (share < 1)
+            share = 1;
+        needing = 0;
+        for (int k = 0; k < e->n_slots && budget > 0; k++) {
+            slot *s = &e->slots[(start + k) % e->n_slots];
+            if (!slot_runs(s) || s->phase != SLOT_INGEST)
+                continue;
+            int remaining = s->req->n_prompt - s->n_tokens - s->batch_take;
+            if (remaining <= 0)
+                continue;
+            int take = remaining < share ? remaining : share;
+            if (take > budget)
+                take = budget;
+            s->batch_take += take;
+            budget -= take;
+            if (remaining > take)
+                needing++;
+        }
+    }
+}
+
+static void batch_add(engine *e, int *n, int32_t token, int pos, int seq, bool want)
+{
+    e->batch_token[*n] = token;
+    e->batch_pos[*n] = pos;
+    e->batch_seq[*n] = seq;
+    e->batch_want[*n] = want;
+    (*n)++;
+}
+
+/* Fills the batch; returns its token count. Rows of logits follow batch order. */
+static int build_batch(engine *e)
+{
+    int n = 0, rows = 0;
+    for (int i = 0; i < e->n_slots; i++) {
+        slot *s = &e->slots[i];
+        s->logits_row = -1;
+        s->batch_take = 0;
+        if (slot_runs(s) && s->phase == SLOT_GENERATE) {
+            batch_add(e, &n, s->next_token, s->n_tokens, s->id, true);
+            s->logits_row = rows++;
+        }
+    }
+    share_prompt_budget(e, e->cfg.max_batch - n);
+    for (int i = 0; i < e->n_slots; i++) {
+        slot *s = &e->slots[i];
+        if (!slot_runs(s) || s->phase != SLOT_INGEST || s->batch_take == 0)
+            continue;
+        for (int k = 0; k < s->batch_take; k++)
+            batch_add(e, &n, s->req->prompt[s->n_tokens + k], s->n_tokens + k, s->id, false);
+        if (s->n_tokens + s->batch_take == s->req->n_prompt) {
+            e->batch_want[n - 1] = true;
+            s->logits_row = rows++;
+        }
+    }
+    return n;
+}
+
+/* Records what the batch put into each slot's cache. */
+static void commit_batch(engine *e, int n)
+{
+    for (int i = 0; i < n; i++) {
+        slot *s = &e->slots[e->batch_seq[i]];
+        s->tokens[e->batch_pos[i]] = e->batch_token[i];
+        if (e->batch_pos[i] + 1 > s->n_tokens)
+            s->n_tokens = e->batch_pos[i] + 1;
+    }
+}
+
+static void run_step(engine *e)
+{
+    int n = build_batch(e);
+    if (n == 0)
+        return;
+    model_batch batch = {.n_tokens = n,
+                         .token = e->batch_token,
+                         .pos = e->batch_pos,
+                         .seq = e->batch_seq,
+                         .want_logits = e->batch_want};
+    el_err err = {{0}};
+    if (model_forward(e->mctx, e->kv, &batch, e->logits, &err) < 0) {
+        for (int i = 0; i < e->n_slots; i++)
+            if (slot_runs(&e->slots[i]) && (e->slots[i].logits_row >= 0 || e->slots[i].batch_take > 0))
+                slot_end(&e->slots[i], GEN_FINISH_ERROR);
+        return;
+    }
+    commit_batch(e, n);
+    for (int i = 0; i < e->n_slots; i++) {
+        slot *s = &e->slots[i];
+        if (slot_runs(s) && s->logits_row >= 0)
+            handle_logits(e, s, e->logits + (size_t)s->logits_row * (size_t)e->n_vocab);
+    }
+}
+
+/* ---- handing results over ------------------------------------------------------------ */
+
+static void slot_end_locked(engine *e, slot *s)
+{
+    gen_request *r = s->req;
+    double now = engine_now_ms();
+    bool started = s->t_first >= 0;
+    gen_event done = {.kind = GEN_EVENT_DONE,
+                      .finish = s->finish,
+                      .prompt_tokens = r->n_prompt,
+                      .completion_tokens = s->n_generated,
+                      .cached_tokens = s->n_cached,
+                      .queue_ms = s->t_admit - r->t_submit,
+                      .prompt_ms = (started ? s->t_first : now) - s->t_admit,
+                      .generate_ms = started ? now - s->t_first : 0};
+    request_finish_locked(r, &done);
+    e->prompt_tokens_total += (uint64_t)r->n_prompt;
+    e->completion_tokens_total += (uint64_t)s->n_generated;
+    e->cached_tokens_total += (uint64_t)s->n_cached;
+    e->active_slots--;
+    if (r->released) {
+        request_destroy_locked(r);
+        engine_unref_locked(e); /* never the last: the owner's reference outlives the scheduler */
+    }
+    s->req = NULL;
+    s->ending = false;
+    s->phase = SLOT_DRAINING;
+}
+
+static void mark_cancelled_locked(engine *e)
+{
+    for (int i = 0; i < e->n_slots; i++) {
+        slot *s = &e->slots[i];
+        if (s->req && s->req->cancelled)
+            slot_end(s, GEN_FINISH_CANCELLED);
+    }
+}
+
+static void publish_locked(engine *e)
+{
+    for (int i = 0; i < e->n_slots; i++) {
+        slot *s = &e->slots[i];
+        if (!s->req)
+            continue;
+        if (s->emit_len) {
+            if (request_append_locked(s->req, s->emit, s->emit_len) < 0)
+                slot_end(s, GEN_FINISH_ERROR);
+            explicit_bzero(s->emit, s->emit_len);
+            s->emit_len = 0;
+        }
+        if (s->ending)
+            slot_end_locked(e, s);
+    }
+}
+
+/* Wipes what a finished request left in its slot; outside the lock. */
+static bool clean_drained(engine *e)
+{
+    bool any = false;
+    for (int i = 0; i < e->n_slots; i++) {
+        slot *s = &e->slots[i];
+        if (s->phase != SLOT_DRAINING)
+            continue;
+        any = true;
+        sampler_free(s->smp);
+        s->smp = NULL;
+        explicit_bzero(&s->detok, sizeof s->detok);
+        explicit_bzero(s->piece, s->piece_cap);
+        explicit_bzero(s->held, s->held_cap);
+        s->held_len = 0;
+        if (!e->cfg.prefix_cache) {
+            kv_cache_truncate(e->kv, s->id, 0, true);
+            explicit_bzero(s->tokens, (size_t)e->n_ctx * sizeof *s->tokens);
+            s->n_tokens = 0;
+        } else if (kv_cache_seq_len(e->kv, s->id) != s->n_tokens) {
+            /* a failed evaluation: trust neither side */
+            kv_cache_truncate(e->kv, s->id, 0, true);
+            s->n_tokens = 0;
+        }
+        s->phase = SLOT_FREE;
+    }
+    return any;
+}
+
+static bool any_draining(const engine *e)
+{
+    for (int i = 0; i < e->n_slots; i++)
+        if (e->slots[i].phase == SLOT_DRAINING)
+            return true;
+    return false;
+}
+
+void scheduler_run(engine *e)
+{
+    pthread_mutex_lock(&e->mu);
+    while (!e->stopping) {
+        mark_cancelled_locked(e);
+        publish_locked(e);
+        if (any_draining(e)) {
+            pthread_mutex_unlock(&e->mu);
+            clean_drained(e);
+            pthread_mutex_lock(&e->mu);
+            continue;
+        }
+        admit_locked(e);
+        if (e->active_slots == 0) {
+            pthread_cond_wait(&e->sched_cv, &e->mu);
+            continue;
+        }
+        pthread_mutex_unlock(&e->mu);
+        begin_admitted(e);
+        run_step(e);
+        pthread_mutex_lock(&e->mu);
+        publish_locked(e);
+    }
+    for (int i = 0; i < e->n_slots; i++)
+        if (e->slots[i].req)
+            slot_end(&e->slots[i], GEN_FINISH_CANCELLED);
+    publish_locked(e);
+    pthread_mutex_unlock(&e->mu);
+    clean_drained(e);
+}
