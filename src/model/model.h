@@ -45,12 +45,20 @@ typedef struct model_hparams {
     float rope_base;      /* global layers */
     float rope_base_swa;  /* sliding-window layers (gemma3) */
     float rope_freq_scale;/* 1 / linear scaling factor, global layers */
+    float rope_freq_scale_swa; /* the same for sliding-window layers (gemma3: 1) */
     float attn_scale;     /* multiplies q k^T */
     float attn_softcap;   /* 0: none */
     float final_softcap;  /* 0: none */
     int sliding_window;   /* 0: none */
     int swa_pattern;      /* layer l uses the window iff l % swa_pattern < swa_pattern - 1 */
 } model_hparams;
+
+/* Reads the hyperparameters from "<arch>.*" metadata, applying llama.cpp's defaults,
+ * and checks them for sanity (positive, bounded, head counts dividing). n_vocab comes
+ * from tokenizer.ggml.tokens, else from token_embd.weight. */
+int model_hparams_from_gguf(const gguf_file *f, model_hparams *hp, el_err *err);
+/* Whether layer il attends through the sliding window. */
+bool model_layer_is_swa(const model_hparams *hp, int il);
 
 typedef struct model model;
 
@@ -114,5 +122,25 @@ void model_ctx_free(model_ctx *ctx);
  * n_vocab logits for each token that wants them, in batch order. Fails (cache
  * untouched) on a token id, position or sequence out of range. */
 int model_forward(model_ctx *ctx, kv_cache *kv, const model_batch *batch, float *logits, el_err *err);
+
+/* ---- random-weight models (tests, benchmarks) ----------------------------------- */
+
+/* Real model shapes ("gemma-2b", "gemma3-1b", ...) and small test shapes ("tiny",
+ * "tiny-mha"), by index; NULL past the end. */
+const char *model_shape_name(int i);
+
+typedef struct model_random_options {
+    enum model_arch arch;
+    const char *shape;      /* model_shape_name */
+    uint32_t type;          /* weight type (enum gguf_type); norms stay F32 */
+    const char *vocab_path; /* GGUF whose tokenizer.* keys are copied; NULL: no tokenizer */
+    int n_vocab;            /* vocabulary size when vocab_path is NULL */
+    uint64_t seed;          /* same seed, same bytes */
+    int sliding_window;     /* 0: the shape's default */
+} model_random_options;
+
+/* Writes a model with random weights (scaled so that activations stay near unit size),
+ * streaming tensor by tensor. */
+int model_write_random(const char *path, const model_random_options *opt, el_err *err);
 
 #endif

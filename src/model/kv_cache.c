@@ -1,0 +1,86 @@
+/* The F16 key/value cache: one row of n_ctx cells per (layer, sequence, kv head). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/model_internal.h"
+
+/* Far above what fits in memory anyway; keeps the size arithmetic exact. */
+enum { MAX_KV_SEQ = 4096, MAX_KV_CTX = 1 << 22 };
+
+kv_cache *kv_cache_create(const model *m, int n_seq, int n_ctx, el_err *err)
+{
+    if (n_seq < 1 || n_seq > MAX_KV_SEQ)
+        return el_fail(err, "KV cache: %d sequences is out of range [1, %d]", n_seq, MAX_KV_SEQ), NULL;
+    if (n_ctx < 1 || n_ctx > MAX_KV_CTX)
+        return el_fail(err, "KV cache: context of %d is out of range [1, %d]", n_ctx, MAX_KV_CTX), NULL;
+    const model_hparams *hp = &m->hp;
+    uint64_t cells = (uint64_t)hp->n_layer * (uint64_t)n_seq * (uint64_t)hp->n_head_kv * (uint64_t)n_ctx;
+    uint64_t bytes = cells * (uint64_t)(hp->head_dim_k + hp->head_dim_v) * sizeof(uint16_t);
+    if (bytes / (sizeof(uint16_t) * (uint64_t)(hp->head_dim_k + hp->head_dim_v)) != cells || bytes > SIZE_MAX / 2)
+        return el_fail(err, "KV cache: %d sequences of %d positions is too large", n_seq, n_ctx), NULL;
+
+    kv_cache *kv = calloc(1, sizeof *kv);
+    if (!kv)
+        return el_fail(err, "out of memory"), NULL;
+    kv->n_layer = hp->n_layer;
+    kv->n_seq = n_seq;
+    kv->n_ctx = n_ctx;
+    kv->n_head_kv = hp->n_head_kv;
+    kv->head_dim_k = hp->head_dim_k;
+    kv->head_dim_v = hp->head_dim_v;
+    /* calloc: untouched cells cost no memory until a sequence reaches them. */
+    kv->k = calloc((size_t)cells, (size_t)hp->head_dim_k * sizeof(uint16_t));
+    kv->v = calloc((size_t)cells, (size_t)hp->head_dim_v * sizeof(uint16_t));
+    kv->len = calloc((size_t)n_seq, sizeof *kv->len);
+    kv->next = calloc((size_t)n_seq, sizeof *kv->next);
+    if (!kv->k || !kv->v || !kv->len || !kv->next) {
+        kv_cache_free(kv);
+        el_fail(err, "KV cache: out of memory for %llu MiB", (unsigned long long)(bytes >> 20));
+        return NULL;
+    }
+    return kv;
+}
+
+void kv_cache_free(kv_cache *kv)
+{
+    if (!kv)
+        return;
+    free(kv->k);
+    free(kv->v);
+    free(kv->len);
+    free(kv->next);
+    free(kv);
+}
+
+int kv_cache_n_ctx(const kv_cache *kv)
+{
+    return kv->n_ctx;
+}
+
+int kv_cache_n_seq(const kv_cache *kv)
+{
+    return kv->n_seq;
+}
+
+int kv_cache_seq_len(const kv_cache *kv, int seq)
+{
+    if (seq < 0 || seq >= kv->n_seq)
+        return 0;
+    return kv->len[seq];
+}
+
+void kv_cache_truncate(kv_cache *kv, int seq, int n_keep, bool wipe)
+{
+    if (seq < 0 || seq >= kv->n_seq || n_keep < 0 || n_keep >= kv->len[seq])
+        return;
+    if (wipe) {
+        int n_drop = kv->len[seq] - n_keep;
+        for (int il = 0; il < kv->n_layer; il++) {
+            for (int h = 0; h < kv->n_head_kv; h++) {
+                memset(kv_k_at(kv, il, seq, h, n_keep), 0, (size_t)n_drop * (size_t)kv->head_dim_k * sizeof(uint16_t));
+                memset(kv_v_at(kv, il, seq, h, n_keep), 0, (size_t)n_drop * (size_t)kv->head_dim_v * sizeof(uint16_t));
+            }
+        }
+    }
+    kv->len[seq] = n_keep;
+}
