@@ -51,4 +51,51 @@ const kq_type_ops *kq_ops_kquant(uint32_t type);  /* Q2_K .. Q6_K, Q8_K (act) */
  * families. Q8_K is ggml's block_q8_K (256 values: float d, int8 qs[256], int16 bsums[16]). */
 void kq_act_convert(uint32_t act_type, const float *src, void *dst, int64_t n);
 
+
+/* ---- shared by the core families (kernels.c, float, legacy, vec files) ---- */
+
+/* Bytes of one activation row of n values in act_type (F32, F16, Q8_0, Q8_1,
+ * Q8_K); 0 for another type. Q8_1 is ggml's block_q8_1 (half d, half s = d*sum). */
+size_t kq_act_row_bytes(uint32_t act_type, int64_t n);
+
+/* The activation quantizers behind kq_act_convert (ggml reference rounding). The
+ * AVX2 versions produce identical bytes. */
+void kq_quantize_q8_0(const float *src, void *dst, int64_t n);
+void kq_quantize_q8_1(const float *src, void *dst, int64_t n);
+void kq_quantize_q8_k(const float *src, void *dst, int64_t n);
+void kq_quantize_q8_0_avx2(const float *src, void *dst, int64_t n);
+void kq_quantize_q8_1_avx2(const float *src, void *dst, int64_t n);
+
+/* AVX2 members of the float and legacy families. The _avx2.c files define these
+ * on every architecture; where no AVX2 code is compiled every member is NULL
+ * (and kq_avx2_compiled() is 0, so the AVX2 quantizers above are never called). */
+kq_impl kq_float_avx2(uint32_t type);
+kq_impl kq_legacy_avx2(uint32_t type);
+int kq_avx2_compiled(void);
+
+/* Vector operations: a scalar reference (kernels_vec.c) and AVX2 versions
+ * (kernels_vec_avx2.c, NULL where not compiled). */
+typedef struct kv_ops {
+    void (*rmsnorm)(float *y, const float *x, const float *w, int64_t n, float eps);
+    void (*geglu)(float *gate, const float *up, int64_t n);
+    void (*swiglu)(float *gate, const float *up, int64_t n);
+    void (*add)(float *y, const float *x, int64_t n);
+    void (*scale)(float *y, float s, int64_t n);
+    void (*softcap)(float *y, float cap, int64_t n);
+    void (*softmax)(float *y, int64_t n);
+    void (*f32_to_f16)(const float *x, uint16_t *y, int64_t n);
+    void (*f16_to_f32)(const uint16_t *x, float *y, int64_t n);
+    float (*dot_f16)(const uint16_t *a, const uint16_t *b, int64_t n);
+    void (*axpy_f16)(float *y, float a, const uint16_t *x, int64_t n);
+} kv_ops;
+
+const kv_ops *kv_ops_scalar(void);
+const kv_ops *kv_ops_avx2(void);
+
+/* ggml's GELU as llama.cpp's CPU backend computes it: the input rounded to half,
+ * GELU (tanh form) of that in float, the result rounded to half; indexed by the
+ * half's bits. Built by kv_init_tables (kernels_init calls it once). */
+extern uint16_t kv_gelu_f16_table[1 << 16];
+void kv_init_tables(void);
+
 #endif

@@ -1,0 +1,413 @@
+/* Kernel dispatch: CPU detection, the per-type operation lookup, row
+ * (de)quantization, the threaded matrix multiplication driver and the
+ * vector-operation entry points. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "kernels/kernels_internal.h"
+
+/* ---- implementation selection ------------------------------------------------ */
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static atomic_int current_isa = KERNELS_ISA_SCALAR;
+static const kv_ops *_Atomic current_vec;
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+
+/* CPUID plus the OS check that YMM state is saved (XGETBV), so AVX code can run. */
+static bool cpu_reports_avx2_fma_f16c(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d))
+        return false;
+    bool fma = c & (1u << 12), osxsave = c & (1u << 27), avx = c & (1u << 28), f16c = c & (1u << 29);
+    if (!(fma && osxsave && avx && f16c))
+        return false;
+    unsigned xcr0_lo, xcr0_hi;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    (void)xcr0_hi;
+    if ((xcr0_lo & 6u) != 6u) /* XMM and YMM state */
+        return false;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
+        return false;
+    return b & (1u << 5);
+}
+#endif
+
+static bool cpu_has_avx2(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    return kq_avx2_compiled() && cpu_reports_avx2_fma_f16c();
+#else
+    return false;
+#endif
+}
+
+static void select_isa(enum kernels_isa isa)
+{
+    atomic_store(&current_isa, (int)isa);
+    atomic_store(&current_vec, isa == KERNELS_ISA_AVX2 ? kv_ops_avx2() : kv_ops_scalar());
+}
+
+static void init_once_fn(void)
+{
+    kv_init_tables();
+    select_isa(cpu_has_avx2() ? KERNELS_ISA_AVX2 : KERNELS_ISA_SCALAR);
+}
+
+void kernels_init(void)
+{
+    pthread_once(&init_once, init_once_fn);
+}
+
+enum kernels_isa kernels_isa(void)
+{
+    kernels_init();
+    return (enum kernels_isa)atomic_load(&current_isa);
+}
+
+const char *kernels_isa_name(enum kernels_isa isa)
+{
+    switch (isa) {
+    case KERNELS_ISA_SCALAR:
+        return "scalar";
+    case KERNELS_ISA_AVX2:
+        return "avx2";
+    }
+    return "unknown";
+}
+
+int kernels_set_isa(enum kernels_isa isa, el_err *err)
+{
+    kernels_init();
+    if (isa == KERNELS_ISA_AVX2 && !cpu_has_avx2())
+        return el_fail(err, "this CPU lacks AVX2/FMA/F16C (or they were not compiled in)");
+    if (isa != KERNELS_ISA_SCALAR && isa != KERNELS_ISA_AVX2)
+        return el_fail(err, "unknown kernel implementation %d", (int)isa);
+    select_isa(isa);
+    return 0;
+}
+
+static const kv_ops *vec(void)
+{
+    const kv_ops *ops = atomic_load_explicit(&current_vec, memory_order_acquire);
+    if (!ops) {
+        kernels_init();
+        ops = atomic_load(&current_vec);
+    }
+    return ops;
+}
+
+/* ---- types ------------------------------------------------------------------- */
+
+static const kq_type_ops *ops_for(uint32_t type)
+{
+    kernels_init();
+    const kq_type_ops *ops = kq_ops_float(type);
+    if (!ops)
+        ops = kq_ops_legacy(type);
+    if (!ops)
+        ops = kq_ops_kquant(type);
+    return ops;
+}
+
+/* The selected implementation, member by member: missing AVX2 members fall back. */
+static kq_impl impl_for(const kq_type_ops *ops)
+{
+    kq_impl impl = ops->scalar;
+    if (atomic_load(&current_isa) == KERNELS_ISA_AVX2) {
+        if (ops->avx2.dequant)
+            impl.dequant = ops->avx2.dequant;
+        if (ops->avx2.dot) {
+            /* a tile kernel only goes with the dot it was written beside */
+            impl.dot = ops->avx2.dot;
+            impl.dot_tile = ops->avx2.dot_tile;
+        }
+    }
+    return impl;
+}
+
+static bool row_length_ok(uint32_t type, int64_t n)
+{
+    const gguf_type_info *info = gguf_type_get(type);
+    return info && n >= 0 && n % info->block_size == 0;
+}
+
+bool kernels_can_dequantize(uint32_t type)
+{
+    const kq_type_ops *ops = ops_for(type);
+    return ops && ops->scalar.dequant;
+}
+
+bool kernels_can_quantize(uint32_t type)
+{
+    const kq_type_ops *ops = ops_for(type);
+    return ops && ops->quant;
+}
+
+bool kernels_can_matmul(uint32_t type)
+{
+    const kq_type_ops *ops = ops_for(type);
+    return ops && ops->scalar.dot && kq_act_row_bytes(ops->act_type, 256) > 0;
+}
+
+int kernels_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n)
+{
+    const kq_type_ops *ops = ops_for(type);
+    if (!ops || !ops->scalar.dequant || !row_length_ok(type, n))
+        return -1;
+    impl_for(ops).dequant(src, dst, n);
+    return 0;
+}
+
+int kernels_quantize_row(uint32_t type, const float *src, void *dst, int64_t n)
+{
+    const kq_type_ops *ops = ops_for(type);
+    if (!ops || !ops->quant || !row_length_ok(type, n))
+        return -1;
+    ops->quant(src, dst, n);
+    return 0;
+}
+
+/* ---- activations --------------------------------------------------------------- */
+
+size_t kq_act_row_bytes(uint32_t act_type, int64_t n)
+{
+    if (n < 0)
+        return 0;
+    size_t un = (size_t)n;
+    switch (act_type) {
+    case GGUF_TYPE_F32:
+        return un * 4;
+    case GGUF_TYPE_F16:
+        return un * 2;
+    case GGUF_TYPE_Q8_0:
+        return un / 32 * 34;
+    case GGUF_TYPE_Q8_1:
+        return un / 32 * 36;
+    case GGUF_TYPE_Q8_K:
+        return un / 256 * (4 + 256 + 2 * 16);
+    default:
+        return 0;
+    }
+}
+
+void kq_act_convert(uint32_t act_type, const float *src, void *dst, int64_t n)
+{
+    bool avx2 = atomic_load(&current_isa) == KERNELS_ISA_AVX2;
+    switch (act_type) {
+    case GGUF_TYPE_F32:
+        memcpy(dst, src, (size_t)n * sizeof(float));
+        break;
+    case GGUF_TYPE_F16:
+        vec()->f32_to_f16(src, dst, n);
+        break;
+    case GGUF_TYPE_Q8_0:
+        (avx2 ? kq_quantize_q8_0_avx2 : kq_quantize_q8_0)(src, dst, n);
+        break;
+    case GGUF_TYPE_Q8_1:
+        (avx2 ? kq_quantize_q8_1_avx2 : kq_quantize_q8_1)(src, dst, n);
+        break;
+    case GGUF_TYPE_Q8_K:
+        kq_quantize_q8_k(src, dst, n);
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---- matrix multiplication ------------------------------------------------------ */
+
+enum {
+    SCRATCH_ALIGN = 64,
+    TILE = 4,            /* rows and tokens per tile kernel call */
+    TOKEN_BLOCK = 32,    /* tokens whose activations stay in cache while a chunk's rows pass */
+    CHUNKS_PER_THREAD = 8 /* so that a thread slowed by the machine is balanced by the others */
+};
+
+static size_t act_stride_for(uint32_t act_type, int64_t cols)
+{
+    size_t bytes = kq_act_row_bytes(act_type, cols);
+    return (bytes + SCRATCH_ALIGN - 1) / SCRATCH_ALIGN * SCRATCH_ALIGN;
+}
+
+size_t kernels_matmul_scratch_size(uint32_t type, int64_t cols, int n_tokens)
+{
+    const kq_type_ops *ops = ops_for(type);
+    if (!ops || n_tokens <= 0 || ops->act_type == GGUF_TYPE_F32)
+        return 0;
+    return act_stride_for(ops->act_type, cols) * (size_t)n_tokens;
+}
+
+typedef struct matmul_job {
+    const kernels_matrix *w;
+    kq_impl impl;
+    uint32_t act_type;
+    const float *x;
+    int64_t x_stride;
+    int n_tokens;
+    float *y;
+    int64_t y_stride;
+    uint8_t *act;
+    size_t act_stride;
+    int64_t rows_per_chunk;
+    int64_t n_chunks;
+    atomic_int_fast64_t next_chunk;
+} matmul_job;
+
+static void convert_job(void *arg, int ith, int nth)
+{
+    matmul_job *job = arg;
+    for (int t = ith; t < job->n_tokens; t += nth)
+        kq_act_convert(job->act_type, job->x + (int64_t)t * job->x_stride,
+                       job->act + (size_t)t * job->act_stride, job->w->cols);
+}
+
+static void rows_times_tokens(const matmul_job *job, int64_t r0, int64_t r1, int t0, int t1)
+{
+    const kernels_matrix *w = job->w;
+    const uint8_t *wdata = w->data;
+    if (job->impl.dot_tile) {
+        for (int64_t r = r0; r < r1; r += TILE) {
+            int nr = (int)(r1 - r < TILE ? r1 - r : TILE);
+            for (int t = t0; t < t1; t += TILE) {
+                int nc = t1 - t < TILE ? t1 - t : TILE;
+                job->impl.dot_tile(w->cols, wdata + (size_t)r * w->row_bytes, w->row_bytes, nr,
+                                   job->act + (size_t)t * job->act_stride, job->act_stride, nc,
+                                   job->y + (int64_t)t * job->y_stride + r, job->y_stride);
+            }
+        }
+        return;
+    }
+    for (int64_t r = r0; r < r1; r++)
+        for (int t = t0; t < t1; t++)
+            job->impl.dot(w->cols, wdata + (size_t)r * w->row_bytes,
+                          job->act + (size_t)t * job->act_stride,
+                          job->y + (int64_t)t * job->y_stride + r);
+}
+
+static void dot_job(void *arg, int ith, int nth)
+{
+    (void)ith;
+    (void)nth;
+    matmul_job *job = arg;
+    for (;;) {
+        int64_t c = atomic_fetch_add(&job->next_chunk, 1);
+        if (c >= job->n_chunks)
+            break;
+        int64_t r0 = c * job->rows_per_chunk;
+        int64_t r1 = r0 + job->rows_per_chunk < job->w->rows ? r0 + job->rows_per_chunk : job->w->rows;
+        for (int t0 = 0; t0 < job->n_tokens; t0 += TOKEN_BLOCK) {
+            int t1 = t0 + TOKEN_BLOCK < job->n_tokens ? t0 + TOKEN_BLOCK : job->n_tokens;
+            rows_times_tokens(job, r0, r1, t0, t1);
+        }
+    }
+}
+
+static int64_t chunk_rows(int64_t rows, int nth)
+{
+    int64_t per = rows / ((int64_t)nth * CHUNKS_PER_THREAD);
+    per = (per + TILE - 1) / TILE * TILE;
+    return per < TILE ? TILE : per;
+}
+
+void kernels_matmul(const kernels_matrix *w, const float *x, int64_t x_stride, int n_tokens,
+                    float *y, int64_t y_stride, void *scratch, threadpool *pool)
+{
+    const kq_type_ops *ops = ops_for(w->type);
+    if (n_tokens <= 0 || w->rows <= 0)
+        return;
+    if (!ops || !ops->scalar.dot || !row_length_ok(w->type, w->cols)) {
+        for (int t = 0; t < n_tokens; t++)
+            memset(y + (int64_t)t * y_stride, 0, (size_t)w->rows * sizeof(float));
+        return;
+    }
+    int nth = pool ? threadpool_size(pool) : 1;
+    matmul_job job = {
+        .w = w,
+        .impl = impl_for(ops),
+        .act_type = ops->act_type,
+        .x = x,
+        .x_stride = x_stride,
+        .n_tokens = n_tokens,
+        .y = y,
+        .y_stride = y_stride,
+    };
+    if (ops->act_type == GGUF_TYPE_F32) {
+        job.act = (uint8_t *)(uintptr_t)x; /* read only: dot kernels take const rows */
+        job.act_stride = (size_t)x_stride * sizeof(float);
+    } else {
+        job.act = scratch;
+        job.act_stride = act_stride_for(ops->act_type, w->cols);
+        if (n_tokens == 1 || nth == 1)
+            convert_job(&job, 0, 1);
+        else
+            threadpool_run(pool, convert_job, &job);
+    }
+    job.rows_per_chunk = chunk_rows(w->rows, nth);
+    job.n_chunks = (w->rows + job.rows_per_chunk - 1) / job.rows_per_chunk;
+    atomic_init(&job.next_chunk, 0);
+    if (nth == 1)
+        dot_job(&job, 0, 1);
+    else
+        threadpool_run(pool, dot_job, &job);
+}
+
+/* ---- vector operations ------------------------------------------------------------ */
+
+void kernels_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps)
+{
+    vec()->rmsnorm(y, x, w, n, eps);
+}
+
+void kernels_geglu(float *gate, const float *up, int64_t n)
+{
+    vec()->geglu(gate, up, n);
+}
+
+void kernels_swiglu(float *gate, const float *up, int64_t n)
+{
+    vec()->swiglu(gate, up, n);
+}
+
+void kernels_add(float *y, const float *x, int64_t n)
+{
+    vec()->add(y, x, n);
+}
+
+void kernels_scale(float *y, float s, int64_t n)
+{
+    vec()->scale(y, s, n);
+}
+
+void kernels_softcap(float *y, float cap, int64_t n)
+{
+    vec()->softcap(y, cap, n);
+}
+
+void kernels_softmax(float *y, int64_t n)
+{
+    vec()->softmax(y, n);
+}
+
+void kernels_f32_to_f16(const float *x, uint16_t *y, int64_t n)
+{
+    vec()->f32_to_f16(x, y, n);
+}
+
+void kernels_f16_to_f32(const uint16_t *x, float *y, int64_t n)
+{
+    vec()->f16_to_f32(x, y, n);
+}
+
+float kernels_dot_f16(const uint16_t *a, const uint16_t *b, int64_t n)
+{
+    return vec()->dot_f16(a, b, n);
+}
+
+void kernels_axpy_f16(float *y, float a, const uint16_t *x, int64_t n)
+{
+    vec()->axpy_f16(y, a, x, n);
+}

@@ -1,0 +1,245 @@
+/* Matrix multiplication: against a double-precision reference built from the
+ * dequantized weights and the activations as the kernel sees them (quantized
+ * to the weight type's dot partner), against plain float math, across thread
+ * counts (results must be identical) and across implementations (scalar vs AVX2
+ * within float-summation tolerance). */
+#include <stdint.h>
+
+#include "base/rng.h"
+#include "base/threadpool.h"
+#include "gguf/gguf.h"
+#include "kernels/kernels.h"
+#include "test.h"
+
+static const uint32_t matmul_types[] = {GGUF_TYPE_F32,  GGUF_TYPE_F16,  GGUF_TYPE_BF16,
+                                        GGUF_TYPE_Q8_0, GGUF_TYPE_Q4_0, GGUF_TYPE_Q4_1,
+                                        GGUF_TYPE_Q5_0, GGUF_TYPE_Q5_1};
+
+/* The activation as the dot product sees it: what its partner type rounds it to. */
+static uint32_t act_type_of(uint32_t type)
+{
+    switch (type) {
+    case GGUF_TYPE_F16:
+        return GGUF_TYPE_F16;
+    case GGUF_TYPE_Q4_0:
+    case GGUF_TYPE_Q5_0:
+    case GGUF_TYPE_Q8_0:
+    case GGUF_TYPE_Q4_1: /* Q8_1 quantizes the values exactly as Q8_0 does */
+    case GGUF_TYPE_Q5_1:
+        return GGUF_TYPE_Q8_0;
+    default:
+        return GGUF_TYPE_F32;
+    }
+}
+
+typedef struct problem {
+    uint32_t type;
+    int64_t rows, cols;
+    int n_tokens;
+    uint8_t *w;      /* quantized weights */
+    size_t row_bytes;
+    float *wf;       /* their dequantized values */
+    float *x;        /* activations, x_stride apart */
+    int64_t x_stride;
+    float *xq;       /* activations after the partner type's rounding */
+    void *scratch;
+} problem;
+
+static void *aligned(size_t bytes)
+{
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0)
+        abort();
+    return p;
+}
+
+static void problem_make(problem *p, uint32_t type, int64_t rows, int64_t cols, int n_tokens,
+                         uint64_t seed)
+{
+    el_rng rng;
+    el_rng_seed(&rng, seed);
+    p->type = type;
+    p->rows = rows;
+    p->cols = cols;
+    p->n_tokens = n_tokens;
+    p->row_bytes = gguf_row_size(type, cols);
+    p->w = aligned(p->row_bytes * (size_t)rows);
+    p->wf = malloc(sizeof(float) * (size_t)(rows * cols));
+    float *tmp = malloc(sizeof(float) * (size_t)cols);
+    for (int64_t r = 0; r < rows; r++) {
+        float scale = 0.1f + el_rng_uniform(&rng);
+        float shift = (r % 3 == 0) ? 0.3f : 0.0f; /* exercise the _1 types' offsets */
+        for (int64_t k = 0; k < cols; k++)
+            tmp[k] = el_rng_normal(&rng) * scale + shift;
+        CHECK(kernels_quantize_row(type, tmp, p->w + (size_t)r * p->row_bytes, cols) == 0);
+        CHECK(kernels_dequantize_row(type, p->w + (size_t)r * p->row_bytes, p->wf + r * cols, cols) == 0);
+    }
+    p->x_stride = cols + 3;
+    p->x = malloc(sizeof(float) * (size_t)(p->x_stride * n_tokens));
+    p->xq = malloc(sizeof(float) * (size_t)(cols * n_tokens));
+    uint32_t act = act_type_of(type);
+    uint8_t *qbuf = malloc(gguf_row_size(act, cols));
+    for (int t = 0; t < n_tokens; t++) {
+        float *xt = p->x + t * p->x_stride;
+        for (int64_t k = 0; k < cols; k++)
+            xt[k] = el_rng_normal(&rng) * (1.0f + (float)(t % 4));
+        CHECK(kernels_quantize_row(act, xt, qbuf, cols) == 0);
+        CHECK(kernels_dequantize_row(act, qbuf, p->xq + t * cols, cols) == 0);
+    }
+    free(qbuf);
+    free(tmp);
+    p->scratch = aligned(kernels_matmul_scratch_size(type, cols, n_tokens));
+}
+
+static void problem_free(problem *p)
+{
+    free(p->w);
+    free(p->wf);
+    free(p->x);
+    free(p->xq);
+    free(p->scratch);
+}
+
+static void problem_run(problem *p, float *y, int64_t y_stride, threadpool *pool)
+{
+    kernels_matrix m = {p->type, p->rows, p->cols, p->w, p->row_bytes};
+    kernels_matmul(&m, p->x, p->x_stride, p->n_tokens, y, y_stride, p->scratch, pool);
+}
+
+/* Reference with exact sums; also the magnitude sum(|w x|) that bounds rounding error. */
+static void reference(const problem *p, const float *xs, int64_t xs_stride, int64_t r, int t,
+                      double *dot, double *mag)
+{
+    double s = 0, a = 0;
+    for (int64_t k = 0; k < p->cols; k++) {
+        double v = (double)p->wf[r * p->cols + k] * xs[t * xs_stride + k];
+        s += v;
+        a += fabs(v);
+    }
+    *dot = s;
+    *mag = a;
+}
+
+static void check_against_reference(problem *p, threadpool *pool)
+{
+    int64_t y_stride = p->rows + 5;
+    float *y = malloc(sizeof(float) * (size_t)(y_stride * p->n_tokens));
+    problem_run(p, y, y_stride, pool);
+    /* Q8_1's s is stored in half precision: allow for that in the _1 types. */
+    bool affine = p->type == GGUF_TYPE_Q4_1 || p->type == GGUF_TYPE_Q5_1;
+    int bad_exact = 0, bad_float = 0;
+    double worst = 0;
+    for (int t = 0; t < p->n_tokens; t++) {
+        for (int64_t r = 0; r < p->rows; r++) {
+            double want, mag, want_f, mag_f;
+            reference(p, p->xq, p->cols, r, t, &want, &mag);
+            reference(p, p->x, p->x_stride, r, t, &want_f, &mag_f);
+            double got = y[t * y_stride + r];
+            double err = fabs(got - want) / (mag + 1e-30);
+            worst = fmax(worst, err);
+            bad_exact += err > (affine ? 2e-3 : 2e-5);
+            bad_float += fabs(got - want_f) > 0.03 * mag_f + 1e-6;
+        }
+    }
+    CHECKF(bad_exact == 0, "type %u %lldx%lld n=%d: %d results off the quantized reference (worst %g)",
+           p->type, (long long)p->rows, (long long)p->cols, p->n_tokens, bad_exact, worst);
+    CHECKF(bad_float == 0, "type %u: %d results far from float math", p->type, bad_float);
+    free(y);
+}
+
+static void test_reference_all_types(void)
+{
+    threadpool *pool = threadpool_create(2, NULL);
+    for (size_t i = 0; i < sizeof matmul_types / sizeof matmul_types[0]; i++) {
+        problem p;
+        problem_make(&p, matmul_types[i], 37, 256, 5, 100 + i);
+        check_against_reference(&p, pool);
+        problem_free(&p);
+    }
+    threadpool_free(pool);
+}
+
+/* Every thread count and the NULL pool give bit-identical results. */
+static void test_threads_deterministic(void)
+{
+    threadpool *pools[3] = {NULL, threadpool_create(2, NULL), threadpool_create(3, NULL)};
+    for (size_t i = 0; i < sizeof matmul_types / sizeof matmul_types[0]; i++) {
+        for (int n_tokens = 1; n_tokens <= 9; n_tokens += 8) {
+            problem p;
+            problem_make(&p, matmul_types[i], 71, 96, n_tokens, 7 + i);
+            float *y[3];
+            for (int k = 0; k < 3; k++) {
+                y[k] = malloc(sizeof(float) * (size_t)(p.rows * n_tokens));
+                problem_run(&p, y[k], p.rows, pools[k]);
+            }
+            CHECKF(memcmp(y[0], y[1], sizeof(float) * (size_t)(p.rows * n_tokens)) == 0, "type %u", p.type);
+            CHECKF(memcmp(y[0], y[2], sizeof(float) * (size_t)(p.rows * n_tokens)) == 0, "type %u", p.type);
+            for (int k = 0; k < 3; k++)
+                free(y[k]);
+            problem_free(&p);
+        }
+    }
+    threadpool_free(pools[1]);
+    threadpool_free(pools[2]);
+}
+
+/* Scalar against AVX2 on odd shapes: rows not a multiple of the tile or the
+ * thread count, several block counts, 1..17 tokens. */
+static void test_isa_agree(void)
+{
+    if (kernels_set_isa(KERNELS_ISA_AVX2, NULL) != 0) {
+        fprintf(stderr, "SKIP: no AVX2 on this CPU; scalar only\n");
+        return;
+    }
+    threadpool *pool = threadpool_create(2, NULL);
+    const int64_t shapes[][2] = {{13, 32}, {37, 96}, {70, 160}};
+    for (size_t i = 0; i < sizeof matmul_types / sizeof matmul_types[0]; i++) {
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            for (int n_tokens = 1; n_tokens <= 17; n_tokens += (n_tokens < 6 ? 1 : 5)) {
+                problem p;
+                problem_make(&p, matmul_types[i], shapes[s][0], shapes[s][1], n_tokens,
+                             1000 * i + 10 * s + n_tokens);
+                size_t n_y = (size_t)(p.rows * n_tokens);
+                float *ys = malloc(sizeof(float) * n_y), *yv = malloc(sizeof(float) * n_y);
+                kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
+                problem_run(&p, ys, p.rows, pool);
+                kernels_set_isa(KERNELS_ISA_AVX2, NULL);
+                problem_run(&p, yv, p.rows, pool);
+                int bad = 0;
+                for (int t = 0; t < n_tokens; t++) {
+                    for (int64_t r = 0; r < p.rows; r++) {
+                        double want, mag;
+                        reference(&p, p.xq, p.cols, r, t, &want, &mag);
+                        double a = ys[t * p.rows + r], b = yv[t * p.rows + r];
+                        bad += !(fabs(a - b) <= 1e-5 * mag + 1e-30);
+                    }
+                }
+                CHECKF(bad == 0, "type %u %lldx%lld n=%d: %d results differ", p.type,
+                       (long long)p.rows, (long long)p.cols, n_tokens, bad);
+                free(ys);
+                free(yv);
+                problem_free(&p);
+            }
+        }
+    }
+    kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
+    threadpool_free(pool);
+}
+
+static void test_scratch_size(void)
+{
+    CHECK(kernels_matmul_scratch_size(GGUF_TYPE_F32, 256, 4) == 0);
+    CHECK(kernels_matmul_scratch_size(GGUF_TYPE_F16, 256, 3) >= 3 * 512);
+    CHECK(kernels_matmul_scratch_size(GGUF_TYPE_Q4_0, 256, 2) >= 2 * 8 * 34);
+    CHECK(kernels_matmul_scratch_size(GGUF_TYPE_Q4_0, 256, 2) % 64 == 0);
+}
+
+int main(void)
+{
+    kernels_init();
+    RUN(test_reference_all_types);
+    RUN(test_threads_deterministic);
+    RUN(test_isa_agree);
+    RUN(test_scratch_size);
+    return test_summary();
+}
