@@ -784,7 +784,7 @@ static void quant_q6_K(const float *src, void *dst, int64_t n)
 
 /* ==== operation table =========================================================== */
 
-#if defined(__x86_64__) && defined(KQ_AVX2_READY)
+#if defined(__x86_64__)
 #define KQ_AVX2(dequant, dot) {(dequant), (dot), NULL}
 #else
 #define KQ_AVX2(dequant, dot) {NULL, NULL, NULL}

@@ -1,0 +1,420 @@
+/* AVX2 K-quant kernels: the same arithmetic as kernels_kquant.c with 32 values
+ * per instruction. Dot products multiply unsigned weight codes by signed Q8_K
+ * bytes with maddubs (pairs summed into int16: at most 2 * 63 * 127, no
+ * saturation), weight them by the sub-block scales with madd into int32, and
+ * convert to float once per super-block. Signed codes are handled by using the
+ * unsigned code and subtracting offset * scale * bsum, which the activation
+ * block carries precomputed. Dequantization reproduces the scalar results bit
+ * for bit (multiply, then subtract; never fused). */
+#if defined(__x86_64__)
+
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels/kernels_kquant.h"
+
+static inline float half_to_float(uint16_t h)
+{
+    return _cvtsh_ss(h);
+}
+
+static inline float hsum_ps(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline int32_t hsum_epi32(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
+    return _mm_cvtsi128_si32(s);
+}
+
+static inline __m256i loadu256(const void *p)
+{
+    return _mm256_loadu_si256((const __m256i *)p);
+}
+
+/* Shift every 16-bit lane right by a count known only at run time in general
+ * (constant after unrolling, when the compiler folds it). */
+static inline __m256i srl16(__m256i v, int count)
+{
+    return _mm256_srl_epi16(v, _mm_cvtsi32_si128(count));
+}
+
+/* Scales for 32 values made of two 16-value groups: int16 lanes 0..7 hold the
+ * first group's scale, 8..15 the second's, matching maddubs's output order.
+ * `eight` holds 8 int16 scales in both 128-bit halves; k picks pair k (0..3). */
+static inline __m256i scale_pair(__m256i eight, int k)
+{
+    static const uint8_t control[4][32] = {
+        {0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
+         2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3},
+        {4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5,
+         6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7},
+        {8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9,
+         10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11},
+        {12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13,
+         14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15},
+    };
+    return _mm256_shuffle_epi8(eight, loadu256(control[k]));
+}
+
+/* 16 int16 scales -> the low and high eight, each repeated in both halves. */
+static inline void split_scales(__m256i sixteen, __m256i *low8, __m256i *high8)
+{
+    *low8 = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sixteen));
+    *high8 = _mm256_broadcastsi128_si256(_mm256_extracti128_si256(sixteen, 1));
+}
+
+/* ---- dequantization helpers ------------------------------------------------------ */
+
+/* dst[0..8) = d * codes - m for the low 8 signed bytes of codes. */
+static inline void store8(float *dst, __m128i codes, __m256 d, __m256 m)
+{
+    __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(codes));
+    _mm256_storeu_ps(dst, _mm256_sub_ps(_mm256_mul_ps(d, v), m));
+}
+
+static inline void store8_nomin(float *dst, __m128i codes, __m256 d)
+{
+    __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(codes));
+    _mm256_storeu_ps(dst, _mm256_mul_ps(d, v));
+}
+
+static inline void store16(float *dst, __m128i codes, float d, float m)
+{
+    store8(dst, codes, _mm256_set1_ps(d), _mm256_set1_ps(m));
+    store8(dst + 8, _mm_srli_si128(codes, 8), _mm256_set1_ps(d), _mm256_set1_ps(m));
+}
+
+static inline void store16_nomin(float *dst, __m128i codes, float d)
+{
+    store8_nomin(dst, codes, _mm256_set1_ps(d));
+    store8_nomin(dst + 8, _mm_srli_si128(codes, 8), _mm256_set1_ps(d));
+}
+
+static inline void store32(float *dst, __m256i codes, float d, float m)
+{
+    store16(dst, _mm256_castsi256_si128(codes), d, m);
+    store16(dst + 16, _mm256_extracti128_si256(codes, 1), d, m);
+}
+
+/* ---- Q2_K ------------------------------------------------------------------------ */
+
+void kq_dequant_q2_K_avx2(const void *src, float *dst, int64_t n)
+{
+    const kq_block_q2_K *x = src;
+    const __m256i mask2 = _mm256_set1_epi8(3);
+    for (int64_t i = 0; i < n / KQ_QK_K; i++) {
+        const float d = half_to_float(x[i].d), dmin = half_to_float(x[i].dmin);
+        for (int h = 0; h < 2; h++) {
+            const __m256i q = loadu256(x[i].qs + 32 * h);
+            for (int k = 0; k < 4; k++, dst += 32) {
+                const __m256i codes = _mm256_and_si256(srl16(q, 2 * k), mask2);
+                const uint8_t s0 = x[i].scales[8 * h + 2 * k], s1 = x[i].scales[8 * h + 2 * k + 1];
+                store16(dst, _mm256_castsi256_si128(codes), d * (float)(s0 & 0xF),
+                        dmin * (float)(s0 >> 4));
+                store16(dst + 16, _mm256_extracti128_si256(codes, 1), d * (float)(s1 & 0xF),
+                        dmin * (float)(s1 >> 4));
+            }
+        }
+    }
+}
+
+void kq_dot_q2_K_avx2(int64_t n, const void *w_row, const void *x_row, float *out)
+{
+    const kq_block_q2_K *w = w_row;
+    const kq_block_q8_K *x = x_row;
+    const __m256i mask2 = _mm256_set1_epi8(3);
+    const __m128i mask4 = _mm_set1_epi8(0xF);
+    __m256 acc = _mm256_setzero_ps();
+    float acc_min = 0;
+    for (int64_t i = 0; i < n / KQ_QK_K; i++) {
+        const __m128i packed = _mm_loadu_si128((const __m128i *)w[i].scales);
+        const __m256i scales = _mm256_cvtepu8_epi16(_mm_and_si128(packed, mask4));
+        const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), mask4));
+        const int32_t imins = hsum_epi32(_mm256_madd_epi16(mins, loadu256(x[i].bsums)));
+        __m256i sc_half[2];
+        split_scales(scales, &sc_half[0], &sc_half[1]);
+        __m256i sumi = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const __m256i q = loadu256(w[i].qs + 32 * h);
+            for (int k = 0; k < 4; k++) {
+                const __m256i codes = _mm256_and_si256(srl16(q, 2 * k), mask2);
+                const __m256i p = _mm256_maddubs_epi16(codes, loadu256(x[i].qs + 128 * h + 32 * k));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scale_pair(sc_half[h], k)));
+            }
+        }
+        const float d = x[i].d * half_to_float(w[i].d);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        acc_min += x[i].d * half_to_float(w[i].dmin) * (float)imins;
+    }
+    *out = hsum_ps(acc) - acc_min;
+}
+
+/* ---- Q3_K ------------------------------------------------------------------------ */
+
+/* Unsigned 3-bit codes (0..7; the value is code - 4) of values 32g..32g+31 of the
+ * 128-value half whose low bits are in q; hmask bit 4h+k is the high bit. */
+static inline __m256i q3_codes(__m256i q, __m256i hmask, int h, int k)
+{
+    const __m256i one = _mm256_set1_epi8(1), mask2 = _mm256_set1_epi8(3);
+    const __m256i low = _mm256_and_si256(srl16(q, 2 * k), mask2);
+    const __m256i high = _mm256_and_si256(srl16(hmask, 4 * h + k), one);
+    return _mm256_or_si256(low, _mm256_slli_epi16(high, 2));
+}
+
+void kq_dequant_q3_K_avx2(const void *src, float *dst, int64_t n)
+{
+    const kq_block_q3_K *x = src;
+    const __m256i four = _mm256_set1_epi8(4);
+    for (int64_t i = 0; i < n / KQ_QK_K; i++) {
+        const float d = half_to_float(x[i].d);
+        int8_t scales[16];
+        kq_q3_K_scales(x[i].scales, scales);
+        const __m256i hmask = loadu256(x[i].hmask);
+        for (int h = 0; h < 2; h++) {
+            const __m256i q = loadu256(x[i].qs + 32 * h);
+            for (int k = 0; k < 4; k++, dst += 32) {
+                const __m256i v = _mm256_sub_epi8(q3_codes(q, hmask, h, k), four);
+                const int g = 8 * h + 2 * k;
+                store16_nomin(dst, _mm256_castsi256_si128(v), d * (float)scales[g]);
+                store16_nomin(dst + 16, _mm256_extracti128_si256(v, 1), d * (float)scales[g + 1]);
+            }
+        }
+    }
+}
+
+void kq_dot_q3_K_avx2(int64_t n, const void *w_row, const void *x_row, float *out)
+{
+    const kq_block_q3_K *w = w_row;
+    const kq_block_q8_K *x = x_row;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / KQ_QK_K; i++) {
+        int8_t sc8[16];
+        kq_q3_K_scales(w[i].scales, sc8);
+        const __m256i scales = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc8));
+        /* codes carry +4: subtract 4 * sum(scale * bsum) */
+        const __m256i offset = _mm256_madd_epi16(scales, loadu256(x[i].bsums));
+        __m256i sc_half[2];
+        split_scales(scales, &sc_half[0], &sc_half[1]);
+        const __m256i hmask = loadu256(w[i].hmask);
+        __m256i sumi = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const __m256i q = loadu256(w[i].qs + 32 * h);
+            for (int k = 0; k < 4; k++) {
+                const __m256i codes = q3_codes(q, hmask, h, k);
+                const __m256i p = _mm256_maddubs_epi16(codes, loadu256(x[i].qs + 128 * h + 32 * k));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scale_pair(sc_half[h], k)));
+            }
+        }
+        sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(offset, 2));
+        const float d = x[i].d * half_to_float(w[i].d);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    *out = hsum_ps(acc);
+}
+
+/* ---- Q4_K and Q5_K ---------------------------------------------------------------- */
+
+static inline void unpack_k4_scales(const uint8_t packed[12], uint8_t scales[8], uint8_t mins[8])
+{
+    for (int j = 0; j < 8; j++)
+        kq_scale_min_k4(j, packed, &scales[j], &mins[j]);
+}
+
+/* sum_j mins[j] * (bsums[2j] + bsums[2j+1]) */
+static inline int32_t k4_min_sum(const uint8_t mins[8], const int16_t bsums[16])
+{
+    const __m128i m = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)mins));
+    const __m256i pairs = _mm256_set_m128i(_mm_unpackhi_epi16(m, m), _mm_unpacklo_epi16(m, m));
+    return hsum_epi32(_mm256_madd_epi16(pairs, loadu256(bsums)));
+}
+
+void kq_dequant_q4_K_avx2(const void *src, float *dst, int64_t n)
+{
+    const kq_block_q4_K *x = src;
+    const __m256i mask4 = _mm256_set1_epi8(0xF);
+    for (int64_t i = 0; i < n / KQ_QK_K; i++) {
+        const float d = half_to_float(x[i].d), dmin = half_to_float(x[i].dmin);
+        uint8_t sc[8], mn[8];
+        unpack_k4_scales(x[i].scales, sc, mn);
+        for (int c = 0; c < 4; c++, dst += 64) {
+            const __m256i q = loadu256(x[i].qs + 32 * c);
+            store32(dst, _mm256_and_si256(q, mask4), d * (float)sc[2 * c], dmin * (float)mn[2 * c]);
+            store32(dst + 32, _mm256_and_si256(_mm256_srli_epi16(q, 4), mask4),
+                    d * (float)sc[2 * c + 1], dmin * (float)mn[2 * c + 1]);
+        }
+    }
+}
+
+/* sum over one 256-value block of scale[j] * dot(codes_j, q8_j), where the codes
+ * of chunk c (64 values) are lo[c] (first 32) and hi[c] (next 32). */
+static inline __m256i k4_block_sum(const __m256i lo[4], const __m256i hi[4], const uint8_t sc[8],
+                                   const int8_t *q8)
+{
+    __m256i sumi = _mm256_setzero_si256();
+    for (int c = 0; c < 4; c++) {
+        __m256i p0 = _mm256_maddubs_epi16(lo[c], loadu256(q8 + 64 * c));
+        __m256i p1 = _mm256_maddubs_epi16(hi[c], loadu256(q8 + 64 * c + 32));
+        p0 = _mm256_madd_epi16(p0, _mm256_set1_epi16(sc[2 * c]));
+        p1 = _mm256_madd_epi16(p1, _mm256_set1_epi16(sc[2 * c + 1]));
+        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+    }
+    return sumi;
+}
+
+static inline void q4_K_codes(const kq_block_q4_K *b, __m256i lo[4], __m256i hi[4])
+{
+    const __m256i mask4 = _mm256_set1_epi8(0xF);
+    for (int c = 0; c < 4; c++) {
+        const __m256i q = loadu256(b->qs + 32 * c);
+        lo[c] = _mm256_and_si256(q, mask4);
+        hi[c] = _mm256_and_si256(_mm256_srli_epi16(q, 4), mask4);
+    }
+}
+
+void kq_dot_q4_K_avx2(int64_t n, const void *w_row, const void *x_row, float *out)
+{
+    const kq_block_q4_K *w = w_row;
+    const kq_block_q8_K *x = x_row;
+    __m256 acc = _mm256_setzero_ps();
+    float acc_min = 0;
+    for (int64_t i = 0; i < n / KQ_QK_K; i++) {
+        uint8_t sc[8], mn[8];
+        unpack_k4_scales(w[i].scales, sc, mn);
+        __m256i lo[4], hi[4];
+        q4_K_codes(&w[i], lo, hi);
+        const __m256i sumi = k4_block_sum(lo, hi, sc, x[i].qs);
+        const float d = half_to_float(w[i].d) * x[i].d;
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        acc_min += half_to_float(w[i].dmin) * x[i].d * (float)k4_min_sum(mn, x[i].bsums);
+    }
+    *out = hsum_ps(acc) - acc_min;
+}
+
+static inline void q5_K_codes(const kq_block_q5_K *b, __m256i lo[4], __m256i hi[4])
+{
+    const __m256i mask4 = _mm256_set1_epi8(0xF), one = _mm256_set1_epi8(1);
+    const __m256i qh = loadu256(b->qh);
+    for (int c = 0; c < 4; c++) {
+        const __m256i q = loadu256(b->qs + 32 * c);
+        const __m256i h0 = _mm256_and_si256(srl16(qh, 2 * c), one);
+        const __m256i h1 = _mm256_and_si256(srl16(qh, 2 * c + 1), one);
+        lo[c] = _mm256_or_si256(_mm256_and_si256(q, mask4), _mm256_slli_epi16(h0, 4));
+        hi[c] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), mask4),
+                                _mm256_slli_epi16(h1, 4));
+    }
+}
+
+void kq_dequant_q5_K_avx2(const void *src, float *dst, int64_t n)
+{
+    const kq_block_q5_K *x = src;
+    for (int64_t i = 0; i < n / KQ_QK_K; i++) {
+        const float d = half_to_float(x[i].d), dmin = half_to_float(x[i].dmin);
+        uint8_t sc[8], mn[8];
+        unpack_k4_scales(x[i].scales, sc, mn);
+        __m256i lo[4], hi[4];
+        q5_K_codes(&x[i], lo, hi);
+        for (int c = 0; c < 4; c++, dst += 64) {
+            store32(dst, lo[c], d * (float)sc[2 * c], dmin * (float)mn[2 * c]);
+            store32(dst + 32, hi[c], d * (float)sc[2 * c + 1], dmin * (float)mn[2 * c + 1]);
+        }
+    }
+}
+
+void kq_dot_q5_K_avx2(int64_t n, const void *w_row, const void *x_row, float *out)
+{
+    const kq_block_q5_K *w = w_row;
+    const kq_block_q8_K *x = x_row;
+    __m256 acc = _mm256_setzero_ps();
+    float acc_min = 0;
+    for (int64_t i = 0; i < n / KQ_QK_K; i++) {
+        uint8_t sc[8], mn[8];
+        unpack_k4_scales(w[i].scales, sc, mn);
+        __m256i lo[4], hi[4];
+        q5_K_codes(&w[i], lo, hi);
+        const __m256i sumi = k4_block_sum(lo, hi, sc, x[i].qs);
+        const float d = half_to_float(w[i].d) * x[i].d;
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        acc_min += half_to_float(w[i].dmin) * x[i].d * (float)k4_min_sum(mn, x[i].bsums);
+    }
+    *out = hsum_ps(acc) - acc_min;
+}
+
+/* ---- Q6_K ------------------------------------------------------------------------ */
+
+/* Unsigned 6-bit codes (value + 32) of one 128-value half, 32 values per vector. */
+static inline void q6_K_codes(const kq_block_q6_K *b, int h, __m256i codes[4])
+{
+    const __m256i mask4 = _mm256_set1_epi8(0xF), mask2 = _mm256_set1_epi8(3);
+    const __m256i ql0 = loadu256(b->ql + 64 * h), ql1 = loadu256(b->ql + 64 * h + 32);
+    const __m256i qh = loadu256(b->qh + 32 * h);
+    const __m256i low[4] = {
+        _mm256_and_si256(ql0, mask4),
+        _mm256_and_si256(ql1, mask4),
+        _mm256_and_si256(_mm256_srli_epi16(ql0, 4), mask4),
+        _mm256_and_si256(_mm256_srli_epi16(ql1, 4), mask4),
+    };
+    for (int k = 0; k < 4; k++) {
+        const __m256i high = _mm256_and_si256(srl16(qh, 2 * k), mask2);
+        codes[k] = _mm256_or_si256(low[k], _mm256_slli_epi16(high, 4));
+    }
+}
+
+void kq_dequant_q6_K_avx2(const void *src, float *dst, int64_t n)
+{
+    const kq_block_q6_K *x = src;
+    const __m256i offset = _mm256_set1_epi8(32);
+    for (int64_t i = 0; i < n / KQ_QK_K; i++) {
+        const float d = half_to_float(x[i].d);
+        for (int h = 0; h < 2; h++) {
+            __m256i codes[4];
+            q6_K_codes(&x[i], h, codes);
+            for (int k = 0; k < 4; k++, dst += 32) {
+                const __m256i v = _mm256_sub_epi8(codes[k], offset);
+                const int g = 8 * h + 2 * k;
+                store16_nomin(dst, _mm256_castsi256_si128(v), d * (float)x[i].scales[g]);
+                store16_nomin(dst + 16, _mm256_extracti128_si256(v, 1),
+                              d * (float)x[i].scales[g + 1]);
+            }
+        }
+    }
+}
+
+void kq_dot_q6_K_avx2(int64_t n, const void *w_row, const void *x_row, float *out)
+{
+    const kq_block_q6_K *w = w_row;
+    const kq_block_q8_K *x = x_row;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / KQ_QK_K; i++) {
+        const __m256i scales = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w[i].scales));
+        /* codes carry +32: subtract 32 * sum(scale * bsum) */
+        const __m256i offset = _mm256_madd_epi16(scales, loadu256(x[i].bsums));
+        __m256i sc_half[2];
+        split_scales(scales, &sc_half[0], &sc_half[1]);
+        __m256i sumi = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            __m256i codes[4];
+            q6_K_codes(&w[i], h, codes);
+            for (int k = 0; k < 4; k++) {
+                const __m256i p =
+                    _mm256_maddubs_epi16(codes[k], loadu256(x[i].qs + 128 * h + 32 * k));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scale_pair(sc_half[h], k)));
+            }
+        }
+        sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(offset, 5));
+        const float d = x[i].d * half_to_float(w[i].d);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    *out = hsum_ps(acc);
+}
+
+#else
+typedef int kq_avx2_not_on_this_architecture;
+#endif
