@@ -33,8 +33,19 @@ const char *chat_format_name(enum chat_format fmt);
 
 /* Appends the prompt for messages[0..n) to out: exactly one BOS when the model
  * wants one, message text tokenized as plain text (never as special tokens), and
- * the generation prompt for the assistant's turn. Fails on an empty conversation
- * or one with no user message. */
+ * the generation prompt for the assistant's turn.
+ *
+ * GEMMA renders as the official template: per message
+ * "<start_of_turn>{user|model}\n{content, trimmed}<end_of_turn>\n", then
+ * "<start_of_turn>model\n"; the system text (leading system messages, trimmed,
+ * joined by "\n\n") goes in front of the first user message's content as
+ * "{system}\n\n{user}". PLAIN: the message texts joined by "\n", no prefix.
+ * CHAT_HISTORY_LAST keeps only the system text and the last user message.
+ *
+ * Fails (and appends nothing) on an empty conversation, one with no user
+ * message, a system message after a user or assistant one, or, with
+ * CHAT_HISTORY_FULL, a last message that is not the user's (continuing an
+ * assistant's message is not supported). Roles need not alternate. */
 int chat_build_prompt(const tokenizer *t, enum chat_format fmt, const chat_message *messages, size_t n,
                       enum chat_history history, token_vec *out, el_err *err);
 

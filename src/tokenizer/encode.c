@@ -133,6 +133,8 @@ typedef struct spm_work {
 
 static void spm_work_free(spm_work *w)
 {
+    if (w->text)
+        explicit_bzero(w->text, w->text_cap); /* it held message text */
     free(w->text);
     free(w->symbols);
     free(w->heap);
@@ -145,9 +147,14 @@ static int grow(void **buf, size_t *cap, size_t need, size_t elem, el_err *err)
     size_t cap2 = *cap ? *cap : 64;
     while (cap2 < need)
         cap2 *= 2;
-    void *p = realloc(*buf, cap2 * elem);
+    void *p = malloc(cap2 * elem);
     if (!p)
         return el_fail(err, "out of memory tokenizing (%zu items)", need);
+    if (*buf) {
+        memcpy(p, *buf, *cap * elem);
+        explicit_bzero(*buf, *cap * elem); /* the escaped text is message text */
+        free(*buf);
+    }
     *buf = p;
     *cap = cap2;
     return 0;
