@@ -97,6 +97,25 @@ static int fail(const reader *r, const char *fmt, ...)
     return el_fail(r->err, "%s: %s", r->path, msg);
 }
 
+/* Inserts context after the path of the message fail() made: "PATH: CONTEXT: rest". */
+static int add_context(const reader *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int add_context(const reader *r, const char *fmt, ...)
+{
+    if (!r->err)
+        return -1;
+    char context[sizeof r->err->msg], rest[sizeof r->err->msg];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(context, sizeof context, fmt, ap);
+    va_end(ap);
+    size_t n = strlen(r->path);
+    const char *tail = r->err->msg;
+    if (strncmp(tail, r->path, n) == 0 && strncmp(tail + n, ": ", 2) == 0)
+        tail += n + 2;
+    snprintf(rest, sizeof rest, "%s", tail);
+    return el_fail(r->err, "%s: %s: %s", r->path, context, rest);
+}
+
 /* ---- primitive reads ------------------------------------------------------------ */
 
 static uint64_t bytes_left(const reader *r) { return r->size - r->pos; }
@@ -326,7 +345,7 @@ static int read_array(reader *r, gguf_kv *kv, const char *key)
     uint32_t elem;
     uint64_t len;
     if (read_u32(r, &elem, "array element type") < 0 || read_u64(r, &len, "array length") < 0)
-        return el_wrap(r->err, "key '%s'", key);
+        return add_context(r, "key '%s'", key);
     if (elem == GGUF_VAL_ARRAY)
         return fail(r, "key '%s': nested arrays are not supported", key);
     if (elem >= GGUF_VAL_COUNT)
@@ -353,7 +372,7 @@ static int read_array(reader *r, gguf_kv *kv, const char *key)
     for (uint64_t i = 0; i < len; i++) {
         gguf_str s;
         if (read_string(r, &s, "array string") < 0)
-            return el_wrap(r->err, "key '%s' element %llu", key, (unsigned long long)i);
+            return add_context(r, "key '%s' element %llu", key, (unsigned long long)i);
     }
     if (len == 0)
         return 0;
@@ -376,14 +395,14 @@ static int read_value(reader *r, gguf_kv *kv, uint32_t type, const char *key)
     kv->type = (enum gguf_value_type)type;
     if (type == GGUF_VAL_STRING) {
         if (read_string(r, &kv->v.str, "string value") < 0)
-            return el_wrap(r->err, "key '%s'", key);
+            return add_context(r, "key '%s'", key);
         return 0;
     }
     if (type == GGUF_VAL_ARRAY)
         return read_array(r, kv, key);
     uint32_t n = gguf_scalar_size(type);
     if (need(r, n, "value") < 0)
-        return el_wrap(r->err, "key '%s'", key);
+        return add_context(r, "key '%s'", key);
     const uint8_t *p = r->base + r->pos;
     if (type == GGUF_VAL_BOOL && p[0] > 1)
         return fail(r, "key '%s': bool value %u is not 0 or 1", key, p[0]);
@@ -429,8 +448,8 @@ static int read_preamble(reader *r, gguf_file *f, uint64_t *n_tensors, uint64_t 
         return fail(r, "key/value count %llu cannot fit in the %llu bytes left in the file",
                     (unsigned long long)*n_kv, (unsigned long long)left);
     if (*n_tensors > (left - *n_kv * MIN_KV_BYTES) / MIN_TENSOR_BYTES)
-        return fail(r, "tensor count %llu cannot fit in the %llu bytes left in the file",
-                    (unsigned long long)*n_tensors, (unsigned long long)left);
+        return fail(r, "tensor count %llu cannot fit, after %llu keys, in the %llu bytes left in the file",
+                    (unsigned long long)*n_tensors, (unsigned long long)*n_kv, (unsigned long long)left);
     return 0;
 }
 
@@ -450,7 +469,7 @@ static int read_kvs(reader *r, gguf_file *f, uint64_t n_kv)
         quote_name(kv->key, key, sizeof key);
         uint32_t type;
         if (read_u32(r, &type, "value type") < 0)
-            return el_wrap(r->err, "key '%s'", key);
+            return add_context(r, "key '%s'", key);
         if (read_value(r, kv, type, key) < 0)
             return -1;
     }
@@ -476,7 +495,7 @@ static int check_alignment(reader *r, gguf_file *f)
 static int read_tensor_shape(reader *r, gguf_tensor *t, const char *name)
 {
     if (read_u32(r, &t->n_dims, "n_dims") < 0)
-        return el_wrap(r->err, "tensor '%s'", name);
+        return add_context(r, "tensor '%s'", name);
     if (t->n_dims < 1 || t->n_dims > GGUF_MAX_DIMS)
         return fail(r, "tensor '%s': n_dims %u is not in 1..%d", name, t->n_dims, GGUF_MAX_DIMS);
     for (int d = 0; d < GGUF_MAX_DIMS; d++)
@@ -484,7 +503,7 @@ static int read_tensor_shape(reader *r, gguf_tensor *t, const char *name)
     for (uint32_t d = 0; d < t->n_dims; d++) {
         uint64_t ne;
         if (read_u64(r, &ne, "dimension") < 0)
-            return el_wrap(r->err, "tensor '%s'", name);
+            return add_context(r, "tensor '%s'", name);
         if (ne == 0 || ne > (uint64_t)INT64_MAX)
             return fail(r, "tensor '%s': dimension %u is %llu (must be 1..2^63-1)", name, d,
                         (unsigned long long)ne);
@@ -528,7 +547,7 @@ static int read_tensor_infos(reader *r, gguf_file *f, uint64_t n_tensors)
         if (read_tensor_shape(r, t, name) < 0)
             return -1;
         if (read_u32(r, &t->type, "tensor type") < 0 || read_u64(r, &t->offset, "tensor offset") < 0)
-            return el_wrap(r->err, "tensor '%s'", name);
+            return add_context(r, "tensor '%s'", name);
         if (check_tensor_size(r, t, name) < 0)
             return -1;
         f->n_tensors = i + 1;
@@ -575,10 +594,12 @@ static int place_tensors(reader *r, gguf_file *f)
             rc = fail(r, "tensor '%s': offset %llu is not a multiple of the alignment %u", name,
                       (unsigned long long)t->offset, f->alignment);
         else if (__builtin_add_overflow(f->data_offset, t->offset, &start) ||
-                 __builtin_add_overflow(start, t->nbytes, &end) || end > f->size)
-            rc = fail(r, "tensor '%s': data [%llu, %llu + %llu) extends past end of file (size %llu)",
-                      name, (unsigned long long)f->data_offset, (unsigned long long)t->offset,
-                      (unsigned long long)t->nbytes, (unsigned long long)f->size);
+                 __builtin_add_overflow(start, t->nbytes, &end))
+            rc = fail(r, "tensor '%s': data offset %llu + %llu bytes overflows", name,
+                      (unsigned long long)t->offset, (unsigned long long)t->nbytes);
+        else if (end > f->size)
+            rc = fail(r, "tensor '%s': data [%llu, %llu) extends past end of file (size %llu)", name,
+                      (unsigned long long)start, (unsigned long long)end, (unsigned long long)f->size);
         else {
             t->data = f->base + start;
             ext[i] = (extent){start, end, i};
