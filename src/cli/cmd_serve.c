@@ -1,11 +1,305 @@
-/* Placeholder until this command lands: it is replaced, never shipped. */
+/* elliott serve: the chat completion API over HTTP (SPEC sections 1-3). */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/embedded_model.h"
+#include "engine/engine.h"
+#include "server/server.h"
+
+static const char CMD[] = "serve";
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: elliott serve [-m MODEL.gguf] [OPTIONS]\n\n"
+            "Serves the elliott-1 chat completion API (POST /v1/ai/chat/completions,\n"
+            "POST /v1/chat/completions, GET /v1/models, /health, /metrics, /) over HTTP.\n"
+            "Each option may also come from the environment variable shown; flags win.\n\n"
+            "  -m, --model FILE       GGUF model (ELLIOTT_MODEL); default: the built-in %s\n"
+            "      --host HOST        address to bind (ELLIOTT_HOST), default 127.0.0.1\n"
+            "      --port N           port (ELLIOTT_PORT), default 8080; 0 picks a free one\n"
+            "      --alias NAME       model name in responses (ELLIOTT_ALIAS), default elliott-1\n"
+            "  -t, --threads N        compute threads (ELLIOTT_THREADS), default: all CPUs\n"
+            "  -c, --ctx N            context positions per slot (ELLIOTT_CTX), default min(model, 4096)\n"
+            "      --parallel N       conversations evaluated together (ELLIOTT_PARALLEL), default 1\n"
+            "      --max-queue N      requests waiting for a slot before 503 (ELLIOTT_MAX_QUEUE), default 16\n"
+            "      --max-tokens N     default completion length (ELLIOTT_MAX_TOKENS), default 512\n"
+            "      --api-key KEY      require 'Authorization: Bearer KEY' (ELLIOTT_API_KEY)\n"
+            "      --api-key-file F   read the key from the first line of F (ELLIOTT_API_KEY_FILE)\n"
+            "      --max-body BYTES   request body limit, K/M suffixes (ELLIOTT_MAX_BODY), default 1M\n"
+            "      --history full|last  whole conversation, or only the last user message\n"
+            "                         (ELLIOTT_HISTORY), default full\n"
+            "      --cors ORIGIN      send Access-Control-Allow-Origin: ORIGIN (ELLIOTT_CORS)\n"
+            "      --no-prefix-cache  never reuse a previous request's KV cache (ELLIOTT_NO_PREFIX_CACHE=1)\n"
+            "      --mlock            lock the model in memory (ELLIOTT_MLOCK=1)\n"
+            "      --grace-ms N       on SIGINT/SIGTERM, time in-flight requests get (ELLIOTT_GRACE_MS),\n"
+            "                         default 10000\n"
+            "  -h, --help             this help\n",
+            EMBEDDED_MODEL_NAME);
+}
+
+typedef struct serve_options {
+    const char *model, *host, *alias, *api_key, *api_key_file, *cors, *history;
+    const char *port, *threads, *ctx, *parallel, *max_queue, *max_tokens, *max_body, *grace_ms;
+    bool no_prefix_cache, mlock;
+} serve_options;
+
+static const char *env(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
+static bool env_flag(const char *name)
+{
+    const char *v = env(name);
+    return v && strcmp(v, "0") != 0 && strcasecmp(v, "false") != 0 && strcasecmp(v, "no") != 0;
+}
+
+static void options_from_env(serve_options *o)
+{
+    o->model = env("ELLIOTT_MODEL");
+    o->host = env("ELLIOTT_HOST");
+    o->port = env("ELLIOTT_PORT");
+    o->alias = env("ELLIOTT_ALIAS");
+    o->threads = env("ELLIOTT_THREADS");
+    o->ctx = env("ELLIOTT_CTX");
+    o->parallel = env("ELLIOTT_PARALLEL");
+    o->max_queue = env("ELLIOTT_MAX_QUEUE");
+    o->max_tokens = env("ELLIOTT_MAX_TOKENS");
+    o->api_key = env("ELLIOTT_API_KEY");
+    o->api_key_file = env("ELLIOTT_API_KEY_FILE");
+    o->max_body = env("ELLIOTT_MAX_BODY");
+    o->history = env("ELLIOTT_HISTORY");
+    o->cors = env("ELLIOTT_CORS");
+    o->grace_ms = env("ELLIOTT_GRACE_MS");
+    o->no_prefix_cache = env_flag("ELLIOTT_NO_PREFIX_CACHE");
+    o->mlock = env_flag("ELLIOTT_MLOCK");
+}
+
+enum { OPT_HOST = 256, OPT_PORT, OPT_ALIAS, OPT_PARALLEL, OPT_MAX_QUEUE, OPT_MAX_TOKENS, OPT_API_KEY,
+       OPT_API_KEY_FILE, OPT_MAX_BODY, OPT_HISTORY, OPT_CORS, OPT_NO_PREFIX_CACHE, OPT_MLOCK, OPT_GRACE };
+
+/* Returns -1 to continue, else the exit status. */
+static int parse_flags(int argc, char **argv, serve_options *o)
+{
+    static const struct option longs[] = {
+        {"model", required_argument, NULL, 'm'},
+        {"host", required_argument, NULL, OPT_HOST},
+        {"port", required_argument, NULL, OPT_PORT},
+        {"alias", required_argument, NULL, OPT_ALIAS},
+        {"threads", required_argument, NULL, 't'},
+        {"ctx", required_argument, NULL, 'c'},
+        {"parallel", required_argument, NULL, OPT_PARALLEL},
+        {"max-queue", required_argument, NULL, OPT_MAX_QUEUE},
+        {"max-tokens", required_argument, NULL, OPT_MAX_TOKENS},
+        {"api-key", required_argument, NULL, OPT_API_KEY},
+        {"api-key-file", required_argument, NULL, OPT_API_KEY_FILE},
+        {"max-body", required_argument, NULL, OPT_MAX_BODY},
+        {"history", required_argument, NULL, OPT_HISTORY},
+        {"cors", required_argument, NULL, OPT_CORS},
+        {"no-prefix-cache", no_argument, NULL, OPT_NO_PREFIX_CACHE},
+        {"mlock", no_argument, NULL, OPT_MLOCK},
+        {"grace-ms", required_argument, NULL, OPT_GRACE},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    optind = 1;
+    opterr = 0;
+    int c;
+    bool key_flag = false, key_file_flag = false;
+    while ((c = getopt_long(argc, argv, "m:t:c:h", longs, NULL)) != -1) {
+        switch (c) {
+        case 'm': o->model = optarg; break;
+        case OPT_HOST: o->host = optarg; break;
+        case OPT_PORT: o->port = optarg; break;
+        case OPT_ALIAS: o->alias = optarg; break;
+        case 't': o->threads = optarg; break;
+        case 'c': o->ctx = optarg; break;
+        case OPT_PARALLEL: o->parallel = optarg; break;
+        case OPT_MAX_QUEUE: o->max_queue = optarg; break;
+        case OPT_MAX_TOKENS: o->max_tokens = optarg; break;
+        case OPT_API_KEY: o->api_key = optarg; key_flag = true; break;
+        case OPT_API_KEY_FILE: o->api_key_file = optarg; key_file_flag = true; break;
+        case OPT_MAX_BODY: o->max_body = optarg; break;
+        case OPT_HISTORY: o->history = optarg; break;
+        case OPT_CORS: o->cors = optarg; break;
+        case OPT_NO_PREFIX_CACHE: o->no_prefix_cache = true; break;
+        case OPT_MLOCK: o->mlock = true; break;
+        case OPT_GRACE: o->grace_ms = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default:
+            return args_usage_error(CMD, "unknown option or missing value: '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return args_usage_error(CMD, "unexpected argument '%s'", argv[optind]);
+    if (key_flag && key_file_flag)
+        return args_usage_error(CMD, "give --api-key or --api-key-file, not both");
+    /* A flag overrides the environment's other way of giving the key. */
+    if (key_flag)
+        o->api_key_file = NULL;
+    if (key_file_flag)
+        o->api_key = NULL;
+    if (o->api_key && o->api_key_file)
+        return args_usage_error(CMD, "ELLIOTT_API_KEY and ELLIOTT_API_KEY_FILE are both set");
+    return -1;
+}
+
+static bool key_is_printable(const char *k)
+{
+    for (; *k; k++)
+        if ((unsigned char)*k <= 0x20 || (unsigned char)*k >= 0x7f)
+            return false;
+    return true;
+}
+
+/* The key is the file's first line; *storage owns it. */
+static int read_key_file(const char *path, char **storage)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "elliott serve: --api-key-file: cannot open '%s': %s\n", path, strerror(errno));
+        return -1;
+    }
+    char line[1024];
+    bool got = fgets(line, sizeof line, f) != NULL;
+    fclose(f);
+    if (!got) {
+        fprintf(stderr, "elliott serve: --api-key-file: '%s' is empty\n", path);
+        return -1;
+    }
+    line[strcspn(line, "\r\n")] = '\0';
+    *storage = strdup(line);
+    explicit_bzero(line, sizeof line);
+    return *storage ? 0 : -1;
+}
+
+static int check_key(const char *key)
+{
+    if (!*key || strlen(key) > 512 || !key_is_printable(key)) {
+        fprintf(stderr, "elliott serve: the API key must be 1 to 512 printable characters without spaces\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* Turns the options into the two configurations. Returns -1 on success, else
+ * the exit status. */
+static int build_config(const serve_options *o, engine_config *ec, server_config *sc)
+{
+    engine_config_default(ec);
+    server_config_default(sc);
+    if (o->model)
+        ec->model_path = o->model;
+    else {
+        ec->model_data = embedded_model_data();
+        ec->model_size = embedded_model_size();
+    }
+    if (o->host)
+        sc->host = o->host;
+    if (o->alias)
+        sc->alias = o->alias;
+    if (o->cors)
+        sc->cors_origin = o->cors;
+    if ((o->port && args_int(CMD, "--port", o->port, 0, 65535, &sc->port) < 0) ||
+        (o->threads && args_int(CMD, "--threads", o->threads, 1, 1024, &ec->n_threads) < 0) ||
+        (o->ctx && args_int(CMD, "--ctx", o->ctx, 16, 1 << 20, &ec->n_ctx) < 0) ||
+        (o->parallel && args_int(CMD, "--parallel", o->parallel, 1, 256, &ec->n_slots) < 0) ||
+        (o->max_queue && args_int(CMD, "--max-queue", o->max_queue, 1, 100000, &ec->max_queue) < 0) ||
+        (o->max_tokens && args_int(CMD, "--max-tokens", o->max_tokens, 1, 1 << 20, &ec->max_tokens_default) < 0) ||
+        (o->grace_ms && args_int(CMD, "--grace-ms", o->grace_ms, 0, 600000, &sc->shutdown_grace_ms) < 0) ||
+        (o->max_body && args_size(CMD, "--max-body", o->max_body, 1024, (size_t)1 << 30, &sc->max_body) < 0))
+        return 2;
+    if (!*sc->alias || strlen(sc->alias) > 128)
+        return args_usage_error(CMD, "--alias must be 1 to 128 characters");
+    if (o->history) {
+        if (!strcmp(o->history, "full"))
+            ec->history = CHAT_HISTORY_FULL;
+        else if (!strcmp(o->history, "last"))
+            ec->history = CHAT_HISTORY_LAST;
+        else
+            return args_usage_error(CMD, "--history must be 'full' or 'last', not '%s'", o->history);
+    }
+    if (o->no_prefix_cache)
+        ec->prefix_cache = false;
+    if (o->mlock)
+        ec->mlock = true;
+    return -1;
+}
+
+static void on_listening(int port, void *ctx)
+{
+    const char *host = ctx;
+    bool v6 = strchr(host, ':') != NULL;
+    fprintf(stderr, "elliott serve: listening on http://%s%s%s:%d\n", v6 ? "[" : "", host, v6 ? "]" : "", port);
+}
+
+static int serve(engine_config *ec, server_config *sc, const char *model_label)
+{
+    /* The engine's threads must not take SIGINT/SIGTERM: the server waits for them. */
+    sigset_t block, saved;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &block, &saved);
+    el_err err = {{0}};
+    engine *e = engine_start(ec, &err);
+    pthread_sigmask(SIG_SETMASK, &saved, NULL);
+    if (!e) {
+        fprintf(stderr, "elliott serve: %s\n", err.msg);
+        return 1;
+    }
+    fprintf(stderr, "elliott serve: loading %s in the background\n", model_label);
+    sc->on_listening = on_listening;
+    sc->on_listening_ctx = (void *)sc->host;
+    int rc = server_run(sc, e, &err);
+    if (rc < 0)
+        fprintf(stderr, "elliott serve: %s\n", err.msg);
+    engine_free(e);
+    return rc < 0 ? 1 : 0;
+}
 
 int cmd_serve(int argc, char **argv)
 {
-    (void)argc;
-    fprintf(stderr, "elliott %s: not built yet\n", argv[0]);
-    return 1;
+    serve_options o;
+    memset(&o, 0, sizeof o);
+    options_from_env(&o);
+    int rc = parse_flags(argc, argv, &o);
+    if (rc >= 0)
+        return rc;
+    engine_config ec;
+    server_config sc;
+    rc = build_config(&o, &ec, &sc);
+    if (rc >= 0)
+        return rc;
+    char *key_storage = NULL;
+    if (o.api_key_file && read_key_file(o.api_key_file, &key_storage) < 0)
+        return 1;
+    sc.api_key = key_storage ? key_storage : o.api_key;
+    if (sc.api_key && check_key(sc.api_key) < 0) {
+        free(key_storage);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    char label[300];
+    if (o.model)
+        snprintf(label, sizeof label, "model %s", o.model);
+    else
+        snprintf(label, sizeof label, "the built-in model %s (no -m given)", EMBEDDED_MODEL_NAME);
+    if (!sc.api_key)
+        fprintf(stderr, "elliott serve: no API key set: requests are not authenticated\n");
+    rc = serve(&ec, &sc, label);
+    if (key_storage) {
+        explicit_bzero(key_storage, strlen(key_storage));
+        free(key_storage);
+    }
+    return rc;
 }

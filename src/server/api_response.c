@@ -1,0 +1,245 @@
+/* Response bodies: completions, stream chunks, errors, the model list, and the
+ * cfai- ids. Every buffer returned here is freed with api_free, which wipes it. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "server/server_internal.h"
+
+int api_new_id(char out[API_ID_LEN + 1], el_err *err)
+{
+    unsigned char b[16];
+    size_t got = 0;
+    while (got < sizeof b) {
+        ssize_t n = getrandom(b + got, sizeof b - got, 0);
+        if (n < 0)
+            return el_fail(err, "getrandom failed");
+        got += (size_t)n;
+    }
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40); /* version 4 */
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    static const char hex[] = "0123456789abcdef";
+    char *p = out;
+    memcpy(p, "cfai-", 5);
+    p += 5;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *p++ = '-';
+        *p++ = hex[b[i] >> 4];
+        *p++ = hex[b[i] & 15];
+    }
+    *p = '\0';
+    return 0;
+}
+
+/* Length of the valid UTF-8 sequence at s (RFC 3629: no overlongs, no
+ * surrogates, nothing above U+10FFFF), or 0 if there is none. */
+static size_t utf8_sequence(const unsigned char *s, size_t avail)
+{
+    unsigned c = s[0];
+    size_t n;
+    unsigned lo = 0x80, hi = 0xbf;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        if (c == 0xe0)
+            lo = 0xa0;
+        if (c == 0xed)
+            hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        if (c == 0xf0)
+            lo = 0x90;
+        if (c == 0xf4)
+            hi = 0x8f;
+    } else
+        return 0;
+    if (avail < n || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if (s[i] < 0x80 || s[i] > 0xbf)
+            return 0;
+    return n;
+}
+
+char *api_utf8_repair(const char *text, size_t len, size_t *out_len)
+{
+    /* Each bad byte becomes 3 bytes at most. */
+    if (len > (SIZE_MAX - 1) / 3)
+        return NULL;
+    char *out = malloc(len * 3 + 1);
+    if (!out)
+        return NULL;
+    const unsigned char *s = (const unsigned char *)text;
+    size_t at = 0;
+    for (size_t i = 0; i < len;) {
+        size_t n = utf8_sequence(s + i, len - i);
+        if (n) {
+            memcpy(out + at, s + i, n);
+            at += n;
+            i += n;
+        } else {
+            memcpy(out + at, "\xef\xbf\xbd", 3);
+            at += 3;
+            i++;
+        }
+    }
+    out[at] = '\0';
+    *out_len = at;
+    return out;
+}
+
+static json_t *text_value(const char *text, size_t len)
+{
+    size_t fixed_len;
+    char *fixed = api_utf8_repair(text, len, &fixed_len);
+    if (!fixed)
+        return NULL;
+    json_t *v = json_stringn(fixed, fixed_len);
+    api_free(fixed);
+    return v;
+}
+
+/* Serialises and releases v. */
+static char *dump(json_t *v, const char *prefix, const char *suffix, size_t *len)
+{
+    if (!v)
+        return NULL;
+    char *json = json_dumps(v, JSON_COMPACT);
+    json_decref(v);
+    if (!json)
+        return NULL;
+    size_t plen = strlen(prefix), jlen = strlen(json), slen = strlen(suffix);
+    char *out = malloc(plen + jlen + slen + 1);
+    if (out) {
+        memcpy(out, prefix, plen);
+        memcpy(out + plen, json, jlen);
+        memcpy(out + plen + jlen, suffix, slen + 1);
+        *len = plen + jlen + slen;
+    }
+    api_free(json);
+    return out;
+}
+
+char *api_error_body(const api_error *e, size_t *len)
+{
+    api_json_init();
+    json_t *err = json_pack("{s:s, s:s, s:o, s:o}", "message", e->message, "type",
+                            e->type ? e->type : "invalid_request_error", "param",
+                            e->param[0] ? json_string(e->param) : json_null(), "code",
+                            e->code ? json_string(e->code) : json_null());
+    return dump(err ? json_pack("{s:o}", "error", err) : NULL, "", "", len);
+}
+
+static json_t *usage_object(const api_usage *u)
+{
+    return json_pack("{s:i, s:i, s:i}", "prompt_tokens", u->prompt_tokens, "completion_tokens",
+                     u->completion_tokens, "total_tokens", u->prompt_tokens + u->completion_tokens);
+}
+
+char *api_completion_body(const char *id, long long created, const char *model, const char *text,
+                          size_t text_len, const char *finish, const api_usage *usage, size_t *len)
+{
+    api_json_init();
+    json_t *content = text_value(text, text_len);
+    if (!content)
+        return NULL;
+    json_t *body = json_pack("{s:s, s:s, s:I, s:s, s:[{s:i, s:{s:s, s:o}, s:s}], s:o}", "id", id, "object",
+                             "chat.completion", "created", (json_int_t)created, "model", model, "choices",
+                             "index", 0, "message", "role", "assistant", "content", content,
+                             "finish_reason", finish, "usage", usage_object(usage));
+    return dump(body, "", "", len);
+}
+
+/* The envelope every chunk shares; choices (stolen) may be an empty array. */
+static json_t *chunk(const char *id, long long created, const char *model, json_t *choices)
+{
+    return json_pack("{s:s, s:s, s:I, s:s, s:o}", "id", id, "object", "chat.completion.chunk", "created",
+                     (json_int_t)created, "model", model, "choices", choices);
+}
+
+static char *sse(json_t *v, bool with_null_usage, size_t *len)
+{
+    if (v && with_null_usage)
+        json_object_set_new(v, "usage", json_null());
+    return dump(v, "data: ", "\n\n", len);
+}
+
+char *api_chunk_role(const char *id, long long created, const char *model, bool with_null_usage, size_t *len)
+{
+    api_json_init();
+    json_t *choices = json_pack("[{s:i, s:{s:s, s:s}, s:n}]", "index", 0, "delta", "role", "assistant",
+                                "content", "", "finish_reason");
+    return sse(chunk(id, created, model, choices), with_null_usage, len);
+}
+
+char *api_chunk_content(const char *id, long long created, const char *model, const char *text,
+                        size_t text_len, bool with_null_usage, size_t *len)
+{
+    api_json_init();
+    json_t *content = text_value(text, text_len);
+    if (!content)
+        return NULL;
+    json_t *choices = json_pack("[{s:i, s:{s:o}, s:n}]", "index", 0, "delta", "content", content,
+                                "finish_reason");
+    return sse(chunk(id, created, model, choices), with_null_usage, len);
+}
+
+char *api_chunk_finish(const char *id, long long created, const char *model, const char *finish,
+                       bool with_null_usage, size_t *len)
+{
+    api_json_init();
+    json_t *choices = json_pack("[{s:i, s:{}, s:s}]", "index", 0, "delta", "finish_reason", finish);
+    return sse(chunk(id, created, model, choices), with_null_usage, len);
+}
+
+char *api_chunk_usage(const char *id, long long created, const char *model, const api_usage *usage,
+                      size_t *len)
+{
+    api_json_init();
+    json_t *c = chunk(id, created, model, json_array());
+    if (c)
+        json_object_set_new(c, "usage", usage_object(usage));
+    return sse(c, false, len);
+}
+
+char *api_chunk_error(const api_error *e, size_t *len)
+{
+    size_t body_len;
+    char *body = api_error_body(e, &body_len);
+    if (!body)
+        return NULL;
+    char *out = malloc(body_len + 9);
+    if (out) {
+        memcpy(out, "data: ", 6);
+        memcpy(out + 6, body, body_len);
+        memcpy(out + 6 + body_len, "\n\n", 3);
+        *len = body_len + 8;
+    }
+    api_free(body);
+    return out;
+}
+
+static json_t *model_object(const char *model, long long created)
+{
+    return json_pack("{s:s, s:s, s:I, s:s}", "id", model, "object", "model", "created", (json_int_t)created,
+                     "owned_by", "elliott");
+}
+
+char *api_models_body(const char *model, long long created, size_t *len)
+{
+    api_json_init();
+    return dump(json_pack("{s:s, s:[o]}", "object", "list", "data", model_object(model, created)), "", "",
+                len);
+}
+
+char *api_model_body(const char *model, long long created, size_t *len)
+{
+    api_json_init();
+    return dump(model_object(model, created), "", "", len);
+}

@@ -1,0 +1,164 @@
+/* The server layer's internal pieces, shared by its files and its unit tests:
+ * request parsing and validation, response and SSE formatting, ids, routing,
+ * authentication and metrics. Nothing here touches the network or calls the
+ * engine's functions (only its types), so all of it is testable without a model. */
+#ifndef ELLIOTT_SERVER_INTERNAL_H
+#define ELLIOTT_SERVER_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/err.h"
+#include "engine/engine.h"
+
+/* ---- errors ----------------------------------------------------------------- */
+
+typedef struct api_error {
+    int status;            /* HTTP status */
+    const char *type;      /* "invalid_request_error", "server_error", ... */
+    const char *code;      /* NULL or e.g. "context_length_exceeded" */
+    char param[64];        /* "" for none */
+    char message[320];
+} api_error;
+
+/* Fills e and returns -1. param may be NULL. */
+int api_fail(api_error *e, int status, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* {"error":{"message":...,"type":...,"param":...,"code":...}}; NULL if out of memory.
+ * Free with api_free. */
+char *api_error_body(const api_error *e, size_t *len);
+
+/* ---- JSON memory ------------------------------------------------------------- */
+
+/* Makes jansson wipe every block it frees (parsed request text lives in its
+ * strings). Idempotent; call before any other jansson use. */
+void api_json_init(void);
+/* Wipes and frees a buffer made by this layer (or by jansson). NULL is fine. */
+void api_free(void *p);
+
+/* ---- requests ---------------------------------------------------------------- */
+
+enum { API_MAX_STOP = 4, API_MAX_STOP_BYTES = 256 };
+
+typedef struct chat_request {
+    chat_message *messages;
+    size_t n_messages;
+    char *text;                     /* every message's text, back to back; wiped on free */
+    size_t text_size;
+    char *stop_text[API_MAX_STOP];  /* NUL-terminated copies, wiped on free */
+    const char *stop_ptrs[API_MAX_STOP];
+    gen_params params;              /* the defaults given to the parser, overridden */
+    bool stream;
+    bool include_usage;
+} chat_request;
+
+/* Parses and validates a chat completion request body. defaults supplies every
+ * generation parameter the body does not set. On failure e says why (a 400 that
+ * names the parameter) and out holds nothing. */
+int api_parse_chat_request(const char *body, size_t len, const gen_params *defaults,
+                           chat_request *out, api_error *e);
+void chat_request_free(chat_request *r);
+
+/* ---- responses --------------------------------------------------------------- */
+
+/* "cfai-" + a random lower-case UUID v4 (from getrandom). */
+enum { API_ID_LEN = 5 + 36 };
+int api_new_id(char out[API_ID_LEN + 1], el_err *err);
+
+typedef struct api_usage {
+    int prompt_tokens;
+    int completion_tokens;
+} api_usage;
+
+/* finish: "stop" or "length". Text that is not valid UTF-8 is repaired with U+FFFD. */
+char *api_completion_body(const char *id, long long created, const char *model,
+                          const char *text, size_t text_len, const char *finish,
+                          const api_usage *usage, size_t *len);
+
+/* One Server-Sent Event "data: {chunk}\n\n". Exactly one of the variants:
+ * the role delta, a content delta, the finish chunk, or the usage chunk.
+ * with_null_usage adds "usage":null (what OpenAI sends when include_usage is on). */
+char *api_chunk_role(const char *id, long long created, const char *model, bool with_null_usage, size_t *len);
+char *api_chunk_content(const char *id, long long created, const char *model, const char *text,
+                        size_t text_len, bool with_null_usage, size_t *len);
+char *api_chunk_finish(const char *id, long long created, const char *model, const char *finish,
+                       bool with_null_usage, size_t *len);
+char *api_chunk_usage(const char *id, long long created, const char *model, const api_usage *usage,
+                      size_t *len);
+/* "data: {"error":{...}}\n\n": how a stream reports a failure after its headers. */
+char *api_chunk_error(const api_error *e, size_t *len);
+#define API_SSE_DONE "data: [DONE]\n\n"
+
+char *api_models_body(const char *model, long long created, size_t *len);
+char *api_model_body(const char *model, long long created, size_t *len);
+
+/* Copies text replacing every invalid UTF-8 sequence with U+FFFD; returns a
+ * malloc'd NUL-terminated string and its length, or NULL when out of memory. */
+char *api_utf8_repair(const char *text, size_t len, size_t *out_len);
+
+/* ---- routing and authentication ----------------------------------------------- */
+
+enum api_route {
+    ROUTE_NONE,          /* unknown path: 404 */
+    ROUTE_PAGE,          /* GET / */
+    ROUTE_HEALTH,
+    ROUTE_METRICS,
+    ROUTE_MODELS,
+    ROUTE_MODEL,         /* GET /v1/models/{id} */
+    ROUTE_COMPLETIONS,
+    ROUTE_COUNT
+};
+
+typedef struct api_route_match {
+    enum api_route route;
+    const char *allow;   /* the methods the path accepts (the Allow header) */
+    bool method_ok;      /* the request's method is one of them (OPTIONS always is) */
+    bool needs_auth;     /* an API key, when configured, guards this route */
+} api_route_match;
+
+api_route_match api_route_for(const char *method, const char *path);
+const char *api_route_name(enum api_route r);
+
+/* Checks an Authorization header value against the key in constant time (for a
+ * given key length). header may be NULL. */
+bool api_authorized(const char *header, const char *key);
+
+/* ---- metrics ----------------------------------------------------------------- */
+
+enum { METRICS_BUCKETS = 14, METRICS_STATUSES = 10 };
+
+typedef struct metrics_histogram {
+    uint64_t counts[METRICS_BUCKETS + 1]; /* per bucket, the last is +Inf */
+    double sum_seconds;
+    uint64_t count;
+} metrics_histogram;
+
+typedef struct server_metrics {
+    pthread_mutex_t lock;
+    uint64_t requests[ROUTE_COUNT][METRICS_STATUSES];
+    uint64_t prompt_tokens, completion_tokens;
+    uint64_t cancelled;  /* generations stopped because the client went away */
+    metrics_histogram latency;
+    metrics_histogram ttft;
+} server_metrics;
+
+void metrics_init(server_metrics *m);
+void metrics_destroy(server_metrics *m);
+void metrics_record_request(server_metrics *m, enum api_route route, int status, double seconds);
+void metrics_record_ttft(server_metrics *m, double seconds);
+void metrics_record_tokens(server_metrics *m, int prompt, int completion);
+void metrics_record_cancel(server_metrics *m);
+
+typedef struct metrics_gauges {
+    int ready;           /* 1 once the model is loaded */
+    int queue_depth;
+    int active_slots;
+    int in_flight;       /* HTTP requests being handled */
+} metrics_gauges;
+
+/* Prometheus text exposition format 0.0.4. Free with api_free. */
+char *metrics_render(server_metrics *m, const metrics_gauges *g, size_t *len);
+
+#endif
