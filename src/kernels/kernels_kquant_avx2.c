@@ -104,6 +104,12 @@ static inline void store32(float *dst, __m256i codes, float d, float m)
     store16(dst + 16, _mm256_extracti128_si256(codes, 1), d, m);
 }
 
+/* 16 int16 (8 in each 128-bit half) -> float sum, for the per-block min terms. */
+static inline __m256 madd_to_ps(__m256i a16, __m256i b16)
+{
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(a16, b16));
+}
+
 /* ---- Q2_K ------------------------------------------------------------------------ */
 
 void kq_dequant_q2_K_avx2(const void *src, float *dst, int64_t n)
@@ -132,40 +138,63 @@ void kq_dot_q2_K_avx2(int64_t n, const void *w_row, const void *x_row, float *ou
     const kq_block_q8_K *x = x_row;
     const __m256i mask2 = _mm256_set1_epi8(3);
     const __m128i mask4 = _mm_set1_epi8(0xF);
-    __m256 acc = _mm256_setzero_ps();
-    float acc_min = 0;
+    __m256 acc = _mm256_setzero_ps(), acc_min = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / KQ_QK_K; i++) {
         const __m128i packed = _mm_loadu_si128((const __m128i *)w[i].scales);
         const __m256i scales = _mm256_cvtepu8_epi16(_mm_and_si128(packed, mask4));
         const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), mask4));
-        const int32_t imins = hsum_epi32(_mm256_madd_epi16(mins, loadu256(x[i].bsums)));
         __m256i sc_half[2];
         split_scales(scales, &sc_half[0], &sc_half[1]);
-        __m256i sumi = _mm256_setzero_si256();
+        __m256i sum_even = _mm256_setzero_si256(), sum_odd = _mm256_setzero_si256();
+#pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             const __m256i q = loadu256(w[i].qs + 32 * h);
-            for (int k = 0; k < 4; k++) {
-                const __m256i codes = _mm256_and_si256(srl16(q, 2 * k), mask2);
-                const __m256i p = _mm256_maddubs_epi16(codes, loadu256(x[i].qs + 128 * h + 32 * k));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scale_pair(sc_half[h], k)));
-            }
+            const int8_t *y = x[i].qs + 128 * h;
+            const __m256i c0 = _mm256_and_si256(q, mask2);
+            const __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(q, 2), mask2);
+            const __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(q, 4), mask2);
+            const __m256i c3 = _mm256_and_si256(_mm256_srli_epi16(q, 6), mask2);
+            const __m256i p0 = _mm256_maddubs_epi16(c0, loadu256(y));
+            const __m256i p1 = _mm256_maddubs_epi16(c1, loadu256(y + 32));
+            const __m256i p2 = _mm256_maddubs_epi16(c2, loadu256(y + 64));
+            const __m256i p3 = _mm256_maddubs_epi16(c3, loadu256(y + 96));
+            sum_even = _mm256_add_epi32(sum_even, _mm256_madd_epi16(p0, scale_pair(sc_half[h], 0)));
+            sum_odd = _mm256_add_epi32(sum_odd, _mm256_madd_epi16(p1, scale_pair(sc_half[h], 1)));
+            sum_even = _mm256_add_epi32(sum_even, _mm256_madd_epi16(p2, scale_pair(sc_half[h], 2)));
+            sum_odd = _mm256_add_epi32(sum_odd, _mm256_madd_epi16(p3, scale_pair(sc_half[h], 3)));
         }
+        const __m256i sumi = _mm256_add_epi32(sum_even, sum_odd);
         const float d = x[i].d * half_to_float(w[i].d);
+        const float dmin = x[i].d * half_to_float(w[i].dmin);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-        acc_min += x[i].d * half_to_float(w[i].dmin) * (float)imins;
+        acc_min = _mm256_fmadd_ps(_mm256_set1_ps(dmin), madd_to_ps(mins, loadu256(x[i].bsums)), acc_min);
     }
-    *out = hsum_ps(acc) - acc_min;
+    *out = hsum_ps(acc) - hsum_ps(acc_min);
 }
 
 /* ---- Q3_K ------------------------------------------------------------------------ */
 
-/* Unsigned 3-bit codes (0..7; the value is code - 4) of values 32g..32g+31 of the
- * 128-value half whose low bits are in q; hmask bit 4h+k is the high bit. */
+/* The 16 scales of a Q3_K block as signed bytes (-32..31), without branches:
+ * low nibbles from bytes 0..7, high 2-bit fields from bytes 8..11. */
+static inline __m128i q3_K_scales(const uint8_t packed[12])
+{
+    uint32_t u[3];
+    memcpy(u, packed, sizeof u);
+    const uint32_t low4 = 0x0f0f0f0f, low2 = 0x03030303;
+    const uint32_t s0 = (u[0] & low4) | ((u[2] & low2) << 4);
+    const uint32_t s1 = (u[1] & low4) | (((u[2] >> 2) & low2) << 4);
+    const uint32_t s2 = ((u[0] >> 4) & low4) | (((u[2] >> 4) & low2) << 4);
+    const uint32_t s3 = ((u[1] >> 4) & low4) | (((u[2] >> 6) & low2) << 4);
+    return _mm_sub_epi8(_mm_set_epi32((int)s3, (int)s2, (int)s1, (int)s0), _mm_set1_epi8(32));
+}
+
+/* Unsigned 3-bit codes (0..7; the value is code - 4) of values 32k..32k+31 of the
+ * 128-value half h whose low bits are in q; hmask bit 4h+k is the high bit. */
 static inline __m256i q3_codes(__m256i q, __m256i hmask, int h, int k)
 {
     const __m256i one = _mm256_set1_epi8(1), mask2 = _mm256_set1_epi8(3);
-    const __m256i low = _mm256_and_si256(srl16(q, 2 * k), mask2);
-    const __m256i high = _mm256_and_si256(srl16(hmask, 4 * h + k), one);
+    const __m256i low = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), mask2);
+    const __m256i high = _mm256_and_si256(_mm256_srli_epi16(hmask, 4 * h + k), one);
     return _mm256_or_si256(low, _mm256_slli_epi16(high, 2));
 }
 
@@ -196,24 +225,27 @@ void kq_dot_q3_K_avx2(int64_t n, const void *w_row, const void *x_row, float *ou
     const kq_block_q8_K *x = x_row;
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / KQ_QK_K; i++) {
-        int8_t sc8[16];
-        kq_q3_K_scales(w[i].scales, sc8);
-        const __m256i scales = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc8));
-        /* codes carry +4: subtract 4 * sum(scale * bsum) */
-        const __m256i offset = _mm256_madd_epi16(scales, loadu256(x[i].bsums));
+        const __m256i scales = _mm256_cvtepi8_epi16(q3_K_scales(w[i].scales));
         __m256i sc_half[2];
         split_scales(scales, &sc_half[0], &sc_half[1]);
         const __m256i hmask = loadu256(w[i].hmask);
-        __m256i sumi = _mm256_setzero_si256();
+        __m256i sum_even = _mm256_setzero_si256(), sum_odd = _mm256_setzero_si256();
+#pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             const __m256i q = loadu256(w[i].qs + 32 * h);
-            for (int k = 0; k < 4; k++) {
-                const __m256i codes = q3_codes(q, hmask, h, k);
-                const __m256i p = _mm256_maddubs_epi16(codes, loadu256(x[i].qs + 128 * h + 32 * k));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scale_pair(sc_half[h], k)));
+            const int8_t *y = x[i].qs + 128 * h;
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k += 2) {
+                const __m256i p0 = _mm256_maddubs_epi16(q3_codes(q, hmask, h, k), loadu256(y + 32 * k));
+                const __m256i p1 =
+                    _mm256_maddubs_epi16(q3_codes(q, hmask, h, k + 1), loadu256(y + 32 * k + 32));
+                sum_even = _mm256_add_epi32(sum_even, _mm256_madd_epi16(p0, scale_pair(sc_half[h], k)));
+                sum_odd = _mm256_add_epi32(sum_odd, _mm256_madd_epi16(p1, scale_pair(sc_half[h], k + 1)));
             }
         }
-        sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(offset, 2));
+        /* codes carry +4: subtract 4 * sum(scale * bsum) */
+        const __m256i offset = _mm256_madd_epi16(scales, loadu256(x[i].bsums));
+        const __m256i sumi = _mm256_sub_epi32(_mm256_add_epi32(sum_even, sum_odd), _mm256_slli_epi32(offset, 2));
         const float d = x[i].d * half_to_float(w[i].d);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
@@ -222,18 +254,110 @@ void kq_dot_q3_K_avx2(int64_t n, const void *w_row, const void *x_row, float *ou
 
 /* ---- Q4_K and Q5_K ---------------------------------------------------------------- */
 
-static inline void unpack_k4_scales(const uint8_t packed[12], uint8_t scales[8], uint8_t mins[8])
+/* The 12 packed bytes -> 16 bytes: scales 0..7, then mins 0..7 (the branch-free
+ * form of kq_scale_min_k4). */
+static inline __m128i k4_scales_mins(const uint8_t packed[12])
 {
-    for (int j = 0; j < 8; j++)
-        kq_scale_min_k4(j, packed, &scales[j], &mins[j]);
+    uint32_t u[3];
+    memcpy(u, packed, sizeof u);
+    const uint32_t low6 = 0x3f3f3f3f, low4 = 0x0f0f0f0f, low2 = 0x03030303;
+    const uint32_t scales_lo = u[0] & low6;
+    const uint32_t scales_hi = (u[2] & low4) | (((u[0] >> 6) & low2) << 4);
+    const uint32_t mins_lo = u[1] & low6;
+    const uint32_t mins_hi = ((u[2] >> 4) & low4) | (((u[1] >> 6) & low2) << 4);
+    return _mm_set_epi32((int)mins_hi, (int)mins_lo, (int)scales_hi, (int)scales_lo);
 }
 
-/* sum_j mins[j] * (bsums[2j] + bsums[2j+1]) */
-static inline int32_t k4_min_sum(const uint8_t mins[8], const int16_t bsums[16])
+static inline void unpack_k4_scales(const uint8_t packed[12], uint8_t scales[8], uint8_t mins[8])
 {
-    const __m128i m = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)mins));
-    const __m256i pairs = _mm256_set_m128i(_mm_unpackhi_epi16(m, m), _mm_unpacklo_epi16(m, m));
-    return hsum_epi32(_mm256_madd_epi16(pairs, loadu256(bsums)));
+    uint8_t both[16];
+    _mm_storeu_si128((__m128i *)both, k4_scales_mins(packed));
+    memcpy(scales, both, 8);
+    memcpy(mins, both + 8, 8);
+}
+
+/* Scale j of eight int16 scales (repeated in both halves) in every int16 lane. */
+static inline __m256i broadcast_scale(__m256i eight, int j)
+{
+    return _mm256_shuffle_epi8(eight, _mm256_set1_epi16((short)(0x0100 + 0x0202 * j)));
+}
+
+/* A decoded Q4_K/Q5_K block: codes of 64-value chunk c are lo[c] (values
+ * 64c..64c+31) and hi[c] (the next 32); scales as int16 in both halves. */
+typedef struct k4_block {
+    __m256i lo[4], hi[4];
+    __m256i scales;
+    __m128i mins;
+    float d, dmin;
+} k4_block;
+
+static inline void k4_header(k4_block *b, const uint8_t packed[12], uint16_t d, uint16_t dmin)
+{
+    const __m128i sm = k4_scales_mins(packed);
+    b->scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
+    b->mins = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
+    b->d = half_to_float(d);
+    b->dmin = half_to_float(dmin);
+}
+
+static inline void q4_K_decode(const kq_block_q4_K *src, k4_block *b)
+{
+    const __m256i mask4 = _mm256_set1_epi8(0xF);
+    k4_header(b, src->scales, src->d, src->dmin);
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) {
+        const __m256i q = loadu256(src->qs + 32 * c);
+        b->lo[c] = _mm256_and_si256(q, mask4);
+        b->hi[c] = _mm256_and_si256(_mm256_srli_epi16(q, 4), mask4);
+    }
+}
+
+static inline void q5_K_decode(const kq_block_q5_K *src, k4_block *b)
+{
+    const __m256i mask4 = _mm256_set1_epi8(0xF), one = _mm256_set1_epi8(1);
+    k4_header(b, src->scales, src->d, src->dmin);
+    const __m256i qh = loadu256(src->qh);
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) {
+        const __m256i q = loadu256(src->qs + 32 * c);
+        /* bit 2c of qh[l] is the fifth bit of value 64c+l, bit 2c+1 that of 64c+32+l */
+        const __m256i h_lo = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one);
+        const __m256i h_hi = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one);
+        b->lo[c] = _mm256_or_si256(_mm256_and_si256(q, mask4), _mm256_slli_epi16(h_lo, 4));
+        b->hi[c] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), mask4),
+                                   _mm256_slli_epi16(h_hi, 4));
+    }
+}
+
+/* Integer part of one block's dot product: sum_j scale_j * dot(codes_j, q8_j). */
+static inline __m256i k4_block_sum(const k4_block *b, const int8_t *q8)
+{
+    __m256i sum_lo = _mm256_setzero_si256(), sum_hi = _mm256_setzero_si256();
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) {
+        const __m256i p0 = _mm256_maddubs_epi16(b->lo[c], loadu256(q8 + 64 * c));
+        const __m256i p1 = _mm256_maddubs_epi16(b->hi[c], loadu256(q8 + 64 * c + 32));
+        sum_lo = _mm256_add_epi32(sum_lo, _mm256_madd_epi16(p0, broadcast_scale(b->scales, 2 * c)));
+        sum_hi = _mm256_add_epi32(sum_hi, _mm256_madd_epi16(p1, broadcast_scale(b->scales, 2 * c + 1)));
+    }
+    return _mm256_add_epi32(sum_lo, sum_hi);
+}
+
+/* acc += d * isum; acc_min += dmin * sum_j min_j * (bsums[2j] + bsums[2j+1]). */
+static inline void k4_accumulate(const k4_block *b, const kq_block_q8_K *x, __m256 *acc,
+                                 __m128 *acc_min)
+{
+    const __m256i sumi = k4_block_sum(b, x->qs);
+    *acc = _mm256_fmadd_ps(_mm256_set1_ps(b->d * x->d), _mm256_cvtepi32_ps(sumi), *acc);
+    const __m256i bsums = loadu256(x->bsums);
+    const __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
+    const __m128i prod = _mm_madd_epi16(b->mins, pairs);
+    *acc_min = _mm_fmadd_ps(_mm_set1_ps(b->dmin * x->d), _mm_cvtepi32_ps(prod), *acc_min);
+}
+
+static inline float k4_finish(__m256 acc, __m128 acc_min)
+{
+    return hsum_ps(acc) - hsum_ps(_mm256_castps128_ps256(acc_min));
 }
 
 void kq_dequant_q4_K_avx2(const void *src, float *dst, int64_t n)
@@ -253,63 +377,18 @@ void kq_dequant_q4_K_avx2(const void *src, float *dst, int64_t n)
     }
 }
 
-/* sum over one 256-value block of scale[j] * dot(codes_j, q8_j), where the codes
- * of chunk c (64 values) are lo[c] (first 32) and hi[c] (next 32). */
-static inline __m256i k4_block_sum(const __m256i lo[4], const __m256i hi[4], const uint8_t sc[8],
-                                   const int8_t *q8)
-{
-    __m256i sumi = _mm256_setzero_si256();
-    for (int c = 0; c < 4; c++) {
-        __m256i p0 = _mm256_maddubs_epi16(lo[c], loadu256(q8 + 64 * c));
-        __m256i p1 = _mm256_maddubs_epi16(hi[c], loadu256(q8 + 64 * c + 32));
-        p0 = _mm256_madd_epi16(p0, _mm256_set1_epi16(sc[2 * c]));
-        p1 = _mm256_madd_epi16(p1, _mm256_set1_epi16(sc[2 * c + 1]));
-        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
-    }
-    return sumi;
-}
-
-static inline void q4_K_codes(const kq_block_q4_K *b, __m256i lo[4], __m256i hi[4])
-{
-    const __m256i mask4 = _mm256_set1_epi8(0xF);
-    for (int c = 0; c < 4; c++) {
-        const __m256i q = loadu256(b->qs + 32 * c);
-        lo[c] = _mm256_and_si256(q, mask4);
-        hi[c] = _mm256_and_si256(_mm256_srli_epi16(q, 4), mask4);
-    }
-}
-
 void kq_dot_q4_K_avx2(int64_t n, const void *w_row, const void *x_row, float *out)
 {
     const kq_block_q4_K *w = w_row;
     const kq_block_q8_K *x = x_row;
     __m256 acc = _mm256_setzero_ps();
-    float acc_min = 0;
+    __m128 acc_min = _mm_setzero_ps();
     for (int64_t i = 0; i < n / KQ_QK_K; i++) {
-        uint8_t sc[8], mn[8];
-        unpack_k4_scales(w[i].scales, sc, mn);
-        __m256i lo[4], hi[4];
-        q4_K_codes(&w[i], lo, hi);
-        const __m256i sumi = k4_block_sum(lo, hi, sc, x[i].qs);
-        const float d = half_to_float(w[i].d) * x[i].d;
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-        acc_min += half_to_float(w[i].dmin) * x[i].d * (float)k4_min_sum(mn, x[i].bsums);
+        k4_block b;
+        q4_K_decode(&w[i], &b);
+        k4_accumulate(&b, &x[i], &acc, &acc_min);
     }
-    *out = hsum_ps(acc) - acc_min;
-}
-
-static inline void q5_K_codes(const kq_block_q5_K *b, __m256i lo[4], __m256i hi[4])
-{
-    const __m256i mask4 = _mm256_set1_epi8(0xF), one = _mm256_set1_epi8(1);
-    const __m256i qh = loadu256(b->qh);
-    for (int c = 0; c < 4; c++) {
-        const __m256i q = loadu256(b->qs + 32 * c);
-        const __m256i h0 = _mm256_and_si256(srl16(qh, 2 * c), one);
-        const __m256i h1 = _mm256_and_si256(srl16(qh, 2 * c + 1), one);
-        lo[c] = _mm256_or_si256(_mm256_and_si256(q, mask4), _mm256_slli_epi16(h0, 4));
-        hi[c] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), mask4),
-                                _mm256_slli_epi16(h1, 4));
-    }
+    *out = k4_finish(acc, acc_min);
 }
 
 void kq_dequant_q5_K_avx2(const void *src, float *dst, int64_t n)
@@ -319,11 +398,11 @@ void kq_dequant_q5_K_avx2(const void *src, float *dst, int64_t n)
         const float d = half_to_float(x[i].d), dmin = half_to_float(x[i].dmin);
         uint8_t sc[8], mn[8];
         unpack_k4_scales(x[i].scales, sc, mn);
-        __m256i lo[4], hi[4];
-        q5_K_codes(&x[i], lo, hi);
+        k4_block b;
+        q5_K_decode(&x[i], &b);
         for (int c = 0; c < 4; c++, dst += 64) {
-            store32(dst, lo[c], d * (float)sc[2 * c], dmin * (float)mn[2 * c]);
-            store32(dst + 32, hi[c], d * (float)sc[2 * c + 1], dmin * (float)mn[2 * c + 1]);
+            store32(dst, b.lo[c], d * (float)sc[2 * c], dmin * (float)mn[2 * c]);
+            store32(dst + 32, b.hi[c], d * (float)sc[2 * c + 1], dmin * (float)mn[2 * c + 1]);
         }
     }
 }
@@ -333,18 +412,13 @@ void kq_dot_q5_K_avx2(int64_t n, const void *w_row, const void *x_row, float *ou
     const kq_block_q5_K *w = w_row;
     const kq_block_q8_K *x = x_row;
     __m256 acc = _mm256_setzero_ps();
-    float acc_min = 0;
+    __m128 acc_min = _mm_setzero_ps();
     for (int64_t i = 0; i < n / KQ_QK_K; i++) {
-        uint8_t sc[8], mn[8];
-        unpack_k4_scales(w[i].scales, sc, mn);
-        __m256i lo[4], hi[4];
-        q5_K_codes(&w[i], lo, hi);
-        const __m256i sumi = k4_block_sum(lo, hi, sc, x[i].qs);
-        const float d = half_to_float(w[i].d) * x[i].d;
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-        acc_min += half_to_float(w[i].dmin) * x[i].d * (float)k4_min_sum(mn, x[i].bsums);
+        k4_block b;
+        q5_K_decode(&w[i], &b);
+        k4_accumulate(&b, &x[i], &acc, &acc_min);
     }
-    *out = hsum_ps(acc) - acc_min;
+    *out = k4_finish(acc, acc_min);
 }
 
 /* ---- Q6_K ------------------------------------------------------------------------ */
@@ -352,19 +426,17 @@ void kq_dot_q5_K_avx2(int64_t n, const void *w_row, const void *x_row, float *ou
 /* Unsigned 6-bit codes (value + 32) of one 128-value half, 32 values per vector. */
 static inline void q6_K_codes(const kq_block_q6_K *b, int h, __m256i codes[4])
 {
-    const __m256i mask4 = _mm256_set1_epi8(0xF), mask2 = _mm256_set1_epi8(3);
+    const __m256i mask4 = _mm256_set1_epi8(0xF), high2 = _mm256_set1_epi8(0x30);
     const __m256i ql0 = loadu256(b->ql + 64 * h), ql1 = loadu256(b->ql + 64 * h + 32);
     const __m256i qh = loadu256(b->qh + 32 * h);
-    const __m256i low[4] = {
-        _mm256_and_si256(ql0, mask4),
-        _mm256_and_si256(ql1, mask4),
-        _mm256_and_si256(_mm256_srli_epi16(ql0, 4), mask4),
-        _mm256_and_si256(_mm256_srli_epi16(ql1, 4), mask4),
-    };
-    for (int k = 0; k < 4; k++) {
-        const __m256i high = _mm256_and_si256(srl16(qh, 2 * k), mask2);
-        codes[k] = _mm256_or_si256(low[k], _mm256_slli_epi16(high, 4));
-    }
+    codes[0] = _mm256_or_si256(_mm256_and_si256(ql0, mask4),
+                               _mm256_and_si256(_mm256_slli_epi16(qh, 4), high2));
+    codes[1] = _mm256_or_si256(_mm256_and_si256(ql1, mask4),
+                               _mm256_and_si256(_mm256_slli_epi16(qh, 2), high2));
+    codes[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), mask4),
+                               _mm256_and_si256(qh, high2));
+    codes[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), mask4),
+                               _mm256_and_si256(_mm256_srli_epi16(qh, 2), high2));
 }
 
 void kq_dequant_q6_K_avx2(const void *src, float *dst, int64_t n)
@@ -394,21 +466,26 @@ void kq_dot_q6_K_avx2(int64_t n, const void *w_row, const void *x_row, float *ou
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / KQ_QK_K; i++) {
         const __m256i scales = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w[i].scales));
-        /* codes carry +32: subtract 32 * sum(scale * bsum) */
-        const __m256i offset = _mm256_madd_epi16(scales, loadu256(x[i].bsums));
         __m256i sc_half[2];
         split_scales(scales, &sc_half[0], &sc_half[1]);
-        __m256i sumi = _mm256_setzero_si256();
+        __m256i sum_even = _mm256_setzero_si256(), sum_odd = _mm256_setzero_si256();
+#pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             __m256i codes[4];
             q6_K_codes(&w[i], h, codes);
-            for (int k = 0; k < 4; k++) {
-                const __m256i p =
-                    _mm256_maddubs_epi16(codes[k], loadu256(x[i].qs + 128 * h + 32 * k));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scale_pair(sc_half[h], k)));
-            }
+            const int8_t *y = x[i].qs + 128 * h;
+            const __m256i p0 = _mm256_maddubs_epi16(codes[0], loadu256(y));
+            const __m256i p1 = _mm256_maddubs_epi16(codes[1], loadu256(y + 32));
+            const __m256i p2 = _mm256_maddubs_epi16(codes[2], loadu256(y + 64));
+            const __m256i p3 = _mm256_maddubs_epi16(codes[3], loadu256(y + 96));
+            sum_even = _mm256_add_epi32(sum_even, _mm256_madd_epi16(p0, scale_pair(sc_half[h], 0)));
+            sum_odd = _mm256_add_epi32(sum_odd, _mm256_madd_epi16(p1, scale_pair(sc_half[h], 1)));
+            sum_even = _mm256_add_epi32(sum_even, _mm256_madd_epi16(p2, scale_pair(sc_half[h], 2)));
+            sum_odd = _mm256_add_epi32(sum_odd, _mm256_madd_epi16(p3, scale_pair(sc_half[h], 3)));
         }
-        sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(offset, 5));
+        /* codes carry +32: subtract 32 * sum(scale * bsum) */
+        const __m256i offset = _mm256_madd_epi16(scales, loadu256(x[i].bsums));
+        const __m256i sumi = _mm256_sub_epi32(_mm256_add_epi32(sum_even, sum_odd), _mm256_slli_epi32(offset, 5));
         const float d = x[i].d * half_to_float(w[i].d);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
