@@ -47,6 +47,10 @@ bool tokenizer_is_control(const tokenizer *t, int32_t id);
 int tokenizer_encode(const tokenizer *t, const char *text, size_t len, bool parse_special,
                      token_vec *out, el_err *err);
 
+/* The token's text as the vocabulary spells it ("▁Hello", "<0x0A>", "<bos>"), not
+ * NUL-terminated; NULL (len 0) for an id outside the vocabulary. */
+const char *tokenizer_piece(const tokenizer *t, int32_t id, size_t *len);
+
 /* The bytes a token stands for ("▁" as a space, "<0x0A>" as a newline byte, nothing
  * for a control token). Writes at most cap bytes; returns the full length. */
 size_t tokenizer_token_text(const tokenizer *t, int32_t id, char *buf, size_t cap);

@@ -381,6 +381,16 @@ int32_t tokenizer_find(const tokenizer *t, const char *piece)
     return tokenizer_lookup(t, piece, strlen(piece));
 }
 
+const char *tokenizer_piece(const tokenizer *t, int32_t id, size_t *len)
+{
+    if (id < 0 || id >= t->n_vocab) {
+        *len = 0;
+        return NULL;
+    }
+    *len = token_text_len(t, id);
+    return token_text_ptr(t, id);
+}
+
 bool tokenizer_is_control(const tokenizer *t, int32_t id)
 {
     return id >= 0 && id < t->n_vocab && t->kinds[id] == TOKEN_KIND_CONTROL;
