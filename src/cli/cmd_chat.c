@@ -1,11 +1,322 @@
-/* Placeholder until this command lands: it is replaced, never shipped. */
+/* elliott chat: a conversation in the terminal. Lines from stdin are the user's
+ * turns; replies stream to stdout. The engine's prefix cache keeps each turn from
+ * re-reading the whole conversation. */
+#include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
+#include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/embedded_model.h"
+#include "engine/engine.h"
+
+#define CHAT_DEFAULT_TEMP 0.8f
+#define CHAT_DEFAULT_TOP_P 0.95f
+#define CHAT_DEFAULT_TOP_K 40
+#define CHAT_DEFAULT_MAX_TOKENS 512
+#define CHAT_MAX_LINE (1u << 20)
+#define CHAT_MAX_TURNS 4096
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: elliott chat [-m MODEL.gguf] [options]\n"
+            "\n"
+            "Chats in the terminal: each line you type is a turn, the reply streams back.\n"
+            "'/reset' starts a new conversation; '/exit' or end of input (Ctrl-D) quits.\n"
+            "\n"
+            "options:\n"
+            "  -m, --model FILE    GGUF model (default: the built-in %s)\n"
+            "      --system TEXT   a system message that starts every conversation\n"
+            "  -n, --max-tokens N  at most N tokens per reply (default %d)\n"
+            "      --temp T        temperature, 0 = greedy (default %.1f)\n"
+            "      --top-p P       nucleus sampling threshold, 1 = off (default %.2f)\n"
+            "      --top-k K       sample among the K most likely tokens, 0 = off (default %d)\n"
+            "      --seed S        random seed (default: from the OS)\n"
+            "  -t, --threads N     threads (default: every CPU available)\n"
+            "      --ctx N         context size in tokens (default: min(training context, 4096))\n"
+            "  -h, --help          this help\n",
+            EMBEDDED_MODEL_NAME, CHAT_DEFAULT_MAX_TOKENS, (double)CHAT_DEFAULT_TEMP,
+            (double)CHAT_DEFAULT_TOP_P, CHAT_DEFAULT_TOP_K);
+}
+
+typedef struct chat_options {
+    const char *model;
+    const char *system;
+    int max_tokens;
+    int threads;
+    int ctx;
+    sampler_params sampling;
+} chat_options;
+
+enum { OPT_TEMP = 256, OPT_TOP_P, OPT_TOP_K, OPT_SEED, OPT_CTX, OPT_SYSTEM };
+
+/* 0 to run, 1 when --help was shown, 2 on a usage error. */
+static int parse_options(int argc, char **argv, chat_options *o)
+{
+    static const struct option longopts[] = {
+        {"model", required_argument, NULL, 'm'},      {"max-tokens", required_argument, NULL, 'n'},
+        {"threads", required_argument, NULL, 't'},    {"temp", required_argument, NULL, OPT_TEMP},
+        {"top-p", required_argument, NULL, OPT_TOP_P}, {"top-k", required_argument, NULL, OPT_TOP_K},
+        {"seed", required_argument, NULL, OPT_SEED},  {"ctx", required_argument, NULL, OPT_CTX},
+        {"system", required_argument, NULL, OPT_SYSTEM}, {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    const char *cmd = argv[0];
+    memset(o, 0, sizeof *o);
+    o->max_tokens = CHAT_DEFAULT_MAX_TOKENS;
+    sampler_params_default(&o->sampling);
+    o->sampling.temperature = CHAT_DEFAULT_TEMP;
+    o->sampling.top_p = CHAT_DEFAULT_TOP_P;
+    o->sampling.top_k = CHAT_DEFAULT_TOP_K;
+    optind = 0;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, ":m:n:t:h", longopts, NULL)) != -1) {
+        int rc = 0;
+        switch (c) {
+        case 'm': o->model = optarg; break;
+        case OPT_SYSTEM: o->system = optarg; break;
+        case 'n': rc = args_int(cmd, "--max-tokens", optarg, 1, 1 << 20, &o->max_tokens); break;
+        case 't': rc = args_int(cmd, "--threads", optarg, 1, 1024, &o->threads); break;
+        case OPT_CTX: rc = args_int(cmd, "--ctx", optarg, 2, 1 << 20, &o->ctx); break;
+        case OPT_TEMP: rc = args_float(cmd, "--temp", optarg, 0, 100, &o->sampling.temperature); break;
+        case OPT_TOP_P: rc = args_float(cmd, "--top-p", optarg, 0, 1, &o->sampling.top_p); break;
+        case OPT_TOP_K: rc = args_int(cmd, "--top-k", optarg, 0, 1 << 24, &o->sampling.top_k); break;
+        case OPT_SEED: rc = args_u64(cmd, "--seed", optarg, &o->sampling.seed); break;
+        case 'h': usage(stdout); return 1;
+        case ':': return args_usage_error(cmd, "%s needs a value", argv[optind - 1]);
+        default: return args_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
+        }
+        if (rc < 0)
+            return 2;
+    }
+    if (optind < argc)
+        return args_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+    return 0;
+}
+
+/* ---- the conversation ------------------------------------------------------------ */
+
+typedef struct conversation {
+    chat_message msgs[CHAT_MAX_TURNS];
+    size_t n;
+    size_t n_fixed; /* the system message, kept across /reset */
+} conversation;
+
+static void wipe_text(chat_message *m)
+{
+    explicit_bzero((char *)m->text, m->len);
+    free((char *)m->text);
+    m->text = NULL;
+    m->len = 0;
+}
+
+static void conversation_truncate(conversation *c, size_t n)
+{
+    while (c->n > n)
+        wipe_text(&c->msgs[--c->n]);
+}
+
+/* Takes ownership of text (malloc'd). */
+static int conversation_add(conversation *c, enum chat_role role, char *text, size_t len)
+{
+    if (c->n == CHAT_MAX_TURNS) {
+        explicit_bzero(text, len);
+        free(text);
+        return -1;
+    }
+    c->msgs[c->n++] = (chat_message){role, text, len};
+    return 0;
+}
+
+static char *copy_text(const char *s, size_t len)
+{
+    char *t = malloc(len ? len : 1);
+    if (t && len)
+        memcpy(t, s, len);
+    return t;
+}
+
+/* ---- one turn -------------------------------------------------------------------- */
+
+typedef struct reply {
+    char *text;
+    size_t len, cap;
+} reply;
+
+static int reply_add(reply *rp, const char *text, size_t len)
+{
+    if (rp->len + len > rp->cap) {
+        size_t cap = rp->cap ? rp->cap : 1024;
+        while (cap < rp->len + len)
+            cap *= 2;
+        char *bigger = malloc(cap);
+        if (!bigger)
+            return -1;
+        if (rp->text) {
+            memcpy(bigger, rp->text, rp->len);
+            explicit_bzero(rp->text, rp->cap);
+            free(rp->text);
+        }
+        rp->text = bigger;
+        rp->cap = cap;
+    }
+    memcpy(rp->text + rp->len, text, len);
+    rp->len += len;
+    return 0;
+}
+
+/* Generates the assistant's turn; adds it to the conversation. -1 when the turn
+ * could not be generated (the user's message is then taken back). */
+static int take_turn(const char *cmd, engine *e, conversation *c, const gen_params *params)
+{
+    el_err err = {{0}};
+    gen_request *r = NULL;
+    enum gen_status status = engine_submit(e, c->msgs, c->n, params, &r, &err);
+    if (status != GEN_OK) {
+        if (status == GEN_ERR_CONTEXT)
+            fprintf(stderr, "elliott %s: the conversation no longer fits the context; /reset starts a new one\n",
+                    cmd);
+        else
+            fprintf(stderr, "elliott %s: %s\n", cmd, err.msg);
+        return -1;
+    }
+    reply rp = {0};
+    gen_event ev;
+    int rc = 0;
+    for (;;) {
+        gen_next(r, &ev, -1);
+        if (ev.kind == GEN_EVENT_DONE)
+            break;
+        fwrite(ev.text, 1, ev.len, stdout);
+        fflush(stdout);
+        if (reply_add(&rp, ev.text, ev.len) < 0) {
+            gen_cancel(r);
+            rc = -1;
+        }
+    }
+    fputc('\n', stdout);
+    fflush(stdout);
+    gen_release(r);
+    if (ev.finish == GEN_FINISH_ERROR) {
+        fprintf(stderr, "elliott %s: generation failed\n", cmd);
+        rc = -1;
+    }
+    if (rc == 0 && conversation_add(c, CHAT_ROLE_ASSISTANT, rp.text ? rp.text : copy_text("", 0), rp.len) < 0) {
+        fprintf(stderr, "elliott %s: the conversation is too long; /reset starts a new one\n", cmd);
+        return -1;
+    }
+    if (rc < 0 && rp.text) {
+        explicit_bzero(rp.text, rp.cap);
+        free(rp.text);
+    }
+    return rc;
+}
+
+static engine *start_engine(const char *cmd, const chat_options *o)
+{
+    engine_config cfg;
+    engine_config_default(&cfg);
+    if (o->model) {
+        cfg.model_path = o->model;
+    } else {
+        fprintf(stderr, "elliott: no -m given; using the built-in model %s\n", EMBEDDED_MODEL_NAME);
+        cfg.model_data = embedded_model_data();
+        cfg.model_size = embedded_model_size();
+    }
+    cfg.n_threads = o->threads;
+    cfg.n_ctx = o->ctx;
+    cfg.n_slots = 1;
+    cfg.prefix_cache = true;
+    cfg.max_tokens_default = o->max_tokens;
+    el_err err = {{0}};
+    engine *e = engine_start(&cfg, &err);
+    if (!e) {
+        fprintf(stderr, "elliott %s: %s\n", cmd, err.msg);
+        return NULL;
+    }
+    if (engine_wait_ready(e, &err) < 0) {
+        fprintf(stderr, "elliott %s: cannot load the model: %s\n", cmd, err.msg);
+        engine_free(e);
+        return NULL;
+    }
+    return e;
+}
+
+static void chomp(char *line, size_t *len)
+{
+    while (*len && (line[*len - 1] == '\n' || line[*len - 1] == '\r'))
+        line[--*len] = '\0';
+}
 
 int cmd_chat(int argc, char **argv)
 {
-    (void)argc;
-    fprintf(stderr, "elliott %s: not built yet\n", argv[0]);
-    return 1;
+    const char *cmd = argv[0];
+    chat_options o;
+    int rc = parse_options(argc, argv, &o);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    engine *e = start_engine(cmd, &o);
+    if (!e)
+        return 1;
+    static conversation conv; /* large: kept off the stack */
+    memset(&conv, 0, sizeof conv);
+    if (o.system) {
+        char *text = copy_text(o.system, strlen(o.system));
+        if (text && conversation_add(&conv, CHAT_ROLE_SYSTEM, text, strlen(o.system)) == 0)
+            conv.n_fixed = 1;
+    }
+    gen_params params;
+    gen_params_default(&params);
+    params.max_tokens = o.max_tokens;
+    params.sampling = o.sampling;
+
+    bool interactive = isatty(STDIN_FILENO);
+    if (interactive)
+        fprintf(stderr, "elliott: chatting; /reset starts over, /exit or Ctrl-D quits\n");
+    char *line = NULL;
+    size_t line_cap = 0;
+    for (;;) {
+        if (interactive) {
+            fputs("> ", stderr);
+            fflush(stderr);
+        }
+        ssize_t got = getline(&line, &line_cap, stdin);
+        if (got < 0)
+            break;
+        size_t len = (size_t)got;
+        chomp(line, &len);
+        if (len == 0)
+            continue;
+        if (!strcmp(line, "/exit"))
+            break;
+        if (!strcmp(line, "/reset")) {
+            conversation_truncate(&conv, conv.n_fixed);
+            fprintf(stderr, "elliott: new conversation\n");
+            continue;
+        }
+        if (len > CHAT_MAX_LINE) {
+            fprintf(stderr, "elliott %s: a line is limited to %u bytes\n", cmd, CHAT_MAX_LINE);
+            continue;
+        }
+        char *text = copy_text(line, len);
+        explicit_bzero(line, len);
+        if (!text || conversation_add(&conv, CHAT_ROLE_USER, text, len) < 0) {
+            fprintf(stderr, "elliott %s: the conversation is too long; /reset starts a new one\n", cmd);
+            continue;
+        }
+        size_t before = conv.n - 1;
+        if (take_turn(cmd, e, &conv, &params) < 0)
+            conversation_truncate(&conv, before);
+    }
+    if (line) {
+        explicit_bzero(line, line_cap);
+        free(line);
+    }
+    conversation_truncate(&conv, 0);
+    engine_free(e);
+    return 0;
 }

@@ -93,6 +93,7 @@ enum slot_phase {
 typedef struct slot {
     int id;                  /* its sequence in the KV cache */
     enum slot_phase phase;
+    uint64_t last_used;      /* admission count when it last took a request */
     gen_request *req;
 
     /* Tokens whose keys and values the cache holds for this sequence, in order:
@@ -163,6 +164,7 @@ struct engine {
     bool *batch_want;
     float *logits;           /* n_slots rows of n_vocab */
     int round_robin;         /* which ingesting slot gets leftover batch room first */
+    uint64_t admissions;
 };
 
 double engine_now_ms(void);

@@ -118,17 +118,22 @@ static int common_prefix(const int32_t *a, int na, const int32_t *b, int nb)
     return i;
 }
 
-/* The free slot whose cache shares the longest prefix with the prompt. */
+/* Where a prompt should go: the free slot whose cache it reuses best. A slot
+ * counts as a match only when the prompt keeps at least half of what it caches,
+ * so that a shared BOS or a common opening does not evict a conversation another
+ * request could continue; otherwise the least recently used free slot. */
 static slot *choose_slot(engine *e, const gen_request *r)
 {
     slot *best = NULL;
-    int best_len = -1;
+    int best_len = 0;
     for (int i = 0; i < e->n_slots; i++) {
         slot *s = &e->slots[i];
         if (s->phase != SLOT_FREE)
             continue;
         int len = e->cfg.prefix_cache ? common_prefix(s->tokens, s->n_tokens, r->prompt, r->n_prompt) : 0;
-        if (len > best_len) {
+        if (2 * len < s->n_tokens)
+            len = 0;
+        if (!best || len > best_len || (len == best_len && s->last_used < best->last_used)) {
             best = s;
             best_len = len;
         }
@@ -152,6 +157,7 @@ static void admit_locked(engine *e)
         r->state = REQ_ACTIVE;
         s->req = r;
         s->phase = SLOT_INGEST;
+        s->last_used = ++e->admissions;
         s->batch_take = -1; /* marks it as new for begin_admitted */
         e->active_slots++;
     }

@@ -1,0 +1,807 @@
+/* The engine: generation through the scheduler equals direct decoding, batching
+ * does not change results, and every way a request ends (stop token, stop
+ * string, length, context, cancel, release, shutdown) behaves as documented. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "test.h"
+
+#include "chat/chat.h"
+#include "engine/engine.h"
+#include "engine/engine_internal.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+
+/* The bundled model is in the repository; the gemma one is shared golden data. */
+static const char *stories_path = "models/stories260K.gguf";
+
+static const char *gemma_path(void)
+{
+    static char path[4096];
+    const char *p = test_shared_path("golden/models/tiny-gemma-q8_0.gguf");
+    if (!p)
+        return NULL;
+    snprintf(path, sizeof path, "%s", p);
+    return path;
+}
+
+/* ---- helpers -------------------------------------------------------------------- */
+
+typedef struct engine_opts {
+    int n_slots, n_ctx, max_batch, max_queue;
+    bool prefix_cache;
+} engine_opts;
+
+static engine *start(const char *path, engine_opts o)
+{
+    engine_config c;
+    engine_config_default(&c);
+    c.model_path = path;
+    c.n_threads = 2;
+    c.n_slots = o.n_slots;
+    c.n_ctx = o.n_ctx;
+    c.max_batch = o.max_batch;
+    c.max_queue = o.max_queue;
+    c.prefix_cache = o.prefix_cache;
+    el_err err = {{0}};
+    engine *e = engine_start(&c, &err);
+    CHECKF(e != NULL, "%s", err.msg);
+    if (!e)
+        return NULL;
+    int rc = engine_wait_ready(e, &err);
+    CHECKF(rc == 0, "%s", err.msg);
+    if (rc < 0) {
+        engine_free(e);
+        return NULL;
+    }
+    return e;
+}
+
+typedef struct result {
+    char text[8192];
+    size_t len;
+    gen_event done;
+    int n_text_events;
+    bool all_utf8;
+} result;
+
+static void collect(gen_request *r, result *out)
+{
+    memset(out, 0, sizeof *out);
+    out->all_utf8 = true;
+    gen_event ev;
+    for (;;) {
+        CHECK(gen_next(r, &ev, -1) == 1);
+        if (ev.kind == GEN_EVENT_DONE)
+            break;
+        out->n_text_events++;
+        if (!utf8_valid(ev.text, ev.len))
+            out->all_utf8 = false;
+        size_t room = sizeof out->text - 1 - out->len;
+        size_t n = ev.len < room ? ev.len : room;
+        memcpy(out->text + out->len, ev.text, n);
+        out->len += n;
+    }
+    out->text[out->len] = '\0';
+    out->done = ev;
+}
+
+static gen_params greedy(int max_tokens)
+{
+    gen_params p;
+    gen_params_default(&p);
+    p.sampling.temperature = 0;
+    p.max_tokens = max_tokens;
+    return p;
+}
+
+static enum gen_status submit_text(engine *e, const char *prompt, const gen_params *p, gen_request **r)
+{
+    chat_message m = {CHAT_ROLE_USER, prompt, strlen(prompt)};
+    el_err err = {{0}};
+    enum gen_status s = engine_submit(e, &m, 1, p, r, &err);
+    CHECKF(s == GEN_OK, "submit: %d %s", s, err.msg);
+    return s;
+}
+
+/* Generates one reply to completion. */
+static void generate(engine *e, const char *prompt, const gen_params *p, result *out)
+{
+    gen_request *r = NULL;
+    memset(out, 0, sizeof *out);
+    if (submit_text(e, prompt, p, &r) != GEN_OK)
+        return;
+    collect(r, out);
+    gen_release(r);
+}
+
+/* Greedy decoding done by hand with model_forward, detokenized the way the engine
+ * does it: the reference the engine must equal. */
+static void direct_greedy(const char *path, const char *prompt, bool raw, int max_tokens, result *out)
+{
+    memset(out, 0, sizeof *out);
+    el_err err = {{0}};
+    model *m = model_load(path, NULL, &err);
+    CHECKF(m != NULL, "%s", err.msg);
+    if (!m)
+        return;
+    tokenizer *t = tokenizer_load(model_gguf(m), &err);
+    enum chat_format fmt = chat_detect_format(model_gguf(m), t);
+    token_vec ids = {0};
+    if (raw) {
+        if (tokenizer_add_bos(t) && tokenizer_bos(t) >= 0)
+            token_vec_push(&ids, tokenizer_bos(t), &err);
+        tokenizer_encode(t, prompt, strlen(prompt), false, &ids, &err);
+    } else {
+        chat_message msg = {CHAT_ROLE_USER, prompt, strlen(prompt)};
+        CHECK(chat_build_prompt(t, fmt, &msg, 1, CHAT_HISTORY_FULL, &ids, &err) == 0);
+    }
+    int32_t stops[8];
+    size_t n_stops = chat_stop_tokens(t, fmt, stops, 8);
+    int n_ctx = 256;
+    kv_cache *kv = kv_cache_create(m, 1, n_ctx, &err);
+    model_ctx *ctx = model_ctx_create(m, 512, NULL, &err);
+    int n_vocab = model_hparams_of(m)->n_vocab;
+    float *logits = malloc((size_t)n_vocab * sizeof *logits);
+    int32_t *pos = malloc(ids.n * sizeof *pos);
+    int32_t *seq = calloc(ids.n, sizeof *seq);
+    for (size_t i = 0; i < ids.n; i++)
+        pos[i] = (int32_t)i;
+    model_batch b = {.n_tokens = (int)ids.n, .token = ids.ids, .pos = pos, .seq = seq};
+    CHECK(model_forward(ctx, kv, &b, logits, &err) == 0);
+    detokenizer d;
+    detokenizer_init(&d, t);
+    d.at_start = false;
+    int p = (int)ids.n;
+    out->done.finish = GEN_FINISH_LENGTH;
+    for (int k = 0; k < max_tokens; k++) {
+        int32_t best = 0;
+        for (int v = 1; v < n_vocab; v++)
+            if (logits[v] > logits[best])
+                best = v;
+        out->done.completion_tokens++;
+        bool stop = false;
+        for (size_t s = 0; s < n_stops; s++)
+            stop = stop || stops[s] == best;
+        if (stop) {
+            out->done.finish = GEN_FINISH_STOP;
+            break;
+        }
+        out->len += detokenizer_push(&d, best, out->text + out->len, sizeof out->text - out->len - 1);
+        if (k + 1 == max_tokens)
+            break;
+        int32_t zero = 0;
+        model_batch one = {.n_tokens = 1, .token = &best, .pos = &p, .seq = &zero};
+        CHECK(model_forward(ctx, kv, &one, logits, &err) == 0);
+        p++;
+    }
+    out->len += detokenizer_finish(&d, out->text + out->len, sizeof out->text - out->len - 1);
+    out->text[out->len] = '\0';
+    out->done.prompt_tokens = (int)ids.n;
+    free(pos);
+    free(seq);
+    free(logits);
+    token_vec_free(&ids);
+    model_ctx_free(ctx);
+    kv_cache_free(kv);
+    tokenizer_free(t);
+    model_free(m);
+}
+
+static const char *const story_prompts[8] = {
+    "Once upon a time",
+    "Lily and Tom went to the park",
+    "The little dog was sad because",
+    "One day, a big bird",
+    "Tim had a red ball. He",
+    "Mom said to Sue, \"Let us bake a cake",
+    "There was a tree",
+    "The sun was hot and the cat",
+};
+
+/* ---- tests ---------------------------------------------------------------------- */
+
+static void test_stop_filter(void)
+{
+    stop_set s;
+    const char *strs[] = {"Lily", "girl named"};
+    CHECK(stop_set_init(&s, strs, 2, NULL) == 0);
+    size_t cut;
+    CHECK(!stop_scan(&s, "there was a", 11, &cut));
+    CHECK_EQ_INT(cut, 11);
+    CHECK(!stop_scan(&s, "a little gi", 11, &cut)); /* "gi" may become "girl named" */
+    CHECK_EQ_INT(cut, 9);
+    CHECK(!stop_scan(&s, "a Li", 4, &cut));
+    CHECK_EQ_INT(cut, 2);
+    CHECK(stop_scan(&s, "girl named Lily", 15, &cut)); /* earliest wins */
+    CHECK_EQ_INT(cut, 0);
+    CHECK(stop_scan(&s, "xx Lily girl named", 18, &cut));
+    CHECK_EQ_INT(cut, 3);
+    stop_set_free(&s);
+
+    const char *empty[] = {""};
+    CHECK(stop_set_init(&s, empty, 1, NULL) < 0);
+    const char *bad_utf8[] = {"\xC0\xAF"};
+    CHECK(stop_set_init(&s, bad_utf8, 1, NULL) < 0);
+    char longer[GEN_MAX_STOP_BYTES + 2];
+    memset(longer, 'a', sizeof longer - 1);
+    longer[sizeof longer - 1] = '\0';
+    const char *too_long[] = {longer};
+    CHECK(stop_set_init(&s, too_long, 1, NULL) < 0);
+    CHECK(utf8_valid("\xE2\x82\xAC", 3));
+    CHECK(!utf8_valid("\xE2\x82", 2));
+    CHECK(!utf8_valid("\xED\xA0\x80", 3)); /* a surrogate */
+}
+
+static void test_greedy_equals_direct(void)
+{
+    engine *e = start(stories_path, (engine_opts){.n_ctx = 256});
+    if (!e)
+        return;
+    for (int raw = 0; raw < 2; raw++) {
+        result want, got;
+        direct_greedy(stories_path, "Once upon a time", raw, 40, &want);
+        gen_params p = greedy(40);
+        p.raw = raw;
+        generate(e, "Once upon a time", &p, &got);
+        CHECKF(!strcmp(want.text, got.text), "raw=%d\nwant: %s\ngot:  %s", raw, want.text, got.text);
+        CHECK_EQ_INT(got.done.completion_tokens, want.done.completion_tokens);
+        CHECK_EQ_INT(got.done.prompt_tokens, want.done.prompt_tokens);
+        CHECK_EQ_INT(got.done.finish, want.done.finish);
+    }
+    /* The golden reference for this model (from a float64 forward pass). */
+    result got;
+    gen_params p = greedy(20);
+    generate(e, "Once upon a time", &p, &got);
+    CHECKF(!strncmp(got.text, ", there was a little girl named Lily.", 37), "%s", got.text);
+
+    engine_info info;
+    engine_get_info(e, &info);
+    CHECK(!strcmp(info.arch, "llama"));
+    CHECK(!strcmp(info.chat_format, "plain"));
+    CHECK_EQ_INT(info.n_ctx, 256);
+    CHECK_EQ_INT(info.n_slots, 1);
+    CHECK(info.n_vocab == 512);
+    CHECK(info.weight_bytes > 0);
+    engine_free(e);
+}
+
+static void test_gemma_chat_equals_direct(void)
+{
+    const char *path = gemma_path();
+    if (!path)
+        return;
+    engine *e = start(path, (engine_opts){.n_ctx = 128});
+    if (!e)
+        return;
+    result want, got;
+    direct_greedy(path, "Hello, how are you?", false, 24, &want);
+    gen_params p = greedy(24);
+    generate(e, "Hello, how are you?", &p, &got);
+    CHECKF(!strcmp(want.text, got.text), "\nwant: %s\ngot:  %s", want.text, got.text);
+    CHECK_EQ_INT(got.done.completion_tokens, want.done.completion_tokens);
+    CHECK(got.all_utf8);
+    engine_info info;
+    engine_get_info(e, &info);
+    CHECK(!strcmp(info.chat_format, "gemma"));
+    CHECK(!strcmp(info.arch, "gemma"));
+    engine_free(e);
+}
+
+static void test_batching_equals_alone(void)
+{
+    enum { N = 8, TOKENS = 24 };
+    engine *alone = start(stories_path, (engine_opts){.n_ctx = 128});
+    /* a small batch, so prompt chunks and decode tokens of several slots mix */
+    engine *many = start(stories_path, (engine_opts){.n_slots = 4, .n_ctx = 128, .max_batch = 8});
+    if (!alone || !many)
+        goto out;
+    static result want[N], got[N];
+    gen_params p = greedy(TOKENS);
+    for (int i = 0; i < N; i++)
+        generate(alone, story_prompts[i], &p, &want[i]);
+    gen_request *r[N] = {0};
+    for (int i = 0; i < N; i++)
+        submit_text(many, story_prompts[i], &p, &r[i]);
+    /* Consume in reverse: the later ones pile up text meanwhile (coalescing). */
+    for (int i = N - 1; i >= 0; i--) {
+        if (!r[i])
+            continue;
+        collect(r[i], &got[i]);
+        gen_release(r[i]);
+        CHECKF(!strcmp(want[i].text, got[i].text), "request %d\nwant: %s\ngot:  %s", i, want[i].text,
+               got[i].text);
+        CHECK_EQ_INT(got[i].done.completion_tokens, want[i].done.completion_tokens);
+        CHECK_EQ_INT(got[i].done.finish, want[i].done.finish);
+    }
+    engine_stats st;
+    engine_get_stats(many, &st);
+    CHECK_EQ_INT(st.queue_depth, 0);
+    CHECK_EQ_INT(st.active_slots, 0);
+    uint64_t prompt_total = 0, completion_total = 0;
+    for (int i = 0; i < N; i++) {
+        prompt_total += (uint64_t)got[i].done.prompt_tokens;
+        completion_total += (uint64_t)got[i].done.completion_tokens;
+    }
+    CHECK_EQ_INT(st.prompt_tokens_total, prompt_total);
+    CHECK_EQ_INT(st.completion_tokens_total, completion_total);
+out:
+    engine_free(alone);
+    engine_free(many);
+}
+
+static void test_gemma_batching_equals_alone(void)
+{
+    const char *path = gemma_path();
+    if (!path)
+        return;
+    static const char *const prompts[3] = {"Hello!", "What is the capital of France?", "Write a haiku."};
+    engine *alone = start(path, (engine_opts){.n_ctx = 96});
+    engine *many = start(path, (engine_opts){.n_slots = 3, .n_ctx = 96, .max_batch = 16});
+    if (!alone || !many)
+        goto out;
+    result want[3], got[3];
+    gen_params p = greedy(12);
+    for (int i = 0; i < 3; i++)
+        generate(alone, prompts[i], &p, &want[i]);
+    gen_request *r[3] = {0};
+    for (int i = 0; i < 3; i++)
+        submit_text(many, prompts[i], &p, &r[i]);
+    for (int i = 0; i < 3; i++) {
+        if (!r[i])
+            continue;
+        collect(r[i], &got[i]);
+        gen_release(r[i]);
+        CHECKF(!strcmp(want[i].text, got[i].text), "request %d\nwant: %s\ngot:  %s", i, want[i].text,
+               got[i].text);
+        CHECK(got[i].all_utf8);
+    }
+out:
+    engine_free(alone);
+    engine_free(many);
+}
+
+static void test_max_tokens_and_context(void)
+{
+    engine *e = start(stories_path, (engine_opts){.n_ctx = 16});
+    if (!e)
+        return;
+    result got;
+    gen_params p = greedy(7);
+    p.raw = true;
+    generate(e, "Once upon a time", &p, &got);
+    CHECK_EQ_INT(got.done.finish, GEN_FINISH_LENGTH);
+    CHECK_EQ_INT(got.done.completion_tokens, 7);
+    CHECK_EQ_INT(got.done.prompt_tokens, 5);
+
+    /* 5 prompt tokens in a 16-token context leave room for 11. */
+    p.max_tokens = 100;
+    generate(e, "Once upon a time", &p, &got);
+    CHECK_EQ_INT(got.done.finish, GEN_FINISH_LENGTH);
+    CHECK_EQ_INT(got.done.completion_tokens, 11);
+
+    /* Too long for the context: refused, never truncated. */
+    gen_request *r = NULL;
+    chat_message m = {CHAT_ROLE_USER, "Once upon a time, there was a little girl named Lily. She loved to play",
+                      0};
+    m.len = strlen(m.text);
+    el_err err = {{0}};
+    CHECK_EQ_INT(engine_submit(e, &m, 1, &p, &r, &err), GEN_ERR_CONTEXT);
+    CHECK(r == NULL);
+    CHECK(strstr(err.msg, "context") != NULL);
+    engine_free(e);
+}
+
+static void test_stop_strings(void)
+{
+    engine *e = start(stories_path, (engine_opts){.n_ctx = 128});
+    if (!e)
+        return;
+    result plain, got;
+    gen_params p = greedy(40);
+    generate(e, "Once upon a time", &p, &plain);
+    /* ", there was a little girl named Lily. She loved to play outside in the park..." */
+    CHECKF(strstr(plain.text, "girl named Lily") != NULL, "%s", plain.text);
+
+    const char *one[] = {"Lily"};
+    p.stop = one;
+    p.n_stop = 1;
+    generate(e, "Once upon a time", &p, &got);
+    CHECK_EQ_INT(got.done.finish, GEN_FINISH_STOP);
+    CHECKF(!strcmp(got.text, ", there was a little girl named "), "'%s'", got.text);
+
+    /* Spans the tokens "girl" and "named": cut in the middle of one. */
+    const char *spanning[] = {"irl nam"};
+    p.stop = spanning;
+    generate(e, "Once upon a time", &p, &got);
+    CHECK_EQ_INT(got.done.finish, GEN_FINISH_STOP);
+    CHECKF(!strcmp(got.text, ", there was a little g"), "'%s'", got.text);
+
+    /* Starts like the text ("Lily") but never completes: nothing is lost. */
+    const char *never[] = {"Lily sang", "zzz"};
+    p.stop = never;
+    p.n_stop = 2;
+    generate(e, "Once upon a time", &p, &got);
+    CHECK_EQ_INT(got.done.finish, plain.done.finish);
+    CHECKF(!strcmp(got.text, plain.text), "\nwant: %s\ngot:  %s", plain.text, got.text);
+
+    /* Held back when the length runs out mid-match: emitted at the end. */
+    gen_params shorter = greedy(9);
+    result cut;
+    generate(e, "Once upon a time", &shorter, &cut);
+    const char *tail[] = {"girl named Lily and"};
+    shorter.stop = tail;
+    shorter.n_stop = 1;
+    generate(e, "Once upon a time", &shorter, &got);
+    CHECK_EQ_INT(got.done.finish, GEN_FINISH_LENGTH);
+    CHECKF(!strcmp(got.text, cut.text), "\nwant: %s\ngot:  %s", cut.text, got.text);
+
+    /* The earliest of several. */
+    const char *several[] = {"park", "play", "little"};
+    p.stop = several;
+    p.n_stop = 3;
+    generate(e, "Once upon a time", &p, &got);
+    CHECKF(!strcmp(got.text, ", there was a "), "'%s'", got.text);
+    engine_free(e);
+}
+
+static void test_cancel(void)
+{
+    engine *e = start(stories_path, (engine_opts){.n_ctx = 512});
+    if (!e)
+        return;
+    /* Uncancelled, this runs to the length limit or the story's end. */
+    result full;
+    gen_params p = greedy(400);
+    generate(e, "Once upon a time", &p, &full);
+    CHECK(full.done.completion_tokens > 40);
+
+    gen_request *r = NULL;
+    if (submit_text(e, "Once upon a time", &p, &r) == GEN_OK) {
+        gen_event ev;
+        CHECK(gen_next(r, &ev, -1) == 1);
+        CHECK(ev.kind == GEN_EVENT_TEXT);
+        gen_cancel(r);
+        result rest;
+        collect(r, &rest);
+        CHECK_EQ_INT(rest.done.finish, GEN_FINISH_CANCELLED);
+        CHECK(rest.done.completion_tokens < full.done.completion_tokens);
+        /* After DONE, DONE again. */
+        CHECK(gen_next(r, &ev, 0) == 1 && ev.kind == GEN_EVENT_DONE);
+        gen_release(r);
+    }
+
+    /* Released while generating, without reading anything: the engine goes on. */
+    if (submit_text(e, "Lily and Tom went to the park", &p, &r) == GEN_OK)
+        gen_release(r);
+    result after;
+    gen_params q = greedy(20);
+    generate(e, "Once upon a time", &q, &after);
+    CHECK(!strncmp(after.text, full.text, after.len));
+    engine_free(e);
+}
+
+static void test_queue_full_and_queued_cancel(void)
+{
+    engine *e = start(stories_path, (engine_opts){.n_ctx = 512, .max_queue = 2});
+    if (!e)
+        return;
+    gen_params p = greedy(500);
+    gen_request *busy = NULL, *q1 = NULL, *q2 = NULL, *q3 = NULL;
+    if (submit_text(e, "Once upon a time", &p, &busy) != GEN_OK)
+        goto out;
+    gen_event ev;
+    CHECK(gen_next(busy, &ev, -1) == 1); /* it holds the only slot now */
+    submit_text(e, "There was a tree", &p, &q1);
+    submit_text(e, "One day, a big bird", &p, &q2);
+    chat_message m = {CHAT_ROLE_USER, "Hi", 2};
+    el_err err = {{0}};
+    CHECK_EQ_INT(engine_submit(e, &m, 1, &p, &q3, &err), GEN_ERR_QUEUE_FULL);
+    CHECK(q3 == NULL);
+    engine_stats st;
+    engine_get_stats(e, &st);
+    CHECK_EQ_INT(st.queue_depth, 2);
+    CHECK_EQ_INT(st.active_slots, 1);
+
+    /* A queued request cancelled: DONE at once, nothing generated. */
+    if (q1) {
+        gen_cancel(q1);
+        CHECK(gen_next(q1, &ev, 0) == 1);
+        CHECK(ev.kind == GEN_EVENT_DONE && ev.finish == GEN_FINISH_CANCELLED);
+        CHECK_EQ_INT(ev.completion_tokens, 0);
+        gen_release(q1);
+    }
+    /* A queued request released. */
+    gen_release(q2);
+    engine_get_stats(e, &st);
+    CHECK_EQ_INT(st.queue_depth, 0);
+    gen_cancel(busy);
+    result rest;
+    collect(busy, &rest);
+    CHECK_EQ_INT(rest.done.finish, GEN_FINISH_CANCELLED);
+    gen_release(busy);
+out:
+    engine_free(e);
+}
+
+static void test_prefix_cache(void)
+{
+    engine *cached = start(stories_path, (engine_opts){.n_ctx = 256, .prefix_cache = true});
+    engine *fresh = start(stories_path, (engine_opts){.n_ctx = 256, .prefix_cache = false});
+    if (!cached || !fresh)
+        goto out;
+    gen_params p = greedy(30);
+    p.raw = true;
+    const char *first = "Once upon a time, there was a little girl";
+    const char *second = "Once upon a time, there was a little girl named Lily. She";
+    result a, b, b_fresh, again;
+    generate(cached, first, &p, &a);
+    CHECK_EQ_INT(a.done.cached_tokens, 0);
+    generate(cached, second, &p, &b);
+    generate(fresh, second, &p, &b_fresh);
+    CHECKF(b.done.cached_tokens > 5 && b.done.cached_tokens < b.done.prompt_tokens, "cached %d of %d",
+           b.done.cached_tokens, b.done.prompt_tokens);
+    CHECK_EQ_INT(b_fresh.done.cached_tokens, 0);
+    CHECKF(!strcmp(b.text, b_fresh.text), "\ncached: %s\nfresh:  %s", b.text, b_fresh.text);
+    /* The same prompt again: all but the last token come from the cache. */
+    generate(cached, second, &p, &again);
+    CHECK_EQ_INT(again.done.cached_tokens, again.done.prompt_tokens - 1);
+    CHECK(!strcmp(again.text, b_fresh.text));
+    engine_stats st;
+    engine_get_stats(cached, &st);
+    CHECK_EQ_INT(st.prompt_tokens_cached_total, (uint64_t)(b.done.cached_tokens + again.done.cached_tokens));
+    engine_get_stats(fresh, &st);
+    CHECK_EQ_INT(st.prompt_tokens_cached_total, 0);
+
+    /* With two slots, a request goes to the slot holding its prefix. */
+    engine *two = start(stories_path, (engine_opts){.n_slots = 2, .n_ctx = 256, .prefix_cache = true});
+    if (two) {
+        result x;
+        generate(two, "Lily and Tom went to the park", &p, &x);
+        generate(two, first, &p, &x);
+        generate(two, "Lily and Tom went to the park and", &p, &x);
+        CHECK(x.done.cached_tokens >= 7);
+        engine_free(two);
+    }
+out:
+    engine_free(cached);
+    engine_free(fresh);
+}
+
+static void test_invalid_requests(void)
+{
+    engine *e = start(stories_path, (engine_opts){.n_ctx = 64});
+    if (!e)
+        return;
+    gen_request *r = NULL;
+    el_err err = {{0}};
+    chat_message m = {CHAT_ROLE_USER, "Hi", 2};
+    gen_params p = greedy(4);
+    CHECK_EQ_INT(engine_submit(e, &m, 0, &p, &r, &err), GEN_ERR_INVALID);
+    p.sampling.temperature = NAN;
+    CHECK_EQ_INT(engine_submit(e, &m, 1, &p, &r, &err), GEN_ERR_INVALID);
+    p = greedy(-1);
+    CHECK_EQ_INT(engine_submit(e, &m, 1, &p, &r, &err), GEN_ERR_INVALID);
+    p = greedy(4);
+    const char *stops[GEN_MAX_STOP + 1];
+    for (int i = 0; i <= GEN_MAX_STOP; i++)
+        stops[i] = "x";
+    p.stop = stops;
+    p.n_stop = GEN_MAX_STOP + 1;
+    CHECK_EQ_INT(engine_submit(e, &m, 1, &p, &r, &err), GEN_ERR_INVALID);
+    const char *empty[] = {""};
+    p.stop = empty;
+    p.n_stop = 1;
+    CHECK_EQ_INT(engine_submit(e, &m, 1, &p, &r, &err), GEN_ERR_INVALID);
+    CHECK(strstr(err.msg, "stop") != NULL);
+    chat_message only_assistant = {CHAT_ROLE_ASSISTANT, "Hi", 2};
+    p = greedy(4);
+    CHECK_EQ_INT(engine_submit(e, &only_assistant, 1, &p, &r, &err), GEN_ERR_INVALID);
+    CHECK(r == NULL);
+    /* NULL params: the defaults (sampled, seeded from the OS). */
+    CHECK_EQ_INT(engine_submit(e, &m, 1, NULL, &r, &err), GEN_OK);
+    if (r) {
+        result res;
+        collect(r, &res);
+        CHECK(res.done.finish == GEN_FINISH_STOP || res.done.finish == GEN_FINISH_LENGTH);
+        gen_release(r);
+    }
+    engine_free(e);
+}
+
+/* A FIFO with no writer keeps the loader blocked in open(): LOADING, deterministically. */
+static void test_not_ready_and_failed(void)
+{
+    char dir[] = "/tmp/elliott-engine-XXXXXX";
+    if (!mkdtemp(dir)) {
+        CHECK(!"mkdtemp");
+        return;
+    }
+    char fifo[256];
+    snprintf(fifo, sizeof fifo, "%s/model.gguf", dir);
+    CHECK(mkfifo(fifo, 0600) == 0);
+    engine_config c;
+    engine_config_default(&c);
+    c.model_path = fifo;
+    el_err err = {{0}};
+    engine *e = engine_start(&c, &err);
+    CHECKF(e != NULL, "%s", err.msg);
+    if (e) {
+        gen_request *r = NULL;
+        chat_message m = {CHAT_ROLE_USER, "Hi", 2};
+        CHECK_EQ_INT(engine_submit(e, &m, 1, NULL, &r, &err), GEN_ERR_NOT_READY);
+        /* Let the loader through: an empty "file" it must reject. */
+        while (engine_state(e, NULL) == ENGINE_LOADING) {
+            int fd = open(fifo, O_WRONLY | O_NONBLOCK);
+            if (fd >= 0) {
+                close(fd);
+                break;
+            }
+            usleep(1000);
+        }
+        CHECK(engine_wait_ready(e, &err) < 0);
+        el_err why = {{0}};
+        CHECK_EQ_INT(engine_state(e, &why), ENGINE_FAILED);
+        CHECK(why.msg[0] != '\0');
+        CHECK_EQ_INT(engine_submit(e, &m, 1, NULL, &r, &err), GEN_ERR_NOT_READY);
+        CHECK(strstr(err.msg, "failed to load") != NULL);
+        engine_free(e);
+    }
+    unlink(fifo);
+    rmdir(dir);
+
+    c.model_path = "/nonexistent/model.gguf";
+    e = engine_start(&c, &err);
+    if (e) {
+        CHECK(engine_wait_ready(e, &err) < 0);
+        CHECKF(strstr(err.msg, "nonexistent") != NULL, "%s", err.msg);
+        engine_free(e);
+    }
+
+    c.model_path = NULL;
+    CHECK(engine_start(&c, &err) == NULL); /* no model at all */
+    c.model_path = stories_path;
+    c.n_slots = -1;
+    CHECK(engine_start(&c, &err) == NULL);
+}
+
+static void test_model_in_memory(void)
+{
+    FILE *f = fopen(stories_path, "rb");
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *data = malloc((size_t)size);
+    CHECK(fread(data, 1, (size_t)size, f) == (size_t)size);
+    fclose(f);
+    engine_config c;
+    engine_config_default(&c);
+    c.model_data = data;
+    c.model_size = (size_t)size;
+    c.n_ctx = 64;
+    c.n_threads = 1;
+    el_err err = {{0}};
+    engine *e = engine_start(&c, &err);
+    CHECK(e && engine_wait_ready(e, &err) == 0);
+    if (e) {
+        result got;
+        gen_params p = greedy(12);
+        generate(e, "Once upon a time", &p, &got);
+        CHECKF(!strncmp(got.text, ", there was a little girl", 25), "%s", got.text);
+        engine_free(e);
+    }
+    free(data);
+}
+
+/* Shutdown with requests in flight and in the queue: all end CANCELLED, and the
+ * consumer may release them after the engine is gone. */
+static void test_free_with_requests_held(void)
+{
+    engine *e = start(stories_path, (engine_opts){.n_ctx = 512});
+    if (!e)
+        return;
+    gen_params p = greedy(500);
+    gen_request *running = NULL, *queued = NULL;
+    submit_text(e, "Once upon a time", &p, &running);
+    submit_text(e, "There was a tree", &p, &queued);
+    gen_event ev;
+    if (running)
+        CHECK(gen_next(running, &ev, -1) == 1);
+    engine_free(e);
+    result rest;
+    if (running) {
+        collect(running, &rest);
+        CHECK(rest.done.finish == GEN_FINISH_CANCELLED || rest.done.finish == GEN_FINISH_STOP);
+        gen_release(running);
+    }
+    if (queued) {
+        collect(queued, &rest);
+        CHECK_EQ_INT(rest.done.finish, GEN_FINISH_CANCELLED);
+        gen_release(queued);
+    }
+}
+
+/* Consumers on their own threads, as the server has them. */
+typedef struct consumer {
+    engine *e;
+    const char *prompt;
+    result res;
+} consumer;
+
+static void *consume(void *arg)
+{
+    consumer *c = arg;
+    gen_params p = greedy(16);
+    gen_request *r = NULL;
+    chat_message m = {CHAT_ROLE_USER, c->prompt, strlen(c->prompt)};
+    if (engine_submit(c->e, &m, 1, &p, &r, NULL) == GEN_OK) {
+        /* short waits: exercises the timeout path */
+        gen_event ev;
+        memset(&c->res, 0, sizeof c->res);
+        for (;;) {
+            if (gen_next(r, &ev, 5) == 0)
+                continue;
+            if (ev.kind == GEN_EVENT_DONE)
+                break;
+            memcpy(c->res.text + c->res.len, ev.text, ev.len);
+            c->res.len += ev.len;
+        }
+        c->res.done = ev;
+        gen_release(r);
+    }
+    return NULL;
+}
+
+static void test_threaded_consumers(void)
+{
+    engine *e = start(stories_path, (engine_opts){.n_slots = 2, .n_ctx = 128});
+    if (!e)
+        return;
+    enum { N = 4 };
+    consumer c[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        memset(&c[i], 0, sizeof c[i]);
+        c[i].e = e;
+        c[i].prompt = story_prompts[i];
+        pthread_create(&th[i], NULL, consume, &c[i]);
+    }
+    for (int i = 0; i < N; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < N; i++) {
+        result alone;
+        gen_params p = greedy(16);
+        generate(e, story_prompts[i], &p, &alone);
+        CHECKF(!strcmp(c[i].res.text, alone.text), "consumer %d\nwant: %s\ngot:  %s", i, alone.text,
+               c[i].res.text);
+    }
+    engine_free(e);
+}
+
+int main(void)
+{
+    RUN(test_stop_filter);
+    RUN(test_greedy_equals_direct);
+    RUN(test_gemma_chat_equals_direct);
+    RUN(test_batching_equals_alone);
+    RUN(test_gemma_batching_equals_alone);
+    RUN(test_max_tokens_and_context);
+    RUN(test_stop_strings);
+    RUN(test_cancel);
+    RUN(test_queue_full_and_queued_cancel);
+    RUN(test_prefix_cache);
+    RUN(test_invalid_requests);
+    RUN(test_not_ready_and_failed);
+    RUN(test_model_in_memory);
+    RUN(test_free_with_requests_held);
+    RUN(test_threaded_consumers);
+    return test_summary();
+}
