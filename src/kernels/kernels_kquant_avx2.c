@@ -18,20 +18,16 @@ static inline float half_to_float(uint16_t h)
     return _cvtsh_ss(h);
 }
 
-static inline float hsum_ps(__m256 v)
+static inline float hsum_ps128(__m128 s)
 {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
 
-static inline int32_t hsum_epi32(__m256i v)
+static inline float hsum_ps(__m256 v)
 {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
-    return _mm_cvtsi128_si32(s);
+    return hsum_ps128(_mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)));
 }
 
 static inline __m256i loadu256(const void *p)
@@ -357,7 +353,7 @@ static inline void k4_accumulate(const k4_block *b, const kq_block_q8_K *x, __m2
 
 static inline float k4_finish(__m256 acc, __m128 acc_min)
 {
-    return hsum_ps(acc) - hsum_ps(_mm256_castps128_ps256(acc_min));
+    return hsum_ps(acc) - hsum_ps128(acc_min);
 }
 
 void kq_dequant_q4_K_avx2(const void *src, float *dst, int64_t n)
