@@ -167,7 +167,10 @@ int kernels_quantize_row(uint32_t type, const float *src, void *dst, int64_t n)
     const kq_type_ops *ops = ops_for(type);
     if (!ops || !ops->quant || !row_length_ok(type, n))
         return -1;
-    ops->quant(src, dst, n);
+    if (type == GGUF_TYPE_Q8_0)
+        kq_act_convert(type, src, dst, n); /* the selected ISA's quantizer: same bytes */
+    else
+        ops->quant(src, dst, n);
     return 0;
 }
 

@@ -94,8 +94,9 @@ const kv_ops *kv_ops_avx2(void);
 
 /* ggml's GELU as llama.cpp's CPU backend computes it: the input rounded to half,
  * GELU (tanh form) of that in float, the result rounded to half; indexed by the
- * half's bits. Built by kv_init_tables (kernels_init calls it once). */
-extern uint16_t kv_gelu_f16_table[1 << 16];
+ * half's bits. Built by kv_init_tables (kernels_init calls it once). Two spare
+ * entries let a 32-bit gather read the last one. */
+extern uint16_t kv_gelu_f16_table[(1 << 16) + 2];
 void kv_init_tables(void);
 
 #endif

@@ -1,13 +1,412 @@
-/* AVX2 versions of the 32-value block types (placeholder: scalar only). */
+/* AVX2/FMA/F16C versions of the 32-value block types: dequantization, the
+ * activation quantizers (same bytes as the scalar reference) and integer dot
+ * products against Q8_0 / Q8_1 activations, with tile kernels that load each
+ * weight block once for up to four tokens.
+ *
+ * Dot products follow the sign trick: |w| (unsigned) times x carrying w's sign,
+ * multiplied and pair-summed by maddubs into 16 bits, then into 32. For a tile,
+ * the four rows' 32-bit partial sums of one token are folded by two rounds of
+ * hadd into one vector whose lanes r and r + 4 belong to row r, so one FMA
+ * applies the four rows' block scales. */
 #include "kernels/kernels_internal.h"
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
+
+#include <immintrin.h>
+#include <string.h>
+
+#include "base/fp16.h"
+#include "kernels/kernels_legacy.h"
 
 int kq_avx2_compiled(void)
 {
-#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
     return 1;
-#else
+}
+
+static inline float half(uint16_t h)
+{
+    return _cvtsh_ss(h);
+}
+
+/* 32 nibbles -> 32 bytes: values 0..15 from the low nibbles, 16..31 from the high. */
+static inline __m256i unpack_nibbles(const uint8_t qs[16])
+{
+    __m128i packed = _mm_loadu_si128((const __m128i *)qs);
+    __m256i both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+    return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
+}
+
+/* The 32 bits of qh -> 32 bytes, 0xff where the bit is set. */
+static inline __m256i expand_bits(const uint8_t qh[4])
+{
+    uint32_t bits;
+    memcpy(&bits, qh, sizeof bits);
+    const __m256i byte_of_bit = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
+                                                 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit_in_byte = _mm256_set1_epi64x((int64_t)0x8040201008040201ull);
+    __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32((int32_t)bits), byte_of_bit);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit_in_byte), bit_in_byte);
+}
+
+/* Signed weight bytes of one block, per type. */
+static inline __m256i weights_q4_0(const kq_block_q4_0 *b)
+{
+    return _mm256_sub_epi8(unpack_nibbles(b->qs), _mm256_set1_epi8(8));
+}
+
+static inline __m256i weights_q5_0(const kq_block_q5_0 *b)
+{
+    /* (nibble | bit4 << 4) - 16 == nibble with 0xf0 or-ed in where bit4 is clear */
+    __m256i clear = _mm256_andnot_si256(expand_bits(b->qh), _mm256_set1_epi8((char)0xf0));
+    return _mm256_or_si256(unpack_nibbles(b->qs), clear);
+}
+
+static inline __m256i weights_q8_0(const kq_block_q8_0 *b)
+{
+    return _mm256_loadu_si256((const __m256i *)b->qs);
+}
+
+/* Unsigned weight bytes (levels) for the _1 types. */
+static inline __m256i levels_q4_1(const kq_block_q4_1 *b)
+{
+    return unpack_nibbles(b->qs);
+}
+
+static inline __m256i levels_q5_1(const kq_block_q5_1 *b)
+{
+    __m256i high = _mm256_and_si256(expand_bits(b->qh), _mm256_set1_epi8(0x10));
+    return _mm256_or_si256(unpack_nibbles(b->qs), high);
+}
+
+/* 8 int32 lanes summing to dot(w, x) for signed w; |w| precomputed. */
+static inline __m256i dot_signed(__m256i abs_w, __m256i w, __m256i x)
+{
+    __m256i p16 = _mm256_maddubs_epi16(abs_w, _mm256_sign_epi8(x, w));
+    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+}
+
+static inline __m256i dot_unsigned(__m256i levels, __m256i x)
+{
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(levels, x), _mm256_set1_epi16(1));
+}
+
+/* Lanes r and r + 4 of the result sum to the lanes of p[r]. */
+static inline __m256 fold4(__m256i p0, __m256i p1, __m256i p2, __m256i p3)
+{
+    return _mm256_cvtepi32_ps(_mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3)));
+}
+
+/* The four rows' value of a tile accumulator. */
+static inline __m128 unfold4(__m256 acc)
+{
+    return _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+}
+
+static inline void store_rows(float *y, __m128 v, int n_rows)
+{
+    if (n_rows == 4) {
+        _mm_storeu_ps(y, v);
+        return;
+    }
+    float tmp[4];
+    _mm_storeu_ps(tmp, v);
+    for (int r = 0; r < n_rows; r++)
+        y[r] = tmp[r];
+}
+
+/* [h0, h1, h2, h3, h0, h1, h2, h3] as floats. */
+static inline __m256 halves4(uint16_t h0, uint16_t h1, uint16_t h2, uint16_t h3)
+{
+    __m128 v = _mm_cvtph_ps(_mm_setr_epi16((short)h0, (short)h1, (short)h2, (short)h3, 0, 0, 0, 0));
+    return _mm256_set_m128(v, v);
+}
+
+/* ---- tile kernels, one per (weight, activation) pair ---------------------------------
+ * Rows beyond n_rows repeat the last row (their results are dropped), so the inner
+ * loops always see four rows. */
+
+#define ROW_POINTERS(block_t, name)                                                          \
+    const block_t *name[4];                                                                  \
+    for (int r_ = 0; r_ < 4; r_++)                                                           \
+        name[r_] = (const block_t *)((const uint8_t *)w + (size_t)(r_ < n_rows ? r_ : n_rows - 1) * w_stride)
+
+#define SIGNED_TILE(fn, block_t, weights_fn)                                                 \
+    static void fn(int64_t n, const void *w, size_t w_stride, int n_rows, const void *x,     \
+                   size_t x_stride, int n_cols, float *y, int64_t y_stride)                  \
+    {                                                                                        \
+        ROW_POINTERS(block_t, rows);                                                         \
+        const kq_block_q8_0 *cols[4];                                                        \
+        for (int c = 0; c < n_cols; c++)                                                     \
+            cols[c] = (const kq_block_q8_0 *)((const uint8_t *)x + (size_t)c * x_stride);    \
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),     \
+                         _mm256_setzero_ps()};                                               \
+        for (int64_t i = 0; i < n / KQ_QK; i++) {                                            \
+            __m256i wq[4], wa[4];                                                            \
+            for (int r = 0; r < 4; r++) {                                                    \
+                wq[r] = weights_fn(&rows[r][i]);                                             \
+                wa[r] = _mm256_sign_epi8(wq[r], wq[r]);                                      \
+            }                                                                                \
+            __m256 dw = halves4(rows[0][i].d, rows[1][i].d, rows[2][i].d, rows[3][i].d);     \
+            for (int c = 0; c < n_cols; c++) {                                               \
+                __m256i xq = _mm256_loadu_si256((const __m256i *)cols[c][i].qs);             \
+                __m256 sums = fold4(dot_signed(wa[0], wq[0], xq), dot_signed(wa[1], wq[1], xq), \
+                                    dot_signed(wa[2], wq[2], xq), dot_signed(wa[3], wq[3], xq)); \
+                __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(half(cols[c][i].d)));       \
+                acc[c] = _mm256_fmadd_ps(sums, scale, acc[c]);                               \
+            }                                                                                \
+        }                                                                                    \
+        for (int c = 0; c < n_cols; c++)                                                     \
+            store_rows(y + c * y_stride, unfold4(acc[c]), n_rows);                           \
+    }
+
+SIGNED_TILE(tile_q4_0, kq_block_q4_0, weights_q4_0)
+SIGNED_TILE(tile_q5_0, kq_block_q5_0, weights_q5_0)
+SIGNED_TILE(tile_q8_0, kq_block_q8_0, weights_q8_0)
+
+/* _1 types: sum = d_w d_x sumi + m_w s_x; the m_w s_x term goes into lanes 0..3 only. */
+#define AFFINE_TILE(fn, block_t, levels_fn)                                                  \
+    static void fn(int64_t n, const void *w, size_t w_stride, int n_rows, const void *x,     \
+                   size_t x_stride, int n_cols, float *y, int64_t y_stride)                  \
+    {                                                                                        \
+        ROW_POINTERS(block_t, rows);                                                         \
+        const kq_block_q8_1 *cols[4];                                                        \
+        for (int c = 0; c < n_cols; c++)                                                     \
+            cols[c] = (const kq_block_q8_1 *)((const uint8_t *)x + (size_t)c * x_stride);    \
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),     \
+                         _mm256_setzero_ps()};                                               \
+        const __m256 low_lanes = _mm256_castsi256_ps(_mm256_setr_epi32(-1, -1, -1, -1, 0, 0, 0, 0)); \
+        for (int64_t i = 0; i < n / KQ_QK; i++) {                                            \
+            __m256i wl[4];                                                                   \
+            for (int r = 0; r < 4; r++)                                                      \
+                wl[r] = levels_fn(&rows[r][i]);                                              \
+            __m256 dw = halves4(rows[0][i].d, rows[1][i].d, rows[2][i].d, rows[3][i].d);     \
+            __m256 mw = _mm256_and_ps(                                                       \
+                halves4(rows[0][i].m, rows[1][i].m, rows[2][i].m, rows[3][i].m), low_lanes); \
+            for (int c = 0; c < n_cols; c++) {                                               \
+                __m256i xq = _mm256_loadu_si256((const __m256i *)cols[c][i].qs);             \
+                __m256 sums = fold4(dot_unsigned(wl[0], xq), dot_unsigned(wl[1], xq),        \
+                                    dot_unsigned(wl[2], xq), dot_unsigned(wl[3], xq));       \
+                __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(half(cols[c][i].d)));       \
+                acc[c] = _mm256_fmadd_ps(sums, scale, acc[c]);                               \
+                acc[c] = _mm256_fmadd_ps(mw, _mm256_set1_ps(half(cols[c][i].s)), acc[c]);   \
+            }                                                                                \
+        }                                                                                    \
+        for (int c = 0; c < n_cols; c++)                                                     \
+            store_rows(y + c * y_stride, unfold4(acc[c]), n_rows);                           \
+    }
+
+AFFINE_TILE(tile_q4_1, kq_block_q4_1, levels_q4_1)
+AFFINE_TILE(tile_q5_1, kq_block_q5_1, levels_q5_1)
+
+/* ---- single dot products (one row, one token) ---------------------------------------- */
+
+static inline float hsum(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+#define SIGNED_DOT(fn, block_t, weights_fn)                                                  \
+    static void fn(int64_t n, const void *w_row, const void *x_row, float *out)              \
+    {                                                                                        \
+        const block_t *wb = w_row;                                                           \
+        const kq_block_q8_0 *xb = x_row;                                                     \
+        __m256 acc = _mm256_setzero_ps();                                                    \
+        for (int64_t i = 0; i < n / KQ_QK; i++) {                                            \
+            __m256i wq = weights_fn(&wb[i]);                                                 \
+            __m256i xq = _mm256_loadu_si256((const __m256i *)xb[i].qs);                      \
+            __m256 sums = _mm256_cvtepi32_ps(dot_signed(_mm256_sign_epi8(wq, wq), wq, xq));  \
+            acc = _mm256_fmadd_ps(sums, _mm256_set1_ps(half(wb[i].d) * half(xb[i].d)), acc); \
+        }                                                                                    \
+        *out = hsum(acc);                                                                    \
+    }
+
+SIGNED_DOT(dot_q4_0, kq_block_q4_0, weights_q4_0)
+SIGNED_DOT(dot_q5_0, kq_block_q5_0, weights_q5_0)
+SIGNED_DOT(dot_q8_0, kq_block_q8_0, weights_q8_0)
+
+#define AFFINE_DOT(fn, block_t, levels_fn)                                                   \
+    static void fn(int64_t n, const void *w_row, const void *x_row, float *out)              \
+    {                                                                                        \
+        const block_t *wb = w_row;                                                           \
+        const kq_block_q8_1 *xb = x_row;                                                     \
+        __m256 acc = _mm256_setzero_ps();                                                    \
+        float offsets = 0.0f;                                                                \
+        for (int64_t i = 0; i < n / KQ_QK; i++) {                                            \
+            __m256i xq = _mm256_loadu_si256((const __m256i *)xb[i].qs);                      \
+            __m256 sums = _mm256_cvtepi32_ps(dot_unsigned(levels_fn(&wb[i]), xq));           \
+            acc = _mm256_fmadd_ps(sums, _mm256_set1_ps(half(wb[i].d) * half(xb[i].d)), acc); \
+            offsets += half(wb[i].m) * half(xb[i].s);                                        \
+        }                                                                                    \
+        *out = hsum(acc) + offsets;                                                          \
+    }
+
+AFFINE_DOT(dot_q4_1, kq_block_q4_1, levels_q4_1)
+AFFINE_DOT(dot_q5_1, kq_block_q5_1, levels_q5_1)
+
+/* ---- dequantization ------------------------------------------------------------------ */
+
+static inline void store_block(float *dst, __m256i bytes, float d, float m)
+{
+    const __m256 vd = _mm256_set1_ps(d), vm = _mm256_set1_ps(m);
+    __m128i lo = _mm256_castsi256_si128(bytes), hi = _mm256_extracti128_si256(bytes, 1);
+    __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+    for (int k = 0; k < 4; k++) {
+        __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(parts[k]));
+        /* same roundings as the scalar q*d + m: a product, then a sum */
+        _mm256_storeu_ps(dst + 8 * k, _mm256_add_ps(_mm256_mul_ps(v, vd), vm));
+    }
+}
+
+static inline void store_block_signed(float *dst, __m256i bytes, float d)
+{
+    const __m256 vd = _mm256_set1_ps(d);
+    __m128i lo = _mm256_castsi256_si128(bytes), hi = _mm256_extracti128_si256(bytes, 1);
+    __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+    for (int k = 0; k < 4; k++)
+        _mm256_storeu_ps(dst + 8 * k, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(parts[k])), vd));
+}
+
+static void dequant_q4_0(const void *src, float *dst, int64_t n)
+{
+    const kq_block_q4_0 *b = src;
+    for (int64_t i = 0; i < n / KQ_QK; i++)
+        store_block_signed(dst + i * KQ_QK, weights_q4_0(&b[i]), half(b[i].d));
+}
+
+static void dequant_q5_0(const void *src, float *dst, int64_t n)
+{
+    const kq_block_q5_0 *b = src;
+    for (int64_t i = 0; i < n / KQ_QK; i++)
+        store_block_signed(dst + i * KQ_QK, weights_q5_0(&b[i]), half(b[i].d));
+}
+
+static void dequant_q8_0(const void *src, float *dst, int64_t n)
+{
+    const kq_block_q8_0 *b = src;
+    for (int64_t i = 0; i < n / KQ_QK; i++)
+        store_block_signed(dst + i * KQ_QK, weights_q8_0(&b[i]), half(b[i].d));
+}
+
+static void dequant_q4_1(const void *src, float *dst, int64_t n)
+{
+    const kq_block_q4_1 *b = src;
+    for (int64_t i = 0; i < n / KQ_QK; i++)
+        store_block(dst + i * KQ_QK, levels_q4_1(&b[i]), half(b[i].d), half(b[i].m));
+}
+
+static void dequant_q5_1(const void *src, float *dst, int64_t n)
+{
+    const kq_block_q5_1 *b = src;
+    for (int64_t i = 0; i < n / KQ_QK; i++)
+        store_block(dst + i * KQ_QK, levels_q5_1(&b[i]), half(b[i].d), half(b[i].m));
+}
+
+/* ---- activation quantizers ----------------------------------------------------------- */
+
+/* roundf (half away from zero) exactly: truncate, then step away from zero when
+ * the dropped fraction (exact in float) is at least one half. */
+static inline __m256i round_half_away(__m256 v)
+{
+    const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+    __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    __m256 frac = _mm256_andnot_ps(sign_bit, _mm256_sub_ps(v, t));
+    __m256 step = _mm256_or_ps(_mm256_and_ps(v, sign_bit), _mm256_set1_ps(1.0f));
+    __m256 bump = _mm256_and_ps(_mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ), step);
+    return _mm256_cvttps_epi32(_mm256_add_ps(t, bump));
+}
+
+/* Quantizes one block to int8 with the scalar reference's d and rounding; returns
+ * sum(qs) and stores d (float, before rounding to half). */
+static inline int quantize_block(const float *src, int8_t qs[32], float *d_out)
+{
+    const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+    __m256 v[4];
+    __m256 amax = _mm256_setzero_ps();
+    for (int k = 0; k < 4; k++) {
+        v[k] = _mm256_loadu_ps(src + 8 * k);
+        amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign_bit, v[k]));
+    }
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    float d = _mm_cvtss_f32(m) / 127.0f;
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    __m256 vid = _mm256_set1_ps(id);
+    __m256i q[4];
+    for (int k = 0; k < 4; k++)
+        q[k] = round_half_away(_mm256_mul_ps(v[k], vid));
+    __m256i total = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(total), _mm256_extracti128_si256(total, 1));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, _MM_SHUFFLE(1, 0, 3, 2)));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, _MM_SHUFFLE(2, 3, 0, 1)));
+    /* pack 32 int32 -> 32 int8; packs work per 128-bit lane, so restore the order */
+    __m256i p16a = _mm256_packs_epi32(q[0], q[1]);
+    __m256i p16b = _mm256_packs_epi32(q[2], q[3]);
+    __m256i p8 = _mm256_packs_epi16(p16a, p16b);
+    p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)qs, p8);
+    *d_out = d;
+    return _mm_cvtsi128_si32(t);
+}
+
+void kq_quantize_q8_0_avx2(const float *src, void *dst, int64_t n)
+{
+    kq_block_q8_0 *b = dst;
+    for (int64_t i = 0; i < n / KQ_QK; i++) {
+        float d;
+        quantize_block(src + i * KQ_QK, b[i].qs, &d);
+        b[i].d = el_f32_to_fp16(d);
+    }
+}
+
+void kq_quantize_q8_1_avx2(const float *src, void *dst, int64_t n)
+{
+    kq_block_q8_1 *b = dst;
+    for (int64_t i = 0; i < n / KQ_QK; i++) {
+        float d;
+        int sum = quantize_block(src + i * KQ_QK, b[i].qs, &d);
+        b[i].d = el_f32_to_fp16(d);
+        b[i].s = el_f32_to_fp16((float)sum * d);
+    }
+}
+
+kq_impl kq_legacy_avx2(uint32_t type)
+{
+    kq_impl impl = {0};
+    switch (type) {
+    case GGUF_TYPE_Q4_0:
+        impl = (kq_impl){dequant_q4_0, dot_q4_0, tile_q4_0};
+        break;
+    case GGUF_TYPE_Q4_1:
+        impl = (kq_impl){dequant_q4_1, dot_q4_1, tile_q4_1};
+        break;
+    case GGUF_TYPE_Q5_0:
+        impl = (kq_impl){dequant_q5_0, dot_q5_0, tile_q5_0};
+        break;
+    case GGUF_TYPE_Q5_1:
+        impl = (kq_impl){dequant_q5_1, dot_q5_1, tile_q5_1};
+        break;
+    case GGUF_TYPE_Q8_0:
+        impl = (kq_impl){dequant_q8_0, dot_q8_0, tile_q8_0};
+        break;
+    default:
+        break;
+    }
+    return impl;
+}
+
+#else /* no AVX2 code on this target */
+
+int kq_avx2_compiled(void)
+{
     return 0;
-#endif
 }
 
 void kq_quantize_q8_0_avx2(const float *src, void *dst, int64_t n)
@@ -26,3 +425,5 @@ kq_impl kq_legacy_avx2(uint32_t type)
     kq_impl none = {0};
     return none;
 }
+
+#endif

@@ -7,7 +7,7 @@
 #include "base/fp16.h"
 #include "kernels/kernels_internal.h"
 
-uint16_t kv_gelu_f16_table[1 << 16];
+uint16_t kv_gelu_f16_table[(1 << 16) + 2];
 
 static float gelu_tanh(float x)
 {

@@ -1,0 +1,154 @@
+/* Micro-benchmark of the matmul kernels (built by hand, not by the Makefile):
+ *   gcc -O2 -std=c11 -D_GNU_SOURCE -Isrc -o build-kern/kernels_bench bench/kernels_bench.c \
+ *       build-kern/libkernels.a build-kern/libgguf.a build-kern/libbase.a -lm -pthread
+ *   build-kern/kernels_bench [threads] [isa: scalar|avx2]
+ * Reports decode-style matrix-vector GB/s (weights streamed from memory: several
+ * copies rotate so that no cache holds them), the machine's plain read bandwidth
+ * for comparison, and the GFLOP/s of a 128-token matmul. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/fp16.h"
+#include "base/rng.h"
+#include "base/threadpool.h"
+#include "gguf/gguf.h"
+#include "kernels/kernels.h"
+
+enum { ROWS = 16384, COLS = 2048, TOTAL_MB = 640 };
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Random weights: quantize a few random rows, then tile them over the matrix. */
+static uint8_t *make_weights(uint32_t type, size_t row_bytes, int copies)
+{
+    size_t mat = row_bytes * ROWS;
+    uint8_t *w = NULL;
+    if (posix_memalign((void **)&w, 64, mat * (size_t)copies) != 0)
+        return NULL;
+    el_rng rng;
+    el_rng_seed(&rng, type);
+    float row[COLS];
+    enum { DISTINCT = 64 };
+    for (int r = 0; r < DISTINCT; r++) {
+        for (int k = 0; k < COLS; k++)
+            row[k] = el_rng_normal(&rng) * 0.05f;
+        kernels_quantize_row(type, row, w + (size_t)r * row_bytes, COLS);
+    }
+    for (size_t off = DISTINCT * row_bytes; off < mat * (size_t)copies; off += DISTINCT * row_bytes) {
+        size_t n = mat * (size_t)copies - off < DISTINCT * row_bytes ? mat * (size_t)copies - off
+                                                                      : DISTINCT * row_bytes;
+        memcpy(w + off, w, n);
+    }
+    return w;
+}
+
+typedef struct stream_arg {
+    const uint8_t *buf;
+    size_t bytes;
+    uint64_t sink[16];
+} stream_arg;
+
+static void stream_job(void *arg, int ith, int nth)
+{
+    stream_arg *a = arg;
+    size_t per = a->bytes / (size_t)nth / 64 * 64;
+    const uint64_t *p = (const uint64_t *)(a->buf + per * (size_t)ith);
+    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (size_t i = 0; i < per / 8; i += 4) {
+        s0 += p[i];
+        s1 += p[i + 1];
+        s2 += p[i + 2];
+        s3 += p[i + 3];
+    }
+    a->sink[ith] = s0 + s1 + s2 + s3;
+}
+
+static void bench_type(uint32_t type, threadpool *pool)
+{
+    size_t row_bytes = gguf_row_size(type, COLS);
+    size_t mat = row_bytes * ROWS;
+    int copies = (int)((size_t)TOTAL_MB * 1000000 / mat) + 1;
+    uint8_t *w = make_weights(type, row_bytes, copies);
+    float *x = malloc(sizeof(float) * COLS * 128);
+    float *y = malloc(sizeof(float) * ROWS * 128);
+    void *scratch = NULL;
+    if (!w || !x || !y || posix_memalign(&scratch, 64, kernels_matmul_scratch_size(type, COLS, 128) + 64))
+        return;
+    el_rng rng;
+    el_rng_seed(&rng, 9);
+    for (int i = 0; i < COLS * 128; i++)
+        x[i] = el_rng_normal(&rng);
+
+    /* plain read bandwidth of the same buffer */
+    stream_arg sa = {.buf = w, .bytes = mat * (size_t)copies};
+    threadpool_run(pool, stream_job, &sa);
+    double best_stream = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = now();
+        threadpool_run(pool, stream_job, &sa);
+        double gbs = (double)sa.bytes / (now() - t0) / 1e9;
+        best_stream = gbs > best_stream ? gbs : best_stream;
+    }
+
+    /* decode: one token, a different copy each time */
+    int iters = copies * 4;
+    kernels_matrix m = {type, ROWS, COLS, w, row_bytes};
+    kernels_matmul(&m, x, COLS, 1, y, ROWS, scratch, pool);
+    double best = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = now();
+        for (int it = 0; it < iters; it++) {
+            m.data = w + (size_t)(it % copies) * mat;
+            kernels_matmul(&m, x, COLS, 1, y, ROWS, scratch, pool);
+        }
+        double gbs = (double)mat * iters / (now() - t0) / 1e9;
+        best = gbs > best ? gbs : best;
+    }
+
+    /* prompt: 128 tokens against a 2048 x 2048 slice */
+    kernels_matrix p = {type, 2048, COLS, w, row_bytes};
+    kernels_matmul(&p, x, COLS, 128, y, 2048, scratch, pool);
+    double best_flops = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        int n = 10;
+        double t0 = now();
+        for (int it = 0; it < n; it++)
+            kernels_matmul(&p, x, COLS, 128, y, 2048, scratch, pool);
+        double gf = 2.0 * 2048 * COLS * 128 * n / (now() - t0) / 1e9;
+        best_flops = gf > best_flops ? gf : best_flops;
+    }
+    printf("%-5s %s threads=%d  matvec %dx%d: %5.1f GB/s (plain read %5.1f GB/s, %3.0f%%)  "
+           "matmul 2048x%d x 128 tokens: %6.1f GFLOP/s\n",
+           gguf_type_get(type)->name, kernels_isa_name(kernels_isa()), threadpool_size(pool), ROWS,
+           COLS, best, best_stream, 100 * best / best_stream, COLS, best_flops);
+    free(w);
+    free(x);
+    free(y);
+    free(scratch);
+}
+
+int main(int argc, char **argv)
+{
+    int threads = argc > 1 ? atoi(argv[1]) : 2;
+    kernels_init();
+    if (argc > 2 && strcmp(argv[2], "scalar") == 0)
+        kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
+    threadpool *pool = threadpool_create(threads, NULL);
+    if (!pool)
+        return 1;
+    const uint32_t types[] = {GGUF_TYPE_Q4_0, GGUF_TYPE_Q8_0, GGUF_TYPE_Q4_1, GGUF_TYPE_Q5_0,
+                              GGUF_TYPE_F16};
+    int n_types = argc > 3 ? atoi(argv[3]) : (int)(sizeof types / sizeof types[0]);
+    for (int i = 0; i < n_types; i++)
+        bench_type(types[i], pool);
+    threadpool_free(pool);
+    return 0;
+}
