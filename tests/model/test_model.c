@@ -1,0 +1,526 @@
+/* The model layer on random-weight models it writes itself: tensor lists, hparams
+ * defaults, rejection of broken files, write/load round trips, determinism, long
+ * runs past the sliding window, and the KV cache's sequence bookkeeping. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/threadpool.h"
+#include "gguf/gguf.h"
+#include "model/model.h"
+#include "test.h"
+
+static char tmpdir[] = "/tmp/elliott-model-test-XXXXXX";
+static threadpool *pool;
+
+static const char *tmp_path(const char *name)
+{
+    static char buf[8][256];
+    static int next;
+    char *p = buf[next++ % 8];
+    snprintf(p, 256, "%s/%s", tmpdir, name);
+    return p;
+}
+
+static int write_tiny(const char *path, enum model_arch arch, const char *shape, uint32_t type, uint64_t seed,
+                      int window)
+{
+    model_random_options o = {.arch = arch, .shape = shape, .type = type, .n_vocab = 96, .seed = seed,
+                              .sliding_window = window};
+    el_err err = {{0}};
+    int rc = model_write_random(path, &o, &err);
+    CHECKF(rc == 0, "%s", err.msg);
+    return rc;
+}
+
+/* ---- tensor lists -------------------------------------------------------------------- */
+
+typedef struct tensor_count {
+    int total, norms;
+    int64_t q_ne0, q_ne1;
+    bool q_norm_seen;
+} tensor_count;
+
+static int count_tensor(void *p, const char *name, int n_dims, const int64_t *ne, bool quantizable, el_err *err)
+{
+    tensor_count *c = p;
+    c->total++;
+    c->norms += !quantizable;
+    if (!strcmp(name, "blk.0.attn_q.weight")) {
+        c->q_ne0 = ne[0];
+        c->q_ne1 = ne[1];
+        CHECK_EQ_INT(n_dims, 2);
+    }
+    if (!strcmp(name, "blk.1.attn_q_norm.weight")) {
+        c->q_norm_seen = true;
+        CHECK_EQ_INT(n_dims, 1);
+        CHECK(!quantizable);
+    }
+    return 0;
+}
+
+static void test_for_each_tensor(void)
+{
+    model_hparams hp = {.n_vocab = 100, .n_embd = 64, .n_layer = 2, .n_head = 4, .n_head_kv = 1,
+                        .head_dim_k = 16, .head_dim_v = 16, .n_ff = 128};
+    static const struct { enum model_arch arch; int per_layer, norms_per_layer; bool q_norm; } want[] = {
+        {MODEL_ARCH_LLAMA, 9, 2, false},
+        {MODEL_ARCH_GEMMA, 9, 2, false},
+        {MODEL_ARCH_GEMMA2, 11, 4, false},
+        {MODEL_ARCH_GEMMA3, 13, 6, true},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        hp.arch = want[i].arch;
+        tensor_count c = {0};
+        CHECK_EQ_INT(model_for_each_tensor(&hp, count_tensor, &c, NULL), 0);
+        CHECK_EQ_INT(c.total, 2 + 2 * want[i].per_layer);
+        CHECK_EQ_INT(c.norms, 1 + 2 * want[i].norms_per_layer);
+        CHECK_EQ_INT(c.q_ne0, 64);
+        CHECK_EQ_INT(c.q_ne1, 4 * 16);
+        CHECK_EQ_INT(c.q_norm_seen, want[i].q_norm);
+    }
+}
+
+/* ---- hparams ------------------------------------------------------------------------- */
+
+typedef struct meta {
+    const char *arch;
+    bool omit_head_count;
+    float rope_factor;
+} meta;
+
+/* A file with only the required keys (and token_embd, which gives the vocabulary). */
+static gguf_file *minimal_file(const meta *m, el_err *err)
+{
+    const char *path = tmp_path("minimal.gguf");
+    gguf_writer *w = gguf_writer_create(err);
+    char key[96];
+#define SET_U32(suffix, v) (snprintf(key, sizeof key, "%s.%s", m->arch, suffix), gguf_writer_set_u32(w, key, v, err))
+    gguf_writer_set_str(w, "general.architecture", m->arch, err);
+    SET_U32("context_length", 4096);
+    SET_U32("embedding_length", 64);
+    SET_U32("block_count", 2);
+    SET_U32("feed_forward_length", 128);
+    if (!m->omit_head_count)
+        SET_U32("attention.head_count", 8);
+    if (!strcmp(m->arch, "gemma3"))
+        SET_U32("attention.sliding_window", 16);
+    snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", m->arch);
+    gguf_writer_set_f32(w, key, 1e-6f, err);
+    if (m->rope_factor > 0) {
+        snprintf(key, sizeof key, "%s.rope.scaling.factor", m->arch);
+        gguf_writer_set_f32(w, key, m->rope_factor, err);
+    }
+#undef SET_U32
+    int64_t ne[2] = {64, 10};
+    gguf_writer_add_tensor(w, "token_embd.weight", GGUF_TYPE_F32, 2, ne, err);
+    int rc = gguf_writer_write(w, path, NULL, NULL, err);
+    gguf_writer_free(w);
+    CHECKF(rc == 0, "%s", err->msg);
+    return rc == 0 ? gguf_open(path, err) : NULL;
+}
+
+static void test_hparams_defaults(void)
+{
+    el_err err = {{0}};
+    model_hparams hp;
+    gguf_file *f = minimal_file(&(meta){"gemma2", false, 0}, &err);
+    CHECKF(f != NULL, "%s", err.msg);
+    if (!f)
+        return;
+    CHECKF(model_hparams_from_gguf(f, &hp, &err) == 0, "%s", err.msg);
+    CHECK_EQ_INT(hp.arch, MODEL_ARCH_GEMMA2);
+    CHECK_EQ_INT(hp.n_vocab, 10);
+    CHECK_EQ_INT(hp.n_head_kv, 8);
+    CHECK_EQ_INT(hp.head_dim_k, 8);
+    CHECK_EQ_INT(hp.head_dim_v, 8);
+    CHECK_EQ_INT(hp.n_rot, 8);
+    CHECK_NEAR(hp.rope_base, 10000.0, 0);
+    CHECK_NEAR(hp.rope_freq_scale, 1.0, 0);
+    CHECK_NEAR(hp.attn_softcap, 50.0, 0);
+    CHECK_NEAR(hp.final_softcap, 30.0, 0);
+    CHECK_EQ_INT(hp.sliding_window, 4096);
+    CHECK(model_layer_is_swa(&hp, 0) && !model_layer_is_swa(&hp, 1));
+    CHECK_NEAR(hp.attn_scale, 1.0 / sqrt(8.0), 1e-7);
+    gguf_close(f);
+
+    f = minimal_file(&(meta){"gemma3", false, 8.0f}, &err);
+    CHECKF(f && model_hparams_from_gguf(f, &hp, &err) == 0, "%s", err.msg);
+    CHECK_NEAR(hp.rope_freq_scale, 0.125, 0);
+    CHECK_NEAR(hp.rope_freq_scale_swa, 1.0, 0);
+    CHECK_NEAR(hp.rope_base_swa, 10000.0, 0);
+    CHECK_EQ_INT(hp.sliding_window, 16);
+    for (int il = 0; il < 12; il++)
+        CHECK_EQ_INT(model_layer_is_swa(&hp, il), il % 6 < 5);
+    CHECK_NEAR(hp.attn_softcap, 0.0, 0);
+    gguf_close(f);
+
+    f = minimal_file(&(meta){"llama", true, 0}, &err);
+    CHECK(f != NULL);
+    CHECK_EQ_INT(model_hparams_from_gguf(f, &hp, &err), -1);
+    CHECKF(strstr(err.msg, "llama.attention.head_count") != NULL, "%s", err.msg);
+    gguf_close(f);
+
+    f = minimal_file(&(meta){"mamba", false, 0}, &err);
+    CHECK(f != NULL);
+    CHECK_EQ_INT(model_hparams_from_gguf(f, &hp, &err), -1);
+    CHECKF(strstr(err.msg, "mamba") != NULL, "%s", err.msg);
+    gguf_close(f);
+}
+
+/* ---- broken models ------------------------------------------------------------------- */
+
+typedef struct mutation {
+    const char *tensor;
+    enum { DROP, RESHAPE, RETYPE } what;
+    uint32_t type;
+} mutation;
+
+typedef struct rewrite_ctx {
+    const gguf_file *src;
+    const mutation *mut;
+} rewrite_ctx;
+
+static int copy_data(void *p, uint64_t index, const char *name, void *buf, uint64_t nbytes, el_err *err)
+{
+    const rewrite_ctx *r = p;
+    const gguf_tensor *t = gguf_find_tensor(r->src, name);
+    if (t && t->nbytes == nbytes)
+        memcpy(buf, t->data, nbytes);
+    return 0;
+}
+
+/* Copies src to dst with one tensor dropped, reshaped or retyped. */
+static int rewrite(const char *src_path, const char *dst_path, const mutation *mut)
+{
+    el_err err = {{0}};
+    gguf_file *src = gguf_open(src_path, &err);
+    gguf_writer *w = gguf_writer_create(&err);
+    if (!src || !w)
+        return -1;
+    for (uint64_t i = 0; i < gguf_kv_count(src); i++)
+        gguf_writer_copy_kv(w, gguf_kv_at(src, i), &err);
+    for (uint64_t i = 0; i < gguf_tensor_count(src); i++) {
+        const gguf_tensor *t = gguf_tensor_at(src, i);
+        char name[128];
+        snprintf(name, sizeof name, "%.*s", (int)t->name.len, t->name.ptr);
+        int64_t ne[4] = {t->ne[0], t->ne[1], t->ne[2], t->ne[3]};
+        uint32_t type = t->type;
+        if (!strcmp(name, mut->tensor)) {
+            if (mut->what == DROP)
+                continue;
+            if (mut->what == RESHAPE)
+                ne[t->n_dims > 1 ? 1 : 0] += 1;
+            if (mut->what == RETYPE)
+                type = mut->type;
+        }
+        CHECKF(gguf_writer_add_tensor(w, name, type, t->n_dims, ne, &err) == 0, "%s", err.msg);
+    }
+    rewrite_ctx r = {src, mut};
+    int rc = gguf_writer_write(w, dst_path, copy_data, &r, &err);
+    CHECKF(rc == 0, "%s", err.msg);
+    gguf_writer_free(w);
+    gguf_close(src);
+    return rc;
+}
+
+static void expect_rejected(const char *good, const mutation *mut, const char *want1, const char *want2)
+{
+    const char *bad = tmp_path("broken.gguf");
+    if (rewrite(good, bad, mut) < 0)
+        return;
+    el_err err = {{0}};
+    model *m = model_load(bad, NULL, &err);
+    CHECKF(m == NULL, "%s accepted", mut->tensor);
+    CHECKF(strstr(err.msg, want1) && strstr(err.msg, want2), "message: %s", err.msg);
+    model_free(m);
+}
+
+static void test_rejects_broken_models(void)
+{
+    const char *good = tmp_path("good.gguf");
+    if (write_tiny(good, MODEL_ARCH_GEMMA3, "tiny", GGUF_TYPE_Q8_0, 1, 0) < 0)
+        return;
+    expect_rejected(good, &(mutation){"blk.1.ffn_up.weight", DROP, 0}, "blk.1.ffn_up.weight", "missing");
+    expect_rejected(good, &(mutation){"blk.0.attn_k_norm.weight", DROP, 0}, "attn_k_norm", "missing");
+    expect_rejected(good, &(mutation){"blk.0.attn_v.weight", RESHAPE, 0}, "blk.0.attn_v.weight", "shape");
+    expect_rejected(good, &(mutation){"output_norm.weight", RESHAPE, 0}, "output_norm.weight", "shape");
+    expect_rejected(good, &(mutation){"blk.1.attn_q.weight", RETYPE, GGUF_TYPE_F64}, "blk.1.attn_q.weight", "F64");
+    expect_rejected(good, &(mutation){"blk.0.attn_norm.weight", RETYPE, GGUF_TYPE_F64}, "attn_norm", "F64");
+    expect_rejected(good, &(mutation){"token_embd.weight", RETYPE, GGUF_TYPE_I32}, "token_embd", "I32");
+}
+
+/* ---- random models -------------------------------------------------------------------- */
+
+static bool same_file(const char *a, const char *b)
+{
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    bool same = fa && fb;
+    while (same) {
+        int ca = fgetc(fa), cb = fgetc(fb);
+        if (ca != cb)
+            same = false;
+        if (ca == EOF || cb == EOF)
+            break;
+    }
+    if (fa)
+        fclose(fa);
+    if (fb)
+        fclose(fb);
+    return same;
+}
+
+static void test_round_trip_and_determinism(void)
+{
+    static const enum model_arch archs[] = {MODEL_ARCH_LLAMA, MODEL_ARCH_GEMMA, MODEL_ARCH_GEMMA2, MODEL_ARCH_GEMMA3};
+    static const uint32_t types[] = {GGUF_TYPE_F32, GGUF_TYPE_F16, GGUF_TYPE_Q8_0, GGUF_TYPE_Q4_0};
+    for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++) {
+        const char *a = tmp_path("a.gguf"), *b = tmp_path("b.gguf"), *c = tmp_path("c.gguf");
+        uint32_t type = types[i];
+        if (write_tiny(a, archs[i], "tiny", type, 42, 0) < 0 || write_tiny(b, archs[i], "tiny", type, 42, 0) < 0 ||
+            write_tiny(c, archs[i], "tiny", type, 43, 0) < 0)
+            return;
+        CHECKF(same_file(a, b), "%s: same seed, different bytes", model_arch_name(archs[i]));
+        CHECKF(!same_file(a, c), "%s: different seeds, same bytes", model_arch_name(archs[i]));
+        el_err err = {{0}};
+        model *m = model_load(a, NULL, &err);
+        CHECKF(m != NULL, "%s", err.msg);
+        if (!m)
+            continue;
+        const model_hparams *hp = model_hparams_of(m);
+        CHECK_EQ_INT(hp->arch, archs[i]);
+        CHECK_EQ_INT(hp->n_embd, 64);
+        CHECK_EQ_INT(hp->n_layer, 2);
+        CHECK_EQ_INT(hp->n_head, 4);
+        CHECK_EQ_INT(hp->n_head_kv, 1);
+        CHECK_EQ_INT(hp->head_dim_k, 16);
+        CHECK_EQ_INT(hp->n_vocab, 96);
+        CHECK(model_weight_bytes(m) > 0);
+        model_free(m);
+    }
+}
+
+typedef struct runner {
+    model *m;
+    kv_cache *kv;
+    model_ctx *ctx;
+    int n_vocab;
+} runner;
+
+static int runner_open(runner *r, const char *path, int n_seq, int n_ctx, int max_batch)
+{
+    el_err err = {{0}};
+    memset(r, 0, sizeof *r);
+    r->m = model_load(path, NULL, &err);
+    if (r->m) {
+        r->kv = kv_cache_create(r->m, n_seq, n_ctx, &err);
+        r->ctx = model_ctx_create(r->m, max_batch, pool, &err);
+        r->n_vocab = model_hparams_of(r->m)->n_vocab;
+    }
+    CHECKF(r->m && r->kv && r->ctx, "%s", err.msg);
+    return r->m && r->kv && r->ctx ? 0 : -1;
+}
+
+static void runner_close(runner *r)
+{
+    model_ctx_free(r->ctx);
+    kv_cache_free(r->kv);
+    model_free(r->m);
+}
+
+/* Appends tokens to sequence seq; logits for every token when all, else the last. */
+static int run_seq(runner *r, int seq, const int32_t *tok, int n, bool all, float *logits, el_err *err)
+{
+    int32_t pos[256], sq[256];
+    bool want[256];
+    for (int i = 0; i < n; i++) {
+        pos[i] = kv_cache_seq_len(r->kv, seq) + i;
+        sq[i] = seq;
+        want[i] = all || i == n - 1;
+    }
+    model_batch b = {n, tok, pos, sq, want};
+    return model_forward(r->ctx, r->kv, &b, logits, err);
+}
+
+static void token_stream(int32_t *tok, int n, uint32_t seed, int n_vocab)
+{
+    for (int i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        tok[i] = (int32_t)((seed >> 8) % (uint32_t)n_vocab);
+    }
+}
+
+/* 2048 positions, far past a window of 8, in batches of 256: every logit finite. */
+static void long_run_finite(enum model_arch arch)
+{
+    const char *path = tmp_path("long.gguf");
+    runner r;
+    if (write_tiny(path, arch, "tiny", GGUF_TYPE_Q8_0, 5, 8) < 0 || runner_open(&r, path, 1, 2048, 256) < 0)
+        return;
+    float *logits = malloc((size_t)256 * r.n_vocab * sizeof(float));
+    int32_t tok[256];
+    int bad = 0;
+    el_err err = {{0}};
+    for (int start = 0; start < 2048; start += 256) {
+        token_stream(tok, 256, (uint32_t)start, r.n_vocab);
+        if (run_seq(&r, 0, tok, 256, true, logits, &err) < 0) {
+            CHECKF(0, "%s", err.msg);
+            break;
+        }
+        for (int i = 0; i < 256 * r.n_vocab; i++)
+            bad += !isfinite(logits[i]);
+    }
+    CHECKF(bad == 0, "%s: %d non-finite logits", model_arch_name(arch), bad);
+    CHECK_EQ_INT(kv_cache_seq_len(r.kv, 0), 2048);
+    free(logits);
+    runner_close(&r);
+}
+
+static void test_no_nan_over_2048_positions(void)
+{
+    long_run_finite(MODEL_ARCH_GEMMA2);
+    long_run_finite(MODEL_ARCH_GEMMA3);
+}
+
+/* Gemma 3 "tiny" has two layers, both local with a window of 4: a token 8 or more
+ * positions back cannot reach the output at all, so changing it changes nothing
+ * (bit for bit); gemma2's second layer is global, so there it must matter. */
+static void window_reach(enum model_arch arch, bool expect_same)
+{
+    const char *path = tmp_path("window.gguf");
+    runner r;
+    if (write_tiny(path, arch, "tiny", GGUF_TYPE_F32, 9, 4) < 0 || runner_open(&r, path, 2, 64, 64) < 0)
+        return;
+    int32_t a[32], b[32];
+    token_stream(a, 32, 77, r.n_vocab);
+    memcpy(b, a, sizeof a);
+    b[0] = (a[0] + 1) % r.n_vocab;
+    float *la = malloc((size_t)r.n_vocab * sizeof(float)), *lb = malloc((size_t)r.n_vocab * sizeof(float));
+    el_err err = {{0}};
+    CHECK_EQ_INT(run_seq(&r, 0, a, 32, false, la, &err), 0);
+    CHECK_EQ_INT(run_seq(&r, 1, b, 32, false, lb, &err), 0);
+    bool same = memcmp(la, lb, (size_t)r.n_vocab * sizeof(float)) == 0;
+    CHECKF(same == expect_same, "%s: logits %s", model_arch_name(arch), same ? "unchanged" : "changed");
+    free(la);
+    free(lb);
+    runner_close(&r);
+}
+
+static void test_sliding_window_reach(void)
+{
+    window_reach(MODEL_ARCH_GEMMA3, true);
+    window_reach(MODEL_ARCH_GEMMA2, false);
+}
+
+static double max_rel_diff(const float *a, const float *b, int n)
+{
+    double worst = 0;
+    for (int i = 0; i < n; i++)
+        worst = fmax(worst, fabs(a[i] - b[i]) / fmax(1.0, fabs(b[i])));
+    return worst;
+}
+
+static void test_kv_cache_sequences(void)
+{
+    const char *path = tmp_path("kv.gguf");
+    runner r;
+    if (write_tiny(path, MODEL_ARCH_GEMMA, "tiny-mha", GGUF_TYPE_F32, 11, 0) < 0 ||
+        runner_open(&r, path, 3, 64, 64) < 0)
+        return;
+    int n_vocab = r.n_vocab;
+    int32_t tok[40];
+    token_stream(tok, 40, 5, n_vocab);
+    float *full = malloc((size_t)n_vocab * sizeof(float)), *again = malloc((size_t)n_vocab * sizeof(float));
+    el_err err = {{0}};
+    CHECK_EQ_INT(run_seq(&r, 0, tok, 40, false, full, &err), 0);
+    CHECK_EQ_INT(kv_cache_seq_len(r.kv, 0), 40);
+    CHECK_EQ_INT(kv_cache_seq_len(r.kv, 1), 0);
+
+    /* Truncating and re-evaluating the tail reproduces the logits. */
+    kv_cache_truncate(r.kv, 0, 25, true);
+    CHECK_EQ_INT(kv_cache_seq_len(r.kv, 0), 25);
+    CHECK_EQ_INT(run_seq(&r, 0, tok + 25, 15, false, again, &err), 0);
+    CHECKF(max_rel_diff(again, full, n_vocab) < 1e-4, "after truncate: %g", max_rel_diff(again, full, n_vocab));
+
+    /* Another sequence with other tokens does not disturb sequence 0. */
+    int32_t other[10];
+    token_stream(other, 10, 99, n_vocab);
+    CHECK_EQ_INT(run_seq(&r, 2, other, 10, false, again, &err), 0);
+    kv_cache_truncate(r.kv, 0, 39, false);
+    CHECK_EQ_INT(run_seq(&r, 0, tok + 39, 1, false, again, &err), 0);
+    CHECKF(max_rel_diff(again, full, n_vocab) < 1e-4, "next to another sequence: %g", max_rel_diff(again, full, n_vocab));
+
+    /* Bad batches fail and leave the cache as it was. */
+    int32_t pos = 5, seq = 0, bad_tok = n_vocab, good_tok = 1, bad_seq = 3;
+    model_batch gap = {1, &good_tok, &pos, &seq, NULL};
+    CHECK_EQ_INT(model_forward(r.ctx, r.kv, &gap, again, &err), -1);
+    CHECKF(strstr(err.msg, "position") != NULL, "%s", err.msg);
+    pos = 40;
+    model_batch oob = {1, &bad_tok, &pos, &seq, NULL};
+    CHECK_EQ_INT(model_forward(r.ctx, r.kv, &oob, again, &err), -1);
+    CHECKF(strstr(err.msg, "out of range") != NULL, "%s", err.msg);
+    model_batch bad_s = {1, &good_tok, &pos, &bad_seq, NULL};
+    CHECK_EQ_INT(model_forward(r.ctx, r.kv, &bad_s, again, &err), -1);
+    CHECK_EQ_INT(kv_cache_seq_len(r.kv, 0), 40);
+    CHECK_EQ_INT(kv_cache_seq_len(r.kv, 2), 10);
+
+    /* The context is a hard limit. */
+    int32_t many[30];
+    token_stream(many, 30, 3, n_vocab);
+    CHECK_EQ_INT(run_seq(&r, 0, many, 30, false, again, &err), -1);
+    CHECKF(strstr(err.msg, "context") != NULL, "%s", err.msg);
+    CHECK_EQ_INT(kv_cache_seq_len(r.kv, 0), 40);
+
+    kv_cache_truncate(r.kv, 0, 0, true);
+    CHECK_EQ_INT(kv_cache_seq_len(r.kv, 0), 0);
+    free(full);
+    free(again);
+    runner_close(&r);
+}
+
+static void test_bad_sizes(void)
+{
+    const char *path = tmp_path("sizes.gguf");
+    if (write_tiny(path, MODEL_ARCH_LLAMA, "tiny", GGUF_TYPE_F32, 1, 0) < 0)
+        return;
+    el_err err = {{0}};
+    model *m = model_load(path, NULL, &err);
+    CHECK(m != NULL);
+    if (!m)
+        return;
+    CHECK(kv_cache_create(m, 0, 16, &err) == NULL);
+    CHECK(kv_cache_create(m, 1, -1, &err) == NULL);
+    CHECK(kv_cache_create(m, 1 << 20, 1 << 20, &err) == NULL);
+    CHECK(model_ctx_create(m, 0, pool, &err) == NULL);
+    model_random_options o = {.arch = MODEL_ARCH_GEMMA, .shape = "tiny", .type = GGUF_TYPE_Q4_K, .n_vocab = 10};
+    CHECK_EQ_INT(model_write_random(tmp_path("k.gguf"), &o, &err), -1);
+    CHECKF(strstr(err.msg, "block") != NULL, "%s", err.msg);
+    o.shape = "no-such-shape";
+    CHECK_EQ_INT(model_write_random(tmp_path("k.gguf"), &o, &err), -1);
+    model_free(m);
+}
+
+int main(void)
+{
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    pool = threadpool_create(2, NULL);
+    RUN(test_for_each_tensor);
+    RUN(test_hparams_defaults);
+    RUN(test_rejects_broken_models);
+    RUN(test_round_trip_and_determinism);
+    RUN(test_no_nan_over_2048_positions);
+    RUN(test_sliding_window_reach);
+    RUN(test_kv_cache_sequences);
+    RUN(test_bad_sizes);
+    threadpool_free(pool);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", tmpdir);
+    return test_summary();
+}
