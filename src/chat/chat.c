@@ -141,6 +141,11 @@ static size_t space_before(const unsigned char *s, size_t end)
 
 static void trim(const char *text, size_t len, const char **out, size_t *out_len)
 {
+    if (len == 0) { /* text may be NULL then */
+        *out = text;
+        *out_len = 0;
+        return;
+    }
     const unsigned char *s = (const unsigned char *)text;
     size_t start = 0, end = len, k;
     while (start < end && (k = space_at(s + start, end - start)) > 0)
