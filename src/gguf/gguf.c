@@ -53,25 +53,28 @@ struct gguf_file {
 
 /* ---- error messages ------------------------------------------------------------ */
 
-/* Writes a name into buf for a message: printable bytes as they are, others as \xNN,
- * cut at QUOTE_BYTES so a hostile 64 KiB name cannot swamp the message. */
+static size_t utf8_seq_len(const unsigned char *p, uint64_t n);
+
+/* Writes a name into buf for a message: valid UTF-8 as it is, control characters,
+ * backslashes and invalid bytes as \xNN, cut at QUOTE_BYTES so that a hostile
+ * 64 KiB name cannot swamp the message. */
 static void quote_name(gguf_str s, char *buf, size_t cap)
 {
+    const unsigned char *p = (const unsigned char *)s.ptr;
     size_t o = 0;
-    uint64_t n = s.len;
-    bool cut = false;
-    if (n > QUOTE_BYTES) {
-        n = QUOTE_BYTES;
-        cut = true;
+    uint64_t i = 0;
+    while (i < s.len && i < QUOTE_BYTES && o + 8 < cap) {
+        size_t n = utf8_seq_len(p + i, s.len - i);
+        if (n == 0 || p[i] < 0x20 || p[i] == 0x7f || p[i] == '\\') {
+            o += (size_t)snprintf(buf + o, cap - o, "\\x%02x", p[i]);
+            i++;
+        } else {
+            memcpy(buf + o, p + i, n);
+            o += n;
+            i += n;
+        }
     }
-    for (uint64_t i = 0; i < n && o + 5 < cap; i++) {
-        unsigned char c = (unsigned char)s.ptr[i];
-        if (c >= 0x20 && c != 0x7f && c != '\\')
-            buf[o++] = (char)c;
-        else
-            o += (size_t)snprintf(buf + o, cap - o, "\\x%02x", c);
-    }
-    if (cut && o + 4 < cap) {
+    if (i < s.len && o + 4 <= cap) {
         memcpy(buf + o, "...", 3);
         o += 3;
     }

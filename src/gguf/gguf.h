@@ -140,7 +140,9 @@ uint32_t gguf_version(const gguf_file *f);
 uint32_t gguf_alignment(const gguf_file *f);
 const void *gguf_base(const gguf_file *f); /* start of the file in memory */
 uint64_t gguf_size(const gguf_file *f);
-uint64_t gguf_data_offset(const gguf_file *f); /* where the tensor data section starts */
+/* Where the tensor data section starts; a file without tensors may end before its
+ * padding, and then this is the file size. */
+uint64_t gguf_data_offset(const gguf_file *f);
 
 uint64_t gguf_kv_count(const gguf_file *f);
 const gguf_kv *gguf_kv_at(const gguf_file *f, uint64_t i);
@@ -148,7 +150,9 @@ const gguf_kv *gguf_find(const gguf_file *f, const char *key); /* NULL if absent
 
 /* Typed lookups. Each returns 0 and stores the value, 1 if the key is absent (out
  * untouched, so preset the default), or -1 with a message if present with a type
- * that cannot be converted losslessly (any integer type fits where its value does). */
+ * that cannot be converted losslessly (any integer type fits where its value does).
+ * gguf_get_f32 also takes integers of magnitude <= 2^24 (exact in float) and FLOAT64
+ * values within float range (rounded to nearest: the same hyperparameter, stored wider). */
 int gguf_get_u32(const gguf_file *f, const char *key, uint32_t *out, el_err *err);
 int gguf_get_i64(const gguf_file *f, const char *key, int64_t *out, el_err *err);
 int gguf_get_f32(const gguf_file *f, const char *key, float *out, el_err *err);
@@ -178,7 +182,10 @@ int gguf_writer_set_i32(gguf_writer *w, const char *key, int32_t v, el_err *err)
 int gguf_writer_set_f32(gguf_writer *w, const char *key, float v, el_err *err);
 int gguf_writer_set_bool(gguf_writer *w, const char *key, bool v, el_err *err);
 int gguf_writer_set_str(gguf_writer *w, const char *key, const char *v, el_err *err);
-/* Copies one key with its value (any type, arrays included) from an open file. */
+/* Copies one key with its value (any type, arrays included) from an open file. The
+ * kv may also be built by hand (scalars in v, numeric arrays in arr_data as
+ * little-endian elements, string arrays in arr_strings): this is how to write value
+ * types without a setter of their own. Values that do not fit their type are refused. */
 int gguf_writer_copy_kv(gguf_writer *w, const gguf_kv *kv, el_err *err);
 
 /* ne[0] is the contiguous dimension. Tensors are written in the order added. */
