@@ -9,11 +9,25 @@ typedef struct vocab {
     tokenizer *tok;
 } vocab;
 
+/* Each vocabulary is loaded once and shared by the tests (loading is the slow part
+ * under the sanitizers). */
+static struct {
+    const char *rel;
+    vocab v;
+} loaded[4];
+
 static bool open_vocab(const char *rel, vocab *v)
 {
     *v = (vocab){0};
+    size_t i = 0;
+    while (i < 4 && loaded[i].rel && strcmp(loaded[i].rel, rel))
+        i++;
+    if (i < 4 && loaded[i].rel) {
+        *v = loaded[i].v;
+        return v->tok != NULL;
+    }
     const char *path = test_shared_path(rel);
-    if (!path)
+    if (!path || i == 4)
         return false;
     el_err err = {{0}};
     v->file = gguf_open(path, &err);
@@ -21,13 +35,22 @@ static bool open_vocab(const char *rel, vocab *v)
     if (v->file)
         v->tok = tokenizer_load(v->file, &err);
     CHECKF(v->tok != NULL, "%s: %s", rel, err.msg);
+    loaded[i].rel = rel;
+    loaded[i].v = *v;
     return v->tok != NULL;
 }
 
 static void close_vocab(vocab *v)
 {
-    tokenizer_free(v->tok);
-    gguf_close(v->file);
+    (void)v; /* shared: freed by free_vocabs at the end */
+}
+
+static void free_vocabs(void)
+{
+    for (size_t i = 0; i < 4; i++) {
+        tokenizer_free(loaded[i].v.tok);
+        gguf_close(loaded[i].v.file);
+    }
 }
 
 static chat_message msg(enum chat_role role, const char *text)
@@ -305,5 +328,6 @@ int main(void)
     RUN(test_plain_format);
     RUN(test_stop_tokens);
     RUN(test_validation);
+    free_vocabs();
     return test_summary();
 }

@@ -31,10 +31,22 @@ static void unload(loaded *l)
     free(l->image.bytes);
 }
 
+/* Shared vocabularies are loaded once (the slow part under the sanitizers) and
+ * freed by free_shared at the end. */
+static struct {
+    const char *rel;
+    tokenizer *tok;
+} shared[4];
+
 static tokenizer *load_shared(const char *rel)
 {
+    size_t i = 0;
+    while (i < 4 && shared[i].rel && strcmp(shared[i].rel, rel))
+        i++;
+    if (i < 4 && shared[i].rel)
+        return shared[i].tok;
     const char *path = test_shared_path(rel);
-    if (!path)
+    if (!path || i == 4)
         return NULL;
     el_err err = {{0}};
     gguf_file *f = gguf_open(path, &err);
@@ -42,7 +54,15 @@ static tokenizer *load_shared(const char *rel)
     tokenizer *t = f ? tokenizer_load(f, &err) : NULL;
     CHECKF(t != NULL, "%s", err.msg);
     gguf_close(f);
+    shared[i].rel = rel;
+    shared[i].tok = t;
     return t;
+}
+
+static void free_shared(void)
+{
+    for (size_t i = 0; i < 4; i++)
+        tokenizer_free(shared[i].tok);
 }
 
 /* Encodes and compares with the expected ids. */
@@ -246,7 +266,6 @@ static void test_empty_text(void)
     CHECK(tokenizer_encode(t, NULL, 0, true, &v, &err) == 0);
     CHECK_EQ_INT(v.n, 0);
     token_vec_free(&v);
-    tokenizer_free(t);
 }
 
 static void test_turn_markers_in_user_text_stay_plain(void)
@@ -275,7 +294,6 @@ static void test_turn_markers_in_user_text_stay_plain(void)
     CHECK(!memcmp(back, text, strlen(text)));
     token_vec_free(&plain);
     token_vec_free(&special);
-    tokenizer_free(t);
 }
 
 /* ---- decoding --------------------------------------------------------------------- */
@@ -299,7 +317,6 @@ static void test_token_text(void)
     CHECK(!memcmp(buf, " do", 3));
     CHECK_EQ_INT(tokenizer_token_text(t, -1, buf, sizeof buf), 0);
     CHECK_EQ_INT(tokenizer_token_text(t, 256000, buf, sizeof buf), 0);
-    tokenizer_free(t);
 }
 
 /* Characters split over byte-fallback tokens come out whole, once complete. */
@@ -336,7 +353,6 @@ static void test_stream_holds_split_utf8(void)
     CHECK_EQ_INT(detokenizer_finish(&d, out, sizeof out), 0);
     CHECK(total == strlen(text) && !memcmp(all, text, total));
     token_vec_free(&v);
-    tokenizer_free(t);
 }
 
 static void test_stream_replaces_invalid_bytes(void)
@@ -362,7 +378,6 @@ static void test_stream_replaces_invalid_bytes(void)
     snprintf(want, sizeof want, "%sa%s%s%s%s%s%s", fffd, fffd, fffd, fffd, fffd, fffd, fffd);
     CHECKF(n == strlen(want) && !memcmp(text, want, n), "got \"%.*s\"", (int)n, text);
     CHECK_EQ_INT(chunk_failures, 0);
-    tokenizer_free(t);
 }
 
 /* Output that does not fit is cut at a character boundary, never overrun. */
@@ -379,7 +394,6 @@ static void test_stream_small_buffer(void)
     memset(out, 'X', sizeof out);
     CHECK_EQ_INT(detokenizer_push(&d, id, out, 7), 6);
     CHECK(out[6] == 'X' && out[7] == 'X');
-    tokenizer_free(t);
 }
 
 /* stories260K (add_space_prefix): the dummy-prefix space is dropped at the start. */
@@ -401,7 +415,6 @@ static void test_leading_space_rule(void)
     const char *mixed = "  two spaces, then \xe4\xb8\xad\xe6\x96\x87 and \xf0\x9f\x98\x80";
     expect_round_trip(t, mixed, strlen(mixed));
     token_vec_free(&v);
-    tokenizer_free(t);
 }
 
 static void test_round_trips(void)
@@ -443,7 +456,6 @@ static void test_round_trips(void)
             }
         }
         expect_round_trip(t, big, n);
-        tokenizer_free(t);
     }
     CHECK_EQ_INT(chunk_failures, 0);
 }
@@ -471,7 +483,6 @@ static void test_invalid_utf8_input(void)
     CHECK(decode_stream(t, z.ids, z.n, true, out, sizeof out) == 3 && !memcmp(out, "a\0b", 3));
     token_vec_free(&v);
     token_vec_free(&z);
-    tokenizer_free(t);
 }
 
 /* ---- damaged vocabularies ------------------------------------------------------------ */
@@ -591,5 +602,6 @@ int main(void)
     RUN(test_invalid_utf8_input);
     RUN(test_damaged_vocabularies);
     RUN(test_special_id_defaults);
+    free_shared();
     return test_summary();
 }
