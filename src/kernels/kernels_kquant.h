@@ -5,6 +5,7 @@
 #ifndef ELLIOTT_KERNELS_KQUANT_H
 #define ELLIOTT_KERNELS_KQUANT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define KQ_QK_K 256
@@ -100,6 +101,13 @@ void kq_dot_q3_K_avx2(int64_t n, const void *w_row, const void *x_row, float *ou
 void kq_dot_q4_K_avx2(int64_t n, const void *w_row, const void *x_row, float *out);
 void kq_dot_q5_K_avx2(int64_t n, const void *w_row, const void *x_row, float *out);
 void kq_dot_q6_K_avx2(int64_t n, const void *w_row, const void *x_row, float *out);
+/* kq_dot_tile_fn (kernels_internal.h): n_rows, n_cols in 1..4. */
+void kq_dot_tile_q4_K_avx2(int64_t n, const void *w, size_t w_stride, int n_rows, const void *x,
+                           size_t x_stride, int n_cols, float *y, int64_t y_stride);
+void kq_dot_tile_q5_K_avx2(int64_t n, const void *w, size_t w_stride, int n_rows, const void *x,
+                           size_t x_stride, int n_cols, float *y, int64_t y_stride);
+void kq_dot_tile_q6_K_avx2(int64_t n, const void *w, size_t w_stride, int n_rows, const void *x,
+                           size_t x_stride, int n_cols, float *y, int64_t y_stride);
 #endif
 
 #endif

@@ -279,10 +279,11 @@ static inline __m256i broadcast_scale(__m256i eight, int j)
 }
 
 /* A decoded Q4_K/Q5_K block: codes of 64-value chunk c are lo[c] (values
- * 64c..64c+31) and hi[c] (the next 32); scales as int16 in both halves. */
+ * 64c..64c+31) and hi[c] (the next 32); sc[j] holds sub-block j's scale in every
+ * int16 lane, mins the eight mins as int16. */
 typedef struct k4_block {
     __m256i lo[4], hi[4];
-    __m256i scales;
+    __m256i sc[8];
     __m128i mins;
     float d, dmin;
 } k4_block;
@@ -290,7 +291,10 @@ typedef struct k4_block {
 static inline void k4_header(k4_block *b, const uint8_t packed[12], uint16_t d, uint16_t dmin)
 {
     const __m128i sm = k4_scales_mins(packed);
-    b->scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
+    const __m256i scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++)
+        b->sc[j] = broadcast_scale(scales, j);
     b->mins = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
     b->d = half_to_float(d);
     b->dmin = half_to_float(dmin);
@@ -333,8 +337,8 @@ static inline __m256i k4_block_sum(const k4_block *b, const int8_t *q8)
     for (int c = 0; c < 4; c++) {
         const __m256i p0 = _mm256_maddubs_epi16(b->lo[c], loadu256(q8 + 64 * c));
         const __m256i p1 = _mm256_maddubs_epi16(b->hi[c], loadu256(q8 + 64 * c + 32));
-        sum_lo = _mm256_add_epi32(sum_lo, _mm256_madd_epi16(p0, broadcast_scale(b->scales, 2 * c)));
-        sum_hi = _mm256_add_epi32(sum_hi, _mm256_madd_epi16(p1, broadcast_scale(b->scales, 2 * c + 1)));
+        sum_lo = _mm256_add_epi32(sum_lo, _mm256_madd_epi16(p0, b->sc[2 * c]));
+        sum_hi = _mm256_add_epi32(sum_hi, _mm256_madd_epi16(p1, b->sc[2 * c + 1]));
     }
     return _mm256_add_epi32(sum_lo, sum_hi);
 }
@@ -455,38 +459,145 @@ void kq_dequant_q6_K_avx2(const void *src, float *dst, int64_t n)
     }
 }
 
+/* A decoded Q6_K block: unsigned codes (value + 32) of values 32k..32k+31,
+ * the scale pair of each, and the sixteen scales as int16 (for the offset). */
+typedef struct q6_block {
+    __m256i codes[8];
+    __m256i sc[8];
+    __m256i scales;
+    float d;
+} q6_block;
+
+static inline void q6_K_decode(const kq_block_q6_K *src, q6_block *b)
+{
+    b->scales = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)src->scales));
+    __m256i sc_half[2];
+    split_scales(b->scales, &sc_half[0], &sc_half[1]);
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        q6_K_codes(src, h, b->codes + 4 * h);
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++)
+            b->sc[4 * h + k] = scale_pair(sc_half[h], k);
+    }
+    b->d = half_to_float(src->d);
+}
+
+static inline void q6_accumulate(const q6_block *b, const kq_block_q8_K *x, __m256 *acc)
+{
+    __m256i sum_even = _mm256_setzero_si256(), sum_odd = _mm256_setzero_si256();
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; k += 2) {
+        const __m256i p0 = _mm256_maddubs_epi16(b->codes[k], loadu256(x->qs + 32 * k));
+        const __m256i p1 = _mm256_maddubs_epi16(b->codes[k + 1], loadu256(x->qs + 32 * k + 32));
+        sum_even = _mm256_add_epi32(sum_even, _mm256_madd_epi16(p0, b->sc[k]));
+        sum_odd = _mm256_add_epi32(sum_odd, _mm256_madd_epi16(p1, b->sc[k + 1]));
+    }
+    /* codes carry +32: subtract 32 * sum(scale * bsum) */
+    const __m256i offset = _mm256_madd_epi16(b->scales, loadu256(x->bsums));
+    const __m256i sumi = _mm256_sub_epi32(_mm256_add_epi32(sum_even, sum_odd), _mm256_slli_epi32(offset, 5));
+    *acc = _mm256_fmadd_ps(_mm256_set1_ps(x->d * b->d), _mm256_cvtepi32_ps(sumi), *acc);
+}
+
 void kq_dot_q6_K_avx2(int64_t n, const void *w_row, const void *x_row, float *out)
 {
     const kq_block_q6_K *w = w_row;
     const kq_block_q8_K *x = x_row;
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / KQ_QK_K; i++) {
-        const __m256i scales = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w[i].scales));
-        __m256i sc_half[2];
-        split_scales(scales, &sc_half[0], &sc_half[1]);
-        __m256i sum_even = _mm256_setzero_si256(), sum_odd = _mm256_setzero_si256();
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; h++) {
-            __m256i codes[4];
-            q6_K_codes(&w[i], h, codes);
-            const int8_t *y = x[i].qs + 128 * h;
-            const __m256i p0 = _mm256_maddubs_epi16(codes[0], loadu256(y));
-            const __m256i p1 = _mm256_maddubs_epi16(codes[1], loadu256(y + 32));
-            const __m256i p2 = _mm256_maddubs_epi16(codes[2], loadu256(y + 64));
-            const __m256i p3 = _mm256_maddubs_epi16(codes[3], loadu256(y + 96));
-            sum_even = _mm256_add_epi32(sum_even, _mm256_madd_epi16(p0, scale_pair(sc_half[h], 0)));
-            sum_odd = _mm256_add_epi32(sum_odd, _mm256_madd_epi16(p1, scale_pair(sc_half[h], 1)));
-            sum_even = _mm256_add_epi32(sum_even, _mm256_madd_epi16(p2, scale_pair(sc_half[h], 2)));
-            sum_odd = _mm256_add_epi32(sum_odd, _mm256_madd_epi16(p3, scale_pair(sc_half[h], 3)));
-        }
-        /* codes carry +32: subtract 32 * sum(scale * bsum) */
-        const __m256i offset = _mm256_madd_epi16(scales, loadu256(x[i].bsums));
-        const __m256i sumi = _mm256_sub_epi32(_mm256_add_epi32(sum_even, sum_odd), _mm256_slli_epi32(offset, 5));
-        const float d = x[i].d * half_to_float(w[i].d);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        q6_block b;
+        q6_K_decode(&w[i], &b);
+        q6_accumulate(&b, &x[i], &acc);
     }
     *out = hsum_ps(acc);
 }
+
+/* ---- tiles: each weight block decoded once for up to four activation rows ---------- */
+
+static inline const kq_block_q8_K *act_row(const void *x, size_t x_stride, int c)
+{
+    return (const kq_block_q8_K *)((const uint8_t *)x + (size_t)c * x_stride);
+}
+
+/* One weight row against n_cols (a constant after inlining) activation rows. */
+static inline void q4_K_row_tile(int64_t n, const kq_block_q4_K *w, const void *x, size_t x_stride,
+                                 int n_cols, float *y, int64_t y_stride)
+{
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m128 acc_min[4] = {_mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps()};
+    for (int64_t i = 0; i < n / KQ_QK_K; i++) {
+        k4_block b;
+        q4_K_decode(&w[i], &b);
+#pragma GCC unroll 4
+        for (int c = 0; c < n_cols; c++)
+            k4_accumulate(&b, act_row(x, x_stride, c) + i, &acc[c], &acc_min[c]);
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < n_cols; c++)
+        y[c * y_stride] = k4_finish(acc[c], acc_min[c]);
+}
+
+static inline void q5_K_row_tile(int64_t n, const kq_block_q5_K *w, const void *x, size_t x_stride,
+                                 int n_cols, float *y, int64_t y_stride)
+{
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m128 acc_min[4] = {_mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps()};
+    for (int64_t i = 0; i < n / KQ_QK_K; i++) {
+        k4_block b;
+        q5_K_decode(&w[i], &b);
+#pragma GCC unroll 4
+        for (int c = 0; c < n_cols; c++)
+            k4_accumulate(&b, act_row(x, x_stride, c) + i, &acc[c], &acc_min[c]);
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < n_cols; c++)
+        y[c * y_stride] = k4_finish(acc[c], acc_min[c]);
+}
+
+static inline void q6_K_row_tile(int64_t n, const kq_block_q6_K *w, const void *x, size_t x_stride,
+                                 int n_cols, float *y, int64_t y_stride)
+{
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t i = 0; i < n / KQ_QK_K; i++) {
+        q6_block b;
+        q6_K_decode(&w[i], &b);
+#pragma GCC unroll 4
+        for (int c = 0; c < n_cols; c++)
+            q6_accumulate(&b, act_row(x, x_stride, c) + i, &acc[c]);
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < n_cols; c++)
+        y[c * y_stride] = hsum_ps(acc[c]);
+}
+
+/* Expands to a tile function that calls ROW_TILE with a constant column count, so
+ * the per-column accumulators live in registers. */
+#define KQ_DEFINE_TILE(name, block_type, row_tile)                                                 \
+    void name(int64_t n, const void *w, size_t w_stride, int n_rows, const void *x,              \
+              size_t x_stride, int n_cols, float *y, int64_t y_stride)                           \
+    {                                                                                            \
+        for (int r = 0; r < n_rows; r++) {                                                       \
+            const block_type *row = (const block_type *)((const uint8_t *)w + (size_t)r * w_stride); \
+            switch (n_cols) {                                                                    \
+            case 1:                                                                              \
+                row_tile(n, row, x, x_stride, 1, y + r, y_stride);                               \
+                break;                                                                           \
+            case 2:                                                                              \
+                row_tile(n, row, x, x_stride, 2, y + r, y_stride);                               \
+                break;                                                                           \
+            case 3:                                                                              \
+                row_tile(n, row, x, x_stride, 3, y + r, y_stride);                               \
+                break;                                                                           \
+            default:                                                                             \
+                row_tile(n, row, x, x_stride, 4, y + r, y_stride);                               \
+                break;                                                                           \
+            }                                                                                    \
+        }                                                                                        \
+    }
+
+KQ_DEFINE_TILE(kq_dot_tile_q4_K_avx2, kq_block_q4_K, q4_K_row_tile)
+KQ_DEFINE_TILE(kq_dot_tile_q5_K_avx2, kq_block_q5_K, q5_K_row_tile)
+KQ_DEFINE_TILE(kq_dot_tile_q6_K_avx2, kq_block_q6_K, q6_K_row_tile)
 
 #else
 typedef int kq_avx2_not_on_this_architecture;

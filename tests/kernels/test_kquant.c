@@ -258,13 +258,60 @@ static void test_dot_random(void)
                 check_dot(weight_types[t].type, lengths[l], avx2, &rng);
 }
 
+/* A tile kernel gives exactly what the row kernel gives for each (row, column),
+ * for every shape up to 4 x 4, with row and activation strides wider than a row. */
+static void test_dot_tile(void)
+{
+    if (!have_avx2())
+        return;
+    const int64_t n = 768;
+    el_rng rng;
+    el_rng_seed(&rng, 31337);
+    for (size_t t = 0; t < N_WEIGHT_TYPES; t++) {
+        const kq_case *c = &weight_types[t];
+        const kq_type_ops *ops = kq_ops_kquant(c->type);
+        if (!ops->avx2.dot_tile)
+            continue;
+        const size_t w_stride = gguf_row_size(c->type, n) + 40;
+        const size_t x_stride = (size_t)(n / KQ_QK_K) * sizeof(kq_block_q8_K) + 64;
+        unsigned char *w = calloc(4, w_stride);
+        unsigned char *xq = calloc(4, x_stride);
+        float x[768];
+        for (int r = 0; r < 4; r++)
+            random_weight_row(&rng, c->type, w + r * w_stride, n);
+        for (int col = 0; col < 4; col++) {
+            random_normal(&rng, x, n, 1.0f);
+            kq_ops_kquant(GGUF_TYPE_Q8_K)->quant(x, xq + col * x_stride, n);
+        }
+        for (int n_rows = 1; n_rows <= 4; n_rows++)
+            for (int n_cols = 1; n_cols <= 4; n_cols++) {
+                const int64_t y_stride = 7;
+                float y[4 * 7];
+                for (int k = 0; k < 4 * 7; k++)
+                    y[k] = -1234.5f;
+                ops->avx2.dot_tile(n, w, w_stride, n_rows, xq, x_stride, n_cols, y, y_stride);
+                for (int col = 0; col < 4; col++)
+                    for (int r = 0; r < 7; r++) {
+                        float expect = -1234.5f;
+                        if (col < n_cols && r < n_rows)
+                            ops->avx2.dot(n, w + r * w_stride, xq + col * x_stride, &expect);
+                        CHECKF(memcmp(&y[col * y_stride + r], &expect, sizeof expect) == 0,
+                               "%s tile %dx%d at (%d, %d): %g vs %g", c->golden, n_rows, n_cols,
+                               r, col, y[col * y_stride + r], expect);
+                    }
+            }
+        free(w);
+        free(xq);
+    }
+}
+
 /* The dispatcher's matmul with K-quant weights agrees with dequantized weights
  * times the activations, under each implementation. */
 static void test_matmul_kquant(void)
 {
     const bool avx2 = have_avx2();
-    const int64_t rows = 8, cols = 512;
-    const int n_tokens = 3;
+    const int64_t rows = 10, cols = 512;
+    const int n_tokens = 6;
     el_rng rng;
     el_rng_seed(&rng, 7);
     for (size_t t = 0; t < N_WEIGHT_TYPES; t++) {
@@ -444,6 +491,7 @@ int main(void)
     RUN(test_golden_dequant);
     RUN(test_q8_K_quant);
     RUN(test_dot_random);
+    RUN(test_dot_tile);
     RUN(test_matmul_kquant);
     RUN(test_quantize_error);
     RUN(test_requantize_golden);
