@@ -188,14 +188,21 @@ static void dequant_q5_K(const void *src, float *dst, int64_t n)
     }
 }
 
-/* Value l (0..127) of one 128-value half of a Q6_K block, offset removed. */
-static inline int q6_K_value(const uint8_t *ql, const uint8_t *qh, int l)
+/* The 256 signed values (-32..31) of a Q6_K block: in each 128-value half, byte
+ * l of ql/qh supplies values l, l+32, l+64 and l+96. */
+static void q6_K_values(const kq_block_q6_K *b, int8_t out[KQ_QK_K])
 {
-    int quarter = l / 32, k = l % 32;
-    int low = quarter & 1 ? ql[k + 32] : ql[k];
-    low = quarter < 2 ? low & 0xF : low >> 4;
-    int high = (qh[k] >> (2 * quarter)) & 3;
-    return (low | (high << 4)) - 32;
+    for (int half = 0; half < 2; half++) {
+        const uint8_t *ql = b->ql + 64 * half;
+        const uint8_t *qh = b->qh + 32 * half;
+        int8_t *o = out + 128 * half;
+        for (int l = 0; l < 32; l++) {
+            o[l] = (int8_t)(((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32);
+            o[l + 32] = (int8_t)(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
+            o[l + 64] = (int8_t)(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+            o[l + 96] = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+        }
+    }
 }
 
 static void dequant_q6_K(const void *src, float *dst, int64_t n)
@@ -203,14 +210,12 @@ static void dequant_q6_K(const void *src, float *dst, int64_t n)
     const kq_block_q6_K *x = src;
     for (int64_t i = 0; i < n / KQ_QK_K; i++) {
         const float d = el_fp16_to_f32(x[i].d);
-        for (int half = 0; half < 2; half++) {
-            const uint8_t *ql = x[i].ql + 64 * half;
-            const uint8_t *qh = x[i].qh + 32 * half;
-            const int8_t *sc = x[i].scales + 8 * half;
-            for (int l = 0; l < 128; l++) {
-                const float ds = d * (float)sc[l / 16];
-                *dst++ = ds * (float)q6_K_value(ql, qh, l);
-            }
+        int8_t values[KQ_QK_K];
+        q6_K_values(&x[i], values);
+        for (int g = 0; g < 16; g++) {
+            const float ds = d * (float)x[i].scales[g];
+            for (int l = 0; l < 16; l++)
+                *dst++ = ds * (float)values[16 * g + l];
         }
     }
 }
@@ -334,10 +339,7 @@ static void dot_q6_K(int64_t n, const void *w_row, const void *x_row, float *out
     float sum = 0;
     for (int64_t i = 0; i < n / KQ_QK_K; i++) {
         int8_t codes[KQ_QK_K];
-        for (int half = 0; half < 2; half++)
-            for (int l = 0; l < 128; l++)
-                codes[128 * half + l] =
-                    (int8_t)q6_K_value(w[i].ql + 64 * half, w[i].qh + 32 * half, l);
+        q6_K_values(&w[i], codes);
         int32_t isum = 0;
         for (int g = 0; g < 16; g++)
             isum += w[i].scales[g] * dot16(codes + 16 * g, x[i].qs + 16 * g);
