@@ -58,14 +58,78 @@ static int32_t special_token_at(const tokenizer *t, const uint8_t *text, size_t 
     return id >= 0 && tokenizer_matches_whole(t, id, parse_special) ? id : -1;
 }
 
+/* A position where at least one special token starts. */
+typedef struct special_candidate {
+    size_t pos;
+    uint32_t max_len; /* of the longest token starting here */
+} special_candidate;
+
+typedef struct candidate_scan {
+    special_candidate *items;
+    size_t n, cap;
+    bool length_seen[TOKENIZER_MAX_PIECE + 1];
+} candidate_scan;
+
+/* Walks the trie from pos, noting every special token that starts there. */
+static int scan_position(const tokenizer *t, const uint8_t *text, size_t len, size_t pos, bool parse_special,
+                         candidate_scan *scan, el_err *err)
+{
+    int32_t node = 0;
+    uint32_t max_len = 0;
+    for (size_t i = pos; i < len; i++) {
+        int32_t c = t->trie[node].first_child;
+        while (c >= 0 && t->trie[c].byte != text[i])
+            c = t->trie[c].next_sibling;
+        if (c < 0)
+            break;
+        node = c;
+        int32_t id = t->trie[node].token;
+        if (id >= 0 && tokenizer_matches_whole(t, id, parse_special)) {
+            max_len = (uint32_t)(i + 1 - pos);
+            scan->length_seen[max_len] = true;
+        }
+    }
+    if (max_len == 0)
+        return 0;
+    if (scan->n == scan->cap) {
+        size_t cap = scan->cap ? scan->cap * 2 : 16;
+        special_candidate *items = realloc(scan->items, cap * sizeof *items);
+        if (!items)
+            return el_fail(err, "out of memory for special-token matches");
+        scan->items = items;
+        scan->cap = cap;
+    }
+    scan->items[scan->n++] = (special_candidate){pos, max_len};
+    return 0;
+}
+
 static bool range_free(const uint8_t *taken, size_t pos, uint32_t len)
 {
-    if (!taken)
-        return true;
     for (uint32_t i = 0; i < len; i++)
         if (taken[pos + i])
             return false;
     return true;
+}
+
+/* One llama.cpp partition step: every free occurrence of tokens of one length,
+ * left to right. */
+static int take_length(const tokenizer *t, const uint8_t *text, const candidate_scan *scan, uint32_t tok_len,
+                       bool parse_special, uint8_t *taken, match_list *out, el_err *err)
+{
+    size_t next_free = 0;
+    for (size_t k = 0; k < scan->n; k++) {
+        const special_candidate *c = &scan->items[k];
+        if (c->pos < next_free || c->max_len < tok_len || !range_free(taken, c->pos, tok_len))
+            continue;
+        int32_t id = special_token_at(t, text, c->pos, tok_len, parse_special);
+        if (id < 0)
+            continue;
+        memset(taken + c->pos, 1, tok_len);
+        if (match_list_push(out, (special_match){c->pos, tok_len, id}, err) < 0)
+            return -1;
+        next_free = c->pos + tok_len;
+    }
+    return 0;
 }
 
 static int cmp_match_pos(const void *a, const void *b)
@@ -75,38 +139,33 @@ static int cmp_match_pos(const void *a, const void *b)
 }
 
 /* Finds where special tokens cut the text, in the order llama.cpp's
- * tokenizer_st_partition takes them, and returns them sorted by position. */
+ * tokenizer_st_partition takes them (longest tokens first), and returns them
+ * sorted by position. */
 static int find_special_tokens(const tokenizer *t, const uint8_t *text, size_t len, bool parse_special,
                                match_list *out, el_err *err)
 {
+    candidate_scan scan;
+    scan.items = NULL;
+    scan.n = scan.cap = 0;
+    memset(scan.length_seen, 0, sizeof scan.length_seen);
+    int rc = 0;
+    for (size_t pos = 0; pos < len && rc == 0; pos++)
+        if (t->special_first_byte[text[pos]])
+            rc = scan_position(t, text, len, pos, parse_special, &scan, err);
     uint8_t *taken = NULL;
-    for (int li = 0; li < t->n_special_lengths; li++) {
-        uint32_t tok_len = t->special_lengths[li];
-        if (tok_len > len)
-            continue;
-        for (size_t pos = 0; pos + tok_len <= len;) {
-            int32_t id = -1;
-            if (t->special_first_byte[text[pos]] && range_free(taken, pos, tok_len))
-                id = special_token_at(t, text, pos, tok_len, parse_special);
-            if (id < 0) {
-                pos++;
-                continue;
-            }
-            if (!taken && !(taken = calloc(len, 1))) {
-                return el_fail(err, "out of memory tokenizing %zu bytes", len);
-            }
-            memset(taken + pos, 1, tok_len);
-            if (match_list_push(out, (special_match){pos, tok_len, id}, err) < 0) {
-                free(taken);
-                return -1;
-            }
-            pos += tok_len;
-        }
+    if (rc == 0 && scan.n > 0) {
+        taken = calloc(len, 1);
+        if (!taken)
+            rc = el_fail(err, "out of memory tokenizing %zu bytes", len);
+        for (int li = 0; li < t->n_special_lengths && rc == 0; li++)
+            if (scan.length_seen[t->special_lengths[li]])
+                rc = take_length(t, text, &scan, t->special_lengths[li], parse_special, taken, out, err);
     }
     free(taken);
-    if (out->n > 1)
+    free(scan.items);
+    if (rc == 0 && out->n > 1)
         qsort(out->items, out->n, sizeof *out->items, cmp_match_pos);
-    return 0;
+    return rc;
 }
 
 /* ---- steps 2 to 4: BPE over one piece of text ----------------------------- */

@@ -33,11 +33,15 @@ struct tokenizer {
     int n_vocab;
     char *text;         /* every token's text, back to back */
     uint32_t *text_off; /* token i is text[text_off[i] .. text_off[i + 1]) */
+    uint32_t max_text_len; /* of any token: longer strings need no lookup */
     float *scores;
     uint8_t *kinds;     /* enum token_kind */
     uint8_t *byte_of;   /* the byte a BYTE token stands for */
 
-    int32_t *slots;     /* open-addressing hash table: token id or -1 */
+    struct token_slot {
+        uint32_t hash; /* of the token's text, so that most misses need no text compare */
+        int32_t id;    /* -1: empty */
+    } *slots;          /* open addressing, linear probing */
     uint32_t slot_mask;
 
     special_trie_node *trie; /* node 0 is the root */

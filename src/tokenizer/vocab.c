@@ -44,14 +44,15 @@ static uint32_t hash_bytes(const char *bytes, size_t len)
 
 int32_t tokenizer_lookup(const tokenizer *t, const char *bytes, size_t len)
 {
-    uint32_t i = hash_bytes(bytes, len) & t->slot_mask;
-    for (;;) {
-        int32_t id = t->slots[i];
-        if (id < 0)
+    if (len > t->max_text_len)
+        return -1;
+    uint32_t h = hash_bytes(bytes, len);
+    for (uint32_t i = h & t->slot_mask;; i = (i + 1) & t->slot_mask) {
+        const struct token_slot *s = &t->slots[i];
+        if (s->id < 0)
             return -1;
-        if (token_text_len(t, id) == len && !memcmp(token_text_ptr(t, id), bytes, len))
-            return id;
-        i = (i + 1) & t->slot_mask;
+        if (s->hash == h && token_text_len(t, s->id) == len && !memcmp(token_text_ptr(t, s->id), bytes, len))
+            return s->id;
     }
 }
 
@@ -60,14 +61,14 @@ static void index_token(tokenizer *t, int32_t id)
 {
     const char *bytes = token_text_ptr(t, id);
     uint32_t len = token_text_len(t, id);
-    uint32_t i = hash_bytes(bytes, len) & t->slot_mask;
-    for (;;) {
-        int32_t other = t->slots[i];
-        if (other < 0 || (token_text_len(t, other) == len && !memcmp(token_text_ptr(t, other), bytes, len))) {
-            t->slots[i] = id;
+    uint32_t h = hash_bytes(bytes, len);
+    for (uint32_t i = h & t->slot_mask;; i = (i + 1) & t->slot_mask) {
+        struct token_slot *s = &t->slots[i];
+        if (s->id < 0 || (s->hash == h && token_text_len(t, s->id) == len &&
+                          !memcmp(token_text_ptr(t, s->id), bytes, len))) {
+            *s = (struct token_slot){h, id};
             return;
         }
-        i = (i + 1) & t->slot_mask;
     }
 }
 
@@ -79,7 +80,8 @@ static int build_hash_index(tokenizer *t, el_err *err)
     t->slots = malloc(cap * sizeof *t->slots);
     if (!t->slots)
         return el_fail(err, "out of memory for the token index");
-    memset(t->slots, 0xff, cap * sizeof *t->slots);
+    for (uint32_t i = 0; i < cap; i++)
+        t->slots[i] = (struct token_slot){0, -1};
     t->slot_mask = cap - 1;
     for (int32_t id = 0; id < t->n_vocab; id++)
         index_token(t, id);
@@ -103,6 +105,8 @@ static int copy_token_texts(tokenizer *t, const gguf_kv *tokens, el_err *err)
     uint32_t off = 0;
     for (uint64_t i = 0; i < tokens->arr_len; i++) {
         t->text_off[i] = off;
+        if (tokens->arr_strings[i].len > t->max_text_len)
+            t->max_text_len = (uint32_t)tokens->arr_strings[i].len;
         memcpy(t->text + off, tokens->arr_strings[i].ptr, tokens->arr_strings[i].len);
         off += (uint32_t)tokens->arr_strings[i].len;
     }
