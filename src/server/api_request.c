@@ -332,7 +332,7 @@ static int parse_sampling(json_t *root, sampler_params *s, api_error *e)
     long long v;
     bool present;
     if (get_number(root, "temperature", 0, 2, false, &s->temperature, e) < 0 ||
-        get_number(root, "top_p", 0, 1, false, &s->top_p, e) < 0 ||
+        get_number(root, "top_p", 0, 1, true, &s->top_p, e) < 0 ||
         get_number(root, "min_p", 0, 1, false, &s->min_p, e) < 0 ||
         get_number(root, "presence_penalty", -2, 2, false, &s->presence_penalty, e) < 0 ||
         get_number(root, "frequency_penalty", -2, 2, false, &s->frequency_penalty, e) < 0 ||

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -58,7 +59,11 @@ typedef struct request_ctx {
     char *body;
     size_t body_len, body_cap, body_seen;
     bool too_large;
+    bool keep_body;           /* only a completion that passed the header checks stores its body */
     bool answered;
+    bool has_deferred;        /* an error decided from the headers, sent once the request is read */
+    api_error deferred;
+    const char *deferred_header, *deferred_value;
     int status;
     size_t resp_bytes;
     api_usage usage;
@@ -330,8 +335,9 @@ static int stream_next_event(stream_state *s)
     size_t len = 0;
     if (!s->role_sent) {
         s->role_sent = true;
-        stream_set_output(s, api_chunk_role(s->id, s->created, model, s->include_usage, &len), len);
-        return s->out ? 0 : -1;
+        char *ev = api_chunk_role(s->id, s->created, model, s->include_usage, &len);
+        stream_set_output(s, ev, len);
+        return ev ? 0 : -1;
     }
     for (;;) {
         gen_event ev;
@@ -345,14 +351,19 @@ static int stream_next_event(stream_state *s)
         if (ev.kind == GEN_EVENT_TEXT) {
             if (ev.len == 0 || s->client_gone)
                 continue;
+            /* A hang-up shows here long before a write fails. */
+            if (client_gone(s->fd)) {
+                s->client_gone = true;
+                gen_cancel(s->gen);
+                continue;
+            }
             if (!s->saw_text) {
                 s->saw_text = true;
                 metrics_record_ttft(&s->srv->metrics, seconds_since(&s->t_start));
             }
-            stream_set_output(s, api_chunk_content(s->id, s->created, model, ev.text, ev.len, s->include_usage,
-                                                   &len),
-                              len);
-            return s->out ? 0 : -1;
+            char *chunk_ev = api_chunk_content(s->id, s->created, model, ev.text, ev.len, s->include_usage, &len);
+            stream_set_output(s, chunk_ev, len);
+            return chunk_ev ? 0 : -1;
         }
         s->done = ev;
         s->done_seen = true;
@@ -598,7 +609,8 @@ static enum MHD_Result handle_metrics(struct MHD_Connection *conn, request_ctx *
 static enum MHD_Result handle_get(struct MHD_Connection *conn, request_ctx *ctx, const char *url)
 {
     server *srv = ctx->srv;
-    size_t len;
+    size_t len = 0;
+    char *body;
     switch (ctx->match.route) {
     case ROUTE_PAGE:
         return respond(conn, ctx, 200, "text/html; charset=utf-8", (char *)elliott_chat_page_start,
@@ -609,11 +621,13 @@ static enum MHD_Result handle_get(struct MHD_Connection *conn, request_ctx *ctx,
     case ROUTE_METRICS:
         return handle_metrics(conn, ctx);
     case ROUTE_MODELS:
-        return respond_json(conn, ctx, 200, api_models_body(srv->cfg->alias, srv->started, &len), len);
+        body = api_models_body(srv->cfg->alias, srv->started, &len);
+        return respond_json(conn, ctx, 200, body, len);
     case ROUTE_MODEL:
         if (strcmp(url + strlen("/v1/models/"), srv->cfg->alias) != 0)
             return fail(conn, ctx, 404, "model", NULL, NULL, "no such model: this server serves one alias");
-        return respond_json(conn, ctx, 200, api_model_body(srv->cfg->alias, srv->started, &len), len);
+        body = api_model_body(srv->cfg->alias, srv->started, &len);
+        return respond_json(conn, ctx, 200, body, len);
     default:
         return fail(conn, ctx, 404, NULL, NULL, NULL, "unknown path");
     }
@@ -653,19 +667,44 @@ static enum MHD_Result preflight(struct MHD_Connection *conn, request_ctx *ctx)
     return ok;
 }
 
-static bool content_length_too_large(struct MHD_Connection *conn, size_t max)
+/* The declared body size: 0 when absent, UINT64_MAX when unreadable or huge. */
+static uint64_t declared_length(struct MHD_Connection *conn)
 {
     const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (!cl)
-        return false;
+        return 0;
     char *end;
     errno = 0;
     unsigned long long v = strtoull(cl, &end, 10);
-    return errno == ERANGE || (end != cl && v > max);
+    return errno == ERANGE || end == cl ? UINT64_MAX : (uint64_t)v;
 }
 
-/* The first call, headers only: everything that can be refused before reading
- * the body is refused here. */
+static bool expects_continue(struct MHD_Connection *conn)
+{
+    const char *e = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+    return e && !strcasecmp(e, "100-continue");
+}
+
+/* How much of a refused body is read and dropped so that the client, still
+ * sending, receives the answer instead of a reset connection. */
+static size_t discard_limit(const server *srv)
+{
+    return srv->cfg->max_body * 4 + ((size_t)1 << 20);
+}
+
+static void defer_error(request_ctx *ctx, int status, const char *param, const char *header, const char *value,
+                        const char *message)
+{
+    api_fail(&ctx->deferred, status, param, "%s", message);
+    ctx->deferred_header = header;
+    ctx->deferred_value = value;
+    ctx->has_deferred = true;
+}
+
+/* The first call, headers only: decides everything that does not need the
+ * body. Answers at once only to an oversized body (closing the connection
+ * instead of reading it); every other answer waits for the end of the request
+ * so that the connection stays usable (MHD closes after an early answer). */
 static enum MHD_Result begin_request(struct MHD_Connection *conn, request_ctx *ctx, const char *url,
                                      const char *method)
 {
@@ -673,32 +712,59 @@ static enum MHD_Result begin_request(struct MHD_Connection *conn, request_ctx *c
     ctx->match = api_route_for(method, url);
     snprintf(ctx->method, sizeof ctx->method, "%.15s", method);
     sanitise_path(ctx->path, sizeof ctx->path, url);
-    if (ctx->match.route == ROUTE_NONE)
-        return fail(conn, ctx, 404, NULL, NULL, NULL, "unknown path");
-    if (!ctx->match.method_ok)
-        return fail(conn, ctx, 405, NULL, "Allow", ctx->match.allow, "method not allowed on this path");
+    if (ctx->match.route == ROUTE_NONE) {
+        defer_error(ctx, 404, NULL, NULL, NULL, "unknown path");
+        return MHD_YES;
+    }
+    if (!ctx->match.method_ok) {
+        defer_error(ctx, 405, NULL, "Allow", ctx->match.allow, "method not allowed on this path");
+        return MHD_YES;
+    }
     if (!strcmp(method, "OPTIONS"))
-        return preflight(conn, ctx);
+        return MHD_YES;
     if (ctx->match.needs_auth && srv->cfg->api_key &&
         !api_authorized(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
                         srv->cfg->api_key)) {
-        api_error e;
-        api_fail(&e, 401, NULL, "missing or wrong API key: send 'Authorization: Bearer <key>'");
-        e.code = "invalid_api_key";
-        return respond_error(conn, ctx, &e, "WWW-Authenticate", "Bearer");
+        defer_error(ctx, 401, NULL, "WWW-Authenticate", "Bearer",
+                    "missing or wrong API key: send 'Authorization: Bearer <key>'");
+        ctx->deferred.code = "invalid_api_key";
+        return MHD_YES;
     }
     if (ctx->match.route != ROUTE_COMPLETIONS)
-        return handle_get(conn, ctx, url);
-    if (content_length_too_large(conn, srv->cfg->max_body))
-        return fail(conn, ctx, 413, NULL, NULL, NULL, "request body is larger than the server's limit");
-    if (atomic_load(&srv->draining))
-        return fail(conn, ctx, 503, NULL, "Retry-After", "5", "the server is shutting down");
+        return MHD_YES;
+    uint64_t declared = declared_length(conn);
+    if (declared > srv->cfg->max_body) {
+        /* A client waiting for "100 Continue", or one announcing far too much,
+         * is answered at once (and the connection closed); the rest is read,
+         * dropped, and answered, keeping the connection. */
+        if (expects_continue(conn) || declared > discard_limit(srv))
+            return fail(conn, ctx, 413, NULL, NULL, NULL, "request body is larger than the server's limit");
+        defer_error(ctx, 413, NULL, NULL, NULL, "request body is larger than the server's limit");
+        return MHD_YES;
+    }
     enum engine_state st = engine_state(srv->eng, NULL);
-    if (st == ENGINE_LOADING)
-        return fail(conn, ctx, 503, NULL, "Retry-After", "5", "the model is still loading; retry later");
-    if (st == ENGINE_FAILED)
-        return fail(conn, ctx, 503, NULL, NULL, NULL, "AI service is unavailable: the model failed to load");
+    if (atomic_load(&srv->draining))
+        defer_error(ctx, 503, NULL, "Retry-After", "5", "the server is shutting down");
+    else if (st == ENGINE_LOADING)
+        defer_error(ctx, 503, NULL, "Retry-After", "5", "the model is still loading; retry later");
+    else if (st == ENGINE_FAILED)
+        defer_error(ctx, 503, NULL, NULL, NULL, "AI service is unavailable: the model failed to load");
+    else
+        ctx->keep_body = true;
     return MHD_YES;
+}
+
+/* The last call: the whole request has been read. */
+static enum MHD_Result finish_request(struct MHD_Connection *conn, request_ctx *ctx, const char *url,
+                                      const char *method)
+{
+    if (ctx->has_deferred)
+        return respond_error(conn, ctx, &ctx->deferred, ctx->deferred_header, ctx->deferred_value);
+    if (!strcmp(method, "OPTIONS"))
+        return preflight(conn, ctx);
+    if (ctx->match.route != ROUTE_COMPLETIONS)
+        return handle_get(conn, ctx, url);
+    return handle_completion(conn, ctx);
 }
 
 static void wipe_body(request_ctx *ctx)
@@ -716,10 +782,12 @@ static bool absorb_body(request_ctx *ctx, const char *data, size_t n)
 {
     size_t max = ctx->srv->cfg->max_body;
     ctx->body_seen += n;
+    if (!ctx->keep_body) /* read and dropped: the answer does not depend on it */
+        return ctx->body_seen <= discard_limit(ctx->srv);
     if (ctx->too_large || ctx->body_len + n > max) {
         ctx->too_large = true;
         wipe_body(ctx);
-        return ctx->body_seen <= max * 4 + (1u << 20);
+        return ctx->body_seen <= discard_limit(ctx->srv);
     }
     if (ctx->body_len + n > ctx->body_cap) {
         size_t cap = ctx->body_cap ? ctx->body_cap : 4096;
@@ -771,7 +839,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (ctx->answered)
         return MHD_YES;
-    return handle_completion(conn, ctx);
+    return finish_request(conn, ctx, url, method);
 }
 
 static void log_request(const request_ctx *ctx, double seconds)
@@ -907,15 +975,41 @@ static void on_signal(int sig)
     errno = saved;
 }
 
-static void wait_for_signal(void)
+static void log_engine_state(server *srv, enum engine_state st)
+{
+    if (st == ENGINE_READY) {
+        engine_info info;
+        engine_get_info(srv->eng, &info);
+        fprintf(stderr,
+                "elliott serve: model ready: %s (%s, chat format %s), context %d x %d slots, %d threads, "
+                "default max_tokens %d\n",
+                info.model_name, info.arch, info.chat_format, info.n_ctx, info.n_slots, info.n_threads,
+                info.max_tokens_default);
+    } else if (st == ENGINE_FAILED) {
+        el_err why = {{0}};
+        engine_state(srv->eng, &why);
+        fprintf(stderr, "elliott serve: the model failed to load: %s (answering 503 until stopped)\n", why.msg);
+    }
+}
+
+/* Waits for SIGINT/SIGTERM, saying once when the model has loaded (or failed). */
+static void wait_for_signal(server *srv)
 {
     struct pollfd p = {.fd = signal_pipe[0], .events = POLLIN};
+    bool loading = true;
     for (;;) {
-        int rc = poll(&p, 1, -1);
+        int rc = poll(&p, 1, loading ? 100 : -1);
         if (rc > 0)
             return;
         if (rc < 0 && errno != EINTR)
             return;
+        if (loading) {
+            enum engine_state st = engine_state(srv->eng, NULL);
+            if (st != ENGINE_LOADING) {
+                loading = false;
+                log_engine_state(srv, st);
+            }
+        }
     }
 }
 
@@ -1008,9 +1102,9 @@ static struct MHD_Daemon *start_daemon(server *srv, int listen_fd)
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
                      MHD_USE_ERROR_LOG;
     struct MHD_Daemon *d = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_LISTEN_SOCKET, listen_fd, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, srv, MHD_OPTION_CONNECTION_LIMIT, (unsigned)srv->cfg->max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+        flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET,
+        listen_fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)srv->cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_END);
     pthread_sigmask(SIG_SETMASK, &saved, NULL);
     return d;
 }
@@ -1042,7 +1136,7 @@ int server_run(const server_config *c, engine *e, el_err *err)
     } else {
         if (c->on_listening)
             c->on_listening(port, c->on_listening_ctx);
-        wait_for_signal();
+        wait_for_signal(&srv);
         fprintf(stderr, "elliott serve: shutting down\n");
         shut_down(&srv, d);
     }

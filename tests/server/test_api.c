@@ -190,6 +190,7 @@ static void test_parameter_errors(void)
         {"\"temperature\":2.5", "temperature"},
         {"\"top_p\":[1]", "top_p"},
         {"\"top_p\":1.01", "top_p"},
+        {"\"top_p\":0", "top_p"},
         {"\"top_k\":1.5", "top_k"},
         {"\"top_k\":-1", "top_k"},
         {"\"min_p\":{}", "min_p"},
