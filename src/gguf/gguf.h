@@ -197,7 +197,9 @@ typedef int (*gguf_fill_fn)(void *ctx, uint64_t index, const char *name, void *b
                             uint64_t nbytes, el_err *err);
 
 /* Writes to path.tmp and renames on success, so a failed write never leaves a
- * file that looks complete. */
+ * file that looks complete (path.tmp is removed on failure). fill may be NULL: the
+ * tensors are then written as zeros. Tensor data is aligned to 32 bytes, or to
+ * general.alignment when that key is set (UINT32, a power of two). */
 int gguf_writer_write(gguf_writer *w, const char *path, gguf_fill_fn fill, void *ctx, el_err *err);
 
 #endif
