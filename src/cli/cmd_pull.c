@@ -50,6 +50,7 @@ typedef struct progress_state {
     uint64_t start_bytes;
     int next_decile;     /* non-TTY: the next 10% step that gets a line */
     int line_len;
+    uint64_t last_printed; /* bytes shown by the last line */
 } progress_state;
 
 static double now_seconds(void)
@@ -108,6 +109,7 @@ static void print_progress(progress_state *st, const hub_progress *p, double t)
     }
     fflush(stderr);
     st->last_print = t;
+    st->last_printed = p->done;
 }
 
 /* A live bar on a terminal (at most 10 redraws a second); otherwise a plain line
@@ -122,12 +124,13 @@ static void on_progress(void *ctx, const hub_progress *p)
         st->start_bytes = p->resumed_from;
         st->next_decile = p->total ? (int)(10 * p->done / p->total) + 1 : 1;
         st->line_len = 0;
+        st->last_printed = p->resumed_from;
         if (p->resumed_from)
             fprintf(stderr, "resuming at %" PRIu64 " bytes\n", p->resumed_from);
     }
     bool due;
     if (p->finished)
-        due = p->done > st->start_bytes || p->total;
+        due = p->done > st->start_bytes && p->done != st->last_printed;
     else if (st->tty)
         due = t - st->last_print >= 0.1;
     else
@@ -139,7 +142,7 @@ static void on_progress(void *ctx, const hub_progress *p)
             st->next_decile = (int)(10 * p->done / p->total) + 1;
     }
     if (p->finished) {
-        if (st->tty && due)
+        if (st->tty && st->last_printed > st->start_bytes)
             fputc('\n', stderr);
         st->in_transfer = false;
     }
