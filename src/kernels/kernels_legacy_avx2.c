@@ -35,8 +35,9 @@ static inline float half(uint16_t h)
 /* 32 nibbles -> 32 bytes: values 0..15 from the low nibbles, 16..31 from the high. */
 static inline __m256i unpack_nibbles(const uint8_t qs[16])
 {
-    __m128i packed = _mm_loadu_si128((const __m128i *)qs);
-    __m256i both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+    /* a broadcast load and a per-half shift keep this off the shuffle port */
+    __m256i twice = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
+    __m256i both = _mm256_srlv_epi64(twice, _mm256_setr_epi64x(0, 0, 4, 4));
     return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
 }
 
@@ -118,6 +119,17 @@ static inline void store_rows(float *y, __m128 v, int n_rows)
         y[r] = tmp[r];
 }
 
+/* Four rows' results for four tokens: lanes c and c + 4 of acc[r] hold token c. */
+static inline void store_cols4(float *y, int64_t y_stride, const __m256 acc[4], int n_rows)
+{
+    for (int r = 0; r < n_rows; r++) {
+        float v[4];
+        _mm_storeu_ps(v, unfold4(acc[r]));
+        for (int c = 0; c < 4; c++)
+            y[c * y_stride + r] = v[c];
+    }
+}
+
 /* [h0, h1, h2, h3, h0, h1, h2, h3] as floats. */
 static inline __m256 halves4(uint16_t h0, uint16_t h1, uint16_t h2, uint16_t h3)
 {
@@ -134,24 +146,53 @@ static inline __m256 halves4(uint16_t h0, uint16_t h1, uint16_t h2, uint16_t h3)
     for (int r_ = 0; r_ < 4; r_++)                                                           \
         name[r_] = (const block_t *)((const uint8_t *)w + (size_t)(r_ < n_rows ? r_ : n_rows - 1) * w_stride)
 
-#define SIGNED_TILE(fn, block_t, weights_fn)                                                 \
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 4")
+
+/* The tile bodies take the token count as a compile-time constant (the dispatch
+ * below switches over 1..3) so that the accumulators live in registers. Below
+ * four tokens the four rows of one token are folded together (one accumulator
+ * per token); with four tokens the four tokens of one row are (one accumulator
+ * per row, the activation blocks loaded once), which needs fewer registers. */
+#define TILE_DISPATCH(fn, body)                                                              \
     static void fn(int64_t n, const void *w, size_t w_stride, int n_rows, const void *x,     \
                    size_t x_stride, int n_cols, float *y, int64_t y_stride)                  \
     {                                                                                        \
+        switch (n_cols) {                                                                    \
+        case 1:                                                                              \
+            body(n, w, w_stride, n_rows, x, x_stride, 1, y, y_stride);                       \
+            break;                                                                           \
+        case 2:                                                                              \
+            body(n, w, w_stride, n_rows, x, x_stride, 2, y, y_stride);                       \
+            break;                                                                           \
+        case 3:                                                                              \
+            body(n, w, w_stride, n_rows, x, x_stride, 3, y, y_stride);                       \
+            break;                                                                           \
+        default:                                                                             \
+            body##_cols4(n, w, w_stride, n_rows, x, x_stride, y, y_stride);                  \
+            break;                                                                           \
+        }                                                                                    \
+    }
+
+#define SIGNED_TILE(fn, block_t, weights_fn)                                                 \
+    ALWAYS_INLINE void fn##_body(int64_t n, const void *w, size_t w_stride, int n_rows,      \
+                                 const void *x, size_t x_stride, const int n_cols, float *y, \
+                                 int64_t y_stride)                                           \
+    {                                                                                        \
         ROW_POINTERS(block_t, rows);                                                         \
         const kq_block_q8_0 *cols[4];                                                        \
-        for (int c = 0; c < n_cols; c++)                                                     \
+        UNROLL for (int c = 0; c < n_cols; c++)                                              \
             cols[c] = (const kq_block_q8_0 *)((const uint8_t *)x + (size_t)c * x_stride);    \
         __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),     \
                          _mm256_setzero_ps()};                                               \
         for (int64_t i = 0; i < n / KQ_QK; i++) {                                            \
             __m256i wq[4], wa[4];                                                            \
-            for (int r = 0; r < 4; r++) {                                                    \
+            UNROLL for (int r = 0; r < 4; r++) {                                             \
                 wq[r] = weights_fn(&rows[r][i]);                                             \
                 wa[r] = _mm256_sign_epi8(wq[r], wq[r]);                                      \
             }                                                                                \
             __m256 dw = halves4(rows[0][i].d, rows[1][i].d, rows[2][i].d, rows[3][i].d);     \
-            for (int c = 0; c < n_cols; c++) {                                               \
+            UNROLL for (int c = 0; c < n_cols; c++) {                                        \
                 __m256i xq = _mm256_loadu_si256((const __m256i *)cols[c][i].qs);             \
                 __m256 sums = fold4(dot_signed(wa[0], wq[0], xq), dot_signed(wa[1], wq[1], xq), \
                                     dot_signed(wa[2], wq[2], xq), dot_signed(wa[3], wq[3], xq)); \
@@ -159,9 +200,36 @@ static inline __m256 halves4(uint16_t h0, uint16_t h1, uint16_t h2, uint16_t h3)
                 acc[c] = _mm256_fmadd_ps(sums, scale, acc[c]);                               \
             }                                                                                \
         }                                                                                    \
-        for (int c = 0; c < n_cols; c++)                                                     \
+        UNROLL for (int c = 0; c < n_cols; c++)                                              \
             store_rows(y + c * y_stride, unfold4(acc[c]), n_rows);                           \
-    }
+    }                                                                                        \
+    ALWAYS_INLINE void fn##_body_cols4(int64_t n, const void *w, size_t w_stride, int n_rows, \
+                                       const void *x, size_t x_stride, float *y,             \
+                                       int64_t y_stride)                                     \
+    {                                                                                        \
+        ROW_POINTERS(block_t, rows);                                                         \
+        const kq_block_q8_0 *cols[4];                                                        \
+        UNROLL for (int c = 0; c < 4; c++)                                                   \
+            cols[c] = (const kq_block_q8_0 *)((const uint8_t *)x + (size_t)c * x_stride);    \
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),     \
+                         _mm256_setzero_ps()};                                               \
+        for (int64_t i = 0; i < n / KQ_QK; i++) {                                            \
+            __m256i xq[4];                                                                   \
+            UNROLL for (int c = 0; c < 4; c++)                                               \
+                xq[c] = _mm256_loadu_si256((const __m256i *)cols[c][i].qs);                  \
+            __m256 dx = halves4(cols[0][i].d, cols[1][i].d, cols[2][i].d, cols[3][i].d);     \
+            UNROLL for (int r = 0; r < 4; r++) {                                             \
+                __m256i wq = weights_fn(&rows[r][i]);                                        \
+                __m256i wa = _mm256_sign_epi8(wq, wq);                                       \
+                __m256 sums = fold4(dot_signed(wa, wq, xq[0]), dot_signed(wa, wq, xq[1]),    \
+                                    dot_signed(wa, wq, xq[2]), dot_signed(wa, wq, xq[3]));   \
+                __m256 scale = _mm256_mul_ps(dx, _mm256_set1_ps(half(rows[r][i].d)));       \
+                acc[r] = _mm256_fmadd_ps(sums, scale, acc[r]);                               \
+            }                                                                                \
+        }                                                                                    \
+        store_cols4(y, y_stride, acc, n_rows);                                               \
+    }                                                                                        \
+    TILE_DISPATCH(fn, fn##_body)
 
 SIGNED_TILE(tile_q4_0, kq_block_q4_0, weights_q4_0)
 SIGNED_TILE(tile_q5_0, kq_block_q5_0, weights_q5_0)
@@ -169,24 +237,25 @@ SIGNED_TILE(tile_q8_0, kq_block_q8_0, weights_q8_0)
 
 /* _1 types: sum = d_w d_x sumi + m_w s_x; the m_w s_x term goes into lanes 0..3 only. */
 #define AFFINE_TILE(fn, block_t, levels_fn)                                                  \
-    static void fn(int64_t n, const void *w, size_t w_stride, int n_rows, const void *x,     \
-                   size_t x_stride, int n_cols, float *y, int64_t y_stride)                  \
+    ALWAYS_INLINE void fn##_body(int64_t n, const void *w, size_t w_stride, int n_rows,      \
+                                 const void *x, size_t x_stride, const int n_cols, float *y, \
+                                 int64_t y_stride)                                           \
     {                                                                                        \
         ROW_POINTERS(block_t, rows);                                                         \
         const kq_block_q8_1 *cols[4];                                                        \
-        for (int c = 0; c < n_cols; c++)                                                     \
+        UNROLL for (int c = 0; c < n_cols; c++)                                              \
             cols[c] = (const kq_block_q8_1 *)((const uint8_t *)x + (size_t)c * x_stride);    \
         __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),     \
                          _mm256_setzero_ps()};                                               \
         const __m256 low_lanes = _mm256_castsi256_ps(_mm256_setr_epi32(-1, -1, -1, -1, 0, 0, 0, 0)); \
         for (int64_t i = 0; i < n / KQ_QK; i++) {                                            \
             __m256i wl[4];                                                                   \
-            for (int r = 0; r < 4; r++)                                                      \
+            UNROLL for (int r = 0; r < 4; r++)                                               \
                 wl[r] = levels_fn(&rows[r][i]);                                              \
             __m256 dw = halves4(rows[0][i].d, rows[1][i].d, rows[2][i].d, rows[3][i].d);     \
             __m256 mw = _mm256_and_ps(                                                       \
                 halves4(rows[0][i].m, rows[1][i].m, rows[2][i].m, rows[3][i].m), low_lanes); \
-            for (int c = 0; c < n_cols; c++) {                                               \
+            UNROLL for (int c = 0; c < n_cols; c++) {                                        \
                 __m256i xq = _mm256_loadu_si256((const __m256i *)cols[c][i].qs);             \
                 __m256 sums = fold4(dot_unsigned(wl[0], xq), dot_unsigned(wl[1], xq),        \
                                     dot_unsigned(wl[2], xq), dot_unsigned(wl[3], xq));       \
@@ -195,9 +264,39 @@ SIGNED_TILE(tile_q8_0, kq_block_q8_0, weights_q8_0)
                 acc[c] = _mm256_fmadd_ps(mw, _mm256_set1_ps(half(cols[c][i].s)), acc[c]);   \
             }                                                                                \
         }                                                                                    \
-        for (int c = 0; c < n_cols; c++)                                                     \
+        UNROLL for (int c = 0; c < n_cols; c++)                                              \
             store_rows(y + c * y_stride, unfold4(acc[c]), n_rows);                           \
-    }
+    }                                                                                        \
+    ALWAYS_INLINE void fn##_body_cols4(int64_t n, const void *w, size_t w_stride, int n_rows, \
+                                       const void *x, size_t x_stride, float *y,             \
+                                       int64_t y_stride)                                     \
+    {                                                                                        \
+        ROW_POINTERS(block_t, rows);                                                         \
+        const kq_block_q8_1 *cols[4];                                                        \
+        UNROLL for (int c = 0; c < 4; c++)                                                   \
+            cols[c] = (const kq_block_q8_1 *)((const uint8_t *)x + (size_t)c * x_stride);    \
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),     \
+                         _mm256_setzero_ps()};                                               \
+        const __m256 low_lanes = _mm256_castsi256_ps(_mm256_setr_epi32(-1, -1, -1, -1, 0, 0, 0, 0)); \
+        for (int64_t i = 0; i < n / KQ_QK; i++) {                                            \
+            __m256i xq[4];                                                                   \
+            UNROLL for (int c = 0; c < 4; c++)                                               \
+                xq[c] = _mm256_loadu_si256((const __m256i *)cols[c][i].qs);                  \
+            __m256 dx = halves4(cols[0][i].d, cols[1][i].d, cols[2][i].d, cols[3][i].d);     \
+            __m256 sx = _mm256_and_ps(                                                       \
+                halves4(cols[0][i].s, cols[1][i].s, cols[2][i].s, cols[3][i].s), low_lanes); \
+            UNROLL for (int r = 0; r < 4; r++) {                                             \
+                __m256i wl = levels_fn(&rows[r][i]);                                         \
+                __m256 sums = fold4(dot_unsigned(wl, xq[0]), dot_unsigned(wl, xq[1]),        \
+                                    dot_unsigned(wl, xq[2]), dot_unsigned(wl, xq[3]));       \
+                __m256 scale = _mm256_mul_ps(dx, _mm256_set1_ps(half(rows[r][i].d)));       \
+                acc[r] = _mm256_fmadd_ps(sums, scale, acc[r]);                               \
+                acc[r] = _mm256_fmadd_ps(sx, _mm256_set1_ps(half(rows[r][i].m)), acc[r]);   \
+            }                                                                                \
+        }                                                                                    \
+        store_cols4(y, y_stride, acc, n_rows);                                               \
+    }                                                                                        \
+    TILE_DISPATCH(fn, fn##_body)
 
 AFFINE_TILE(tile_q4_1, kq_block_q4_1, levels_q4_1)
 AFFINE_TILE(tile_q5_1, kq_block_q5_1, levels_q5_1)
@@ -213,18 +312,26 @@ static inline float hsum(__m256 v)
 }
 
 #define SIGNED_DOT(fn, block_t, weights_fn)                                                  \
+    ALWAYS_INLINE __m256 fn##_block(const block_t *wb, const kq_block_q8_0 *xb, __m256 acc)  \
+    {                                                                                        \
+        __m256i wq = weights_fn(wb);                                                         \
+        __m256i xq = _mm256_loadu_si256((const __m256i *)xb->qs);                            \
+        __m256 sums = _mm256_cvtepi32_ps(dot_signed(_mm256_sign_epi8(wq, wq), wq, xq));      \
+        return _mm256_fmadd_ps(sums, _mm256_set1_ps(half(wb->d) * half(xb->d)), acc);        \
+    }                                                                                        \
     static void fn(int64_t n, const void *w_row, const void *x_row, float *out)              \
     {                                                                                        \
         const block_t *wb = w_row;                                                           \
         const kq_block_q8_0 *xb = x_row;                                                     \
-        __m256 acc = _mm256_setzero_ps();                                                    \
-        for (int64_t i = 0; i < n / KQ_QK; i++) {                                            \
-            __m256i wq = weights_fn(&wb[i]);                                                 \
-            __m256i xq = _mm256_loadu_si256((const __m256i *)xb[i].qs);                      \
-            __m256 sums = _mm256_cvtepi32_ps(dot_signed(_mm256_sign_epi8(wq, wq), wq, xq));  \
-            acc = _mm256_fmadd_ps(sums, _mm256_set1_ps(half(wb[i].d) * half(xb[i].d)), acc); \
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                       \
+        int64_t nb = n / KQ_QK, i = 0;                                                       \
+        for (; i + 2 <= nb; i += 2) {                                                        \
+            acc0 = fn##_block(&wb[i], &xb[i], acc0);                                         \
+            acc1 = fn##_block(&wb[i + 1], &xb[i + 1], acc1);                                 \
         }                                                                                    \
-        *out = hsum(acc);                                                                    \
+        if (i < nb)                                                                          \
+            acc0 = fn##_block(&wb[i], &xb[i], acc0);                                         \
+        *out = hsum(_mm256_add_ps(acc0, acc1));                                              \
     }
 
 SIGNED_DOT(dot_q4_0, kq_block_q4_0, weights_q4_0)
