@@ -414,41 +414,84 @@ def group_disconnect():
     health_ok("a client disconnect")
 
 
+def open_long_stream(started, release):
+    """A stream that would run to the end of the context; hangs up on release."""
+    c = conn(timeout=300)
+    body = json.dumps({"messages": msg("Hi"), "stream": True, "max_tokens": 100000})
+    c.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    check(r.status == 200, "a long stream starts")
+    r.read1(64)  # the role chunk comes at once, even while queued
+    started.release()
+    release.wait()
+    c.close()
+
+
+def wait_metric(name, value, seconds=120):
+    deadline = time.time() + seconds
+    while time.time() < deadline and metric(name) != value:
+        time.sleep(0.05)
+    return check(metric(name) == value, "%s reaches %s (is %s)" % (name, value, metric(name)))
+
+
 def group_queue_full():
-    """--parallel 1 --max-queue 1: one generating, one waiting, the third gets 503 + Retry-After."""
-    holders = []
-
-    def long_stream():
-        c = conn(timeout=300)
-        body = json.dumps({"messages": msg("Hi"), "stream": True, "max_tokens": 100000})
-        c.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
-        r = c.getresponse()
-        holders.append((c, r))
-        r.read1(100)
-
-    t1 = threading.Thread(target=long_stream)
+    """--parallel 1 --max-queue 1: one generating, one waiting, the third gets 503 + Retry-After;
+    hanging up cancels both the running and the queued request."""
+    cancelled = metric("elliott_requests_cancelled_total")
+    started, release = threading.Semaphore(0), threading.Event()
+    t1 = threading.Thread(target=open_long_stream, args=(started, release))
     t1.start()
-    deadline = time.time() + 60
-    while time.time() < deadline and metric("elliott_active_slots") != 1:
-        time.sleep(0.05)
-    check(metric("elliott_active_slots") == 1, "the first request holds the slot")
-    t2 = threading.Thread(target=long_stream)
+    started.acquire()
+    wait_metric("elliott_active_slots", 1)
+    t2 = threading.Thread(target=open_long_stream, args=(started, release))
     t2.start()
-    while time.time() < deadline and metric("elliott_queue_depth") != 1:
-        time.sleep(0.05)
-    check(metric("elliott_queue_depth") == 1, "the second request waits in the queue")
-    st, h, data = chat()
-    error_of(st, data, 503, None, "queue full")
-    check(h.get("retry-after", "").isdigit(), "503 for a full queue has Retry-After: %r" % h.get("retry-after"))
+    started.acquire()
+    wait_metric("elliott_queue_depth", 1)
+    for stream_it in (False, True):
+        st, h, data = chat({"stream": stream_it})
+        error_of(st, data, 503, None, "queue full (stream=%s)" % stream_it)
+        check(h.get("retry-after", "").isdigit(), "503 for a full queue has Retry-After: %r" % h.get("retry-after"))
     health_ok("a full queue")
+    release.set()
     t1.join()
     t2.join()
-    for c, r in holders:
-        c.close()
-    while time.time() < deadline + 60 and metric("elliott_active_slots") != 0:
-        time.sleep(0.05)
+    wait_metric("elliott_queue_depth", 0)
+    wait_metric("elliott_active_slots", 0)
+    wait_metric("elliott_requests_cancelled_total", cancelled + 2)
     st, _, data = chat({"max_tokens": 2})
     check(st == 200, "served again once the queue drained")
+
+
+def stream_until_end(max_tokens):
+    """Streams; says "started" after the first event, then returns every event."""
+    c = conn(timeout=300)
+    c.request("POST", "/v1/chat/completions", body=json.dumps(
+        {"messages": msg("Hi"), "stream": True, "max_tokens": max_tokens}),
+        headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    events = []
+    for data in read_sse(r):
+        if not events:
+            print("started", flush=True)
+        events.append(data)
+    c.close()
+    return events
+
+
+def group_finishing():
+    """A short stream sent just before SIGTERM: it finishes normally within the grace period."""
+    events = stream_until_end(24)
+    check(events and events[-1] == "[DONE]", "the stream in flight at SIGTERM completed")
+    check(len(events) >= 3 and json.loads(events[-2])["choices"][0]["finish_reason"] == "length",
+          "the stream in flight at SIGTERM has its finish chunk")
+
+
+def group_inflight():
+    """An endless stream; the caller sends SIGTERM: after the grace period the
+    stream ends with an error event and no [DONE]."""
+    events = stream_until_end(100000)
+    check(len(events) >= 2 and events[-1] != "[DONE]" and "error" in json.loads(events[-1]),
+          "the cancelled stream ends with an error event: %r" % events[-1:])
 
 
 def group_auth():
@@ -510,18 +553,6 @@ def group_failed():
     check(st == 503 and json.loads(data)["status"] == "failed", "/health is 503 after a failed load")
     st, h, data = chat()
     error_of(st, data, 503, None, "completion after a failed load")
-
-
-def group_inflight():
-    """Starts a long stream and prints its first bytes; the caller then sends SIGTERM."""
-    c = conn(timeout=300)
-    c.request("POST", "/v1/chat/completions", body=json.dumps(
-        {"messages": msg("Hi"), "stream": True, "max_tokens": 100000}), headers={"Content-Type": "application/json"})
-    r = c.getresponse()
-    print("started", flush=True)
-    events = list(read_sse(r))
-    # Cancelled by the shutdown: an error event, no [DONE].
-    check(len(events) >= 2 and "error" in json.loads(events[-1]), "the cancelled stream ends with an error event")
 
 
 GROUPS = {name[6:]: fn for name, fn in globals().items() if name.startswith("group_")}
