@@ -41,9 +41,14 @@ int32_t tokenizer_find(const tokenizer *t, const char *piece);
 /* Control tokens (BOS, EOS, turn markers) produce no text. */
 bool tokenizer_is_control(const tokenizer *t, int32_t id);
 
-/* Appends the ids of text[0..len) to out. No BOS is added. With parse_special,
- * the text of control and user-defined tokens becomes those tokens. Invalid UTF-8
- * is tokenized byte by byte (byte fallback), never rejected. */
+/* Appends the ids of text[0..len) to out, exactly as llama.cpp's SentencePiece
+ * tokenizer does. No BOS is added. With parse_special, the text of control and
+ * unknown tokens (<start_of_turn>, <eos>, <unk>) becomes those tokens; without
+ * it, that text is plain characters. User-defined tokens (Gemma's "\n", runs of
+ * spaces or tabs, HTML tags) are matched whole in both modes, as llama.cpp does:
+ * they stand for exactly their text, so this never injects a control token.
+ * Invalid UTF-8 is tokenized byte by byte (byte fallback), never rejected. On
+ * failure (out of memory) out is left as it was. */
 int tokenizer_encode(const tokenizer *t, const char *text, size_t len, bool parse_special,
                      token_vec *out, el_err *err);
 
