@@ -253,41 +253,44 @@ static void select_best(const float *logits, int n, int k, candidate *out)
 }
 
 /* ---- drawing ---------------------------------------------------------------------------- */
+/* From here on logits are scaled: (logit - max) / temperature, so the best is 0 and
+ * a token's unnormalized probability is expf(scaled). Dividing (rather than
+ * multiplying by 1/T) keeps a subnormal temperature from giving 0 * inf. */
 
 static double uniform_double(el_rng *rng)
 {
     return (double)(el_rng_next(rng) >> 11) * (1.0 / 9007199254740992.0);
 }
 
-typedef struct scaling {
-    float max_logit;
-    float inv_temperature;
-    float min_p_floor; /* scaled logits below this fail min-p; -inf when off */
-} scaling;
-
-static double weight_of(const scaling *sc, float logit)
+static void scale_logits(float *logits, int n, float max_logit, float temperature)
 {
-    float scaled = (logit - sc->max_logit) * sc->inv_temperature;
-    return scaled < sc->min_p_floor ? 0.0 : (double)expf(scaled);
+    for (int i = 0; i < n; i++)
+        logits[i] = (logits[i] - max_logit) / temperature;
+}
+
+/* min_floor: log(min_p), below which a scaled logit fails min-p (-inf when off). */
+static double weight_of(float scaled, float min_floor)
+{
+    return scaled < min_floor ? 0.0 : (double)expf(scaled);
 }
 
 /* Draws from the whole vocabulary (min-p aside) without ordering it: weights go
  * into the logits buffer, then one scan finds where the uniform draw lands. */
-static int32_t draw_from_vocab(sampler *s, float *logits, const scaling *sc)
+static int32_t draw_from_vocab(sampler *s, float *scaled, float min_floor)
 {
     int n = s->n_vocab;
     double total = 0;
     for (int i = 0; i < n; i++) {
-        double w = weight_of(sc, logits[i]);
-        logits[i] = (float)w;
-        total += (float)w;
+        float w = (float)weight_of(scaled[i], min_floor);
+        scaled[i] = w;
+        total += w;
     }
     double target = uniform_double(&s->rng) * total, cum = 0;
     int32_t last = 0;
     for (int i = 0; i < n; i++) {
-        if (logits[i] <= 0.0f)
+        if (scaled[i] <= 0.0f)
             continue;
-        cum += logits[i];
+        cum += scaled[i];
         last = i;
         if (target < cum)
             return i;
@@ -295,14 +298,14 @@ static int32_t draw_from_vocab(sampler *s, float *logits, const scaling *sc)
     return last; /* rounding left the target at the very top */
 }
 
-static int32_t draw_from_candidates(sampler *s, int n, const scaling *sc)
+static int32_t draw_from_candidates(sampler *s, int n, float min_floor)
 {
     double total = 0;
     for (int i = 0; i < n; i++)
-        total += weight_of(sc, s->cand[i].logit);
+        total += weight_of(s->cand[i].logit, min_floor);
     double target = uniform_double(&s->rng) * total, cum = 0;
     for (int i = 0; i < n; i++) {
-        cum += weight_of(sc, s->cand[i].logit);
+        cum += weight_of(s->cand[i].logit, min_floor);
         if (target < cum)
             return s->cand[i].id;
     }
@@ -311,11 +314,13 @@ static int32_t draw_from_candidates(sampler *s, int n, const scaling *sc)
 
 /* Length of the shortest best-first prefix whose probability (out of total)
  * reaches top_p, or 0 when these n candidates do not reach it. */
-static int top_p_prefix(const candidate *cand, int n, const scaling *sc, double total, double top_p)
+static int top_p_prefix(const candidate *cand, int n, double top_p)
 {
-    double cum = 0;
+    double total = 0, cum = 0;
+    for (int i = 0; i < n; i++)
+        total += expf(cand[i].logit);
     for (int i = 0; i < n; i++) {
-        cum += weight_of(sc, cand[i].logit) / total;
+        cum += expf(cand[i].logit) / total;
         if (cum >= top_p)
             return i + 1;
     }
@@ -323,10 +328,10 @@ static int top_p_prefix(const candidate *cand, int n, const scaling *sc, double 
 }
 
 /* Candidates past the first one that fails min-p carry no weight: drop them. */
-static int min_p_prefix(const candidate *cand, int n, const scaling *sc)
+static int min_p_prefix(const candidate *cand, int n, float min_floor)
 {
     int kept = 1; /* the best token always passes */
-    while (kept < n && weight_of(sc, cand[kept].logit) > 0.0)
+    while (kept < n && cand[kept].logit >= min_floor)
         kept++;
     return kept;
 }
@@ -338,9 +343,9 @@ static int min_p_prefix(const candidate *cand, int n, const scaling *sc)
 enum { TOP_P_BUCKETS = 1024 };
 #define TOP_P_RANGE 40.0f /* scaled logits this far below the best share the last bucket */
 
-static int bucket_of(const scaling *sc, float logit)
+static int bucket_of(float scaled)
 {
-    float below = (sc->max_logit - logit) * sc->inv_temperature;
+    float below = -scaled;
     if (!(below < TOP_P_RANGE))
         return TOP_P_BUCKETS - 1;
     int b = (int)(below * (TOP_P_BUCKETS / TOP_P_RANGE));
@@ -348,33 +353,31 @@ static int bucket_of(const scaling *sc, float logit)
 }
 
 typedef struct nucleus {
-    int boundary;           /* tokens in buckets before this one are all kept */
-    candidate last_kept;    /* in the boundary bucket, tokens ranking at or above this are kept */
-    double kept_weight;     /* total min-p weight of the kept tokens */
+    int boundary;        /* tokens in buckets before this one are all kept */
+    candidate last_kept; /* in the boundary bucket, tokens ranking at or above this are kept */
+    double kept_weight;  /* total min-p weight of the kept tokens */
 } nucleus;
 
-static bool in_nucleus(const nucleus *nu, const scaling *sc, float logit, int32_t id)
+static bool in_nucleus(const nucleus *nu, float scaled, int32_t id)
 {
-    int b = bucket_of(sc, logit);
+    int b = bucket_of(scaled);
     if (b != nu->boundary)
         return b < nu->boundary;
-    candidate c = { logit, id };
+    candidate c = { scaled, id };
     return !ranks_above(nu->last_kept, c);
 }
 
-static nucleus find_nucleus(sampler *s, const float *logits, const scaling *sc)
+static nucleus find_nucleus(sampler *s, const float *scaled, float min_floor)
 {
     static const int nb = TOP_P_BUCKETS;
     double mass[TOP_P_BUCKETS] = { 0 }, kept_mass[TOP_P_BUCKETS] = { 0 };
     int count[TOP_P_BUCKETS] = { 0 };
-    scaling no_min_p = *sc;
-    no_min_p.min_p_floor = -INFINITY;
     double total = 0;
     for (int i = 0; i < s->n_vocab; i++) {
-        int b = bucket_of(sc, logits[i]);
-        double w = weight_of(&no_min_p, logits[i]);
+        int b = bucket_of(scaled[i]);
+        double w = expf(scaled[i]);
         mass[b] += w;
-        if ((logits[i] - sc->max_logit) * sc->inv_temperature >= sc->min_p_floor)
+        if (scaled[i] >= min_floor)
             kept_mass[b] += w;
         count[b]++;
         total += w;
@@ -393,14 +396,13 @@ static nucleus find_nucleus(sampler *s, const float *logits, const scaling *sc)
         nu.boundary--;
     int n = 0;
     for (int i = 0; i < s->n_vocab; i++)
-        if (bucket_of(sc, logits[i]) == nu.boundary)
-            s->cand[n++] = (candidate){ logits[i], i };
+        if (bucket_of(scaled[i]) == nu.boundary)
+            s->cand[n++] = (candidate){ scaled[i], i };
     qsort(s->cand, (size_t)n, sizeof *s->cand, compare_candidates);
     int m = 0;
     while (m < n) {
-        double w = weight_of(&no_min_p, s->cand[m].logit);
-        before += w;
-        nu.kept_weight += weight_of(sc, s->cand[m].logit);
+        before += expf(s->cand[m].logit);
+        nu.kept_weight += weight_of(s->cand[m].logit, min_floor);
         m++;
         if (before >= target)
             break;
@@ -409,15 +411,15 @@ static nucleus find_nucleus(sampler *s, const float *logits, const scaling *sc)
     return nu;
 }
 
-static int32_t draw_from_nucleus(sampler *s, const float *logits, const scaling *sc)
+static int32_t draw_from_nucleus(sampler *s, const float *scaled, float min_floor)
 {
-    nucleus nu = find_nucleus(s, logits, sc);
+    nucleus nu = find_nucleus(s, scaled, min_floor);
     double target = uniform_double(&s->rng) * nu.kept_weight, cum = 0;
     int32_t last = nu.last_kept.id;
     for (int i = 0; i < s->n_vocab; i++) {
-        if (!in_nucleus(&nu, sc, logits[i], i))
+        if (scaled[i] < min_floor || !in_nucleus(&nu, scaled[i], i))
             continue;
-        double w = weight_of(sc, logits[i]);
+        double w = expf(scaled[i]);
         if (w <= 0.0)
             continue;
         cum += w;
@@ -432,32 +434,26 @@ static int32_t sample_stochastic(sampler *s, float *logits, float max_logit)
 {
     const sampler_params *p = &s->params;
     int n = s->n_vocab;
-    scaling sc = {
-        .max_logit = max_logit,
-        .inv_temperature = 1.0f / p->temperature,
-        .min_p_floor = p->min_p > 0.0f ? logf(p->min_p) : -INFINITY,
-    };
+    float min_floor = p->min_p > 0.0f ? logf(p->min_p) : -INFINITY;
     bool top_k_restricts = p->top_k > 0 && p->top_k < n;
     bool top_p_restricts = p->top_p < 1.0f;
-    if (!top_k_restricts && !top_p_restricts)
-        return draw_from_vocab(s, logits, &sc);
-    if (!top_k_restricts)
-        return draw_from_nucleus(s, logits, &sc);
-
+    if (!top_k_restricts) {
+        scale_logits(logits, n, max_logit, p->temperature);
+        return top_p_restricts ? draw_from_nucleus(s, logits, min_floor)
+                               : draw_from_vocab(s, logits, min_floor);
+    }
+    /* Top-k does not depend on the temperature: select first, scale only k. */
     select_best(logits, n, p->top_k, s->cand);
+    for (int i = 0; i < p->top_k; i++)
+        s->cand[i].logit = (s->cand[i].logit - max_logit) / p->temperature;
     int kept = p->top_k;
     if (top_p_restricts) {
-        scaling no_min_p = sc;
-        no_min_p.min_p_floor = -INFINITY;
-        double total = 0;
-        for (int i = 0; i < kept; i++)
-            total += weight_of(&no_min_p, s->cand[i].logit);
-        int prefix = top_p_prefix(s->cand, kept, &no_min_p, total, p->top_p);
+        int prefix = top_p_prefix(s->cand, kept, p->top_p);
         if (prefix > 0)
             kept = prefix;
     }
-    kept = min_p_prefix(s->cand, kept, &sc);
-    return draw_from_candidates(s, kept, &sc);
+    kept = min_p_prefix(s->cand, kept, min_floor);
+    return draw_from_candidates(s, kept, min_floor);
 }
 
 int32_t sampler_sample(sampler *s, float *logits)

@@ -190,6 +190,23 @@ static void test_frequencies_follow_softmax(void)
     CHECK(chi_square(counts, wrong, 6, 30000) > 100);
 }
 
+static void test_tiny_temperature_is_greedy(void)
+{
+    const float logits[5] = { 1.0f, 3.0f, 2.999f, -1.0f, 3.0f };
+    sampler_params p = params_with(1e-40f, 71) /* subnormal: 1/T overflows */;
+    int counts[5];
+    count_draws(&p, logits, 5, 200, counts);
+    CHECK_EQ_INT(counts[1] + counts[4], 200); /* the two tied best, nothing else */
+    p.top_p = 0.5f;
+    count_draws(&p, logits, 5, 200, counts);
+    CHECK_EQ_INT(counts[1], 200); /* top-p keeps the first of the tie */
+    p.top_p = 1.0f;
+    p.top_k = 2;
+    p.min_p = 0.5f;
+    count_draws(&p, logits, 5, 200, counts);
+    CHECK_EQ_INT(counts[1] + counts[4], 200);
+}
+
 static void test_top_k_one_is_greedy(void)
 {
     float logits[64];
@@ -555,6 +572,7 @@ int main(void)
     RUN(test_different_seeds_differ);
     RUN(test_default_params);
     RUN(test_frequencies_follow_softmax);
+    RUN(test_tiny_temperature_is_greedy);
     RUN(test_top_k_one_is_greedy);
     RUN(test_top_k_renormalizes);
     RUN(test_top_p_excludes_tail);
