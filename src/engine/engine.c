@@ -203,6 +203,11 @@ static void *engine_main(void *arg)
     pthread_mutex_unlock(&e->mu);
     if (rc == 0)
         scheduler_run(e);
+    /* Submits that passed the READY check before shutdown still read the tokenizer. */
+    pthread_mutex_lock(&e->mu);
+    while (e->submitting > 0)
+        pthread_cond_wait(&e->ready_cv, &e->mu);
+    pthread_mutex_unlock(&e->mu);
     unload_model(e);
     return NULL;
 }
@@ -540,28 +545,10 @@ fail:
     return NULL;
 }
 
-enum gen_status engine_submit(engine *e, const chat_message *messages, size_t n_messages,
-                              const gen_params *params, gen_request **out, el_err *err)
+/* Validates, builds the prompt and queues; runs with e->submitting held. */
+static enum gen_status submit_ready(engine *e, const chat_message *messages, size_t n_messages,
+                                    const gen_params *params, gen_request **out, el_err *err)
 {
-    if (out)
-        *out = NULL;
-    if (!e || !out) {
-        el_fail(err, "engine: no engine or no place for the request");
-        return GEN_ERR_INTERNAL;
-    }
-    pthread_mutex_lock(&e->mu);
-    if (e->stopping || e->state != ENGINE_READY) {
-        enum gen_status s = not_ready_locked(e, err);
-        pthread_mutex_unlock(&e->mu);
-        return s;
-    }
-    bool full = e->queue_len >= e->cfg.max_queue;
-    pthread_mutex_unlock(&e->mu);
-    if (full) {
-        el_fail(err, "engine: the request queue is full");
-        return GEN_ERR_QUEUE_FULL;
-    }
-
     gen_params defaults;
     if (!params) {
         gen_params_default(&defaults);
@@ -628,6 +615,38 @@ enum gen_status engine_submit(engine *e, const chat_message *messages, size_t n_
     pthread_mutex_unlock(&e->mu);
     *out = r;
     return GEN_OK;
+}
+
+enum gen_status engine_submit(engine *e, const chat_message *messages, size_t n_messages,
+                              const gen_params *params, gen_request **out, el_err *err)
+{
+    if (out)
+        *out = NULL;
+    if (!e || !out) {
+        el_fail(err, "engine: no engine or no place for the request");
+        return GEN_ERR_INTERNAL;
+    }
+    pthread_mutex_lock(&e->mu);
+    if (e->stopping || e->state != ENGINE_READY) {
+        enum gen_status s = not_ready_locked(e, err);
+        pthread_mutex_unlock(&e->mu);
+        return s;
+    }
+    if (e->queue_len >= e->cfg.max_queue) {
+        pthread_mutex_unlock(&e->mu);
+        el_fail(err, "engine: the request queue is full");
+        return GEN_ERR_QUEUE_FULL;
+    }
+    e->submitting++;
+    pthread_mutex_unlock(&e->mu);
+
+    enum gen_status status = submit_ready(e, messages, n_messages, params, out, err);
+
+    pthread_mutex_lock(&e->mu);
+    if (--e->submitting == 0 && e->stopping)
+        pthread_cond_broadcast(&e->ready_cv);
+    pthread_mutex_unlock(&e->mu);
+    return status;
 }
 
 int gen_prompt_tokens(const gen_request *r)

@@ -126,7 +126,7 @@ typedef struct slot {
 struct engine {
     pthread_mutex_t mu;
     pthread_cond_t sched_cv;
-    pthread_cond_t ready_cv;
+    pthread_cond_t ready_cv; /* also: the last in-flight submit has left */
     int refs;                /* the owner's, plus one per unreleased request */
 
     engine_config cfg;       /* normalised: no zeros left where a default applies */
@@ -138,6 +138,7 @@ struct engine {
     enum engine_state state;
     el_err load_err;
     bool stopping;
+    int submitting;          /* engine_submit calls using the tokenizer outside the lock */
     gen_request *queue_head, *queue_tail;
     int queue_len;
     int active_slots;

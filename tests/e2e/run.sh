@@ -5,6 +5,7 @@
 set -u
 bin=${1:?usage: run.sh ELLIOTT_BINARY}
 shared=${ELLIOTT_SHARED:-../shared}
+[ -x "$bin" ] || { echo "FAIL  no elliott binary at $bin"; exit 1; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail=0
@@ -26,11 +27,13 @@ check "speed figures stay off stdout" bash -c "! grep -q tok/s '$tmp/out'"
 # Greedy is reproducible; the prompt can come from stdin.
 echo -n "Once upon a time" | "$bin" run -p - -n 20 --temp 0 >"$tmp/out2" 2>/dev/null
 check "-p - reads stdin, same greedy output" cmp -s "$tmp/out" "$tmp/out2"
+check "greedy output is not empty" test -s "$tmp/out2"
 "$bin" run --raw -p "Once upon a time" -n 20 --temp 0 --seed 7 -t 1 --ctx 64 >"$tmp/raw" 2>/dev/null
 check "--raw with options" grep -q "little girl" "$tmp/raw"
 "$bin" run -p "Once upon a time" -n 12 --temp 0.8 --top-p 0.9 --top-k 20 --seed 42 >"$tmp/s1" 2>/dev/null
 "$bin" run -p "Once upon a time" -n 12 --temp 0.8 --top-p 0.9 --top-k 20 --seed 42 >"$tmp/s2" 2>/dev/null
 check "the same seed gives the same sample" cmp -s "$tmp/s1" "$tmp/s2"
+check "sampled output is not empty" test -s "$tmp/s1"
 
 gemma=$shared/golden/models/tiny-gemma-q8_0.gguf
 if [ -r "$gemma" ]; then
