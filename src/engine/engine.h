@@ -30,7 +30,10 @@ typedef struct engine_config {
     int max_queue;           /* requests waiting for a slot before submit says FULL; 0: 16 */
     int max_batch;           /* tokens per forward pass; 0: 512 */
     int max_tokens_default;  /* completion length when a request does not say; 0: 512 */
-    bool prefix_cache;       /* reuse a slot's cached prefix for the next request */
+    bool prefix_cache;       /* reuse a slot's cached prefix for the next request: a
+                                finished conversation's keys and values then stay in
+                                memory (never on disk) until reused or engine_free;
+                                off, a slot's cache is wiped as its request ends */
     bool mlock;
     enum chat_history history;
 } engine_config;
