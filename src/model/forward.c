@@ -24,6 +24,7 @@ struct model_ctx {
     float *gate;  /* [n_ff] */
     float *up;    /* [n_ff] */
     float *rope;  /* per token: cos, sin for global layers, then for sliding layers [4][n_rot/2] */
+    int *all_rows;   /* 0, 1, 2, ...: every token of the batch */
     int *logit_rows; /* batch indices of the tokens that want logits */
 
     void *mm_scratch;   /* kernels_matmul activations, 64-byte aligned */
@@ -70,6 +71,7 @@ void model_ctx_free(model_ctx *c)
         free(*bufs[i]);
     free(c->att_q16);
     free(c->logit_rows);
+    free(c->all_rows);
     free(c->mm_scratch);
     free(c);
 }
@@ -110,12 +112,15 @@ model_ctx *model_ctx_create(const model *m, int max_batch, threadpool *pool, el_
     c->up = alloc_rows(max_batch, hp->n_ff);
     c->rope = alloc_rows(max_batch, 2 * (int64_t)hp->n_rot);
     c->logit_rows = calloc((size_t)max_batch, sizeof *c->logit_rows);
+    c->all_rows = calloc((size_t)max_batch, sizeof *c->all_rows);
+    for (int i = 0; c->all_rows && i < max_batch; i++)
+        c->all_rows[i] = i;
     c->att_acc = alloc_rows(c->n_threads, align64((size_t)hp->head_dim_v));
     c->att_q16 = aligned_alloc(64, align64((size_t)c->n_threads * align64((size_t)hp->head_dim_k) * sizeof(uint16_t)));
     c->mm_scratch_size = align64(max_matmul_scratch(m, max_batch));
     c->mm_scratch = aligned_alloc(64, c->mm_scratch_size ? c->mm_scratch_size : 64);
     if (!c->x || !c->xn || !c->q || !c->k || !c->v || !c->attn || !c->proj || !c->gate || !c->up || !c->rope ||
-        !c->logit_rows || !c->att_acc || !c->att_q16 || !c->mm_scratch) {
+        !c->logit_rows || !c->all_rows || !c->att_acc || !c->att_q16 || !c->mm_scratch) {
         model_ctx_free(c);
         el_fail(err, "out of memory for a batch of %d tokens", max_batch);
         return NULL;
@@ -237,6 +242,8 @@ typedef struct layer_job {
     const model_batch *b;
     int il;
     bool swa;
+    const int *rows; /* the tokens whose attention output is needed; row i of attn is rows[i] */
+    int n_rows;
 } layer_job;
 
 /* q/k norms (gemma3), rope, query scaling, then K and V into the cache. */
@@ -278,12 +285,13 @@ static void prepare_qkv(void *p, int ith, int nth)
 
 /* One query head of one token against its sequence's cache, with a streaming
  * (online) softmax: one pass over the keys and values, no score buffer. */
-static void attend_one(const layer_job *j, int t, int h, uint16_t *q16, float *acc)
+static void attend_one(const layer_job *j, int row, int h, uint16_t *q16, float *acc)
 {
     model_ctx *c = j->c;
     const model_hparams *hp = &c->m->hp;
     int dk = hp->head_dim_k, dv = hp->head_dim_v;
     int kvh = h / (hp->n_head / hp->n_head_kv);
+    int t = j->rows[row];
     int seq = j->b->seq[t], pos = j->b->pos[t];
     float kq_scale = arch_is_gemma(hp->arch) ? 1.0f : hp->attn_scale;
     float cap = hp->attn_softcap;
@@ -311,7 +319,7 @@ static void attend_one(const layer_job *j, int t, int h, uint16_t *q16, float *a
         sum += w;
         kernels_axpy_f16(acc, w, vals + (size_t)p * dv, dv);
     }
-    float *out = c->attn + (size_t)t * hp->n_head * dv + (size_t)h * dv;
+    float *out = c->attn + (size_t)row * hp->n_head * dv + (size_t)h * dv;
     float inv = 1.0f / sum;
     for (int d = 0; d < dv; d++)
         out[d] = acc[d] * inv;
@@ -324,7 +332,7 @@ static void attend(void *p, int ith, int nth)
     const model_hparams *hp = &c->m->hp;
     uint16_t *q16 = c->att_q16 + (size_t)ith * align64((size_t)hp->head_dim_k);
     float *acc = c->att_acc + (size_t)ith * align64((size_t)hp->head_dim_v);
-    int n_items = j->b->n_tokens * hp->n_head;
+    int n_items = j->n_rows * hp->n_head;
     /* Interleaved so that long and short causal rows spread evenly. */
     for (int item = ith; item < n_items; item += nth)
         attend_one(j, item / hp->n_head, item % hp->n_head, q16, acc);
@@ -337,19 +345,28 @@ static void add_rows(float *y, const float *x, int64_t n)
     kernels_add(y, x, n);
 }
 
-static void attention_block(model_ctx *c, kv_cache *kv, const model_batch *b, int il)
+/* Every token's keys and values go to the cache; the rest of the layer runs only for
+ * `rows` (all of them, except in the last layer, where only the rows that want logits
+ * matter: they are then moved to the front of x). */
+static void attention_block(model_ctx *c, kv_cache *kv, const model_batch *b, int il, const int *rows, int n)
 {
     const model *m = c->m;
     const model_hparams *hp = &m->hp;
     const model_layer *l = &m->layers[il];
-    int n = b->n_tokens;
-    rmsnorm_rows(c, c->xn, c->x, l->attn_norm, hp->n_embd, n);
-    matmul(c, &l->wq, c->xn, n, c->q);
-    matmul(c, &l->wk, c->xn, n, c->k);
-    matmul(c, &l->wv, c->xn, n, c->v);
-    layer_job j = {c, kv, b, il, model_layer_is_swa(hp, il)};
-    run_split(c, prepare_qkv, &j, n);
+    int n_all = b->n_tokens;
+    rmsnorm_rows(c, c->xn, c->x, l->attn_norm, hp->n_embd, n_all);
+    matmul(c, &l->wq, c->xn, n_all, c->q);
+    matmul(c, &l->wk, c->xn, n_all, c->k);
+    matmul(c, &l->wv, c->xn, n_all, c->v);
+    layer_job j = {c, kv, b, il, model_layer_is_swa(hp, il), rows, n};
+    run_split(c, prepare_qkv, &j, n_all);
+    if (n == 0)
+        return;
     run_split(c, attend, &j, n * hp->n_head);
+    if (rows != c->all_rows)
+        for (int r = 0; r < n; r++)
+            memmove(c->x + (size_t)r * hp->n_embd, c->x + (size_t)rows[r] * hp->n_embd,
+                    (size_t)hp->n_embd * sizeof(float));
     matmul(c, &l->wo, c->attn, n, c->proj);
     if (l->post_attn_norm)
         rmsnorm_rows(c, c->proj, c->proj, l->post_attn_norm, hp->n_embd, n);
@@ -389,42 +406,47 @@ static void ffn_block(model_ctx *c, int il, int n)
     add_rows(c->x, c->proj, (int64_t)n * hp->n_embd);
 }
 
-/* Gathers the rows that want logits into xn (normed) and multiplies by the output. */
-static int output_logits(model_ctx *c, const model_batch *b, float *logits)
+static int list_logit_rows(model_ctx *c, const model_batch *b)
 {
-    const model *m = c->m;
-    const model_hparams *hp = &m->hp;
     int n_out = 0;
     for (int i = 0; i < b->n_tokens; i++) {
         bool want = b->want_logits ? b->want_logits[i] : i == b->n_tokens - 1;
         if (want)
             c->logit_rows[n_out++] = i;
     }
-    if (n_out == 0)
-        return 0;
-    for (int r = 0; r < n_out; r++)
-        memmove(c->proj + (size_t)r * hp->n_embd, c->x + (size_t)c->logit_rows[r] * hp->n_embd,
-                (size_t)hp->n_embd * sizeof(float));
-    rmsnorm_rows(c, c->xn, c->proj, m->output_norm, hp->n_embd, n_out);
+    return n_out;
+}
+
+/* The first n_out rows of x are the tokens that want logits, in batch order. */
+static void output_logits(model_ctx *c, int n_out, float *logits)
+{
+    const model *m = c->m;
+    const model_hparams *hp = &m->hp;
+    rmsnorm_rows(c, c->xn, c->x, m->output_norm, hp->n_embd, n_out);
     kernels_matmul(&m->output, c->xn, hp->n_embd, n_out, logits, hp->n_vocab, c->mm_scratch, c->pool);
     if (hp->final_softcap > 0.0f)
         kernels_softcap(logits, hp->final_softcap, (int64_t)n_out * hp->n_vocab);
-    return n_out;
 }
 
 int model_forward(model_ctx *c, kv_cache *kv, const model_batch *b, float *logits, el_err *err)
 {
     if (validate_batch(c, kv, b, err) < 0)
         return -1;
+    int n_out = logits ? list_logit_rows(c, b) : 0;
     embed(c, b);
     fill_rope_tables(c, b);
-    for (int il = 0; il < c->m->hp.n_layer; il++) {
-        attention_block(c, kv, b, il);
-        ffn_block(c, il, b->n_tokens);
+    int n_layer = c->m->hp.n_layer;
+    for (int il = 0; il < n_layer; il++) {
+        bool last = il == n_layer - 1;
+        const int *rows = last ? c->logit_rows : c->all_rows;
+        int n = last ? n_out : b->n_tokens;
+        attention_block(c, kv, b, il, rows, n);
+        if (n > 0)
+            ffn_block(c, il, n);
     }
     for (int s = 0; s < kv->n_seq; s++)
         kv->len[s] = kv->next[s];
-    if (logits)
-        output_logits(c, b, logits);
+    if (n_out > 0)
+        output_logits(c, n_out, logits);
     return 0;
 }

@@ -444,6 +444,18 @@ static void test_kv_cache_sequences(void)
     CHECK_EQ_INT(run_seq(&r, 0, tok + 25, 15, false, again, &err), 0);
     CHECKF(max_rel_diff(again, full, n_vocab) < 1e-4, "after truncate: %g", max_rel_diff(again, full, n_vocab));
 
+    /* A prefix evaluated without any logits still fills the cache. */
+    kv_cache_truncate(r.kv, 0, 0, true);
+    bool none[20] = {false};
+    int32_t pos20[20], seq20[20];
+    for (int i = 0; i < 20; i++)
+        pos20[i] = i, seq20[i] = 0;
+    model_batch silent = {20, tok, pos20, seq20, none};
+    CHECK_EQ_INT(model_forward(r.ctx, r.kv, &silent, NULL, &err), 0);
+    CHECK_EQ_INT(kv_cache_seq_len(r.kv, 0), 20);
+    CHECK_EQ_INT(run_seq(&r, 0, tok + 20, 20, false, again, &err), 0);
+    CHECKF(max_rel_diff(again, full, n_vocab) < 1e-4, "after a silent prefix: %g", max_rel_diff(again, full, n_vocab));
+
     /* Another sequence with other tokens does not disturb sequence 0. */
     int32_t other[10];
     token_stream(other, 10, 99, n_vocab);
