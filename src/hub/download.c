@@ -453,6 +453,7 @@ static CURLcode perform_transfer(CURL *h, transfer *t)
     t->body_started = t->discard_body = false;
     t->fail[0] = '\0';
     t->write_errno = 0;
+    t->progress.resumed_from = t->on_disk;
     if (t->on_disk > 0) {
         snprintf(range, sizeof range, "%" PRIu64 "-", t->on_disk);
         curl_easy_setopt(h, CURLOPT_RANGE, range);

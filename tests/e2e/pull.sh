@@ -68,7 +68,7 @@ for _ in $(seq 100); do [ -s "$WORK/port" ] && break; sleep 0.05; done
 PORT=$(cat "$WORK/port")
 export HF_ENDPOINT="http://127.0.0.1:$PORT"
 unset HF_TOKEN ELLIOTT_MODELS
-ctl() { curl -sf "$HF_ENDPOINT/_control/$1"; }
+ctl() { python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())' "$HF_ENDPOINT/_control/$1"; }
 
 # pull ARGS...: runs elliott pull, leaving stdout, stderr and status in OUT, ERR, RC
 pull() {
@@ -94,6 +94,10 @@ check "file identical to the server's" cmp -s "$D/tiny-Q8_0.gguf" "$R/tiny/tiny-
 check "no .part left" [ ! -e "$D/tiny-Q8_0.gguf.part" ]
 check "checksum verified" grep -q "sha256 $(sha256sum "$R/tiny/tiny-Q8_0.gguf" | cut -c1-64) verified" "$WORK/err"
 check "followed the redirect to /cdn/" grep -q '/cdn/test/tiny-GGUF/tiny-Q8_0.gguf' <(ctl stats)
+check "plain progress lines on a non-terminal" grep -q '100.0%  3.0 MB / 3.0 MB' "$WORK/err"
+check "  no carriage returns" bash -c '! grep -q $'"'"'\r'"'"' "$0"' "$WORK/err"
+pull test/tiny-GGUF tiny-Q8_0.gguf -o "$WORK/d1rev" --revision refs/pr/1
+check "--revision goes into the URL, escaped" grep -q '/test/tiny-GGUF/resolve/refs%2Fpr%2F1/tiny-Q8_0.gguf' <(ctl stats)
 pull test/tiny-GGUF tiny-Q8_0.gguf -o "$D"
 check "second pull: already there, exit 0" [ "$RC" -eq 0 ]
 check "second pull says so" grep -q "already there" "$WORK/err"
