@@ -20,15 +20,21 @@
 /* The bundled model is in the repository; the gemma one is shared golden data. */
 static const char *stories_path = "models/stories260K.gguf";
 
-static const char *gemma_path(void)
+static const char *golden_model(const char *name)
 {
     static char path[4096];
-    const char *p = test_shared_path("golden/models/tiny-gemma-q8_0.gguf");
+    char rel[256];
+    snprintf(rel, sizeof rel, "golden/models/%s.gguf", name);
+    const char *p = test_shared_path(rel);
     if (!p)
         return NULL;
     snprintf(path, sizeof path, "%s", p);
     return path;
 }
+
+/* Gemma 1, 2 (sliding window 8, soft-capping) and 3 (window 8, two rope bases). */
+static const char *const gemma_models[3] = {"tiny-gemma-q8_0", "tiny-gemma2-q4_0", "tiny-gemma3-q8_0"};
+static const char *const gemma_archs[3] = {"gemma", "gemma2", "gemma3"};
 
 /* ---- helpers -------------------------------------------------------------------- */
 
@@ -273,24 +279,27 @@ static void test_greedy_equals_direct(void)
 
 static void test_gemma_chat_equals_direct(void)
 {
-    const char *path = gemma_path();
-    if (!path)
-        return;
-    engine *e = start(path, (engine_opts){.n_ctx = 128});
-    if (!e)
-        return;
-    result want, got;
-    direct_greedy(path, "Hello, how are you?", false, 24, &want);
-    gen_params p = greedy(24);
-    generate(e, "Hello, how are you?", &p, &got);
-    CHECKF(!strcmp(want.text, got.text), "\nwant: %s\ngot:  %s", want.text, got.text);
-    CHECK_EQ_INT(got.done.completion_tokens, want.done.completion_tokens);
-    CHECK(got.all_utf8);
-    engine_info info;
-    engine_get_info(e, &info);
-    CHECK(!strcmp(info.chat_format, "gemma"));
-    CHECK(!strcmp(info.arch, "gemma"));
-    engine_free(e);
+    for (int k = 0; k < 3; k++) {
+        const char *path = golden_model(gemma_models[k]);
+        if (!path)
+            return;
+        engine *e = start(path, (engine_opts){.n_ctx = 128});
+        if (!e)
+            return;
+        /* 15 prompt tokens and 24 generated: well past the sliding window */
+        result want, got;
+        direct_greedy(path, "Hello, how are you?", false, 24, &want);
+        gen_params p = greedy(24);
+        generate(e, "Hello, how are you?", &p, &got);
+        CHECKF(!strcmp(want.text, got.text), "%s\nwant: %s\ngot:  %s", gemma_models[k], want.text, got.text);
+        CHECK_EQ_INT(got.done.completion_tokens, want.done.completion_tokens);
+        CHECK(got.all_utf8);
+        engine_info info;
+        engine_get_info(e, &info);
+        CHECK(!strcmp(info.chat_format, "gemma"));
+        CHECKF(!strcmp(info.arch, gemma_archs[k]), "%s", info.arch);
+        engine_free(e);
+    }
 }
 
 static void test_batching_equals_alone(void)
@@ -335,18 +344,15 @@ out:
     engine_free(many);
 }
 
-static void test_gemma_batching_equals_alone(void)
+static void gemma_batching_equals_alone(const char *path)
 {
-    const char *path = gemma_path();
-    if (!path)
-        return;
     static const char *const prompts[3] = {"Hello!", "What is the capital of France?", "Write a haiku."};
     engine *alone = start(path, (engine_opts){.n_ctx = 96});
     engine *many = start(path, (engine_opts){.n_slots = 3, .n_ctx = 96, .max_batch = 16});
     if (!alone || !many)
         goto out;
     result want[3], got[3];
-    gen_params p = greedy(12);
+    gen_params p = greedy(16);
     for (int i = 0; i < 3; i++)
         generate(alone, prompts[i], &p, &want[i]);
     gen_request *r[3] = {0};
@@ -357,13 +363,23 @@ static void test_gemma_batching_equals_alone(void)
             continue;
         collect(r[i], &got[i]);
         gen_release(r[i]);
-        CHECKF(!strcmp(want[i].text, got[i].text), "request %d\nwant: %s\ngot:  %s", i, want[i].text,
+        CHECKF(!strcmp(want[i].text, got[i].text), "%s request %d\nwant: %s\ngot:  %s", path, i, want[i].text,
                got[i].text);
         CHECK(got[i].all_utf8);
     }
 out:
     engine_free(alone);
     engine_free(many);
+}
+
+static void test_gemma_batching_equals_alone(void)
+{
+    for (int k = 0; k < 2; k++) {
+        const char *path = golden_model(gemma_models[k]);
+        if (!path)
+            return;
+        gemma_batching_equals_alone(path);
+    }
 }
 
 static void test_max_tokens_and_context(void)
