@@ -64,7 +64,8 @@ python3 "$ROOT/tests/hub/fake_hf.py" --port-file "$WORK/port" --page-size 2 \
     --repo test/ambiguous-GGUF="$R/ambiguous" --repo test/bad-GGUF="$R/bad" \
     --repo org/private-GGUF="$R/private" --private org/private-GGUF --token "$TOKEN" &
 SERVER_PID=$!
-for _ in $(seq 100); do [ -s "$WORK/port" ] && break; sleep 0.05; done
+for _ in $(seq 400); do [ -s "$WORK/port" ] && break; sleep 0.05; done
+[ -s "$WORK/port" ] || { echo "fake_hf.py did not start"; exit 1; }
 PORT=$(cat "$WORK/port")
 export HF_ENDPOINT="http://127.0.0.1:$PORT"
 unset HF_TOKEN ELLIOTT_MODELS
