@@ -253,8 +253,8 @@ static void select_best(const float *logits, int n, int k, candidate *out)
 }
 
 /* ---- drawing ---------------------------------------------------------------------------- */
-/* From here on logits are scaled: (logit - max) / temperature, so the best is 0 and
- * a token's unnormalized probability is expf(scaled). Dividing (rather than
+/* The draws work on scaled logits, (logit - max) / temperature: the best is 0 and a
+ * token's unnormalized probability is expf(scaled). Dividing (rather than
  * multiplying by 1/T) keeps a subnormal temperature from giving 0 * inf. */
 
 static double uniform_double(el_rng *rng)
@@ -274,23 +274,25 @@ static double weight_of(float scaled, float min_floor)
     return scaled < min_floor ? 0.0 : (double)expf(scaled);
 }
 
-/* Draws from the whole vocabulary (min-p aside) without ordering it: weights go
- * into the logits buffer, then one scan finds where the uniform draw lands. */
-static int32_t draw_from_vocab(sampler *s, float *scaled, float min_floor)
+/* Draws from the whole vocabulary (min-p aside) without ordering it: one pass
+ * turns logits into weights in place, then a scan finds where the draw lands. */
+static int32_t draw_from_vocab(sampler *s, float *logits, float max_logit, float min_floor)
 {
     int n = s->n_vocab;
+    float temperature = s->params.temperature;
     double total = 0;
     for (int i = 0; i < n; i++) {
-        float w = (float)weight_of(scaled[i], min_floor);
-        scaled[i] = w;
+        float w = (float)weight_of((logits[i] - max_logit) / temperature, min_floor);
+        logits[i] = w;
         total += w;
     }
+    const float *weights = logits;
     double target = uniform_double(&s->rng) * total, cum = 0;
     int32_t last = 0;
     for (int i = 0; i < n; i++) {
-        if (scaled[i] <= 0.0f)
+        if (weights[i] <= 0.0f)
             continue;
-        cum += scaled[i];
+        cum += weights[i];
         last = i;
         if (target < cum)
             return i;
@@ -437,10 +439,11 @@ static int32_t sample_stochastic(sampler *s, float *logits, float max_logit)
     float min_floor = p->min_p > 0.0f ? logf(p->min_p) : -INFINITY;
     bool top_k_restricts = p->top_k > 0 && p->top_k < n;
     bool top_p_restricts = p->top_p < 1.0f;
+    if (!top_k_restricts && !top_p_restricts)
+        return draw_from_vocab(s, logits, max_logit, min_floor);
     if (!top_k_restricts) {
         scale_logits(logits, n, max_logit, p->temperature);
-        return top_p_restricts ? draw_from_nucleus(s, logits, min_floor)
-                               : draw_from_vocab(s, logits, min_floor);
+        return draw_from_nucleus(s, logits, min_floor);
     }
     /* Top-k does not depend on the temperature: select first, scale only k. */
     select_best(logits, n, p->top_k, s->cand);
