@@ -382,6 +382,31 @@ static void test_gemma_batching_equals_alone(void)
     }
 }
 
+/* A consumer that reads only after generation ended gets all the text at once. */
+static void test_slow_consumer_coalesced(void)
+{
+    engine *e = start(stories_path, (engine_opts){.n_ctx = 128});
+    if (!e)
+        return;
+    gen_params p = greedy(30);
+    result eager, slow;
+    generate(e, "Once upon a time", &p, &eager);
+    gen_request *r = NULL;
+    if (submit_text(e, "Once upon a time", &p, &r) == GEN_OK) {
+        engine_stats st;
+        do {
+            usleep(2000);
+            engine_get_stats(e, &st);
+        } while (st.active_slots > 0 || st.queue_depth > 0);
+        collect(r, &slow);
+        gen_release(r);
+        CHECK_EQ_INT(slow.n_text_events, 1);
+        CHECK(!strcmp(slow.text, eager.text));
+        CHECK_EQ_INT(slow.done.completion_tokens, eager.done.completion_tokens);
+    }
+    engine_free(e);
+}
+
 static void test_max_tokens_and_context(void)
 {
     engine *e = start(stories_path, (engine_opts){.n_ctx = 16});
@@ -809,6 +834,7 @@ int main(void)
     RUN(test_gemma_chat_equals_direct);
     RUN(test_batching_equals_alone);
     RUN(test_gemma_batching_equals_alone);
+    RUN(test_slow_consumer_coalesced);
     RUN(test_max_tokens_and_context);
     RUN(test_stop_strings);
     RUN(test_cancel);
