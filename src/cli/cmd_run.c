@@ -38,7 +38,7 @@ static void usage(FILE *out)
             "      --top-k K       sample among the K most likely tokens, 0 = off (default %d)\n"
             "      --seed S        random seed (default: from the OS)\n"
             "  -t, --threads N     threads (default: every CPU available)\n"
-            "      --ctx N         context size in tokens (default: min(training context, 4096))\n"
+            "      --ctx N         context size in tokens (default 4096; at most the training context)\n"
             "  -h, --help          this help\n",
             EMBEDDED_MODEL_NAME, RUN_DEFAULT_MAX_TOKENS, (double)RUN_DEFAULT_TEMP,
             (double)RUN_DEFAULT_TOP_P, RUN_DEFAULT_TOP_K);
