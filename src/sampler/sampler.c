@@ -112,6 +112,12 @@ void sampler_free(sampler *s)
 {
     if (!s)
         return;
+    /* The history holds prompt token ids, which say what the user wrote. */
+    size_t window = s->params.penalty_last_n > 0 ? (size_t)s->params.penalty_last_n : 1;
+    if (s->recent)
+        explicit_bzero(s->recent, window * sizeof *s->recent);
+    if (s->window_sorted)
+        explicit_bzero(s->window_sorted, window * sizeof *s->window_sorted);
     free(s->recent);
     free(s->window_sorted);
     free(s->cand);
