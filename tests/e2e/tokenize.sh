@@ -1,0 +1,47 @@
+#!/bin/bash
+# elliott tokenize end to end: ids of the golden Gemma vocabulary with and without special
+# tokens, BOS on request, text from stdin and from a file, and usage errors.
+set -u
+bin=${1:?usage: tokenize.sh ELLIOTT_BINARY}
+shared=${ELLIOTT_SHARED:-../shared}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+expect() { # description, expected stdout, command...
+    local what=$1 want=$2; shift 2
+    local got
+    got=$("$@" 2>"$tmp/err")
+    if [ $? -eq 0 ] && [ "$got" = "$want" ]; then echo "ok   $what"
+    else echo "FAIL $what: got '$got', want '$want' ($(head -c 300 "$tmp/err"))"; fail=1; fi
+}
+exit_code() { # description, expected exit code, command...
+    local what=$1 want=$2; shift 2
+    "$@" >/dev/null 2>"$tmp/err"
+    local rc=$?
+    if [ $rc -eq "$want" ] && [ -s "$tmp/err" ]; then echo "ok   $what"
+    else echo "FAIL $what: exit $rc, want $want"; fail=1; fi
+}
+
+"$bin" tokenize --help | grep -q "usage: elliott tokenize" && echo "ok   --help" || { echo "FAIL --help"; fail=1; }
+exit_code "no model" 2 "$bin" tokenize "hello"
+exit_code "missing model file" 1 "$bin" tokenize -m "$tmp/none.gguf" "hello"
+printf 'not a gguf' >"$tmp/bad.gguf"
+exit_code "damaged model file" 1 "$bin" tokenize -m "$tmp/bad.gguf" "hello"
+
+vocab=$shared/golden/tokenizer/vocab-gemma.gguf
+if [ -r "$vocab" ]; then
+    text=$'<start_of_turn>user\nHello, how are you?'
+    # With special parsing the turn marker is one token; without, it is plain text.
+    expect "special tokens with --special --bos" "[2,106,1645,108,4521,235269,1368,708,692,235336]" \
+        "$bin" tokenize -m "$vocab" --special --bos "$text"
+    plain=$("$bin" tokenize -m "$vocab" "$text")
+    case $plain in *"106,"*) echo "FAIL plain text matched <start_of_turn>"; fail=1 ;; *) echo "ok   plain text stays plain" ;; esac
+    expect "stdin" "[4521,235269,1368,708,692,235336]" bash -c "printf 'Hello, how are you?' | '$bin' tokenize -m '$vocab'"
+    printf 'Hello, how are you?' >"$tmp/text"
+    expect "--text-file" "[4521,235269,1368,708,692,235336]" "$bin" tokenize -m "$vocab" --text-file "$tmp/text"
+else
+    echo "SKIP: $vocab absent (set ELLIOTT_SHARED)"
+fi
+# The bundled model (llama SentencePiece, leading space added): the greedy reference's prompt ids.
+expect "stories260K prompt ids" "[1,403,407,261,378]" "$bin" tokenize -m models/stories260K.gguf --bos "Once upon a time"
+exit $fail
