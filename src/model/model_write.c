@@ -210,6 +210,9 @@ static int write_metadata(gguf_writer *w, const model_random_options *o, const m
     int ft = file_type_of(o->type);
     if (ft >= 0 && gguf_writer_set_u32(w, "general.file_type", (uint32_t)ft, err) < 0)
         return -1;
+    bool quantized = o->type != GGUF_TYPE_F32 && o->type != GGUF_TYPE_F16 && o->type != GGUF_TYPE_BF16;
+    if (quantized && gguf_writer_set_u32(w, "general.quantization_version", 2, err) < 0)
+        return -1;
     meta_writer m = {w, arch, err, 0};
     meta_u32(&m, "context_length", (uint32_t)sh->n_ctx);
     meta_u32(&m, "embedding_length", (uint32_t)sh->n_embd);

@@ -514,6 +514,45 @@ static void test_bad_sizes(void)
     model_free(m);
 }
 
+/* A model held in memory (as the embedded default is) loads and runs like a file. */
+static void test_load_from_memory(void)
+{
+    const char *path = tmp_path("memory.gguf");
+    if (write_tiny(path, MODEL_ARCH_LLAMA, "tiny", GGUF_TYPE_Q8_0, 4, 0) < 0)
+        return;
+    FILE *f = fopen(path, "rb");
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    void *data = aligned_alloc(64, ((size_t)size + 63) & ~(size_t)63);
+    CHECK(data && fread(data, 1, (size_t)size, f) == (size_t)size);
+    fclose(f);
+    el_err err = {{0}};
+    model *m = model_load_memory(data, (size_t)size, &err);
+    CHECKF(m != NULL, "%s", err.msg);
+    runner r;
+    if (m && runner_open(&r, path, 1, 16, 4) == 0) {
+        kv_cache *kv = kv_cache_create(m, 1, 16, &err);
+        model_ctx *ctx = model_ctx_create(m, 4, pool, &err);
+        float *a = malloc((size_t)r.n_vocab * sizeof(float)), *b = malloc((size_t)r.n_vocab * sizeof(float));
+        int32_t tok[3] = {1, 2, 3}, pos[3] = {0, 1, 2}, seq[3] = {0, 0, 0};
+        model_batch batch = {3, tok, pos, seq, NULL};
+        CHECK_EQ_INT(model_forward(ctx, kv, &batch, a, &err), 0);
+        CHECK_EQ_INT(run_seq(&r, 0, tok, 3, false, b, &err), 0);
+        CHECK(memcmp(a, b, (size_t)r.n_vocab * sizeof(float)) == 0);
+        free(a);
+        free(b);
+        model_ctx_free(ctx);
+        kv_cache_free(kv);
+        runner_close(&r);
+    }
+    model_free(m);
+    free(data);
+}
+
 int main(void)
 {
     if (!mkdtemp(tmpdir)) {
@@ -529,6 +568,7 @@ int main(void)
     RUN(test_sliding_window_reach);
     RUN(test_kv_cache_sequences);
     RUN(test_bad_sizes);
+    RUN(test_load_from_memory);
     threadpool_free(pool);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
