@@ -67,6 +67,7 @@ typedef struct request_ctx {
     int status;
     size_t resp_bytes;
     api_usage usage;
+    double engine_ms;         /* the engine's own time: queue + prompt + generation */
     bool cancelled;           /* the client went away mid-generation */
     stream_state *stream;
 } request_ctx;
@@ -486,6 +487,10 @@ static bool collect_reply(request_ctx *ctx, gen_request *g, int fd, text_acc *te
             *done = ev;
             break;
         }
+        if (!gone && client_gone(fd)) {
+            gone = true;
+            gen_cancel(g);
+        }
         if (!saw_text && ev.len) {
             saw_text = true;
             metrics_record_ttft(&ctx->srv->metrics, seconds_since(&ctx->t_start));
@@ -512,6 +517,7 @@ static enum MHD_Result complete_blocking(struct MHD_Connection *conn, request_ct
     gen_release(g);
     ctx->usage.prompt_tokens = done.prompt_tokens;
     ctx->usage.completion_tokens = done.completion_tokens;
+    ctx->engine_ms = done.queue_ms + done.prompt_ms + done.generate_ms;
     if (!present) {
         ctx->cancelled = true;
         text_free(&text);
@@ -851,12 +857,15 @@ static void log_request(const request_ctx *ctx, double seconds)
     char stamp[32];
     strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
     const char *path = ctx->match.route == ROUTE_NONE ? "(unknown path)" : ctx->path;
+    char engine_part[40] = "";
+    if (ctx->match.route == ROUTE_COMPLETIONS && ctx->status == 200)
+        snprintf(engine_part, sizeof engine_part, " engine_ms=%.2f", ctx->engine_ms);
     char line[400];
     int n = snprintf(line, sizeof line,
-                     "%s.%03ldZ %s %s %d req=%zu resp=%zu prompt_tokens=%d completion_tokens=%d ms=%.1f%s\n",
+                     "%s.%03ldZ %s %s %d req=%zu resp=%zu prompt_tokens=%d completion_tokens=%d ms=%.2f%s%s\n",
                      stamp, now.tv_nsec / 1000000, ctx->method, path, ctx->status, ctx->body_seen,
                      ctx->resp_bytes, ctx->usage.prompt_tokens, ctx->usage.completion_tokens, seconds * 1e3,
-                     ctx->cancelled ? " cancelled=client_disconnected" : "");
+                     engine_part, ctx->cancelled ? " cancelled=client_disconnected" : "");
     if (n > 0) {
         size_t len = (size_t)n < sizeof line ? (size_t)n : sizeof line - 1;
         ssize_t w = write(STDERR_FILENO, line, len);
@@ -880,6 +889,7 @@ static void settle_stream(request_ctx *ctx)
     if (s->done_seen) {
         ctx->usage.prompt_tokens = s->done.prompt_tokens;
         ctx->usage.completion_tokens = s->done.completion_tokens;
+        ctx->engine_ms = s->done.queue_ms + s->done.prompt_ms + s->done.generate_ms;
     }
     ctx->resp_bytes = s->bytes_sent;
     ctx->stream = NULL;

@@ -36,7 +36,7 @@ done
 grep -q 'cancelled=client_disconnected' "$LOG" || fail "the log does not show the disconnected stream as cancelled"
 
 # A request is logged with method, path, status, sizes, tokens and time.
-grep -qE '^[0-9T:.-]+Z POST /v1/chat/completions 200 req=[0-9]+ resp=[0-9]+ prompt_tokens=[1-9][0-9]* completion_tokens=[0-9]+ ms=[0-9.]+$' "$LOG" \
+grep -qE '^[0-9T:.-]+Z POST /v1/chat/completions 200 req=[0-9]+ resp=[0-9]+ prompt_tokens=[1-9][0-9]* completion_tokens=[0-9]+ ms=[0-9.]+ engine_ms=[0-9.]+$' "$LOG" \
     || fail "no complete request log line"
 
 stop_server

@@ -413,6 +413,22 @@ def group_disconnect():
     check(st == 200, "the next request is served after a disconnect")
     health_ok("a client disconnect")
 
+    # The same for a non-streaming request: hang up while it generates.
+    before = metric("elliott_requests_cancelled_total")
+    s = socket.create_connection(("127.0.0.1", ARGS.port), timeout=60)
+    body = json.dumps({"messages": msg("Hi"), "max_tokens": 100000}).encode()
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + auth +
+              b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    deadline = time.time() + 60
+    while time.time() < deadline and metric("elliott_http_requests_in_flight") < 2:
+        time.sleep(0.01)  # in flight: this request and the /metrics request itself
+    s.close()
+    while time.time() < deadline and metric("elliott_requests_cancelled_total") == before:
+        time.sleep(0.1)
+    check(metric("elliott_requests_cancelled_total") == before + 1, "a non-streaming hang-up is cancelled too")
+    st, _, data = chat({"max_tokens": 2})
+    check(st == 200, "the next request is served after a non-streaming disconnect")
+
 
 def open_long_stream(started, release):
     """A stream that would run to the end of the context; hangs up on release."""

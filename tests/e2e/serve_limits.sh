@@ -43,7 +43,7 @@ stop_server
 while read -r n; do
     [ "$n" -lt 200 ] || fail "a cancelled generation ran on to $n tokens"
 done < <(grep 'cancelled=client_disconnected' "$TMP/queue.log" | sed 's/.*completion_tokens=\([0-9]*\).*/\1/')
-[ "$(grep -c 'cancelled=client_disconnected' "$TMP/queue.log")" = 3 ] || fail "three cancelled requests in the log"
+[ "$(grep -c "cancelled=client_disconnected" "$TMP/queue.log")" = 4 ] || fail "four cancelled requests in the log"
 check_log "$TMP/queue.log"
 
 # Runs a client group in the background; returns once it printed "started".
