@@ -124,6 +124,8 @@ static kq_impl impl_for(const kq_type_ops *ops)
             /* a tile kernel only goes with the dot it was written beside */
             impl.dot = ops->avx2.dot;
             impl.dot_tile = ops->avx2.dot_tile;
+            impl.act_convert = ops->avx2.act_convert;
+            impl.act_row_bytes = ops->avx2.act_row_bytes;
         }
     }
     return impl;
@@ -230,10 +232,16 @@ enum {
     CHUNKS_PER_THREAD = 8 /* so that a thread slowed by the machine is balanced by the others */
 };
 
-static size_t act_stride_for(uint32_t act_type, int64_t cols)
+static size_t round_up_to_align(size_t bytes)
 {
-    size_t bytes = kq_act_row_bytes(act_type, cols);
     return (bytes + SCRATCH_ALIGN - 1) / SCRATCH_ALIGN * SCRATCH_ALIGN;
+}
+
+/* Bytes between activation rows for an implementation (its own layout, or act_type's). */
+static size_t act_stride_for(const kq_impl *impl, uint32_t act_type, int64_t cols)
+{
+    size_t bytes = impl->act_convert ? impl->act_row_bytes(cols) : kq_act_row_bytes(act_type, cols);
+    return round_up_to_align(bytes);
 }
 
 size_t kernels_matmul_scratch_size(uint32_t type, int64_t cols, int n_tokens)
@@ -241,7 +249,10 @@ size_t kernels_matmul_scratch_size(uint32_t type, int64_t cols, int n_tokens)
     const kq_type_ops *ops = ops_for(type);
     if (!ops || n_tokens <= 0 || ops->act_type == GGUF_TYPE_F32)
         return 0;
-    return act_stride_for(ops->act_type, cols) * (size_t)n_tokens;
+    /* enough for either implementation: tests switch between them on one scratch */
+    size_t stride = act_stride_for(&ops->scalar, ops->act_type, cols);
+    size_t avx2 = act_stride_for(&ops->avx2, ops->act_type, cols);
+    return (stride > avx2 ? stride : avx2) * (size_t)n_tokens;
 }
 
 typedef struct matmul_job {
@@ -263,9 +274,14 @@ typedef struct matmul_job {
 static void convert_job(void *arg, int ith, int nth)
 {
     matmul_job *job = arg;
-    for (int t = ith; t < job->n_tokens; t += nth)
-        kq_act_convert(job->act_type, job->x + (int64_t)t * job->x_stride,
-                       job->act + (size_t)t * job->act_stride, job->w->cols);
+    for (int t = ith; t < job->n_tokens; t += nth) {
+        const float *src = job->x + (int64_t)t * job->x_stride;
+        uint8_t *dst = job->act + (size_t)t * job->act_stride;
+        if (job->impl.act_convert)
+            job->impl.act_convert(src, dst, job->w->cols);
+        else
+            kq_act_convert(job->act_type, src, dst, job->w->cols);
+    }
 }
 
 static void rows_times_tokens(const matmul_job *job, int64_t r0, int64_t r1, int t0, int t1)
@@ -343,7 +359,7 @@ void kernels_matmul(const kernels_matrix *w, const float *x, int64_t x_stride, i
         job.act_stride = (size_t)x_stride * sizeof(float);
     } else {
         job.act = scratch;
-        job.act_stride = act_stride_for(ops->act_type, w->cols);
+        job.act_stride = act_stride_for(&job.impl, ops->act_type, w->cols);
         if (n_tokens == 1 || nth == 1)
             convert_job(&job, 0, 1);
         else

@@ -27,10 +27,18 @@ typedef void (*kq_dot_tile_fn)(int64_t n, const void *w, size_t w_stride, int n_
                                const void *x, size_t x_stride, int n_cols, float *y,
                                int64_t y_stride);
 
+/* An implementation may keep activations in its own layout (e.g. reordered for
+ * its dot products): then it names the converter and the row size, and its dot
+ * and dot_tile read that layout instead of act_type's. */
+typedef void (*kq_act_fn)(const float *src, void *dst, int64_t n);
+typedef size_t (*kq_act_bytes_fn)(int64_t n);
+
 typedef struct kq_impl {
     kq_dequant_fn dequant;
     kq_dot_fn dot;
-    kq_dot_tile_fn dot_tile; /* may be NULL */
+    kq_dot_tile_fn dot_tile;       /* may be NULL */
+    kq_act_fn act_convert;         /* NULL: kq_act_convert(act_type) */
+    kq_act_bytes_fn act_row_bytes; /* with act_convert */
 } kq_impl;
 
 typedef struct kq_type_ops {
@@ -52,6 +60,13 @@ const kq_type_ops *kq_ops_kquant(uint32_t type);  /* Q2_K .. Q6_K, Q8_K (act) */
 void kq_act_convert(uint32_t act_type, const float *src, void *dst, int64_t n);
 
 
+/* How far ahead of each weight row a streaming dot kernel prefetches. A tile reads
+ * several rows side by side, short interleaved streams that the hardware
+ * prefetcher picks up late; about 4 KiB ahead per row let a single core stream a
+ * Q4_0 matrix at ~90 % of its plain read bandwidth (bench/kernels_bench.c), against
+ * ~45 % with no software prefetch. */
+#define KQ_PREFETCH_AHEAD 4096
+
 /* ---- shared by the core families (kernels.c, float, legacy, vec files) ---- */
 
 /* Bytes of one activation row of n values in act_type (F32, F16, Q8_0, Q8_1,
@@ -71,6 +86,9 @@ void kq_quantize_q8_1_avx2(const float *src, void *dst, int64_t n);
  * (and kq_avx2_compiled() is 0, so the AVX2 quantizers above are never called). */
 kq_impl kq_float_avx2(uint32_t type);
 kq_impl kq_legacy_avx2(uint32_t type);
+/* Fills in the block-pair Q4_0 kernels (kernels_q4_0_avx2.c): dot, dot_tile and
+ * their activation layout. */
+void kq_q4_0_pairs_avx2(kq_impl *impl);
 int kq_avx2_compiled(void);
 
 /* Vector operations: a scalar reference (kernels_vec.c) and AVX2 versions

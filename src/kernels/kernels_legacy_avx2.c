@@ -231,7 +231,6 @@ static inline __m256 halves4(uint16_t h0, uint16_t h1, uint16_t h2, uint16_t h3)
     }                                                                                        \
     TILE_DISPATCH(fn, fn##_body)
 
-SIGNED_TILE(tile_q4_0, kq_block_q4_0, weights_q4_0)
 SIGNED_TILE(tile_q5_0, kq_block_q5_0, weights_q5_0)
 SIGNED_TILE(tile_q8_0, kq_block_q8_0, weights_q8_0)
 
@@ -334,7 +333,6 @@ static inline float hsum(__m256 v)
         *out = hsum(_mm256_add_ps(acc0, acc1));                                              \
     }
 
-SIGNED_DOT(dot_q4_0, kq_block_q4_0, weights_q4_0)
 SIGNED_DOT(dot_q5_0, kq_block_q5_0, weights_q5_0)
 SIGNED_DOT(dot_q8_0, kq_block_q8_0, weights_q8_0)
 
@@ -489,19 +487,20 @@ kq_impl kq_legacy_avx2(uint32_t type)
     kq_impl impl = {0};
     switch (type) {
     case GGUF_TYPE_Q4_0:
-        impl = (kq_impl){dequant_q4_0, dot_q4_0, tile_q4_0};
+        impl = (kq_impl){dequant_q4_0, NULL, NULL, NULL, NULL}; /* dots: block-pair layout */
+        kq_q4_0_pairs_avx2(&impl);
         break;
     case GGUF_TYPE_Q4_1:
-        impl = (kq_impl){dequant_q4_1, dot_q4_1, tile_q4_1};
+        impl = (kq_impl){dequant_q4_1, dot_q4_1, tile_q4_1, NULL, NULL};
         break;
     case GGUF_TYPE_Q5_0:
-        impl = (kq_impl){dequant_q5_0, dot_q5_0, tile_q5_0};
+        impl = (kq_impl){dequant_q5_0, dot_q5_0, tile_q5_0, NULL, NULL};
         break;
     case GGUF_TYPE_Q5_1:
-        impl = (kq_impl){dequant_q5_1, dot_q5_1, tile_q5_1};
+        impl = (kq_impl){dequant_q5_1, dot_q5_1, tile_q5_1, NULL, NULL};
         break;
     case GGUF_TYPE_Q8_0:
-        impl = (kq_impl){dequant_q8_0, dot_q8_0, tile_q8_0};
+        impl = (kq_impl){dequant_q8_0, dot_q8_0, tile_q8_0, NULL, NULL};
         break;
     default:
         break;
