@@ -50,6 +50,8 @@ typedef struct server {
 
 typedef struct stream_state stream_state;
 
+enum { SSE_KEEPALIVE_SECONDS = 15 };
+
 typedef struct request_ctx {
     server *srv;
     api_route_match match;
@@ -82,6 +84,7 @@ struct stream_state {
     bool include_usage;
     int fd;
     struct timespec t_start;
+    struct timespec last_output;
     char *out;                /* the event being sent, from out_off */
     size_t out_len, out_off;
     bool role_sent, done_seen, finished, client_gone, saw_text;
@@ -347,6 +350,13 @@ static int stream_next_event(stream_state *s)
                 s->client_gone = true;
                 gen_cancel(s->gen);
             }
+            /* A comment line keeps proxies from timing out a stream that waits
+             * in the queue; SSE clients ignore it. */
+            if (!s->client_gone && seconds_since(&s->last_output) >= SSE_KEEPALIVE_SECONDS) {
+                char *comment = strdup(": keep-alive\n\n");
+                stream_set_output(s, comment, comment ? strlen(comment) : 0);
+                return comment ? 0 : -1;
+            }
             continue;
         }
         if (ev.kind == GEN_EVENT_TEXT) {
@@ -387,6 +397,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
     size_t n = s->out_len - s->out_off;
     if (n > max)
         n = max;
+    clock_gettime(CLOCK_MONOTONIC, &s->last_output);
     memcpy(buf, s->out + s->out_off, n);
     s->out_off += n;
     s->bytes_sent += n;
@@ -407,6 +418,7 @@ static enum MHD_Result start_stream(struct MHD_Connection *conn, request_ctx *ct
     s->include_usage = include_usage;
     s->fd = connection_fd(conn);
     s->t_start = ctx->t_start;
+    clock_gettime(CLOCK_MONOTONIC, &s->last_output);
     s->created = (long long)time(NULL);
     register_gen(ctx->srv, &s->node, g);
     if (api_new_id(s->id, NULL) < 0) {

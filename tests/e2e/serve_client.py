@@ -115,6 +115,8 @@ def read_sse(resp):
         buf += chunk
         while b"\n\n" in buf:
             event, buf = buf.split(b"\n\n", 1)
+            if event.startswith(b":"):  # a keep-alive comment
+                continue
             check(event.startswith(b"data: "), "every SSE event is 'data: ...': %r" % event[:80])
             yield event[6:].decode()
     check(buf == b"", "the stream ends on an event boundary")
