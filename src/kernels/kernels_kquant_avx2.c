@@ -11,6 +11,7 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "kernels/kernels_internal.h"
 #include "kernels/kernels_kquant.h"
 
 static inline float half_to_float(uint16_t h)
@@ -514,6 +515,14 @@ void kq_dot_q6_K_avx2(int64_t n, const void *w_row, const void *x_row, float *ou
 
 /* ---- tiles: each weight block decoded once for up to four activation rows ---------- */
 
+/* A weight block's cache lines KQ_PREFETCH_AHEAD bytes on: the tiles walk one row
+ * at a time, but the next rows follow right after. */
+static inline void prefetch_block(const void *block, size_t bytes)
+{
+    for (size_t off = 0; off < bytes; off += 64)
+        _mm_prefetch((const char *)block + KQ_PREFETCH_AHEAD + off, _MM_HINT_T0);
+}
+
 static inline const kq_block_q8_K *act_row(const void *x, size_t x_stride, int c)
 {
     return (const kq_block_q8_K *)((const uint8_t *)x + (size_t)c * x_stride);
@@ -526,6 +535,7 @@ static inline void q4_K_row_tile(int64_t n, const kq_block_q4_K *w, const void *
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     __m128 acc_min[4] = {_mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps()};
     for (int64_t i = 0; i < n / KQ_QK_K; i++) {
+        prefetch_block(&w[i], sizeof w[i]);
         k4_block b;
         q4_K_decode(&w[i], &b);
 #pragma GCC unroll 4
@@ -543,6 +553,7 @@ static inline void q5_K_row_tile(int64_t n, const kq_block_q5_K *w, const void *
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     __m128 acc_min[4] = {_mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps()};
     for (int64_t i = 0; i < n / KQ_QK_K; i++) {
+        prefetch_block(&w[i], sizeof w[i]);
         k4_block b;
         q5_K_decode(&w[i], &b);
 #pragma GCC unroll 4
@@ -559,6 +570,7 @@ static inline void q6_K_row_tile(int64_t n, const kq_block_q6_K *w, const void *
 {
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t i = 0; i < n / KQ_QK_K; i++) {
+        prefetch_block(&w[i], sizeof w[i]);
         q6_block b;
         q6_K_decode(&w[i], &b);
 #pragma GCC unroll 4

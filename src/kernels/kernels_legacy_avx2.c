@@ -149,6 +149,12 @@ static inline __m256 halves4(uint16_t h0, uint16_t h1, uint16_t h2, uint16_t h3)
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 #define UNROLL _Pragma("GCC unroll 4")
 
+/* Block i of each of the four rows, KQ_PREFETCH_AHEAD bytes on (blocks span at most
+ * one cache line boundary, so one prefetch per row per block keeps up). */
+#define PREFETCH_ROWS(rows, i)                                                               \
+    UNROLL for (int r_ = 0; r_ < 4; r_++)                                                    \
+        _mm_prefetch((const char *)&rows[r_][i] + KQ_PREFETCH_AHEAD, _MM_HINT_T0)
+
 /* The tile bodies take the token count as a compile-time constant (the dispatch
  * below switches over 1..3) so that the accumulators live in registers. Below
  * four tokens the four rows of one token are folded together (one accumulator
@@ -186,6 +192,7 @@ static inline __m256 halves4(uint16_t h0, uint16_t h1, uint16_t h2, uint16_t h3)
         __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),     \
                          _mm256_setzero_ps()};                                               \
         for (int64_t i = 0; i < n / KQ_QK; i++) {                                            \
+            PREFETCH_ROWS(rows, i);                                                          \
             __m256i wq[4], wa[4];                                                            \
             UNROLL for (int r = 0; r < 4; r++) {                                             \
                 wq[r] = weights_fn(&rows[r][i]);                                             \
@@ -214,6 +221,7 @@ static inline __m256 halves4(uint16_t h0, uint16_t h1, uint16_t h2, uint16_t h3)
         __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),     \
                          _mm256_setzero_ps()};                                               \
         for (int64_t i = 0; i < n / KQ_QK; i++) {                                            \
+            PREFETCH_ROWS(rows, i);                                                          \
             __m256i xq[4];                                                                   \
             UNROLL for (int c = 0; c < 4; c++)                                               \
                 xq[c] = _mm256_loadu_si256((const __m256i *)cols[c][i].qs);                  \
@@ -248,6 +256,7 @@ SIGNED_TILE(tile_q8_0, kq_block_q8_0, weights_q8_0)
                          _mm256_setzero_ps()};                                               \
         const __m256 low_lanes = _mm256_castsi256_ps(_mm256_setr_epi32(-1, -1, -1, -1, 0, 0, 0, 0)); \
         for (int64_t i = 0; i < n / KQ_QK; i++) {                                            \
+            PREFETCH_ROWS(rows, i);                                                          \
             __m256i wl[4];                                                                   \
             UNROLL for (int r = 0; r < 4; r++)                                               \
                 wl[r] = levels_fn(&rows[r][i]);                                              \
@@ -278,6 +287,7 @@ SIGNED_TILE(tile_q8_0, kq_block_q8_0, weights_q8_0)
                          _mm256_setzero_ps()};                                               \
         const __m256 low_lanes = _mm256_castsi256_ps(_mm256_setr_epi32(-1, -1, -1, -1, 0, 0, 0, 0)); \
         for (int64_t i = 0; i < n / KQ_QK; i++) {                                            \
+            PREFETCH_ROWS(rows, i);                                                          \
             __m256i xq[4];                                                                   \
             UNROLL for (int c = 0; c < 4; c++)                                               \
                 xq[c] = _mm256_loadu_si256((const __m256i *)cols[c][i].qs);                  \
