@@ -87,6 +87,10 @@ $(BUILD)/obj/%.S.o: src/%.S
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS_ALL) -I. $(SANFLAGS) -c -o $@ $<
 
+# What each .incbin pulls in (the compiler's dependency files do not list them).
+$(BUILD)/obj/server/chat_page.S.o: src/server/chat_page.html
+$(BUILD)/obj/cli/embedded_model_blob.S.o: models/stories260K.gguf
+
 $(BUILD)/elliott: $(call libs_for,cli)
 	$(CC) $(LDFLAGS_ALL) -o $@ -Wl,--whole-archive $(call lib_of,cli) -Wl,--no-whole-archive \
 	    $(filter-out $(call lib_of,cli),$(call libs_for,cli)) $(call syslibs_for,cli)
@@ -131,10 +135,12 @@ fuzz:
 	    CFLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined" \
 	    $(addprefix $(FUZZ_BUILD)/fuzz/,$(FUZZ_TARGETS))
 
-$(FUZZ_BUILD)/fuzz/%: fuzz/%.c $(call libs_for,engine)
+# Fuzz targets may use any layer below the CLI.
+FUZZ_LIBS = $(call libs_for,server) $(call lib_of,hub)
+$(FUZZ_BUILD)/fuzz/%: fuzz/%.c $(FUZZ_LIBS)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS_ALL) -std=c11 -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $< \
-	    $(call libs_for,engine) $(call syslibs_for,engine) -pthread
+	    $(FUZZ_LIBS) $(call syslibs_for,server) $(SYSLIBS_hub) -pthread
 
 clean:
 	rm -rf build build-san build-fuzz build-clang
