@@ -131,12 +131,10 @@ static void bench_type(uint32_t type, threadpool *pool)
     kernels_matrix p = {type, 2048, COLS, w, row_bytes};
     kernels_matmul(&p, x, COLS, 128, y, 2048, scratch, pool);
     double best_flops = 0;
-    for (int rep = 0; rep < 3; rep++) {
-        int n = 10;
+    for (int rep = 0; rep < 30; rep++) {
         double t0 = now();
-        for (int it = 0; it < n; it++)
-            kernels_matmul(&p, x, COLS, 128, y, 2048, scratch, pool);
-        double gf = 2.0 * 2048 * COLS * 128 * n / (now() - t0) / 1e9;
+        kernels_matmul(&p, x, COLS, 128, y, 2048, scratch, pool);
+        double gf = 2.0 * 2048 * COLS * 128 / (now() - t0) / 1e9;
         best_flops = gf > best_flops ? gf : best_flops;
     }
     printf("%-5s %s threads=%d  matvec %dx%d: %5.1f GB/s (plain read %5.1f GB/s, %3.0f%%)  "

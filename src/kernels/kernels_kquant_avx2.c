@@ -516,8 +516,10 @@ void kq_dot_q6_K_avx2(int64_t n, const void *w_row, const void *x_row, float *ou
 /* ---- tiles: each weight block decoded once for up to four activation rows ---------- */
 
 /* A weight block's cache lines KQ_PREFETCH_AHEAD bytes on: the tiles walk one row
- * at a time, but the next rows follow right after. */
-static inline void prefetch_block(const void *block, size_t bytes)
+ * at a time, but the next rows follow right after. Only for one token (see
+ * kernels_legacy_avx2.c). Always inlined: GCC deems a function of prefetches alone
+ * free of effects and drops calls to it. */
+static inline __attribute__((always_inline)) void prefetch_block(const void *block, size_t bytes)
 {
     for (size_t off = 0; off < bytes; off += 64)
         _mm_prefetch((const char *)block + KQ_PREFETCH_AHEAD + off, _MM_HINT_T0);
@@ -529,13 +531,14 @@ static inline const kq_block_q8_K *act_row(const void *x, size_t x_stride, int c
 }
 
 /* One weight row against n_cols (a constant after inlining) activation rows. */
-static inline void q4_K_row_tile(int64_t n, const kq_block_q4_K *w, const void *x, size_t x_stride,
+static inline __attribute__((always_inline)) void q4_K_row_tile(int64_t n, const kq_block_q4_K *w, const void *x, size_t x_stride,
                                  int n_cols, float *y, int64_t y_stride)
 {
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     __m128 acc_min[4] = {_mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps()};
     for (int64_t i = 0; i < n / KQ_QK_K; i++) {
-        prefetch_block(&w[i], sizeof w[i]);
+        if (n_cols == 1)
+            prefetch_block(&w[i], sizeof w[i]);
         k4_block b;
         q4_K_decode(&w[i], &b);
 #pragma GCC unroll 4
@@ -547,13 +550,14 @@ static inline void q4_K_row_tile(int64_t n, const kq_block_q4_K *w, const void *
         y[c * y_stride] = k4_finish(acc[c], acc_min[c]);
 }
 
-static inline void q5_K_row_tile(int64_t n, const kq_block_q5_K *w, const void *x, size_t x_stride,
+static inline __attribute__((always_inline)) void q5_K_row_tile(int64_t n, const kq_block_q5_K *w, const void *x, size_t x_stride,
                                  int n_cols, float *y, int64_t y_stride)
 {
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     __m128 acc_min[4] = {_mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps()};
     for (int64_t i = 0; i < n / KQ_QK_K; i++) {
-        prefetch_block(&w[i], sizeof w[i]);
+        if (n_cols == 1)
+            prefetch_block(&w[i], sizeof w[i]);
         k4_block b;
         q5_K_decode(&w[i], &b);
 #pragma GCC unroll 4
@@ -565,12 +569,13 @@ static inline void q5_K_row_tile(int64_t n, const kq_block_q5_K *w, const void *
         y[c * y_stride] = k4_finish(acc[c], acc_min[c]);
 }
 
-static inline void q6_K_row_tile(int64_t n, const kq_block_q6_K *w, const void *x, size_t x_stride,
+static inline __attribute__((always_inline)) void q6_K_row_tile(int64_t n, const kq_block_q6_K *w, const void *x, size_t x_stride,
                                  int n_cols, float *y, int64_t y_stride)
 {
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t i = 0; i < n / KQ_QK_K; i++) {
-        prefetch_block(&w[i], sizeof w[i]);
+        if (n_cols == 1)
+            prefetch_block(&w[i], sizeof w[i]);
         q6_block b;
         q6_K_decode(&w[i], &b);
 #pragma GCC unroll 4

@@ -161,8 +161,11 @@ ALWAYS_INLINE float hsum(__m256 v)
 ALWAYS_INLINE void pair_step(int64_t p, int have_b, const kq_block_q4_0 *const *rows, const int R,
                              const pair_record *const *cols, const int C, __m256 acc[4][4])
 {
-    UNROLL for (int r = 0; r < R; r++)
-        _mm_prefetch((const char *)(rows[r] + 2 * p) + KQ_PREFETCH_AHEAD, _MM_HINT_T0);
+    /* Streaming (one token): fetch ahead. Several tokens reuse the rows from cache,
+     * where prefetches would only evict activations. */
+    if (C == 1)
+        UNROLL for (int r = 0; r < R; r++)
+            _mm_prefetch((const char *)(rows[r] + 2 * p) + KQ_PREFETCH_AHEAD, _MM_HINT_T0);
     UNROLL for (int r = 0; r < R; r++) {
         const kq_block_q4_0 *wb = rows[r] + 2 * p;
         __m256i whi, wlo = nibbles_pair(wb, have_b, &whi);
