@@ -136,7 +136,7 @@ fuzz:
 	    $(addprefix $(FUZZ_BUILD)/fuzz/,$(FUZZ_TARGETS))
 
 # Fuzz targets may use any layer below the CLI.
-FUZZ_LIBS = $(call libs_for,server) $(call lib_of,hub)
+FUZZ_LIBS = $(call lib_of,hub) $(call libs_for,server)
 $(FUZZ_BUILD)/fuzz/%: fuzz/%.c $(FUZZ_LIBS)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS_ALL) -std=c11 -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $< \

@@ -380,7 +380,9 @@ int hub_check_file(const char *file, el_err *err)
     for (const char *p = file; *p;) {
         const char *end = strchr(p, '/');
         size_t n = end ? (size_t)(end - p) : strlen(p);
-        if (n == 0 || (n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+        /* A trailing '/' leaves an empty last component (and no name to save as). */
+        bool empty_last = end && end[1] == '\0';
+        if (n == 0 || empty_last || (n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
             return el_fail(err, "file name '%s' has an empty, '.' or '..' component", file);
         p += n + (end ? 1 : 0);
     }

@@ -103,10 +103,13 @@ static int get_number(json_t *root, const char *key, double min, double max, boo
     if (!json_is_number(v))
         return api_fail(e, 400, key, "'%s' must be a number, not %s", key, type_name(v));
     double x = json_number_value(v);
-    if (!isfinite(x) || x > max || (min_exclusive ? x <= min : x < min))
+    /* The exclusive bound is checked on the float the sampler will see: 1e-50 is
+     * above 0 as a double but rounds to 0. */
+    float f = (float)x;
+    if (!isfinite(x) || x > max || (min_exclusive ? f <= min : x < min))
         return api_fail(e, 400, key, "'%s' must be %s %g and <= %g", key, min_exclusive ? ">" : ">=", min,
                         max);
-    *out = (float)x;
+    *out = f;
     return 0;
 }
 

@@ -129,7 +129,12 @@ static char *dump(json_t *v, const char *prefix, const char *suffix, size_t *len
 char *api_error_body(const api_error *e, size_t *len)
 {
     api_json_init();
-    json_t *err = json_pack("{s:s, s:s, s:o, s:o}", "message", e->message, "type",
+    /* The message may quote the body (jansson's "near '...'") or be cut inside a
+     * character: invalid UTF-8 there would fail the whole error response. */
+    json_t *message = text_value(e->message, strnlen(e->message, sizeof e->message));
+    if (!message)
+        return NULL;
+    json_t *err = json_pack("{s:o, s:s, s:o, s:o}", "message", message, "type",
                             e->type ? e->type : "invalid_request_error", "param",
                             e->param[0] ? json_string(e->param) : json_null(), "code",
                             e->code ? json_string(e->code) : json_null());

@@ -326,6 +326,9 @@ static void test_name_checks(void)
     CHECK(hub_check_file("x\n.gguf", &err) == -1);
     CHECK(hub_check_file(".hidden.gguf", &err) == -1);
     CHECK(hub_check_file("", &err) == -1);
+    /* A trailing '/' names no file (found by fuzz_hub). */
+    CHECK(hub_check_file("sub/dir/", &err) == -1 && strstr(err.msg, "empty"));
+    CHECK(hub_check_file("x.gguf/", &err) == -1);
 
     CHECK(hub_check_revision("main", &err) == 0);
     CHECK(hub_check_revision("refs/pr/1", &err) == 0);

@@ -191,6 +191,9 @@ static void test_parameter_errors(void)
         {"\"top_p\":[1]", "top_p"},
         {"\"top_p\":1.01", "top_p"},
         {"\"top_p\":0", "top_p"},
+        /* Above 0 as a double, 0 as the sampler's float (found by fuzz_request). */
+        {"\"top_p\":1e-50", "top_p"},
+        {"\"repetition_penalty\":1e-300", "repetition_penalty"},
         {"\"top_k\":1.5", "top_k"},
         {"\"top_k\":-1", "top_k"},
         {"\"min_p\":{}", "min_p"},
@@ -358,6 +361,37 @@ static void test_error_body(void)
     api_free(ev);
 }
 
+/* jansson quotes the bytes near a syntax error and may cut a character in two
+ * (here U+02DA after a bad escape): the error body must still be built (found by
+ * fuzz_request; the connection used to be dropped without an answer). */
+static void test_error_body_quotes_invalid_utf8(void)
+{
+    static const char body[] = "{\"messages\":\"\\u1\xcb\x9a" "9\"}";
+    chat_request r;
+    api_error e;
+    CHECK_EQ_INT(parse(body, &r, &e), -1);
+    CHECK_EQ_INT(e.status, 400);
+    size_t len;
+    char *out = api_error_body(&e, &len);
+    CHECK(out != NULL);
+    if (!out)
+        return;
+    json_t *v = load(out, len);
+    const char *message = json_string_value(json_object_get(json_object_get(v, "error"), "message"));
+    CHECKF(message && strstr(message, "not valid JSON") && strstr(message, "\xef\xbf\xbd"), "%s",
+           message ? message : "(none)");
+    json_decref(v);
+    api_free(out);
+
+    api_fail(&e, 400, "stop", "cut inside a character: \xe2\x82");
+    char *ev = api_chunk_error(&e, &len);
+    CHECK(ev != NULL);
+    if (ev) {
+        json_decref(load_event(ev, len));
+        api_free(ev);
+    }
+}
+
 static void test_models_body(void)
 {
     size_t len;
@@ -487,6 +521,7 @@ int main(void)
     RUN(test_completion_body);
     RUN(test_stream_chunks);
     RUN(test_error_body);
+    RUN(test_error_body_quotes_invalid_utf8);
     RUN(test_models_body);
     RUN(test_utf8_repair);
     RUN(test_routes);
