@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../tests/utf8_check.h"
 #include "sampler/sampler.h"
 #include "server/server_internal.h"
 
@@ -30,25 +31,6 @@ static void check(bool ok, const char *what)
         fprintf(stderr, "fuzz_request: %s\n", what);
         abort();
     }
-}
-
-static bool valid_utf8(const unsigned char *s, size_t n)
-{
-    for (size_t i = 0; i < n;) {
-        unsigned char c = s[i];
-        size_t len = c < 0x80 ? 1 : (c >= 0xc2 && c <= 0xdf) ? 2 : (c >= 0xe0 && c <= 0xef) ? 3
-                                  : (c >= 0xf0 && c <= 0xf4) ? 4 : 0;
-        if (len == 0 || i + len > n)
-            return false;
-        for (size_t k = 1; k < len; k++)
-            if ((s[i + k] & 0xc0) != 0x80)
-                return false;
-        if ((c == 0xe0 && s[i + 1] < 0xa0) || (c == 0xed && s[i + 1] > 0x9f) || (c == 0xf0 && s[i + 1] < 0x90) ||
-            (c == 0xf4 && s[i + 1] > 0x8f))
-            return false;
-        i += len;
-    }
-    return true;
 }
 
 /* Parses a JSON text made by the server (NUL allowed: message text may hold it). */

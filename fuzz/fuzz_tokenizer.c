@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "../tests/tokenizer/tiny_vocab.h"
+#include "../tests/utf8_check.h"
 #include "chat/chat.h"
 #include "gguf/gguf.h"
 #include "tokenizer/tokenizer.h"
@@ -80,25 +81,6 @@ static void init_once(void)
     add_tiny(false);
     add_tiny(true);
     add_shared_gemma();
-}
-
-static bool valid_utf8(const uint8_t *s, size_t n)
-{
-    for (size_t i = 0; i < n;) {
-        uint8_t c = s[i];
-        size_t len = c < 0x80 ? 1 : (c >= 0xc2 && c <= 0xdf) ? 2 : (c >= 0xe0 && c <= 0xef) ? 3
-                               : (c >= 0xf0 && c <= 0xf4) ? 4 : 0;
-        if (len == 0 || i + len > n)
-            return false;
-        for (size_t k = 1; k < len; k++)
-            if ((s[i + k] & 0xc0) != 0x80)
-                return false;
-        if ((c == 0xe0 && s[i + 1] < 0xa0) || (c == 0xed && s[i + 1] > 0x9f) || (c == 0xf0 && s[i + 1] < 0x90) ||
-            (c == 0xf4 && s[i + 1] > 0x8f))
-            return false;
-        i += len;
-    }
-    return true;
 }
 
 static bool contains(const uint8_t *s, size_t n, const char *needle)

@@ -1,10 +1,13 @@
 #include "cli/args.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int bad_value(const char *cmd, const char *option, const char *text, const char *why)
 {
@@ -98,4 +101,19 @@ int args_usage_error(const char *cmd, const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, "\nTry 'elliott %s --help'.\n", cmd);
     return 2;
+}
+
+int args_option_error(const char *cmd, int c, char *const argv[])
+{
+    const char *arg = argv[optind - 1];
+    bool is_long = arg && arg[0] == '-' && arg[1] == '-';
+    /* A short option may sit inside a group ("-sx"): name the letter, not the group. */
+    char short_name[3] = {'-', (char)optopt, '\0'};
+    int name_len = is_long ? (int)strcspn(arg, "=") : 2;
+    const char *name = is_long ? arg : short_name;
+    if (c == ':')
+        return args_usage_error(cmd, "%.*s needs a value", name_len, name);
+    if (is_long && optopt) /* a known long option: it was given a value it does not take */
+        return args_usage_error(cmd, "%.*s takes no value", name_len, name);
+    return args_usage_error(cmd, "unknown option '%.*s'", name_len, name);
 }

@@ -13,5 +13,10 @@ int args_float(const char *cmd, const char *option, const char *text, double min
 int args_size(const char *cmd, const char *option, const char *text, size_t min, size_t max, size_t *out);
 /* Reports an error about the command line and returns 2 (the exit status for usage errors). */
 int args_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Reports what getopt_long returned ':' (a missing value) or '?' (an unknown
+ * option, or a value given to an option that takes none) for, and returns 2.
+ * The short options string must start with ':' and opterr be 0, so that getopt
+ * prints nothing itself. */
+int args_option_error(const char *cmd, int c, char *const argv[]);
 
 #endif

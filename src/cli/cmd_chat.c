@@ -9,19 +9,19 @@
 #include <unistd.h>
 
 #include "cli/args.h"
+#include "cli/cli_engine.h"
 #include "cli/commands.h"
 #include "cli/embedded_model.h"
 #include "engine/engine.h"
 
-#define CHAT_DEFAULT_TEMP 0.8f
-#define CHAT_DEFAULT_TOP_P 0.95f
-#define CHAT_DEFAULT_TOP_K 40
 #define CHAT_DEFAULT_MAX_TOKENS 512
 #define CHAT_MAX_LINE (1u << 20)
 #define CHAT_MAX_TURNS 4096
 
 static void usage(FILE *out)
 {
+    cli_gen_options defaults;
+    cli_gen_defaults(&defaults, CHAT_DEFAULT_MAX_TOKENS);
     fprintf(out,
             "usage: elliott chat [-m MODEL.gguf] [options]\n"
             "\n"
@@ -30,68 +30,32 @@ static void usage(FILE *out)
             "\n"
             "options:\n"
             "  -m, --model FILE    GGUF model (default: the built-in %s)\n"
-            "      --system TEXT   a system message that starts every conversation\n"
-            "  -n, --max-tokens N  at most N tokens per reply (default %d)\n"
-            "      --temp T        temperature, 0 = greedy (default %.1f)\n"
-            "      --top-p P       nucleus sampling threshold, 1 = off (default %.2f)\n"
-            "      --top-k K       sample among the K most likely tokens, 0 = off (default %d)\n"
-            "      --seed S        random seed (default: from the OS)\n"
-            "  -t, --threads N     threads (default: every CPU available)\n"
-            "      --ctx N         context size in tokens (default 4096; at most the training context)\n"
-            "  -h, --help          this help\n",
-            EMBEDDED_MODEL_NAME, CHAT_DEFAULT_MAX_TOKENS, (double)CHAT_DEFAULT_TEMP,
-            (double)CHAT_DEFAULT_TOP_P, CHAT_DEFAULT_TOP_K);
+            "      --system TEXT   a system message that starts every conversation\n",
+            EMBEDDED_MODEL_NAME);
+    cli_gen_usage(out, &defaults);
+    fprintf(out, "  -h, --help          this help\n");
 }
 
-typedef struct chat_options {
-    const char *model;
-    const char *system;
-    int max_tokens;
-    int threads;
-    int ctx;
-    sampler_params sampling;
-} chat_options;
-
-enum { OPT_TEMP = 256, OPT_TOP_P, OPT_TOP_K, OPT_SEED, OPT_CTX, OPT_SYSTEM };
-
 /* 0 to run, 1 when --help was shown, 2 on a usage error. */
-static int parse_options(int argc, char **argv, chat_options *o)
+static int parse_options(int argc, char **argv, cli_gen_options *o)
 {
-    static const struct option longopts[] = {
-        {"model", required_argument, NULL, 'm'},      {"max-tokens", required_argument, NULL, 'n'},
-        {"threads", required_argument, NULL, 't'},    {"temp", required_argument, NULL, OPT_TEMP},
-        {"top-p", required_argument, NULL, OPT_TOP_P}, {"top-k", required_argument, NULL, OPT_TOP_K},
-        {"seed", required_argument, NULL, OPT_SEED},  {"ctx", required_argument, NULL, OPT_CTX},
-        {"system", required_argument, NULL, OPT_SYSTEM}, {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {CLI_GEN_LONGOPTS, {NULL, 0, NULL, 0}};
     const char *cmd = argv[0];
-    memset(o, 0, sizeof *o);
-    o->max_tokens = CHAT_DEFAULT_MAX_TOKENS;
-    sampler_params_default(&o->sampling);
-    o->sampling.temperature = CHAT_DEFAULT_TEMP;
-    o->sampling.top_p = CHAT_DEFAULT_TOP_P;
-    o->sampling.top_k = CHAT_DEFAULT_TOP_K;
+    cli_gen_defaults(o, CHAT_DEFAULT_MAX_TOKENS);
     optind = 0;
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, ":m:n:t:h", longopts, NULL)) != -1) {
-        int rc = 0;
-        switch (c) {
-        case 'm': o->model = optarg; break;
-        case OPT_SYSTEM: o->system = optarg; break;
-        case 'n': rc = args_int(cmd, "--max-tokens", optarg, 1, 1 << 20, &o->max_tokens); break;
-        case 't': rc = args_int(cmd, "--threads", optarg, 1, 1024, &o->threads); break;
-        case OPT_CTX: rc = args_int(cmd, "--ctx", optarg, 2, 1 << 20, &o->ctx); break;
-        case OPT_TEMP: rc = args_float(cmd, "--temp", optarg, 0, 100, &o->sampling.temperature); break;
-        case OPT_TOP_P: rc = args_float(cmd, "--top-p", optarg, 0, 1, &o->sampling.top_p); break;
-        case OPT_TOP_K: rc = args_int(cmd, "--top-k", optarg, 0, 1 << 24, &o->sampling.top_k); break;
-        case OPT_SEED: rc = args_u64(cmd, "--seed", optarg, &o->sampling.seed); break;
-        case 'h': usage(stdout); return 1;
-        case ':': return args_usage_error(cmd, "%s needs a value", argv[optind - 1]);
-        default: return args_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
-        }
-        if (rc < 0)
+    while ((c = getopt_long(argc, argv, ":" CLI_GEN_SHORTOPTS, longopts, NULL)) != -1) {
+        int taken = cli_gen_option(cmd, c, optarg, o);
+        if (taken < 0)
             return 2;
+        if (taken)
+            continue;
+        if (c == 'h') {
+            usage(stdout);
+            return 1;
+        }
+        return args_option_error(cmd, c, argv);
     }
     if (optind < argc)
         return args_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
@@ -216,36 +180,6 @@ static int take_turn(const char *cmd, engine *e, conversation *c, const gen_para
     return rc;
 }
 
-static engine *start_engine(const char *cmd, const chat_options *o)
-{
-    engine_config cfg;
-    engine_config_default(&cfg);
-    if (o->model) {
-        cfg.model_path = o->model;
-    } else {
-        fprintf(stderr, "elliott: no -m given; using the built-in model %s\n", EMBEDDED_MODEL_NAME);
-        cfg.model_data = embedded_model_data();
-        cfg.model_size = embedded_model_size();
-    }
-    cfg.n_threads = o->threads;
-    cfg.n_ctx = o->ctx;
-    cfg.n_slots = 1;
-    cfg.prefix_cache = true;
-    cfg.max_tokens_default = o->max_tokens;
-    el_err err = {{0}};
-    engine *e = engine_start(&cfg, &err);
-    if (!e) {
-        fprintf(stderr, "elliott %s: %s\n", cmd, err.msg);
-        return NULL;
-    }
-    if (engine_wait_ready(e, &err) < 0) {
-        fprintf(stderr, "elliott %s: cannot load the model: %s\n", cmd, err.msg);
-        engine_free(e);
-        return NULL;
-    }
-    return e;
-}
-
 static void chomp(char *line, size_t *len)
 {
     while (*len && (line[*len - 1] == '\n' || line[*len - 1] == '\r'))
@@ -255,11 +189,13 @@ static void chomp(char *line, size_t *len)
 int cmd_chat(int argc, char **argv)
 {
     const char *cmd = argv[0];
-    chat_options o;
+    cli_gen_options o;
     int rc = parse_options(argc, argv, &o);
     if (rc)
         return rc == 1 ? 0 : rc;
-    engine *e = start_engine(cmd, &o);
+    engine_config cfg;
+    cli_gen_engine_config(cmd, &o, true, &cfg);
+    engine *e = cli_engine_start(cmd, &cfg, true);
     if (!e)
         return 1;
     static conversation conv; /* large: kept off the stack */
@@ -270,9 +206,7 @@ int cmd_chat(int argc, char **argv)
             conv.n_fixed = 1;
     }
     gen_params params;
-    gen_params_default(&params);
-    params.max_tokens = o.max_tokens;
-    params.sampling = o.sampling;
+    cli_gen_params(&o, &params);
 
     bool interactive = isatty(STDIN_FILENO);
     if (interactive)

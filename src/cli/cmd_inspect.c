@@ -53,7 +53,7 @@ static int parse_args(int argc, char **argv, inspect_opts *o, int *exit_status)
     optind = 1;
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":h", long_opts, NULL)) != -1) {
         switch (c) {
         case 'j': o->json = true; break;
         case 't': o->tensors = true; break;
@@ -63,7 +63,7 @@ static int parse_args(int argc, char **argv, inspect_opts *o, int *exit_status)
             *exit_status = 0;
             return 1;
         default:
-            *exit_status = args_usage_error("inspect", "unknown option '%s'", argv[optind - 1]);
+            *exit_status = args_option_error("inspect", c, argv);
             return 1;
         }
     }

@@ -172,7 +172,8 @@ int cmd_logits(int argc, char **argv)
     if (n_threads < 1)
         n_threads = 1;
     optind = 1;
-    for (int c; (c = getopt_long(argc, argv, "m:t:h", options, NULL)) != -1;) {
+    opterr = 0;
+    for (int c; (c = getopt_long(argc, argv, ":m:t:h", options, NULL)) != -1;) {
         switch (c) {
         case 'm': path = optarg; break;
         case 'T': tokens = optarg; break;
@@ -185,7 +186,7 @@ int cmd_logits(int argc, char **argv)
                 return 2;
             break;
         case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        default: return args_option_error("logits", c, argv);
         }
     }
     if (optind < argc)

@@ -62,7 +62,8 @@ static int parse(int argc, char **argv, make_args *a)
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
     };
     optind = 1;
-    for (int c; (c = getopt_long(argc, argv, "h", options, NULL)) != -1;) {
+    opterr = 0;
+    for (int c; (c = getopt_long(argc, argv, ":h", options, NULL)) != -1;) {
         switch (c) {
         case 'a': a->arch = optarg; break;
         case 's': a->opt.shape = optarg; break;
@@ -82,7 +83,7 @@ static int parse(int argc, char **argv, make_args *a)
                 return 2;
             break;
         case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        default: return args_option_error("make-model", c, argv);
         }
     }
     if (optind != argc - 1)

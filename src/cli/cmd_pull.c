@@ -240,8 +240,9 @@ int cmd_pull(int argc, char **argv)
     bool list_only = false;
     const char *dir = NULL;
     optind = 1;
+    opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, "o:r:lh", options, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":o:r:lh", options, NULL)) != -1) {
         switch (c) {
         case 'o': dir = optarg; break;
         case 'r': req.revision = optarg; break;
@@ -251,7 +252,7 @@ int cmd_pull(int argc, char **argv)
             break;
         case 'l': list_only = true; break;
         case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        default: return args_option_error("pull", c, argv);
         }
     }
     int positional = argc - optind;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli/args.h"
+#include "cli/cli_engine.h"
 #include "cli/commands.h"
 #include "cli/embedded_model.h"
 #include "engine/engine.h"
@@ -115,7 +116,7 @@ static int parse_flags(int argc, char **argv, serve_options *o)
     opterr = 0;
     int c;
     bool key_flag = false, key_file_flag = false;
-    while ((c = getopt_long(argc, argv, "m:t:c:h", longs, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":m:t:c:h", longs, NULL)) != -1) {
         switch (c) {
         case 'm': o->model = optarg; break;
         case OPT_HOST: o->host = optarg; break;
@@ -135,8 +136,7 @@ static int parse_flags(int argc, char **argv, serve_options *o)
         case OPT_MLOCK: o->mlock = true; break;
         case OPT_GRACE: o->grace_ms = optarg; break;
         case 'h': usage(stdout); return 0;
-        default:
-            return args_usage_error(CMD, "unknown option or missing value: '%s'", argv[optind - 1]);
+        default: return args_option_error(CMD, c, argv);
         }
     }
     if (optind < argc)
@@ -197,12 +197,6 @@ static int build_config(const serve_options *o, engine_config *ec, server_config
 {
     engine_config_default(ec);
     server_config_default(sc);
-    if (o->model)
-        ec->model_path = o->model;
-    else {
-        ec->model_data = embedded_model_data();
-        ec->model_size = embedded_model_size();
-    }
     if (o->host)
         sc->host = o->host;
     if (o->alias)
@@ -242,24 +236,17 @@ static void on_listening(int port, void *ctx)
     fprintf(stderr, "elliott serve: listening on http://%s%s%s:%d\n", v6 ? "[" : "", host, v6 ? "]" : "", port);
 }
 
-static int serve(engine_config *ec, server_config *sc, const char *model_label)
+static int serve(engine_config *ec, server_config *sc, const char *model)
 {
-    /* The engine's threads must not take SIGINT/SIGTERM: the server waits for them. */
-    sigset_t block, saved;
-    sigemptyset(&block);
-    sigaddset(&block, SIGINT);
-    sigaddset(&block, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &block, &saved);
-    el_err err = {{0}};
-    engine *e = engine_start(ec, &err);
-    pthread_sigmask(SIG_SETMASK, &saved, NULL);
-    if (!e) {
-        fprintf(stderr, "elliott serve: %s\n", err.msg);
+    cli_engine_use_model(CMD, ec, model);
+    /* The engine's threads leave SIGINT/SIGTERM to the server, which waits for them. */
+    engine *e = cli_engine_start(CMD, ec, false);
+    if (!e)
         return 1;
-    }
-    fprintf(stderr, "elliott serve: loading %s in the background\n", model_label);
+    fprintf(stderr, "elliott serve: loading %s in the background\n", model ? model : EMBEDDED_MODEL_NAME);
     sc->on_listening = on_listening;
     sc->on_listening_ctx = (void *)sc->host;
+    el_err err = {{0}};
     int rc = server_run(sc, e, &err);
     if (rc < 0)
         fprintf(stderr, "elliott serve: %s\n", err.msg);
@@ -289,14 +276,9 @@ int cmd_serve(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
-    char label[300];
-    if (o.model)
-        snprintf(label, sizeof label, "model %s", o.model);
-    else
-        snprintf(label, sizeof label, "the built-in model %s (no -m given)", EMBEDDED_MODEL_NAME);
     if (!sc.api_key)
         fprintf(stderr, "elliott serve: no API key set: requests are not authenticated\n");
-    rc = serve(&ec, &sc, label);
+    rc = serve(&ec, &sc, o.model);
     if (key_storage) {
         explicit_bzero(key_storage, strlen(key_storage));
         free(key_storage);

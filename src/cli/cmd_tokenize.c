@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli/args.h"
+#include "cli/cli_input.h"
 #include "cli/commands.h"
 #include "gguf/gguf.h"
 #include "tokenizer/tokenizer.h"
@@ -24,48 +25,6 @@ static void usage(FILE *out)
                  "  -p, --pieces         also print each token's text, as a JSON array on a second line\n"
                  "  -f, --text-file FILE read the text from FILE\n"
                  "  -h, --help           this help\n");
-}
-
-static char *read_stream(FILE *fp, size_t *len)
-{
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n, fp);
-        if (n < cap)
-            break;
-        if (cap >= MAX_TEXT_BYTES) {
-            free(buf);
-            return NULL;
-        }
-        char *bigger = realloc(buf, cap * 2);
-        if (!bigger)
-            free(buf);
-        buf = bigger;
-        cap *= 2;
-    }
-    if (buf && ferror(fp)) {
-        free(buf);
-        return NULL;
-    }
-    *len = n;
-    return buf;
-}
-
-static char *read_text(const char *cmd, const char *path, size_t *len)
-{
-    FILE *fp = path ? fopen(path, "rb") : stdin;
-    if (!fp) {
-        fprintf(stderr, "elliott %s: cannot open %s: %m\n", cmd, path);
-        return NULL;
-    }
-    char *text = read_stream(fp, len);
-    if (!text)
-        fprintf(stderr, "elliott %s: cannot read %s (unreadable, or over %d MiB)\n", cmd,
-                path ? path : "standard input", MAX_TEXT_BYTES >> 20);
-    if (path)
-        fclose(fp);
-    return text;
 }
 
 static void print_json_string(const char *s, size_t len)
@@ -126,7 +85,8 @@ static int parse_options(int argc, char **argv, tokenize_options *o)
     };
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "m:sbpf:h", longopts, NULL)) != -1) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":m:sbpf:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'm': o->model = optarg; break;
         case 's': o->special = true; break;
@@ -134,7 +94,7 @@ static int parse_options(int argc, char **argv, tokenize_options *o)
         case 'p': o->pieces = true; break;
         case 'f': o->text_file = optarg; break;
         case 'h': usage(stdout); return 1;
-        default: return args_usage_error(argv[0], "see 'elliott %s --help'", argv[0]);
+        default: return args_option_error(argv[0], c, argv);
         }
     }
     if (!o->model)
@@ -187,11 +147,11 @@ int cmd_tokenize(int argc, char **argv)
         return 1;
     }
     size_t len = o.text ? strlen(o.text) : 0;
-    char *owned = o.text ? NULL : read_text(argv[0], o.text_file, &len);
+    char *owned = o.text ? NULL : cli_read_input(argv[0], o.text_file, MAX_TEXT_BYTES, &len);
     int rc = 1;
     if (o.text || owned)
         rc = tokenize_and_print(argv[0], t, &o, o.text ? o.text : owned, len);
-    free(owned);
+    cli_input_free(owned, len);
     tokenizer_free(t);
     if (fflush(stdout) != 0 || ferror(stdout))
         rc = 1;

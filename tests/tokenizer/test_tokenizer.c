@@ -3,6 +3,7 @@
  * over split UTF-8, round trips and damaged vocabularies. */
 #include "gguf/gguf.h"
 #include "test.h"
+#include "utf8_check.h"
 #include "tiny_vocab.h"
 #include "tokenizer/tokenizer.h"
 
@@ -90,25 +91,6 @@ static void expect_ids(const tokenizer *t, const char *text, bool special, const
 
 /* Decodes ids one push at a time; checks every chunk is whole UTF-8. */
 static size_t decode_stream(const tokenizer *t, const int32_t *ids, size_t n, bool at_start, char *text, size_t cap);
-
-static bool valid_utf8(const unsigned char *s, size_t n)
-{
-    for (size_t i = 0; i < n;) {
-        unsigned char c = s[i];
-        size_t len = c < 0x80 ? 1 : (c >= 0xc2 && c <= 0xdf) ? 2 : (c >= 0xe0 && c <= 0xef) ? 3
-                               : (c >= 0xf0 && c <= 0xf4) ? 4 : 0;
-        if (len == 0 || i + len > n)
-            return false;
-        for (size_t k = 1; k < len; k++)
-            if ((s[i + k] & 0xc0) != 0x80)
-                return false;
-        if ((c == 0xe0 && s[i + 1] < 0xa0) || (c == 0xed && s[i + 1] > 0x9f) || (c == 0xf0 && s[i + 1] < 0x90) ||
-            (c == 0xf4 && s[i + 1] > 0x8f))
-            return false;
-        i += len;
-    }
-    return true;
-}
 
 static int chunk_failures;
 
