@@ -1,25 +1,28 @@
-/* AVX2 Q4_0 matrix kernels over a block-pair activation layout.
+/* AVX2 Q4_0 matrix kernels over a four-block activation layout.
  *
  * Q4_0 stores unsigned nibbles u with w = (u - 8) * d. Instead of making the
  * weights signed (two sign instructions per block), the kernel multiplies the
  * unsigned nibbles with the signed activations directly (maddubs) and subtracts
  * 8 * sum(x), which the activation quantizer precomputes once per matmul.
  *
- * Two consecutive weight blocks A and B are handled in one 256-bit register:
- * A's 16 packed bytes in the low lane, B's in the high one. Masking gives the
- * low nibbles (values 0..15 of A | of B), a shift and mask the high nibbles
- * (values 16..31). The activations are stored in that same order, so one
- * maddubs per nibble half serves both blocks, the two halves are added in 16
- * bits, and one madd, one conversion and one FMA per block pair finish them:
- * the low four lanes carry block A, the high four block B, and the scale vector
- * is [dA*xA x4 | dB*xB x4].
+ * Two consecutive weight blocks A and B share one 256-bit register: A's 16
+ * packed bytes in the low lane, B's in the high one. Masking gives the low
+ * nibbles (values 0..15 of A | of B), a shift and mask the high nibbles (values
+ * 16..31). The activations are stored in that same order, so one maddubs per
+ * nibble half serves both blocks, the halves add in 16 bits, and one madd gives
+ * [A x4 | B x4] in int32. A second pair C, D gives [C x4 | D x4]; one hadd folds
+ * the two into [A A C C | B B D D], so one conversion and one FMA (scale
+ * [sA sA sC sC | sB sB sD sD], s = d_w * d_x) finish four blocks.
  *
- * Activation pair record (128 bytes, 32-byte aligned):
- *   int8  lo[32]   values 0..15 of A, then 0..15 of B
- *   int8  hi[32]   values 16..31 of A, then 16..31 of B
- *   int16 off[16]  8 * sums of x; lanes 0..7 belong to A, 8..15 to B
- *   float d[8]     the Q8_0 scale of A (x4), of B (x4), rounded to half as Q8_0 stores it
- * An odd block count leaves B empty (zeros) in the last record. */
+ * Activation quad record (224 bytes, 32-byte aligned), blocks A B C D:
+ *   int8  lo_ab[32]  values 0..15 of A, then 0..15 of B
+ *   int8  hi_ab[32]  values 16..31 of A, then 16..31 of B
+ *   int8  lo_cd[32], hi_cd[32]  the same for C and D
+ *   int16 off_ab[16], off_cd[16]  8 * sums of x, lanes 0..7 of A (C), 8..15 of B (D)
+ *   float d[8]       Q8_0 scales (rounded to half, as Q8_0 stores them) in the
+ *                    fold's order: A A C C B B D D
+ * Blocks past the row's end are zeros in the last record; the weight side reads
+ * the row's last partial quad from a zero-padded copy. */
 #include "kernels/kernels_internal.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -37,21 +40,24 @@
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 #define UNROLL _Pragma("GCC unroll 4")
 
-enum { PAIR_BYTES = 128 };
+enum { QUAD_BYTES = 224, QUAD_BLOCKS = 4 };
 
-typedef struct pair_record {
-    int8_t lo[32];
-    int8_t hi[32];
-    int16_t off[16];
+typedef struct quad_record {
+    int8_t lo_ab[32];
+    int8_t hi_ab[32];
+    int8_t lo_cd[32];
+    int8_t hi_cd[32];
+    int16_t off_ab[16];
+    int16_t off_cd[16];
     float d[8];
-} pair_record;
+} quad_record;
 
-_Static_assert(sizeof(pair_record) == PAIR_BYTES, "pair record is 128 bytes");
+_Static_assert(sizeof(quad_record) == QUAD_BYTES, "quad record is 224 bytes");
 
-static size_t kq_q4_0_pairs_row_bytes(int64_t n)
+static size_t quads_row_bytes(int64_t n)
 {
     int64_t nb = n / KQ_QK;
-    return (size_t)((nb + 1) / 2) * PAIR_BYTES;
+    return (size_t)((nb + QUAD_BLOCKS - 1) / QUAD_BLOCKS) * QUAD_BYTES;
 }
 
 /* ---- activation quantizer -------------------------------------------------------------- */
@@ -93,60 +99,80 @@ ALWAYS_INLINE __m256i quantize_block(const float *src, float *d_out)
     return _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
-static void kq_quantize_q4_0_pairs(const float *src, void *dst, int64_t n)
+/* Blocks a and b (32 int8 each) in pair order: lo = [a 0..15 | b 0..15], hi = the rest. */
+ALWAYS_INLINE void store_pair(__m256i a, __m256i b, int8_t lo[32], int8_t hi[32], int16_t off[16])
 {
-    pair_record *rec = dst;
-    int64_t nb = n / KQ_QK;
     const __m256i eights = _mm256_set1_epi8(8);
-    for (int64_t i = 0; i < nb; i += 2, rec++) {
-        float da, db = 0.0f;
-        __m256i a = quantize_block(src + i * KQ_QK, &da);
-        __m256i b = i + 1 < nb ? quantize_block(src + (i + 1) * KQ_QK, &db) : _mm256_setzero_si256();
-        /* lo = [a 0..15 | b 0..15], hi = [a 16..31 | b 16..31] */
-        __m256i lo = _mm256_permute2x128_si256(a, b, 0x20);
-        __m256i hi = _mm256_permute2x128_si256(a, b, 0x31);
-        _mm256_store_si256((__m256i *)rec->lo, lo);
-        _mm256_store_si256((__m256i *)rec->hi, hi);
-        __m256i off = _mm256_add_epi16(_mm256_maddubs_epi16(eights, lo), _mm256_maddubs_epi16(eights, hi));
-        _mm256_store_si256((__m256i *)rec->off, off);
-        _mm256_store_ps(rec->d, _mm256_setr_m128(_mm_set1_ps(da), _mm_set1_ps(db)));
+    __m256i l = _mm256_permute2x128_si256(a, b, 0x20);
+    __m256i h = _mm256_permute2x128_si256(a, b, 0x31);
+    _mm256_store_si256((__m256i *)lo, l);
+    _mm256_store_si256((__m256i *)hi, h);
+    __m256i o = _mm256_add_epi16(_mm256_maddubs_epi16(eights, l), _mm256_maddubs_epi16(eights, h));
+    _mm256_store_si256((__m256i *)off, o);
+}
+
+static void quantize_quads(const float *src, void *dst, int64_t n)
+{
+    quad_record *rec = dst;
+    int64_t nb = n / KQ_QK;
+    for (int64_t i = 0; i < nb; i += QUAD_BLOCKS, rec++) {
+        __m256i q[QUAD_BLOCKS];
+        float d[QUAD_BLOCKS];
+        for (int k = 0; k < QUAD_BLOCKS; k++) {
+            d[k] = 0.0f;
+            q[k] = i + k < nb ? quantize_block(src + (i + k) * KQ_QK, &d[k]) : _mm256_setzero_si256();
+        }
+        store_pair(q[0], q[1], rec->lo_ab, rec->hi_ab, rec->off_ab);
+        store_pair(q[2], q[3], rec->lo_cd, rec->hi_cd, rec->off_cd);
+        _mm256_store_ps(rec->d, _mm256_setr_ps(d[0], d[0], d[2], d[2], d[1], d[1], d[3], d[3]));
     }
 }
 
 /* ---- dot tiles --------------------------------------------------------------------------- */
 
-/* Nibbles of blocks A and B: returns the low halves, *hi gets the high ones. */
-ALWAYS_INLINE __m256i nibbles_pair(const kq_block_q4_0 *a, int have_b, __m256i *hi)
+/* A weight quad decoded: nibbles in pair order and the scales in fold order. */
+typedef struct weight_quad {
+    __m256i lo_ab, hi_ab, lo_cd, hi_cd;
+    __m256 d;
+} weight_quad;
+
+ALWAYS_INLINE void nibbles_pair(const kq_block_q4_0 *a, __m256i *lo, __m256i *hi)
 {
-    __m128i qa = _mm_loadu_si128((const __m128i *)a->qs);
-    __m256i q = have_b ? _mm256_inserti128_si256(_mm256_castsi128_si256(qa),
-                                                 _mm_loadu_si128((const __m128i *)a[1].qs), 1)
-                       : _mm256_zextsi128_si256(qa);
+    __m256i q = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)a[0].qs)),
+                                        _mm_loadu_si128((const __m128i *)a[1].qs), 1);
     const __m256i mask = _mm256_set1_epi8(0x0f);
     *hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), mask);
-    return _mm256_and_si256(q, mask);
+    *lo = _mm256_and_si256(q, mask);
 }
 
-/* Both blocks' weight scales as halves packed in 32 bits (B's 0 when absent). */
-ALWAYS_INLINE uint32_t scales_pair(const kq_block_q4_0 *a, int have_b)
+ALWAYS_INLINE weight_quad decode_quad(const kq_block_q4_0 *b)
 {
-    return (uint32_t)a->d | (have_b ? (uint32_t)a[1].d << 16 : 0u);
+    weight_quad w;
+    nibbles_pair(b, &w.lo_ab, &w.hi_ab);
+    nibbles_pair(b + 2, &w.lo_cd, &w.hi_cd);
+    uint64_t packed = (uint64_t)b[0].d | (uint64_t)b[1].d << 16 | (uint64_t)b[2].d << 32 | (uint64_t)b[3].d << 48;
+    __m128 abcd = _mm_cvtph_ps(_mm_cvtsi64_si128((long long)packed));
+    w.d = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(abcd), _mm256_setr_epi32(0, 0, 2, 2, 1, 1, 3, 3));
+    return w;
 }
 
-/* [s0 x4 | s1 x4] from halves h0, h1 packed in 32 bits. */
-ALWAYS_INLINE __m256 widen_scales(uint32_t packed)
+/* int32 [A x4 | B x4] of one pair, offsets removed. */
+ALWAYS_INLINE __m256i pair_sums(__m256i wlo, __m256i whi, const int8_t *xlo, const int8_t *xhi,
+                                const int16_t *off)
 {
-    __m128 two = _mm_cvtph_ps(_mm_cvtsi32_si128((int)packed));
-    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(two), _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
-}
-
-/* 8 int32 lanes: low four sum to dot(A), high four to dot(B), offsets removed. */
-ALWAYS_INLINE __m256i pair_dot(__m256i wlo, __m256i whi, const pair_record *x)
-{
-    __m256i s = _mm256_add_epi16(_mm256_maddubs_epi16(wlo, _mm256_load_si256((const __m256i *)x->lo)),
-                                 _mm256_maddubs_epi16(whi, _mm256_load_si256((const __m256i *)x->hi)));
-    s = _mm256_sub_epi16(s, _mm256_load_si256((const __m256i *)x->off));
+    __m256i s = _mm256_add_epi16(_mm256_maddubs_epi16(wlo, _mm256_load_si256((const __m256i *)xlo)),
+                                 _mm256_maddubs_epi16(whi, _mm256_load_si256((const __m256i *)xhi)));
+    s = _mm256_sub_epi16(s, _mm256_load_si256((const __m256i *)off));
     return _mm256_madd_epi16(s, _mm256_set1_epi16(1));
+}
+
+ALWAYS_INLINE __m256 quad_dot(const weight_quad *w, const quad_record *x, __m256 acc)
+{
+    __m256i ab = pair_sums(w->lo_ab, w->hi_ab, x->lo_ab, x->hi_ab, x->off_ab);
+    __m256i cd = pair_sums(w->lo_cd, w->hi_cd, x->lo_cd, x->hi_cd, x->off_cd);
+    __m256 sums = _mm256_cvtepi32_ps(_mm256_hadd_epi32(ab, cd));
+    __m256 scale = _mm256_mul_ps(w->d, _mm256_load_ps(x->d));
+    return _mm256_fmadd_ps(sums, scale, acc);
 }
 
 ALWAYS_INLINE float hsum(__m256 v)
@@ -157,77 +183,86 @@ ALWAYS_INLINE float hsum(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-/* One block pair (only A when have_b is 0) of R rows against C tokens. */
-ALWAYS_INLINE void pair_step(int64_t p, int have_b, const kq_block_q4_0 *const *rows, const int R,
-                             const pair_record *const *cols, const int C, __m256 acc[4][4])
+/* One quad of R rows against C tokens; rows[r] points at the quad's first block. */
+ALWAYS_INLINE void quad_step(const kq_block_q4_0 *const *rows, const int R, const quad_record *const *cols,
+                             const int C, int64_t q, __m256 acc[4][4])
 {
-    /* Streaming (one token): fetch ahead. Several tokens reuse the rows from cache,
-     * where prefetches would only evict activations. */
-    if (C == 1)
-        UNROLL for (int r = 0; r < R; r++)
-            _mm_prefetch((const char *)(rows[r] + 2 * p) + KQ_PREFETCH_AHEAD, _MM_HINT_T0);
     UNROLL for (int r = 0; r < R; r++) {
-        const kq_block_q4_0 *wb = rows[r] + 2 * p;
-        __m256i whi, wlo = nibbles_pair(wb, have_b, &whi);
-        __m256 dw = widen_scales(scales_pair(wb, have_b));
-        UNROLL for (int c = 0; c < C; c++) {
-            const pair_record *x = cols[c] + p;
-            __m256 sums = _mm256_cvtepi32_ps(pair_dot(wlo, whi, x));
-            __m256 scale = _mm256_mul_ps(dw, _mm256_load_ps(x->d));
-            acc[r][c] = _mm256_fmadd_ps(sums, scale, acc[r][c]);
-        }
+        weight_quad w = decode_quad(rows[r]);
+        UNROLL for (int c = 0; c < C; c++)
+            acc[r][c] = quad_dot(&w, cols[c] + q, acc[r][c]);
     }
 }
 
 /* R rows by C tokens, both compile-time constants after inlining. */
 ALWAYS_INLINE void tile_body(int64_t nb, const kq_block_q4_0 *const *rows, const int R,
-                             const pair_record *const *cols, const int C, float *y, int64_t y_stride)
+                             const quad_record *const *cols, const int C, float *y, int64_t y_stride)
 {
     __m256 acc[4][4];
     UNROLL for (int r = 0; r < R; r++)
         UNROLL for (int c = 0; c < C; c++)
             acc[r][c] = _mm256_setzero_ps();
-    int64_t full = nb / 2;
-    for (int64_t p = 0; p < full; p++)
-        pair_step(p, 1, rows, R, cols, C, acc);
-    if (nb % 2)
-        pair_step(full, 0, rows, R, cols, C, acc);
+    int64_t full = nb / QUAD_BLOCKS;
+    const kq_block_q4_0 *at[4];
+    for (int64_t q = 0; q < full; q++) {
+        UNROLL for (int r = 0; r < R; r++) {
+            at[r] = rows[r] + q * QUAD_BLOCKS;
+            /* streaming (one token): fetch ahead; several tokens reuse the rows from
+             * cache, where prefetches would only evict activations */
+            if (C == 1)
+                _mm_prefetch((const char *)at[r] + KQ_PREFETCH_AHEAD, _MM_HINT_T0);
+        }
+        quad_step(at, R, cols, C, q, acc);
+    }
+    int tail = (int)(nb % QUAD_BLOCKS);
+    if (tail) {
+        /* the row's last blocks, padded with zero blocks so that no read passes its end */
+        kq_block_q4_0 padded[4][QUAD_BLOCKS];
+        memset(padded, 0, sizeof padded);
+        UNROLL for (int r = 0; r < R; r++) {
+            memcpy(padded[r], rows[r] + full * QUAD_BLOCKS, (size_t)tail * sizeof(kq_block_q4_0));
+            at[r] = padded[r];
+        }
+        quad_step(at, R, cols, C, full, acc);
+    }
     UNROLL for (int r = 0; r < R; r++)
         UNROLL for (int c = 0; c < C; c++)
             y[c * y_stride + r] = hsum(acc[r][c]);
 }
 
-/* The tile entry point: n_rows <= 4 weight rows by n_cols <= 4 tokens. Four rows
- * share one token's activation loads; with more tokens, two rows at a time keep
- * the accumulators in registers. */
+/* The tile entry point: n_rows <= 4 weight rows by n_cols <= 4 tokens. For one token
+ * four rows share its activation loads; with more tokens each row is decoded once
+ * for all of them (the accumulators of one row stay in registers). */
 static void tile_q4_0(int64_t n, const void *w, size_t w_stride, int n_rows, const void *x,
                       size_t x_stride, int n_cols, float *y, int64_t y_stride)
 {
     int64_t nb = n / KQ_QK;
     const kq_block_q4_0 *rows[4];
-    const pair_record *cols[4];
+    const quad_record *cols[4];
     for (int r = 0; r < 4; r++)
         rows[r] = (const kq_block_q4_0 *)((const uint8_t *)w + (size_t)(r < n_rows ? r : n_rows - 1) * w_stride);
     for (int c = 0; c < 4; c++)
-        cols[c] = (const pair_record *)((const uint8_t *)x + (size_t)(c < n_cols ? c : n_cols - 1) * x_stride);
-    float out[4 * 4];
+        cols[c] = (const quad_record *)((const uint8_t *)x + (size_t)(c < n_cols ? c : n_cols - 1) * x_stride);
     if (n_cols == 1) {
+        float out[4];
         tile_body(nb, rows, 4, cols, 1, out, 4);
         for (int r = 0; r < n_rows; r++)
             y[r] = out[r];
         return;
     }
-    if (n_cols == 2) {
-        tile_body(nb, rows, 4, cols, 2, out, 4);
-    } else {
-        /* three or four tokens: rows 0-1, then rows 2-3 (skipped when absent) */
-        tile_body(nb, rows, 2, cols, 4, out, 4);
-        if (n_rows > 2)
-            tile_body(nb, rows + 2, 2, cols, 4, out + 2, 4);
+    for (int r = 0; r < n_rows; r++) {
+        switch (n_cols) {
+        case 2:
+            tile_body(nb, rows + r, 1, cols, 2, y + r, y_stride);
+            break;
+        case 3:
+            tile_body(nb, rows + r, 1, cols, 3, y + r, y_stride);
+            break;
+        default:
+            tile_body(nb, rows + r, 1, cols, 4, y + r, y_stride);
+            break;
+        }
     }
-    for (int c = 0; c < n_cols; c++)
-        for (int r = 0; r < n_rows; r++)
-            y[c * y_stride + r] = out[c * 4 + r];
 }
 
 static void dot_q4_0(int64_t n, const void *w_row, const void *x_row, float *out)
@@ -239,8 +274,8 @@ void kq_q4_0_pairs_avx2(kq_impl *impl)
 {
     impl->dot = dot_q4_0;
     impl->dot_tile = tile_q4_0;
-    impl->act_convert = kq_quantize_q4_0_pairs;
-    impl->act_row_bytes = kq_q4_0_pairs_row_bytes;
+    impl->act_convert = quantize_quads;
+    impl->act_row_bytes = quads_row_bytes;
 }
 
 #else
