@@ -33,10 +33,11 @@ static void usage(FILE *out)
             "long strings such as chat templates shortened), the tensor table (name, type,\n"
             "shape, offset in the data section, bytes) and totals (tensor count, bytes by\n"
             "type, parameters).\n\n"
-            "  --json         print one JSON object instead of text\n"
-            "  --tensors      list every tensor (the default)\n"
-            "  --no-tensors   leave the tensor list out (totals are still shown)\n"
-            "  -h, --help     this help\n\n"
+            "options:\n"
+            "      --json         print one JSON object instead of text\n"
+            "      --tensors      list every tensor (the default)\n"
+            "      --no-tensors   leave the tensor list out (totals are still shown)\n"
+            "  -h, --help         this help\n\n"
             "Exit status: 0 for a valid file, 1 for an invalid or unreadable one, 2 for usage errors.\n",
             ARRAY_HEAD);
 }

@@ -22,11 +22,11 @@ static void usage(FILE *out)
             "the K highest logits with the mean and rms of all logits, as JSON:\n"
             "  {\"ids\":[...],\"positions\":[{\"pos\":0,\"mean\":M,\"rms\":R,\"top\":[[id,logit],...]},...]}\n\n"
             "options:\n"
-            "  -m, --model PATH   GGUF model\n"
+            "  -m, --model FILE   GGUF model\n"
             "      --tokens LIST  comma-separated token ids\n"
             "      --top K        logits to print per position (default 20, at most %d)\n"
             "  -t, --threads N    threads (default: the CPUs available)\n"
-            "  -h, --help         this text\n",
+            "  -h, --help         this help\n",
             MAX_TOKENS, MAX_TOP);
 }
 

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/args.h"
@@ -18,20 +19,20 @@ static void usage(FILE *out)
                  "Writes a model with random weights (norms F32, weights of TYPE) at a real shape, with\n"
                  "the tokenizer copied from FROM.gguf. Same seed, same file.\n\n"
                  "options:\n"
-                 "  --arch ARCH          llama, gemma, gemma2 or gemma3\n"
-                 "  --shape SHAPE        one of:");
+                 "      --arch ARCH          llama, gemma, gemma2 or gemma3\n"
+                 "      --shape SHAPE        one of:");
     for (int i = 0; model_shape_name(i); i++)
         fprintf(out, " %s", model_shape_name(i));
     fprintf(out, "\n"
-                 "  --type TYPE          f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k .. q6_k\n"
-                 "  --vocab FROM.gguf    tokenizer source (default: $ELLIOTT_SHARED or ../shared, then\n"
-                 "                       golden/tokenizer/vocab-gemma3.gguf for gemma3, vocab-gemma.gguf\n"
-                 "                       for gemma/gemma2, golden/real/stories260K.gguf for llama)\n"
-                 "  --n-vocab N          no tokenizer; a vocabulary of N tokens (small test models)\n"
-                 "  --random             random weights (the only kind; accepted for clarity)\n"
-                 "  --seed S             random seed (default 1)\n"
-                 "  --sliding-window N   gemma2/gemma3 attention window (default: the shape's)\n"
-                 "  -h, --help           this text\n");
+                 "      --type TYPE          f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k .. q6_k\n"
+                 "      --vocab FROM.gguf    tokenizer source (default: $ELLIOTT_SHARED or ../shared, then\n"
+                 "                           golden/tokenizer/vocab-gemma3.gguf for gemma3, vocab-gemma.gguf\n"
+                 "                           for gemma/gemma2, golden/real/stories260K.gguf for llama)\n"
+                 "      --n-vocab N          no tokenizer; a vocabulary of N tokens (small test models)\n"
+                 "      --random             random weights (the only kind; accepted for clarity)\n"
+                 "      --seed S             random seed (default 1)\n"
+                 "      --sliding-window N   gemma2/gemma3 attention window (default: the shape's)\n"
+                 "  -h, --help               this help\n");
 }
 
 static const char *default_vocab(enum model_arch arch, char *buf, size_t size)
@@ -95,6 +96,11 @@ static int parse(int argc, char **argv, make_args *a)
     if (arch < 0)
         return args_usage_error("make-model", "--arch: unknown architecture '%s'", a->arch);
     a->opt.arch = (enum model_arch)arch;
+    bool known_shape = false;
+    for (int i = 0; model_shape_name(i); i++)
+        known_shape |= !strcmp(model_shape_name(i), a->opt.shape);
+    if (!known_shape)
+        return args_usage_error("make-model", "--shape: unknown shape '%s' (see --help)", a->opt.shape);
     int type = gguf_type_from_name(a->type);
     if (type < 0)
         return args_usage_error("make-model", "--type: unknown type '%s'", a->type);
@@ -110,6 +116,11 @@ int cmd_make_model(int argc, char **argv)
     int rc = parse(argc, argv, &a);
     if (rc >= 0)
         return rc;
+    struct stat st;
+    if (stat(a.out, &st) == 0 && S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "elliott make-model: %s is a directory; name the file to write\n", a.out);
+        return 1;
+    }
     char vocab_buf[4096];
     if (!a.opt.n_vocab) {
         a.opt.vocab_path = a.vocab ? a.vocab : default_vocab(a.opt.arch, vocab_buf, sizeof vocab_buf);

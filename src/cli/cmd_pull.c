@@ -17,26 +17,30 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: elliott pull REPO [FILE] [options]\n"
-            "Download a GGUF model from a Hugging Face repository.\n"
             "\n"
+            "Downloads a GGUF model from a Hugging Face repository. The file is written to\n"
+            "DIR/NAME.part, which a later run resumes; it is checked against the SHA-256 that\n"
+            "the hub publishes, must be a valid GGUF file, and is then renamed to DIR/NAME.\n"
+            "A file already at DIR/NAME is kept as it is. The final path is printed on\n"
+            "stdout; progress goes to stderr.\n"
+            "\n"
+            "arguments:\n"
             "  REPO                 owner/name, e.g. google/gemma-7b-it-GGUF\n"
             "  FILE                 the .gguf file to fetch, e.g. gemma-7b-it.gguf; without it\n"
             "                       the repository's .gguf files are listed and one is chosen:\n"
             "                       the only one, else Q4_K_M, else Q4_0, else the smallest\n"
+            "\n"
+            "options:\n"
             "  -o, --output DIR     where to put it (default: $ELLIOTT_MODELS, else\n"
             "                       ~/.cache/elliott/models)\n"
             "  -r, --revision REV   branch, tag or commit (default: main)\n"
             "      --retries N      resume automatically after N network failures (default: %d)\n"
             "  -l, --list           list the repository's .gguf files and exit\n"
-            "  -h, --help           show this help\n"
+            "  -h, --help           this help\n"
             "\n"
             "Environment: HF_ENDPOINT (default https://huggingface.co); HF_TOKEN, an access\n"
-            "token sent as a bearer token to HF_ENDPOINT's host only (never to a redirect's).\n"
-            "\n"
-            "The file is written to DIR/NAME.part, which a later run resumes; it is checked\n"
-            "against the SHA-256 that the hub publishes, must be a valid GGUF file, and is then\n"
-            "renamed to DIR/NAME. A file already at DIR/NAME is kept as it is. The final path\n"
-            "is printed on stdout; progress goes to stderr.\n",
+            "token sent as a bearer token to HF_ENDPOINT's host only (never to a redirect's);\n"
+            "ELLIOTT_MODELS, the default DIR.\n",
             DEFAULT_RETRIES);
 }
 

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli/args.h"
 #include "cli/cli_engine.h"
@@ -23,6 +24,7 @@ static void usage(FILE *out)
             "Serves the elliott-1 chat completion API (POST /v1/ai/chat/completions,\n"
             "POST /v1/chat/completions, GET /v1/models, /health, /metrics, /) over HTTP.\n"
             "Each option may also come from the environment variable shown; flags win.\n\n"
+            "options:\n"
             "  -m, --model FILE       GGUF model (ELLIOTT_MODEL); default: the built-in %s\n"
             "      --host HOST        address to bind (ELLIOTT_HOST), default 127.0.0.1\n"
             "      --port N           port (ELLIOTT_PORT), default 8080; 0 picks a free one\n"
@@ -171,7 +173,12 @@ static int read_key_file(const char *path, char **storage)
     }
     char line[1024];
     bool got = fgets(line, sizeof line, f) != NULL;
+    int read_errno = ferror(f) ? errno : 0;
     fclose(f);
+    if (read_errno) {
+        fprintf(stderr, "elliott serve: --api-key-file: cannot read '%s': %s\n", path, strerror(read_errno));
+        return -1;
+    }
     if (!got) {
         fprintf(stderr, "elliott serve: --api-key-file: '%s' is empty\n", path);
         return -1;
@@ -229,6 +236,23 @@ static int build_config(const serve_options *o, engine_config *ec, server_config
     return -1;
 }
 
+/* The model loads in the background, where a failure only shows as 503s: a path
+ * that is missing or a directory is refused at once instead. (Only stat: opening
+ * could block on a FIFO, which the loader is left to handle.) */
+static int check_model_path(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) < 0) {
+        fprintf(stderr, "elliott serve: cannot open the model %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "elliott serve: the model %s is a directory, not a GGUF file\n", path);
+        return -1;
+    }
+    return 0;
+}
+
 static void on_listening(int port, void *ctx)
 {
     const char *host = ctx;
@@ -267,6 +291,8 @@ int cmd_serve(int argc, char **argv)
     rc = build_config(&o, &ec, &sc);
     if (rc >= 0)
         return rc;
+    if (o.model && check_model_path(o.model) < 0)
+        return 1;
     char *key_storage = NULL;
     if (o.api_key_file && read_key_file(o.api_key_file, &key_storage) < 0)
         return 1;

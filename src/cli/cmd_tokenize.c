@@ -18,6 +18,7 @@ static void usage(FILE *out)
     fprintf(out, "usage: elliott tokenize -m MODEL.gguf [--special] [--bos] [--pieces] [--text-file FILE | TEXT]\n\n"
                  "Prints the token ids of TEXT (or of FILE, or of standard input when neither is\n"
                  "given) as a JSON array on one line.\n\n"
+                 "options:\n"
                  "  -m, --model FILE     the GGUF file whose tokenizer to use (a vocabulary-only file works)\n"
                  "  -s, --special        recognise special-token text such as <start_of_turn>; without it,\n"
                  "                       such text is tokenized as the plain characters it is\n"

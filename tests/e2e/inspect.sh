@@ -20,6 +20,15 @@ done
 "$elliott" inspect >/dev/null 2>&1; [ $? -eq 2 ] || fail "no file: expected exit 2"
 "$elliott" inspect --frobnicate x.gguf >/dev/null 2>&1; [ $? -eq 2 ] || fail "bad option: expected exit 2"
 "$elliott" inspect a.gguf b.gguf >/dev/null 2>&1; [ $? -eq 2 ] || fail "two files: expected exit 2"
+dir=$(mktemp -d)
+"$elliott" inspect "$dir" >/dev/null 2>"$err"
+[ $? -eq 1 ] && [ "$(wc -l <"$err")" -eq 1 ] && grep -q "not a regular file" "$err" || fail "directory: $(cat "$err")"
+rmdir "$dir"
+"$elliott" inspect --json=yes x.gguf >/dev/null 2>"$err"
+[ $? -eq 2 ] && grep -q "^elliott inspect: --json takes no value" "$err" || fail "flag with a value: $(cat "$err")"
+"$elliott" inspect --frobnicate x.gguf >/dev/null 2>"$err"
+[ "$(wc -l <"$err")" -eq 2 ] && grep -q "^elliott inspect: unknown option '--frobnicate'" "$err" ||
+    fail "bad option: one message and the --help hint: $(cat "$err")"
 "$elliott" inspect --help >"$out" 2>&1 && grep -q "usage: elliott inspect" "$out" || fail "--help"
 
 # A valid file: the fuzz seed model always exists; the golden model when the shared data does.

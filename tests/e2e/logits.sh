@@ -53,7 +53,28 @@ check "four positions" test "$(grep -c '"pos"' "$tmp/tiny.json")" -eq 4
 "$bin" make-model --arch gemma2 --shape tiny --type q8_0 --n-vocab 300 --seed 7 "$tmp/again.gguf" 2>/dev/null
 check "make-model is deterministic" cmp -s "$tmp/tiny.gguf" "$tmp/again.gguf"
 "$bin" make-model --arch gemma --shape nope --type q8_0 --n-vocab 300 "$tmp/x.gguf" 2>"$tmp/err"
-check "unknown shape fails with a message" grep -q "unknown model shape" "$tmp/err"
+check "unknown shape is a usage error" test $? -eq 2
+check "  with a message" grep -q "unknown shape 'nope'" "$tmp/err"
+mkdir -p "$tmp/dir"
+"$bin" make-model --arch gemma --shape tiny --type q8_0 --n-vocab 300 "$tmp/dir" 2>"$tmp/err"
+check "make-model onto a directory fails" test $? -eq 1
+check "  with one message" test "$(wc -l <"$tmp/err")" -eq 1
+"$bin" make-model --arch gemma --shape tiny --type q8_0 --n-vocab 300 "$tmp/none/x.gguf" 2>"$tmp/err"
+check "make-model into a missing directory fails" test $? -eq 1
+check "  with one message" test "$(wc -l <"$tmp/err")" -eq 1
+"$bin" make-model --frobnicate 2>"$tmp/err"
+check "make-model unknown option: exit 2" test $? -eq 2
+check "  one message and the --help hint" test "$(wc -l <"$tmp/err")" -eq 2
+
+# logits on bad files: exit 1, one message.
+for m in "$tmp/none.gguf" "$tmp/dir" tests/gguf/corpus/overlapping-tensors.gguf; do
+    "$bin" logits -m "$m" --tokens 1,2 >"$tmp/out" 2>"$tmp/err"
+    check "logits -m $m: exit 1" test $? -eq 1
+    check "  one message" test "$(wc -l <"$tmp/err")" -eq 1
+done
+"$bin" logits --frobnicate 2>"$tmp/err"
+check "logits unknown option: exit 2" test $? -eq 2
+check "  one message and the --help hint" test "$(wc -l <"$tmp/err")" -eq 2
 "$bin" make-model --arch gemma --shape tiny --type q8_0 --vocab "$tmp/absent.gguf" "$tmp/x.gguf" 2>"$tmp/err"
 check "absent vocabulary fails with a message" grep -q "absent.gguf" "$tmp/err"
 "$bin" make-model --arch nope --shape tiny --type q8_0 "$tmp/x.gguf" 2>/dev/null

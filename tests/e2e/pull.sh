@@ -231,6 +231,12 @@ check "'..' in FILE rejected" [ "$RC" -eq 1 ]
 check "  message" grep -q "'..'" "$WORK/err"
 pull test/tiny-GGUF x.gguf --retries -1
 check "bad --retries: usage error 2" [ "$RC" -eq 2 ]
+pull test/tiny-GGUF x.gguf --frobnicate
+check "unknown option: usage error 2" [ "$RC" -eq 2 ]
+check "  one message and the --help hint" [ "$(wc -l <"$WORK/err")" -eq 2 ]
+check "  naming the option" grep -q "^elliott pull: unknown option '--frobnicate'" "$WORK/err"
+pull test/tiny-GGUF sub/dir/ -o "$WORK/d11"
+check "FILE ending in '/' rejected" [ "$RC" -eq 1 ]
 HF_ENDPOINT=ftp://example.org pull test/tiny-GGUF x.gguf -o "$WORK/d11"
 check "non-http HF_ENDPOINT rejected" [ "$RC" -eq 1 ]
 check "  message" grep -q "HF_ENDPOINT" "$WORK/err"

@@ -66,6 +66,33 @@ rc=$?
 check "prompt beyond the context exits 1" test $rc -eq 1
 check "context error is explained" grep -q "context" "$tmp/cerr"
 
+# Bad input: one clear message on stderr (a usage error adds the "Try --help"
+# line), exit 1 for failures and 2 for usage errors, never a crash.
+one_message() { # description, expected exit, expected stderr lines, command...
+    local what=$1 want_rc=$2 want_lines=$3; shift 3
+    "$@" </dev/null >"$tmp/out1" 2>"$tmp/err1"
+    local rc=$?
+    check "$what: exit $want_rc" test $rc -eq "$want_rc"
+    check "$what: $want_lines line(s) on stderr" test "$(wc -l <"$tmp/err1")" -eq "$want_lines"
+    check "$what: says elliott ..." grep -q "^elliott " "$tmp/err1"
+}
+mkdir -p "$tmp/dir"
+for c in run chat; do
+    p=; [ $c = run ] && p="-p hi"
+    # shellcheck disable=SC2086
+    {
+        one_message "$c -m missing" 1 1 "$bin" $c -m "$tmp/none.gguf" $p
+        one_message "$c -m directory" 1 1 "$bin" $c -m "$tmp/dir" $p
+        one_message "$c -m damaged" 1 1 "$bin" $c -m tests/gguf/corpus/offset-past-end.gguf $p
+        one_message "$c unknown option" 2 2 "$bin" $c --frobnicate $p
+        one_message "$c flag given a value" 2 2 "$bin" $c --help=yes $p
+        one_message "$c -m without a value" 2 2 "$bin" $c $p -m
+        one_message "$c --threads 0" 2 1 "$bin" $c --threads 0 $p
+        one_message "$c --top-k -1" 2 1 "$bin" $c --top-k -1 $p
+    }
+done
+grep -q "no -m given" "$tmp/err1" && { echo "FAIL  the built-in model notice before a usage error"; fail=1; }
+
 # chat: a conversation from stdin, /reset and /exit.
 printf 'Once upon a time\n/reset\nLily and Tom\n/exit\nnever read\n' |
     "$bin" chat -n 10 --temp 0 >"$tmp/chat" 2>"$tmp/chaterr"

@@ -48,6 +48,32 @@ HITS=$(grep -c -- "$MARKER" "$LOG")
 [ "$HITS" = 0 ] || fail "message text in the log ($HITS lines)"
 grep -q 'Hello, how are you' "$LOG" && fail "the SPEC example's message text is in the log"
 check_log "$LOG"
+
+# Start-up refusals: one message on stderr and exit 1 (bad files) or 2 (bad
+# options), before anything listens. A missing model or a directory is refused
+# at once rather than answered with 503s.
+refused() { # description, expected exit, expected stderr lines, serve arguments...
+    local what=$1 want_rc=$2 want_lines=$3; shift 3
+    timeout 20 "$ELLIOTT" serve --port 0 "$@" </dev/null >/dev/null 2>"$TMP/refused.err"
+    local rc=$? n
+    n=$(wc -l <"$TMP/refused.err")
+    [ $rc -eq "$want_rc" ] && [ "$n" -eq "$want_lines" ] && grep -q "^elliott serve: " "$TMP/refused.err" ||
+        fail "$what: exit $rc (want $want_rc), $n line(s) (want $want_lines): $(head -c 300 "$TMP/refused.err")"
+}
+mkdir -p "$TMP/dir"
+refused "missing model" 1 1 -m "$TMP/none.gguf"
+refused "model is a directory" 1 1 -m "$TMP/dir"
+refused "missing --api-key-file" 1 1 --api-key-file "$TMP/none.key"
+refused "--api-key-file is a directory" 1 1 --api-key-file "$TMP/dir"
+refused "--port out of range" 2 1 --port 70000
+refused "--max-body too small" 2 1 --max-body 10
+refused "bad --history" 2 2 --history some
+refused "unknown option" 2 2 --frobnicate
+refused "--mlock given a value" 2 2 --mlock=yes
+refused "--port without a value" 2 2 --port
+refused "--parallel 0" 2 1 --parallel 0
+ELLIOTT_CTX=lots refused "bad ELLIOTT_CTX" 2 1
+
 if [ $FAILED != 0 ]; then
     echo "---- server log (tail)" >&2
     tail -n 40 "$LOG" >&2

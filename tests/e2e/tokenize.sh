@@ -28,6 +28,26 @@ exit_code "missing model file" 1 "$bin" tokenize -m "$tmp/none.gguf" "hello"
 printf 'not a gguf' >"$tmp/bad.gguf"
 exit_code "damaged model file" 1 "$bin" tokenize -m "$tmp/bad.gguf" "hello"
 
+# Bad input: exactly one message (plus "Try --help" for usage errors), no getopt noise.
+lines() { # description, expected exit, expected stderr lines, command...
+    local what=$1 want_rc=$2 want_lines=$3; shift 3
+    "$@" </dev/null >/dev/null 2>"$tmp/err"
+    local rc=$? n
+    n=$(wc -l <"$tmp/err")
+    if [ $rc -eq "$want_rc" ] && [ "$n" -eq "$want_lines" ] && grep -q "^elliott tokenize: " "$tmp/err"; then
+        echo "ok   $what"
+    else echo "FAIL $what: exit $rc, $n line(s): $(head -c 300 "$tmp/err")"; fail=1; fi
+}
+mkdir -p "$tmp/dir"
+lines "model is a directory" 1 1 "$bin" tokenize -m "$tmp/dir" "hello"
+lines "damaged model" 1 1 "$bin" tokenize -m tests/gguf/corpus/truncated-header.gguf "hello"
+lines "missing --text-file" 1 1 "$bin" tokenize -m models/stories260K.gguf --text-file "$tmp/none.txt"
+lines "--text-file is a directory" 1 1 "$bin" tokenize -m models/stories260K.gguf --text-file "$tmp/dir"
+lines "unknown option" 2 2 "$bin" tokenize -m models/stories260K.gguf --frobnicate "hello"
+lines "unknown short option in a group" 2 2 "$bin" tokenize -m models/stories260K.gguf -sq "hello"
+lines "-m without a value" 2 2 "$bin" tokenize -m
+lines "TEXT and --text-file" 2 2 "$bin" tokenize -m models/stories260K.gguf -f "$tmp/dir" "hello"
+
 vocab=$shared/golden/tokenizer/vocab-gemma.gguf
 if [ -r "$vocab" ]; then
     text=$'<start_of_turn>user\nHello, how are you?'
