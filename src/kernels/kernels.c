@@ -126,6 +126,7 @@ static kq_impl impl_for(const kq_type_ops *ops)
             impl.dot_tile = ops->avx2.dot_tile;
             impl.act_convert = ops->avx2.act_convert;
             impl.act_row_bytes = ops->avx2.act_row_bytes;
+            impl.tile_cols = ops->avx2.tile_cols;
         }
     }
     return impl;
@@ -289,10 +290,11 @@ static void rows_times_tokens(const matmul_job *job, int64_t r0, int64_t r1, int
     const kernels_matrix *w = job->w;
     const uint8_t *wdata = w->data;
     if (job->impl.dot_tile) {
+        int tile_cols = job->impl.tile_cols > 0 ? job->impl.tile_cols : TILE;
         for (int64_t r = r0; r < r1; r += TILE) {
             int nr = (int)(r1 - r < TILE ? r1 - r : TILE);
-            for (int t = t0; t < t1; t += TILE) {
-                int nc = t1 - t < TILE ? t1 - t : TILE;
+            for (int t = t0; t < t1; t += tile_cols) {
+                int nc = t1 - t < tile_cols ? t1 - t : tile_cols;
                 job->impl.dot_tile(w->cols, wdata + (size_t)r * w->row_bytes, w->row_bytes, nr,
                                    job->act + (size_t)t * job->act_stride, job->act_stride, nc,
                                    job->y + (int64_t)t * job->y_stride + r, job->y_stride);

@@ -140,13 +140,13 @@ kq_impl kq_float_avx2(uint32_t type)
     kq_impl impl = {0};
     switch (type) {
     case GGUF_TYPE_F32:
-        impl = (kq_impl){NULL, dot_f32, tile_f32, NULL, NULL};
+        impl = (kq_impl){NULL, dot_f32, tile_f32, NULL, NULL, 0};
         break;
     case GGUF_TYPE_F16:
-        impl = (kq_impl){dequant_f16, dot_f16, tile_f16, NULL, NULL};
+        impl = (kq_impl){dequant_f16, dot_f16, tile_f16, NULL, NULL, 0};
         break;
     case GGUF_TYPE_BF16:
-        impl = (kq_impl){dequant_bf16, dot_bf16, tile_bf16, NULL, NULL};
+        impl = (kq_impl){dequant_bf16, dot_bf16, tile_bf16, NULL, NULL, 0};
         break;
     default:
         break;

@@ -22,7 +22,8 @@ typedef void (*kq_dot_fn)(int64_t n, const void *w_row, const void *x_row, float
 /* A tile of dot products: for r < n_rows, c < n_cols,
  *   y[c * y_stride + r] = dot(w + r * w_stride, x + c * x_stride)
  * so that a weight block loaded once serves several tokens. n_rows <= 4, n_cols <= 4
- * at most; a type without a tile kernel leaves it NULL and the driver loops dot. */
+ * (or the implementation's tile_cols); a type without a tile kernel leaves it NULL
+ * and the driver loops dot. */
 typedef void (*kq_dot_tile_fn)(int64_t n, const void *w, size_t w_stride, int n_rows,
                                const void *x, size_t x_stride, int n_cols, float *y,
                                int64_t y_stride);
@@ -39,6 +40,7 @@ typedef struct kq_impl {
     kq_dot_tile_fn dot_tile;       /* may be NULL */
     kq_act_fn act_convert;         /* NULL: kq_act_convert(act_type) */
     kq_act_bytes_fn act_row_bytes; /* with act_convert */
+    int tile_cols;                 /* most tokens per dot_tile call; 0 means 4 */
 } kq_impl;
 
 typedef struct kq_type_ops {

@@ -378,11 +378,11 @@ void kq_quantize_q8_k(const float *src, void *dst, int64_t n)
 /* ---- table -------------------------------------------------------------------- */
 
 static kq_type_ops legacy_ops[] = {
-    {GGUF_TYPE_Q4_0, GGUF_TYPE_Q8_0, quant_q4_0, {dequant_q4_0, dot_q4_0_q8_0, NULL, NULL, NULL}, {0}},
-    {GGUF_TYPE_Q4_1, GGUF_TYPE_Q8_1, quant_q4_1, {dequant_q4_1, dot_q4_1_q8_1, NULL, NULL, NULL}, {0}},
-    {GGUF_TYPE_Q5_0, GGUF_TYPE_Q8_0, quant_q5_0, {dequant_q5_0, dot_q5_0_q8_0, NULL, NULL, NULL}, {0}},
-    {GGUF_TYPE_Q5_1, GGUF_TYPE_Q8_1, quant_q5_1, {dequant_q5_1, dot_q5_1_q8_1, NULL, NULL, NULL}, {0}},
-    {GGUF_TYPE_Q8_0, GGUF_TYPE_Q8_0, kq_quantize_q8_0, {dequant_q8_0, dot_q8_0_q8_0, NULL, NULL, NULL}, {0}},
+    {GGUF_TYPE_Q4_0, GGUF_TYPE_Q8_0, quant_q4_0, {dequant_q4_0, dot_q4_0_q8_0, NULL, NULL, NULL, 0}, {0}},
+    {GGUF_TYPE_Q4_1, GGUF_TYPE_Q8_1, quant_q4_1, {dequant_q4_1, dot_q4_1_q8_1, NULL, NULL, NULL, 0}, {0}},
+    {GGUF_TYPE_Q5_0, GGUF_TYPE_Q8_0, quant_q5_0, {dequant_q5_0, dot_q5_0_q8_0, NULL, NULL, NULL, 0}, {0}},
+    {GGUF_TYPE_Q5_1, GGUF_TYPE_Q8_1, quant_q5_1, {dequant_q5_1, dot_q5_1_q8_1, NULL, NULL, NULL, 0}, {0}},
+    {GGUF_TYPE_Q8_0, GGUF_TYPE_Q8_0, kq_quantize_q8_0, {dequant_q8_0, dot_q8_0_q8_0, NULL, NULL, NULL, 0}, {0}},
 };
 
 static pthread_once_t legacy_once = PTHREAD_ONCE_INIT;

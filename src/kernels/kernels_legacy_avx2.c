@@ -499,20 +499,20 @@ kq_impl kq_legacy_avx2(uint32_t type)
     kq_impl impl = {0};
     switch (type) {
     case GGUF_TYPE_Q4_0:
-        impl = (kq_impl){dequant_q4_0, NULL, NULL, NULL, NULL}; /* dots: block-pair layout */
+        impl = (kq_impl){dequant_q4_0, NULL, NULL, NULL, NULL, 0}; /* dots: block-pair layout */
         kq_q4_0_pairs_avx2(&impl);
         break;
     case GGUF_TYPE_Q4_1:
-        impl = (kq_impl){dequant_q4_1, dot_q4_1, tile_q4_1, NULL, NULL};
+        impl = (kq_impl){dequant_q4_1, dot_q4_1, tile_q4_1, NULL, NULL, 0};
         break;
     case GGUF_TYPE_Q5_0:
-        impl = (kq_impl){dequant_q5_0, dot_q5_0, tile_q5_0, NULL, NULL};
+        impl = (kq_impl){dequant_q5_0, dot_q5_0, tile_q5_0, NULL, NULL, 0};
         break;
     case GGUF_TYPE_Q5_1:
-        impl = (kq_impl){dequant_q5_1, dot_q5_1, tile_q5_1, NULL, NULL};
+        impl = (kq_impl){dequant_q5_1, dot_q5_1, tile_q5_1, NULL, NULL, 0};
         break;
     case GGUF_TYPE_Q8_0:
-        impl = (kq_impl){dequant_q8_0, dot_q8_0, tile_q8_0, NULL, NULL};
+        impl = (kq_impl){dequant_q8_0, dot_q8_0, tile_q8_0, NULL, NULL, 0};
         break;
     default:
         break;
