@@ -36,7 +36,7 @@ static void usage(FILE *out)
             "      --max-tokens N     default completion length (ELLIOTT_MAX_TOKENS), default 512\n"
             "      --api-key KEY      require 'Authorization: Bearer KEY' (ELLIOTT_API_KEY)\n"
             "      --api-key-file F   read the key from the first line of F (ELLIOTT_API_KEY_FILE)\n"
-            "      --max-body BYTES   request body limit, K/M suffixes (ELLIOTT_MAX_BODY), default 1M\n"
+            "      --max-body BYTES   request body limit, K/M/G suffixes (ELLIOTT_MAX_BODY), default 1M\n"
             "      --history full|last  whole conversation, or only the last user message\n"
             "                         (ELLIOTT_HISTORY), default full\n"
             "      --cors ORIGIN      send Access-Control-Allow-Origin: ORIGIN (ELLIOTT_CORS)\n"
