@@ -10,6 +10,9 @@
 
 #define KQ_QK_K 256
 
+/* Most tokens per AVX2 K-quant tile call: a weight block decoded once serves them all. */
+#define KQ_TILE_COLS 8
+
 /* 2 bits per value; scales: low nibble = scale, high nibble = min, per 16 values. */
 typedef struct kq_block_q2_K {
     uint8_t scales[KQ_QK_K / 16];

@@ -534,18 +534,23 @@ static inline const kq_block_q8_K *act_row(const void *x, size_t x_stride, int c
 static inline __attribute__((always_inline)) void q4_K_row_tile(int64_t n, const kq_block_q4_K *w, const void *x, size_t x_stride,
                                  int n_cols, float *y, int64_t y_stride)
 {
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    __m128 acc_min[4] = {_mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps()};
+    __m256 acc[KQ_TILE_COLS];
+    __m128 acc_min[KQ_TILE_COLS];
+#pragma GCC unroll 8
+    for (int c = 0; c < n_cols; c++) {
+        acc[c] = _mm256_setzero_ps();
+        acc_min[c] = _mm_setzero_ps();
+    }
     for (int64_t i = 0; i < n / KQ_QK_K; i++) {
         if (n_cols == 1)
             prefetch_block(&w[i], sizeof w[i]);
         k4_block b;
         q4_K_decode(&w[i], &b);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int c = 0; c < n_cols; c++)
             k4_accumulate(&b, act_row(x, x_stride, c) + i, &acc[c], &acc_min[c]);
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int c = 0; c < n_cols; c++)
         y[c * y_stride] = k4_finish(acc[c], acc_min[c]);
 }
@@ -553,18 +558,23 @@ static inline __attribute__((always_inline)) void q4_K_row_tile(int64_t n, const
 static inline __attribute__((always_inline)) void q5_K_row_tile(int64_t n, const kq_block_q5_K *w, const void *x, size_t x_stride,
                                  int n_cols, float *y, int64_t y_stride)
 {
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    __m128 acc_min[4] = {_mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps()};
+    __m256 acc[KQ_TILE_COLS];
+    __m128 acc_min[KQ_TILE_COLS];
+#pragma GCC unroll 8
+    for (int c = 0; c < n_cols; c++) {
+        acc[c] = _mm256_setzero_ps();
+        acc_min[c] = _mm_setzero_ps();
+    }
     for (int64_t i = 0; i < n / KQ_QK_K; i++) {
         if (n_cols == 1)
             prefetch_block(&w[i], sizeof w[i]);
         k4_block b;
         q5_K_decode(&w[i], &b);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int c = 0; c < n_cols; c++)
             k4_accumulate(&b, act_row(x, x_stride, c) + i, &acc[c], &acc_min[c]);
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int c = 0; c < n_cols; c++)
         y[c * y_stride] = k4_finish(acc[c], acc_min[c]);
 }
@@ -572,17 +582,20 @@ static inline __attribute__((always_inline)) void q5_K_row_tile(int64_t n, const
 static inline __attribute__((always_inline)) void q6_K_row_tile(int64_t n, const kq_block_q6_K *w, const void *x, size_t x_stride,
                                  int n_cols, float *y, int64_t y_stride)
 {
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 acc[KQ_TILE_COLS];
+#pragma GCC unroll 8
+    for (int c = 0; c < n_cols; c++)
+        acc[c] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / KQ_QK_K; i++) {
         if (n_cols == 1)
             prefetch_block(&w[i], sizeof w[i]);
         q6_block b;
         q6_K_decode(&w[i], &b);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int c = 0; c < n_cols; c++)
             q6_accumulate(&b, act_row(x, x_stride, c) + i, &acc[c]);
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int c = 0; c < n_cols; c++)
         y[c * y_stride] = hsum_ps(acc[c]);
 }
@@ -605,8 +618,20 @@ static inline __attribute__((always_inline)) void q6_K_row_tile(int64_t n, const
             case 3:                                                                              \
                 row_tile(n, row, x, x_stride, 3, y + r, y_stride);                               \
                 break;                                                                           \
-            default:                                                                             \
+            case 4:                                                                              \
                 row_tile(n, row, x, x_stride, 4, y + r, y_stride);                               \
+                break;                                                                           \
+            case 5:                                                                              \
+                row_tile(n, row, x, x_stride, 5, y + r, y_stride);                               \
+                break;                                                                           \
+            case 6:                                                                              \
+                row_tile(n, row, x, x_stride, 6, y + r, y_stride);                               \
+                break;                                                                           \
+            case 7:                                                                              \
+                row_tile(n, row, x, x_stride, 7, y + r, y_stride);                               \
+                break;                                                                           \
+            default:                                                                             \
+                row_tile(n, row, x, x_stride, KQ_TILE_COLS, y + r, y_stride);                    \
                 break;                                                                           \
             }                                                                                    \
         }                                                                                        \

@@ -15,6 +15,10 @@ static const uint32_t matmul_types[] = {GGUF_TYPE_F32,  GGUF_TYPE_F16,  GGUF_TYP
                                         GGUF_TYPE_Q8_0, GGUF_TYPE_Q4_0, GGUF_TYPE_Q4_1,
                                         GGUF_TYPE_Q5_0, GGUF_TYPE_Q5_1};
 
+/* The K-quants (256-value blocks) go through the same driver with their own shapes. */
+static const uint32_t kquant_types[] = {GGUF_TYPE_Q2_K, GGUF_TYPE_Q3_K, GGUF_TYPE_Q4_K, GGUF_TYPE_Q5_K,
+                                        GGUF_TYPE_Q6_K};
+
 /* The activation as the dot product sees it: what its partner type rounds it to. */
 static uint32_t act_type_of(uint32_t type)
 {
@@ -27,6 +31,12 @@ static uint32_t act_type_of(uint32_t type)
     case GGUF_TYPE_Q4_1: /* Q8_1 quantizes the values exactly as Q8_0 does */
     case GGUF_TYPE_Q5_1:
         return GGUF_TYPE_Q8_0;
+    case GGUF_TYPE_Q2_K:
+    case GGUF_TYPE_Q3_K:
+    case GGUF_TYPE_Q4_K:
+    case GGUF_TYPE_Q5_K:
+    case GGUF_TYPE_Q6_K:
+        return GGUF_TYPE_Q8_K;
     default:
         return GGUF_TYPE_F32;
     }
@@ -183,8 +193,39 @@ static void test_threads_deterministic(void)
     threadpool_free(pools[2]);
 }
 
-/* Scalar against AVX2 on odd shapes: rows not a multiple of the tile or the
- * thread count, several block counts, 1..17 tokens. */
+/* Scalar against AVX2 for one type and shape, 1..17 tokens (every tile width and
+ * partial tiles); tol is relative to sum(|w x|). */
+static void isa_agree_one(uint32_t type, int64_t rows, int64_t cols, uint64_t seed, threadpool *pool)
+{
+    for (int n_tokens = 1; n_tokens <= 17; n_tokens += (n_tokens < 9 ? 1 : 8)) {
+        problem p;
+        problem_make(&p, type, rows, cols, n_tokens, seed + (uint64_t)n_tokens);
+        size_t n_y = (size_t)(p.rows * n_tokens);
+        float *ys = malloc(sizeof(float) * n_y), *yv = malloc(sizeof(float) * n_y);
+        kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
+        problem_run(&p, ys, p.rows, pool);
+        kernels_set_isa(KERNELS_ISA_AVX2, NULL);
+        problem_run(&p, yv, p.rows, pool);
+        int bad = 0;
+        for (int t = 0; t < n_tokens; t++) {
+            for (int64_t r = 0; r < p.rows; r++) {
+                double want, mag;
+                reference(&p, p.xq, p.cols, r, t, &want, &mag);
+                double a = ys[t * p.rows + r], b = yv[t * p.rows + r];
+                bad += !(fabs(a - b) <= 1e-5 * mag + 1e-30);
+            }
+        }
+        CHECKF(bad == 0, "type %u %lldx%lld n=%d: %d results differ", p.type, (long long)p.rows,
+               (long long)p.cols, n_tokens, bad);
+        free(ys);
+        free(yv);
+        problem_free(&p);
+    }
+}
+
+/* Scalar against AVX2 on odd shapes: rows not a multiple of the tile or the thread
+ * count; 1 to 16 blocks per row (Q4_0 works on groups of four blocks: every
+ * remainder), 1..17 tokens. */
 static void test_isa_agree(void)
 {
     if (kernels_set_isa(KERNELS_ISA_AVX2, NULL) != 0) {
@@ -192,36 +233,26 @@ static void test_isa_agree(void)
         return;
     }
     threadpool *pool = threadpool_create(2, NULL);
-    const int64_t shapes[][2] = {{13, 32}, {37, 96}, {70, 160}};
-    for (size_t i = 0; i < sizeof matmul_types / sizeof matmul_types[0]; i++) {
-        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-            for (int n_tokens = 1; n_tokens <= 17; n_tokens += (n_tokens < 6 ? 1 : 5)) {
-                problem p;
-                problem_make(&p, matmul_types[i], shapes[s][0], shapes[s][1], n_tokens,
-                             1000 * i + 10 * s + n_tokens);
-                size_t n_y = (size_t)(p.rows * n_tokens);
-                float *ys = malloc(sizeof(float) * n_y), *yv = malloc(sizeof(float) * n_y);
-                kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
-                problem_run(&p, ys, p.rows, pool);
-                kernels_set_isa(KERNELS_ISA_AVX2, NULL);
-                problem_run(&p, yv, p.rows, pool);
-                int bad = 0;
-                for (int t = 0; t < n_tokens; t++) {
-                    for (int64_t r = 0; r < p.rows; r++) {
-                        double want, mag;
-                        reference(&p, p.xq, p.cols, r, t, &want, &mag);
-                        double a = ys[t * p.rows + r], b = yv[t * p.rows + r];
-                        bad += !(fabs(a - b) <= 1e-5 * mag + 1e-30);
-                    }
-                }
-                CHECKF(bad == 0, "type %u %lldx%lld n=%d: %d results differ", p.type,
-                       (long long)p.rows, (long long)p.cols, n_tokens, bad);
-                free(ys);
-                free(yv);
-                problem_free(&p);
-            }
-        }
+    const int64_t shapes[][2] = {{13, 32}, {37, 96}, {70, 160}, {19, 192}, {9, 256}, {5, 512}};
+    for (size_t i = 0; i < sizeof matmul_types / sizeof matmul_types[0]; i++)
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            isa_agree_one(matmul_types[i], shapes[s][0], shapes[s][1], 1000 * i + 100 * s, pool);
+    kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
+    threadpool_free(pool);
+}
+
+/* The same for the K-quants: one to three 256-value blocks per row, odd row counts. */
+static void test_isa_agree_kquants(void)
+{
+    if (kernels_set_isa(KERNELS_ISA_AVX2, NULL) != 0) {
+        fprintf(stderr, "SKIP: no AVX2 on this CPU; scalar only\n");
+        return;
     }
+    threadpool *pool = threadpool_create(2, NULL);
+    const int64_t shapes[][2] = {{7, 256}, {11, 768}};
+    for (size_t i = 0; i < sizeof kquant_types / sizeof kquant_types[0]; i++)
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            isa_agree_one(kquant_types[i], shapes[s][0], shapes[s][1], 5000 + 1000 * i + 100 * s, pool);
     kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
     threadpool_free(pool);
 }
@@ -240,6 +271,7 @@ int main(void)
     RUN(test_reference_all_types);
     RUN(test_threads_deterministic);
     RUN(test_isa_agree);
+    RUN(test_isa_agree_kquants);
     RUN(test_scratch_size);
     return test_summary();
 }
