@@ -15,7 +15,8 @@
 
 typedef struct tokenizer tokenizer;
 
-/* A growable array of token ids. Zero-initialise; free with token_vec_free. */
+/* A growable array of token ids. Zero-initialise; free with token_vec_free.
+ * Ids spell out text, so growing and freeing wipe the blocks they leave. */
 typedef struct token_vec {
     int32_t *ids;
     size_t n, cap;

@@ -11,13 +11,20 @@
  * index fits in 32 bits with room to spare. */
 enum { MAX_VOCAB = 1 << 22 };
 
+/* Prompt ids spell out what the user wrote: growing moves them (malloc, copy,
+ * wipe the old block) instead of realloc, which could leave a copy behind. */
 int token_vec_push(token_vec *v, int32_t id, el_err *err)
 {
     if (v->n == v->cap) {
         size_t cap = v->cap ? v->cap * 2 : 64;
-        int32_t *ids = realloc(v->ids, cap * sizeof *ids);
+        int32_t *ids = malloc(cap * sizeof *ids);
         if (!ids)
             return el_fail(err, "out of memory for %zu token ids", cap);
+        if (v->ids) {
+            memcpy(ids, v->ids, v->n * sizeof *ids);
+            explicit_bzero(v->ids, v->cap * sizeof *v->ids);
+            free(v->ids);
+        }
         v->ids = ids;
         v->cap = cap;
     }
@@ -27,6 +34,8 @@ int token_vec_push(token_vec *v, int32_t id, el_err *err)
 
 void token_vec_free(token_vec *v)
 {
+    if (v->ids)
+        explicit_bzero(v->ids, v->cap * sizeof *v->ids);
     free(v->ids);
     v->ids = NULL;
     v->n = v->cap = 0;
