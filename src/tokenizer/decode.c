@@ -133,6 +133,7 @@ size_t detokenizer_push(detokenizer *d, int32_t id, char *out, size_t cap)
     text_sink s = {out, cap, 0};
     for (size_t i = start; i < n; i++)
         feed_byte(d, &s, (uint8_t)piece[i]);
+    explicit_bzero(piece, n); /* a piece of the reply */
     return s.n;
 }
 
