@@ -14,6 +14,8 @@
 
 #include "tokenizer/tokenizer_internal.h"
 
+enum { MAX_ENCODE_BYTES = INT32_MAX / 4 };
+
 /* ---- step 1: special tokens ------------------------------------------------ */
 
 typedef struct special_match {
@@ -419,6 +421,10 @@ int tokenizer_encode(const tokenizer *t, const char *text, size_t len, bool pars
         return 0;
     if (!text)
         return el_fail(err, "tokenizer: no text");
+    /* Symbols index the escaped text (up to 3 bytes per input byte) with 32-bit
+     * offsets and counts. */
+    if (len > MAX_ENCODE_BYTES)
+        return el_fail(err, "tokenizer: a text of %zu bytes is too long (at most %d)", len, MAX_ENCODE_BYTES);
     match_list matches = {0};
     spm_work work = {0};
     size_t n_before = out->n;
