@@ -851,9 +851,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (ctx->answered)
-            return MHD_YES;
-        return absorb_body(ctx, upload_data, n) ? MHD_YES : MHD_NO;
+        bool ok = ctx->answered || absorb_body(ctx, upload_data, n);
+        /* The bytes sit in MHD's connection buffer, which it reuses and frees
+         * without wiping; they are consumed now, and ctx->body is the only copy
+         * of the message text that may remain (it is wiped when the request ends). */
+        explicit_bzero((char *)upload_data, n);
+        return ok ? MHD_YES : MHD_NO;
     }
     if (ctx->answered)
         return MHD_YES;
