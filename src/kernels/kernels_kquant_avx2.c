@@ -285,8 +285,8 @@ static inline __m256i broadcast_scale(__m256i eight, int j)
 typedef struct k4_block {
     __m256i lo[4], hi[4];
     __m256i sc[8];
-    __m128i mins;
-    float d, dmin;
+    __m256i mins; /* min j in int16 lanes 2j and 2j+1: one madd with bsums gives the min terms */
+    __m256 d, neg_dmin;
 } k4_block;
 
 static inline void k4_header(k4_block *b, const uint8_t packed[12], uint16_t d, uint16_t dmin)
@@ -296,9 +296,9 @@ static inline void k4_header(k4_block *b, const uint8_t packed[12], uint16_t d, 
 #pragma GCC unroll 8
     for (int j = 0; j < 8; j++)
         b->sc[j] = broadcast_scale(scales, j);
-    b->mins = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
-    b->d = half_to_float(d);
-    b->dmin = half_to_float(dmin);
+    b->mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
+    b->d = _mm256_set1_ps(half_to_float(d));
+    b->neg_dmin = _mm256_set1_ps(-half_to_float(dmin));
 }
 
 static inline void q4_K_decode(const kq_block_q4_K *src, k4_block *b)
@@ -344,21 +344,14 @@ static inline __m256i k4_block_sum(const k4_block *b, const int8_t *q8)
     return _mm256_add_epi32(sum_lo, sum_hi);
 }
 
-/* acc += d * isum; acc_min += dmin * sum_j min_j * (bsums[2j] + bsums[2j+1]). */
-static inline void k4_accumulate(const k4_block *b, const kq_block_q8_K *x, __m256 *acc,
-                                 __m128 *acc_min)
+/* acc += d * d_x * isum - dmin * d_x * sum_j min_j * (bsums[2j] + bsums[2j+1]). */
+static inline void k4_accumulate(const k4_block *b, const kq_block_q8_K *x, __m256 *acc)
 {
     const __m256i sumi = k4_block_sum(b, x->qs);
-    *acc = _mm256_fmadd_ps(_mm256_set1_ps(b->d * x->d), _mm256_cvtepi32_ps(sumi), *acc);
-    const __m256i bsums = loadu256(x->bsums);
-    const __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
-    const __m128i prod = _mm_madd_epi16(b->mins, pairs);
-    *acc_min = _mm_fmadd_ps(_mm_set1_ps(b->dmin * x->d), _mm_cvtepi32_ps(prod), *acc_min);
-}
-
-static inline float k4_finish(__m256 acc, __m128 acc_min)
-{
-    return hsum_ps(acc) - hsum_ps128(acc_min);
+    const __m256 dx = _mm256_broadcast_ss(&x->d);
+    *acc = _mm256_fmadd_ps(_mm256_mul_ps(b->d, dx), _mm256_cvtepi32_ps(sumi), *acc);
+    const __m256i min_terms = _mm256_madd_epi16(b->mins, loadu256(x->bsums));
+    *acc = _mm256_fmadd_ps(_mm256_mul_ps(b->neg_dmin, dx), _mm256_cvtepi32_ps(min_terms), *acc);
 }
 
 void kq_dequant_q4_K_avx2(const void *src, float *dst, int64_t n)
@@ -383,13 +376,12 @@ void kq_dot_q4_K_avx2(int64_t n, const void *w_row, const void *x_row, float *ou
     const kq_block_q4_K *w = w_row;
     const kq_block_q8_K *x = x_row;
     __m256 acc = _mm256_setzero_ps();
-    __m128 acc_min = _mm_setzero_ps();
     for (int64_t i = 0; i < n / KQ_QK_K; i++) {
         k4_block b;
         q4_K_decode(&w[i], &b);
-        k4_accumulate(&b, &x[i], &acc, &acc_min);
+        k4_accumulate(&b, &x[i], &acc);
     }
-    *out = k4_finish(acc, acc_min);
+    *out = hsum_ps(acc);
 }
 
 void kq_dequant_q5_K_avx2(const void *src, float *dst, int64_t n)
@@ -413,13 +405,12 @@ void kq_dot_q5_K_avx2(int64_t n, const void *w_row, const void *x_row, float *ou
     const kq_block_q5_K *w = w_row;
     const kq_block_q8_K *x = x_row;
     __m256 acc = _mm256_setzero_ps();
-    __m128 acc_min = _mm_setzero_ps();
     for (int64_t i = 0; i < n / KQ_QK_K; i++) {
         k4_block b;
         q5_K_decode(&w[i], &b);
-        k4_accumulate(&b, &x[i], &acc, &acc_min);
+        k4_accumulate(&b, &x[i], &acc);
     }
-    *out = k4_finish(acc, acc_min);
+    *out = hsum_ps(acc);
 }
 
 /* ---- Q6_K ------------------------------------------------------------------------ */
@@ -535,12 +526,9 @@ static inline __attribute__((always_inline)) void q4_K_row_tile(int64_t n, const
                                  int n_cols, float *y, int64_t y_stride)
 {
     __m256 acc[KQ_TILE_COLS];
-    __m128 acc_min[KQ_TILE_COLS];
 #pragma GCC unroll 8
-    for (int c = 0; c < n_cols; c++) {
+    for (int c = 0; c < n_cols; c++)
         acc[c] = _mm256_setzero_ps();
-        acc_min[c] = _mm_setzero_ps();
-    }
     for (int64_t i = 0; i < n / KQ_QK_K; i++) {
         if (n_cols == 1)
             prefetch_block(&w[i], sizeof w[i]);
@@ -548,23 +536,20 @@ static inline __attribute__((always_inline)) void q4_K_row_tile(int64_t n, const
         q4_K_decode(&w[i], &b);
 #pragma GCC unroll 8
         for (int c = 0; c < n_cols; c++)
-            k4_accumulate(&b, act_row(x, x_stride, c) + i, &acc[c], &acc_min[c]);
+            k4_accumulate(&b, act_row(x, x_stride, c) + i, &acc[c]);
     }
 #pragma GCC unroll 8
     for (int c = 0; c < n_cols; c++)
-        y[c * y_stride] = k4_finish(acc[c], acc_min[c]);
+        y[c * y_stride] = hsum_ps(acc[c]);
 }
 
 static inline __attribute__((always_inline)) void q5_K_row_tile(int64_t n, const kq_block_q5_K *w, const void *x, size_t x_stride,
                                  int n_cols, float *y, int64_t y_stride)
 {
     __m256 acc[KQ_TILE_COLS];
-    __m128 acc_min[KQ_TILE_COLS];
 #pragma GCC unroll 8
-    for (int c = 0; c < n_cols; c++) {
+    for (int c = 0; c < n_cols; c++)
         acc[c] = _mm256_setzero_ps();
-        acc_min[c] = _mm_setzero_ps();
-    }
     for (int64_t i = 0; i < n / KQ_QK_K; i++) {
         if (n_cols == 1)
             prefetch_block(&w[i], sizeof w[i]);
@@ -572,11 +557,11 @@ static inline __attribute__((always_inline)) void q5_K_row_tile(int64_t n, const
         q5_K_decode(&w[i], &b);
 #pragma GCC unroll 8
         for (int c = 0; c < n_cols; c++)
-            k4_accumulate(&b, act_row(x, x_stride, c) + i, &acc[c], &acc_min[c]);
+            k4_accumulate(&b, act_row(x, x_stride, c) + i, &acc[c]);
     }
 #pragma GCC unroll 8
     for (int c = 0; c < n_cols; c++)
-        y[c * y_stride] = k4_finish(acc[c], acc_min[c]);
+        y[c * y_stride] = hsum_ps(acc[c]);
 }
 
 static inline __attribute__((always_inline)) void q6_K_row_tile(int64_t n, const kq_block_q6_K *w, const void *x, size_t x_stride,
