@@ -250,6 +250,21 @@ static void test_empty_text(void)
     token_vec_free(&v);
 }
 
+/* Symbol offsets and counts are 32-bit: a text too long for them is refused
+ * before any of it is read (so a short buffer stands in for it here). */
+static void test_overlong_text_refused(void)
+{
+    tokenizer *t = load_shared("golden/tokenizer/vocab-gemma.gguf");
+    if (!t)
+        return;
+    token_vec v = {0};
+    el_err err = {{0}};
+    CHECK(tokenizer_encode(t, "x", (size_t)INT32_MAX + 1, false, &v, &err) < 0);
+    CHECK(strstr(err.msg, "too long") != NULL);
+    CHECK_EQ_INT(v.n, 0);
+    token_vec_free(&v);
+}
+
 static void test_turn_markers_in_user_text_stay_plain(void)
 {
     tokenizer *t = load_shared("golden/tokenizer/vocab-gemma.gguf");
@@ -532,6 +547,23 @@ static void test_damaged_vocabularies(void)
 }
 
 /* The special ids of a vocabulary that says nothing, and ids out of range. */
+/* Growth moves the ids to a new block (wiping the old one): none may be lost. */
+static void test_token_vec_growth_keeps_ids(void)
+{
+    token_vec v = {0};
+    el_err err = {{0}};
+    for (int32_t i = 0; i < 1000; i++)
+        CHECK(token_vec_push(&v, i * 7, &err) == 0);
+    CHECK_EQ_INT((int)v.n, 1000);
+    CHECK(v.cap >= v.n);
+    bool intact = true;
+    for (int32_t i = 0; i < 1000; i++)
+        intact = intact && v.ids[i] == i * 7;
+    CHECK(intact);
+    token_vec_free(&v);
+    CHECK(v.ids == NULL && v.n == 0 && v.cap == 0);
+}
+
 static void test_special_id_defaults(void)
 {
     gguf_image g;
@@ -574,6 +606,7 @@ int main(void)
     RUN(test_special_tokens);
     RUN(test_space_prefix_after_special);
     RUN(test_empty_text);
+    RUN(test_overlong_text_refused);
     RUN(test_turn_markers_in_user_text_stay_plain);
     RUN(test_token_text);
     RUN(test_stream_holds_split_utf8);
@@ -584,6 +617,7 @@ int main(void)
     RUN(test_invalid_utf8_input);
     RUN(test_damaged_vocabularies);
     RUN(test_special_id_defaults);
+    RUN(test_token_vec_growth_keeps_ids);
     free_shared();
     return test_summary();
 }
