@@ -1,5 +1,6 @@
 #include "cli/args.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -35,8 +36,8 @@ int args_u64(const char *cmd, const char *option, const char *text, uint64_t *ou
 {
     char *end;
     errno = 0;
-    if (text[0] == '-')
-        return bad_value(cmd, option, text, "is negative");
+    if (!isdigit((unsigned char)text[0])) /* strtoull would skip spaces and accept "-5" as 2^64-5 */
+        return bad_value(cmd, option, text, "is not a non-negative number");
     unsigned long long v = strtoull(text, &end, 10);
     if (errno || end == text || *end)
         return bad_value(cmd, option, text, "is not a non-negative integer");
@@ -64,8 +65,8 @@ int args_size(const char *cmd, const char *option, const char *text, size_t min,
 {
     char *end;
     errno = 0;
-    if (text[0] == '-')
-        return bad_value(cmd, option, text, "is negative");
+    if (!isdigit((unsigned char)text[0])) /* strtoull would skip spaces and accept "-5" as 2^64-5 */
+        return bad_value(cmd, option, text, "is not a non-negative number");
     unsigned long long v = strtoull(text, &end, 10);
     if (errno || end == text)
         return bad_value(cmd, option, text, "is not a size");
