@@ -22,11 +22,17 @@ typedef struct golden_run {
     int n_vocab;
     double tol;
     const char *name;
+    double worst; /* largest |ours - ref| / max(1, |ref|) over the reference's top logits */
 } golden_run;
 
 static bool close_enough(double a, double b, double tol)
 {
     return fabs(a - b) <= tol * fmax(1.0, fabs(b));
+}
+
+static void track_error(golden_run *g, double ours, double ref)
+{
+    g->worst = fmax(g->worst, fabs(ours - ref) / fmax(1.0, fabs(ref)));
 }
 
 static void top_ids(const float *logits, int n_vocab, int *ids, int k)
@@ -93,6 +99,7 @@ static void check_position(golden_run *g, const char *prompt, json_t *ref, const
         json_t *pair = json_array_get(top, (size_t)r);
         int id = (int)json_integer_value(json_array_get(pair, 0));
         double want = json_number_value(json_array_get(pair, 1));
+        track_error(g, logits[id], want);
         CHECKF(close_enough(logits[id], want, g->tol), "%s %s pos %d rank %d: logit of %d is %.6f, reference %.6f",
                g->name, prompt, pos, r, id, logits[id], want);
         CHECKF(ours[r] == id || close_enough(logits[ours[r]], want, g->tol),
@@ -228,6 +235,8 @@ static void run_model(const char *name, double tol, threadpool *pool)
     if (n_prompts >= 2)
         check_two_sequences(&g, ids[0], n_ids[0], all, ids[1], n_ids[1], all + MAX_BATCH * (size_t)g.n_vocab,
                             scratch);
+    fprintf(stderr, "      %s: worst relative error of the reference's top-%d logits %.2e (tolerance %.0e)\n",
+            name, TOP, g.worst, tol);
     free(all);
     free(scratch);
     model_ctx_free(g.ctx);
