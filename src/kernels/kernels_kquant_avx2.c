@@ -273,18 +273,12 @@ static inline void unpack_k4_scales(const uint8_t packed[12], uint8_t scales[8],
     memcpy(mins, both + 8, 8);
 }
 
-/* Scale j of eight int16 scales (repeated in both halves) in every int16 lane. */
-static inline __m256i broadcast_scale(__m256i eight, int j)
-{
-    return _mm256_shuffle_epi8(eight, _mm256_set1_epi16((short)(0x0100 + 0x0202 * j)));
-}
-
 /* A decoded Q4_K/Q5_K block: codes of 64-value chunk c are lo[c] (values
- * 64c..64c+31) and hi[c] (the next 32); sc[j] holds sub-block j's scale in every
- * int16 lane, mins the eight mins as int16. */
+ * 64c..64c+31, sub-block 2c) and hi[c] (the next 32, sub-block 2c+1); sc[c] holds
+ * sub-block 2c's scale in the low 128-bit half, 2c+1's in the high half. */
 typedef struct k4_block {
     __m256i lo[4], hi[4];
-    __m256i sc[8];
+    __m256i sc[4];
     __m256i mins; /* min j in int16 lanes 2j and 2j+1: one madd with bsums gives the min terms */
     __m256 d, neg_dmin;
 } k4_block;
@@ -293,9 +287,9 @@ static inline void k4_header(k4_block *b, const uint8_t packed[12], uint16_t d, 
 {
     const __m128i sm = k4_scales_mins(packed);
     const __m256i scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
-#pragma GCC unroll 8
-    for (int j = 0; j < 8; j++)
-        b->sc[j] = broadcast_scale(scales, j);
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++)
+        b->sc[c] = scale_pair(scales, c);
     b->mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
     b->d = _mm256_set1_ps(half_to_float(d));
     b->neg_dmin = _mm256_set1_ps(-half_to_float(dmin));
@@ -330,18 +324,27 @@ static inline void q5_K_decode(const kq_block_q5_K *src, k4_block *b)
     }
 }
 
-/* Integer part of one block's dot product: sum_j scale_j * dot(codes_j, q8_j). */
+/* Integer part of one block's dot product: sum_j scale_j * dot(codes_j, q8_j). The
+ * maddubs of a chunk's low codes has only sub-block 2c in its lanes, that of the
+ * high codes only 2c+1; swapping halves between them gives two vectors whose low
+ * halves are 2c's and high halves 2c+1's, added in 16 bits (at most 2 * 2 * 31 *
+ * 127), so one madd applies both scales. */
 static inline __m256i k4_block_sum(const k4_block *b, const int8_t *q8)
 {
-    __m256i sum_lo = _mm256_setzero_si256(), sum_hi = _mm256_setzero_si256();
+    __m256i sum_even = _mm256_setzero_si256(), sum_odd = _mm256_setzero_si256();
 #pragma GCC unroll 4
     for (int c = 0; c < 4; c++) {
         const __m256i p0 = _mm256_maddubs_epi16(b->lo[c], loadu256(q8 + 64 * c));
         const __m256i p1 = _mm256_maddubs_epi16(b->hi[c], loadu256(q8 + 64 * c + 32));
-        sum_lo = _mm256_add_epi32(sum_lo, _mm256_madd_epi16(p0, b->sc[2 * c]));
-        sum_hi = _mm256_add_epi32(sum_hi, _mm256_madd_epi16(p1, b->sc[2 * c + 1]));
+        const __m256i own = _mm256_blend_epi32(p0, p1, 0xF0);        /* [p0 low | p1 high] */
+        const __m256i swapped = _mm256_permute2x128_si256(p0, p1, 0x21); /* [p0 high | p1 low] */
+        const __m256i prod = _mm256_madd_epi16(_mm256_add_epi16(own, swapped), b->sc[c]);
+        if (c % 2)
+            sum_odd = _mm256_add_epi32(sum_odd, prod);
+        else
+            sum_even = _mm256_add_epi32(sum_even, prod);
     }
-    return _mm256_add_epi32(sum_lo, sum_hi);
+    return _mm256_add_epi32(sum_even, sum_odd);
 }
 
 /* acc += d * d_x * isum - dmin * d_x * sum_j min_j * (bsums[2j] + bsums[2j+1]). */

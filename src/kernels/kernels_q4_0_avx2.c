@@ -9,16 +9,17 @@
  * packed bytes in the low lane, B's in the high one. Masking gives the low
  * nibbles (values 0..15 of A | of B), a shift and mask the high nibbles (values
  * 16..31). The activations are stored in that same order, so one maddubs per
- * nibble half serves both blocks, the halves add in 16 bits, and one madd gives
- * [A x4 | B x4] in int32. A second pair C, D gives [C x4 | D x4]; one hadd folds
- * the two into [A A C C | B B D D], so one conversion and one FMA (scale
- * [sA sA sC sC | sB sB sD sD], s = d_w * d_x) finish four blocks.
+ * nibble half serves both blocks and the halves add in 16 bits. A second pair
+ * C, D likewise; one 16-bit hadd folds the two pairs, one subtraction removes the
+ * offsets of all four blocks, and one madd widens to int32 [A A C C | B B D D],
+ * so one conversion and one FMA (scale [sA sA sC sC | sB sB sD sD], s = d_w * d_x)
+ * finish four blocks.
  *
- * Activation quad record (224 bytes, 32-byte aligned), blocks A B C D:
+ * Activation quad record (192 bytes, 32-byte aligned), blocks A B C D:
  *   int8  lo_ab[32]  values 0..15 of A, then 0..15 of B
  *   int8  hi_ab[32]  values 16..31 of A, then 16..31 of B
  *   int8  lo_cd[32], hi_cd[32]  the same for C and D
- *   int16 off_ab[16], off_cd[16]  8 * sums of x, lanes 0..7 of A (C), 8..15 of B (D)
+ *   int16 off[16]    8 * partial sums of x, folded as the kernel folds u * x
  *   float d[8]       Q8_0 scales (rounded to half, as Q8_0 stores them) in the
  *                    fold's order: A A C C B B D D
  * Blocks past the row's end are zeros in the last record; the weight side reads
@@ -40,19 +41,18 @@
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 #define UNROLL _Pragma("GCC unroll 8")
 
-enum { QUAD_BYTES = 224, QUAD_BLOCKS = 4 };
+enum { QUAD_BYTES = 192, QUAD_BLOCKS = 4 };
 
 typedef struct quad_record {
     int8_t lo_ab[32];
     int8_t hi_ab[32];
     int8_t lo_cd[32];
     int8_t hi_cd[32];
-    int16_t off_ab[16];
-    int16_t off_cd[16];
+    int16_t off[16];
     float d[8];
 } quad_record;
 
-_Static_assert(sizeof(quad_record) == QUAD_BYTES, "quad record is 224 bytes");
+_Static_assert(sizeof(quad_record) == QUAD_BYTES, "quad record is 192 bytes");
 
 static size_t quads_row_bytes(int64_t n)
 {
@@ -99,16 +99,16 @@ ALWAYS_INLINE __m256i quantize_block(const float *src, float *d_out)
     return _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
-/* Blocks a and b (32 int8 each) in pair order: lo = [a 0..15 | b 0..15], hi = the rest. */
-ALWAYS_INLINE void store_pair(__m256i a, __m256i b, int8_t lo[32], int8_t hi[32], int16_t off[16])
+/* Blocks a and b (32 int8 each) in pair order: lo = [a 0..15 | b 0..15], hi = the
+ * rest. Returns 8 * x summed as the kernel sums u * x: 16-bit lanes, 0..7 of a. */
+ALWAYS_INLINE __m256i store_pair(__m256i a, __m256i b, int8_t lo[32], int8_t hi[32])
 {
     const __m256i eights = _mm256_set1_epi8(8);
     __m256i l = _mm256_permute2x128_si256(a, b, 0x20);
     __m256i h = _mm256_permute2x128_si256(a, b, 0x31);
     _mm256_store_si256((__m256i *)lo, l);
     _mm256_store_si256((__m256i *)hi, h);
-    __m256i o = _mm256_add_epi16(_mm256_maddubs_epi16(eights, l), _mm256_maddubs_epi16(eights, h));
-    _mm256_store_si256((__m256i *)off, o);
+    return _mm256_add_epi16(_mm256_maddubs_epi16(eights, l), _mm256_maddubs_epi16(eights, h));
 }
 
 static void quantize_quads(const float *src, void *dst, int64_t n)
@@ -122,8 +122,10 @@ static void quantize_quads(const float *src, void *dst, int64_t n)
             d[k] = 0.0f;
             q[k] = i + k < nb ? quantize_block(src + (i + k) * KQ_QK, &d[k]) : _mm256_setzero_si256();
         }
-        store_pair(q[0], q[1], rec->lo_ab, rec->hi_ab, rec->off_ab);
-        store_pair(q[2], q[3], rec->lo_cd, rec->hi_cd, rec->off_cd);
+        __m256i off_ab = store_pair(q[0], q[1], rec->lo_ab, rec->hi_ab);
+        __m256i off_cd = store_pair(q[2], q[3], rec->lo_cd, rec->hi_cd);
+        /* folded as the kernel folds the sums (|x| <= 127: at most 8128 per lane) */
+        _mm256_store_si256((__m256i *)rec->off, _mm256_hadd_epi16(off_ab, off_cd));
         _mm256_store_ps(rec->d, _mm256_setr_ps(d[0], d[0], d[2], d[2], d[1], d[1], d[3], d[3]));
     }
 }
@@ -156,21 +158,23 @@ ALWAYS_INLINE weight_quad decode_quad(const kq_block_q4_0 *b)
     return w;
 }
 
-/* int32 [A x4 | B x4] of one pair, offsets removed. */
-ALWAYS_INLINE __m256i pair_sums(__m256i wlo, __m256i whi, const int8_t *xlo, const int8_t *xhi,
-                                const int16_t *off)
+/* int16 u * x pair sums of one block pair: lanes 0..7 of A, 8..15 of B (each at
+ * most 2 * 2 * 15 * 127 = 7620). */
+ALWAYS_INLINE __m256i pair_sums(__m256i wlo, __m256i whi, const int8_t *xlo, const int8_t *xhi)
 {
-    __m256i s = _mm256_add_epi16(_mm256_maddubs_epi16(wlo, _mm256_load_si256((const __m256i *)xlo)),
-                                 _mm256_maddubs_epi16(whi, _mm256_load_si256((const __m256i *)xhi)));
-    s = _mm256_sub_epi16(s, _mm256_load_si256((const __m256i *)off));
-    return _mm256_madd_epi16(s, _mm256_set1_epi16(1));
+    return _mm256_add_epi16(_mm256_maddubs_epi16(wlo, _mm256_load_si256((const __m256i *)xlo)),
+                            _mm256_maddubs_epi16(whi, _mm256_load_si256((const __m256i *)xhi)));
 }
 
+/* One hadd folds the two pairs into [A x4 C x4 | B x4 D x4] (at most 15240 per lane),
+ * one subtraction removes the offsets (the result stays within +-23368), one madd
+ * widens to int32 [A A C C | B B D D]. */
 ALWAYS_INLINE __m256 quad_dot(const weight_quad *w, const quad_record *x, __m256 acc)
 {
-    __m256i ab = pair_sums(w->lo_ab, w->hi_ab, x->lo_ab, x->hi_ab, x->off_ab);
-    __m256i cd = pair_sums(w->lo_cd, w->hi_cd, x->lo_cd, x->hi_cd, x->off_cd);
-    __m256 sums = _mm256_cvtepi32_ps(_mm256_hadd_epi32(ab, cd));
+    __m256i ab = pair_sums(w->lo_ab, w->hi_ab, x->lo_ab, x->hi_ab);
+    __m256i cd = pair_sums(w->lo_cd, w->hi_cd, x->lo_cd, x->hi_cd);
+    __m256i folded = _mm256_sub_epi16(_mm256_hadd_epi16(ab, cd), _mm256_load_si256((const __m256i *)x->off));
+    __m256 sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(folded, _mm256_set1_epi16(1)));
     __m256 scale = _mm256_mul_ps(w->d, _mm256_load_ps(x->d));
     return _mm256_fmadd_ps(sums, scale, acc);
 }
