@@ -2,9 +2,12 @@
  *   gcc -O2 -std=c11 -D_GNU_SOURCE -Isrc -o build-kern/kernels_bench bench/kernels_bench.c \
  *       build-kern/libkernels.a build-kern/libgguf.a build-kern/libbase.a -lm -pthread
  *   build-kern/kernels_bench [threads] [isa: scalar|avx2] [type names...]
- * Reports decode-style matrix-vector GB/s (weights streamed from memory: several
- * copies rotate so that no cache holds them), the machine's plain read bandwidth
- * for comparison, and the GFLOP/s of a 128-token matmul. */
+ * (any BUILD directory in place of build-kern). Reports, per type: decode-style
+ * matrix-vector GB/s (weights streamed from memory: several copies rotate so that
+ * no cache holds them) next to the machine's plain read bandwidth of the same
+ * buffer; the same product on one thread with the matrix in L2 (ns per block: the
+ * arithmetic cost); the GFLOP/s of a 128-token matmul. Each figure is the fastest
+ * of many short runs, so that runs hit by other processes' time slices do not count. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
