@@ -88,9 +88,9 @@ void kq_quantize_q8_1_avx2(const float *src, void *dst, int64_t n);
  * (and kq_avx2_compiled() is 0, so the AVX2 quantizers above are never called). */
 kq_impl kq_float_avx2(uint32_t type);
 kq_impl kq_legacy_avx2(uint32_t type);
-/* Fills in the block-pair Q4_0 kernels (kernels_q4_0_avx2.c): dot, dot_tile and
+/* Fills in the four-block Q4_0 kernels (kernels_q4_0_avx2.c): dot, dot_tile and
  * their activation layout. */
-void kq_q4_0_pairs_avx2(kq_impl *impl);
+void kq_q4_0_quads_avx2(kq_impl *impl);
 int kq_avx2_compiled(void);
 
 /* Vector operations: a scalar reference (kernels_vec.c) and AVX2 versions

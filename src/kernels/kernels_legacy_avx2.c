@@ -499,8 +499,8 @@ kq_impl kq_legacy_avx2(uint32_t type)
     kq_impl impl = {0};
     switch (type) {
     case GGUF_TYPE_Q4_0:
-        impl = (kq_impl){dequant_q4_0, NULL, NULL, NULL, NULL, 0}; /* dots: block-pair layout */
-        kq_q4_0_pairs_avx2(&impl);
+        impl = (kq_impl){dequant_q4_0, NULL, NULL, NULL, NULL, 0}; /* dots: kernels_q4_0_avx2.c */
+        kq_q4_0_quads_avx2(&impl);
         break;
     case GGUF_TYPE_Q4_1:
         impl = (kq_impl){dequant_q4_1, dot_q4_1, tile_q4_1, NULL, NULL, 0};

@@ -279,7 +279,7 @@ static void dot_q4_0(int64_t n, const void *w_row, const void *x_row, float *out
     tile_q4_0(n, w_row, 0, 1, x_row, 0, 1, out, 1);
 }
 
-void kq_q4_0_pairs_avx2(kq_impl *impl)
+void kq_q4_0_quads_avx2(kq_impl *impl)
 {
     impl->dot = dot_q4_0;
     impl->dot_tile = tile_q4_0;
@@ -290,7 +290,7 @@ void kq_q4_0_pairs_avx2(kq_impl *impl)
 
 #else
 
-void kq_q4_0_pairs_avx2(kq_impl *impl)
+void kq_q4_0_quads_avx2(kq_impl *impl)
 {
     (void)impl;
 }
