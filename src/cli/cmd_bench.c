@@ -41,11 +41,18 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: elliott bench -m MODEL.gguf [-p N_PROMPT] [-n N_GEN] [-r REPS] [-t THREADS] [-o md|jsonl]\n\n"
-            "Measures prompt processing (one batch of N_PROMPT random tokens, default 128) and\n"
-            "generation (N_GEN tokens one at a time, default 32) in tokens per second, as the\n"
-            "mean and standard deviation over REPS runs (default 3) after a warm-up run, each\n"
-            "from an empty cache. -p 0 or -n 0 skips that test. Threads default to every CPU.\n"
-            "The output matches llama-bench's (markdown table, or -o jsonl with its field names).\n");
+            "Measures prompt processing (one batch of random tokens) and generation (tokens one\n"
+            "at a time) in tokens per second, as the mean and standard deviation over several\n"
+            "runs after a warm-up run, each from an empty cache. The output matches\n"
+            "llama-bench's (a markdown table, or JSON lines with its field names).\n\n"
+            "options:\n"
+            "  -m, --model FILE       GGUF model (required)\n"
+            "  -p, --n-prompt N       prompt tokens, 0 to 16384 (default 128; 0 skips the test)\n"
+            "  -n, --n-gen N          generated tokens, 0 to 16384 (default 32; 0 skips the test)\n"
+            "  -r, --repetitions N    runs per test, 1 to 1000 (default 3)\n"
+            "  -t, --threads N        compute threads (default: every CPU)\n"
+            "  -o, --output md|jsonl  output format (default md)\n"
+            "  -h, --help             this help\n");
 }
 
 static double now_seconds(void)
@@ -68,7 +75,8 @@ static int parse_options(int argc, char **argv, bench_options *o)
     *o = (bench_options){.n_prompt = 128, .n_gen = 32, .reps = 3, .n_threads = el_cpu_count()};
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "m:p:n:r:t:o:h", longopts, NULL)) != -1) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":m:p:n:r:t:o:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'm': o->model_path = optarg; break;
         case 'p': if (args_int("bench", "-p", optarg, 0, 16384, &o->n_prompt)) return 2; break;
@@ -80,7 +88,7 @@ static int parse_options(int argc, char **argv, bench_options *o)
             else if (strcmp(optarg, "md")) return args_usage_error("bench", "-o is md or jsonl");
             break;
         case 'h': usage(stdout); return -1;
-        default: return args_usage_error("bench", "bad option");
+        default: return args_option_error("bench", c, argv);
         }
     }
     if (optind < argc)

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "base/threadpool.h"
 #include "cli/args.h"
@@ -49,6 +50,7 @@ typedef struct quantize_job {
     int64_t n_rows;
     int failed;
     uint64_t bytes_in, bytes_out;
+    bool progress; /* stderr is a terminal: show a progress line */
 } quantize_job;
 
 static void usage(FILE *out)
@@ -57,7 +59,10 @@ static void usage(FILE *out)
                  "Writes OUT.gguf with IN's metadata and its weight matrices converted to TYPE:\n  ");
     for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++)
         fprintf(out, "%s%s", i ? ", " : "", schemes[i].name);
-    fprintf(out, "\n\nAs llama.cpp does, a quantized output projection (or tied embedding) becomes Q6_K\n"
+    fprintf(out, "\n\noptions:\n"
+                 "  -t, --threads N   threads (default: every CPU)\n"
+                 "  -h, --help        this help\n"
+                 "\nAs llama.cpp does, a quantized output projection (or tied embedding) becomes Q6_K\n"
                  "(Q8_0 stays Q8_0). Q4_K means Q4_K_M: attn_v and ffn_down also become Q6_K in the\n"
                  "first and last eighth of the layers and every third layer between. Tensors whose rows\n"
                  "do not fit a K-quant block (256) fall back to Q5_0 (Q8_0 for Q6_K). 1-D tensors\n"
@@ -164,9 +169,10 @@ static int fill_tensor(void *ctx, uint64_t index, const char *name, void *buf, u
     if (job->failed)
         return el_fail(err, "tensor '%s': cannot convert %s to %s", name, gguf_type_get(p->src->type)->name,
                        gguf_type_get(p->type)->name);
-    fprintf(stderr, "\r  [%4llu/%4llu] %-40s %-6s -> %-6s", (unsigned long long)index + 1,
-            (unsigned long long)job->n_tensors, name, gguf_type_get(p->src->type)->name,
-            gguf_type_get(p->type)->name);
+    if (job->progress)
+        fprintf(stderr, "\r  [%4llu/%4llu] %-40s %-6s -> %-6s", (unsigned long long)index + 1,
+                (unsigned long long)job->n_tensors, name, gguf_type_get(p->src->type)->name,
+                gguf_type_get(p->type)->name);
     return 0;
 }
 
@@ -225,6 +231,7 @@ static int quantize_file(const char *in_path, const char *out_path, const quant_
     if (!(job.in = gguf_open(in_path, err)))
         return -1;
     job.n_tensors = gguf_tensor_count(job.in);
+    job.progress = isatty(STDERR_FILENO);
     int64_t max_cols = 1;
     for (uint64_t i = 0; i < job.n_tensors; i++)
         if (gguf_tensor_at(job.in, i)->ne[0] > max_cols)
@@ -245,7 +252,7 @@ static int quantize_file(const char *in_path, const char *out_path, const quant_
         goto done;
     if (gguf_writer_write(w, out_path, fill_tensor, &job, err))
         goto done;
-    fprintf(stderr, "\nelliott quantize: %s: %.1f MiB -> %.1f MiB (%s)\n", out_path, job.bytes_in / 1048576.0,
+    fprintf(stderr, "%selliott quantize: %s: %.1f MiB -> %.1f MiB (%s)\n", job.progress ? "\n" : "", out_path, job.bytes_in / 1048576.0,
             job.bytes_out / 1048576.0, s->name);
     rc = 0;
 done:
@@ -266,13 +273,16 @@ int cmd_quantize(int argc, char **argv)
                                               {0, 0, 0, 0}};
     int n_threads = el_cpu_count(), c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "t:h", longopts, NULL)) != -1) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":t:h", longopts, NULL)) != -1) {
         if (c == 'h') {
             usage(stdout);
             return 0;
         }
-        if (c != 't' || args_int("quantize", "-t", optarg, 1, 1024, &n_threads))
-            return c == 't' ? 2 : args_usage_error("quantize", "bad option");
+        if (c != 't')
+            return args_option_error("quantize", c, argv);
+        if (args_int("quantize", "-t", optarg, 1, 1024, &n_threads))
+            return 2;
     }
     if (argc - optind != 3)
         return args_usage_error("quantize", "expected IN.gguf OUT.gguf TYPE");
@@ -284,7 +294,7 @@ int cmd_quantize(int argc, char **argv)
         return args_usage_error("quantize", "IN and OUT are the same file");
     el_err err = {{0}};
     if (quantize_file(in, out, s, n_threads, &err)) {
-        fprintf(stderr, "\nelliott quantize: %s\n", err.msg);
+        fprintf(stderr, "%selliott quantize: %s\n", isatty(STDERR_FILENO) ? "\n" : "", err.msg);
         return 1;
     }
     return 0;

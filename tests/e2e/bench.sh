@@ -1,0 +1,46 @@
+#!/bin/bash
+# elliott bench end to end: both output formats on a small model written by make-model (the
+# JSON lines carry llama-bench's field names, which bench/compare-llamacpp.sh reads), and
+# usage errors. Speed itself is never asserted here.
+set -u
+bin=${1:?usage: bench.sh ELLIOTT_BINARY}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+ok() { echo "ok   $1"; }
+bad() { echo "FAIL $1"; fail=1; }
+
+"$bin" make-model --arch gemma2 --shape tiny --type q4_0 --n-vocab 512 --seed 3 "$tmp/m.gguf" 2>/dev/null \
+    || { echo "FAIL make-model"; exit 1; }
+
+"$bin" bench -m "$tmp/m.gguf" -p 16 -n 4 -r 2 -t 2 >"$tmp/md" 2>"$tmp/err" && ok "markdown run" || bad "markdown run: $(cat "$tmp/err")"
+grep -qE '^\| m\.gguf .* pp16 +\| +[0-9.]+ ± [0-9.]+ \|$' "$tmp/md" && ok "pp16 row" || bad "pp16 row: $(cat "$tmp/md")"
+grep -qE '^\| m\.gguf .* tg4 +\| +[0-9.]+ ± [0-9.]+ \|$' "$tmp/md" && ok "tg4 row" || bad "tg4 row"
+
+"$bin" bench -m "$tmp/m.gguf" -p 16 -n 4 -r 2 -t 1 -o jsonl >"$tmp/jsonl" 2>"$tmp/err" && ok "jsonl run" || bad "jsonl run"
+python3 - "$tmp/jsonl" <<'PY' && ok "jsonl fields" || bad "jsonl fields: $(cat "$tmp/jsonl")"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert len(rows) == 2
+pp, tg = rows
+assert (pp["n_prompt"], pp["n_gen"], tg["n_prompt"], tg["n_gen"]) == (16, 0, 0, 4)
+for r in rows:
+    assert r["n_threads"] == 1 and r["avg_ts"] > 0 and r["stddev_ts"] >= 0 and len(r["samples_ts"]) == 2
+    assert r["model_filename"].endswith("m.gguf") and r["model_size"] > 0 and r["model_n_params"] > 0
+PY
+"$bin" bench -m "$tmp/m.gguf" -p 0 -n 2 -r 1 | grep -q 'tg2' && ok "-p 0 skips the prompt test" || bad "-p 0"
+
+usage() { # description, args...
+    local what=$1; shift
+    "$bin" bench "$@" >/dev/null 2>"$tmp/err"
+    [ $? -eq 2 ] && [ -s "$tmp/err" ] && ok "$what" || bad "$what"
+}
+usage "no model" -p 8
+usage "nothing to measure" -m "$tmp/m.gguf" -p 0 -n 0
+usage "bad -r" -m "$tmp/m.gguf" -r 0
+usage "bad -o" -m "$tmp/m.gguf" -o csv
+usage "unknown option" -m "$tmp/m.gguf" --bogus
+"$bin" bench -m "$tmp/missing.gguf" >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q missing.gguf "$tmp/err" && ok "missing model: exit 1" || bad "missing model"
+"$bin" bench --help | grep -q '^usage: elliott bench' && ok "--help" || bad "--help"
+exit $fail
