@@ -262,57 +262,82 @@ size_t kernels_matmul_scratch_size(uint32_t type, int64_t cols, int n_tokens)
     return (stride > avx2 ? stride : avx2) * (size_t)n_tokens;
 }
 
-typedef struct matmul_job {
+/* One matrix of a (possibly fused) matmul: its rows form chunks first_chunk..+n_chunks
+ * of the job's common chunk counter. */
+typedef struct matmul_part {
     const kernels_matrix *w;
     kq_impl impl;
     uint32_t act_type;
-    const float *x;
-    int64_t x_stride;
-    int n_tokens;
     float *y;
     int64_t y_stride;
-    uint8_t *act;
+    uint8_t *act;      /* its activations: its own, or those of an earlier part with the same layout */
     size_t act_stride;
+    bool converts;     /* fills act (the first part of its layout) */
     int64_t rows_per_chunk;
+    int64_t first_chunk;
+} matmul_part;
+
+typedef struct matmul_job {
+    const float *x;
+    int64_t x_stride;
+    int64_t cols;
+    int n_tokens;
+    int n_parts;
+    matmul_part parts[KERNELS_MATMUL_MULTI_MAX];
+    int converting[KERNELS_MATMUL_MULTI_MAX]; /* indices of the parts that convert */
+    int n_converting;
     int64_t n_chunks;
     atomic_int_fast64_t next_chunk;
 } matmul_job;
 
+static void convert_one(const matmul_job *job, const matmul_part *part, int t)
+{
+    const float *src = job->x + (int64_t)t * job->x_stride;
+    uint8_t *dst = part->act + (size_t)t * part->act_stride;
+    if (part->impl.act_convert)
+        part->impl.act_convert(src, dst, job->cols);
+    else
+        kq_act_convert(part->act_type, src, dst, job->cols);
+}
+
 static void convert_job(void *arg, int ith, int nth)
 {
     matmul_job *job = arg;
-    for (int t = ith; t < job->n_tokens; t += nth) {
-        const float *src = job->x + (int64_t)t * job->x_stride;
-        uint8_t *dst = job->act + (size_t)t * job->act_stride;
-        if (job->impl.act_convert)
-            job->impl.act_convert(src, dst, job->w->cols);
-        else
-            kq_act_convert(job->act_type, src, dst, job->w->cols);
-    }
+    int n_items = job->n_converting * job->n_tokens;
+    for (int item = ith; item < n_items; item += nth)
+        convert_one(job, &job->parts[job->converting[item / job->n_tokens]], item % job->n_tokens);
 }
 
-static void rows_times_tokens(const matmul_job *job, int64_t r0, int64_t r1, int t0, int t1)
+static void rows_times_tokens(const matmul_part *part, int64_t r0, int64_t r1, int t0, int t1)
 {
-    const kernels_matrix *w = job->w;
+    const kernels_matrix *w = part->w;
     const uint8_t *wdata = w->data;
-    if (job->impl.dot_tile) {
-        int tile_cols = job->impl.tile_cols > 0 ? job->impl.tile_cols : TILE;
+    if (part->impl.dot_tile) {
+        int tile_cols = part->impl.tile_cols > 0 ? part->impl.tile_cols : TILE;
         for (int64_t r = r0; r < r1; r += TILE) {
             int nr = (int)(r1 - r < TILE ? r1 - r : TILE);
             for (int t = t0; t < t1; t += tile_cols) {
                 int nc = t1 - t < tile_cols ? t1 - t : tile_cols;
-                job->impl.dot_tile(w->cols, wdata + (size_t)r * w->row_bytes, w->row_bytes, nr,
-                                   job->act + (size_t)t * job->act_stride, job->act_stride, nc,
-                                   job->y + (int64_t)t * job->y_stride + r, job->y_stride);
+                part->impl.dot_tile(w->cols, wdata + (size_t)r * w->row_bytes, w->row_bytes, nr,
+                                    part->act + (size_t)t * part->act_stride, part->act_stride, nc,
+                                    part->y + (int64_t)t * part->y_stride + r, part->y_stride);
             }
         }
         return;
     }
     for (int64_t r = r0; r < r1; r++)
         for (int t = t0; t < t1; t++)
-            job->impl.dot(w->cols, wdata + (size_t)r * w->row_bytes,
-                          job->act + (size_t)t * job->act_stride,
-                          job->y + (int64_t)t * job->y_stride + r);
+            part->impl.dot(w->cols, wdata + (size_t)r * w->row_bytes,
+                           part->act + (size_t)t * part->act_stride,
+                           part->y + (int64_t)t * part->y_stride + r);
+}
+
+static const matmul_part *part_of_chunk(const matmul_job *job, int64_t c)
+{
+    int i = job->n_parts - 1;
+    while (i > 0 && c < job->parts[i].first_chunk)
+        i--;
+    return &job->parts[i];
 }
 
 static void dot_job(void *arg, int ith, int nth)
@@ -324,11 +349,12 @@ static void dot_job(void *arg, int ith, int nth)
         int64_t c = atomic_fetch_add(&job->next_chunk, 1);
         if (c >= job->n_chunks)
             break;
-        int64_t r0 = c * job->rows_per_chunk;
-        int64_t r1 = r0 + job->rows_per_chunk < job->w->rows ? r0 + job->rows_per_chunk : job->w->rows;
+        const matmul_part *part = part_of_chunk(job, c);
+        int64_t r0 = (c - part->first_chunk) * part->rows_per_chunk;
+        int64_t r1 = r0 + part->rows_per_chunk < part->w->rows ? r0 + part->rows_per_chunk : part->w->rows;
         for (int t0 = 0; t0 < job->n_tokens; t0 += TOKEN_BLOCK) {
             int t1 = t0 + TOKEN_BLOCK < job->n_tokens ? t0 + TOKEN_BLOCK : job->n_tokens;
-            rows_times_tokens(job, r0, r1, t0, t1);
+            rows_times_tokens(part, r0, r1, t0, t1);
         }
     }
 }
@@ -341,46 +367,89 @@ static int64_t chunk_rows(int64_t rows, int nth, int n_tokens)
     return per < TILE ? TILE : per;
 }
 
-void kernels_matmul(const kernels_matrix *w, const float *x, int64_t x_stride, int n_tokens,
-                    float *y, int64_t y_stride, void *scratch, threadpool *pool)
+static void zero_output(const kernels_matrix *w, int n_tokens, float *y, int64_t y_stride)
 {
-    const kq_type_ops *ops = ops_for(w->type);
-    if (n_tokens <= 0 || w->rows <= 0)
-        return;
-    if (!ops || !ops->scalar.dot || !row_length_ok(w->type, w->cols)) {
-        for (int t = 0; t < n_tokens; t++)
-            memset(y + (int64_t)t * y_stride, 0, (size_t)w->rows * sizeof(float));
-        return;
+    for (int t = 0; t < n_tokens; t++)
+        memset(y + (int64_t)t * y_stride, 0, (size_t)w->rows * sizeof(float));
+}
+
+/* Parts whose activations have the same layout share one conversion. */
+static const matmul_part *same_layout_part(const matmul_job *job, const matmul_part *part)
+{
+    for (int i = 0; i < job->n_converting; i++) {
+        const matmul_part *o = &job->parts[job->converting[i]];
+        if (o->act_type == part->act_type && o->impl.act_convert == part->impl.act_convert &&
+            o->act_stride == part->act_stride)
+            return o;
     }
-    int nth = pool ? threadpool_size(pool) : 1;
-    matmul_job job = {
-        .w = w,
-        .impl = impl_for(ops),
-        .act_type = ops->act_type,
-        .x = x,
-        .x_stride = x_stride,
-        .n_tokens = n_tokens,
-        .y = y,
-        .y_stride = y_stride,
-    };
+    return NULL;
+}
+
+/* Fills in a part; returns the scratch bytes it used (0 when it shares or needs none). */
+static size_t setup_part(matmul_job *job, int index, const kq_type_ops *ops, const kernels_matrix *w,
+                         float *y, int64_t y_stride, uint8_t *scratch)
+{
+    matmul_part *part = &job->parts[index];
+    *part = (matmul_part){.w = w, .impl = impl_for(ops), .act_type = ops->act_type, .y = y, .y_stride = y_stride};
     if (ops->act_type == GGUF_TYPE_F32) {
-        job.act = (uint8_t *)(uintptr_t)x; /* read only: dot kernels take const rows */
-        job.act_stride = (size_t)x_stride * sizeof(float);
-    } else {
-        job.act = scratch;
-        job.act_stride = act_stride_for(&job.impl, ops->act_type, w->cols);
-        if (n_tokens == 1 || nth == 1)
+        part->act = (uint8_t *)(uintptr_t)job->x; /* read only: dot kernels take const rows */
+        part->act_stride = (size_t)job->x_stride * sizeof(float);
+        return 0;
+    }
+    part->act_stride = act_stride_for(&part->impl, ops->act_type, w->cols);
+    const matmul_part *shared = same_layout_part(job, part);
+    if (shared) {
+        part->act = shared->act;
+        return 0;
+    }
+    part->act = scratch;
+    part->converts = true;
+    job->converting[job->n_converting++] = index;
+    return kernels_matmul_scratch_size(w->type, w->cols, job->n_tokens);
+}
+
+void kernels_matmul_multi(int n_mats, const kernels_matrix *const w[], float *const y[], const int64_t y_stride[],
+                          const float *x, int64_t x_stride, int n_tokens, void *scratch, threadpool *pool)
+{
+    if (n_tokens <= 0 || n_mats <= 0 || n_mats > KERNELS_MATMUL_MULTI_MAX)
+        return;
+    int nth = pool ? threadpool_size(pool) : 1;
+    matmul_job job = {.x = x, .x_stride = x_stride, .cols = w[0]->cols, .n_tokens = n_tokens};
+    uint8_t *free_scratch = scratch;
+    for (int i = 0; i < n_mats; i++) {
+        const kq_type_ops *ops = ops_for(w[i]->type);
+        if (w[i]->rows <= 0)
+            continue;
+        if (!ops || !ops->scalar.dot || !row_length_ok(w[i]->type, w[i]->cols) || w[i]->cols != job.cols) {
+            zero_output(w[i], n_tokens, y[i], y_stride[i]);
+            continue;
+        }
+        int index = job.n_parts++;
+        free_scratch += setup_part(&job, index, ops, w[i], y[i], y_stride[i], free_scratch);
+        matmul_part *part = &job.parts[index];
+        part->rows_per_chunk = chunk_rows(w[i]->rows, nth, n_tokens);
+        part->first_chunk = job.n_chunks;
+        job.n_chunks += (w[i]->rows + part->rows_per_chunk - 1) / part->rows_per_chunk;
+    }
+    if (job.n_parts == 0)
+        return;
+    if (job.n_converting > 0) {
+        if (n_tokens * job.n_converting == 1 || nth == 1)
             convert_job(&job, 0, 1);
         else
             threadpool_run(pool, convert_job, &job);
     }
-    job.rows_per_chunk = chunk_rows(w->rows, nth, n_tokens);
-    job.n_chunks = (w->rows + job.rows_per_chunk - 1) / job.rows_per_chunk;
     atomic_init(&job.next_chunk, 0);
     if (nth == 1)
         dot_job(&job, 0, 1);
     else
         threadpool_run(pool, dot_job, &job);
+}
+
+void kernels_matmul(const kernels_matrix *w, const float *x, int64_t x_stride, int n_tokens,
+                    float *y, int64_t y_stride, void *scratch, threadpool *pool)
+{
+    kernels_matmul_multi(1, &w, &y, &y_stride, x, x_stride, n_tokens, scratch, pool);
 }
 
 /* ---- vector operations ------------------------------------------------------------ */

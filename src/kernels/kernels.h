@@ -63,6 +63,16 @@ size_t kernels_matmul_scratch_size(uint32_t type, int64_t cols, int n_tokens);
 void kernels_matmul(const kernels_matrix *w, const float *x, int64_t x_stride, int n_tokens,
                     float *y, int64_t y_stride, void *scratch, threadpool *pool);
 
+/* Several matrices applied to one input (Q/K/V projections, FFN gate and up): the
+ * same results as kernels_matmul on each, with one activation conversion per distinct
+ * activation layout and the rows of all of them split across the threads as one job
+ * (fewer hand-offs). Every w[i]->cols must be equal (a matrix that differs gets zeros);
+ * y[i] and y_stride[i] as in kernels_matmul. scratch holds the sum of
+ * kernels_matmul_scratch_size over the matrices, 64-byte aligned. */
+#define KERNELS_MATMUL_MULTI_MAX 4
+void kernels_matmul_multi(int n_mats, const kernels_matrix *const w[], float *const y[], const int64_t y_stride[],
+                          const float *x, int64_t x_stride, int n_tokens, void *scratch, threadpool *pool);
+
 /* ---- vector operations (single-threaded; the caller splits work) --------------- */
 
 /* y = x / rms(x) * w; w may be NULL (no weight). y may alias x. */

@@ -47,17 +47,27 @@ static size_t align64(size_t n)
     return (n + 63) & ~(size_t)63;
 }
 
+static size_t group_scratch(const kernels_matrix *const group[], int n, int n_tokens)
+{
+    size_t sum = 0;
+    for (int i = 0; i < n; i++)
+        sum += kernels_matmul_scratch_size(group[i]->type, group[i]->cols, n_tokens);
+    return sum;
+}
+
+/* The largest of: one matrix alone, or a group that shares its input (kernels_matmul_multi). */
 static size_t max_matmul_scratch(const model *m, int n_tokens)
 {
     size_t best = kernels_matmul_scratch_size(m->output.type, m->output.cols, n_tokens);
     for (int il = 0; il < m->hp.n_layer; il++) {
         const model_layer *l = &m->layers[il];
-        const kernels_matrix *all[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->ffn_gate, &l->ffn_up, &l->ffn_down};
-        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
-            size_t s = kernels_matmul_scratch_size(all[i]->type, all[i]->cols, n_tokens);
-            if (s > best)
-                best = s;
-        }
+        const kernels_matrix *qkv[] = {&l->wq, &l->wk, &l->wv}, *gate_up[] = {&l->ffn_gate, &l->ffn_up};
+        size_t sizes[] = {group_scratch(qkv, 3, n_tokens), group_scratch(gate_up, 2, n_tokens),
+                          kernels_matmul_scratch_size(l->wo.type, l->wo.cols, n_tokens),
+                          kernels_matmul_scratch_size(l->ffn_down.type, l->ffn_down.cols, n_tokens)};
+        for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+            if (sizes[i] > best)
+                best = sizes[i];
     }
     return best;
 }
@@ -200,6 +210,16 @@ static void rmsnorm_rows(model_ctx *c, float *dst, const float *src, const float
 static void matmul(model_ctx *c, const kernels_matrix *w, const float *x, int n_tokens, float *y)
 {
     kernels_matmul(w, x, w->cols, n_tokens, y, w->rows, c->mm_scratch, c->pool);
+}
+
+/* Matrices that read the same input, each output row-contiguous (stride = its rows). */
+static void matmul_shared_input(model_ctx *c, int n, const kernels_matrix *const w[], float *const y[],
+                                const float *x, int n_tokens)
+{
+    int64_t strides[KERNELS_MATMUL_MULTI_MAX];
+    for (int i = 0; i < n; i++)
+        strides[i] = w[i]->rows;
+    kernels_matmul_multi(n, w, y, strides, x, w[0]->cols, n_tokens, c->mm_scratch, c->pool);
 }
 
 /* ---- embedding and rope tables --------------------------------------------------------- */
@@ -355,9 +375,9 @@ static void attention_block(model_ctx *c, kv_cache *kv, const model_batch *b, in
     const model_layer *l = &m->layers[il];
     int n_all = b->n_tokens;
     rmsnorm_rows(c, c->xn, c->x, l->attn_norm, hp->n_embd, n_all);
-    matmul(c, &l->wq, c->xn, n_all, c->q);
-    matmul(c, &l->wk, c->xn, n_all, c->k);
-    matmul(c, &l->wv, c->xn, n_all, c->v);
+    const kernels_matrix *qkv[] = {&l->wq, &l->wk, &l->wv};
+    float *const qkv_out[] = {c->q, c->k, c->v};
+    matmul_shared_input(c, 3, qkv, qkv_out, c->xn, n_all);
     layer_job j = {c, kv, b, il, model_layer_is_swa(hp, il), rows, n};
     run_split(c, prepare_qkv, &j, n_all);
     if (n == 0)
@@ -396,8 +416,9 @@ static void ffn_block(model_ctx *c, int il, int n)
     const model_hparams *hp = &m->hp;
     const model_layer *l = &m->layers[il];
     rmsnorm_rows(c, c->xn, c->x, l->ffn_norm, hp->n_embd, n);
-    matmul(c, &l->ffn_gate, c->xn, n, c->gate);
-    matmul(c, &l->ffn_up, c->xn, n, c->up);
+    const kernels_matrix *gate_up[] = {&l->ffn_gate, &l->ffn_up};
+    float *const gate_up_out[] = {c->gate, c->up};
+    matmul_shared_input(c, 2, gate_up, gate_up_out, c->xn, n);
     glu_job g = {c->gate, c->up, (int64_t)n * hp->n_ff, arch_is_gemma(hp->arch)};
     run_split(c, glu_rows, &g, hp->n_ff >= 4096 || n > 1 ? 2 : 1);
     matmul(c, &l->ffn_down, c->gate, n, c->proj);

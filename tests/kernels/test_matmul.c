@@ -257,6 +257,56 @@ static void test_isa_agree_kquants(void)
     threadpool_free(pool);
 }
 
+/* kernels_matmul_multi: matrices of mixed types on one input (two sharing an activation
+ * layout, others with their own), each result bit-identical to kernels_matmul alone. */
+static void multi_agrees_one(int n_tokens, threadpool *pool)
+{
+    const uint32_t types[KERNELS_MATMUL_MULTI_MAX] = {GGUF_TYPE_Q4_0, GGUF_TYPE_Q4_K, GGUF_TYPE_Q4_0, GGUF_TYPE_Q6_K};
+    const int64_t rows[KERNELS_MATMUL_MULTI_MAX] = {37, 12, 64, 9}, cols = 512;
+    problem p[KERNELS_MATMUL_MULTI_MAX];
+    kernels_matrix m[KERNELS_MATMUL_MULTI_MAX];
+    const kernels_matrix *mp[KERNELS_MATMUL_MULTI_MAX];
+    float *alone[KERNELS_MATMUL_MULTI_MAX], *fused[KERNELS_MATMUL_MULTI_MAX];
+    int64_t strides[KERNELS_MATMUL_MULTI_MAX];
+    size_t scratch_bytes = 0;
+    for (int i = 0; i < KERNELS_MATMUL_MULTI_MAX; i++) {
+        problem_make(&p[i], types[i], rows[i], cols, n_tokens, 300 + (uint64_t)i); /* same seed: same x per shape */
+        m[i] = (kernels_matrix){types[i], rows[i], cols, p[i].w, p[i].row_bytes};
+        mp[i] = &m[i];
+        strides[i] = rows[i] + 2;
+        alone[i] = calloc((size_t)(strides[i] * n_tokens), sizeof(float));
+        fused[i] = calloc((size_t)(strides[i] * n_tokens), sizeof(float));
+        kernels_matmul(&m[i], p[0].x, p[0].x_stride, n_tokens, alone[i], strides[i], p[i].scratch, pool);
+        scratch_bytes += kernels_matmul_scratch_size(types[i], cols, n_tokens);
+    }
+    void *scratch = aligned(scratch_bytes);
+    kernels_matmul_multi(KERNELS_MATMUL_MULTI_MAX, mp, fused, strides, p[0].x, p[0].x_stride, n_tokens, scratch, pool);
+    for (int i = 0; i < KERNELS_MATMUL_MULTI_MAX; i++) {
+        CHECKF(memcmp(alone[i], fused[i], sizeof(float) * (size_t)(strides[i] * n_tokens)) == 0,
+               "matrix %d (type %u), %d tokens", i, types[i], n_tokens);
+        free(alone[i]);
+        free(fused[i]);
+        problem_free(&p[i]);
+    }
+    free(scratch);
+}
+
+static void test_multi_matches_single(void)
+{
+    threadpool *pool = threadpool_create(2, NULL);
+    enum kernels_isa isas[] = {KERNELS_ISA_SCALAR, KERNELS_ISA_AVX2};
+    for (size_t k = 0; k < sizeof isas / sizeof isas[0]; k++) {
+        if (kernels_set_isa(isas[k], NULL) != 0)
+            continue;
+        for (int n_tokens = 1; n_tokens <= 9; n_tokens += 4) {
+            multi_agrees_one(n_tokens, pool);
+            multi_agrees_one(n_tokens, NULL);
+        }
+    }
+    kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
+    threadpool_free(pool);
+}
+
 static void test_scratch_size(void)
 {
     CHECK(kernels_matmul_scratch_size(GGUF_TYPE_F32, 256, 4) == 0);
@@ -272,6 +322,7 @@ int main(void)
     RUN(test_threads_deterministic);
     RUN(test_isa_agree);
     RUN(test_isa_agree_kquants);
+    RUN(test_multi_matches_single);
     RUN(test_scratch_size);
     return test_summary();
 }
