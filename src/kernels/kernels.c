@@ -275,6 +275,7 @@ typedef struct matmul_part {
     bool converts;     /* fills act (the first part of its layout) */
     int64_t rows_per_chunk;
     int64_t first_chunk;
+    int token_block;   /* a whole number of tiles: only the batch's last tile is partial */
 } matmul_part;
 
 typedef struct matmul_job {
@@ -352,8 +353,8 @@ static void dot_job(void *arg, int ith, int nth)
         const matmul_part *part = part_of_chunk(job, c);
         int64_t r0 = (c - part->first_chunk) * part->rows_per_chunk;
         int64_t r1 = r0 + part->rows_per_chunk < part->w->rows ? r0 + part->rows_per_chunk : part->w->rows;
-        for (int t0 = 0; t0 < job->n_tokens; t0 += TOKEN_BLOCK) {
-            int t1 = t0 + TOKEN_BLOCK < job->n_tokens ? t0 + TOKEN_BLOCK : job->n_tokens;
+        for (int t0 = 0; t0 < job->n_tokens; t0 += part->token_block) {
+            int t1 = t0 + part->token_block < job->n_tokens ? t0 + part->token_block : job->n_tokens;
             rows_times_tokens(part, r0, r1, t0, t1);
         }
     }
@@ -365,6 +366,16 @@ static int64_t chunk_rows(int64_t rows, int nth, int n_tokens)
     int64_t per = rows / ((int64_t)nth * chunks);
     per = (per + TILE - 1) / TILE * TILE;
     return per < TILE ? TILE : per;
+}
+
+/* Tokens per pass over a chunk's rows: about TOKEN_BLOCK, rounded down to whole tiles
+ * (a partial tile decodes its weights for fewer tokens: 32 tokens in tiles of 6 left one
+ * of 2 per block). */
+static int token_block_for(const kq_impl *impl)
+{
+    int tile_cols = impl->dot_tile && impl->tile_cols > 0 ? impl->tile_cols : TILE;
+    int block = TOKEN_BLOCK / tile_cols * tile_cols;
+    return block > 0 ? block : tile_cols;
 }
 
 static void zero_output(const kernels_matrix *w, int n_tokens, float *y, int64_t y_stride)
@@ -428,6 +439,7 @@ void kernels_matmul_multi(int n_mats, const kernels_matrix *const w[], float *co
         free_scratch += setup_part(&job, index, ops, w[i], y[i], y_stride[i], free_scratch);
         matmul_part *part = &job.parts[index];
         part->rows_per_chunk = chunk_rows(w[i]->rows, nth, n_tokens);
+        part->token_block = token_block_for(&part->impl);
         part->first_chunk = job.n_chunks;
         job.n_chunks += (w[i]->rows + part->rows_per_chunk - 1) / part->rows_per_chunk;
     }
