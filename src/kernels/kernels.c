@@ -217,7 +217,7 @@ void kq_act_convert(uint32_t act_type, const float *src, void *dst, int64_t n)
         (avx2 ? kq_quantize_q8_1_avx2 : kq_quantize_q8_1)(src, dst, n);
         break;
     case GGUF_TYPE_Q8_K:
-        kq_quantize_q8_k(src, dst, n);
+        (avx2 ? kq_quantize_q8_k_avx2 : kq_quantize_q8_k)(src, dst, n);
         break;
     default:
         break;

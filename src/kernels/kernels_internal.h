@@ -82,6 +82,7 @@ void kq_quantize_q8_1(const float *src, void *dst, int64_t n);
 void kq_quantize_q8_k(const float *src, void *dst, int64_t n);
 void kq_quantize_q8_0_avx2(const float *src, void *dst, int64_t n);
 void kq_quantize_q8_1_avx2(const float *src, void *dst, int64_t n);
+void kq_quantize_q8_k_avx2(const float *src, void *dst, int64_t n);
 
 /* AVX2 members of the float and legacy families. The _avx2.c files define these
  * on every architecture; where no AVX2 code is compiled every member is NULL

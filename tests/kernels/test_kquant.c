@@ -405,6 +405,46 @@ static void test_q8_K_quant(void)
     CHECK_NEAR(dot, ref, 1e-5 * ref);
 }
 
+/* The AVX2 Q8_K quantizer (what kq_act_convert uses on such CPUs) against the reference,
+ * byte for byte: many scales, ties between +m and -m (the first one sets the sign), values
+ * that round to exactly half a step, a lone nonzero value. */
+static void test_q8_K_quant_isa_agree(void)
+{
+    if (kernels_set_isa(KERNELS_ISA_AVX2, NULL) != 0) {
+        fprintf(stderr, "SKIP: no AVX2 on this CPU; scalar only\n");
+        return;
+    }
+    const kq_type_ops *ops = kq_ops_kquant(GGUF_TYPE_Q8_K);
+    enum { BLOCKS = 64, N = BLOCKS * KQ_QK_K };
+    static float x[N];
+    static kq_block_q8_K want[BLOCKS], got[BLOCKS];
+    el_rng rng;
+    el_rng_seed(&rng, 4242);
+    for (int b = 0; b < BLOCKS; b++) {
+        float *xb = x + b * KQ_QK_K;
+        random_normal(&rng, xb, KQ_QK_K, powf(10.0f, (float)(b % 9) - 4.0f));
+        if (b % 4 == 1) { /* tie: -m before +m, or +m before -m */
+            xb[b % 200] = (b & 8) ? 1e3f : -1e3f;
+            xb[b % 200 + 40] = (b & 8) ? -1e3f : 1e3f;
+        }
+        if (b % 4 == 2) /* steps of exactly half a quantum: ties to even */
+            for (int j = 0; j < KQ_QK_K; j++)
+                xb[j] = (float)((j % 255) - 127) * 0.5f;
+        if (b % 8 == 3) { /* one value alone */
+            memset(xb, 0, KQ_QK_K * sizeof(float));
+            xb[b % KQ_QK_K] = -0.75f;
+        }
+    }
+    ops->quant(x, want, N);
+    kq_act_convert(GGUF_TYPE_Q8_K, x, got, N);
+    for (int b = 0; b < BLOCKS; b++)
+        CHECKF(memcmp(&want[b], &got[b], sizeof want[b]) == 0, "block %d differs", b);
+    kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
+    kq_act_convert(GGUF_TYPE_Q8_K, x, got, N);
+    CHECK(memcmp(want, got, sizeof want) == 0);
+    kernels_set_isa(KERNELS_ISA_AVX2, NULL);
+}
+
 /* ---- reference quantizers ----------------------------------------------------------- */
 
 static double relative_rmse(const float *a, const float *b, int64_t n)
@@ -490,6 +530,7 @@ int main(void)
 {
     RUN(test_golden_dequant);
     RUN(test_q8_K_quant);
+    RUN(test_q8_K_quant_isa_agree);
     RUN(test_dot_random);
     RUN(test_dot_tile);
     RUN(test_matmul_kquant);
