@@ -65,8 +65,8 @@ static void usage(FILE *out)
                  "\nAs llama.cpp does, a quantized output projection (or tied embedding) becomes Q6_K\n"
                  "(Q8_0 stays Q8_0). Q4_K means Q4_K_M: attn_v and ffn_down also become Q6_K in the\n"
                  "first and last eighth of the layers and every third layer between. Tensors whose rows\n"
-                 "do not fit a K-quant block (256) fall back to Q5_0 (Q8_0 for Q6_K). 1-D tensors\n"
-                 "(norms) are copied unchanged.\n");
+                 "do not fit a K-quant block (256) fall back to Q5_0 (Q5_1 for Q5_K, Q8_0 for Q6_K).\n"
+                 "1-D tensors (norms) are copied unchanged.\n");
 }
 
 static const quant_scheme *find_scheme(const char *name)
