@@ -21,6 +21,7 @@
 
 #include "base/fp16.h"
 #include "kernels/kernels_legacy.h"
+#include "kernels/kernels_q8_avx2.h"
 
 int kq_avx2_compiled(void)
 {
@@ -427,49 +428,19 @@ static void dequant_q5_1(const void *src, float *dst, int64_t n)
 
 /* ---- activation quantizers ----------------------------------------------------------- */
 
-/* roundf (half away from zero) exactly: truncate, then step away from zero when
- * the dropped fraction (exact in float) is at least one half. */
-static inline __m256i round_half_away(__m256 v)
-{
-    const __m256 sign_bit = _mm256_set1_ps(-0.0f);
-    __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-    __m256 frac = _mm256_andnot_ps(sign_bit, _mm256_sub_ps(v, t));
-    __m256 step = _mm256_or_ps(_mm256_and_ps(v, sign_bit), _mm256_set1_ps(1.0f));
-    __m256 bump = _mm256_and_ps(_mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ), step);
-    return _mm256_cvttps_epi32(_mm256_add_ps(t, bump));
-}
-
 /* Quantizes one block to int8 with the scalar reference's d and rounding; returns
  * sum(qs) and stores d (float, before rounding to half). */
 static inline int quantize_block(const float *src, int8_t qs[32], float *d_out)
 {
-    const __m256 sign_bit = _mm256_set1_ps(-0.0f);
-    __m256 v[4];
-    __m256 amax = _mm256_setzero_ps();
-    for (int k = 0; k < 4; k++) {
-        v[k] = _mm256_loadu_ps(src + 8 * k);
-        amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign_bit, v[k]));
-    }
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    m = _mm_max_ss(m, _mm_movehdup_ps(m));
-    float d = _mm_cvtss_f32(m) / 127.0f;
-    float id = d != 0.0f ? 1.0f / d : 0.0f;
-    __m256 vid = _mm256_set1_ps(id);
-    __m256i q[4];
-    for (int k = 0; k < 4; k++)
-        q[k] = round_half_away(_mm256_mul_ps(v[k], vid));
-    __m256i total = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
-    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(total), _mm256_extracti128_si256(total, 1));
+    __m256i q = kq_q8_block_avx2(src, d_out);
+    _mm256_storeu_si256((__m256i *)qs, q);
+    /* sum of the 32 int8: widen to 16 bits, pair-add to 32, then fold */
+    __m256i s16 = _mm256_add_epi16(_mm256_cvtepi8_epi16(_mm256_castsi256_si128(q)),
+                                   _mm256_cvtepi8_epi16(_mm256_extracti128_si256(q, 1)));
+    __m256i s32 = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
+    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
     t = _mm_add_epi32(t, _mm_shuffle_epi32(t, _MM_SHUFFLE(1, 0, 3, 2)));
     t = _mm_add_epi32(t, _mm_shuffle_epi32(t, _MM_SHUFFLE(2, 3, 0, 1)));
-    /* pack 32 int32 -> 32 int8; packs work per 128-bit lane, so restore the order */
-    __m256i p16a = _mm256_packs_epi32(q[0], q[1]);
-    __m256i p16b = _mm256_packs_epi32(q[2], q[3]);
-    __m256i p8 = _mm256_packs_epi16(p16a, p16b);
-    p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    _mm256_storeu_si256((__m256i *)qs, p8);
-    *d_out = d;
     return _mm_cvtsi128_si32(t);
 }
 
