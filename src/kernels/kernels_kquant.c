@@ -41,6 +41,22 @@ static inline int nearest_int(float f)
     return (bits & 0x007fffff) - 0x00400000;
 }
 
+/* The first value of largest magnitude, sign included (ggml's scales map it to -nmax);
+ * its magnitude goes to *amax_out. */
+static float signed_absmax(const float *x, int n, float *amax_out)
+{
+    float max = 0, amax = 0;
+    for (int i = 0; i < n; i++) {
+        float ax = fabsf(x[i]);
+        if (ax > amax) {
+            amax = ax;
+            max = x[i];
+        }
+    }
+    *amax_out = amax;
+    return max;
+}
+
 /* ==== Q8_K (activations) ======================================================== */
 
 static void quant_q8_K(const float *src, void *dst, int64_t n)
@@ -49,14 +65,8 @@ static void quant_q8_K(const float *src, void *dst, int64_t n)
     for (int64_t i = 0; i < n / KQ_QK_K; i++, src += KQ_QK_K) {
         /* The scale comes from the value of largest magnitude, sign included, so
          * that value maps to exactly -127 and every other one stays within range. */
-        float max = 0, amax = 0;
-        for (int j = 0; j < KQ_QK_K; j++) {
-            float ax = fabsf(src[j]);
-            if (ax > amax) {
-                amax = ax;
-                max = src[j];
-            }
-        }
+        float amax;
+        float max = signed_absmax(src, KQ_QK_K, &amax);
         if (amax == 0) {
             memset(&y[i], 0, sizeof y[i]);
             continue;
@@ -426,14 +436,8 @@ static float make_qkx2_quants(int n, int nmax, const float *x, const float *weig
  * x^2 weights and a sweep around nmax (make_qx_quants, rmse_type 1). */
 static float make_qx_quants(int n, int nmax, const float *x, int8_t *L)
 {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
+    float amax;
+    float max = signed_absmax(x, n, &amax);
     if (amax < GROUP_MAX_EPS) {
         memset(L, 0, (size_t)n);
         return 0.f;
@@ -475,14 +479,8 @@ static float make_qx_quants(int n, int nmax, const float *x, int8_t *L)
 /* Symmetric 3-bit codes refined one value at a time (make_q3_quants, with rmse). */
 static float make_q3_quants(int n, int nmax, const float *x, int8_t *L)
 {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
+    float amax;
+    float max = signed_absmax(x, n, &amax);
     if (amax < GROUP_MAX_EPS) {
         memset(L, 0, (size_t)n);
         return 0.f;

@@ -524,69 +524,29 @@ static inline const kq_block_q8_K *act_row(const void *x, size_t x_stride, int c
     return (const kq_block_q8_K *)((const uint8_t *)x + (size_t)c * x_stride);
 }
 
-/* One weight row against n_cols (a constant after inlining) activation rows. */
-static inline __attribute__((always_inline)) void q4_K_row_tile(int64_t n, const kq_block_q4_K *w, const void *x, size_t x_stride,
-                                 int n_cols, float *y, int64_t y_stride)
-{
-    __m256 acc[KQ_TILE_COLS];
-#pragma GCC unroll 8
-    for (int c = 0; c < n_cols; c++)
-        acc[c] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / KQ_QK_K; i++) {
-        if (n_cols == 1)
-            prefetch_block(&w[i], sizeof w[i]);
-        k4_block b;
-        q4_K_decode(&w[i], &b);
-#pragma GCC unroll 8
-        for (int c = 0; c < n_cols; c++)
-            k4_accumulate(&b, act_row(x, x_stride, c) + i, &acc[c]);
+/* Expands to the kernel of one weight row against n_cols (a constant after inlining)
+ * activation rows: each weight block is decoded once and accumulated into every column. */
+#define KQ_DEFINE_ROW_TILE(name, block_type, decoded_type, decode, accumulate)                    \
+    static inline __attribute__((always_inline)) void name(int64_t n, const block_type *w,       \
+                                                           const void *x, size_t x_stride,       \
+                                                           int n_cols, float *y, int64_t y_stride) \
+    {                                                                                            \
+        __m256 acc[KQ_TILE_COLS];                                                                \
+        _Pragma("GCC unroll 8") for (int c = 0; c < n_cols; c++) acc[c] = _mm256_setzero_ps();  \
+        for (int64_t i = 0; i < n / KQ_QK_K; i++) {                                              \
+            if (n_cols == 1)                                                                     \
+                prefetch_block(&w[i], sizeof w[i]);                                              \
+            decoded_type b;                                                                      \
+            decode(&w[i], &b);                                                                   \
+            _Pragma("GCC unroll 8") for (int c = 0; c < n_cols; c++)                             \
+                accumulate(&b, act_row(x, x_stride, c) + i, &acc[c]);                            \
+        }                                                                                        \
+        _Pragma("GCC unroll 8") for (int c = 0; c < n_cols; c++) y[c * y_stride] = hsum_ps(acc[c]); \
     }
-#pragma GCC unroll 8
-    for (int c = 0; c < n_cols; c++)
-        y[c * y_stride] = hsum_ps(acc[c]);
-}
 
-static inline __attribute__((always_inline)) void q5_K_row_tile(int64_t n, const kq_block_q5_K *w, const void *x, size_t x_stride,
-                                 int n_cols, float *y, int64_t y_stride)
-{
-    __m256 acc[KQ_TILE_COLS];
-#pragma GCC unroll 8
-    for (int c = 0; c < n_cols; c++)
-        acc[c] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / KQ_QK_K; i++) {
-        if (n_cols == 1)
-            prefetch_block(&w[i], sizeof w[i]);
-        k4_block b;
-        q5_K_decode(&w[i], &b);
-#pragma GCC unroll 8
-        for (int c = 0; c < n_cols; c++)
-            k4_accumulate(&b, act_row(x, x_stride, c) + i, &acc[c]);
-    }
-#pragma GCC unroll 8
-    for (int c = 0; c < n_cols; c++)
-        y[c * y_stride] = hsum_ps(acc[c]);
-}
-
-static inline __attribute__((always_inline)) void q6_K_row_tile(int64_t n, const kq_block_q6_K *w, const void *x, size_t x_stride,
-                                 int n_cols, float *y, int64_t y_stride)
-{
-    __m256 acc[KQ_TILE_COLS];
-#pragma GCC unroll 8
-    for (int c = 0; c < n_cols; c++)
-        acc[c] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / KQ_QK_K; i++) {
-        if (n_cols == 1)
-            prefetch_block(&w[i], sizeof w[i]);
-        q6_block b;
-        q6_K_decode(&w[i], &b);
-#pragma GCC unroll 8
-        for (int c = 0; c < n_cols; c++)
-            q6_accumulate(&b, act_row(x, x_stride, c) + i, &acc[c]);
-    }
-#pragma GCC unroll 8
-    for (int c = 0; c < n_cols; c++)
-        y[c * y_stride] = hsum_ps(acc[c]);
-}
+KQ_DEFINE_ROW_TILE(q4_K_row_tile, kq_block_q4_K, k4_block, q4_K_decode, k4_accumulate)
+KQ_DEFINE_ROW_TILE(q5_K_row_tile, kq_block_q5_K, k4_block, q5_K_decode, k4_accumulate)
+KQ_DEFINE_ROW_TILE(q6_K_row_tile, kq_block_q6_K, q6_block, q6_K_decode, q6_accumulate)
 
 /* Expands to a tile function that calls ROW_TILE with a constant column count, so
  * the per-column accumulators live in registers. */
