@@ -5,6 +5,7 @@
 #ifndef ELLIOTT_KERNELS_INTERNAL_H
 #define ELLIOTT_KERNELS_INTERNAL_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -119,5 +120,20 @@ const kv_ops *kv_ops_avx2(void);
  * entries let a 32-bit gather read the last one. */
 extern uint16_t kv_gelu_f16_table[(1 << 16) + 2];
 void kv_init_tables(void);
+
+/* The first value of largest magnitude, sign included: the quantizers' symmetric
+ * scales map it to -nmax, as ggml's do. */
+static inline float kq_signed_absmax(const float *x, int64_t n)
+{
+    float max = 0.0f, amax = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        float a = fabsf(x[i]);
+        if (a > amax) {
+            amax = a;
+            max = x[i];
+        }
+    }
+    return max;
+}
 
 #endif

@@ -41,22 +41,6 @@ static inline int nearest_int(float f)
     return (bits & 0x007fffff) - 0x00400000;
 }
 
-/* The first value of largest magnitude, sign included (ggml's scales map it to -nmax);
- * its magnitude goes to *amax_out. */
-static float signed_absmax(const float *x, int n, float *amax_out)
-{
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
-    *amax_out = amax;
-    return max;
-}
-
 /* ==== Q8_K (activations) ======================================================== */
 
 static void quant_q8_K(const float *src, void *dst, int64_t n)
@@ -65,9 +49,8 @@ static void quant_q8_K(const float *src, void *dst, int64_t n)
     for (int64_t i = 0; i < n / KQ_QK_K; i++, src += KQ_QK_K) {
         /* The scale comes from the value of largest magnitude, sign included, so
          * that value maps to exactly -127 and every other one stays within range. */
-        float amax;
-        float max = signed_absmax(src, KQ_QK_K, &amax);
-        if (amax == 0) {
+        float max = kq_signed_absmax(src, KQ_QK_K);
+        if (max == 0) {
             memset(&y[i], 0, sizeof y[i]);
             continue;
         }
@@ -436,8 +419,7 @@ static float make_qkx2_quants(int n, int nmax, const float *x, const float *weig
  * x^2 weights and a sweep around nmax (make_qx_quants, rmse_type 1). */
 static float make_qx_quants(int n, int nmax, const float *x, int8_t *L)
 {
-    float amax;
-    float max = signed_absmax(x, n, &amax);
+    float max = kq_signed_absmax(x, n), amax = fabsf(max);
     if (amax < GROUP_MAX_EPS) {
         memset(L, 0, (size_t)n);
         return 0.f;
@@ -479,8 +461,7 @@ static float make_qx_quants(int n, int nmax, const float *x, int8_t *L)
 /* Symmetric 3-bit codes refined one value at a time (make_q3_quants, with rmse). */
 static float make_q3_quants(int n, int nmax, const float *x, int8_t *L)
 {
-    float amax;
-    float max = signed_absmax(x, n, &amax);
+    float max = kq_signed_absmax(x, n), amax = fabsf(max);
     if (amax < GROUP_MAX_EPS) {
         memset(L, 0, (size_t)n);
         return 0.f;
@@ -588,15 +569,9 @@ static void quant_q3_K(const float *src, void *dst, int64_t n)
     for (int64_t i = 0; i < n / KQ_QK_K; i++, src += KQ_QK_K) {
         int8_t L[KQ_QK_K];
         float scales[16];
-        float max_scale = 0, amax = 0;
-        for (int j = 0; j < 16; j++) {
+        for (int j = 0; j < 16; j++)
             scales[j] = make_q3_quants(16, 4, src + 16 * j, L + 16 * j);
-            float a = fabsf(scales[j]);
-            if (a > amax) {
-                amax = a;
-                max_scale = scales[j];
-            }
-        }
+        float max_scale = kq_signed_absmax(scales, 16);
         memset(y[i].scales, 0, sizeof y[i].scales);
         if (max_scale != 0) {
             const float iscale = -32.f / max_scale;

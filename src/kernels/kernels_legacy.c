@@ -13,20 +13,6 @@
 
 /* ---- helpers ------------------------------------------------------------------ */
 
-/* The signed value of largest magnitude (the first one on ties), as ggml picks it. */
-static float signed_absmax(const float *x, int n)
-{
-    float amax = 0.0f, max = 0.0f;
-    for (int j = 0; j < n; j++) {
-        float a = fabsf(x[j]);
-        if (amax < a) {
-            amax = a;
-            max = x[j];
-        }
-    }
-    return max;
-}
-
 static void min_max(const float *x, int n, float *min_out, float *max_out)
 {
     float min = x[0], max = x[0];
@@ -73,7 +59,7 @@ static void quant_q4_0(const float *src, void *dst, int64_t n)
 {
     kq_block_q4_0 *b = dst;
     for (int64_t i = 0; i < n / KQ_QK; i++, src += KQ_QK) {
-        float d = signed_absmax(src, KQ_QK) / -8.0f;
+        float d = kq_signed_absmax(src, KQ_QK) / -8.0f;
         float id = d != 0.0f ? 1.0f / d : 0.0f;
         b[i].d = el_f32_to_fp16(d);
         for (int j = 0; j < KQ_QK / 2; j++) {
@@ -200,7 +186,7 @@ static void quant_q5_0(const float *src, void *dst, int64_t n)
     kq_block_q5_0 *b = dst;
     int levels[KQ_QK];
     for (int64_t i = 0; i < n / KQ_QK; i++, src += KQ_QK) {
-        float d = signed_absmax(src, KQ_QK) / -16.0f;
+        float d = kq_signed_absmax(src, KQ_QK) / -16.0f;
         float id = d != 0.0f ? 1.0f / d : 0.0f;
         b[i].d = el_f32_to_fp16(d);
         for (int j = 0; j < KQ_QK; j++)
@@ -353,7 +339,7 @@ void kq_quantize_q8_k(const float *src, void *dst, int64_t n)
     const size_t block_bytes = 4 + QK_K + 2 * (QK_K / 16);
     for (int64_t i = 0; i < n / QK_K; i++, src += QK_K, out += block_bytes) {
         int8_t *qs = (int8_t *)(out + 4);
-        float max = signed_absmax(src, QK_K);
+        float max = kq_signed_absmax(src, QK_K);
         float d = 0.0f;
         if (max == 0.0f) {
             memset(qs, 0, QK_K);
