@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/wipebuf.h"
 #include "cli/args.h"
 #include "cli/cli_engine.h"
 #include "cli/commands.h"
@@ -106,33 +107,6 @@ static char *copy_text(const char *s, size_t len)
 
 /* ---- one turn -------------------------------------------------------------------- */
 
-typedef struct reply {
-    char *text;
-    size_t len, cap;
-} reply;
-
-static int reply_add(reply *rp, const char *text, size_t len)
-{
-    if (rp->len + len > rp->cap) {
-        size_t cap = rp->cap ? rp->cap : 1024;
-        while (cap < rp->len + len)
-            cap *= 2;
-        char *bigger = malloc(cap);
-        if (!bigger)
-            return -1;
-        if (rp->text) {
-            memcpy(bigger, rp->text, rp->len);
-            explicit_bzero(rp->text, rp->cap);
-            free(rp->text);
-        }
-        rp->text = bigger;
-        rp->cap = cap;
-    }
-    memcpy(rp->text + rp->len, text, len);
-    rp->len += len;
-    return 0;
-}
-
 /* Generates the assistant's turn; adds it to the conversation. -1 when the turn
  * could not be generated (the user's message is then taken back). */
 static int take_turn(const char *cmd, engine *e, conversation *c, const gen_params *params)
@@ -148,7 +122,7 @@ static int take_turn(const char *cmd, engine *e, conversation *c, const gen_para
             fprintf(stderr, "elliott %s: %s\n", cmd, err.msg);
         return -1;
     }
-    reply rp = {0};
+    wipebuf rp = {0};
     gen_event ev;
     int rc = 0;
     for (;;) {
@@ -157,7 +131,7 @@ static int take_turn(const char *cmd, engine *e, conversation *c, const gen_para
             break;
         fwrite(ev.text, 1, ev.len, stdout);
         fflush(stdout);
-        if (reply_add(&rp, ev.text, ev.len) < 0) {
+        if (wipebuf_append(&rp, ev.text, ev.len) < 0) {
             gen_cancel(r);
             rc = -1;
         }
@@ -169,14 +143,12 @@ static int take_turn(const char *cmd, engine *e, conversation *c, const gen_para
         fprintf(stderr, "elliott %s: generation failed\n", cmd);
         rc = -1;
     }
-    if (rc == 0 && conversation_add(c, CHAT_ROLE_ASSISTANT, rp.text ? rp.text : copy_text("", 0), rp.len) < 0) {
+    if (rc == 0 && conversation_add(c, CHAT_ROLE_ASSISTANT, rp.data ? rp.data : copy_text("", 0), rp.len) < 0) {
         fprintf(stderr, "elliott %s: the conversation is too long; /reset starts a new one\n", cmd);
         return -1;
     }
-    if (rc < 0 && rp.text) {
-        explicit_bzero(rp.text, rp.cap);
-        free(rp.text);
-    }
+    if (rc < 0)
+        wipebuf_free(&rp);
     return rc;
 }
 

@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/wipebuf.h"
 #include "server/server.h"
 #include "server/server_internal.h"
 
@@ -446,44 +447,8 @@ static enum MHD_Result start_stream(struct MHD_Connection *conn, request_ctx *ct
 
 /* ---- non-streaming completion ------------------------------------------------------ */
 
-typedef struct text_acc {
-    char *data;
-    size_t len, cap;
-} text_acc;
-
-/* Appends, moving (and wiping) the old block when it grows. */
-static int text_append(text_acc *t, const char *s, size_t n)
-{
-    if (t->len + n > t->cap) {
-        size_t cap = t->cap ? t->cap : 256;
-        while (cap < t->len + n)
-            cap *= 2;
-        char *p = malloc(cap);
-        if (!p)
-            return -1;
-        if (t->data) {
-            memcpy(p, t->data, t->len);
-            explicit_bzero(t->data, t->len);
-            free(t->data);
-        }
-        t->data = p;
-        t->cap = cap;
-    }
-    memcpy(t->data + t->len, s, n);
-    t->len += n;
-    return 0;
-}
-
-static void text_free(text_acc *t)
-{
-    if (t->data)
-        explicit_bzero(t->data, t->cap);
-    free(t->data);
-    memset(t, 0, sizeof *t);
-}
-
 /* Waits for the whole reply; returns false when the client went away. */
-static bool collect_reply(request_ctx *ctx, gen_request *g, int fd, text_acc *text, gen_event *done)
+static bool collect_reply(request_ctx *ctx, gen_request *g, int fd, wipebuf *text, gen_event *done)
 {
     bool gone = false, saw_text = false, oom = false;
     for (;;) {
@@ -507,7 +472,7 @@ static bool collect_reply(request_ctx *ctx, gen_request *g, int fd, text_acc *te
             saw_text = true;
             metrics_record_ttft(&ctx->srv->metrics, seconds_since(&ctx->t_start));
         }
-        if (!oom && text_append(text, ev.text, ev.len) < 0) {
+        if (!oom && wipebuf_append(text, ev.text, ev.len) < 0) {
             oom = true;
             gen_cancel(g);
         }
@@ -522,7 +487,7 @@ static enum MHD_Result complete_blocking(struct MHD_Connection *conn, request_ct
     server *srv = ctx->srv;
     gen_node node;
     register_gen(srv, &node, g);
-    text_acc text = {0};
+    wipebuf text = {0};
     gen_event done;
     bool present = collect_reply(ctx, g, connection_fd(conn), &text, &done);
     unregister_gen(srv, &node);
@@ -532,7 +497,7 @@ static enum MHD_Result complete_blocking(struct MHD_Connection *conn, request_ct
     ctx->engine_ms = done.queue_ms + done.prompt_ms + done.generate_ms;
     if (!present) {
         ctx->cancelled = true;
-        text_free(&text);
+        wipebuf_free(&text);
         return MHD_NO;
     }
     enum MHD_Result ok;
@@ -548,7 +513,7 @@ static enum MHD_Result complete_blocking(struct MHD_Connection *conn, request_ct
         ok = body ? respond_json(conn, ctx, 200, body, len)
                   : fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
     }
-    text_free(&text);
+    wipebuf_free(&text);
     return ok;
 }
 

@@ -4,6 +4,7 @@
 #include "base/fp16.h"
 #include "base/rng.h"
 #include "base/threadpool.h"
+#include "base/wipebuf.h"
 #include "test.h"
 
 static void test_err_wrap(void)
@@ -84,8 +85,30 @@ static void test_threadpool_runs_every_thread(void)
     CHECK(el_cpu_count() >= 1);
 }
 
+static void test_wipebuf_appends_across_growth(void)
+{
+    wipebuf b = {0};
+    char expect[5000];
+    for (int i = 0; i < 1000; i++) {
+        char piece[5];
+        snprintf(piece, sizeof piece, "%04d", i);
+        memcpy(expect + 4 * i, piece, 4);
+        CHECK(wipebuf_append(&b, piece, 4) == 0);
+    }
+    CHECK_EQ_INT(b.len, 4000);
+    CHECK(b.cap >= b.len);
+    CHECK(b.data && !memcmp(b.data, expect, 4000));
+    CHECK(wipebuf_append(&b, NULL, 0) == 0);
+    CHECK_EQ_INT(b.len, 4000);
+    CHECK(wipebuf_append(&b, "x", (size_t)-1) == -1); /* size overflow: refused, unchanged */
+    CHECK_EQ_INT(b.len, 4000);
+    wipebuf_free(&b);
+    CHECK(b.data == NULL && b.len == 0 && b.cap == 0);
+}
+
 int main(void)
 {
+    RUN(test_wipebuf_appends_across_growth);
     RUN(test_err_wrap);
     RUN(test_fp16_round_trip);
     RUN(test_rng_deterministic);
