@@ -9,7 +9,7 @@
 # Layers and what each may use. A layer links only against the ones listed
 # after it, so a dependency pointing the wrong way fails to link.
 
-LAYERS := cli server hub engine sampler chat tokenizer model kernels gguf base
+LAYERS := cli server hub engine grammar sampler chat tokenizer model kernels gguf base
 
 DEPS_base      :=
 DEPS_gguf      := base
@@ -18,7 +18,8 @@ DEPS_model     := kernels gguf base
 DEPS_tokenizer := gguf base
 DEPS_chat      := tokenizer gguf base
 DEPS_sampler   := base
-DEPS_engine    := sampler chat tokenizer model kernels gguf base
+DEPS_grammar   := base
+DEPS_engine    := grammar sampler chat tokenizer model kernels gguf base
 DEPS_hub       := gguf base
 DEPS_server    := engine $(DEPS_engine)
 DEPS_cli       := server hub $(DEPS_server)
@@ -27,6 +28,7 @@ DEPS_golden    := engine $(DEPS_engine)
 
 SYSLIBS_server := -lmicrohttpd -ljansson
 SYSLIBS_hub    := -lcurl -ljansson
+SYSLIBS_grammar := -ljansson
 # Tests may read JSON goldens with jansson whatever their layer.
 SYSLIBS_tests  := -ljansson
 
