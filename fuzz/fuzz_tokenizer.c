@@ -1,8 +1,8 @@
 /* libFuzzer target for the tokenizer and the chat template.
  *
  * The first input byte picks a vocabulary (two small ones built in memory, and the
- * real Gemma vocabulary when the shared data is present: $ELLIOTT_SHARED, else
- * ../shared); the rest is the text. Checked on every input:
+ * real Gemma vocabulary, tests/data/vocab-gemma.gguf, when run from the repository
+ * root); the rest is the text. Checked on every input:
  * - encoding never fails and every id is in the vocabulary;
  * - streaming detokenization only ever emits whole, valid UTF-8;
  * - for vocabularies without a dummy-prefix space, valid UTF-8 without U+2581 or
@@ -56,13 +56,10 @@ static void add_tiny(bool space_prefix)
     n_vocabs++;
 }
 
-static void add_shared_gemma(void)
+static void add_gemma(void)
 {
-    const char *dir = getenv("ELLIOTT_SHARED");
-    char path[4096];
-    snprintf(path, sizeof path, "%s/golden/tokenizer/vocab-gemma.gguf", dir && *dir ? dir : "../shared");
     el_err err;
-    gguf_file *f = gguf_open(path, &err);
+    gguf_file *f = gguf_open("tests/data/vocab-gemma.gguf", &err);
     if (!f)
         return; /* absent: fuzz the built-in vocabularies only */
     fuzz_vocab *v = &vocabs[n_vocabs];
@@ -80,7 +77,7 @@ static void init_once(void)
         return;
     add_tiny(false);
     add_tiny(true);
-    add_shared_gemma();
+    add_gemma();
 }
 
 static bool contains(const uint8_t *s, size_t n, const char *needle)

@@ -1,5 +1,5 @@
 /* A minimal test harness: CHECK macros that report and count failures, and
- * helpers for locating the shared golden data.
+ * where the reference data lies.
  *
  * A test file defines tests as `static void test_x(void)` and lists them in main
  * with RUN(test_x); main returns test_summary(). */
@@ -57,33 +57,8 @@ static inline int test_summary(void)
     return test_failures ? 1 : 0;
 }
 
-/* The shared reference data: $ELLIOTT_SHARED, else ../shared from the repository
- * root (tests run from the root). Returns NULL, saying so once, when absent. */
-static inline const char *test_shared_dir(void)
-{
-    static int warned;
-    const char *dir = getenv("ELLIOTT_SHARED");
-    if (!dir || !*dir)
-        dir = "../shared";
-    char probe[4096];
-    snprintf(probe, sizeof probe, "%s/golden/README.md", dir);
-    if (access(probe, R_OK) != 0) {
-        if (!warned++)
-            fprintf(stderr, "SKIP: golden data absent at %s (set ELLIOTT_SHARED)\n", dir);
-        return NULL;
-    }
-    return dir;
-}
-
-/* Path to a file under the shared directory, in a static buffer; NULL if absent. */
-static inline const char *test_shared_path(const char *rel)
-{
-    static char buf[4096];
-    const char *dir = test_shared_dir();
-    if (!dir)
-        return NULL;
-    snprintf(buf, sizeof buf, "%s/%s", dir, rel);
-    return buf;
-}
+/* The repository's reference data (tests/data/README.md); tests run from the
+ * repository root, so paths are relative to it. */
+#define TEST_DATA "tests/data/"
 
 #endif

@@ -25,9 +25,9 @@ static void usage(FILE *out)
         fprintf(out, " %s", model_shape_name(i));
     fprintf(out, "\n"
                  "      --type TYPE          f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k .. q6_k\n"
-                 "      --vocab FROM.gguf    tokenizer source (default: $ELLIOTT_SHARED or ../shared, then\n"
-                 "                           golden/tokenizer/vocab-gemma3.gguf for gemma3, vocab-gemma.gguf\n"
-                 "                           for gemma/gemma2, golden/real/stories260K.gguf for llama)\n"
+                 "      --vocab FROM.gguf    tokenizer source (default, from the repository root:\n"
+                 "                           tests/data/vocab-gemma3.gguf for gemma3, tests/data/vocab-gemma.gguf\n"
+                 "                           for gemma/gemma2, models/stories260K.gguf for llama)\n"
                  "      --n-vocab N          no tokenizer; a vocabulary of N tokens (small test models)\n"
                  "      --random             random weights (the only kind; accepted for clarity)\n"
                  "      --seed S             random seed (default 1)\n"
@@ -35,16 +35,13 @@ static void usage(FILE *out)
                  "  -h, --help               this help\n");
 }
 
-static const char *default_vocab(enum model_arch arch, char *buf, size_t size)
+/* The repository's own vocabularies, so that a checkout can regenerate its test
+ * models from its root with no other files. */
+static const char *default_vocab(enum model_arch arch)
 {
-    const char *dir = getenv("ELLIOTT_SHARED");
-    if (!dir || !*dir)
-        dir = "../shared";
-    const char *rel = arch == MODEL_ARCH_GEMMA3  ? "golden/tokenizer/vocab-gemma3.gguf"
-                      : arch == MODEL_ARCH_LLAMA ? "golden/real/stories260K.gguf"
-                                                 : "golden/tokenizer/vocab-gemma.gguf";
-    snprintf(buf, size, "%s/%s", dir, rel);
-    return buf;
+    return arch == MODEL_ARCH_GEMMA3  ? "tests/data/vocab-gemma3.gguf"
+           : arch == MODEL_ARCH_LLAMA ? "models/stories260K.gguf"
+                                      : "tests/data/vocab-gemma.gguf";
 }
 
 typedef struct make_args {
@@ -121,9 +118,8 @@ int cmd_make_model(int argc, char **argv)
         fprintf(stderr, "elliott make-model: %s is a directory; name the file to write\n", a.out);
         return 1;
     }
-    char vocab_buf[4096];
     if (!a.opt.n_vocab) {
-        a.opt.vocab_path = a.vocab ? a.vocab : default_vocab(a.opt.arch, vocab_buf, sizeof vocab_buf);
+        a.opt.vocab_path = a.vocab ? a.vocab : default_vocab(a.opt.arch);
         if (access(a.opt.vocab_path, R_OK) != 0) {
             fprintf(stderr, "elliott make-model: vocabulary %s is not readable (give --vocab FROM.gguf, or --n-vocab N)\n",
                     a.opt.vocab_path);

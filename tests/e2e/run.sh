@@ -4,7 +4,6 @@
 # usage errors.   usage: run.sh ELLIOTT_BINARY
 set -u
 bin=${1:?usage: run.sh ELLIOTT_BINARY}
-shared=${ELLIOTT_SHARED:-../shared}
 [ -x "$bin" ] || { echo "FAIL  no elliott binary at $bin"; exit 1; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -35,16 +34,13 @@ check "--raw with options" grep -q "little girl" "$tmp/raw"
 check "the same seed gives the same sample" cmp -s "$tmp/s1" "$tmp/s2"
 check "sampled output is not empty" test -s "$tmp/s1"
 
-gemma=$shared/golden/models/tiny-gemma-q8_0.gguf
-if [ -r "$gemma" ]; then
-    "$bin" run -m "$gemma" -p "Hello, how are you?" -n 8 --temp 0 --system "Be brief." >"$tmp/g" 2>"$tmp/gerr"
-    rc=$?
-    check "run -m on a gemma model exits 0" test $rc -eq 0
-    check "gemma: generated 8 tokens or stopped" grep -Eq "generated: [1-8] tokens" "$tmp/gerr"
-    check "gemma: no built-in model notice" bash -c "! grep -q built-in '$tmp/gerr'"
-else
-    echo "SKIP: $gemma absent"
-fi
+gemma=$tmp/gemma-tiny-q8_0.gguf
+check "make-model regenerates a golden gemma model" bash tests/golden/golden-model.sh "$bin" gemma-tiny-q8_0 "$gemma"
+"$bin" run -m "$gemma" -p "Hello, how are you?" -n 8 --temp 0 --system "Be brief." >"$tmp/g" 2>"$tmp/gerr"
+rc=$?
+check "run -m on a gemma model exits 0" test $rc -eq 0
+check "gemma: generated 8 tokens or stopped" grep -Eq "generated: [1-8] tokens" "$tmp/gerr"
+check "gemma: no built-in model notice" bash -c "! grep -q built-in '$tmp/gerr'"
 
 # Usage errors exit 2; failures exit 1; --help exits 0.
 for args in "" "-p" "-p x -n 0" "-p x -n abc" "-p x --temp -1" "-p x --top-p 2" "-p x --bogus" "-p x extra" "-p x --ctx 1"; do

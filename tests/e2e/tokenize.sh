@@ -3,7 +3,6 @@
 # tokens, BOS on request, text from stdin and from a file, and usage errors.
 set -u
 bin=${1:?usage: tokenize.sh ELLIOTT_BINARY}
-shared=${ELLIOTT_SHARED:-../shared}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail=0
@@ -48,20 +47,16 @@ lines "unknown short option in a group" 2 2 "$bin" tokenize -m models/stories260
 lines "-m without a value" 2 2 "$bin" tokenize -m
 lines "TEXT and --text-file" 2 2 "$bin" tokenize -m models/stories260K.gguf -f "$tmp/dir" "hello"
 
-vocab=$shared/golden/tokenizer/vocab-gemma.gguf
-if [ -r "$vocab" ]; then
-    text=$'<start_of_turn>user\nHello, how are you?'
-    # With special parsing the turn marker is one token; without, it is plain text.
-    expect "special tokens with --special --bos" "[2,106,1645,108,4521,235269,1368,708,692,235336]" \
-        "$bin" tokenize -m "$vocab" --special --bos "$text"
-    plain=$("$bin" tokenize -m "$vocab" "$text")
-    case $plain in *"106,"*) echo "FAIL plain text matched <start_of_turn>"; fail=1 ;; *) echo "ok   plain text stays plain" ;; esac
-    expect "stdin" "[4521,235269,1368,708,692,235336]" bash -c "printf 'Hello, how are you?' | '$bin' tokenize -m '$vocab'"
-    printf 'Hello, how are you?' >"$tmp/text"
-    expect "--text-file" "[4521,235269,1368,708,692,235336]" "$bin" tokenize -m "$vocab" --text-file "$tmp/text"
-else
-    echo "SKIP: $vocab absent (set ELLIOTT_SHARED)"
-fi
+vocab=tests/data/vocab-gemma.gguf
+text=$'<start_of_turn>user\nHello, how are you?'
+# With special parsing the turn marker is one token; without, it is plain text.
+expect "special tokens with --special --bos" "[2,106,1645,108,4521,235269,1368,708,692,235336]" \
+    "$bin" tokenize -m "$vocab" --special --bos "$text"
+plain=$("$bin" tokenize -m "$vocab" "$text")
+case $plain in *"106,"*) echo "FAIL plain text matched <start_of_turn>"; fail=1 ;; *) echo "ok   plain text stays plain" ;; esac
+expect "stdin" "[4521,235269,1368,708,692,235336]" bash -c "printf 'Hello, how are you?' | '$bin' tokenize -m '$vocab'"
+printf 'Hello, how are you?' >"$tmp/text"
+expect "--text-file" "[4521,235269,1368,708,692,235336]" "$bin" tokenize -m "$vocab" --text-file "$tmp/text"
 # The bundled model (llama SentencePiece, leading space added): the greedy reference's prompt ids.
 expect "stories260K prompt ids" "[1,403,407,261,378]" "$bin" tokenize -m models/stories260K.gguf --bos "Once upon a time"
 exit $fail

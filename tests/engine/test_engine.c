@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "golden_model.h"
 #include "test.h"
 
 #include "chat/chat.h"
@@ -17,23 +18,13 @@
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
-/* The bundled model is in the repository; the gemma one is shared golden data. */
+/* The bundled model, and the gemma golden models that make-model regenerates. */
 static const char *stories_path = "models/stories260K.gguf";
+static const char *argv0;
 
-static const char *golden_model(const char *name)
-{
-    static char path[4096];
-    char rel[256];
-    snprintf(rel, sizeof rel, "golden/models/%s.gguf", name);
-    const char *p = test_shared_path(rel);
-    if (!p)
-        return NULL;
-    snprintf(path, sizeof path, "%s", p);
-    return path;
-}
-
-/* Gemma 1, 2 (sliding window 8, soft-capping) and 3 (window 8, two rope bases). */
-static const char *const gemma_models[3] = {"tiny-gemma-q8_0", "tiny-gemma2-q4_0", "tiny-gemma3-q8_0"};
+/* Gemma 1, 2 (sliding window 8, soft-capping) and 3 (window 8, two rope bases, 5:1
+ * local/global layers). */
+static const char *const gemma_models[3] = {"gemma-tiny-q8_0", "gemma2-tiny-q4_0", "gemma3-tiny-deep-q8_0"};
 static const char *const gemma_archs[3] = {"gemma", "gemma2", "gemma3"};
 
 /* ---- helpers -------------------------------------------------------------------- */
@@ -280,7 +271,7 @@ static void test_greedy_equals_direct(void)
 static void test_gemma_chat_equals_direct(void)
 {
     for (int k = 0; k < 3; k++) {
-        const char *path = golden_model(gemma_models[k]);
+        const char *path = golden_model_make(argv0, gemma_models[k]);
         if (!path)
             return;
         engine *e = start(path, (engine_opts){.n_ctx = 128});
@@ -375,7 +366,7 @@ out:
 static void test_gemma_batching_equals_alone(void)
 {
     for (int k = 0; k < 2; k++) {
-        const char *path = golden_model(gemma_models[k]);
+        const char *path = golden_model_make(argv0, gemma_models[k]);
         if (!path)
             return;
         gemma_batching_equals_alone(path);
@@ -827,8 +818,10 @@ static void test_threaded_consumers(void)
     engine_free(e);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    (void)argc;
+    argv0 = argv[0];
     RUN(test_stop_filter);
     RUN(test_greedy_equals_direct);
     RUN(test_gemma_chat_equals_direct);

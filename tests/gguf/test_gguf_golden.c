@@ -1,20 +1,17 @@
-/* Opens every GGUF file in the shared golden data and checks what is known about it. */
+/* Opens every GGUF file in the repository's reference data and checks what is known about it. */
 #include "gguf/gguf.h"
 #include "test.h"
 
 static const char *const golden_files[] = {
-    "golden/tokenizer/vocab-gemma.gguf",  "golden/tokenizer/vocab-gemma3.gguf",
-    "golden/models/tiny-gemma-q8_0.gguf", "golden/models/tiny-gemma2-q4_0.gguf",
-    "golden/models/tiny-gemma3-q8_0.gguf", "golden/models/tiny-mha-gemma-f32.gguf",
-    "golden/real/stories260K.gguf",
+    TEST_DATA "vocab-gemma.gguf",
+    TEST_DATA "vocab-gemma3.gguf",
+    "models/stories260K.gguf",
 };
 
 static void test_open_every_golden_file(void)
 {
     for (size_t i = 0; i < sizeof golden_files / sizeof *golden_files; i++) {
-        const char *path = test_shared_path(golden_files[i]);
-        if (!path)
-            return;
+        const char *path = golden_files[i];
         el_err err = {{0}};
         gguf_file *f = gguf_open(path, &err);
         CHECKF(f != NULL, "%s", err.msg);
@@ -39,9 +36,7 @@ static void test_open_every_golden_file(void)
 
 static void test_vocabulary_file(void)
 {
-    const char *path = test_shared_path("golden/tokenizer/vocab-gemma3.gguf");
-    if (!path)
-        return;
+    const char *path = TEST_DATA "vocab-gemma3.gguf";
     el_err err = {{0}};
     gguf_file *f = gguf_open(path, &err);
     CHECKF(f != NULL, "%s", err.msg);
@@ -64,9 +59,7 @@ static void test_vocabulary_file(void)
 
 static void test_stories_model(void)
 {
-    const char *path = test_shared_path("golden/real/stories260K.gguf");
-    if (!path)
-        return;
+    const char *path = "models/stories260K.gguf";
     el_err err = {{0}};
     gguf_file *f = gguf_open(path, &err);
     CHECKF(f != NULL, "%s", err.msg);

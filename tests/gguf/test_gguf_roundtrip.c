@@ -349,9 +349,7 @@ static void test_writer_rejects_bad_input(void)
 /* The make-model path: a whole vocabulary copied key by key from a real file. */
 static void test_copy_vocabulary(void)
 {
-    const char *src_path = test_shared_path("golden/tokenizer/vocab-gemma3.gguf");
-    if (!src_path)
-        return;
+    const char *src_path = TEST_DATA "vocab-gemma3.gguf";
     el_err err = {{0}};
     gguf_file *src = gguf_open(src_path, &err);
     CHECKF(src != NULL, "%s", err.msg);

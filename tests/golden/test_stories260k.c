@@ -1,5 +1,5 @@
 /* The one real trained model (llama architecture) against a float64 reference:
- * ../shared/golden/real/stories260K.greedy-ref.jsonl gives, per prompt, 48 greedy ids
+ * tests/data/stories260K.greedy-ref.jsonl gives, per prompt, 48 greedy ids
  * and the top-5 logits at each step. Greedy ids must match exactly; logits within
  * |ours - ref| <= 1e-3 * max(1, |ref|). */
 #include <jansson.h>
@@ -64,13 +64,11 @@ static void check_prompt(model *m, model_ctx *ctx, kv_cache *kv, json_t *ref, fl
 
 static void test_stories260k_greedy(void)
 {
-    const char *p = test_shared_path("golden/real/stories260K.gguf");
-    if (!p)
-        return;
+    const char *p = "models/stories260K.gguf";
     el_err err = {{0}};
     model *m = model_load(p, NULL, &err);
     CHECKF(m != NULL, "%s", err.msg);
-    FILE *f = fopen(test_shared_path("golden/real/stories260K.greedy-ref.jsonl"), "r");
+    FILE *f = fopen(TEST_DATA "stories260K.greedy-ref.jsonl", "r");
     CHECK(f != NULL);
     if (!m || !f) {
         model_free(m);

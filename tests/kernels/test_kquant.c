@@ -36,12 +36,10 @@ static bool have_avx2(void)
     return ok;
 }
 
-static void *read_file(const char *rel, size_t *size)
+static void *read_file(const char *path, size_t *size)
 {
-    const char *path = test_shared_path(rel);
-    if (!path)
-        return NULL;
     FILE *f = fopen(path, "rb");
+    CHECKF(f != NULL, "cannot open %s", path);
     if (!f)
         return NULL;
     fseek(f, 0, SEEK_END);
@@ -72,16 +70,16 @@ static void test_golden_dequant(void)
     fprintf(stderr, "      AVX2 implementations %s\n", avx2 ? "compared" : "absent on this CPU");
     for (size_t t = 0; t < N_WEIGHT_TYPES; t++) {
         const kq_case *c = &weight_types[t];
-        char rel[128];
+        char path[128];
         size_t blocks_size = 0, ref_size = 0;
-        snprintf(rel, sizeof rel, "golden/quant/%s.blocks", c->golden);
-        unsigned char *blocks = read_file(rel, &blocks_size);
-        snprintf(rel, sizeof rel, "golden/quant/%s.dequant.f32", c->golden);
-        float *ref = read_file(rel, &ref_size);
+        snprintf(path, sizeof path, TEST_DATA "quant/%s.blocks", c->golden);
+        unsigned char *blocks = read_file(path, &blocks_size);
+        snprintf(path, sizeof path, TEST_DATA "quant/%s.dequant.f32", c->golden);
+        float *ref = read_file(path, &ref_size);
         if (!blocks || !ref) {
             free(blocks);
             free(ref);
-            return; /* test_shared_path said SKIP */
+            return;
         }
         const int64_t n = GOLDEN_ROWS * GOLDEN_COLS;
         CHECK_EQ_INT(blocks_size, (size_t)n / KQ_QK_K * c->block_bytes);
@@ -504,10 +502,10 @@ static void test_requantize_golden(void)
     static const double bound[] = {0.02, 0.1, 0.025, 0.025, 0.03}; /* Q2_K .. Q6_K */
     for (size_t t = 0; t < N_WEIGHT_TYPES; t++) {
         const kq_case *c = &weight_types[t];
-        char rel[128];
+        char path[128];
         size_t ref_size = 0;
-        snprintf(rel, sizeof rel, "golden/quant/%s.dequant.f32", c->golden);
-        float *ref = read_file(rel, &ref_size);
+        snprintf(path, sizeof path, TEST_DATA "quant/%s.dequant.f32", c->golden);
+        float *ref = read_file(path, &ref_size);
         if (!ref)
             return;
         const int64_t n = GOLDEN_ROWS * GOLDEN_COLS;

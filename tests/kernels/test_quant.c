@@ -13,11 +13,8 @@ enum { GOLDEN_ROWS = 4, GOLDEN_COLS = 512 };
 
 static void *read_golden(const char *type_name, const char *suffix, size_t expect_bytes)
 {
-    char rel[256];
-    snprintf(rel, sizeof rel, "golden/quant/%s.%s", type_name, suffix);
-    const char *path = test_shared_path(rel);
-    if (!path)
-        return NULL;
+    char path[256];
+    snprintf(path, sizeof path, TEST_DATA "quant/%s.%s", type_name, suffix);
     FILE *f = fopen(path, "rb");
     CHECKF(f != NULL, "cannot open %s", path);
     if (!f)

@@ -9,11 +9,8 @@
 
 static tokenizer *load_vocab(const char *rel)
 {
-    const char *path = test_shared_path(rel);
-    if (!path)
-        return NULL;
     el_err err = {{0}};
-    gguf_file *f = gguf_open(path, &err);
+    gguf_file *f = gguf_open(rel, &err);
     CHECKF(f != NULL, "%s: %s", rel, err.msg);
     if (!f)
         return NULL;
@@ -58,11 +55,9 @@ static int check_encoding(const tokenizer *t, const char *text, size_t len, bool
 static void check_golden_file(const char *vocab_rel, const char *golden_rel)
 {
     tokenizer *t = load_vocab(vocab_rel);
-    const char *path = test_shared_path(golden_rel);
-    if (!t || !path) {
-        tokenizer_free(t);
+    const char *path = golden_rel;
+    if (!t)
         return;
-    }
     FILE *fp = fopen(path, "r");
     CHECKF(fp != NULL, "cannot open %s", path);
     if (!fp) {
@@ -96,24 +91,22 @@ static void check_golden_file(const char *vocab_rel, const char *golden_rel)
 
 static void test_gemma_golden(void)
 {
-    check_golden_file("golden/tokenizer/vocab-gemma.gguf", "golden/tokenizer/gemma.jsonl");
+    check_golden_file(TEST_DATA "vocab-gemma.gguf", TEST_DATA "gemma.jsonl");
 }
 
 static void test_gemma3_golden(void)
 {
-    check_golden_file("golden/tokenizer/vocab-gemma3.gguf", "golden/tokenizer/gemma3.jsonl");
+    check_golden_file(TEST_DATA "vocab-gemma3.gguf", TEST_DATA "gemma3.jsonl");
 }
 
 /* The greedy reference's prompt ids are BOS (add_bos_token defaults to true)
  * followed by the prompt with SentencePiece's dummy-prefix space. */
 static void test_stories_prompts(void)
 {
-    tokenizer *t = load_vocab("golden/real/stories260K.gguf");
-    const char *path = test_shared_path("golden/real/stories260K.greedy-ref.jsonl");
-    if (!t || !path) {
-        tokenizer_free(t);
+    tokenizer *t = load_vocab("models/stories260K.gguf");
+    const char *path = TEST_DATA "stories260K.greedy-ref.jsonl";
+    if (!t)
         return;
-    }
     CHECK(tokenizer_add_bos(t));
     CHECK(tokenizer_add_space_prefix(t));
     CHECK_EQ_INT(tokenizer_bos(t), 1);
