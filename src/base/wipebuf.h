@@ -1,5 +1,5 @@
 /* A growable byte buffer for text that must not outlive its use (message and
- * generated text, SPEC section 3): growing copies the bytes to a new block and wipes
+ * generated text; docs/api.md, Privacy): growing copies the bytes to a new block and wipes
  * the old one, and wipebuf_free wipes before freeing. Zero-initialise to start. */
 #ifndef ELLIOTT_BASE_WIPEBUF_H
 #define ELLIOTT_BASE_WIPEBUF_H

@@ -1,4 +1,4 @@
-/* elliott serve: the chat completion API over HTTP (SPEC sections 1-3). */
+/* elliott serve: the chat completion API over HTTP (docs/api.md). */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>

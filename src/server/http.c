@@ -230,7 +230,7 @@ static enum MHD_Result fail(struct MHD_Connection *conn, request_ctx *ctx, int s
     return respond_error(conn, ctx, &e, header, value);
 }
 
-/* Maps engine_submit's refusal onto the SPEC's error table. */
+/* Maps engine_submit's refusal onto the error table of docs/api.md. */
 static enum MHD_Result respond_submit_error(struct MHD_Connection *conn, request_ctx *ctx,
                                             enum gen_status st, const el_err *err)
 {

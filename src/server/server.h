@@ -1,4 +1,4 @@
-/* The HTTP service: the elliott-1 chat completion API of SPEC.md over an engine. */
+/* The HTTP service: the elliott-1 chat completion API of docs/api.md over an engine. */
 #ifndef ELLIOTT_SERVER_H
 #define ELLIOTT_SERVER_H
 

@@ -1,6 +1,6 @@
 #!/bin/bash
 # elliott serve end to end on the built-in model (stories260K): every route,
-# the SPEC's own curl example, every error row, streaming, keep-alive, 16
+# the elliott-1 service's own curl example, every error row, streaming, keep-alive, 16
 # concurrent clients, a client that hangs up, privacy of the log, SIGTERM.
 # usage: bash tests/e2e/serve.sh path/to/elliott
 set -u
@@ -15,9 +15,9 @@ start_server "$LOG"
 grep -q 'built-in model stories260K' "$LOG" || fail "no log line saying the built-in model is used"
 wait_ready || exit 1
 
-# The SPEC's curl example, byte for byte (host and port aside).
+# The elliott-1 curl example (docs/api.md), byte for byte (host and port aside).
 OUT=$(curl -s -X POST http://127.0.0.1:$PORT/v1/ai/chat/completions/ -H "Content-Type: application/json" -d '{"messages":[{"role":"user","content":"Hello, how are you?"}]}')
-python3 - "$OUT" <<'PY' || fail "the SPEC example's response"
+python3 - "$OUT" <<'PY' || fail "the elliott-1 example's response"
 import json, re, sys, time
 v = json.loads(sys.argv[1])
 assert re.fullmatch(r"cfai-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", v["id"]), v["id"]
@@ -46,7 +46,7 @@ grep -q 'shutting down' "$LOG" || fail "no shutdown line"
 # Privacy: the marker went into every message; the whole log must not hold it.
 HITS=$(grep -c -- "$MARKER" "$LOG")
 [ "$HITS" = 0 ] || fail "message text in the log ($HITS lines)"
-grep -q 'Hello, how are you' "$LOG" && fail "the SPEC example's message text is in the log"
+grep -q 'Hello, how are you' "$LOG" && fail "the elliott-1 example's message text is in the log"
 check_log "$LOG"
 
 # Start-up refusals: one message on stderr and exit 1 (bad files) or 2 (bad
