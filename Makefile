@@ -5,6 +5,8 @@
 #   make SAN=1 check     the same under AddressSanitizer + UBSan (in build-san/)
 #   make CC=clang        any C11 compiler; warnings are errors
 #   make fuzz            libFuzzer targets (clang), in build-fuzz/
+#   make install         install the binary, the man page and the docs under PREFIX
+#                        (default /usr/local; DESTDIR for staging); make uninstall
 #
 # Layers and what each may use. A layer links only against the ones listed
 # after it, so a dependency pointing the wrong way fails to link.
@@ -146,5 +148,42 @@ $(FUZZ_BUILD)/fuzz/%: fuzz/%.c $(FUZZ_LIBS)
 
 clean:
 	rm -rf build build-san build-fuzz build-clang
+
+# ---- version, install, uninstall -----------------------------------------------
+# The version is written once, in VERSION; a git checkout adds `git describe` (set
+# ELLIOTT_GIT= for a build that must not depend on the checkout, as the Debian one).
+
+VERSION := $(shell cat VERSION)
+ELLIOTT_GIT ?= $(shell git describe --always --dirty 2>/dev/null)
+VERSION_STRING := $(VERSION)$(if $(ELLIOTT_GIT), (git $(ELLIOTT_GIT)))
+
+# Rewritten only when the string changes, so that an unchanged version rebuilds nothing.
+$(BUILD)/version.h: FORCE
+	@mkdir -p $(@D)
+	@printf '#define ELLIOTT_VERSION "%s"\n' '$(VERSION_STRING)' >$@.tmp
+	@if cmp -s $@.tmp $@; then rm $@.tmp; else mv $@.tmp $@; fi
+$(BUILD)/obj/cli/main.c.o: $(BUILD)/version.h
+$(BUILD)/obj/cli/main.c.o: CPPFLAGS_ALL += -include $(BUILD)/version.h
+.PHONY: FORCE install uninstall
+FORCE:
+
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+DOCDIR ?= $(PREFIX)/share/doc/elliott
+INSTALL ?= install
+INSTALL_DOCS := README.md docs/api.md docs/commands.md docs/architecture.md docs/performance.md
+
+install: $(BUILD)/elliott
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DOCDIR)
+	$(INSTALL) -m 755 $(BUILD)/elliott $(DESTDIR)$(BINDIR)/elliott
+	$(INSTALL) -m 644 man/elliott.1 $(DESTDIR)$(MANDIR)/man1/elliott.1
+	$(INSTALL) -m 644 $(INSTALL_DOCS) $(DESTDIR)$(DOCDIR)/
+	$(INSTALL) -m 644 models/README.md $(DESTDIR)$(DOCDIR)/models.md
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/elliott $(DESTDIR)$(MANDIR)/man1/elliott.1 \
+	    $(addprefix $(DESTDIR)$(DOCDIR)/,$(notdir $(INSTALL_DOCS)) models.md)
+	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -32,7 +32,7 @@ static void usage(FILE *out)
             "\n"
             "options:\n"
             "  -o, --output DIR     where to put it (default: $ELLIOTT_MODELS, else\n"
-            "                       ~/.cache/elliott/models)\n"
+            "                       $XDG_CACHE_HOME/elliott/models, else ~/.cache/elliott/models)\n"
             "  -r, --revision REV   branch, tag or commit (default: main)\n"
             "      --retries N      resume automatically after N network failures (default: %d)\n"
             "  -l, --list           list the repository's .gguf files and exit\n"
@@ -40,7 +40,7 @@ static void usage(FILE *out)
             "\n"
             "Environment: HF_ENDPOINT (default https://huggingface.co); HF_TOKEN, an access\n"
             "token sent as a bearer token to HF_ENDPOINT's host only (never to a redirect's);\n"
-            "ELLIOTT_MODELS, the default DIR.\n",
+            "ELLIOTT_MODELS and XDG_CACHE_HOME, for the default DIR.\n",
             DEFAULT_RETRIES);
 }
 

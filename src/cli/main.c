@@ -2,11 +2,26 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli/args.h"
 #include "cli/commands.h"
 
+/* The Makefile defines it from the VERSION file (and git describe, when the source
+ * is a git checkout), so that the version is written in one place. */
 #ifndef ELLIOTT_VERSION
-#define ELLIOTT_VERSION "0.1.0"
+#error "ELLIOTT_VERSION is defined by the Makefile"
 #endif
+
+static int cmd_version(int argc, char **argv)
+{
+    if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        puts("usage: elliott version\n\nPrints the version (as elliott --version does).");
+        return 0;
+    }
+    if (argc > 1)
+        return args_usage_error("version", "unexpected argument '%s'", argv[1]);
+    printf("elliott %s\n", ELLIOTT_VERSION);
+    return 0;
+}
 
 typedef struct command {
     const char *name;
@@ -25,6 +40,7 @@ static const command commands[] = {
     {"logits", cmd_logits, "print the top logits for a sequence of token ids"},
     {"quantize", cmd_quantize, "convert a GGUF model to another tensor type"},
     {"make-model", cmd_make_model, "write a random-weight model at a real shape"},
+    {"version", cmd_version, "print the version (also --version)"},
 };
 
 static void usage(FILE *out)
@@ -48,10 +64,8 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    if (!strcmp(name, "--version")) {
-        printf("elliott %s\n", ELLIOTT_VERSION);
-        return 0;
-    }
+    if (!strcmp(name, "--version"))
+        return cmd_version(1, argv + 1);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(name, commands[i].name))
             return commands[i].fn(argc - 1, argv + 1);

@@ -290,13 +290,16 @@ static int make_dirs(const char *dir, el_err *err)
 int hub_default_dir(char *buf, size_t size, el_err *err)
 {
     const char *models = getenv("ELLIOTT_MODELS");
+    const char *cache = getenv("XDG_CACHE_HOME");
     int n;
     if (models && *models) {
         n = snprintf(buf, size, "%s", models);
+    } else if (cache && cache[0] == '/') { /* the XDG spec ignores a relative path */
+        n = snprintf(buf, size, "%s/elliott/models", cache);
     } else {
         const char *home = getenv("HOME");
         if (!home || !*home)
-            return el_fail(err, "neither ELLIOTT_MODELS nor HOME is set; name a directory with -o");
+            return el_fail(err, "none of ELLIOTT_MODELS, XDG_CACHE_HOME and HOME is set; name a directory with -o");
         n = snprintf(buf, size, "%s/.cache/elliott/models", home);
     }
     if (n < 0 || (size_t)n >= size)

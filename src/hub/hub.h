@@ -80,7 +80,8 @@ typedef struct hub_result {
 int hub_download(const hub_request *req, hub_progress_fn progress, void *ctx, hub_result *res,
                  el_err *err);
 
-/* Where models go by default: $ELLIOTT_MODELS, else $HOME/.cache/elliott/models. */
+/* Where models go by default: $ELLIOTT_MODELS, else $XDG_CACHE_HOME/elliott/models
+ * (when that is an absolute path), else $HOME/.cache/elliott/models. */
 int hub_default_dir(char *buf, size_t size, el_err *err);
 
 #endif

@@ -68,7 +68,7 @@ for _ in $(seq 400); do [ -s "$WORK/port" ] && break; sleep 0.05; done
 [ -s "$WORK/port" ] || { echo "fake_hf.py did not start"; exit 1; }
 PORT=$(cat "$WORK/port")
 export HF_ENDPOINT="http://127.0.0.1:$PORT"
-unset HF_TOKEN ELLIOTT_MODELS
+unset HF_TOKEN ELLIOTT_MODELS XDG_CACHE_HOME
 ctl() { python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())' "$HF_ENDPOINT/_control/$1"; }
 
 # pull ARGS...: runs elliott pull, leaving stdout, stderr and status in OUT, ERR, RC
@@ -106,6 +106,10 @@ check "second pull says so" grep -q "already there" "$WORK/err"
 echo "default directory"
 HOME=$WORK/home "$ELLIOTT" pull test/nopref-GGUF b-Q8_0.gguf >"$WORK/out" 2>"$WORK/err"
 check "  lands in \$HOME/.cache/elliott/models" [ "$(cat "$WORK/out")" = "$WORK/home/.cache/elliott/models/b-Q8_0.gguf" ]
+XDG_CACHE_HOME=$WORK/xdg HOME=$WORK/home2 "$ELLIOTT" pull test/nopref-GGUF b-Q8_0.gguf >"$WORK/out" 2>"$WORK/err"
+check "  or in \$XDG_CACHE_HOME/elliott/models" [ "$(cat "$WORK/out")" = "$WORK/xdg/elliott/models/b-Q8_0.gguf" ]
+XDG_CACHE_HOME=relative/cache HOME=$WORK/home3 "$ELLIOTT" pull test/nopref-GGUF b-Q8_0.gguf >"$WORK/out" 2>"$WORK/err"
+check "  a relative XDG_CACHE_HOME is ignored" [ "$(cat "$WORK/out")" = "$WORK/home3/.cache/elliott/models/b-Q8_0.gguf" ]
 ELLIOTT_MODELS=$WORK/models "$ELLIOTT" pull test/nopref-GGUF b-Q8_0.gguf >"$WORK/out" 2>"$WORK/err"
 check "  ELLIOTT_MODELS wins" [ "$(cat "$WORK/out")" = "$WORK/models/b-Q8_0.gguf" ]
 

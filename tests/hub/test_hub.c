@@ -361,7 +361,13 @@ static void test_default_dir(void)
     setenv("ELLIOTT_MODELS", "/models/here", 1);
     CHECK(hub_default_dir(buf, sizeof buf, &err) == 0 && strcmp(buf, "/models/here") == 0);
     unsetenv("ELLIOTT_MODELS");
+    setenv("XDG_CACHE_HOME", "/var/cache/someone", 1);
+    CHECK(hub_default_dir(buf, sizeof buf, &err) == 0 && strcmp(buf, "/var/cache/someone/elliott/models") == 0);
+    setenv("XDG_CACHE_HOME", "relative", 1); /* not absolute: ignored, as the XDG spec says */
     setenv("HOME", "/home/someone", 1);
+    CHECK(hub_default_dir(buf, sizeof buf, &err) == 0);
+    CHECK(strcmp(buf, "/home/someone/.cache/elliott/models") == 0);
+    unsetenv("XDG_CACHE_HOME");
     CHECK(hub_default_dir(buf, sizeof buf, &err) == 0);
     CHECK(strcmp(buf, "/home/someone/.cache/elliott/models") == 0);
     CHECK(hub_default_dir(buf, 10, &err) == -1);
