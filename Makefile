@@ -174,7 +174,9 @@ DOCDIR ?= $(PREFIX)/share/doc/elliott
 INSTALL ?= install
 INSTALL_DOCS := README.md docs/api.md docs/commands.md docs/architecture.md docs/performance.md
 
-install: $(BUILD)/elliott
+# Order-only: `make && sudo make install` must not rebuild as root (root's view of the
+# git checkout, hence the version string, may differ).
+install: | $(BUILD)/elliott
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DOCDIR)
 	$(INSTALL) -m 755 $(BUILD)/elliott $(DESTDIR)$(BINDIR)/elliott
 	$(INSTALL) -m 644 man/elliott.1 $(DESTDIR)$(MANDIR)/man1/elliott.1
