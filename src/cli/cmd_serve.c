@@ -2,11 +2,13 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "cli/args.h"
 #include "cli/cli_engine.h"
@@ -253,29 +255,85 @@ static int check_model_path(const char *path)
     return 0;
 }
 
-static void on_listening(int port, void *ctx)
+static void say_listening(const char *host, int port)
 {
-    const char *host = ctx;
     bool v6 = strchr(host, ':') != NULL;
     fprintf(stderr, "elliott serve: listening on http://%s%s%s:%d\n", v6 ? "[" : "", host, v6 ? "]" : "", port);
 }
 
+static void say_engine_state(engine *e, enum engine_state st)
+{
+    if (st == ENGINE_READY) {
+        engine_info info;
+        engine_get_info(e, &info);
+        fprintf(stderr,
+                "elliott serve: model ready: %s (%s, chat format %s), context %d x %d slots, %d threads, "
+                "default max_tokens %d\n",
+                info.model_name, info.arch, info.chat_format, info.n_ctx, info.n_slots, info.n_threads,
+                info.max_tokens_default);
+    } else if (st == ENGINE_FAILED) {
+        el_err why = {{0}};
+        engine_state(e, &why);
+        fprintf(stderr, "elliott serve: the model failed to load: %s (answering 503 until stopped)\n", why.msg);
+    }
+}
+
+/* Waits for SIGINT or SIGTERM (blocked in every thread, so they stay pending
+ * until taken here), saying once when the model has loaded or failed. */
+static void wait_for_stop(engine *e, const sigset_t *stop_signals)
+{
+    bool loading = true;
+    for (;;) {
+        int sig;
+        if (loading) {
+            struct timespec tick = {0, 100 * 1000000L};
+            sig = sigtimedwait(stop_signals, NULL, &tick);
+        } else {
+            sig = sigwaitinfo(stop_signals, NULL);
+        }
+        if (sig > 0)
+            return;
+        if (errno != EAGAIN && errno != EINTR)
+            return;
+        if (loading) {
+            enum engine_state st = engine_state(e, NULL);
+            if (st != ENGINE_LOADING) {
+                loading = false;
+                say_engine_state(e, st);
+            }
+        }
+    }
+}
+
 static int serve(engine_config *ec, server_config *sc, const char *model)
 {
+    /* Blocked before any thread starts, so that every thread inherits the mask
+     * and the signals wait for wait_for_stop instead of interrupting I/O. */
+    sigset_t stop_signals, saved;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, &saved);
     cli_engine_use_model(CMD, ec, model);
-    /* The engine's threads leave SIGINT/SIGTERM to the server, which waits for them. */
     engine *e = cli_engine_start(CMD, ec, false);
-    if (!e)
+    if (!e) {
+        pthread_sigmask(SIG_SETMASK, &saved, NULL);
         return 1;
+    }
     fprintf(stderr, "elliott serve: loading %s in the background\n", model ? model : EMBEDDED_MODEL_NAME);
-    sc->on_listening = on_listening;
-    sc->on_listening_ctx = (void *)sc->host;
     el_err err = {{0}};
-    int rc = server_run(sc, e, &err);
-    if (rc < 0)
+    server *srv = server_start(sc, e, &err);
+    if (srv) {
+        say_listening(sc->host, server_port(srv));
+        wait_for_stop(e, &stop_signals);
+        fprintf(stderr, "elliott serve: shutting down\n");
+        server_stop(srv);
+    } else {
         fprintf(stderr, "elliott serve: %s\n", err.msg);
+    }
     engine_free(e);
-    return rc < 0 ? 1 : 0;
+    pthread_sigmask(SIG_SETMASK, &saved, NULL);
+    return srv ? 0 : 1;
 }
 
 int cmd_serve(int argc, char **argv)

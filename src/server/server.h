@@ -17,16 +17,21 @@ typedef struct server_config {
     size_t max_body;         /* default 1 MiB */
     const char *cors_origin; /* NULL: no CORS headers */
     int max_connections;     /* default 64 */
-    int shutdown_grace_ms;   /* in-flight requests get this long on SIGINT/SIGTERM */
-    void (*on_listening)(int port, void *ctx); /* called once the socket is bound */
-    void *on_listening_ctx;
+    int shutdown_grace_ms;   /* in-flight requests get this long in server_stop */
 } server_config;
 
 void server_config_default(server_config *c);
 
-/* Serves until SIGINT or SIGTERM, then stops accepting, lets in-flight requests
- * finish within the grace period (cancelling the rest) and returns 0. The engine
- * may still be loading: requests get 503 until it is ready. */
-int server_run(const server_config *c, engine *e, el_err *err);
+typedef struct server server;
+
+/* Binds the socket and serves from background threads until server_stop. The
+ * engine may still be loading: requests get 503 until it is ready. c and e must
+ * outlive the server. */
+server *server_start(const server_config *c, engine *e, el_err *err);
+/* The port bound (the one chosen when the configuration said 0). */
+int server_port(const server *s);
+/* Stops accepting, lets in-flight requests finish within the grace period
+ * (cancelling the rest), stops and frees the server. */
+void server_stop(server *s);
 
 #endif

@@ -1,7 +1,10 @@
 /* The server layer's internal pieces, shared by its files and its unit tests:
  * request parsing and validation, response and SSE formatting, ids, routing,
- * authentication and metrics. Nothing here touches the network or calls the
- * engine's functions (only its types), so all of it is testable without a model. */
+ * authentication and metrics. Nothing in those sections touches the network or
+ * calls the engine's functions (only its types), so all of it is testable
+ * without a model. The last section is the HTTP transport's state, shared by
+ * http.c (transport, routing, life cycle) and completion.c (the completion and
+ * streaming path). */
 #ifndef ELLIOTT_SERVER_INTERNAL_H
 #define ELLIOTT_SERVER_INTERNAL_H
 
@@ -10,8 +13,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <microhttpd.h>
+#include <stdatomic.h>
+#include <time.h>
+
 #include "base/err.h"
 #include "engine/engine.h"
+#include "server/server.h"
 
 /* ---- errors ----------------------------------------------------------------- */
 
@@ -160,5 +168,77 @@ typedef struct metrics_gauges {
 
 /* Prometheus text exposition format 0.0.4. Free with api_free. */
 char *metrics_render(server_metrics *m, const metrics_gauges *g, size_t *len);
+
+/* ---- the HTTP transport (http.c, completion.c) --------------------------------- */
+
+/* Generations in flight, so that shutdown can cancel them. */
+typedef struct gen_node {
+    gen_request *gen;
+    struct gen_node *prev, *next;
+} gen_node;
+
+struct server {
+    const server_config *cfg;
+    engine *eng;
+    server_metrics metrics;
+    pthread_mutex_t lock;
+    pthread_cond_t idle;      /* signalled when in_flight drops */
+    gen_node *gens;
+    int in_flight;
+    bool cancel_all;          /* shutdown: cancel every generation, now and later */
+    atomic_bool draining;     /* shutdown: refuse new completions */
+    long long started;        /* UNIX time, the model's "created" */
+    int listen_fd, port;
+    struct MHD_Daemon *daemon;
+};
+
+typedef struct stream_state stream_state;
+
+typedef struct request_ctx {
+    server *srv;
+    api_route_match match;
+    char method[16];
+    char path[80];            /* for the log: known routes only, sanitised */
+    struct timespec t_start;
+    char *body;
+    size_t body_len, body_cap, body_seen;
+    bool too_large;
+    bool keep_body;           /* only a completion that passed the header checks stores its body */
+    bool answered;
+    bool has_deferred;        /* an error decided from the headers, sent once the request is read */
+    api_error deferred;
+    const char *deferred_header, *deferred_value;
+    int status;
+    size_t resp_bytes;
+    api_usage usage;
+    double engine_ms;         /* the engine's own time: queue + prompt + generation */
+    bool cancelled;           /* the client went away mid-generation */
+    stream_state *stream;
+} request_ctx;
+
+double server_seconds_since(const struct timespec *t0);
+/* The peer has closed or reset the connection. */
+bool http_client_gone(int fd);
+int http_connection_fd(struct MHD_Connection *conn);
+void server_register_gen(server *srv, gen_node *n, gen_request *g);
+void server_unregister_gen(server *srv, gen_node *n);
+
+void http_add_common_headers(server *srv, struct MHD_Response *r);
+/* Sends body (freed with api_free unless is_static). Returns MHD's verdict. */
+enum MHD_Result http_respond(struct MHD_Connection *conn, request_ctx *ctx, int status, const char *content_type,
+                             char *body, size_t len, bool is_static, const char *header, const char *value);
+enum MHD_Result http_respond_json(struct MHD_Connection *conn, request_ctx *ctx, int status, char *body,
+                                  size_t len);
+enum MHD_Result http_respond_error(struct MHD_Connection *conn, request_ctx *ctx, const api_error *e,
+                                   const char *header, const char *value);
+enum MHD_Result http_fail(struct MHD_Connection *conn, request_ctx *ctx, int status, const char *param,
+                          const char *header, const char *value, const char *message);
+
+/* completion.c: answers a completion request whose body has been read whole
+ * (ctx->body), streaming or not. */
+enum MHD_Result completion_handle(struct MHD_Connection *conn, request_ctx *ctx);
+/* completion.c: settles a stream as its request ends (cancelling a generation
+ * whose client left) and records its usage in ctx. */
+void completion_settle_stream(request_ctx *ctx);
 
 #endif
