@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -46,6 +47,14 @@ static void usage(FILE *out)
             "      --mlock            lock the model in memory (ELLIOTT_MLOCK=1)\n"
             "      --grace-ms N       on SIGINT/SIGTERM, time in-flight requests get (ELLIOTT_GRACE_MS),\n"
             "                         default 10000\n"
+            "      --max-connections N  open connections at once (ELLIOTT_MAX_CONNECTIONS), default 16384\n"
+            "      --max-connections-per-ip N  per client address (ELLIOTT_MAX_CONNECTIONS_PER_IP),\n"
+            "                         default 0: no limit\n"
+            "      --request-timeout S  a request's head and body must arrive within S seconds of its\n"
+            "                         request line (ELLIOTT_REQUEST_TIMEOUT), default 10\n"
+            "      --idle-timeout S   a connection must send a request line within S seconds of opening\n"
+            "                         or of its previous answer (ELLIOTT_IDLE_TIMEOUT), default 10\n"
+            "      --http-threads N   event loops serving connections (ELLIOTT_HTTP_THREADS), default 4\n"
             "  -h, --help             this help\n",
             EMBEDDED_MODEL_NAME);
 }
@@ -53,6 +62,7 @@ static void usage(FILE *out)
 typedef struct serve_options {
     const char *model, *host, *alias, *api_key, *api_key_file, *cors, *history;
     const char *port, *threads, *ctx, *parallel, *max_queue, *max_tokens, *max_body, *grace_ms;
+    const char *max_connections, *max_per_ip, *request_timeout, *idle_timeout, *http_threads;
     bool no_prefix_cache, mlock;
 } serve_options;
 
@@ -85,12 +95,18 @@ static void options_from_env(serve_options *o)
     o->history = env("ELLIOTT_HISTORY");
     o->cors = env("ELLIOTT_CORS");
     o->grace_ms = env("ELLIOTT_GRACE_MS");
+    o->max_connections = env("ELLIOTT_MAX_CONNECTIONS");
+    o->max_per_ip = env("ELLIOTT_MAX_CONNECTIONS_PER_IP");
+    o->request_timeout = env("ELLIOTT_REQUEST_TIMEOUT");
+    o->idle_timeout = env("ELLIOTT_IDLE_TIMEOUT");
+    o->http_threads = env("ELLIOTT_HTTP_THREADS");
     o->no_prefix_cache = env_flag("ELLIOTT_NO_PREFIX_CACHE");
     o->mlock = env_flag("ELLIOTT_MLOCK");
 }
 
 enum { OPT_HOST = 256, OPT_PORT, OPT_ALIAS, OPT_PARALLEL, OPT_MAX_QUEUE, OPT_MAX_TOKENS, OPT_API_KEY,
-       OPT_API_KEY_FILE, OPT_MAX_BODY, OPT_HISTORY, OPT_CORS, OPT_NO_PREFIX_CACHE, OPT_MLOCK, OPT_GRACE };
+       OPT_API_KEY_FILE, OPT_MAX_BODY, OPT_HISTORY, OPT_CORS, OPT_NO_PREFIX_CACHE, OPT_MLOCK, OPT_GRACE,
+       OPT_MAX_CONNECTIONS, OPT_MAX_PER_IP, OPT_REQUEST_TIMEOUT, OPT_IDLE_TIMEOUT, OPT_HTTP_THREADS };
 
 /* Returns -1 to continue, else the exit status. */
 static int parse_flags(int argc, char **argv, serve_options *o)
@@ -113,6 +129,11 @@ static int parse_flags(int argc, char **argv, serve_options *o)
         {"no-prefix-cache", no_argument, NULL, OPT_NO_PREFIX_CACHE},
         {"mlock", no_argument, NULL, OPT_MLOCK},
         {"grace-ms", required_argument, NULL, OPT_GRACE},
+        {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+        {"max-connections-per-ip", required_argument, NULL, OPT_MAX_PER_IP},
+        {"request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT},
+        {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
+        {"http-threads", required_argument, NULL, OPT_HTTP_THREADS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -139,6 +160,11 @@ static int parse_flags(int argc, char **argv, serve_options *o)
         case OPT_NO_PREFIX_CACHE: o->no_prefix_cache = true; break;
         case OPT_MLOCK: o->mlock = true; break;
         case OPT_GRACE: o->grace_ms = optarg; break;
+        case OPT_MAX_CONNECTIONS: o->max_connections = optarg; break;
+        case OPT_MAX_PER_IP: o->max_per_ip = optarg; break;
+        case OPT_REQUEST_TIMEOUT: o->request_timeout = optarg; break;
+        case OPT_IDLE_TIMEOUT: o->idle_timeout = optarg; break;
+        case OPT_HTTP_THREADS: o->http_threads = optarg; break;
         case 'h': usage(stdout); return 0;
         default: return args_option_error(CMD, c, argv);
         }
@@ -219,8 +245,24 @@ static int build_config(const serve_options *o, engine_config *ec, server_config
         (o->max_queue && args_int(CMD, "--max-queue", o->max_queue, 1, 100000, &ec->max_queue) < 0) ||
         (o->max_tokens && args_int(CMD, "--max-tokens", o->max_tokens, 1, 1 << 20, &ec->max_tokens_default) < 0) ||
         (o->grace_ms && args_int(CMD, "--grace-ms", o->grace_ms, 0, 600000, &sc->shutdown_grace_ms) < 0) ||
-        (o->max_body && args_size(CMD, "--max-body", o->max_body, 1024, (size_t)1 << 30, &sc->max_body) < 0))
+        (o->max_body && args_size(CMD, "--max-body", o->max_body, 1024, (size_t)1 << 30, &sc->max_body) < 0) ||
+        (o->max_connections &&
+         args_int(CMD, "--max-connections", o->max_connections, 1, 1000000, &sc->max_connections) < 0) ||
+        (o->max_per_ip &&
+         args_int(CMD, "--max-connections-per-ip", o->max_per_ip, 0, 1000000, &sc->max_connections_per_ip) < 0) ||
+        (o->http_threads && args_int(CMD, "--http-threads", o->http_threads, 1, 64, &sc->http_threads) < 0))
         return 2;
+    int seconds;
+    if (o->request_timeout) {
+        if (args_int(CMD, "--request-timeout", o->request_timeout, 1, 3600, &seconds) < 0)
+            return 2;
+        sc->request_timeout_ms = seconds * 1000;
+    }
+    if (o->idle_timeout) {
+        if (args_int(CMD, "--idle-timeout", o->idle_timeout, 1, 3600, &seconds) < 0)
+            return 2;
+        sc->idle_timeout_ms = seconds * 1000;
+    }
     if (!*sc->alias || strlen(sc->alias) > 128)
         return args_usage_error(CMD, "--alias must be 1 to 128 characters");
     if (o->history) {
@@ -253,6 +295,28 @@ static int check_model_path(const char *path)
         return -1;
     }
     return 0;
+}
+
+/* Each connection is a descriptor: the soft limit is raised to the hard one,
+ * and the connection limit lowered, with a warning, to what that allows. */
+static void fit_descriptor_limit(server_config *sc)
+{
+    enum { RESERVED_FDS = 64 }; /* the model, listening socket, event loops, stdio */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= (rlim_t)sc->max_connections + RESERVED_FDS)
+        return;
+    int fit = rl.rlim_cur > RESERVED_FDS * 2 ? (int)(rl.rlim_cur - RESERVED_FDS) : RESERVED_FDS;
+    fprintf(stderr,
+            "elliott serve: the descriptor limit (%llu, ulimit -n) allows %d connections, not %d: serving %d\n",
+            (unsigned long long)rl.rlim_cur, fit, sc->max_connections, fit);
+    sc->max_connections = fit;
 }
 
 static void say_listening(const char *host, int port)
@@ -360,6 +424,7 @@ int cmd_serve(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
+    fit_descriptor_limit(&sc);
     if (!sc.api_key)
         fprintf(stderr, "elliott serve: no API key set: requests are not authenticated\n");
     rc = serve(&ec, &sc, o.model);

@@ -16,7 +16,13 @@ typedef struct server_config {
     const char *api_key;     /* NULL: no authentication */
     size_t max_body;         /* default 1 MiB */
     const char *cors_origin; /* NULL: no CORS headers */
-    int max_connections;     /* default 64 */
+    int max_connections;     /* open connections at once, default 16384 */
+    int max_connections_per_ip; /* per client address; 0 (default): no limit */
+    int request_timeout_ms;  /* a request's head and body must arrive within this
+                                of its request line, default 10000 */
+    int idle_timeout_ms;     /* a request line must arrive within this of the
+                                connection's opening or its previous answer, default 10000 */
+    int http_threads;        /* event loops serving the connections, default 4 */
     int shutdown_grace_ms;   /* in-flight requests get this long in server_stop */
 } server_config;
 
