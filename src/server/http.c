@@ -262,13 +262,49 @@ static void defer_error(request_ctx *ctx, int status, const char *param, const c
  * body. Answers at once only to an oversized body (closing the connection
  * instead of reading it); every other answer waits for the end of the request
  * so that the connection stays usable (MHD closes after an early answer). */
-static enum MHD_Result begin_request(struct MHD_Connection *conn, request_ctx *ctx, const char *url,
-                                     const char *method)
+static enum MHD_Result check_request(struct MHD_Connection *conn, request_ctx *ctx, const char *method);
+
+static enum MHD_Result note_header(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
+                                   const char *value, size_t value_size)
 {
-    server *srv = ctx->srv;
+    (void)kind;
+    framing_note_header(cls, key, key_size, value, value_size);
+    return MHD_YES;
+}
+
+/* A head whose framing cannot be trusted: one JSON error, then the connection
+ * closes (what follows on it could be read as another request). */
+static enum MHD_Result refuse_framing(struct MHD_Connection *conn, request_ctx *ctx, int status, const char *why)
+{
+    return http_fail(conn, ctx, status, NULL, "Connection", "close", why);
+}
+
+static enum MHD_Result begin_request(struct MHD_Connection *conn, request_ctx *ctx, const char *url,
+                                     const char *method, const char *version)
+{
     ctx->match = api_route_for(method, url);
     snprintf(ctx->method, sizeof ctx->method, "%.15s", method);
     sanitise_path(ctx->path, sizeof ctx->path, url);
+    conn_state *cs = watch_state_of(conn);
+    if (cs && cs->target_problem)
+        return refuse_framing(conn, ctx, 400, cs->target_problem);
+    framing_scan scan = {0};
+    MHD_get_connection_values_n(conn, MHD_HEADER_KIND, note_header, &scan);
+    framing_verdict(&scan, !strcmp(version, MHD_HTTP_VERSION_1_1));
+    if (scan.status)
+        return refuse_framing(conn, ctx, scan.status, scan.why);
+    enum MHD_Result early = check_request(conn, ctx, method);
+    /* A client waiting for "100 Continue" gets its refusal instead, before it
+     * sends the body (and the connection closes: the body is not read). */
+    if (ctx->has_deferred && expects_continue(conn))
+        return http_respond_error(conn, ctx, &ctx->deferred, ctx->deferred_header, ctx->deferred_value);
+    return early;
+}
+
+/* The checks that need only the head: route, method, key, size, readiness. */
+static enum MHD_Result check_request(struct MHD_Connection *conn, request_ctx *ctx, const char *method)
+{
+    server *srv = ctx->srv;
     if (ctx->match.route == ROUTE_NONE) {
         defer_error(ctx, 404, NULL, NULL, NULL, "unknown path");
         return MHD_YES;
@@ -372,7 +408,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
 {
-    (void)version;
     server *srv = cls;
     request_ctx *ctx = *con_cls;
     if (!ctx) {
@@ -385,7 +420,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         srv->in_flight++;
         pthread_mutex_unlock(&srv->lock);
         *con_cls = ctx;
-        return begin_request(conn, ctx, url, method);
+        return begin_request(conn, ctx, url, method, version);
     }
     if (*upload_data_size) {
         size_t n = *upload_data_size;
@@ -476,10 +511,15 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 }
 
 /* Called once a request line has arrived: the request's own deadline starts. */
+/* Called once a request line has arrived, with the target as received: the
+ * request's own deadline starts, and the target is checked before libmicrohttpd
+ * decodes it. */
 static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *conn)
 {
-    (void)uri;
     watch_set_phase(cls, conn, CONN_RECEIVING);
+    conn_state *cs = watch_state_of(conn);
+    if (cs)
+        cs->target_problem = framing_check_target(uri);
     return NULL;
 }
 
@@ -629,6 +669,11 @@ void server_config_default(server_config *c)
     c->shutdown_grace_ms = 10000;
 }
 
+/* In libmicrohttpd 0.9.75, level -1 is the one that refuses whitespace between
+ * a header's name and its colon (a request-smuggling vector); what level 1
+ * adds (a Host header, no space in the target) framing.c checks itself. */
+enum { STRICT_LEVEL = -1 };
+
 /* Every connection lives in one of http_threads epoll loops; none has a
  * thread of its own, so idle and slow connections cost memory, not threads. */
 static struct MHD_Daemon *start_daemon(server *srv, int listen_fd)
@@ -647,7 +692,7 @@ static struct MHD_Daemon *start_daemon(server *srv, int listen_fd)
         srv, MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv, MHD_OPTION_URI_LOG_CALLBACK, on_request_line, srv,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
         (unsigned)c->max_connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT, inactivity_s, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-        (unsigned)1024, MHD_OPTION_END);
+        (unsigned)1024, MHD_OPTION_STRICT_FOR_CLIENT, STRICT_LEVEL, MHD_OPTION_END);
 }
 
 server *server_start(const server_config *c, engine *e, el_err *err)

@@ -133,6 +133,24 @@ const char *api_route_name(enum api_route r);
  * given key length). header may be NULL. */
 bool api_authorized(const char *header, const char *key);
 
+/* ---- request framing (framing.c) ------------------------------------------------ */
+
+/* NULL when the raw request target (as received, before percent-decoding) is
+ * acceptable, else why not. */
+const char *framing_check_target(const char *raw);
+
+typedef struct framing_scan {
+    int status;                     /* 0 while acceptable; else 400 or 501 */
+    const char *why;
+    int n_content_length, n_transfer_encoding, n_host;
+    const char *transfer_encoding;  /* the last one's value */
+} framing_scan;
+
+/* Feeds one request header (name and value as parsed) into f. */
+void framing_note_header(framing_scan *f, const char *name, size_t name_len, const char *value, size_t value_len);
+/* After the last header: the verdict on the whole head, in f->status and f->why. */
+void framing_verdict(framing_scan *f, bool http_1_1);
+
 /* ---- metrics ----------------------------------------------------------------- */
 
 enum { METRICS_BUCKETS = 14, METRICS_STATUSES = 10 };
@@ -205,6 +223,7 @@ typedef struct conn_state {
     enum conn_phase phase;     /* under srv->conns_lock */
     struct timespec since;     /* when the phase began */
     bool expired;              /* the watch thread shut the socket down */
+    const char *target_problem; /* framing_check_target's verdict on the current request */
     struct conn_state *prev, *next;
 } conn_state;
 
@@ -309,6 +328,8 @@ void watch_abandon_all(server *srv);
 void watch_connection_opened(server *srv, struct MHD_Connection *conn, void **socket_context);
 void watch_connection_closed(server *srv, void *socket_context);
 void watch_set_phase(server *srv, struct MHD_Connection *conn, enum conn_phase phase);
+/* The connection's tracking state (NULL if untracked). */
+conn_state *watch_state_of(struct MHD_Connection *conn);
 int watch_connection_count(server *srv);
 
 /* completion.c: answers a completion request whose body has been read whole

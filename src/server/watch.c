@@ -271,7 +271,7 @@ void watch_connection_closed(server *srv, void *socket_context)
     free(c);
 }
 
-static conn_state *state_of(struct MHD_Connection *conn)
+conn_state *watch_state_of(struct MHD_Connection *conn)
 {
     const union MHD_ConnectionInfo *info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     return info ? info->socket_context : NULL;
@@ -279,7 +279,7 @@ static conn_state *state_of(struct MHD_Connection *conn)
 
 void watch_set_phase(server *srv, struct MHD_Connection *conn, enum conn_phase phase)
 {
-    conn_state *c = state_of(conn);
+    conn_state *c = watch_state_of(conn);
     if (!c)
         return;
     pthread_mutex_lock(&srv->conns_lock);
