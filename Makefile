@@ -26,7 +26,7 @@ DEPS_cli       := server hub $(DEPS_server)
 # test-only groupings
 DEPS_golden    := engine $(DEPS_engine)
 
-SYSLIBS_server := -lmicrohttpd -ljansson
+SYSLIBS_server := -lmicrohttpd -ljansson -lgnutls
 SYSLIBS_hub    := -lcurl -ljansson
 SYSLIBS_grammar := -ljansson
 # Tests may read JSON goldens with jansson whatever their layer.

@@ -15,6 +15,7 @@
 #include "cli/cli_engine.h"
 #include "cli/commands.h"
 #include "cli/embedded_model.h"
+#include "cli/serve_secrets.h"
 #include "engine/engine.h"
 #include "server/server.h"
 
@@ -38,7 +39,10 @@ static void usage(FILE *out)
             "      --max-queue N      requests waiting for a slot before 503 (ELLIOTT_MAX_QUEUE), default 16\n"
             "      --max-tokens N     default completion length (ELLIOTT_MAX_TOKENS), default 512\n"
             "      --api-key KEY      require 'Authorization: Bearer KEY' (ELLIOTT_API_KEY)\n"
-            "      --api-key-file F   read the key from the first line of F (ELLIOTT_API_KEY_FILE)\n"
+            "      --api-key-file F   accept the keys in F, one a line, '#' comments; reread on SIGHUP\n"
+            "                         (ELLIOTT_API_KEY_FILE)\n"
+            "      --tls-cert FILE    serve HTTPS with this PEM certificate chain (ELLIOTT_TLS_CERT)\n"
+            "      --tls-key FILE     and this PEM private key (ELLIOTT_TLS_KEY)\n"
             "      --max-body BYTES   request body limit, K/M/G suffixes (ELLIOTT_MAX_BODY), default 1M\n"
             "      --history full|last  whole conversation, or only the last user message\n"
             "                         (ELLIOTT_HISTORY), default full\n"
@@ -63,6 +67,7 @@ typedef struct serve_options {
     const char *model, *host, *alias, *api_key, *api_key_file, *cors, *history;
     const char *port, *threads, *ctx, *parallel, *max_queue, *max_tokens, *max_body, *grace_ms;
     const char *max_connections, *max_per_ip, *request_timeout, *idle_timeout, *http_threads;
+    const char *tls_cert, *tls_key;
     bool no_prefix_cache, mlock;
 } serve_options;
 
@@ -100,13 +105,16 @@ static void options_from_env(serve_options *o)
     o->request_timeout = env("ELLIOTT_REQUEST_TIMEOUT");
     o->idle_timeout = env("ELLIOTT_IDLE_TIMEOUT");
     o->http_threads = env("ELLIOTT_HTTP_THREADS");
+    o->tls_cert = env("ELLIOTT_TLS_CERT");
+    o->tls_key = env("ELLIOTT_TLS_KEY");
     o->no_prefix_cache = env_flag("ELLIOTT_NO_PREFIX_CACHE");
     o->mlock = env_flag("ELLIOTT_MLOCK");
 }
 
 enum { OPT_HOST = 256, OPT_PORT, OPT_ALIAS, OPT_PARALLEL, OPT_MAX_QUEUE, OPT_MAX_TOKENS, OPT_API_KEY,
        OPT_API_KEY_FILE, OPT_MAX_BODY, OPT_HISTORY, OPT_CORS, OPT_NO_PREFIX_CACHE, OPT_MLOCK, OPT_GRACE,
-       OPT_MAX_CONNECTIONS, OPT_MAX_PER_IP, OPT_REQUEST_TIMEOUT, OPT_IDLE_TIMEOUT, OPT_HTTP_THREADS };
+       OPT_MAX_CONNECTIONS, OPT_MAX_PER_IP, OPT_REQUEST_TIMEOUT, OPT_IDLE_TIMEOUT, OPT_HTTP_THREADS, OPT_TLS_CERT,
+       OPT_TLS_KEY };
 
 /* Returns -1 to continue, else the exit status. */
 static int parse_flags(int argc, char **argv, serve_options *o)
@@ -134,6 +142,8 @@ static int parse_flags(int argc, char **argv, serve_options *o)
         {"request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT},
         {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
         {"http-threads", required_argument, NULL, OPT_HTTP_THREADS},
+        {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+        {"tls-key", required_argument, NULL, OPT_TLS_KEY},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -165,6 +175,8 @@ static int parse_flags(int argc, char **argv, serve_options *o)
         case OPT_REQUEST_TIMEOUT: o->request_timeout = optarg; break;
         case OPT_IDLE_TIMEOUT: o->idle_timeout = optarg; break;
         case OPT_HTTP_THREADS: o->http_threads = optarg; break;
+        case OPT_TLS_CERT: o->tls_cert = optarg; break;
+        case OPT_TLS_KEY: o->tls_key = optarg; break;
         case 'h': usage(stdout); return 0;
         default: return args_option_error(CMD, c, argv);
         }
@@ -180,50 +192,9 @@ static int parse_flags(int argc, char **argv, serve_options *o)
         o->api_key = NULL;
     if (o->api_key && o->api_key_file)
         return args_usage_error(CMD, "ELLIOTT_API_KEY and ELLIOTT_API_KEY_FILE are both set");
+    if (!o->tls_cert != !o->tls_key)
+        return args_usage_error(CMD, "give both --tls-cert and --tls-key, or neither");
     return -1;
-}
-
-static bool key_is_printable(const char *k)
-{
-    for (; *k; k++)
-        if ((unsigned char)*k <= 0x20 || (unsigned char)*k >= 0x7f)
-            return false;
-    return true;
-}
-
-/* The key is the file's first line; *storage owns it. */
-static int read_key_file(const char *path, char **storage)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        fprintf(stderr, "elliott serve: --api-key-file: cannot open '%s': %s\n", path, strerror(errno));
-        return -1;
-    }
-    char line[1024];
-    bool got = fgets(line, sizeof line, f) != NULL;
-    int read_errno = ferror(f) ? errno : 0;
-    fclose(f);
-    if (read_errno) {
-        fprintf(stderr, "elliott serve: --api-key-file: cannot read '%s': %s\n", path, strerror(read_errno));
-        return -1;
-    }
-    if (!got) {
-        fprintf(stderr, "elliott serve: --api-key-file: '%s' is empty\n", path);
-        return -1;
-    }
-    line[strcspn(line, "\r\n")] = '\0';
-    *storage = strdup(line);
-    explicit_bzero(line, sizeof line);
-    return *storage ? 0 : -1;
-}
-
-static int check_key(const char *key)
-{
-    if (!*key || strlen(key) > 512 || !key_is_printable(key)) {
-        fprintf(stderr, "elliott serve: the API key must be 1 to 512 printable characters without spaces\n");
-        return -1;
-    }
-    return 0;
 }
 
 /* Turns the options into the two configurations. Returns -1 on success, else
@@ -319,10 +290,11 @@ static void fit_descriptor_limit(server_config *sc)
     sc->max_connections = fit;
 }
 
-static void say_listening(const char *host, int port)
+static void say_listening(const char *host, int port, bool tls)
 {
     bool v6 = strchr(host, ':') != NULL;
-    fprintf(stderr, "elliott serve: listening on http://%s%s%s:%d\n", v6 ? "[" : "", host, v6 ? "]" : "", port);
+    fprintf(stderr, "elliott serve: listening on %s://%s%s%s:%d\n", tls ? "https" : "http", v6 ? "[" : "", host,
+            v6 ? "]" : "", port);
 }
 
 static void say_engine_state(engine *e, enum engine_state st)
@@ -342,22 +314,51 @@ static void say_engine_state(engine *e, enum engine_state st)
     }
 }
 
+/* What SIGHUP rereads: the key file, when keys come from one. */
+typedef struct reload_ctx {
+    server *srv;
+    const char *key_file;
+} reload_ctx;
+
+static void reload_keys(const reload_ctx *r)
+{
+    if (!r->key_file) {
+        fprintf(stderr, "elliott serve: SIGHUP: no --api-key-file to reread\n");
+        return;
+    }
+    keyset keys;
+    if (keyset_read(r->key_file, &keys) < 0) {
+        fprintf(stderr, "elliott serve: SIGHUP: keeping the keys in use\n");
+        return;
+    }
+    el_err err = {{0}};
+    if (server_set_api_keys(r->srv, (const char *const *)keys.keys, keys.n, &err) < 0)
+        fprintf(stderr, "elliott serve: SIGHUP: %s; keeping the keys in use\n", err.msg);
+    else
+        fprintf(stderr, "elliott serve: SIGHUP: %zu API key%s loaded from %s\n", keys.n, keys.n == 1 ? "" : "s",
+                r->key_file);
+    keyset_free(&keys);
+}
+
 /* Waits for SIGINT or SIGTERM (blocked in every thread, so they stay pending
- * until taken here), saying once when the model has loaded or failed. */
-static void wait_for_stop(engine *e, const sigset_t *stop_signals)
+ * until taken here), saying once when the model has loaded or failed, and
+ * rereading the keys on SIGHUP. */
+static void wait_for_stop(engine *e, const sigset_t *signals, const reload_ctx *reload)
 {
     bool loading = true;
     for (;;) {
         int sig;
         if (loading) {
             struct timespec tick = {0, 100 * 1000000L};
-            sig = sigtimedwait(stop_signals, NULL, &tick);
+            sig = sigtimedwait(signals, NULL, &tick);
         } else {
-            sig = sigwaitinfo(stop_signals, NULL);
+            sig = sigwaitinfo(signals, NULL);
         }
-        if (sig > 0)
+        if (sig == SIGHUP)
+            reload_keys(reload);
+        else if (sig > 0)
             return;
-        if (errno != EAGAIN && errno != EINTR)
+        else if (errno != EAGAIN && errno != EINTR)
             return;
         if (loading) {
             enum engine_state st = engine_state(e, NULL);
@@ -369,7 +370,7 @@ static void wait_for_stop(engine *e, const sigset_t *stop_signals)
     }
 }
 
-static int serve(engine_config *ec, server_config *sc, const char *model)
+static int serve(engine_config *ec, server_config *sc, const char *model, const char *key_file)
 {
     /* Blocked before any thread starts, so that every thread inherits the mask
      * and the signals wait for wait_for_stop instead of interrupting I/O. */
@@ -377,6 +378,7 @@ static int serve(engine_config *ec, server_config *sc, const char *model)
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGINT);
     sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &stop_signals, &saved);
     cli_engine_use_model(CMD, ec, model);
     engine *e = cli_engine_start(CMD, ec, false);
@@ -388,8 +390,9 @@ static int serve(engine_config *ec, server_config *sc, const char *model)
     el_err err = {{0}};
     server *srv = server_start(sc, e, &err);
     if (srv) {
-        say_listening(sc->host, server_port(srv));
-        wait_for_stop(e, &stop_signals);
+        say_listening(sc->host, server_port(srv), sc->tls_cert_pem != NULL);
+        reload_ctx reload = {srv, key_file};
+        wait_for_stop(e, &stop_signals, &reload);
         fprintf(stderr, "elliott serve: shutting down\n");
         server_stop(srv);
     } else {
@@ -415,22 +418,39 @@ int cmd_serve(int argc, char **argv)
         return rc;
     if (o.model && check_model_path(o.model) < 0)
         return 1;
-    char *key_storage = NULL;
-    if (o.api_key_file && read_key_file(o.api_key_file, &key_storage) < 0)
+    keyset keys = {0};
+    if (o.api_key_file && keyset_read(o.api_key_file, &keys) < 0)
         return 1;
-    sc.api_key = key_storage ? key_storage : o.api_key;
-    if (sc.api_key && check_key(sc.api_key) < 0) {
-        free(key_storage);
+    const char *one_key[1] = {o.api_key};
+    if (o.api_key && !key_is_valid(o.api_key)) {
+        fprintf(stderr, "elliott serve: the API key must be 1 to 512 printable characters without spaces\n");
         return 2;
+    }
+    sc.api_keys = o.api_key ? one_key : (const char *const *)keys.keys;
+    sc.n_api_keys = o.api_key ? 1 : keys.n;
+    char *cert = NULL, *key = NULL;
+    if (o.tls_cert) {
+        cert = pem_read(o.tls_cert, "cert");
+        key = cert ? pem_read(o.tls_key, "key") : NULL;
+        el_err err = {{0}};
+        if (!key || server_check_tls(cert, key, &err) < 0) {
+            if (key)
+                fprintf(stderr, "elliott serve: %s (%s, %s)\n", err.msg, o.tls_cert, o.tls_key);
+            pem_free(cert);
+            pem_free(key);
+            keyset_free(&keys);
+            return 1;
+        }
+        sc.tls_cert_pem = cert;
+        sc.tls_key_pem = key;
     }
     signal(SIGPIPE, SIG_IGN);
     fit_descriptor_limit(&sc);
-    if (!sc.api_key)
+    if (!sc.n_api_keys)
         fprintf(stderr, "elliott serve: no API key set: requests are not authenticated\n");
-    rc = serve(&ec, &sc, o.model);
-    if (key_storage) {
-        explicit_bzero(key_storage, strlen(key_storage));
-        free(key_storage);
-    }
+    rc = serve(&ec, &sc, o.model, o.api_key_file);
+    keyset_free(&keys);
+    pem_free(cert);
+    pem_free(key);
     return rc;
 }

@@ -315,9 +315,8 @@ static enum MHD_Result check_request(struct MHD_Connection *conn, request_ctx *c
     }
     if (!strcmp(method, "OPTIONS"))
         return MHD_YES;
-    if (ctx->match.needs_auth && srv->cfg->api_key &&
-        !api_authorized(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
-                        srv->cfg->api_key)) {
+    if (ctx->match.needs_auth && keys_required(srv) &&
+        !keys_authorized(srv, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION))) {
         defer_error(ctx, 401, NULL, "WWW-Authenticate", "Bearer",
                     "missing or wrong API key: send 'Authorization: Bearer <key>'");
         ctx->deferred.code = "invalid_api_key";
@@ -646,6 +645,8 @@ static void shut_down(server *srv)
 
 static void free_server(server *srv)
 {
+    keys_free(srv);
+    pthread_mutex_destroy(&srv->keys_lock);
     pthread_mutex_destroy(&srv->conns_lock);
     pthread_mutex_destroy(&srv->wake_lock);
     pthread_cond_destroy(&srv->idle);
@@ -681,6 +682,9 @@ static struct MHD_Daemon *start_daemon(server *srv, int listen_fd)
     const server_config *c = srv->cfg;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG;
+    bool tls = c->tls_cert_pem && c->tls_key_pem;
+    if (tls)
+        flags |= MHD_USE_TLS;
     /* MHD's own inactivity timeout (whole seconds) catches what the deadlines
      * do not: a client that stops reading its answer. */
     unsigned inactivity_s = (unsigned)((c->idle_timeout_ms > c->request_timeout_ms ? c->idle_timeout_ms
@@ -692,7 +696,9 @@ static struct MHD_Daemon *start_daemon(server *srv, int listen_fd)
         srv, MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv, MHD_OPTION_URI_LOG_CALLBACK, on_request_line, srv,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
         (unsigned)c->max_connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT, inactivity_s, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-        (unsigned)1024, MHD_OPTION_STRICT_FOR_CLIENT, STRICT_LEVEL, MHD_OPTION_END);
+        (unsigned)1024, MHD_OPTION_STRICT_FOR_CLIENT, STRICT_LEVEL,
+        tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, c->tls_cert_pem, MHD_OPTION_HTTPS_MEM_KEY, c->tls_key_pem,
+        MHD_OPTION_END);
 }
 
 server *server_start(const server_config *c, engine *e, el_err *err)
@@ -722,6 +728,12 @@ server *server_start(const server_config *c, engine *e, el_err *err)
     pthread_cond_init(&srv->idle, NULL);
     pthread_mutex_init(&srv->wake_lock, NULL);
     pthread_mutex_init(&srv->conns_lock, NULL);
+    pthread_mutex_init(&srv->keys_lock, NULL);
+    if (keys_set(srv, c->api_keys, c->n_api_keys, err) < 0) {
+        close(srv->listen_fd);
+        free_server(srv);
+        return NULL;
+    }
     atomic_init(&srv->draining, false);
     atomic_init(&srv->abandon, false);
     atomic_init(&srv->timed_out, 0);
@@ -739,6 +751,11 @@ server *server_start(const server_config *c, engine *e, el_err *err)
         return NULL;
     }
     return srv;
+}
+
+int server_set_api_keys(server *s, const char *const *keys, size_t n, el_err *err)
+{
+    return keys_set(s, keys, n, err);
 }
 
 int server_port(const server *s)

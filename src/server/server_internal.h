@@ -248,6 +248,10 @@ struct server {
     bool watch_started;
     atomic_bool watch_stop;
 
+    pthread_mutex_t keys_lock;
+    char **keys;              /* under keys_lock */
+    size_t n_keys;
+
     pthread_mutex_t conns_lock;
     conn_state *conns;
     int n_conns;
@@ -298,6 +302,12 @@ enum MHD_Result http_fail(struct MHD_Connection *conn, request_ctx *ctx, int sta
                           const char *header, const char *value, const char *message);
 /* Logs, counts and frees a request (http.c); the end of every request_ctx. */
 void http_request_finished(request_ctx *ctx);
+
+/* keys.c: the API keys. */
+int keys_set(server *srv, const char *const *keys, size_t n, el_err *err);
+void keys_free(server *srv);
+bool keys_required(server *srv);
+bool keys_authorized(server *srv, const char *header);
 
 /* watch.c: the watch thread and the waiters. */
 int watch_start(server *srv, el_err *err);
