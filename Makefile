@@ -3,6 +3,8 @@
 #   make                 build build/elliott
 #   make check           build, then run every test (unit, golden, end-to-end)
 #   make SAN=1 check     the same under AddressSanitizer + UBSan (in build-san/)
+#   make TSAN=1 CC=clang check-threads
+#                        the engine's and the server's tests under ThreadSanitizer (build-tsan/)
 #   make CC=clang        any C11 compiler; warnings are errors
 #   make fuzz            libFuzzer targets (clang), in build-fuzz/
 #
@@ -33,9 +35,14 @@ SYSLIBS_grammar := -ljansson
 SYSLIBS_tests  := -ljansson
 
 SAN ?= 0
+TSAN ?= 0
 ifeq ($(SAN),1)
 BUILD ?= build-san
 SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+OPT ?= -O1
+else ifeq ($(TSAN),1)
+BUILD ?= build-tsan
+SANFLAGS := -fsanitize=thread -fno-omit-frame-pointer
 OPT ?= -O1
 else
 BUILD ?= build
@@ -57,7 +64,7 @@ SIMDFLAGS :=
 endif
 
 .DEFAULT_GOAL := all
-.PHONY: all check unit test-bin clean fuzz
+.PHONY: all check unit test-bin clean fuzz check-threads
 
 srcs_of = $(wildcard src/$(1)/*.c) $(wildcard src/$(1)/*.S)
 objs_of = $(patsubst src/%,$(BUILD)/obj/%.o,$(call srcs_of,$(1)))
@@ -129,6 +136,14 @@ unit: test-bin
 check: test-bin
 	@tests/run-tests.sh $(BUILD) $(TEST_BINS) $(wildcard tests/e2e/*.sh)
 
+# The engine's and the server's threads: their unit tests and the end-to-end
+# suites that drive the server's event loops, watch thread and engine together
+# (meant for TSAN=1; a report fails the test).
+THREAD_TEST_BINS := $(call test_bins_of,engine) $(call test_bins_of,server)
+THREAD_E2E := tests/e2e/serve.sh tests/e2e/serve_limits.sh tests/e2e/serve_tls.sh tests/e2e/hostile.sh
+check-threads: $(THREAD_TEST_BINS) $(BUILD)/elliott
+	@TSAN_OPTIONS="halt_on_error=1 $${TSAN_OPTIONS:-}" tests/run-tests.sh $(BUILD) $(THREAD_TEST_BINS) $(THREAD_E2E)
+
 # ---- fuzzing (clang + libFuzzer) -----------------------------------------------
 FUZZ_BUILD := build-fuzz
 FUZZ_TARGETS := $(patsubst fuzz/%.c,%,$(wildcard fuzz/fuzz_*.c))
@@ -145,6 +160,6 @@ $(FUZZ_BUILD)/fuzz/%: fuzz/%.c $(FUZZ_LIBS)
 	    $(FUZZ_LIBS) $(call syslibs_for,server) $(SYSLIBS_hub) -pthread
 
 clean:
-	rm -rf build build-san build-fuzz build-clang
+	rm -rf build build-san build-tsan build-fuzz build-clang
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "base/wipebuf.h"
+
 enum { KEY_MAX = 512, PEM_MAX = 1 << 20 };
 
 bool key_is_valid(const char *key)
@@ -36,10 +38,8 @@ static int check_secret_file(const char *path, int fd, const char *option, const
 
 void keyset_free(keyset *k)
 {
-    for (size_t i = 0; i < k->n; i++) {
-        explicit_bzero(k->keys[i], strlen(k->keys[i]));
-        free(k->keys[i]);
-    }
+    for (size_t i = 0; i < k->n; i++)
+        wipe_free_string(k->keys[i]);
     free(k->keys);
     k->keys = NULL;
     k->n = 0;
@@ -113,10 +113,7 @@ int keyset_read(const char *path, keyset *out)
         fprintf(stderr, "elliott serve: --api-key-file: '%s' holds no key\n", path);
         rc = -1;
     }
-    if (line) {
-        explicit_bzero(line, cap);
-        free(line);
-    }
+    wipe_free(line, cap);
     fclose(f);
     if (rc < 0)
         keyset_free(out);
@@ -125,10 +122,7 @@ int keyset_read(const char *path, keyset *out)
 
 void pem_free(char *pem)
 {
-    if (pem) {
-        explicit_bzero(pem, strlen(pem));
-        free(pem);
-    }
+    wipe_free_string(pem);
 }
 
 char *pem_read(const char *path, const char *what)
@@ -139,8 +133,8 @@ char *pem_read(const char *path, const char *what)
         return NULL;
     }
     bool is_key = !strcmp(what, "key");
-    if (check_secret_file(path, fileno(f), is_key ? "--tls-key" : "--tls-cert", is_key ? "TLS key" : "TLS certificate") <
-        0) {
+    const char *option = is_key ? "--tls-key" : "--tls-cert";
+    if (check_secret_file(path, fileno(f), option, is_key ? "TLS key" : "TLS certificate") < 0) {
         fclose(f);
         return NULL;
     }
@@ -162,10 +156,7 @@ char *pem_read(const char *path, const char *what)
     }
     if (why) {
         fprintf(stderr, "elliott serve: --tls-%s: '%s': %s\n", what, path, why);
-        if (pem) {
-            explicit_bzero(pem, n < PEM_MAX + 1 ? n : PEM_MAX + 1);
-            free(pem);
-        }
+        wipe_free(pem, n);
         return NULL;
     }
     return pem;

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/wipebuf.h"
 #include "server/server.h"
 #include "server/server_internal.h"
 
@@ -361,9 +362,7 @@ static enum MHD_Result finish_request(struct MHD_Connection *conn, request_ctx *
 
 static void wipe_body(request_ctx *ctx)
 {
-    if (ctx->body)
-        explicit_bzero(ctx->body, ctx->body_cap);
-    free(ctx->body);
+    wipe_free(ctx->body, ctx->body_cap);
     ctx->body = NULL;
     ctx->body_len = ctx->body_cap = 0;
 }
@@ -381,23 +380,8 @@ static bool absorb_body(request_ctx *ctx, const char *data, size_t n)
         wipe_body(ctx);
         return ctx->body_seen <= discard_limit(ctx->srv);
     }
-    if (ctx->body_len + n > ctx->body_cap) {
-        size_t cap = ctx->body_cap ? ctx->body_cap : 4096;
-        while (cap < ctx->body_len + n)
-            cap *= 2;
-        if (cap > max)
-            cap = max;
-        char *p = malloc(cap);
-        if (!p)
-            return false;
-        if (ctx->body)
-            memcpy(p, ctx->body, ctx->body_len);
-        size_t len = ctx->body_len;
-        wipe_body(ctx);
-        ctx->body = p;
-        ctx->body_len = len;
-        ctx->body_cap = cap;
-    }
+    if (wipe_grow(&ctx->body, &ctx->body_cap, ctx->body_len, ctx->body_len + n) < 0)
+        return false;
     memcpy(ctx->body + ctx->body_len, data, n);
     ctx->body_len += n;
     return true;
@@ -690,15 +674,22 @@ static struct MHD_Daemon *start_daemon(server *srv, int listen_fd)
     unsigned inactivity_s = (unsigned)((c->idle_timeout_ms > c->request_timeout_ms ? c->idle_timeout_ms
                                                                                     : c->request_timeout_ms) +
                                        999) / 1000;
-    return MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET,
-        listen_fd, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)c->http_threads, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
-        srv, MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv, MHD_OPTION_URI_LOG_CALLBACK, on_request_line, srv,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        (unsigned)c->max_connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT, inactivity_s, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-        (unsigned)1024, MHD_OPTION_STRICT_FOR_CLIENT, STRICT_LEVEL,
-        tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, c->tls_cert_pem, MHD_OPTION_HTTPS_MEM_KEY, c->tls_key_pem,
-        MHD_OPTION_END);
+    /* The TLS options come last: without TLS, MHD_OPTION_END in their place ends the list. */
+    return MHD_start_daemon(flags, 0, NULL, NULL, on_request, srv,
+                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                            MHD_OPTION_LISTEN_SOCKET, listen_fd,
+                            MHD_OPTION_THREAD_POOL_SIZE, (unsigned)c->http_threads,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
+                            MHD_OPTION_URI_LOG_CALLBACK, on_request_line, srv,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->max_connections,
+                            MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)c->max_connections_per_ip,
+                            MHD_OPTION_CONNECTION_TIMEOUT, inactivity_s,
+                            MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
+                            MHD_OPTION_STRICT_FOR_CLIENT, STRICT_LEVEL,
+                            tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, c->tls_cert_pem,
+                            MHD_OPTION_HTTPS_MEM_KEY, c->tls_key_pem,
+                            MHD_OPTION_END);
 }
 
 server *server_start(const server_config *c, engine *e, el_err *err)

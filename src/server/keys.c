@@ -3,14 +3,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/wipebuf.h"
 #include "server/server_internal.h"
 
 static void free_keys(char **keys, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        explicit_bzero(keys[i], strlen(keys[i]));
-        free(keys[i]);
-    }
+    for (size_t i = 0; i < n; i++)
+        wipe_free_string(keys[i]);
     free(keys);
 }
 

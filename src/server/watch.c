@@ -203,6 +203,14 @@ static bool reap_due_locked(server *srv, gen_waiter *w)
     return false;
 }
 
+static bool is_suspended(server *srv, gen_waiter *w)
+{
+    pthread_mutex_lock(&srv->wake_lock);
+    bool suspended = w->suspended;
+    pthread_mutex_unlock(&srv->wake_lock);
+    return suspended;
+}
+
 static void watch_generations(server *srv, bool probe)
 {
     long long now = now_ms();
@@ -219,7 +227,7 @@ static void watch_generations(server *srv, bool probe)
             continue;
         }
         /* Only a reset or a socket error counts: see http_client_gone. */
-        if (probe && !atomic_load(&w->client_gone) && w->suspended && http_client_gone(w->fd)) {
+        if (probe && !atomic_load(&w->client_gone) && is_suspended(srv, w) && http_client_gone(w->fd)) {
             atomic_store(&w->client_gone, true);
             gen_cancel(w->gen);
         }
