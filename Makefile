@@ -7,6 +7,8 @@
 #                        the engine's and the server's tests under ThreadSanitizer (build-tsan/)
 #   make CC=clang        any C11 compiler; warnings are errors
 #   make fuzz            libFuzzer targets (clang), in build-fuzz/
+#   make bench           the kernel benchmark, $(BUILD)/bench/kernels_bench
+#   make compile_commands.json   the compile database for editors and clang tools
 #
 # Layers and what each may use. A layer links only against the ones listed
 # after it, so a dependency pointing the wrong way fails to link.
@@ -64,7 +66,7 @@ SIMDFLAGS :=
 endif
 
 .DEFAULT_GOAL := all
-.PHONY: all check unit test-bin clean fuzz check-threads
+.PHONY: all check unit test-bin clean fuzz check-threads bench compile_commands.json
 
 srcs_of = $(wildcard src/$(1)/*.c) $(wildcard src/$(1)/*.S)
 objs_of = $(patsubst src/%,$(BUILD)/obj/%.o,$(call srcs_of,$(1)))
@@ -144,6 +146,22 @@ THREAD_E2E := tests/e2e/serve.sh tests/e2e/serve_limits.sh tests/e2e/serve_tls.s
 check-threads: $(THREAD_TEST_BINS) $(BUILD)/elliott
 	@TSAN_OPTIONS="halt_on_error=1 $${TSAN_OPTIONS:-}" tests/run-tests.sh $(BUILD) $(THREAD_TEST_BINS) $(THREAD_E2E)
 
+# ---- benchmarks and tooling -------------------------------------------------------
+bench: $(BUILD)/bench/kernels_bench
+$(BUILD)/bench/kernels_bench: bench/kernels_bench.c $(call libs_for,kernels)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -o $@ $< $(call libs_for,kernels) $(call syslibs_for,kernels) $(LDFLAGS_ALL)
+
+# One entry per source file, with the flags the rules above use (written by
+# hand: no bear or compiledb needed).
+compile_commands.json:
+	@{ echo '['; first=1; for f in $(foreach l,$(LAYERS),$(wildcard src/$(l)/*.c)); do \
+	    extra=; case $$f in *_avx2*) extra=" $(SIMDFLAGS)";; esac; \
+	    [ $$first = 1 ] || echo ','; first=0; \
+	    printf '  {"directory": "%s", "file": "%s", "command": "%s %s %s%s -c %s"}' \
+	        "$(CURDIR)" "$$f" "$(CC)" "$(CPPFLAGS_ALL)" "$(CFLAGS_ALL)" "$$extra" "$$f"; \
+	done; echo; echo ']'; } > $@
+
 # ---- fuzzing (clang + libFuzzer) -----------------------------------------------
 FUZZ_BUILD := build-fuzz
 FUZZ_TARGETS := $(patsubst fuzz/%.c,%,$(wildcard fuzz/fuzz_*.c))
@@ -160,6 +178,6 @@ $(FUZZ_BUILD)/fuzz/%: fuzz/%.c $(FUZZ_LIBS)
 	    $(FUZZ_LIBS) $(call syslibs_for,server) $(SYSLIBS_hub) -pthread
 
 clean:
-	rm -rf build build-san build-tsan build-fuzz build-clang
+	rm -rf build build-san build-tsan build-fuzz build-clang compile_commands.json
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
