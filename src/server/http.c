@@ -157,6 +157,8 @@ static enum MHD_Result handle_metrics(struct MHD_Connection *conn, request_ctx *
     pthread_mutex_lock(&srv->lock);
     g.in_flight = srv->in_flight;
     pthread_mutex_unlock(&srv->lock);
+    g.open_connections = watch_connection_count(srv);
+    g.connections_timed_out = atomic_load(&srv->timed_out);
     size_t len;
     char *text = metrics_render(&srv->metrics, &g, &len);
     if (!text)

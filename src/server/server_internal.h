@@ -182,6 +182,8 @@ typedef struct metrics_gauges {
     int queue_depth;
     int active_slots;
     int in_flight;       /* HTTP requests being handled */
+    int open_connections;
+    unsigned long long connections_timed_out; /* a counter kept by the watch thread */
 } metrics_gauges;
 
 /* Prometheus text exposition format 0.0.4. Free with api_free. */

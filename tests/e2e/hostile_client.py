@@ -98,6 +98,14 @@ def completion_ok(what, timeout=60):
     check(status == 200 and b'"chat.completion"' in body, "%s: a short completion (status %d)" % (what, status))
 
 
+def metric(name):
+    data, _ = raw(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + auth_header() + b"\r\n")
+    for line in split_response(data)[2].decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return -1
+
+
 def raise_fd_limit():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -192,6 +200,8 @@ def group_deadlines():
     close_all(idle + slow + slow_body)
     st, _ = health()
     check(st == 200, "/health after the deadlines")
+    # The 25 dribbling ones at least (an idle one may meet MHD's own inactivity timeout first).
+    check(metric("elliott_http_connections_timed_out_total") >= 25, "/metrics counts the timed-out connections")
 
 
 def refused_at_once(s):
