@@ -107,8 +107,10 @@ def metric(name):
 
 
 def raise_fd_limit():
+    """Raises the soft descriptor limit to the hard one; returns it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
 
 
 def open_many(n, first_bytes=b""):
@@ -146,10 +148,14 @@ def close_all(socks):
 
 def group_flood():
     """Idle and slowloris connections at once; /health and a completion still served."""
-    raise_fd_limit()
+    limit = raise_fd_limit() - 100  # the server runs under the same limit
+    n_idle, n_slow = ARGS.idle, ARGS.slow
+    if n_idle + n_slow > limit:
+        n_idle, n_slow = limit * n_idle // (n_idle + n_slow), limit * n_slow // (n_idle + n_slow)
+        print("the descriptor limit (ulimit -Hn) allows %d idle and %d slowloris connections" % (n_idle, n_slow))
     t0 = time.time()
-    idle = open_many(ARGS.idle)
-    slow = open_many(ARGS.slow, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+    idle = open_many(n_idle)
+    slow = open_many(n_slow, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
     print("opened %d idle and %d slowloris connections in %.1f s" % (len(idle), len(slow), time.time() - t0))
     worst = 0.0
     end = time.time() + ARGS.seconds
