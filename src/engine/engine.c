@@ -290,6 +290,14 @@ void engine_free(engine *e)
         engine_destroy(e);
 }
 
+void engine_drain(engine *e)
+{
+    pthread_mutex_lock(&e->mu);
+    e->draining = true;
+    cancel_queued_locked(e);
+    pthread_mutex_unlock(&e->mu);
+}
+
 enum engine_state engine_state(engine *e, el_err *why)
 {
     pthread_mutex_lock(&e->mu);
@@ -368,6 +376,8 @@ int request_append_locked(gen_request *r, const char *text, size_t len)
     memcpy(r->out + r->out_len, text, len);
     r->out_len += len;
     pthread_cond_signal(&r->cv);
+    if (r->notify)
+        r->notify(r->notify_ctx);
     return 0;
 }
 
@@ -379,6 +389,8 @@ void request_finish_locked(gen_request *r, const gen_event *done)
     r->done_ev.len = 0;
     r->state = REQ_DONE;
     pthread_cond_broadcast(&r->cv);
+    if (r->notify)
+        r->notify(r->notify_ctx);
 }
 
 static void wipe_free(void *p, size_t n)
@@ -443,7 +455,7 @@ static void cancel_queued_locked(engine *e)
 
 static enum gen_status not_ready_locked(engine *e, el_err *err)
 {
-    if (e->stopping) {
+    if (e->stopping || e->draining) {
         el_fail(err, "engine: shutting down");
         return GEN_ERR_SHUTTING_DOWN;
     }
@@ -592,7 +604,7 @@ static enum gen_status submit_ready(engine *e, const chat_message *messages, siz
 
     pthread_mutex_lock(&e->mu);
     enum gen_status status = GEN_OK;
-    if (e->stopping) {
+    if (e->stopping || e->draining) {
         status = not_ready_locked(e, err);
     } else if (e->queue_len >= e->cfg.max_queue) {
         el_fail(err, "engine: the request queue is full");
@@ -627,7 +639,7 @@ enum gen_status engine_submit(engine *e, const chat_message *messages, size_t n_
         return GEN_ERR_INTERNAL;
     }
     pthread_mutex_lock(&e->mu);
-    if (e->stopping || e->state != ENGINE_READY) {
+    if (e->stopping || e->draining || e->state != ENGINE_READY) {
         enum gen_status s = not_ready_locked(e, err);
         pthread_mutex_unlock(&e->mu);
         return s;
@@ -706,6 +718,14 @@ int gen_next(gen_request *r, gen_event *ev, int timeout_ms)
     }
     pthread_mutex_unlock(&e->mu);
     return 0;
+}
+
+void gen_set_notify(gen_request *r, void (*notify)(void *ctx), void *ctx)
+{
+    pthread_mutex_lock(&r->e->mu);
+    r->notify = notify;
+    r->notify_ctx = ctx;
+    pthread_mutex_unlock(&r->e->mu);
 }
 
 void gen_cancel(gen_request *r)

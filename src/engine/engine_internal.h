@@ -69,6 +69,8 @@ struct gen_request {
     char *view;               /* the bytes of the last TEXT event */
     size_t view_cap;
     gen_event done_ev;
+    void (*notify)(void *ctx); /* gen_set_notify's */
+    void *notify_ctx;
 };
 
 /* Wipes every buffer that held message or generated text and frees. e->mu held;
@@ -138,6 +140,7 @@ struct engine {
     enum engine_state state;
     el_err load_err;
     bool stopping;
+    bool draining;           /* engine_drain: no new requests */
     int submitting;          /* engine_submit calls using the tokenizer outside the lock */
     gen_request *queue_head, *queue_tail;
     int queue_len;
