@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "gguf/gguf.h"
 #include "grammar/grammar.h"

@@ -19,11 +19,14 @@ typedef struct walk_vocab {
     const tokenizer *tok;
     int32_t ends[2];    /* EOS, end of turn */
     int32_t closers[3]; /* single-byte tokens '"', '}', ']' (-1 if absent) */
+    int32_t bytes[256]; /* a token for each single byte (-1 if none) */
 } walk_vocab;
 
 static walk_vocab walk_vocab_make(const grammar_vocab *v, const tokenizer *tok)
 {
-    walk_vocab wv = {v, tok, {tokenizer_eos(tok), tokenizer_eot(tok)}, {-1, -1, -1}};
+    walk_vocab wv = {v, tok, {tokenizer_eos(tok), tokenizer_eot(tok)}, {-1, -1, -1}, {0}};
+    for (int b = 0; b < 256; b++)
+        wv.bytes[b] = -1;
     const char closers[] = "\"}]";
     for (int32_t id = 0; id < tokenizer_n_vocab(tok); id++) {
         char buf[8];
@@ -32,6 +35,8 @@ static walk_vocab walk_vocab_make(const grammar_vocab *v, const tokenizer *tok)
         for (int i = 0; i < 3; i++)
             if (buf[0] == closers[i] && wv.closers[i] < 0)
                 wv.closers[i] = id;
+        if (wv.bytes[(unsigned char)buf[0]] < 0)
+            wv.bytes[(unsigned char)buf[0]] = id;
     }
     return wv;
 }
@@ -100,6 +105,12 @@ static walk_result grammar_walk(const walk_vocab *wv, const grammar *g, el_rng *
                 if (c >= 0 && walk_bit(mask, c))
                     tok = c;
             }
+            int n_short = 0, shorts[256]; /* then single bytes: they make progress */
+            for (int b = 0; b < 256 && tok < 0; b++)
+                if (wv->bytes[b] >= 0 && walk_bit(mask, wv->bytes[b]))
+                    shorts[n_short++] = wv->bytes[b];
+            if (tok < 0 && n_short)
+                tok = shorts[el_rng_next(rng) % (uint64_t)n_short];
         }
         if (tok < 0)
             tok = walk_pick(mask, words, (int)(el_rng_next(rng) % (uint64_t)n));
