@@ -300,7 +300,8 @@ static int cmp_range(const void *a, const void *b)
 /* Sorts and merges the ranges, removes surrogates, complements when negated. */
 static int class_normalize(parser *p, cp_class *c, bool negated)
 {
-    qsort(c->r, c->n, sizeof *c->r, cmp_range);
+    if (c->n)
+        qsort(c->r, c->n, sizeof *c->r, cmp_range);
     size_t k = 0;
     for (size_t i = 0; i < c->n; i++) {
         if (k && c->r[i].lo <= c->r[k - 1].hi + 1) {

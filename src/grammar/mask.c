@@ -125,7 +125,7 @@ static bool set_equal(const stackset *a, const stackset *b)
     for (size_t i = 0; i < a->n; i++) {
         const gstack *x = &a->stacks[i], *y = &b->stacks[i];
         if (x->len != y->len || x->bottom_rule != y->bottom_rule || x->det != y->det ||
-            memcmp(a->frames + x->off, b->frames + y->off, x->len * sizeof *a->frames))
+            (x->len && memcmp(a->frames + x->off, b->frames + y->off, x->len * sizeof *a->frames)))
             return false;
     }
     return true;

@@ -32,7 +32,7 @@ void stackset_free(stackset *s)
 
 static int reserve(void **p, size_t *cap, size_t need, size_t size, bool wipe)
 {
-    if (need <= *cap)
+    if (need <= *cap && *p) /* allocated even when nothing is needed yet: pointers into it stay defined */
         return 0;
     size_t c = *cap ? *cap : 64;
     while (c < need)
@@ -64,7 +64,7 @@ int stackset_push(stackset *s, const uint32_t *a, size_t na, const uint32_t *b, 
         if (t->len != len || t->bottom_rule != bottom_rule)
             continue;
         const uint32_t *f = s->frames + t->off;
-        if (!memcmp(f, a, na * sizeof *a) && !memcmp(f + na, b, nb * sizeof *b)) {
+        if ((!na || !memcmp(f, a, na * sizeof *a)) && (!nb || !memcmp(f + na, b, nb * sizeof *b))) {
             t->det |= det;
             return 0;
         }
@@ -79,8 +79,10 @@ int stackset_push(stackset *s, const uint32_t *a, size_t na, const uint32_t *b, 
         return -1;
     }
     uint32_t *f = s->frames + s->n_frames;
-    memcpy(f, a, na * sizeof *a);
-    memcpy(f + na, b, nb * sizeof *b);
+    if (na)
+        memcpy(f, a, na * sizeof *a);
+    if (nb)
+        memcpy(f + na, b, nb * sizeof *b);
     s->stacks[s->n++] = (gstack){(uint32_t)s->n_frames, (uint32_t)len, bottom_rule, det};
     s->n_frames += len;
     return 0;
@@ -92,8 +94,10 @@ int stackset_copy(stackset *dst, const stackset *src)
     if (reserve((void **)&dst->frames, &dst->cap_frames, src->n_frames, sizeof *dst->frames, true) < 0 ||
         reserve((void **)&dst->stacks, &dst->cap, src->n, sizeof *dst->stacks, false) < 0)
         return -1;
-    memcpy(dst->frames, src->frames, src->n_frames * sizeof *src->frames);
-    memcpy(dst->stacks, src->stacks, src->n * sizeof *src->stacks);
+    if (src->n_frames)
+        memcpy(dst->frames, src->frames, src->n_frames * sizeof *src->frames);
+    if (src->n)
+        memcpy(dst->stacks, src->stacks, src->n * sizeof *src->stacks);
     dst->n_frames = src->n_frames;
     dst->n = src->n;
     dst->wild = src->wild;
