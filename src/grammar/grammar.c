@@ -34,6 +34,7 @@ void grammar_free(grammar *g)
     if (!g)
         return;
     if (g->masks) {
+        grammar_free_lazy_dfa(g);
         for (size_t i = 0; i < g->n_elems; i++) {
             if (g->masks[i].borrowed)
                 continue;
