@@ -55,6 +55,15 @@ static const struct {
     {"json_object", NULL},
 };
 
+/* Hostile or large schemas: compile time must stay bounded (refused or compiled). */
+static const char *const hostile[] = {
+    "{\"type\":\"string\",\"maxLength\":1000}",
+    "{\"type\":\"array\",\"items\":{\"type\":\"string\",\"maxLength\":200},\"maxItems\":1000}",
+    "{\"type\":\"string\",\"pattern\":\"^([a-z]{1,100}){1,100}$\"}",
+    "{\"type\":\"string\",\"pattern\":\"^((a|a)*|(a|aa)*)*b$\"}",
+    "{\"type\":\"array\",\"minItems\":1000000}",
+};
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -120,6 +129,14 @@ int main(int argc, char **argv)
                all[(size_t)((double)n * 0.99)], all[n - 1], direct[nd / 2],
                unfinished || mismatches ? "  (walks unfinished or refused!)" : "");
         free(all);
+        grammar_free(g);
+    }
+    printf("\nbounded compile (hostile schemas):\n");
+    for (size_t s = 0; s < sizeof hostile / sizeof hostile[0]; s++) {
+        el_err err;
+        t0 = walk_now_us();
+        grammar *g = grammar_from_json_schema(v, hostile[s], strlen(hostile[s]), &err);
+        printf("%8.1f ms  %-60.60s %s\n", (walk_now_us() - t0) / 1e3, hostile[s], g ? "compiled" : err.msg);
         grammar_free(g);
     }
     free(ref);
