@@ -56,7 +56,6 @@ static void test_walks(void)
             free(r.text);
             free(r.mask_us);
             free(r.mask_cpu_us);
-        free(r.mask_cpu_us);
         }
         grammar_free(g);
     }
