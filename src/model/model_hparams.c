@@ -11,6 +11,7 @@ static const char *const arch_names[MODEL_ARCH_COUNT] = {
     [MODEL_ARCH_GEMMA] = "gemma",
     [MODEL_ARCH_GEMMA2] = "gemma2",
     [MODEL_ARCH_GEMMA3] = "gemma3",
+    [MODEL_ARCH_GEMMA4] = "gemma4",
 };
 
 int model_arch_from_name(const char *name, size_t len)
@@ -28,13 +29,32 @@ const char *model_arch_name(enum model_arch arch)
 
 bool model_layer_is_swa(const model_hparams *hp, int il)
 {
+    if (hp->arch == MODEL_ARCH_GEMMA4)
+        return il >= 0 && il < hp->n_layer && hp->layer[il].swa;
     return hp->sliding_window > 0 && hp->swa_pattern > 1 && il % hp->swa_pattern < hp->swa_pattern - 1;
+}
+
+void model_hparams_uniform_layers(model_hparams *hp)
+{
+    for (int il = 0; il < hp->n_layer && il < MODEL_MAX_LAYERS; il++) {
+        model_layer_hparams *l = &hp->layer[il];
+        memset(l, 0, sizeof *l);
+        l->swa = model_layer_is_swa(hp, il);
+        l->n_head_kv = hp->n_head_kv;
+        l->head_dim_k = hp->head_dim_k;
+        l->head_dim_v = hp->head_dim_v;
+        l->n_ff = hp->n_ff;
+        l->n_rot = hp->n_rot;
+        l->kv_layer = il;
+    }
+    hp->n_layer_kv = hp->n_layer;
+    hp->n_rot_swa = hp->n_rot;
 }
 
 /* Limits well above any real model, so that sizes derived from them cannot overflow. */
 enum {
     MAX_EMBD = 65536,
-    MAX_LAYERS = 1024,
+    MAX_LAYERS = MODEL_MAX_LAYERS,
     MAX_HEADS = 1024,
     MAX_HEAD_DIM = 4096,
     MAX_FF = 1 << 20,
@@ -93,6 +113,90 @@ static int read_float(key_reader *r, const char *suffix, bool required, double m
     return 0;
 }
 
+/* Element i of an integer or boolean array, widened. */
+static int array_int_at(const gguf_kv *kv, uint64_t i, int64_t *out)
+{
+    const uint8_t *p = kv->arr_data;
+    switch (kv->arr_type) {
+    case GGUF_VAL_UINT8:
+    case GGUF_VAL_BOOL: *out = p[i]; return 0;
+    case GGUF_VAL_INT8: *out = (int8_t)p[i]; return 0;
+    case GGUF_VAL_UINT16: { uint16_t v; memcpy(&v, p + 2 * i, 2); *out = v; return 0; }
+    case GGUF_VAL_INT16: { int16_t v; memcpy(&v, p + 2 * i, 2); *out = v; return 0; }
+    case GGUF_VAL_UINT32: { uint32_t v; memcpy(&v, p + 4 * i, 4); *out = v; return 0; }
+    case GGUF_VAL_INT32: { int32_t v; memcpy(&v, p + 4 * i, 4); *out = v; return 0; }
+    case GGUF_VAL_UINT64: {
+        uint64_t v;
+        memcpy(&v, p + 8 * i, 8);
+        if (v > INT64_MAX)
+            return -1;
+        *out = (int64_t)v;
+        return 0;
+    }
+    case GGUF_VAL_INT64: memcpy(out, p + 8 * i, 8); return 0;
+    default: return -1;
+    }
+}
+
+/* One integer per layer, stored as one value for every layer or as an array of
+ * block_count values (llama.cpp's get_key_or_arr). Absent and not required: vals
+ * keeps what the caller preset. */
+static int read_per_layer(key_reader *r, const char *suffix, bool required, long min, long max, int n_layer,
+                          int *vals, el_err *err)
+{
+    const char *key = arch_key(r, suffix);
+    const gguf_kv *kv = gguf_find(r->f, key);
+    if (!kv) {
+        if (required)
+            return el_fail(err, "metadata key %s is missing", key);
+        return 0;
+    }
+    if (kv->type != GGUF_VAL_ARRAY) {
+        int v = 0;
+        if (kv->type == GGUF_VAL_BOOL) {
+            v = kv->v.u64 != 0;
+        } else if (read_int(r, suffix, true, min, max, &v, err) < 0) {
+            return -1;
+        }
+        for (int il = 0; il < n_layer; il++)
+            vals[il] = v;
+        return 0;
+    }
+    if (kv->arr_len != (uint64_t)n_layer)
+        return el_fail(err, "metadata %s holds %llu values for %d layers", key, (unsigned long long)kv->arr_len,
+                       n_layer);
+    for (int il = 0; il < n_layer; il++) {
+        int64_t v;
+        if (array_int_at(kv, (uint64_t)il, &v) < 0)
+            return el_fail(err, "metadata %s is an array of %s, not of integers", key,
+                           gguf_value_type_name(kv->arr_type));
+        if (v < min || v > max)
+            return el_fail(err, "metadata %s[%d] = %lld is out of range [%ld, %ld]", key, il, (long long)v, min,
+                           max);
+        vals[il] = (int)v;
+    }
+    return 0;
+}
+
+static int max_of(const int *v, int n)
+{
+    int m = v[0];
+    for (int i = 1; i < n; i++)
+        if (v[i] > m)
+            m = v[i];
+    return m;
+}
+
+/* Architectures before gemma4 have one size for every layer. */
+static int require_uniform(key_reader *r, const char *suffix, const int *v, int n, el_err *err)
+{
+    for (int i = 1; i < n; i++)
+        if (v[i] != v[0])
+            return el_fail(err, "metadata %s.%s differs between layers, which %s does not have", r->arch, suffix,
+                           r->arch);
+    return 0;
+}
+
 static int read_vocab_size(const gguf_file *f, model_hparams *hp, el_err *err)
 {
     const gguf_kv *tokens = gguf_find(f, "tokenizer.ggml.tokens");
@@ -148,22 +252,34 @@ static int read_arch(const gguf_file *f, model_hparams *hp, el_err *err)
     int arch = model_arch_from_name(name.ptr, name.len);
     if (arch < 0) {
         int n = name.len > 64 ? 64 : (int)name.len;
-        return el_fail(err, "architecture '%.*s' is not supported (llama, gemma, gemma2, gemma3)", n, name.ptr);
+        return el_fail(err, "architecture '%.*s' is not supported (llama, gemma, gemma2, gemma3, gemma4)", n,
+                       name.ptr);
     }
     hp->arch = (enum model_arch)arch;
     return 0;
 }
 
-static int read_attention(key_reader *r, model_hparams *hp, el_err *err)
+/* Per-layer sizes read before the rest: KV heads and FFN widths. */
+typedef struct layer_sizes {
+    int n_head_kv[MODEL_MAX_LAYERS];
+    int n_ff[MODEL_MAX_LAYERS];
+} layer_sizes;
+
+static int read_attention(key_reader *r, model_hparams *hp, layer_sizes *ls, el_err *err)
 {
     if (read_int(r, "attention.head_count", true, 1, MAX_HEADS, &hp->n_head, err) < 0)
         return -1;
-    hp->n_head_kv = hp->n_head;
-    if (read_int(r, "attention.head_count_kv", false, 1, MAX_HEADS, &hp->n_head_kv, err) < 0)
+    for (int il = 0; il < hp->n_layer; il++)
+        ls->n_head_kv[il] = hp->n_head;
+    if (read_per_layer(r, "attention.head_count_kv", false, 1, MAX_HEADS, hp->n_layer, ls->n_head_kv, err) < 0)
         return -1;
-    if (hp->n_head % hp->n_head_kv != 0)
-        return el_fail(err, "metadata %s.attention.head_count_kv = %d does not divide head_count = %d", r->arch,
-                       hp->n_head_kv, hp->n_head);
+    for (int il = 0; il < hp->n_layer; il++)
+        if (hp->n_head % ls->n_head_kv[il] != 0)
+            return el_fail(err, "metadata %s.attention.head_count_kv = %d does not divide head_count = %d", r->arch,
+                           ls->n_head_kv[il], hp->n_head);
+    if (hp->arch != MODEL_ARCH_GEMMA4 && require_uniform(r, "attention.head_count_kv", ls->n_head_kv, hp->n_layer, err) < 0)
+        return -1;
+    hp->n_head_kv = max_of(ls->n_head_kv, hp->n_layer);
     if (hp->n_embd % hp->n_head != 0 && !gguf_find(r->f, arch_key(r, "attention.key_length")))
         return el_fail(err, "metadata %s.attention.head_count = %d does not divide embedding_length = %d", r->arch,
                        hp->n_head, hp->n_embd);
@@ -211,6 +327,91 @@ static float attention_scale(const model_hparams *hp)
     return 1.0f / sqrtf((float)hp->head_dim_k);
 }
 
+/* Gemma 4: the layer pattern and each layer's sizes. */
+static int read_gemma4_layers(key_reader *r, model_hparams *hp, const layer_sizes *ls, el_err *err)
+{
+    int swa[MODEL_MAX_LAYERS];
+    if (read_per_layer(r, "attention.sliding_window_pattern", true, 0, 1, hp->n_layer, swa, err) < 0)
+        return -1;
+    int dk_swa = 0, dv_swa = 0;
+    if (read_int(r, "attention.key_length_swa", true, 1, MAX_HEAD_DIM, &dk_swa, err) < 0 ||
+        read_int(r, "attention.value_length_swa", true, 1, MAX_HEAD_DIM, &dv_swa, err) < 0)
+        return -1;
+    if (dk_swa != dv_swa || hp->head_dim_k != hp->head_dim_v)
+        return el_fail(err, "metadata: %s needs keys and values of one size (%d/%d full, %d/%d sliding)", r->arch,
+                       hp->head_dim_k, hp->head_dim_v, dk_swa, dv_swa);
+    hp->n_rot_swa = dk_swa;
+    if (read_int(r, "rope.dimension_count_swa", false, 2, MAX_HEAD_DIM, &hp->n_rot_swa, err) < 0)
+        return -1;
+    if (hp->n_rot_swa % 2 != 0 || hp->n_rot_swa > dk_swa)
+        return el_fail(err, "metadata %s.rope.dimension_count_swa = %d must be even and at most the head size %d",
+                       r->arch, hp->n_rot_swa, dk_swa);
+    int shared = 0;
+    if (read_int(r, "attention.shared_kv_layers", false, 0, hp->n_layer - 1, &shared, err) < 0)
+        return -1;
+    hp->n_layer_kv = hp->n_layer - shared;
+    for (int il = 0; il < hp->n_layer; il++) {
+        model_layer_hparams *l = &hp->layer[il];
+        l->swa = swa[il] != 0;
+        l->n_head_kv = ls->n_head_kv[il];
+        l->head_dim_k = l->head_dim_v = l->swa ? dk_swa : hp->head_dim_k;
+        l->n_ff = ls->n_ff[il];
+        l->n_rot = l->swa ? hp->n_rot_swa : hp->n_rot;
+        l->kv_layer = il;
+        if (!l->swa)
+            hp->rope_freq_factors = true;
+    }
+    return 0;
+}
+
+/* Layers past n_layer_kv read the cache of the last earlier layer of their kind
+ * (llama.cpp: n_layer_kv - 2 for sliding layers, n_layer_kv - 1 for full ones). */
+static int link_shared_kv(key_reader *r, model_hparams *hp, el_err *err)
+{
+    for (int il = hp->n_layer_kv; il < hp->n_layer; il++) {
+        model_layer_hparams *l = &hp->layer[il];
+        int src = hp->n_layer_kv - (l->swa ? 2 : 1);
+        if (src < 0)
+            return el_fail(err, "metadata %s.attention.shared_kv_layers: layer %d has no earlier layer to share with",
+                           r->arch, il);
+        const model_layer_hparams *s = &hp->layer[src];
+        if (s->swa != l->swa || s->n_head_kv != l->n_head_kv || s->head_dim_k != l->head_dim_k)
+            return el_fail(err, "metadata: layer %d would share the KV cache of layer %d, which has another shape",
+                           il, src);
+        l->kv_layer = src;
+    }
+    return 0;
+}
+
+static int read_gemma4(key_reader *r, model_hparams *hp, const layer_sizes *ls, el_err *err)
+{
+    hp->final_softcap = 30.0f;
+    if (read_int(r, "attention.sliding_window", true, 0, MAX_CTX, &hp->sliding_window, err) < 0 ||
+        read_float(r, "final_logit_softcapping", false, 0.0, 1e6, &hp->final_softcap, err) < 0 ||
+        read_int(r, "embedding_length_per_layer_input", true, 0, MAX_EMBD, &hp->n_embd_per_layer, err) < 0 ||
+        read_int(r, "expert_count", false, 0, 4096, &hp->n_expert, err) < 0 ||
+        read_int(r, "expert_used_count", false, 0, 4096, &hp->n_expert_used, err) < 0 ||
+        read_int(r, "expert_feed_forward_length", false, 0, MAX_FF, &hp->n_ff_exp, err) < 0)
+        return -1;
+    if (read_gemma4_layers(r, hp, ls, err) < 0 || link_shared_kv(r, hp, err) < 0)
+        return -1;
+    hp->v_norm = true;
+    for (int il = 0; il < hp->n_layer; il++) {
+        model_layer_hparams *l = &hp->layer[il];
+        char name[64];
+        snprintf(name, sizeof name, "blk.%d.attn_v.weight", il);
+        l->v_from_k = l->kv_layer == il && !gguf_find_tensor(r->f, name);
+        snprintf(name, sizeof name, "blk.%d.ffn_gate_inp.weight", il);
+        l->moe = gguf_find_tensor(r->f, name) != NULL;
+        if (l->moe && (hp->n_expert < 1 || hp->n_expert_used < 1 || hp->n_expert_used > hp->n_expert ||
+                       hp->n_ff_exp < 1))
+            return el_fail(err, "layer %d has a mixture of experts, but metadata %s.expert_count = %d, "
+                                "expert_used_count = %d, expert_feed_forward_length = %d do not describe one",
+                           il, r->arch, hp->n_expert, hp->n_expert_used, hp->n_ff_exp);
+    }
+    return 0;
+}
+
 static int read_gemma_extras(key_reader *r, model_hparams *hp, el_err *err)
 {
     if (hp->arch == MODEL_ARCH_GEMMA2) {
@@ -237,15 +438,26 @@ int model_hparams_from_gguf(const gguf_file *f, model_hparams *hp, el_err *err)
     if (read_arch(f, hp, err) < 0)
         return -1;
     key_reader r = {.f = f, .arch = model_arch_name(hp->arch)};
+    layer_sizes ls;
     if (read_int(&r, "context_length", true, 1, MAX_CTX, &hp->n_ctx_train, err) < 0 ||
         read_int(&r, "embedding_length", true, 1, MAX_EMBD, &hp->n_embd, err) < 0 ||
         read_int(&r, "block_count", true, 1, MAX_LAYERS, &hp->n_layer, err) < 0 ||
-        read_int(&r, "feed_forward_length", true, 1, MAX_FF, &hp->n_ff, err) < 0)
+        read_per_layer(&r, "feed_forward_length", true, 1, MAX_FF, hp->n_layer, ls.n_ff, err) < 0)
         return -1;
-    if (read_attention(&r, hp, err) < 0 || read_rope(&r, hp, err) < 0 || read_gemma_extras(&r, hp, err) < 0)
+    if (hp->arch != MODEL_ARCH_GEMMA4 && require_uniform(&r, "feed_forward_length", ls.n_ff, hp->n_layer, err) < 0)
         return -1;
-    if ((int64_t)hp->n_head * hp->head_dim_k > MAX_EMBD * 4 || (int64_t)hp->n_head * hp->head_dim_v > MAX_EMBD * 4)
+    hp->n_ff = max_of(ls.n_ff, hp->n_layer);
+    if (read_attention(&r, hp, &ls, err) < 0 || read_rope(&r, hp, err) < 0 || read_gemma_extras(&r, hp, err) < 0)
+        return -1;
+    if (hp->arch == MODEL_ARCH_GEMMA4) {
+        if (read_gemma4(&r, hp, &ls, err) < 0)
+            return -1;
+    } else {
+        model_hparams_uniform_layers(hp);
+    }
+    if ((int64_t)hp->n_head * hp->head_dim_k > MAX_EMBD * 4 || (int64_t)hp->n_head * hp->head_dim_v > MAX_EMBD * 4 ||
+        (int64_t)hp->n_embd_per_layer * hp->n_layer > MAX_FF)
         return el_fail(err, "metadata: %d heads of %d values are too many", hp->n_head, hp->head_dim_k);
-    hp->attn_scale = attention_scale(hp);
+    hp->attn_scale = hp->arch == MODEL_ARCH_GEMMA4 ? 1.0f : attention_scale(hp);
     return read_vocab_size(f, hp, err);
 }

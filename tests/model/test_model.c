@@ -43,20 +43,20 @@ typedef struct tensor_count {
     bool q_norm_seen;
 } tensor_count;
 
-static int count_tensor(void *p, const char *name, int n_dims, const int64_t *ne, bool quantizable, el_err *err)
+static int count_tensor(void *p, const model_tensor_desc *d, el_err *err)
 {
     tensor_count *c = p;
     c->total++;
-    c->norms += !quantizable;
-    if (!strcmp(name, "blk.0.attn_q.weight")) {
-        c->q_ne0 = ne[0];
-        c->q_ne1 = ne[1];
-        CHECK_EQ_INT(n_dims, 2);
+    c->norms += d->kind == MODEL_TENSOR_VECTOR;
+    if (!strcmp(d->name, "blk.0.attn_q.weight")) {
+        c->q_ne0 = d->ne[0];
+        c->q_ne1 = d->ne[1];
+        CHECK_EQ_INT(d->n_dims, 2);
     }
-    if (!strcmp(name, "blk.1.attn_q_norm.weight")) {
+    if (!strcmp(d->name, "blk.1.attn_q_norm.weight")) {
         c->q_norm_seen = true;
-        CHECK_EQ_INT(n_dims, 1);
-        CHECK(!quantizable);
+        CHECK_EQ_INT(d->n_dims, 1);
+        CHECK(d->kind == MODEL_TENSOR_VECTOR);
     }
     return 0;
 }
@@ -64,7 +64,8 @@ static int count_tensor(void *p, const char *name, int n_dims, const int64_t *ne
 static void test_for_each_tensor(void)
 {
     model_hparams hp = {.n_vocab = 100, .n_embd = 64, .n_layer = 2, .n_head = 4, .n_head_kv = 1,
-                        .head_dim_k = 16, .head_dim_v = 16, .n_ff = 128};
+                        .head_dim_k = 16, .head_dim_v = 16, .n_ff = 128, .n_rot = 16};
+    model_hparams_uniform_layers(&hp);
     static const struct { enum model_arch arch; int per_layer, norms_per_layer; bool q_norm; } want[] = {
         {MODEL_ARCH_LLAMA, 9, 2, false},
         {MODEL_ARCH_GEMMA, 9, 2, false},
@@ -553,6 +554,88 @@ static void test_load_from_memory(void)
     free(data);
 }
 
+/* ---- gemma4 ------------------------------------------------------------------------- */
+
+/* The layer table llama.cpp derives: the sliding pattern, per-layer head sizes and KV
+ * heads, the double-wide MLP and shared KV of the trailing layers, K as V on full
+ * layers of the MoE shape; then one batch equals token-by-token decoding. */
+static void test_gemma4_layers(void)
+{
+    const char *dense = tmp_path("g4.gguf"), *moe = tmp_path("g4moe.gguf");
+    if (write_tiny(dense, MODEL_ARCH_GEMMA4, "tiny-gemma4", GGUF_TYPE_Q8_0, 5, 0) < 0 ||
+        write_tiny(moe, MODEL_ARCH_GEMMA4, "tiny-gemma4-moe", GGUF_TYPE_F32, 5, 0) < 0)
+        return;
+    el_err err = {{0}};
+    model *m = model_load(dense, NULL, &err);
+    CHECKF(m != NULL, "%s", err.msg);
+    if (m) {
+        const model_hparams *hp = model_hparams_of(m);
+        CHECK_EQ_INT(hp->n_layer, 10);
+        CHECK_EQ_INT(hp->n_layer_kv, 5);
+        CHECK_EQ_INT(hp->n_embd_per_layer, 16);
+        CHECK(hp->rope_freq_factors && hp->v_norm);
+        for (int il = 0; il < 10; il++) {
+            const model_layer_hparams *l = &hp->layer[il];
+            CHECK_EQ_INT(l->swa, (il + 1) % 5 != 0);
+            CHECK_EQ_INT(l->head_dim_k, l->swa ? 16 : 32);
+            CHECK_EQ_INT(l->n_ff, il < 5 ? 256 : 512);
+            CHECK_EQ_INT(l->kv_layer, il < 5 ? il : l->swa ? 3 : 4);
+            CHECK(!l->v_from_k && !l->moe);
+        }
+        model_free(m);
+    }
+    m = model_load(moe, NULL, &err);
+    CHECKF(m != NULL, "%s", err.msg);
+    if (m) {
+        const model_hparams *hp = model_hparams_of(m);
+        CHECK_EQ_INT(hp->n_expert, 4);
+        CHECK_EQ_INT(hp->n_expert_used, 2);
+        for (int il = 0; il < 6; il++) {
+            const model_layer_hparams *l = &hp->layer[il];
+            CHECK_EQ_INT(l->n_head_kv, l->swa ? 2 : 1);
+            CHECK_EQ_INT(l->v_from_k, !l->swa);
+            CHECK(l->moe && l->kv_layer == il);
+        }
+        model_free(m);
+    }
+    const char *paths[] = {dense, moe};
+    for (int i = 0; i < 2; i++) {
+        runner r;
+        if (runner_open(&r, paths[i], 2, 64, 32) < 0) {
+            runner_close(&r);
+            continue;
+        }
+        int32_t tok[20];
+        token_stream(tok, 20, 7, r.n_vocab);
+        float *batch = malloc(20 * (size_t)r.n_vocab * sizeof(float));
+        float *one = malloc((size_t)r.n_vocab * sizeof(float));
+        double worst = 0;
+        CHECK(run_seq(&r, 0, tok, 20, true, batch, &err) == 0);
+        for (int t = 0; t < 20; t++) {
+            CHECK(run_seq(&r, 1, &tok[t], 1, false, one, &err) == 0);
+            worst = fmax(worst, max_rel_diff(one, batch + (size_t)t * r.n_vocab, r.n_vocab));
+        }
+        CHECKF(worst < 1e-3, "%s: token by token differs from one batch by %g", paths[i], worst);
+        for (int t = 0; t < r.n_vocab; t++)
+            CHECK(isfinite(batch[t]));
+        free(batch);
+        free(one);
+        runner_close(&r);
+    }
+}
+
+static void test_gemma4_rejects_mismatched_shapes(void)
+{
+    model_random_options o = {.arch = MODEL_ARCH_GEMMA4, .shape = "tiny", .type = GGUF_TYPE_F32, .n_vocab = 10};
+    el_err err = {{0}};
+    CHECK_EQ_INT(model_write_random(tmp_path("x.gguf"), &o, &err), -1);
+    CHECKF(strstr(err.msg, "gemma4") != NULL, "%s", err.msg);
+    o.arch = MODEL_ARCH_GEMMA3;
+    o.shape = "tiny-gemma4";
+    CHECK_EQ_INT(model_write_random(tmp_path("x.gguf"), &o, &err), -1);
+    CHECKF(strstr(err.msg, "gemma4 only") != NULL, "%s", err.msg);
+}
+
 int main(void)
 {
     if (!mkdtemp(tmpdir)) {
@@ -569,6 +652,8 @@ int main(void)
     RUN(test_kv_cache_sequences);
     RUN(test_bad_sizes);
     RUN(test_load_from_memory);
+    RUN(test_gemma4_layers);
+    RUN(test_gemma4_rejects_mismatched_shapes);
     threadpool_free(pool);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
