@@ -151,6 +151,12 @@ static void choose_values(writer_state *s, planned_tensor *t, const model_tensor
     } else if (ends_with(d->name, "layer_output_scale.weight")) {
         t->mean = 0.875f;
         t->scale = 0.07f;
+    } else if (s->arch == MODEL_ARCH_GEMMA4 && (ends_with(d->name, "attn_q_norm.weight") ||
+                                                ends_with(d->name, "attn_k_norm.weight"))) {
+        /* Gemma 4 does not scale its scores: with unit q and k norms a score would be
+         * about sqrt(head_dim), and attention so peaked that rounding decides it. */
+        t->mean = 0.5f;
+        t->scale = 0.05f;
     } else if (d->kind == MODEL_TENSOR_VECTOR) {
         t->mean = 1.0f;
         t->scale = 0.1f;
