@@ -57,7 +57,7 @@ struct model_ctx {
 
 static bool arch_is_gemma(enum model_arch a)
 {
-    return a == MODEL_ARCH_GEMMA || a == MODEL_ARCH_GEMMA2 || a == MODEL_ARCH_GEMMA3 || a == MODEL_ARCH_GEMMA4;
+    return a != MODEL_ARCH_LLAMA;
 }
 
 /* ---- context ----------------------------------------------------------------------- */
@@ -84,8 +84,10 @@ static size_t one_scratch(const kernels_matrix *w, int n_tokens)
 static size_t max_matmul_scratch(const model *m, int n_tokens)
 {
     size_t best = kernels_matmul_scratch_size(m->output.type, m->output.cols, n_tokens);
-    if (m->ple_model_proj.data && one_scratch(&m->ple_model_proj, n_tokens) > best)
-        best = one_scratch(&m->ple_model_proj, n_tokens);
+    const kernels_matrix *globals[] = {&m->ple_model_proj, &m->dense_2, &m->dense_3};
+    for (size_t i = 0; i < sizeof globals / sizeof globals[0]; i++)
+        if (one_scratch(globals[i], n_tokens) > best)
+            best = one_scratch(globals[i], n_tokens);
     for (int il = 0; il < m->hp.n_layer; il++) {
         const model_layer *l = &m->layers[il];
         const kernels_matrix *qkv[] = {&l->wq, &l->wk, &l->wv}, *gate_up[] = {&l->ffn_gate, &l->ffn_up};
@@ -239,6 +241,13 @@ static bool kv_fits(const kv_cache *kv, const model_hparams *hp)
     return true;
 }
 
+/* A model without causal attention (an embedding model) cannot extend a sequence:
+ * its earlier tokens would have to see the new ones. */
+static bool whole_sequences_ok(const model_hparams *hp, const kv_cache *kv, int seq)
+{
+    return hp->causal || kv->len[seq] == 0;
+}
+
 static int validate_batch(const model_ctx *c, kv_cache *kv, const model_batch *b, el_err *err)
 {
     const model_hparams *hp = &c->m->hp;
@@ -259,6 +268,9 @@ static int validate_batch(const model_ctx *c, kv_cache *kv, const model_batch *b
             return el_fail(err, "token %d: position %d of sequence %d, expected %d", i, pos, seq, kv->next[seq]);
         if (pos >= kv->n_ctx)
             return el_fail(err, "token %d: position %d is beyond the context of %d", i, pos, kv->n_ctx);
+        if (!whole_sequences_ok(hp, kv, seq))
+            return el_fail(err, "token %d: sequence %d continues from position %d, but a model without causal "
+                                "attention takes each sequence whole, in one batch", i, seq, kv->len[seq]);
         kv->next[seq]++;
     }
     return 0;
@@ -493,16 +505,25 @@ static void attend_one(const layer_job *j, int row, int h, uint16_t *q16, uint16
     int seq = j->b->seq[t], pos = j->b->pos[t];
     float kq_scale = arch_is_gemma(hp->arch) ? 1.0f : hp->attn_scale;
     float cap = hp->attn_softcap;
-    int first = 0;
-    if (lh->swa && pos - hp->sliding_window + 1 > 0)
+    int first = 0, last = pos;
+    if (!hp->causal) {
+        /* the whole sequence, or a window centred on the token (llama.cpp's symmetric SWA) */
+        last = j->kv->next[seq] - 1;
+        if (lh->swa) {
+            int half = hp->sliding_window / 2;
+            first = pos - half > 0 ? pos - half : 0;
+            last = pos + half < last ? pos + half : last;
+        }
+    } else if (lh->swa && pos - hp->sliding_window + 1 > 0) {
         first = pos - hp->sliding_window + 1;
+    }
 
     kernels_f32_to_f16(c->q + (size_t)t * hp->n_head * dk + (size_t)h * dk, q16, dk);
     memset(acc16, 0, (size_t)dv * sizeof *acc16);
     const uint16_t *keys = kv_k_at(j->kv, lh->kv_layer, seq, kvh, 0);
     const uint16_t *vals = kv_v_at(j->kv, lh->kv_layer, seq, kvh, 0);
     float max = -INFINITY, sum = 0.0f;
-    for (int p = first; p <= pos; p++) {
+    for (int p = first; p <= last; p++) {
         float s = kernels_dot_f16(q16, keys + (size_t)p * dk, dk) * kq_scale;
         if (cap > 0.0f)
             s = cap * tanhf(s / cap);
@@ -759,12 +780,11 @@ static void output_logits(model_ctx *c, int n_out, float *logits)
         kernels_softcap(logits, hp->final_softcap, (int64_t)n_out * hp->n_vocab);
 }
 
-int model_forward(model_ctx *c, kv_cache *kv, const model_batch *b, float *logits, el_err *err)
+/* Every layer over the batch; the last one only for rows[0..n_out), which end up as
+ * the first n_out rows of x. */
+static void run_layers(model_ctx *c, kv_cache *kv, const model_batch *b, const int *out_rows, int n_out)
 {
-    if (validate_batch(c, kv, b, err) < 0)
-        return -1;
     const model *m = c->m;
-    int n_out = logits ? list_logit_rows(c, b) : 0;
     embed(c, b);
     if (m->hp.n_embd_per_layer > 0)
         per_layer_inputs(c, b);
@@ -772,7 +792,7 @@ int model_forward(model_ctx *c, kv_cache *kv, const model_batch *b, float *logit
     int n_layer = m->hp.n_layer;
     for (int il = 0; il < n_layer; il++) {
         bool last = il == n_layer - 1;
-        const int *rows = last ? c->logit_rows : c->all_rows;
+        const int *rows = last ? out_rows : c->all_rows;
         int n = last ? n_out : b->n_tokens;
         attention_block(c, kv, b, il, rows, n);
         if (n == 0)
@@ -785,7 +805,111 @@ int model_forward(model_ctx *c, kv_cache *kv, const model_batch *b, float *logit
     }
     for (int s = 0; s < kv->n_seq; s++)
         kv->len[s] = kv->next[s];
+}
+
+int model_forward(model_ctx *c, kv_cache *kv, const model_batch *b, float *logits, el_err *err)
+{
+    if (!c->m->hp.causal)
+        return el_fail(err, "%s is an embedding model: it gives embeddings (model_embed), not logits",
+                       model_arch_name(c->m->hp.arch));
+    if (validate_batch(c, kv, b, err) < 0)
+        return -1;
+    int n_out = logits ? list_logit_rows(c, b) : 0;
+    run_layers(c, kv, b, c->logit_rows, n_out);
     if (n_out > 0)
         output_logits(c, n_out, logits);
+    return 0;
+}
+
+/* ---- embeddings ------------------------------------------------------------------------ */
+
+int model_embedding_size(const model *m)
+{
+    return m->hp.n_embd;
+}
+
+/* The hidden states a pooling needs: every token (mean), or each sequence's first or
+ * last token of the batch. */
+static int list_pooled_rows(model_ctx *c, const model_batch *b, enum model_pooling pooling)
+{
+    int n = 0;
+    for (int i = 0; i < b->n_tokens; i++) {
+        bool want = pooling == MODEL_POOLING_MEAN;
+        if (pooling == MODEL_POOLING_CLS)
+            want = b->pos[i] == 0;
+        if (pooling == MODEL_POOLING_LAST) {
+            want = true;
+            for (int k = i + 1; k < b->n_tokens && want; k++)
+                want = b->seq[k] != b->seq[i];
+        }
+        if (want)
+            c->logit_rows[n++] = i;
+    }
+    return n;
+}
+
+static void l2_normalize(float *v, int64_t n)
+{
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        sum += (double)v[i] * v[i];
+    if (sum > 0.0)
+        kernels_scale(v, (float)(1.0 / sqrt(sum)), n);
+}
+
+int model_embed(model_ctx *c, kv_cache *kv, const model_batch *b, enum model_pooling pooling, bool normalize,
+                float *out, el_err *err)
+{
+    const model *m = c->m;
+    const model_hparams *hp = &m->hp;
+    if (pooling == MODEL_POOLING_NONE)
+        pooling = hp->pooling;
+    if (pooling != MODEL_POOLING_MEAN && pooling != MODEL_POOLING_CLS && pooling != MODEL_POOLING_LAST)
+        return el_fail(err, "%s says no pooling: ask for mean, CLS or last-token pooling of its hidden states",
+                       model_arch_name(hp->arch));
+    if (validate_batch(c, kv, b, err) < 0)
+        return -1;
+    for (int i = 0; i < b->n_tokens; i++)
+        if (kv->len[b->seq[i]] != 0)
+            return el_fail(err, "token %d: sequence %d already holds %d positions; an embedding takes the "
+                                "sequence whole, in one batch", i, b->seq[i], kv->len[b->seq[i]]);
+    int n_rows = list_pooled_rows(c, b, pooling);
+    int64_t E = hp->n_embd, W = hp->n_dense > E ? hp->n_dense : E;
+    /* one pooled row per sequence, in the order sequences first appear */
+    float *pooled = calloc((size_t)kv->n_seq * (size_t)(2 * W), sizeof *pooled);
+    int *seq_of = calloc((size_t)kv->n_seq, sizeof *seq_of), *count = calloc((size_t)kv->n_seq, sizeof *count);
+    int *slot = malloc((size_t)kv->n_seq * sizeof *slot);
+    if (!pooled || !seq_of || !count || !slot) {
+        free(pooled), free(seq_of), free(count), free(slot);
+        return el_fail(err, "out of memory for %d embeddings", kv->n_seq);
+    }
+    run_layers(c, kv, b, c->logit_rows, n_rows);
+    rmsnorm_rows(c, c->xn, c->x, m->output_norm, E, n_rows);
+    int n_seqs = 0;
+    for (int s = 0; s < kv->n_seq; s++)
+        slot[s] = -1;
+    for (int r = 0; r < n_rows; r++) {
+        int seq = b->seq[c->logit_rows[r]];
+        if (slot[seq] < 0) {
+            slot[seq] = n_seqs;
+            seq_of[n_seqs++] = seq;
+        }
+        kernels_add(pooled + (size_t)slot[seq] * E, c->xn + (size_t)r * E, E);
+        count[slot[seq]]++;
+    }
+    for (int k = 0; k < n_seqs; k++)
+        kernels_scale(pooled + (size_t)k * E, 1.0f / (float)count[k], E);
+    if (hp->n_dense > 0) {
+        float *mid = pooled + (size_t)kv->n_seq * W;
+        kernels_matmul(&m->dense_2, pooled, E, n_seqs, mid, hp->n_dense, c->mm_scratch, c->pool);
+        kernels_matmul(&m->dense_3, mid, hp->n_dense, n_seqs, pooled, E, c->mm_scratch, c->pool);
+    }
+    for (int k = 0; k < n_seqs; k++) {
+        float *dst = out + (size_t)seq_of[k] * E;
+        memcpy(dst, pooled + (size_t)k * E, (size_t)E * sizeof *dst);
+        if (normalize)
+            l2_normalize(dst, E);
+    }
+    free(pooled), free(seq_of), free(count), free(slot);
     return 0;
 }

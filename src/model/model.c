@@ -37,10 +37,9 @@ enum layer_cond {
 };
 
 #define ARCH_BIT(a) (1u << (a))
-#define GEMMA_1_3 (ARCH_BIT(MODEL_ARCH_GEMMA) | ARCH_BIT(MODEL_ARCH_GEMMA2) | ARCH_BIT(MODEL_ARCH_GEMMA3))
-#define ALL_ARCHS (ARCH_BIT(MODEL_ARCH_LLAMA) | GEMMA_1_3 | ARCH_BIT(MODEL_ARCH_GEMMA4))
-#define GEMMA234 (ARCH_BIT(MODEL_ARCH_GEMMA2) | ARCH_BIT(MODEL_ARCH_GEMMA3) | ARCH_BIT(MODEL_ARCH_GEMMA4))
-#define GEMMA34 (ARCH_BIT(MODEL_ARCH_GEMMA3) | ARCH_BIT(MODEL_ARCH_GEMMA4))
+#define GEMMA34 (ARCH_BIT(MODEL_ARCH_GEMMA3) | ARCH_BIT(MODEL_ARCH_GEMMA4) | ARCH_BIT(MODEL_ARCH_GEMMA_EMBEDDING))
+#define GEMMA234 (ARCH_BIT(MODEL_ARCH_GEMMA2) | GEMMA34)
+#define ALL_ARCHS (ARCH_BIT(MODEL_ARCH_LLAMA) | ARCH_BIT(MODEL_ARCH_GEMMA) | GEMMA234)
 #define GEMMA4 ARCH_BIT(MODEL_ARCH_GEMMA4)
 
 typedef struct layer_tensor {
@@ -174,6 +173,10 @@ int model_for_each_tensor(const model_hparams *hp, model_tensor_fn fn, void *ctx
     if (emit(fn, ctx, "token_embd.weight", MODEL_TENSOR_TABLE, false, 2, hp->n_embd, hp->n_vocab, err) < 0)
         return -1;
     if (hp->arch == MODEL_ARCH_GEMMA4 && for_each_gemma4_global(hp, fn, ctx, err) < 0)
+        return -1;
+    if (hp->n_dense > 0 &&
+        (emit(fn, ctx, "dense_2.weight", MODEL_TENSOR_MATRIX, false, 2, hp->n_embd, hp->n_dense, err) < 0 ||
+         emit(fn, ctx, "dense_3.weight", MODEL_TENSOR_MATRIX, false, 2, hp->n_dense, hp->n_embd, err) < 0))
         return -1;
     char name[80];
     for (int il = 0; il < hp->n_layer; il++) {
@@ -386,6 +389,10 @@ static int prepare(model *m, el_err *err)
     m->tok_embd_row_bytes = gguf_row_size(m->tok_embd->type, m->tok_embd->ne[0]);
     if (m->hp.arch == MODEL_ARCH_GEMMA4)
         bind_gemma4_globals(m, &cursor);
+    if (m->hp.n_dense > 0) {
+        m->dense_2 = bind_matrix(m, "dense_2.weight");
+        m->dense_3 = bind_matrix(m, "dense_3.weight");
+    }
     for (int il = 0; il < m->hp.n_layer; il++)
         bind_layer(m, il, &cursor);
     m->output_norm = bind_vector(m, "output_norm.weight", &cursor);

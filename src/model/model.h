@@ -1,4 +1,4 @@
-/* Transformer architectures over GGUF weights: Gemma 1/2/3/4 and llama.
+/* Transformer architectures over GGUF weights: Gemma 1/2/3/4, EmbeddingGemma and llama.
  *
  * A model is loaded once (weights stay memory-mapped) and then evaluated on
  * batches of tokens that may belong to different sequences: each token carries
@@ -21,6 +21,7 @@ enum model_arch {
     MODEL_ARCH_GEMMA2,
     MODEL_ARCH_GEMMA3,
     MODEL_ARCH_GEMMA4,
+    MODEL_ARCH_GEMMA_EMBEDDING,
     MODEL_ARCH_COUNT
 };
 
@@ -29,6 +30,15 @@ int model_arch_from_name(const char *name, size_t len);
 const char *model_arch_name(enum model_arch arch);
 
 enum { MODEL_MAX_LAYERS = 512 };
+
+/* How an embedding is pooled from a sequence's hidden states (llama.cpp's
+ * pooling_type values). */
+enum model_pooling {
+    MODEL_POOLING_NONE = 0,
+    MODEL_POOLING_MEAN = 1,
+    MODEL_POOLING_CLS = 2,  /* the first token */
+    MODEL_POOLING_LAST = 3, /* the last token */
+};
 
 /* What may differ from one layer to the next (Gemma 4: sliding and full layers of
  * different head sizes and KV head counts, double-wide MLPs, layers that read an
@@ -78,6 +88,9 @@ typedef struct model_hparams {
     int n_expert;         /* mixture of experts: experts, experts per token, expert FFN width */
     int n_expert_used;
     int n_ff_exp;
+    bool causal;          /* false: a token attends to its whole sequence (gemma-embedding) */
+    enum model_pooling pooling; /* the GGUF's pooling_type; NONE for generative models */
+    int n_dense;          /* width of EmbeddingGemma's dense projection (dense_2 out); 0: none */
     model_layer_hparams layer[MODEL_MAX_LAYERS];
 } model_hparams;
 
@@ -169,6 +182,17 @@ void model_ctx_free(model_ctx *ctx);
  * n_vocab logits for each token that wants them, in batch order. Fails (cache
  * untouched) on a token id, position or sequence out of range. */
 int model_forward(model_ctx *ctx, kv_cache *kv, const model_batch *batch, float *logits, el_err *err);
+
+/* Embeddings: for every sequence of the batch, its final hidden states (after the
+ * output norm) pooled (MODEL_POOLING_NONE: as the model's GGUF says, which an embedding
+ * model does and a generative one does not), through EmbeddingGemma's dense projection
+ * when the model has one, and L2-normalized when normalize is true. Row s of out
+ * (model_embedding_size floats) is sequence s; rows of sequences not in the batch are
+ * untouched. Each sequence must be whole in the batch, starting at position 0 (its
+ * cache row empty): a model without causal attention cannot continue a sequence. */
+int model_embed(model_ctx *ctx, kv_cache *kv, const model_batch *batch, enum model_pooling pooling, bool normalize,
+                float *out, el_err *err);
+int model_embedding_size(const model *m);
 
 /* ---- random-weight models (tests, benchmarks) ----------------------------------- */
 

@@ -12,6 +12,7 @@ static const char *const arch_names[MODEL_ARCH_COUNT] = {
     [MODEL_ARCH_GEMMA2] = "gemma2",
     [MODEL_ARCH_GEMMA3] = "gemma3",
     [MODEL_ARCH_GEMMA4] = "gemma4",
+    [MODEL_ARCH_GEMMA_EMBEDDING] = "gemma-embedding",
 };
 
 int model_arch_from_name(const char *name, size_t len)
@@ -252,7 +253,7 @@ static int read_arch(const gguf_file *f, model_hparams *hp, el_err *err)
     int arch = model_arch_from_name(name.ptr, name.len);
     if (arch < 0) {
         int n = name.len > 64 ? 64 : (int)name.len;
-        return el_fail(err, "architecture '%.*s' is not supported (llama, gemma, gemma2, gemma3, gemma4)", n,
+        return el_fail(err, "architecture '%.*s' is not supported (llama, gemma, gemma2, gemma3, gemma4, gemma-embedding)", n,
                        name.ptr);
     }
     hp->arch = (enum model_arch)arch;
@@ -309,7 +310,7 @@ static int read_rope(key_reader *r, model_hparams *hp, el_err *err)
     if (read_rope_scaling(r, hp, err) < 0)
         return -1;
     hp->rope_base_swa = hp->rope_base;
-    if (hp->arch == MODEL_ARCH_GEMMA3) {
+    if (hp->arch == MODEL_ARCH_GEMMA3 || hp->arch == MODEL_ARCH_GEMMA_EMBEDDING) {
         /* Gemma 3's local layers keep the original base and no scaling. */
         hp->rope_base_swa = 10000.0f;
         hp->rope_freq_scale_swa = 1.0f;
@@ -412,6 +413,30 @@ static int read_gemma4(key_reader *r, model_hparams *hp, const layer_sizes *ls, 
     return 0;
 }
 
+/* EmbeddingGemma: bidirectional, pooled, optionally projected by two dense layers
+ * (n_embd -> n_dense -> n_embd; llama.cpp asserts those widths). */
+static int read_embedding(key_reader *r, model_hparams *hp, el_err *err)
+{
+    hp->causal = false;
+    if (read_int(r, "attention.sliding_window_pattern", false, 1, MAX_LAYERS, &hp->swa_pattern, err) < 0)
+        return -1;
+    int pooling = 0;
+    if (read_int(r, "pooling_type", true, 0, 3, &pooling, err) < 0)
+        return -1;
+    hp->pooling = (enum model_pooling)pooling;
+    int d2_in = 0, d2_out = 0, d3_in = 0, d3_out = 0;
+    if (read_int(r, "dense_2_feat_in", false, 0, MAX_FF, &d2_in, err) < 0 ||
+        read_int(r, "dense_2_feat_out", false, 0, MAX_FF, &d2_out, err) < 0 ||
+        read_int(r, "dense_3_feat_in", false, 0, MAX_FF, &d3_in, err) < 0 ||
+        read_int(r, "dense_3_feat_out", false, 0, MAX_FF, &d3_out, err) < 0)
+        return -1;
+    if ((d2_in && d2_in != hp->n_embd) || (d3_out && d3_out != hp->n_embd) || d2_out != d3_in)
+        return el_fail(err, "metadata %s.dense_*_feat_*: %d -> %d, %d -> %d do not chain from and back to "
+                            "embedding_length %d", r->arch, d2_in, d2_out, d3_in, d3_out, hp->n_embd);
+    hp->n_dense = d2_out;
+    return 0;
+}
+
 static int read_gemma_extras(key_reader *r, model_hparams *hp, el_err *err)
 {
     if (hp->arch == MODEL_ARCH_GEMMA2) {
@@ -423,11 +448,13 @@ static int read_gemma_extras(key_reader *r, model_hparams *hp, el_err *err)
             read_float(r, "attn_logit_softcapping", false, 0.0, 1e6, &hp->attn_softcap, err) < 0 ||
             read_float(r, "final_logit_softcapping", false, 0.0, 1e6, &hp->final_softcap, err) < 0)
             return -1;
-    } else if (hp->arch == MODEL_ARCH_GEMMA3) {
+    } else if (hp->arch == MODEL_ARCH_GEMMA3 || hp->arch == MODEL_ARCH_GEMMA_EMBEDDING) {
         hp->swa_pattern = 6;
         if (read_int(r, "attention.sliding_window", true, 0, MAX_CTX, &hp->sliding_window, err) < 0)
             return -1;
     }
+    if (hp->arch == MODEL_ARCH_GEMMA_EMBEDDING)
+        return read_embedding(r, hp, err);
     return 0;
 }
 
@@ -435,6 +462,7 @@ int model_hparams_from_gguf(const gguf_file *f, model_hparams *hp, el_err *err)
 {
     memset(hp, 0, sizeof *hp);
     hp->swa_pattern = 1;
+    hp->causal = true;
     if (read_arch(f, hp, err) < 0)
         return -1;
     key_reader r = {.f = f, .arch = model_arch_name(hp->arch)};

@@ -45,6 +45,7 @@ struct model {
     size_t ple_tok_embd_row_bytes;
     kernels_matrix ple_model_proj;    /* per_layer_model_proj [n_embd -> n_embd_per_layer * n_layer] */
     const float *ple_proj_norm;
+    kernels_matrix dense_2, dense_3;  /* EmbeddingGemma's projection after pooling */
     model_layer *layers;
     float *norm_data; /* F32 copies of every vector weight, whatever their stored type */
     uint64_t weight_bytes;

@@ -14,7 +14,9 @@ typedef struct model_shape {
     int n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_ctx;
     int sliding_window; /* gemma2/gemma3 layers; 0: the architecture's usual one */
     float rope_scale;   /* linear rope scaling factor of gemma3's global layers; 0: none */
-    /* Gemma 4 only (a shape with period > 0 is for gemma4 and only for it) */
+    const char *only_arch; /* the one architecture this shape is for; NULL: llama, gemma, gemma2, gemma3 */
+    int n_dense;        /* gemma-embedding: the dense projection's width; 0: none */
+    /* gemma4 */
     int period;         /* every period-th layer is a full-attention one */
     int head_dim_full;  /* full layers' head size */
     int n_head_kv_full; /* full layers' KV heads; 0: n_head_kv */
@@ -48,19 +50,25 @@ static const model_shape shapes[] = {
      .n_ff = 10240, .n_ctx = 131072, .sliding_window = 1024, .rope_scale = 8.0f},
     /* Gemma 4 E2B scaled down: 4 sliding : 1 full, per-layer inputs, the last half
      * sharing KV with a double-wide MLP. */
-    {.name = "tiny-gemma4", .n_embd = 64, .n_layer = 10, .n_head = 4, .n_head_kv = 1, .head_dim = 16,
+    {.name = "tiny-gemma4", .only_arch = "gemma4", .n_embd = 64, .n_layer = 10, .n_head = 4, .n_head_kv = 1, .head_dim = 16,
      .n_ff = 256, .n_ctx = 2048, .sliding_window = 8, .period = 5, .head_dim_full = 32, .n_ple = 16,
      .shared_kv = 5, .double_wide = true},
     /* Gemma 4 26B-A4B scaled down: 5 sliding : 1 full, K = V on full layers, experts. */
-    {.name = "tiny-gemma4-moe", .n_embd = 64, .n_layer = 6, .n_head = 4, .n_head_kv = 2, .head_dim = 16,
+    {.name = "tiny-gemma4-moe", .only_arch = "gemma4", .n_embd = 64, .n_layer = 6, .n_head = 4, .n_head_kv = 2, .head_dim = 16,
      .n_ff = 64, .n_ctx = 2048, .sliding_window = 8, .period = 6, .head_dim_full = 32, .n_head_kv_full = 1,
      .k_eq_v = true, .n_expert = 4, .n_expert_used = 2, .n_ff_exp = 32},
-    {.name = "gemma4-e2b", .n_embd = 1536, .n_layer = 35, .n_head = 8, .n_head_kv = 1, .head_dim = 256,
+    {.name = "gemma4-e2b", .only_arch = "gemma4", .n_embd = 1536, .n_layer = 35, .n_head = 8, .n_head_kv = 1, .head_dim = 256,
      .n_ff = 6144, .n_ctx = 131072, .sliding_window = 512, .period = 5, .head_dim_full = 512, .n_ple = 256,
      .shared_kv = 20, .double_wide = true},
-    {.name = "gemma4-26b-a4b", .n_embd = 2816, .n_layer = 30, .n_head = 16, .n_head_kv = 8, .head_dim = 256,
+    {.name = "gemma4-26b-a4b", .only_arch = "gemma4", .n_embd = 2816, .n_layer = 30, .n_head = 16, .n_head_kv = 8, .head_dim = 256,
      .n_ff = 2112, .n_ctx = 262144, .sliding_window = 1024, .period = 6, .head_dim_full = 512,
      .n_head_kv_full = 2, .k_eq_v = true, .n_expert = 128, .n_expert_used = 8, .n_ff_exp = 704},
+    /* EmbeddingGemma 300m scaled down: 5 sliding : 1 full, bidirectional, mean pooling,
+     * the sentence-transformers dense projection n_embd -> 4 n_embd -> n_embd. */
+    {.name = "tiny-gemma-embedding", .only_arch = "gemma-embedding", .n_embd = 64, .n_layer = 6, .n_head = 4,
+     .n_head_kv = 1, .head_dim = 16, .n_ff = 96, .n_ctx = 2048, .sliding_window = 8, .n_dense = 256},
+    {.name = "embeddinggemma-300m", .only_arch = "gemma-embedding", .n_embd = 768, .n_layer = 24, .n_head = 3,
+     .n_head_kv = 1, .head_dim = 256, .n_ff = 1152, .n_ctx = 2048, .sliding_window = 512, .n_dense = 3072},
 };
 enum { N_SHAPES = sizeof shapes / sizeof shapes[0] };
 
@@ -399,6 +407,17 @@ static int write_metadata(gguf_writer *w, const model_random_options *o, const m
         meta_f32(&m, "attn_logit_softcapping", 50.0f);
         meta_f32(&m, "final_logit_softcapping", 30.0f);
         break;
+    case MODEL_ARCH_GEMMA_EMBEDDING:
+        meta_f32(&m, "rope.freq_base_swa", 10000.0f);
+        meta_u32(&m, "pooling_type", MODEL_POOLING_MEAN);
+        if (sh->n_dense > 0) {
+            meta_u32(&m, "dense_2_feat_in", (uint32_t)sh->n_embd);
+            meta_u32(&m, "dense_2_feat_out", (uint32_t)sh->n_dense);
+            meta_u32(&m, "dense_3_feat_in", (uint32_t)sh->n_dense);
+            meta_u32(&m, "dense_3_feat_out", (uint32_t)sh->n_embd);
+        }
+        /* the rest as gemma3 */
+        /* fall through */
     case MODEL_ARCH_GEMMA3:
         meta_u32(&m, "attention.sliding_window", (uint32_t)(swa ? swa : 512));
         meta_f32(&m, "rope.freq_base", 1000000.0f);
@@ -456,7 +475,10 @@ static void hparams_of_shape(const model_random_options *o, const model_shape *s
         gemma4_layers(sh, hp);
     } else {
         hp->sliding_window = sh->sliding_window;
-        hp->swa_pattern = o->arch == MODEL_ARCH_GEMMA3 ? 6 : o->arch == MODEL_ARCH_GEMMA2 ? 2 : 1;
+        hp->swa_pattern = o->arch == MODEL_ARCH_GEMMA3 || o->arch == MODEL_ARCH_GEMMA_EMBEDDING ? 6
+                          : o->arch == MODEL_ARCH_GEMMA2                                       ? 2
+                                                                                              : 1;
+        hp->n_dense = sh->n_dense;
         model_hparams_uniform_layers(hp);
     }
 }
@@ -479,9 +501,12 @@ int model_write_random(const char *path, const model_random_options *o, el_err *
     const model_shape *sh = find_shape(o->shape ? o->shape : "");
     if (!sh)
         return el_fail(err, "unknown model shape '%s'", o->shape ? o->shape : "");
-    if ((sh->period > 0) != (o->arch == MODEL_ARCH_GEMMA4))
-        return el_fail(err, "shape '%s' is %s", sh->name,
-                       sh->period > 0 ? "for gemma4 only" : "not for gemma4 (use a gemma4 shape)");
+    const char *arch_name = model_arch_name(o->arch);
+    bool classic = o->arch == MODEL_ARCH_LLAMA || o->arch == MODEL_ARCH_GEMMA || o->arch == MODEL_ARCH_GEMMA2 ||
+                   o->arch == MODEL_ARCH_GEMMA3;
+    if (sh->only_arch ? strcmp(sh->only_arch, arch_name) != 0 : !classic)
+        return el_fail(err, sh->only_arch ? "shape '%s' is for %s only" : "shape '%s' is not for %s (see its own shapes)",
+                       sh->name, sh->only_arch ? sh->only_arch : arch_name);
     if (!kernels_can_quantize(o->type) && o->type != GGUF_TYPE_F32) {
         const gguf_type_info *info = gguf_type_get(o->type);
         return el_fail(err, "cannot write weights of type %s", info ? info->name : "unknown");

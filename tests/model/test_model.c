@@ -636,6 +636,66 @@ static void test_gemma4_rejects_mismatched_shapes(void)
     CHECKF(strstr(err.msg, "gemma4 only") != NULL, "%s", err.msg);
 }
 
+/* ---- embeddings ------------------------------------------------------------------------ */
+
+/* model_embed on an embedding model (its own mean pooling, unit length when normalized,
+ * one sequence alone = the same sequence in a batch of two) and on a generative model
+ * (only when a pooling is asked for; CLS of a sequence = the mean of its first token). */
+static void test_embed(void)
+{
+    const char *emb = tmp_path("emb.gguf"), *gen = tmp_path("gen.gguf");
+    if (write_tiny(emb, MODEL_ARCH_GEMMA_EMBEDDING, "tiny-gemma-embedding", GGUF_TYPE_F32, 3, 0) < 0 ||
+        write_tiny(gen, MODEL_ARCH_GEMMA3, "tiny", GGUF_TYPE_F32, 3, 0) < 0)
+        return;
+    runner r, g;
+    if (runner_open(&r, emb, 2, 64, 64) < 0 || runner_open(&g, gen, 2, 64, 64) < 0)
+        return;
+    const model_hparams *hp = model_hparams_of(r.m);
+    CHECK(!hp->causal && hp->pooling == MODEL_POOLING_MEAN && hp->n_dense == 256);
+    int E = model_embedding_size(r.m);
+    CHECK_EQ_INT(E, 64);
+    int32_t tok[24], pos[24], seq[24];
+    token_stream(tok, 24, 9, r.n_vocab);
+    for (int i = 0; i < 24; i++) {
+        pos[i] = i < 12 ? i : i - 12;
+        seq[i] = i < 12 ? 0 : 1;
+    }
+    float alone[2][64], both[2][64];
+    el_err err = {{0}};
+    for (int s = 0; s < 2; s++) {
+        kv_cache_truncate(r.kv, s, 0, false);
+        model_batch b = {12, tok + 12 * s, pos + 12 * s, seq + 12 * s, NULL};
+        CHECKF(model_embed(r.ctx, r.kv, &b, MODEL_POOLING_NONE, true, &alone[0][0], &err) == 0, "%s", err.msg);
+        kv_cache_truncate(r.kv, s, 0, false);
+    }
+    model_batch b = {24, tok, pos, seq, NULL};
+    CHECKF(model_embed(r.ctx, r.kv, &b, MODEL_POOLING_NONE, true, &both[0][0], &err) == 0, "%s", err.msg);
+    double norm = 0;
+    for (int i = 0; i < E; i++)
+        norm += (double)alone[0][i] * alone[0][i];
+    CHECK_NEAR(norm, 1.0, 1e-5);
+    CHECKF(max_rel_diff(alone[0], both[0], E) < 1e-4 && max_rel_diff(alone[1], both[1], E) < 1e-4, "%g %g",
+           max_rel_diff(alone[0], both[0], E), max_rel_diff(alone[1], both[1], E));
+    /* an embedding model has no logits, and takes a sequence whole */
+    float *logits = malloc((size_t)r.n_vocab * sizeof *logits);
+    model_batch more = {1, tok, pos + 5, seq, NULL};
+    CHECK_EQ_INT(model_forward(r.ctx, r.kv, &more, logits, &err), -1);
+    CHECK_EQ_INT(model_embed(r.ctx, r.kv, &more, MODEL_POOLING_NONE, true, both[0], &err), -1);
+    /* a generative model: only with a pooling asked for */
+    kv_cache_truncate(g.kv, 0, 0, false);
+    model_batch one = {12, tok, pos, seq, NULL};
+    CHECK_EQ_INT(model_embed(g.ctx, g.kv, &one, MODEL_POOLING_NONE, false, both[0], &err), -1);
+    CHECKF(strstr(err.msg, "pooling") != NULL, "%s", err.msg);
+    CHECKF(model_embed(g.ctx, g.kv, &one, MODEL_POOLING_CLS, false, both[0], &err) == 0, "%s", err.msg);
+    kv_cache_truncate(g.kv, 0, 0, false);
+    model_batch first = {1, tok, pos, seq, NULL};
+    CHECKF(model_embed(g.ctx, g.kv, &first, MODEL_POOLING_MEAN, false, both[1], &err) == 0, "%s", err.msg);
+    CHECK(max_rel_diff(both[0], both[1], E) < 1e-6);
+    free(logits);
+    runner_close(&r);
+    runner_close(&g);
+}
+
 int main(void)
 {
     if (!mkdtemp(tmpdir)) {
@@ -654,6 +714,7 @@ int main(void)
     RUN(test_load_from_memory);
     RUN(test_gemma4_layers);
     RUN(test_gemma4_rejects_mismatched_shapes);
+    RUN(test_embed);
     threadpool_free(pool);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
