@@ -46,6 +46,13 @@ struct model_ctx {
     float *ple_in;       /* [n_embd_per_layer * n_layer] each token's inputs for every layer */
     float *ple_gate;     /* [n_embd_per_layer] */
     float *ple_row;      /* one token's row of the per-layer table [n_embd_per_layer * n_layer] */
+    /* gemma3n AltUp and LAuReL */
+    float *alt;          /* [n_altup * n_embd] the streams */
+    float *alt_pred;     /* [n_altup * n_embd] their predictions */
+    float *alt_tmp;      /* [n_embd] */
+    float *alt_coef;     /* [n_altup * n_altup] */
+    float *alt_modal;    /* [n_altup] router outputs */
+    float *laurel_mid;   /* [n_laurel] */
 
     void *mm_scratch;   /* kernels_matmul activations, 64-byte aligned */
     size_t mm_scratch_size;
@@ -84,7 +91,8 @@ static size_t one_scratch(const kernels_matrix *w, int n_tokens)
 static size_t max_matmul_scratch(const model *m, int n_tokens)
 {
     size_t best = kernels_matmul_scratch_size(m->output.type, m->output.cols, n_tokens);
-    const kernels_matrix *globals[] = {&m->ple_model_proj, &m->dense_2, &m->dense_3};
+    const kernels_matrix *globals[] = {&m->ple_model_proj, &m->dense_2, &m->dense_3, &m->altup_proj,
+                                       &m->altup_unembd_proj};
     for (size_t i = 0; i < sizeof globals / sizeof globals[0]; i++)
         if (one_scratch(globals[i], n_tokens) > best)
             best = one_scratch(globals[i], n_tokens);
@@ -96,7 +104,9 @@ static size_t max_matmul_scratch(const model *m, int n_tokens)
                           one_scratch(&l->wo, n_tokens), one_scratch(&l->ffn_down, n_tokens),
                           one_scratch(&l->router, n_tokens), one_scratch(&l->gate_up_exps, n_tokens),
                           one_scratch(&l->down_exps, n_tokens), one_scratch(&l->ple_gate, n_tokens),
-                          one_scratch(&l->ple_proj, n_tokens)};
+                          one_scratch(&l->ple_proj, n_tokens), one_scratch(&l->altup_router, n_tokens),
+                          one_scratch(&l->altup_predict_coef, n_tokens), one_scratch(&l->altup_correct_coef, n_tokens),
+                          one_scratch(&l->laurel_l, n_tokens), one_scratch(&l->laurel_r, n_tokens)};
         for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
             if (sizes[i] > best)
                 best = sizes[i];
@@ -111,7 +121,8 @@ void model_ctx_free(model_ctx *c)
     float **bufs[] = {&c->x,        &c->xn,       &c->q,      &c->k,       &c->v,        &c->attn,
                       &c->proj,     &c->gate,     &c->up,     &c->rope,    &c->att_acc,  &c->moe_out,
                       &c->moe_probs, &c->moe_weight, &c->exp_in, &c->exp_mid, &c->exp_out, &c->ple_in,
-                      &c->ple_gate, &c->ple_row};
+                      &c->ple_gate, &c->ple_row, &c->alt, &c->alt_pred, &c->alt_tmp, &c->alt_coef,
+                      &c->alt_modal, &c->laurel_mid};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(*bufs[i]);
     free(c->att_q16);
@@ -169,6 +180,17 @@ static bool alloc_gemma4_buffers(model_ctx *c, const model_hparams *hp, int max_
         c->exp_slot = calloc((size_t)max_batch, sizeof *c->exp_slot);
         if (!c->moe_out || !c->moe_probs || !c->moe_weight || !c->moe_choice || !c->exp_in || !c->exp_mid ||
             !c->exp_out || !c->exp_rows || !c->exp_slot)
+            return false;
+    }
+    if (hp->n_altup > 0) {
+        int64_t A = hp->n_altup;
+        c->alt = alloc_rows(max_batch, A * hp->n_embd);
+        c->alt_pred = alloc_rows(max_batch, A * hp->n_embd);
+        c->alt_tmp = alloc_rows(max_batch, hp->n_embd);
+        c->alt_coef = alloc_rows(max_batch, A * A);
+        c->alt_modal = alloc_rows(max_batch, A);
+        c->laurel_mid = alloc_rows(max_batch, hp->n_laurel);
+        if (!c->alt || !c->alt_pred || !c->alt_tmp || !c->alt_coef || !c->alt_modal || !c->laurel_mid)
             return false;
     }
     if (hp->n_embd_per_layer > 0) {
@@ -612,14 +634,36 @@ static void glu_rows(void *p, int ith, int nth)
         kernels_swiglu(j->gate + lo, j->up + lo, hi - lo);
 }
 
+/* Gemma 3n's activation sparsity: gate values below mean + k std (over the row)
+ * become 0, the rest shrink by that cutoff; in llama.cpp's order of operations. */
+static void gaussian_topk(float *x, int64_t n, float k)
+{
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        sum += (double)x[i];
+    float mean = (float)sum / (float)n;
+    double sq = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        float d = x[i] - mean;
+        sq += (double)(d * d);
+    }
+    float std = sqrtf((float)sq * (1.0f / (float)(n - 1)));
+    float cutoff = mean + std * k;
+    for (int64_t i = 0; i < n; i++)
+        x[i] = fmaxf(x[i] - cutoff, 0.0f);
+}
+
 /* The dense FFN of n rows of xn into proj. */
-static void dense_ffn(model_ctx *c, const model_layer *l, int n)
+static void dense_ffn(model_ctx *c, int il, const model_layer *l, int n)
 {
     const model_hparams *hp = &c->m->hp;
     const kernels_matrix *gate_up[] = {&l->ffn_gate, &l->ffn_up};
     float *const gate_up_out[] = {c->gate, c->up};
     matmul_shared_input(c, 2, gate_up, gate_up_out, c->xn, n);
     int64_t n_ff = l->ffn_gate.rows;
+    if (il < hp->n_layer_sparse)
+        for (int r = 0; r < n; r++)
+            gaussian_topk(c->gate + (size_t)r * n_ff, n_ff, hp->sparsity_std_mul);
     glu_job g = {c->gate, c->up, (int64_t)n * n_ff, arch_is_gemma(hp->arch)};
     run_split(c, glu_rows, &g, n_ff >= 4096 || n > 1 ? 2 : 1);
     matmul(c, &l->ffn_down, c->gate, n, c->proj);
@@ -712,12 +756,12 @@ static void run_experts(model_ctx *c, const model_layer *l, int n)
 
 /* Gemma 4's MoE layers: the dense FFN (ffn_norm, post_ffw_norm_1) plus the experts
  * (pre_ffw_norm_2, post_ffw_norm_2), their sum into proj. */
-static void moe_ffn(model_ctx *c, const model_layer *l, int n)
+static void moe_ffn(model_ctx *c, int il, const model_layer *l, int n)
 {
     const model_hparams *hp = &c->m->hp;
     int64_t width = (int64_t)n * hp->n_embd;
     rmsnorm_rows(c, c->xn, c->x, l->ffn_norm, hp->n_embd, n);
-    dense_ffn(c, l, n);
+    dense_ffn(c, il, l, n);
     rmsnorm_rows(c, c->proj, c->proj, l->post_ffw_norm_1, hp->n_embd, n);
     route_tokens(c, l, n);
     rmsnorm_rows(c, c->xn, c->x, l->pre_ffw_norm_2, hp->n_embd, n);
@@ -732,10 +776,10 @@ static void ffn_block(model_ctx *c, int il, int n)
     const model_hparams *hp = &m->hp;
     const model_layer *l = &m->layers[il];
     if (hp->layer[il].moe) {
-        moe_ffn(c, l, n);
+        moe_ffn(c, il, l, n);
     } else {
         rmsnorm_rows(c, c->xn, c->x, l->ffn_norm, hp->n_embd, n);
-        dense_ffn(c, l, n);
+        dense_ffn(c, il, l, n);
     }
     if (l->post_ffw_norm)
         rmsnorm_rows(c, c->proj, c->proj, l->post_ffw_norm, hp->n_embd, n);
@@ -780,11 +824,207 @@ static void output_logits(model_ctx *c, int n_out, float *logits)
         kernels_softcap(logits, hp->final_softcap, (int64_t)n_out * hp->n_vocab);
 }
 
+/* ---- gemma3n: AltUp streams and LAuReL ------------------------------------------------ */
+
+static float row_magnitude(const float *x, int64_t n)
+{
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        sum += (double)(x[i] * x[i]);
+    return sqrtf((float)sum);
+}
+
+/* y = y * target / |y| (llama.cpp: a multiplication, then a division). */
+static void match_magnitude(float *y, int64_t n, float target)
+{
+    float mag = row_magnitude(y, n);
+    for (int64_t i = 0; i < n; i++)
+        y[i] = y[i] * target / mag;
+}
+
+static float *stream(model_ctx *c, float *base, int t, int k)
+{
+    const model_hparams *hp = &c->m->hp;
+    return base + ((size_t)t * hp->n_altup + k) * (size_t)hp->n_embd;
+}
+
+/* Stream 0 is the scaled embedding; stream k its projection k, at the embedding's magnitude. */
+static void altup_spread(model_ctx *c, int n)
+{
+    const model *m = c->m;
+    int64_t E = m->hp.n_embd;
+    int A = m->hp.n_altup;
+    for (int k = 1; k < A; k++) {
+        kernels_matrix w = expert_slice(&m->altup_proj, A - 1, k - 1);
+        kernels_matmul(&w, c->x, E, n, c->alt_tmp, E, c->mm_scratch, c->pool);
+        for (int t = 0; t < n; t++) {
+            float *dst = stream(c, c->alt, t, k);
+            memcpy(dst, c->alt_tmp + (size_t)t * E, (size_t)E * sizeof *dst);
+            match_magnitude(dst, E, row_magnitude(c->x + (size_t)t * E, E));
+        }
+    }
+    for (int t = 0; t < n; t++)
+        memcpy(stream(c, c->alt, t, 0), c->x + (size_t)t * E, (size_t)E * sizeof(float));
+}
+
+/* tanh(router (rmsnorm(x) / n_embd)) for n rows of x (stride n_embd). */
+static void altup_modalities(model_ctx *c, const model_layer *l, const float *x, int n)
+{
+    const model_hparams *hp = &c->m->hp;
+    int64_t E = hp->n_embd;
+    for (int t = 0; t < n; t++) {
+        float *dst = c->alt_tmp + (size_t)t * E;
+        kernels_rmsnorm(dst, x + (size_t)t * E, l->altup_router_norm, E, hp->rms_eps);
+        kernels_scale(dst, 1.0f / (float)E, E);
+    }
+    matmul(c, &l->altup_router, c->alt_tmp, n, c->alt_modal);
+    for (int64_t i = 0; i < (int64_t)n * hp->n_altup; i++)
+        c->alt_modal[i] = tanhf(c->alt_modal[i]);
+}
+
+/* prediction_j = stream_j + sum_k coef[j][k] stream_k, the coefficients from the
+ * active stream's router. */
+static void altup_predict(model_ctx *c, const model_layer *l, int n)
+{
+    const model_hparams *hp = &c->m->hp;
+    int64_t E = hp->n_embd;
+    int A = hp->n_altup;
+    for (int t = 0; t < n; t++)
+        memcpy(c->alt_pred + (size_t)t * E, stream(c, c->alt, t, hp->altup_active), (size_t)E * sizeof(float));
+    altup_modalities(c, l, c->alt_pred, n);
+    matmul(c, &l->altup_predict_coef, c->alt_modal, n, c->alt_coef);
+    for (int t = 0; t < n; t++) {
+        const float *coef = c->alt_coef + (size_t)t * A * A;
+        for (int j = 0; j < A; j++) {
+            float *dst = stream(c, c->alt_pred, t, j);
+            const float *self = stream(c, c->alt, t, j);
+            for (int64_t i = 0; i < E; i++) {
+                double sum = 0.0;
+                for (int k = 0; k < A; k++)
+                    sum += (double)(stream(c, c->alt, t, k)[i] * coef[j * A + k]);
+                dst[i] = (float)sum + self[i];
+            }
+        }
+    }
+}
+
+/* stream_j = prediction_j + (1 + coef_j) (x - active prediction), the coefficients
+ * from x's router. */
+static void altup_correct(model_ctx *c, const model_layer *l, int n)
+{
+    const model_hparams *hp = &c->m->hp;
+    int64_t E = hp->n_embd;
+    int A = hp->n_altup;
+    altup_modalities(c, l, c->x, n);
+    matmul(c, &l->altup_correct_coef, c->alt_modal, n, c->alt_coef);
+    for (int t = 0; t < n; t++) {
+        const float *x = c->x + (size_t)t * E, *active = stream(c, c->alt_pred, t, hp->altup_active);
+        for (int j = 0; j < A; j++) {
+            float scale = c->alt_coef[(size_t)t * A + j] + 1.0f;
+            float *dst = stream(c, c->alt, t, j);
+            const float *pred = stream(c, c->alt_pred, t, j);
+            for (int64_t i = 0; i < E; i++)
+                dst[i] = (x[i] - active[i]) * scale + pred[i];
+        }
+    }
+}
+
+/* LAuReL: norm(R (L xn)) + xn, where xn is the normed input of attention. */
+static void laurel(model_ctx *c, const model_layer *l, int n, float *out)
+{
+    const model_hparams *hp = &c->m->hp;
+    matmul(c, &l->laurel_l, c->xn, n, c->laurel_mid);
+    matmul(c, &l->laurel_r, c->laurel_mid, n, out);
+    rmsnorm_rows(c, out, out, l->laurel_post_norm, hp->n_embd, n);
+    add_rows(out, c->xn, (int64_t)n * hp->n_embd);
+}
+
+/* The per-layer input, gated by the corrected active stream, added to the other streams. */
+static void altup_per_layer(model_ctx *c, int il, const model_layer *l, int n)
+{
+    const model_hparams *hp = &c->m->hp;
+    int64_t E = hp->n_embd, width = (int64_t)hp->n_embd_per_layer * hp->n_layer;
+    int P = hp->n_embd_per_layer;
+    for (int t = 0; t < n; t++) {
+        const float *active = stream(c, c->alt, t, hp->altup_active);
+        float *dst = c->alt_tmp + (size_t)t * E;
+        for (int64_t i = 0; i < E; i++)
+            dst[i] = active[i] * l->altup_correct_scale[i];
+    }
+    matmul(c, &l->ple_gate, c->alt_tmp, n, c->ple_gate);
+    for (int t = 0; t < n; t++)
+        kernels_geglu(c->ple_gate + (size_t)t * P, c->ple_in + (size_t)t * width + (size_t)il * P, P);
+    matmul(c, &l->ple_proj, c->ple_gate, n, c->proj);
+    rmsnorm_rows(c, c->proj, c->proj, l->ple_post_norm, E, n);
+    for (int t = 0; t < n; t++)
+        for (int k = 1; k < hp->n_altup; k++)
+            kernels_add(stream(c, c->alt, t, k), c->proj + (size_t)t * E, E);
+}
+
+/* Back to one stream: stream 0 plus each other stream's projection at the active
+ * stream's magnitude, averaged; the rows that want output moved to the front of x. */
+static void altup_merge(model_ctx *c, int n, const int *rows, int n_out)
+{
+    const model *m = c->m;
+    int64_t E = m->hp.n_embd;
+    int A = m->hp.n_altup;
+    for (int r = 0; r < n_out; r++)
+        memcpy(c->x + (size_t)r * E, stream(c, c->alt, rows[r], 0), (size_t)E * sizeof(float));
+    for (int k = 1; k < A; k++) {
+        kernels_matrix w = expert_slice(&m->altup_unembd_proj, A - 1, k - 1);
+        for (int r = 0; r < n_out; r++)
+            memcpy(c->alt_tmp + (size_t)r * E, stream(c, c->alt, rows[r], k), (size_t)E * sizeof(float));
+        kernels_matmul(&w, c->alt_tmp, E, n_out, c->proj, E, c->mm_scratch, c->pool);
+        for (int r = 0; r < n_out; r++) {
+            float *u = c->proj + (size_t)r * E;
+            match_magnitude(u, E, row_magnitude(stream(c, c->alt, rows[r], m->hp.altup_active), E));
+            kernels_add(c->x + (size_t)r * E, u, E);
+        }
+    }
+    kernels_scale(c->x, 1.0f / (float)A, (int64_t)n_out * E);
+    (void)n;
+}
+
+/* Gemma 3n's layers: attention and FFN run on the active stream's prediction, with
+ * LAuReL beside attention; AltUp corrects every stream from the result. */
+static void run_layers_altup(model_ctx *c, kv_cache *kv, const model_batch *b, const int *out_rows, int n_out)
+{
+    const model *m = c->m;
+    const model_hparams *hp = &m->hp;
+    int n = b->n_tokens;
+    int64_t E = hp->n_embd;
+    embed(c, b);
+    per_layer_inputs(c, b);
+    fill_rope_tables(c, b);
+    altup_spread(c, n);
+    float *laurel_out = c->up; /* free between the attention and the FFN */
+    for (int il = 0; il < hp->n_layer; il++) {
+        const model_layer *l = &m->layers[il];
+        altup_predict(c, l, n);
+        for (int t = 0; t < n; t++)
+            memcpy(c->x + (size_t)t * E, stream(c, c->alt_pred, t, hp->altup_active), (size_t)E * sizeof(float));
+        attention_block(c, kv, b, il, c->all_rows, n);
+        laurel(c, l, n, laurel_out);
+        add_rows(c->x, laurel_out, (int64_t)n * E);
+        kernels_scale(c->x, 1.0f / sqrtf(2.0f), (int64_t)n * E);
+        ffn_block(c, il, n);
+        altup_correct(c, l, n);
+        altup_per_layer(c, il, l, n);
+    }
+    altup_merge(c, n, out_rows, n_out);
+    for (int s = 0; s < kv->n_seq; s++)
+        kv->len[s] = kv->next[s];
+}
+
 /* Every layer over the batch; the last one only for rows[0..n_out), which end up as
  * the first n_out rows of x. */
 static void run_layers(model_ctx *c, kv_cache *kv, const model_batch *b, const int *out_rows, int n_out)
 {
     const model *m = c->m;
+    if (m->hp.n_altup > 0) {
+        run_layers_altup(c, kv, b, out_rows, n_out);
+        return;
+    }
     embed(c, b);
     if (m->hp.n_embd_per_layer > 0)
         per_layer_inputs(c, b);

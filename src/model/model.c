@@ -25,6 +25,11 @@ enum shape_kind {
     SHAPE_DOWN_EXPS,    /* {n_ff_exp, n_embd, n_expert} */
     SHAPE_PLE_GATE,     /* {n_embd, n_embd_per_layer} */
     SHAPE_PLE_PROJ,     /* {n_embd_per_layer, n_embd} */
+    SHAPE_ALTUP_SQ,     /* {n_altup, n_altup} */
+    SHAPE_ALTUP_PRED,   /* {n_altup, n_altup * n_altup} */
+    SHAPE_ALTUP_ROUTER, /* {n_embd, n_altup} */
+    SHAPE_LAUREL_L,     /* {n_embd, n_laurel} */
+    SHAPE_LAUREL_R,     /* {n_laurel, n_embd} */
 };
 
 /* When a layer has a tensor. */
@@ -37,10 +42,12 @@ enum layer_cond {
 };
 
 #define ARCH_BIT(a) (1u << (a))
-#define GEMMA34 (ARCH_BIT(MODEL_ARCH_GEMMA3) | ARCH_BIT(MODEL_ARCH_GEMMA4) | ARCH_BIT(MODEL_ARCH_GEMMA_EMBEDDING))
+#define GEMMA34 (ARCH_BIT(MODEL_ARCH_GEMMA3) | ARCH_BIT(MODEL_ARCH_GEMMA4) | ARCH_BIT(MODEL_ARCH_GEMMA_EMBEDDING) | \
+                 ARCH_BIT(MODEL_ARCH_GEMMA3N))
 #define GEMMA234 (ARCH_BIT(MODEL_ARCH_GEMMA2) | GEMMA34)
 #define ALL_ARCHS (ARCH_BIT(MODEL_ARCH_LLAMA) | ARCH_BIT(MODEL_ARCH_GEMMA) | GEMMA234)
 #define GEMMA4 ARCH_BIT(MODEL_ARCH_GEMMA4)
+#define GEMMA3N ARCH_BIT(MODEL_ARCH_GEMMA3N)
 
 typedef struct layer_tensor {
     const char *name;  /* between "blk.N." and ".weight" (or the suffix given) */
@@ -80,9 +87,17 @@ static const layer_tensor layer_tensors[] = {
     L("ffn_down_exps", GEMMA4, COND_MOE, SHAPE_DOWN_EXPS, MATRIX, down_exps),
     {"ffn_down_exps", "scale", GEMMA4, COND_MOE, SHAPE_VEC_EXPERT, MODEL_TENSOR_VECTOR, false,
      offsetof(model_layer, down_exps_scale)},
-    L("inp_gate", GEMMA4, COND_PLE, SHAPE_PLE_GATE, MATRIX, ple_gate),
-    L("proj", GEMMA4, COND_PLE, SHAPE_PLE_PROJ, MATRIX, ple_proj),
-    L("post_norm", GEMMA4, COND_PLE, SHAPE_VEC_EMBD, VECTOR, ple_post_norm),
+    L("inp_gate", GEMMA4 | GEMMA3N, COND_PLE, SHAPE_PLE_GATE, MATRIX, ple_gate),
+    L("proj", GEMMA4 | GEMMA3N, COND_PLE, SHAPE_PLE_PROJ, MATRIX, ple_proj),
+    L("post_norm", GEMMA4 | GEMMA3N, COND_PLE, SHAPE_VEC_EMBD, VECTOR, ple_post_norm),
+    L("altup_correct_coef", GEMMA3N, COND_ALWAYS, SHAPE_ALTUP_SQ, ROUTER, altup_correct_coef),
+    L("altup_correct_scale", GEMMA3N, COND_ALWAYS, SHAPE_VEC_EMBD, VECTOR, altup_correct_scale),
+    L("altup_predict_coef", GEMMA3N, COND_ALWAYS, SHAPE_ALTUP_PRED, ROUTER, altup_predict_coef),
+    L("altup_router", GEMMA3N, COND_ALWAYS, SHAPE_ALTUP_ROUTER, MATRIX, altup_router),
+    L("altup_router_norm", GEMMA3N, COND_ALWAYS, SHAPE_VEC_EMBD, VECTOR, altup_router_norm),
+    L("laurel_l", GEMMA3N, COND_ALWAYS, SHAPE_LAUREL_L, MATRIX, laurel_l),
+    L("laurel_r", GEMMA3N, COND_ALWAYS, SHAPE_LAUREL_R, MATRIX, laurel_r),
+    L("laurel_post_norm", GEMMA3N, COND_ALWAYS, SHAPE_VEC_EMBD, VECTOR, laurel_post_norm),
     {"layer_output_scale", "weight", GEMMA4, COND_ALWAYS, SHAPE_SCALAR, MODEL_TENSOR_VECTOR, true,
      offsetof(model_layer, out_scale)},
 };
@@ -125,6 +140,11 @@ static int shape_dims(const model_hparams *hp, int il, enum shape_kind kind, int
     case SHAPE_DOWN_EXPS: ne[0] = hp->n_ff_exp; ne[1] = hp->n_embd; ne[2] = hp->n_expert; return 3;
     case SHAPE_PLE_GATE: ne[0] = hp->n_embd; ne[1] = hp->n_embd_per_layer; return 2;
     case SHAPE_PLE_PROJ: ne[0] = hp->n_embd_per_layer; ne[1] = hp->n_embd; return 2;
+    case SHAPE_ALTUP_SQ: ne[0] = hp->n_altup; ne[1] = hp->n_altup; return 2;
+    case SHAPE_ALTUP_PRED: ne[0] = hp->n_altup; ne[1] = (int64_t)hp->n_altup * hp->n_altup; return 2;
+    case SHAPE_ALTUP_ROUTER: ne[0] = hp->n_embd; ne[1] = hp->n_altup; return 2;
+    case SHAPE_LAUREL_L: ne[0] = hp->n_embd; ne[1] = hp->n_laurel; return 2;
+    case SHAPE_LAUREL_R: ne[0] = hp->n_laurel; ne[1] = hp->n_embd; return 2;
     }
     return 0;
 }
@@ -141,8 +161,8 @@ static int emit(model_tensor_fn fn, void *ctx, const char *name, enum model_tens
     return fn(ctx, &d, err);
 }
 
-/* Gemma 4's tensors outside the layers: the full layers' rope factors and the
- * per-layer input tables. */
+/* Gemma 3n's and 4's tensors outside the layers: the full layers' rope factors
+ * (gemma4) and the per-layer input tables. */
 static int for_each_gemma4_global(const model_hparams *hp, model_tensor_fn fn, void *ctx, el_err *err)
 {
     if (hp->rope_freq_factors) {
@@ -172,8 +192,18 @@ int model_for_each_tensor(const model_hparams *hp, model_tensor_fn fn, void *ctx
         return el_fail(err, "%d layers is out of range [1, %d]", hp->n_layer, MODEL_MAX_LAYERS);
     if (emit(fn, ctx, "token_embd.weight", MODEL_TENSOR_TABLE, false, 2, hp->n_embd, hp->n_vocab, err) < 0)
         return -1;
-    if (hp->arch == MODEL_ARCH_GEMMA4 && for_each_gemma4_global(hp, fn, ctx, err) < 0)
+    if ((hp->arch == MODEL_ARCH_GEMMA4 || hp->arch == MODEL_ARCH_GEMMA3N) &&
+        for_each_gemma4_global(hp, fn, ctx, err) < 0)
         return -1;
+    if (hp->n_altup > 0) {
+        model_tensor_desc d = {.name = "altup_proj.weight", .n_dims = 3, .kind = MODEL_TENSOR_MATRIX,
+                               .ne = {hp->n_embd, hp->n_embd, hp->n_altup - 1, 1}};
+        if (fn(ctx, &d, err) < 0)
+            return -1;
+        d.name = "altup_unembd_proj.weight";
+        if (fn(ctx, &d, err) < 0)
+            return -1;
+    }
     if (hp->n_dense > 0 &&
         (emit(fn, ctx, "dense_2.weight", MODEL_TENSOR_MATRIX, false, 2, hp->n_embd, hp->n_dense, err) < 0 ||
          emit(fn, ctx, "dense_3.weight", MODEL_TENSOR_MATRIX, false, 2, hp->n_dense, hp->n_embd, err) < 0))
@@ -387,8 +417,12 @@ static int prepare(model *m, el_err *err)
     float *cursor = m->norm_data;
     m->tok_embd = gguf_find_tensor(m->file, "token_embd.weight");
     m->tok_embd_row_bytes = gguf_row_size(m->tok_embd->type, m->tok_embd->ne[0]);
-    if (m->hp.arch == MODEL_ARCH_GEMMA4)
+    if (m->hp.arch == MODEL_ARCH_GEMMA4 || m->hp.arch == MODEL_ARCH_GEMMA3N)
         bind_gemma4_globals(m, &cursor);
+    if (m->hp.n_altup > 0) {
+        m->altup_proj = bind_matrix(m, "altup_proj.weight");
+        m->altup_unembd_proj = bind_matrix(m, "altup_unembd_proj.weight");
+    }
     if (m->hp.n_dense > 0) {
         m->dense_2 = bind_matrix(m, "dense_2.weight");
         m->dense_3 = bind_matrix(m, "dense_3.weight");

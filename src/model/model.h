@@ -1,4 +1,4 @@
-/* Transformer architectures over GGUF weights: Gemma 1/2/3/4, EmbeddingGemma and llama.
+/* Transformer architectures over GGUF weights: Gemma 1/2/3/3n/4, EmbeddingGemma and llama.
  *
  * A model is loaded once (weights stay memory-mapped) and then evaluated on
  * batches of tokens that may belong to different sequences: each token carries
@@ -22,6 +22,7 @@ enum model_arch {
     MODEL_ARCH_GEMMA3,
     MODEL_ARCH_GEMMA4,
     MODEL_ARCH_GEMMA_EMBEDDING,
+    MODEL_ARCH_GEMMA3N,
     MODEL_ARCH_COUNT
 };
 
@@ -91,6 +92,11 @@ typedef struct model_hparams {
     bool causal;          /* false: a token attends to its whole sequence (gemma-embedding) */
     enum model_pooling pooling; /* the GGUF's pooling_type; NONE for generative models */
     int n_dense;          /* width of EmbeddingGemma's dense projection (dense_2 out); 0: none */
+    int n_altup;          /* gemma3n: AltUp streams; 0: none */
+    int altup_active;     /* the stream that goes through attention and FFN */
+    int n_laurel;         /* LAuReL rank */
+    int n_layer_sparse;   /* the first layers' FFN gates keep only values above mean + k std */
+    float sparsity_std_mul; /* k */
     model_layer_hparams layer[MODEL_MAX_LAYERS];
 } model_hparams;
 

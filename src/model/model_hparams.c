@@ -13,6 +13,7 @@ static const char *const arch_names[MODEL_ARCH_COUNT] = {
     [MODEL_ARCH_GEMMA3] = "gemma3",
     [MODEL_ARCH_GEMMA4] = "gemma4",
     [MODEL_ARCH_GEMMA_EMBEDDING] = "gemma-embedding",
+    [MODEL_ARCH_GEMMA3N] = "gemma3n",
 };
 
 int model_arch_from_name(const char *name, size_t len)
@@ -30,7 +31,7 @@ const char *model_arch_name(enum model_arch arch)
 
 bool model_layer_is_swa(const model_hparams *hp, int il)
 {
-    if (hp->arch == MODEL_ARCH_GEMMA4)
+    if (hp->arch == MODEL_ARCH_GEMMA4 || hp->arch == MODEL_ARCH_GEMMA3N)
         return il >= 0 && il < hp->n_layer && hp->layer[il].swa;
     return hp->sliding_window > 0 && hp->swa_pattern > 1 && il % hp->swa_pattern < hp->swa_pattern - 1;
 }
@@ -253,7 +254,7 @@ static int read_arch(const gguf_file *f, model_hparams *hp, el_err *err)
     int arch = model_arch_from_name(name.ptr, name.len);
     if (arch < 0) {
         int n = name.len > 64 ? 64 : (int)name.len;
-        return el_fail(err, "architecture '%.*s' is not supported (llama, gemma, gemma2, gemma3, gemma4, gemma-embedding)", n,
+        return el_fail(err, "architecture '%.*s' is not supported (llama, gemma, gemma2, gemma3, gemma3n, gemma4, gemma-embedding)", n,
                        name.ptr);
     }
     hp->arch = (enum model_arch)arch;
@@ -278,7 +279,8 @@ static int read_attention(key_reader *r, model_hparams *hp, layer_sizes *ls, el_
         if (hp->n_head % ls->n_head_kv[il] != 0)
             return el_fail(err, "metadata %s.attention.head_count_kv = %d does not divide head_count = %d", r->arch,
                            ls->n_head_kv[il], hp->n_head);
-    if (hp->arch != MODEL_ARCH_GEMMA4 && require_uniform(r, "attention.head_count_kv", ls->n_head_kv, hp->n_layer, err) < 0)
+    if (hp->arch != MODEL_ARCH_GEMMA4 && hp->arch != MODEL_ARCH_GEMMA3N &&
+        require_uniform(r, "attention.head_count_kv", ls->n_head_kv, hp->n_layer, err) < 0)
         return -1;
     hp->n_head_kv = max_of(ls->n_head_kv, hp->n_layer);
     if (hp->n_embd % hp->n_head != 0 && !gguf_find(r->f, arch_key(r, "attention.key_length")))
@@ -310,7 +312,7 @@ static int read_rope(key_reader *r, model_hparams *hp, el_err *err)
     if (read_rope_scaling(r, hp, err) < 0)
         return -1;
     hp->rope_base_swa = hp->rope_base;
-    if (hp->arch == MODEL_ARCH_GEMMA3 || hp->arch == MODEL_ARCH_GEMMA_EMBEDDING) {
+    if (hp->arch == MODEL_ARCH_GEMMA3 || hp->arch == MODEL_ARCH_GEMMA_EMBEDDING || hp->arch == MODEL_ARCH_GEMMA3N) {
         /* Gemma 3's local layers keep the original base and no scaling. */
         hp->rope_base_swa = 10000.0f;
         hp->rope_freq_scale_swa = 1.0f;
@@ -437,6 +439,55 @@ static int read_embedding(key_reader *r, model_hparams *hp, el_err *err)
     return 0;
 }
 
+/* Gemma 3n as llama.cpp loads it: the sliding pattern from the metadata (4 sliding
+ * layers of every 5 without it), KV for the first 20 layers (or as shared_kv_layers
+ * says), activation sparsity on the first 10 layers at mean + 1.6448533 std (the
+ * normal 95th percentile; fixed in llama.cpp), AltUp streams and the per-layer input
+ * width from the metadata, the LAuReL rank from its tensor. */
+static int read_gemma3n(key_reader *r, model_hparams *hp, const layer_sizes *ls, el_err *err)
+{
+    hp->final_softcap = 30.0f;
+    hp->n_altup = 4;
+    hp->n_embd_per_layer = 256;
+    if (read_int(r, "attention.sliding_window", true, 0, MAX_CTX, &hp->sliding_window, err) < 0 ||
+        read_float(r, "final_logit_softcapping", false, 0.0, 1e6, &hp->final_softcap, err) < 0 ||
+        read_int(r, "altup.num_inputs", false, 2, 16, &hp->n_altup, err) < 0 ||
+        read_int(r, "altup.active_idx", false, 0, 15, &hp->altup_active, err) < 0 ||
+        read_int(r, "embedding_length_per_layer_input", false, 1, MAX_EMBD, &hp->n_embd_per_layer, err) < 0)
+        return -1;
+    if (hp->altup_active >= hp->n_altup)
+        return el_fail(err, "metadata %s.altup.active_idx = %d is not one of the %d streams", r->arch,
+                       hp->altup_active, hp->n_altup);
+    const gguf_tensor *laurel = gguf_find_tensor(r->f, "blk.0.laurel_l.weight");
+    hp->n_laurel = laurel && laurel->ne[1] >= 1 && laurel->ne[1] <= MAX_EMBD ? (int)laurel->ne[1] : 64;
+    hp->n_layer_sparse = hp->n_layer < 10 ? hp->n_layer : 10;
+    hp->sparsity_std_mul = 1.6448533535003662f;
+    int shared = hp->n_layer > 20 ? hp->n_layer - 20 : 0;
+    if (read_int(r, "attention.shared_kv_layers", false, 0, hp->n_layer - 1, &shared, err) < 0)
+        return -1;
+    hp->n_layer_kv = hp->n_layer - shared;
+    hp->attn_scale = 1.0f;
+    hp->v_norm = true;
+    hp->n_rot_swa = hp->n_rot;
+    int swa[MODEL_MAX_LAYERS];
+    for (int il = 0; il < hp->n_layer; il++)
+        swa[il] = il % 5 < 4;
+    if (read_per_layer(r, "attention.sliding_window_pattern", false, 0, 1, hp->n_layer, swa, err) < 0)
+        return -1;
+    for (int il = 0; il < hp->n_layer; il++) {
+        model_layer_hparams *l = &hp->layer[il];
+        memset(l, 0, sizeof *l);
+        l->swa = swa[il] != 0;
+        l->n_head_kv = ls->n_head_kv[il];
+        l->head_dim_k = hp->head_dim_k;
+        l->head_dim_v = hp->head_dim_v;
+        l->n_ff = ls->n_ff[il];
+        l->n_rot = hp->n_rot;
+        l->kv_layer = il;
+    }
+    return link_shared_kv(r, hp, err);
+}
+
 static int read_gemma_extras(key_reader *r, model_hparams *hp, el_err *err)
 {
     if (hp->arch == MODEL_ARCH_GEMMA2) {
@@ -472,7 +523,8 @@ int model_hparams_from_gguf(const gguf_file *f, model_hparams *hp, el_err *err)
         read_int(&r, "block_count", true, 1, MAX_LAYERS, &hp->n_layer, err) < 0 ||
         read_per_layer(&r, "feed_forward_length", true, 1, MAX_FF, hp->n_layer, ls.n_ff, err) < 0)
         return -1;
-    if (hp->arch != MODEL_ARCH_GEMMA4 && require_uniform(&r, "feed_forward_length", ls.n_ff, hp->n_layer, err) < 0)
+    bool per_layer_sizes = hp->arch == MODEL_ARCH_GEMMA4 || hp->arch == MODEL_ARCH_GEMMA3N;
+    if (!per_layer_sizes && require_uniform(&r, "feed_forward_length", ls.n_ff, hp->n_layer, err) < 0)
         return -1;
     hp->n_ff = max_of(ls.n_ff, hp->n_layer);
     if (read_attention(&r, hp, &ls, err) < 0 || read_rope(&r, hp, err) < 0 || read_gemma_extras(&r, hp, err) < 0)
@@ -480,12 +532,15 @@ int model_hparams_from_gguf(const gguf_file *f, model_hparams *hp, el_err *err)
     if (hp->arch == MODEL_ARCH_GEMMA4) {
         if (read_gemma4(&r, hp, &ls, err) < 0)
             return -1;
+    } else if (hp->arch == MODEL_ARCH_GEMMA3N) {
+        if (read_gemma3n(&r, hp, &ls, err) < 0)
+            return -1;
     } else {
         model_hparams_uniform_layers(hp);
     }
     if ((int64_t)hp->n_head * hp->head_dim_k > MAX_EMBD * 4 || (int64_t)hp->n_head * hp->head_dim_v > MAX_EMBD * 4 ||
         (int64_t)hp->n_embd_per_layer * hp->n_layer > MAX_FF)
         return el_fail(err, "metadata: %d heads of %d values are too many", hp->n_head, hp->head_dim_k);
-    hp->attn_scale = hp->arch == MODEL_ARCH_GEMMA4 ? 1.0f : attention_scale(hp);
+    hp->attn_scale = hp->arch == MODEL_ARCH_GEMMA4 || hp->arch == MODEL_ARCH_GEMMA3N ? 1.0f : attention_scale(hp);
     return read_vocab_size(f, hp, err);
 }

@@ -27,7 +27,14 @@ typedef struct model_layer {
     kernels_matrix gate_up_exps; /* n_expert matrices of 2 * n_ff_exp rows, gate rows first */
     kernels_matrix down_exps;    /* n_expert matrices of n_embd rows */
     const float *down_exps_scale;/* [n_expert] */
-    /* gemma4 per-layer inputs */
+    /* gemma3n AltUp and LAuReL */
+    kernels_matrix altup_correct_coef; /* [n_altup -> n_altup] */
+    kernels_matrix altup_predict_coef; /* [n_altup -> n_altup^2] */
+    kernels_matrix altup_router;       /* [n_embd -> n_altup] */
+    const float *altup_correct_scale, *altup_router_norm;
+    kernels_matrix laurel_l, laurel_r; /* [n_embd -> rank -> n_embd] */
+    const float *laurel_post_norm;
+    /* gemma3n and gemma4 per-layer inputs */
     kernels_matrix ple_gate;     /* inp_gate [n_embd -> n_embd_per_layer] */
     kernels_matrix ple_proj;     /* proj [n_embd_per_layer -> n_embd] */
     const float *ple_post_norm;
@@ -46,6 +53,8 @@ struct model {
     kernels_matrix ple_model_proj;    /* per_layer_model_proj [n_embd -> n_embd_per_layer * n_layer] */
     const float *ple_proj_norm;
     kernels_matrix dense_2, dense_3;  /* EmbeddingGemma's projection after pooling */
+    kernels_matrix altup_proj;        /* gemma3n: n_altup - 1 matrices [n_embd -> n_embd] */
+    kernels_matrix altup_unembd_proj;
     model_layer *layers;
     float *norm_data; /* F32 copies of every vector weight, whatever their stored type */
     uint64_t weight_bytes;

@@ -25,6 +25,8 @@ typedef struct model_shape {
     bool double_wide;   /* those layers have an MLP of 2 * n_ff */
     bool k_eq_v;        /* full layers use the keys as values (no attn_v) */
     int n_expert, n_expert_used, n_ff_exp;
+    /* gemma3n (also period, n_ple, shared_kv) */
+    int n_altup, n_laurel;
 } model_shape;
 
 static const model_shape shapes[] = {
@@ -63,6 +65,14 @@ static const model_shape shapes[] = {
     {.name = "gemma4-26b-a4b", .only_arch = "gemma4", .n_embd = 2816, .n_layer = 30, .n_head = 16, .n_head_kv = 8, .head_dim = 256,
      .n_ff = 2112, .n_ctx = 262144, .sliding_window = 1024, .period = 6, .head_dim_full = 512,
      .n_head_kv_full = 2, .k_eq_v = true, .n_expert = 128, .n_expert_used = 8, .n_ff_exp = 704},
+    /* Gemma 3n E2B scaled down: a sliding and a full layer, 4 AltUp streams, LAuReL rank
+     * 64 and per-layer inputs of 256 as the real one. */
+    {.name = "tiny-gemma3n", .only_arch = "gemma3n", .n_embd = 64, .n_layer = 2, .n_head = 4, .n_head_kv = 2,
+     .head_dim = 16, .n_ff = 256, .n_ctx = 2048, .sliding_window = 8, .period = 2, .n_ple = 256, .n_altup = 4,
+     .n_laurel = 64},
+    {.name = "gemma3n-e2b", .only_arch = "gemma3n", .n_embd = 2048, .n_layer = 30, .n_head = 8, .n_head_kv = 2,
+     .head_dim = 256, .n_ff = 8192, .n_ctx = 32768, .sliding_window = 512, .period = 5, .n_ple = 256,
+     .shared_kv = 10, .n_altup = 4, .n_laurel = 64},
     /* EmbeddingGemma 300m scaled down: 5 sliding : 1 full, bidirectional, mean pooling,
      * the sentence-transformers dense projection n_embd -> 4 n_embd -> n_embd. */
     {.name = "tiny-gemma-embedding", .only_arch = "gemma-embedding", .n_embd = 64, .n_layer = 6, .n_head = 4,
@@ -366,6 +376,43 @@ static void gemma4_metadata(meta_writer *m, const model_shape *sh, const model_h
     meta_u32(m, "rope.dimension_count_swa", (uint32_t)sh->head_dim);
 }
 
+static void meta_floats(meta_writer *m, const char *suffix, const float *v, int n)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", m->arch, suffix);
+    gguf_kv kv = {.key = {key, strlen(key)}, .type = GGUF_VAL_ARRAY, .arr_type = GGUF_VAL_FLOAT32,
+                  .arr_len = (uint64_t)n, .arr_data = (const uint8_t *)v};
+    if (m->rc == 0)
+        m->rc = gguf_writer_copy_kv(m->w, &kv, m->err);
+}
+
+/* The keys llama.cpp's Gemma3NModel converter writes. */
+static void gemma3n_metadata(meta_writer *m, const model_shape *sh, const model_hparams *hp, int swa)
+{
+    int n_ff[MODEL_MAX_LAYERS];
+    bool is_swa[MODEL_MAX_LAYERS];
+    float sparsity[MODEL_MAX_LAYERS];
+    for (int il = 0; il < sh->n_layer; il++) {
+        n_ff[il] = sh->n_ff;
+        is_swa[il] = hp->layer[il].swa;
+        sparsity[il] = il < 10 ? 1.6448533535003662f : -INFINITY;
+    }
+    meta_per_layer(m, "feed_forward_length", n_ff, sh->n_layer);
+    meta_u32(m, "attention.head_count_kv", (uint32_t)sh->n_head_kv);
+    meta_f32(m, "rope.freq_base", 1000000.0f);
+    meta_f32(m, "rope.freq_base_swa", 10000.0f);
+    meta_u32(m, "attention.key_length", (uint32_t)sh->head_dim);
+    meta_u32(m, "attention.value_length", (uint32_t)sh->head_dim);
+    meta_f32(m, "final_logit_softcapping", 30.0f);
+    meta_u32(m, "attention.sliding_window", (uint32_t)swa);
+    meta_u32(m, "altup.active_idx", 0);
+    meta_u32(m, "altup.num_inputs", (uint32_t)sh->n_altup);
+    meta_u32(m, "embedding_length_per_layer_input", (uint32_t)sh->n_ple);
+    meta_u32(m, "attention.shared_kv_layers", (uint32_t)sh->shared_kv);
+    meta_floats(m, "activation_sparsity_scale", sparsity, sh->n_layer);
+    meta_bools(m, "attention.sliding_window_pattern", is_swa, sh->n_layer);
+}
+
 static int write_metadata(gguf_writer *w, const model_random_options *o, const model_shape *sh,
                           const model_hparams *hp, int swa, el_err *err)
 {
@@ -389,6 +436,10 @@ static int write_metadata(gguf_writer *w, const model_random_options *o, const m
     meta_f32(&m, "attention.layer_norm_rms_epsilon", o->arch == MODEL_ARCH_LLAMA ? 1e-5f : 1e-6f);
     if (o->arch == MODEL_ARCH_GEMMA4) {
         gemma4_metadata(&m, sh, hp, swa);
+        return m.rc;
+    }
+    if (o->arch == MODEL_ARCH_GEMMA3N) {
+        gemma3n_metadata(&m, sh, hp, swa);
         return m.rc;
     }
     meta_u32(&m, "feed_forward_length", (uint32_t)sh->n_ff);
@@ -458,6 +509,22 @@ static void gemma4_layers(const model_shape *sh, model_hparams *hp)
     }
 }
 
+static void gemma3n_layers(const model_shape *sh, model_hparams *hp)
+{
+    hp->n_layer_kv = sh->n_layer - sh->shared_kv;
+    hp->n_embd_per_layer = sh->n_ple;
+    hp->n_altup = sh->n_altup;
+    hp->n_laurel = sh->n_laurel;
+    for (int il = 0; il < sh->n_layer; il++) {
+        model_layer_hparams *l = &hp->layer[il];
+        l->swa = (il + 1) % sh->period != 0;
+        l->n_head_kv = sh->n_head_kv;
+        l->head_dim_k = l->head_dim_v = l->n_rot = sh->head_dim;
+        l->n_ff = sh->n_ff;
+        l->kv_layer = il >= hp->n_layer_kv ? hp->n_layer_kv - (l->swa ? 2 : 1) : il;
+    }
+}
+
 static void hparams_of_shape(const model_random_options *o, const model_shape *sh, int n_vocab, model_hparams *hp)
 {
     memset(hp, 0, sizeof *hp);
@@ -473,6 +540,8 @@ static void hparams_of_shape(const model_random_options *o, const model_shape *s
     hp->n_rot = sh->head_dim;
     if (o->arch == MODEL_ARCH_GEMMA4) {
         gemma4_layers(sh, hp);
+    } else if (o->arch == MODEL_ARCH_GEMMA3N) {
+        gemma3n_layers(sh, hp);
     } else {
         hp->sliding_window = sh->sliding_window;
         hp->swa_pattern = o->arch == MODEL_ARCH_GEMMA3 || o->arch == MODEL_ARCH_GEMMA_EMBEDDING ? 6

@@ -636,6 +636,38 @@ static void test_gemma4_rejects_mismatched_shapes(void)
     CHECKF(strstr(err.msg, "gemma4 only") != NULL, "%s", err.msg);
 }
 
+/* Gemma 3n's table (sliding pattern from the metadata, AltUp and LAuReL sizes, sparse
+ * first layers), and one batch equals token-by-token decoding through the streams. */
+static void test_gemma3n(void)
+{
+    const char *path = tmp_path("g3n.gguf");
+    if (write_tiny(path, MODEL_ARCH_GEMMA3N, "tiny-gemma3n", GGUF_TYPE_Q8_0, 4, 0) < 0)
+        return;
+    runner r;
+    if (runner_open(&r, path, 2, 64, 32) < 0) {
+        runner_close(&r);
+        return;
+    }
+    const model_hparams *hp = model_hparams_of(r.m);
+    CHECK(hp->n_altup == 4 && hp->altup_active == 0 && hp->n_laurel == 64 && hp->n_embd_per_layer == 256);
+    CHECK(hp->layer[0].swa && !hp->layer[1].swa && hp->n_layer_sparse == 2 && hp->v_norm);
+    CHECK_NEAR(hp->attn_scale, 1.0, 0);
+    int32_t tok[16];
+    token_stream(tok, 16, 5, r.n_vocab);
+    float *batch = malloc(16 * (size_t)r.n_vocab * sizeof(float)), *one = malloc((size_t)r.n_vocab * sizeof(float));
+    el_err err = {{0}};
+    double worst = 0;
+    CHECK(run_seq(&r, 0, tok, 16, true, batch, &err) == 0);
+    for (int t = 0; t < 16; t++) {
+        CHECK(run_seq(&r, 1, &tok[t], 1, false, one, &err) == 0);
+        worst = fmax(worst, max_rel_diff(one, batch + (size_t)t * r.n_vocab, r.n_vocab));
+    }
+    CHECKF(worst < 1e-3, "gemma3n: token by token differs from one batch by %g", worst);
+    free(batch);
+    free(one);
+    runner_close(&r);
+}
+
 /* ---- embeddings ------------------------------------------------------------------------ */
 
 /* model_embed on an embedding model (its own mean pooling, unit length when normalized,
@@ -715,6 +747,7 @@ int main(void)
     RUN(test_gemma4_layers);
     RUN(test_gemma4_rejects_mismatched_shapes);
     RUN(test_embed);
+    RUN(test_gemma3n);
     threadpool_free(pool);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
