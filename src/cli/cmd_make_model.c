@@ -19,15 +19,17 @@ static void usage(FILE *out)
                  "Writes a model with random weights (norms F32, weights of TYPE) at a real shape, with\n"
                  "the tokenizer copied from FROM.gguf. Same seed, same file.\n\n"
                  "options:\n"
-                 "      --arch ARCH          llama, gemma, gemma2 or gemma3\n"
+                 "      --arch ARCH          llama, gemma, gemma2, gemma3, gemma3n, gemma4 or gemma-embedding\n"
+                 "                           (the last three take their own shapes, and only those)\n"
                  "      --shape SHAPE        one of:");
     for (int i = 0; model_shape_name(i); i++)
         fprintf(out, " %s", model_shape_name(i));
     fprintf(out, "\n"
                  "      --type TYPE          f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k .. q6_k\n"
                  "      --vocab FROM.gguf    tokenizer source (default, from the repository root:\n"
-                 "                           tests/data/vocab-gemma3.gguf for gemma3, tests/data/vocab-gemma.gguf\n"
-                 "                           for gemma/gemma2, models/stories260K.gguf for llama)\n"
+                 "                           tests/data/vocab-gemma3.gguf for gemma3, gemma3n, gemma4 and\n"
+                 "                           gemma-embedding, tests/data/vocab-gemma.gguf for gemma/gemma2,\n"
+                 "                           models/stories260K.gguf for llama)\n"
                  "      --n-vocab N          no tokenizer; a vocabulary of N tokens (small test models)\n"
                  "      --random             random weights (the only kind; accepted for clarity)\n"
                  "      --seed S             random seed (default 1)\n"
@@ -39,9 +41,9 @@ static void usage(FILE *out)
  * models from its root with no other files. */
 static const char *default_vocab(enum model_arch arch)
 {
-    return arch == MODEL_ARCH_GEMMA3  ? "tests/data/vocab-gemma3.gguf"
-           : arch == MODEL_ARCH_LLAMA ? "models/stories260K.gguf"
-                                      : "tests/data/vocab-gemma.gguf";
+    return arch == MODEL_ARCH_LLAMA                               ? "models/stories260K.gguf"
+           : arch == MODEL_ARCH_GEMMA || arch == MODEL_ARCH_GEMMA2 ? "tests/data/vocab-gemma.gguf"
+                                                                   : "tests/data/vocab-gemma3.gguf";
 }
 
 typedef struct make_args {
