@@ -39,6 +39,55 @@ for n in "${names[@]}"; do
     REPLICA_PORT[$n]=$PORT
 done
 
+# nginx (deploy/nginx/elliott.conf), when installed: a smoke test only (nginx is the
+# documented alternative): it proxies, streams, and keeps a conversation header on one replica.
+NGINX=$(command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; })
+if [ -n "$NGINX" ]; then
+    NGINX_PORT=$(free_port)
+    mkdir -p "$TMP/nginx"
+    sed -e "s/^\(    listen \)8080;$/\1127.0.0.1:$NGINX_PORT;/" \
+        -e "s/10\.0\.0\.11:8080/127.0.0.1:${REPLICA_PORT[elliott1]}/" \
+        -e "s/10\.0\.0\.12:8080/127.0.0.1:${REPLICA_PORT[elliott2]}/" \
+        -e "s/10\.0\.0\.13:8080/127.0.0.1:${REPLICA_PORT[elliott3]}/" \
+        "$ROOT/deploy/nginx/elliott.conf" > "$TMP/nginx/elliott.conf"
+    [ "$(grep -c '127\.0\.0\.1:' "$TMP/nginx/elliott.conf")" = 4 ] || fail "nginx: nothing to substitute"
+    cat > "$TMP/nginx/nginx.conf" <<NGINX_EOF
+pid $TMP/nginx/nginx.pid;
+error_log stderr;
+events {}
+http {
+    access_log off;
+    client_body_temp_path $TMP/nginx/body;
+    proxy_temp_path $TMP/nginx/proxy;
+    include $TMP/nginx/elliott.conf;
+}
+NGINX_EOF
+    "$NGINX" -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" -e stderr -g 'daemon off;' > "$TMP/nginx.log" 2>&1 &
+    NGINX_PID=$!
+    for _ in $(seq 1 50); do
+        curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/health" && break
+        sleep 0.1
+    done
+    served=()
+    for key in a b c d a b c d; do
+        served+=("$key=$(curl -s -o /dev/null -D - "http://127.0.0.1:$NGINX_PORT/v1/chat/completions" \
+            -H 'Content-Type: application/json' -H "X-Conversation-Id: conv-$key" \
+            -d '{"messages":[{"role":"user","content":"Once"}],"max_tokens":8}' |
+            tr -d '\r' | sed -n 's/^[Xx]-[Ss]erved-[Bb]y: //p')")
+    done
+    for i in 0 1 2 3; do
+        [ "${served[$i]}" = "${served[$((i + 4))]}" ] && [ "${served[$i]#*=}" != "" ] ||
+            { fail "nginx: a conversation moved or got no answer: ${served[*]}"; break; }
+    done
+    curl -sN "http://127.0.0.1:$NGINX_PORT/v1/chat/completions" -H 'Content-Type: application/json' \
+        -d '{"messages":[{"role":"user","content":"Once"}],"max_tokens":8,"stream":true}' |
+        grep -q '^data: \[DONE\]' || fail "nginx: a stream did not come through whole"
+    echo "nginx: conversations served by ${served[*]}"
+    kill -TERM "$NGINX_PID"; wait "$NGINX_PID"
+else
+    echo "SKIP: nginx is not installed: deploy/nginx/elliott.conf not checked"
+fi
+
 # The shipped file, with the test's addresses, run unprivileged in the foreground.
 LB_PORT=$(free_port)
 sed -e "s/^\(    bind \):8080$/\1127.0.0.1:$LB_PORT/" \
