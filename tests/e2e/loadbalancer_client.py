@@ -29,7 +29,13 @@ import time
 
 SOCKET_TIMEOUT_S = 30.0
 OVERALL_DEADLINE_S = 150.0
-PROBE_TOKENS = 2000   # long enough to be cut: the model writes ~1000 tokens/s here
+PROBE_TOKENS = 1000   # long enough to be cut (the model writes ~1000 tokens/s here), short
+                      # enough to fit a 2048-position KV pool shared with other requests
+SIGNAL_NOTICE_S = 0.5  # the server notices SIGTERM asynchronously, within this
+# HAProxy takes a replica out within 2 s (2 failed checks, 1 s apart). The kill
+# waits that long after the SIGTERM: two replicas failing within the same
+# second can use up a request's retries (they alternate between the two).
+TERM_TO_KILL_S = 3.0
 
 
 class Result:
@@ -40,6 +46,7 @@ class Result:
         self.outcome = None       # "done", "json", "truncated", "error_event", "failed"
         self.detail = ""
         self.started = None       # time.monotonic() before the request was sent
+        self.ended = None         # when its answer ended (or failed)
         self.first_content = None  # when a stream's first content delta arrived
 
 
@@ -93,6 +100,7 @@ class Client:
             cut = r.status == 200 and spec["stream"] and r.outcome is None
             r.outcome = "truncated" if cut else (r.outcome or "failed")
             r.detail = "%s: %s" % (type(e).__name__, e)
+        r.ended = time.monotonic()
         if r.outcome != "json" and r.outcome != "done":
             self.drop()
         return r
@@ -186,13 +194,14 @@ class Run:
         client.drop()
         return home
 
-    def probe_and_signal(self, key, victim, sig):
+    def probe_and_signal(self, key, victim, sig, fired_event):
         """A long stream on the victim; the signal lands while it is generating."""
         fired = {}
 
         def fire():
             fired["t"] = time.monotonic()
             os.kill(int(self.pids[victim]), sig)
+            fired_event.set()
 
         client = Client(self.args.port)
         r = client.send({"prompt": "Once upon a time", "stream": True, "max_tokens": PROBE_TOKENS,
@@ -204,10 +213,14 @@ class Run:
             self.fail("probe for %s produced no content (%s %s)" % (victim, r.outcome, r.detail))
             os.kill(int(self.pids[victim]), sig)
             fired["t"] = time.monotonic()
+            fired_event.set()
         return r, fired["t"]
 
-    def worker(self, client, queue, events):
+    def worker(self, client, queue, events, gate):
         while True:
+            # The last requests wait for the kill, so that some are sent after it.
+            if len(queue) <= gate[0] and not gate[1].wait(max(0.0, self.deadline - time.monotonic())):
+                break
             with self.lock:
                 if not queue or time.monotonic() > self.deadline:
                     break
@@ -241,26 +254,35 @@ class Run:
         queue = make_specs(self.args.requests, keys, rng)
         queue.reverse()
         term_event, kill_event = threading.Event(), threading.Event()
+        term_fired, kill_fired = threading.Event(), threading.Event()
         n = self.args.requests
         events = [(n // 3, term_event), (2 * n // 3, kill_event)]
-        threads = [threading.Thread(target=self.worker, args=(Client(self.args.port), queue, events))
+        gate = (n // 6, kill_fired)
+        threads = [threading.Thread(target=self.worker, args=(Client(self.args.port), queue, events, gate))
                    for _ in range(self.args.clients)]
         for t in threads:
             t.start()
 
         probes = {}
 
-        def probe_when(event, name, victim, sig):
+        def probe_when(event, after, name, victim, sig, fired):
             if not event.wait(OVERALL_DEADLINE_S):
                 return
+            if after is not None:
+                if not after.wait(OVERALL_DEADLINE_S):
+                    return
+                time.sleep(TERM_TO_KILL_S)
             key = next((k for k, v in home.items() if v == victim), None)
             if key is None:
                 self.fail("no key lives on %s; cannot aim the %s" % (victim, name))
+                fired.set()
                 return
-            probes[name] = self.probe_and_signal(key, victim, sig)
+            probes[name] = self.probe_and_signal(key, victim, sig, fired)
 
-        probe_threads = [threading.Thread(target=probe_when, args=(term_event, "SIGTERM", drained, signal.SIGTERM)),
-                         threading.Thread(target=probe_when, args=(kill_event, "SIGKILL", killed, signal.SIGKILL))]
+        probe_threads = [threading.Thread(target=probe_when,
+                                          args=(term_event, None, "SIGTERM", drained, signal.SIGTERM, term_fired)),
+                         threading.Thread(target=probe_when,
+                                          args=(kill_event, term_fired, "SIGKILL", killed, signal.SIGKILL, kill_fired))]
         for t in probe_threads:
             t.start()
         threads += probe_threads
@@ -292,18 +314,19 @@ class Run:
                 self.fail("request %r: status %s served by %s, %s %s" %
                           (r.spec, r.status, r.served_by, r.outcome, r.detail))
             # After the signal a replica takes no new request (retried elsewhere).
-            if r.served_by == drained and r.started > t_term:
+            if r.served_by == drained and r.started > t_term + SIGNAL_NOTICE_S:
                 self.fail("%s (SIGTERM) answered a request sent after the signal" % drained)
             if r.served_by == killed and r.started > t_kill:
                 self.fail("%s (SIGKILL) answered a request sent after the signal" % killed)
-        # Affinity: before any signal a key stays home; a key living on the
-        # survivor stays there all along (consistent hashing moves only the keys
-        # of the replicas that left).
+        # Affinity: a request over before any signal went home; a key living on
+        # the survivor stays there all along (consistent hashing moves only the
+        # keys of the replicas that left). A request in flight at the SIGTERM may
+        # meet the drain and be retried elsewhere.
         for r in self.results:
             key = conversation_key(r.spec)
             if key is None or r.status != 200:
                 continue
-            if (r.started < t_term or home[key] == survivor) and r.served_by != home[key]:
+            if (r.ended < t_term or home[key] == survivor) and r.served_by != home[key]:
                 self.fail("key %s lives on %s but was served by %s" % (key, home[key], r.served_by))
         unkeyed = {r.served_by for r in self.results if conversation_key(r.spec) is None and r.started < t_term}
         if len(unkeyed) < 2:
