@@ -9,7 +9,8 @@ pkgs=(build-essential make pkg-config libmicrohttpd-dev libjansson-dev libcurl4-
 for arg in "$@"; do
     case $arg in
     --test)
-        pkgs+=(clang curl python3 python3-jsonschema man-db openssl)
+        # haproxy: the load-balancer test; python3-yaml: the Kubernetes manifests' test.
+        pkgs+=(clang curl python3 python3-jsonschema python3-yaml haproxy man-db openssl)
         # The OpenAI client test runs on Node.js; keep a newer Node already on the machine.
         command -v node >/dev/null && command -v npm >/dev/null || pkgs+=(nodejs npm)
         ;;
