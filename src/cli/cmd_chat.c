@@ -93,7 +93,7 @@ static int conversation_add(conversation *c, enum chat_role role, char *text, si
         free(text);
         return -1;
     }
-    c->msgs[c->n++] = (chat_message){role, text, len};
+    c->msgs[c->n++] = (chat_message){.role = role, .text = text, .len = len};
     return 0;
 }
 

@@ -371,6 +371,26 @@ int request_append_locked(gen_request *r, const char *text, size_t len)
     return 0;
 }
 
+int request_append_logprob_locked(gen_request *r, const gen_logprob *lp)
+{
+    if (r->lp_len == r->lp_cap) {
+        size_t cap = r->lp_cap ? 2 * r->lp_cap : 16;
+        gen_logprob *grown = malloc(cap * sizeof *grown);
+        if (!grown)
+            return -1;
+        if (r->lp_out) {
+            memcpy(grown, r->lp_out, r->lp_len * sizeof *grown);
+            explicit_bzero(r->lp_out, r->lp_cap * sizeof *r->lp_out);
+            free(r->lp_out);
+        }
+        r->lp_out = grown;
+        r->lp_cap = cap;
+    }
+    r->lp_out[r->lp_len++] = *lp;
+    pthread_cond_signal(&r->cv);
+    return 0;
+}
+
 void request_finish_locked(gen_request *r, const gen_event *done)
 {
     r->done_ev = *done;
@@ -394,6 +414,10 @@ void request_destroy_locked(gen_request *r)
     wipe_free(r->prompt, (size_t)r->n_prompt * sizeof *r->prompt);
     wipe_free(r->out, r->out_cap);
     wipe_free(r->view, r->view_cap);
+    /* token ids spell out the generated text */
+    wipe_free(r->lp_out, r->lp_cap * sizeof *r->lp_out);
+    wipe_free(r->lp_view, r->lp_view_cap * sizeof *r->lp_view);
+    wipe_free(r->logit_bias, r->n_logit_bias * sizeof *r->logit_bias);
     stop_set_free(&r->stop);
     pthread_cond_destroy(&r->cv);
     explicit_bzero(r, sizeof *r);
@@ -462,7 +486,7 @@ static int validate_messages(const chat_message *messages, size_t n, el_err *err
         return el_fail(err, "messages: more than %d messages", MAX_MESSAGES);
     for (size_t i = 0; i < n; i++) {
         if (messages[i].role != CHAT_ROLE_SYSTEM && messages[i].role != CHAT_ROLE_USER &&
-            messages[i].role != CHAT_ROLE_ASSISTANT)
+            messages[i].role != CHAT_ROLE_ASSISTANT && messages[i].role != CHAT_ROLE_TOOL)
             return el_fail(err, "messages[%zu]: unknown role", i);
         if (!messages[i].text && messages[i].len)
             return el_fail(err, "messages[%zu]: text missing", i);
@@ -536,6 +560,15 @@ static gen_request *request_create(engine *e, token_vec *prompt, const gen_param
     int room = e->n_ctx - r->n_prompt;
     r->max_tokens = max_tokens < room ? max_tokens : room;
     r->sampling = p->sampling;
+    r->logprobs = p->logprobs;
+    r->top_logprobs = p->top_logprobs;
+    if (p->n_logit_bias) {
+        r->logit_bias = malloc(p->n_logit_bias * sizeof *r->logit_bias);
+        if (!r->logit_bias)
+            goto oom;
+        memcpy(r->logit_bias, p->logit_bias, p->n_logit_bias * sizeof *r->logit_bias);
+        r->n_logit_bias = p->n_logit_bias;
+    }
     r->state = REQ_QUEUED;
     return r;
 oom:
@@ -543,6 +576,40 @@ oom:
 fail:
     request_destroy_locked(r); /* touches nothing shared */
     return NULL;
+}
+
+/* logprobs, logit_bias, choices and the constraint. */
+static enum gen_status validate_extras(const engine *e, const gen_params *p, el_err *err)
+{
+    if (p->top_logprobs < 0 || p->top_logprobs > GEN_MAX_TOP_LOGPROBS) {
+        el_fail(err, "top_logprobs: must be between 0 and %d", GEN_MAX_TOP_LOGPROBS);
+        return GEN_ERR_INVALID;
+    }
+    if (p->n_logit_bias > GEN_MAX_LOGIT_BIAS || (p->n_logit_bias && !p->logit_bias)) {
+        el_fail(err, "logit_bias: at most %d tokens", GEN_MAX_LOGIT_BIAS);
+        return GEN_ERR_INVALID;
+    }
+    for (size_t i = 0; i < p->n_logit_bias; i++) {
+        const gen_logit_bias *b = &p->logit_bias[i];
+        if (b->token < 0 || b->token >= tokenizer_n_vocab(e->tok)) {
+            el_fail(err, "logit_bias: token %d is not in the vocabulary (0 to %d)", (int)b->token,
+                    tokenizer_n_vocab(e->tok) - 1);
+            return GEN_ERR_LOGIT_BIAS;
+        }
+        if (!(b->bias >= -100.0f && b->bias <= 100.0f)) {
+            el_fail(err, "logit_bias: the bias of token %d must be between -100 and 100", (int)b->token);
+            return GEN_ERR_LOGIT_BIAS;
+        }
+    }
+    if (p->n_choices < 0 || p->n_choices > 1) {
+        el_fail(err, "n: one choice per request is supported");
+        return GEN_ERR_INVALID;
+    }
+    if (p->constraint != GEN_CONSTRAINT_NONE) {
+        el_fail(err, "constrained decoding is not available in this build");
+        return GEN_ERR_CONSTRAINT;
+    }
+    return GEN_OK;
 }
 
 /* Validates, builds the prompt and queues; runs with e->submitting held. */
@@ -566,10 +633,14 @@ static enum gen_status submit_ready(engine *e, const chat_message *messages, siz
     }
     if (validate_messages(messages, n_messages, err) < 0)
         return GEN_ERR_INVALID;
+    enum gen_status status = validate_extras(e, params, err);
+    if (status != GEN_OK)
+        return status;
 
     token_vec prompt = {0};
     int rc = params->raw ? build_raw_prompt(e, messages, n_messages, &prompt, err)
-                         : chat_build_prompt(e->tok, e->fmt, messages, n_messages, e->cfg.history, &prompt, err);
+                         : chat_build_tool_prompt(e->tok, e->fmt, messages, n_messages, params->tools,
+                                                  e->cfg.history, &prompt, err);
     if (rc < 0) {
         token_vec_wipe(&prompt);
         return GEN_ERR_INVALID;
@@ -591,7 +662,6 @@ static enum gen_status submit_ready(engine *e, const chat_message *messages, siz
         return GEN_ERR_INVALID;
 
     pthread_mutex_lock(&e->mu);
-    enum gen_status status = GEN_OK;
     if (e->stopping) {
         status = not_ready_locked(e, err);
     } else if (e->queue_len >= e->cfg.max_queue) {
@@ -654,6 +724,27 @@ int gen_prompt_tokens(const gen_request *r)
     return r->n_prompt;
 }
 
+size_t engine_token_bytes(engine *e, int32_t token, char *buf, size_t cap)
+{
+    /* Counted like a submit: the loader thread does not free the tokenizer while
+     * anyone reads it. */
+    pthread_mutex_lock(&e->mu);
+    bool ready = e->state == ENGINE_READY && !e->stopping;
+    if (ready)
+        e->submitting++;
+    pthread_mutex_unlock(&e->mu);
+    if (!ready)
+        return 0;
+    size_t n = 0;
+    if (token >= 0 && token < tokenizer_n_vocab(e->tok) && !tokenizer_is_control(e->tok, token))
+        n = tokenizer_token_text(e->tok, token, buf, cap);
+    pthread_mutex_lock(&e->mu);
+    if (--e->submitting == 0 && e->stopping)
+        pthread_cond_broadcast(&e->ready_cv);
+    pthread_mutex_unlock(&e->mu);
+    return n;
+}
+
 /* ---- requests: consuming ---------------------------------------------------------- */
 
 static void deadline_after(struct timespec *ts, int ms)
@@ -667,6 +758,31 @@ static void deadline_after(struct timespec *ts, int ms)
     }
 }
 
+/* Hands over the whole buffers: whatever piled up becomes one event. */
+static void hand_over_locked(gen_request *r, gen_event *ev)
+{
+    char *buf = r->view;
+    size_t cap = r->view_cap;
+    r->view = r->out;
+    r->view_cap = r->out_cap;
+    r->out = buf;
+    r->out_cap = cap;
+    gen_logprob *lp = r->lp_view;
+    size_t lp_cap = r->lp_view_cap;
+    r->lp_view = r->lp_out;
+    r->lp_view_cap = r->lp_cap;
+    r->lp_out = lp;
+    r->lp_cap = lp_cap;
+    memset(ev, 0, sizeof *ev);
+    ev->kind = GEN_EVENT_TEXT;
+    ev->text = r->view;
+    ev->len = r->out_len;
+    ev->logprobs = r->lp_view;
+    ev->n_logprobs = r->lp_len;
+    r->out_len = 0;
+    r->lp_len = 0;
+}
+
 int gen_next(gen_request *r, gen_event *ev, int timeout_ms)
 {
     engine *e = r->e;
@@ -675,19 +791,8 @@ int gen_next(gen_request *r, gen_event *ev, int timeout_ms)
         deadline_after(&deadline, timeout_ms);
     pthread_mutex_lock(&e->mu);
     for (;;) {
-        if (r->out_len > 0) {
-            /* Hand over the whole buffer: whatever piled up becomes one event. */
-            char *buf = r->view;
-            size_t cap = r->view_cap;
-            r->view = r->out;
-            r->view_cap = r->out_cap;
-            r->out = buf;
-            r->out_cap = cap;
-            memset(ev, 0, sizeof *ev);
-            ev->kind = GEN_EVENT_TEXT;
-            ev->text = r->view;
-            ev->len = r->out_len;
-            r->out_len = 0;
+        if (r->out_len > 0 || r->lp_len > 0) {
+            hand_over_locked(r, ev);
             pthread_mutex_unlock(&e->mu);
             return 1;
         }

@@ -57,6 +57,10 @@ struct gen_request {
     int n_prompt;
     int max_tokens;           /* already clamped to what the context leaves */
     sampler_params sampling;
+    gen_logit_bias *logit_bias;
+    size_t n_logit_bias;
+    bool logprobs;
+    int top_logprobs;
     stop_set stop;
     double t_submit;
 
@@ -68,6 +72,10 @@ struct gen_request {
     size_t out_len, out_cap;
     char *view;               /* the bytes of the last TEXT event */
     size_t view_cap;
+    gen_logprob *lp_out;      /* log-probabilities produced and not yet delivered */
+    size_t lp_len, lp_cap;
+    gen_logprob *lp_view;     /* those of the last TEXT event */
+    size_t lp_view_cap;
     gen_event done_ev;
 };
 
@@ -78,6 +86,8 @@ void request_destroy_locked(gen_request *r);
 /* Appends generated text for the consumer, growing the buffer (wiping the old
  * one) when needed. e->mu held. */
 int request_append_locked(gen_request *r, const char *text, size_t len);
+/* Appends one token's log-probabilities for the consumer. e->mu held. */
+int request_append_logprob_locked(gen_request *r, const gen_logprob *lp);
 /* Posts DONE and wakes the consumer. e->mu held. */
 void request_finish_locked(gen_request *r, const gen_event *done);
 
@@ -119,6 +129,9 @@ typedef struct slot {
     size_t held_len, held_cap;
     char *emit;              /* text to hand to the consumer at the end of this step */
     size_t emit_len, emit_cap;
+    float *raw_logits;       /* n_vocab: the model's logits before sampling, for logprobs */
+    gen_logprob logprob;     /* this step's token, when the request wants logprobs */
+    bool has_logprob;
 } slot;
 
 /* ---- the engine --------------------------------------------------------------------- */

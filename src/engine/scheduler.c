@@ -25,7 +25,8 @@ static int slot_init(engine *e, slot *s, int id, el_err *err)
     s->piece = malloc(s->piece_cap);
     s->held = malloc(s->held_cap);
     s->emit = malloc(s->emit_cap);
-    if (!s->tokens || !s->piece || !s->held || !s->emit)
+    s->raw_logits = malloc((size_t)e->n_vocab * sizeof *s->raw_logits);
+    if (!s->tokens || !s->piece || !s->held || !s->emit || !s->raw_logits)
         return el_fail(err, "engine: out of memory for slot buffers");
     return 0;
 }
@@ -45,6 +46,7 @@ static void slot_free(engine *e, slot *s)
     wipe_free(s->piece, s->piece_cap);
     wipe_free(s->held, s->held_cap);
     wipe_free(s->emit, s->emit_cap);
+    wipe_free(s->raw_logits, s->raw_logits ? (size_t)e->n_vocab * sizeof *s->raw_logits : 0);
     explicit_bzero(s, sizeof *s);
 }
 
@@ -171,6 +173,26 @@ static void slot_end(slot *s, enum gen_finish finish)
     }
 }
 
+static int set_logit_bias(sampler *smp, const gen_request *r, el_err *err)
+{
+    if (r->n_logit_bias == 0)
+        return 0;
+    int n = (int)r->n_logit_bias;
+    int32_t *ids = malloc((size_t)n * sizeof *ids);
+    float *bias = malloc((size_t)n * sizeof *bias);
+    int rc = -1;
+    if (ids && bias) {
+        for (int i = 0; i < n; i++) {
+            ids[i] = r->logit_bias[i].token;
+            bias[i] = r->logit_bias[i].bias;
+        }
+        rc = sampler_set_logit_bias(smp, ids, bias, n, err);
+    }
+    free(ids);
+    free(bias);
+    return rc;
+}
+
 /* Prepares a newly admitted slot: reuses the cached prefix (or starts clean), and
  * gives the request its sampler and detokenizer. */
 static void slot_begin(engine *e, slot *s)
@@ -197,6 +219,10 @@ static void slot_begin(engine *e, slot *s)
     el_err err = {{0}};
     s->smp = sampler_create(e->n_vocab, &r->sampling, &err);
     if (!s->smp) {
+        slot_end(s, GEN_FINISH_ERROR);
+        return;
+    }
+    if (set_logit_bias(s->smp, r, &err) < 0) {
         slot_end(s, GEN_FINISH_ERROR);
         return;
     }
@@ -268,6 +294,15 @@ static bool is_stop_token(const engine *e, int32_t tok)
     return false;
 }
 
+static void record_logprob(const engine *e, slot *s, int32_t tok)
+{
+    gen_logprob *lp = &s->logprob;
+    lp->token = tok;
+    lp->n_top = s->req->top_logprobs;
+    lp->logprob = sampler_logprobs(s->raw_logits, e->n_vocab, tok, lp->n_top, lp->top_token, lp->top_logprob);
+    s->has_logprob = true;
+}
+
 /* Samples the slot's next token from its logits and turns it into text. */
 static void handle_logits(engine *e, slot *s, float *logits)
 {
@@ -275,9 +310,15 @@ static void handle_logits(engine *e, slot *s, float *logits)
         s->phase = SLOT_GENERATE;
         s->t_first = engine_now_ms();
     }
+    const gen_request *r = s->req;
+    /* logprobs describe the model's own distribution: the sampler changes the logits */
+    if (r->logprobs)
+        memcpy(s->raw_logits, logits, (size_t)e->n_vocab * sizeof *logits);
     int32_t tok = sampler_sample(s->smp, logits);
     sampler_accept(s->smp, tok);
     s->n_generated++;
+    if (r->logprobs && !is_stop_token(e, tok))
+        record_logprob(e, s, tok);
     if (is_stop_token(e, tok)) {
         flush_text(s);
         slot_end(s, GEN_FINISH_STOP);
@@ -456,6 +497,12 @@ static void publish_locked(engine *e)
         slot *s = &e->slots[i];
         if (!s->req)
             continue;
+        if (s->has_logprob) {
+            if (request_append_logprob_locked(s->req, &s->logprob) < 0)
+                slot_end(s, GEN_FINISH_ERROR);
+            explicit_bzero(&s->logprob, sizeof s->logprob);
+            s->has_logprob = false;
+        }
         if (s->emit_len) {
             if (request_append_locked(s->req, s->emit, s->emit_len) < 0)
                 slot_end(s, GEN_FINISH_ERROR);

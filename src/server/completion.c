@@ -33,7 +33,21 @@ struct stream_state {
     bool role_sent, done_seen, finished, client_gone, saw_text;
     gen_event done;
     size_t bytes_sent;
+    bool tools;               /* the answer may be function calls */
+    bool logprobs;
+    api_call_scanner scanner; /* with tools: the calls found so far */
+    wipebuf held;             /* with tools: blank text held until the answer shows its kind */
 };
+
+/* What a completion asked for that shapes its answer. */
+typedef struct answer_options {
+    bool stream, include_usage, tools, logprobs;
+} answer_options;
+
+static size_t token_bytes(void *cls, int32_t token, char *buf, size_t cap)
+{
+    return engine_token_bytes(cls, token, buf, cap);
+}
 
 /* Waits for the DONE that follows a cancel (bounded: the engine stops at its
  * next step). Returns 1 when it came. */
@@ -48,10 +62,16 @@ static int drain_to_done(gen_request *g, gen_event *ev)
 
 /* Maps engine_submit's refusal onto the SPEC's error table. */
 static enum MHD_Result respond_submit_error(struct MHD_Connection *conn, request_ctx *ctx,
-                                            enum gen_status st, const el_err *err)
+                                            enum gen_status st, const el_err *err, const char *constraint_param)
 {
     api_error e;
     switch (st) {
+    case GEN_ERR_CONSTRAINT:
+        api_fail(&e, 400, constraint_param, "%s", err->msg);
+        return http_respond_error(conn, ctx, &e, NULL, NULL);
+    case GEN_ERR_LOGIT_BIAS:
+        api_fail(&e, 400, "logit_bias", "%s", err->msg);
+        return http_respond_error(conn, ctx, &e, NULL, NULL);
     case GEN_ERR_INVALID:
         api_fail(&e, 400, "messages", "%s", err->msg);
         return http_respond_error(conn, ctx, &e, NULL, NULL);
@@ -72,9 +92,48 @@ static enum MHD_Result respond_submit_error(struct MHD_Connection *conn, request
     return http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
 }
 
-static const char *finish_name(enum gen_finish f)
+static const char *finish_name(enum gen_finish f, const api_call_scanner *calls)
 {
-    return f == GEN_FINISH_LENGTH ? "length" : "stop";
+    if (f == GEN_FINISH_LENGTH)
+        return "length";
+    return calls && calls->kind == API_ANSWER_CALLS && calls->n_calls ? "tool_calls" : "stop";
+}
+
+/* The calls whose name is known, as the response lists them (ids given on first use). */
+static size_t collect_calls(api_call_scanner *sc, api_tool_call *out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < sc->n_calls; i++) {
+        api_scanned_call *c = &sc->calls[i];
+        if (!c->name_done || (!c->id[0] && api_new_call_id(c->id, NULL) < 0))
+            continue;
+        out[n] = (api_tool_call){(int)n, c->id, c->name.data, c->name.len,
+                                 c->arguments.len ? c->arguments.data : "{}", c->arguments.len ? c->arguments.len : 2};
+        n++;
+    }
+    return n;
+}
+
+/* Streaming: what each call gained since the last delta. */
+static size_t call_deltas(api_call_scanner *sc, api_tool_call *out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < sc->n_calls; i++) {
+        api_scanned_call *c = &sc->calls[i];
+        if (!c->name_done)
+            break; /* calls are announced in order, each with its name first */
+        bool first = !c->announced;
+        if (first && api_new_call_id(c->id, NULL) < 0)
+            break;
+        size_t fresh = c->arguments.len - c->arguments_sent;
+        if (!first && fresh == 0)
+            continue;
+        out[n++] = (api_tool_call){(int)i, first ? c->id : NULL, first ? c->name.data : NULL, first ? c->name.len : 0,
+                                   c->arguments.data ? c->arguments.data + c->arguments_sent : "", fresh};
+        c->announced = true;
+        c->arguments_sent = c->arguments.len;
+    }
+    return n;
 }
 
 /* ---- streaming ------------------------------------------------------------------- */
@@ -86,6 +145,8 @@ static void stream_unref(stream_state *s)
     server_unregister_gen(s->srv, &s->node);
     gen_release(s->gen);
     api_free(s->out);
+    api_call_scanner_free(&s->scanner);
+    wipebuf_free(&s->held);
     explicit_bzero(s, sizeof *s);
     free(s);
 }
@@ -111,7 +172,8 @@ static int stream_close_events(stream_state *s)
     size_t n1 = 0, n2 = 0;
     char *a = NULL, *b = NULL;
     if (s->done.finish == GEN_FINISH_STOP || s->done.finish == GEN_FINISH_LENGTH) {
-        a = api_chunk_finish(s->id, s->created, model, finish_name(s->done.finish), s->include_usage, &n1);
+        a = api_chunk_finish(s->id, s->created, model, finish_name(s->done.finish, s->tools ? &s->scanner : NULL),
+                             s->include_usage, &n1);
         if (s->include_usage) {
             api_usage u = {s->done.prompt_tokens, s->done.completion_tokens};
             b = api_chunk_usage(s->id, s->created, model, &u, &n2);
@@ -149,6 +211,45 @@ static int stream_close_events(stream_state *s)
     return 0;
 }
 
+/* The delta for a TEXT event: content, or with tools the calls' progress (blank
+ * text is held until the answer shows whether it is text or calls), and logprobs.
+ * Returns 0 with an event in s->out, 1 when there is nothing to send, -1 on failure. */
+static int stream_text_event(stream_state *s, const gen_event *ev)
+{
+    const char *model = s->srv->cfg->alias;
+    api_logprobs lp = {ev->logprobs, ev->n_logprobs, token_bytes, s->srv->eng};
+    const api_logprobs *lpp = s->logprobs && ev->n_logprobs ? &lp : NULL;
+    const char *text = ev->len ? ev->text : NULL;
+    size_t text_len = ev->len;
+    api_tool_call deltas[API_MAX_PARALLEL_CALLS];
+    size_t n_deltas = 0;
+    if (s->tools) {
+        if (api_call_scanner_feed(&s->scanner, ev->text, ev->len) < 0)
+            return -1;
+        if (s->scanner.kind == API_ANSWER_UNDECIDED) {
+            if (wipebuf_append(&s->held, ev->text, ev->len) < 0)
+                return -1;
+            text = NULL;
+        } else if (s->scanner.kind == API_ANSWER_CALLS) {
+            n_deltas = call_deltas(&s->scanner, deltas);
+            text = NULL;
+        } else if (s->held.len) {
+            if (wipebuf_append(&s->held, ev->text, ev->len) < 0)
+                return -1;
+            text = s->held.data, text_len = s->held.len;
+        }
+    }
+    if (!text && !n_deltas && !lpp)
+        return 1;
+    size_t len;
+    char *chunk_ev = api_chunk_delta(s->id, s->created, model, 0, text, text_len, deltas, n_deltas, lpp,
+                                     s->include_usage, &len);
+    if (text && text == s->held.data)
+        wipebuf_free(&s->held);
+    stream_set_output(s, chunk_ev, len);
+    return chunk_ev ? 0 : -1;
+}
+
 /* Produces the next event into s->out. Returns 0, or -1 to drop the connection. */
 static int stream_next_event(stream_state *s)
 {
@@ -177,7 +278,7 @@ static int stream_next_event(stream_state *s)
             continue;
         }
         if (ev.kind == GEN_EVENT_TEXT) {
-            if (ev.len == 0 || s->client_gone)
+            if ((ev.len == 0 && ev.n_logprobs == 0) || s->client_gone)
                 continue;
             /* A hang-up shows here long before a write fails. */
             if (http_client_gone(s->fd)) {
@@ -189,9 +290,10 @@ static int stream_next_event(stream_state *s)
                 s->saw_text = true;
                 metrics_record_ttft(&s->srv->metrics, server_seconds_since(&s->t_start));
             }
-            char *chunk_ev = api_chunk_content(s->id, s->created, model, ev.text, ev.len, s->include_usage, &len);
-            stream_set_output(s, chunk_ev, len);
-            return chunk_ev ? 0 : -1;
+            int rc = stream_text_event(s, &ev);
+            if (rc <= 0)
+                return rc;
+            continue; /* nothing to send yet */
         }
         s->done = ev;
         s->done_seen = true;
@@ -222,7 +324,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 }
 
 static enum MHD_Result start_stream(struct MHD_Connection *conn, request_ctx *ctx, gen_request *g,
-                                    bool include_usage)
+                                    const answer_options *opts)
 {
     stream_state *s = calloc(1, sizeof *s);
     if (!s) {
@@ -232,7 +334,10 @@ static enum MHD_Result start_stream(struct MHD_Connection *conn, request_ctx *ct
     atomic_init(&s->refs, 1);
     s->srv = ctx->srv;
     s->gen = g;
-    s->include_usage = include_usage;
+    s->include_usage = opts->include_usage;
+    s->tools = opts->tools;
+    s->logprobs = opts->logprobs;
+    api_call_scanner_init(&s->scanner);
     s->fd = http_connection_fd(conn);
     s->t_start = ctx->t_start;
     clock_gettime(CLOCK_MONOTONIC, &s->last_output);
@@ -263,8 +368,10 @@ static enum MHD_Result start_stream(struct MHD_Connection *conn, request_ctx *ct
 
 /* ---- non-streaming completion ------------------------------------------------------ */
 
-/* Waits for the whole reply; returns false when the client went away. */
-static bool collect_reply(request_ctx *ctx, gen_request *g, int fd, wipebuf *text, gen_event *done)
+/* Waits for the whole reply (text and, when wanted, the tokens' logprobs); returns
+ * false when the client went away. */
+static bool collect_reply(request_ctx *ctx, gen_request *g, int fd, wipebuf *text, wipebuf *logprobs,
+                          gen_event *done)
 {
     bool gone = false, saw_text = false, oom = false;
     for (;;) {
@@ -288,7 +395,8 @@ static bool collect_reply(request_ctx *ctx, gen_request *g, int fd, wipebuf *tex
             saw_text = true;
             metrics_record_ttft(&ctx->srv->metrics, server_seconds_since(&ctx->t_start));
         }
-        if (!oom && wipebuf_append(text, ev.text, ev.len) < 0) {
+        if (!oom && (wipebuf_append(text, ev.text, ev.len) < 0 ||
+                     wipebuf_append(logprobs, (const char *)ev.logprobs, ev.n_logprobs * sizeof *ev.logprobs) < 0)) {
             oom = true;
             gen_cancel(g);
         }
@@ -298,38 +406,62 @@ static bool collect_reply(request_ctx *ctx, gen_request *g, int fd, wipebuf *tex
     return !gone;
 }
 
-static enum MHD_Result complete_blocking(struct MHD_Connection *conn, request_ctx *ctx, gen_request *g)
+/* The reply body: content, or with tools the calls found in it; logprobs. */
+static char *reply_body(request_ctx *ctx, const answer_options *opts, const wipebuf *text,
+                        const wipebuf *logprobs, const gen_event *done, size_t *len)
+{
+    char id[API_ID_LEN + 1];
+    if (api_new_id(id, NULL) < 0)
+        return NULL;
+    api_call_scanner sc;
+    api_call_scanner_init(&sc);
+    api_tool_call calls[API_MAX_PARALLEL_CALLS];
+    api_choice choice = {.text = text->data ? text->data : "", .text_len = text->len};
+    if (opts->tools && api_call_scanner_feed(&sc, text->data, text->len) == 0 && sc.kind == API_ANSWER_CALLS) {
+        choice.text = NULL;
+        choice.text_len = 0;
+        choice.calls = calls;
+        choice.n_calls = collect_calls(&sc, calls);
+    }
+    choice.finish = finish_name(done->finish, opts->tools ? &sc : NULL);
+    api_logprobs lp = {(const gen_logprob *)logprobs->data, logprobs->len / sizeof(gen_logprob), token_bytes,
+                       ctx->srv->eng};
+    choice.logprobs = opts->logprobs ? &lp : NULL;
+    char *body = api_completion_body(id, (long long)time(NULL), ctx->srv->cfg->alias, &choice, 1, &ctx->usage, len);
+    api_call_scanner_free(&sc);
+    return body;
+}
+
+static enum MHD_Result complete_blocking(struct MHD_Connection *conn, request_ctx *ctx, gen_request *g,
+                                         const answer_options *opts)
 {
     server *srv = ctx->srv;
     gen_node node;
     server_register_gen(srv, &node, g);
-    wipebuf text = {0};
+    wipebuf text = {0}, logprobs = {0};
     gen_event done;
-    bool present = collect_reply(ctx, g, http_connection_fd(conn), &text, &done);
+    bool present = collect_reply(ctx, g, http_connection_fd(conn), &text, &logprobs, &done);
     server_unregister_gen(srv, &node);
-    gen_release(g);
     ctx->usage.prompt_tokens = done.prompt_tokens;
     ctx->usage.completion_tokens = done.completion_tokens;
     ctx->engine_ms = done.queue_ms + done.prompt_ms + done.generate_ms;
+    enum MHD_Result ok = MHD_NO;
     if (!present) {
         ctx->cancelled = true;
-        wipebuf_free(&text);
-        return MHD_NO;
-    }
-    enum MHD_Result ok;
-    char id[API_ID_LEN + 1];
-    if (done.finish == GEN_FINISH_CANCELLED) {
+    } else if (done.finish == GEN_FINISH_CANCELLED) {
         ok = http_fail(conn, ctx, 503, NULL, "Retry-After", "5", "the server is shutting down");
-    } else if (done.finish == GEN_FINISH_ERROR || api_new_id(id, NULL) < 0) {
+    } else if (done.finish == GEN_FINISH_ERROR) {
         ok = http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
     } else {
         size_t len;
-        char *body = api_completion_body(id, (long long)time(NULL), srv->cfg->alias, text.data ? text.data : "",
-                                         text.len, finish_name(done.finish), &ctx->usage, &len);
+        char *body = reply_body(ctx, opts, &text, &logprobs, &done, &len);
         ok = body ? http_respond_json(conn, ctx, 200, body, len)
                   : http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
     }
+    /* released after the body is built: the logprobs' token texts come from the engine */
+    gen_release(g);
     wipebuf_free(&text);
+    wipebuf_free(&logprobs);
     return ok;
 }
 
@@ -355,14 +487,18 @@ enum MHD_Result completion_handle(struct MHD_Connection *conn, request_ctx *ctx)
     gen_request *g = NULL;
     el_err err = {{0}};
     enum gen_status st = engine_submit(srv->eng, req.messages, req.n_messages, &req.params, &g, &err);
-    bool stream = req.stream, include_usage = req.include_usage;
+    answer_options opts = {.stream = req.stream,
+                           .include_usage = req.include_usage,
+                           .tools = req.tool_choice != API_TOOLS_NONE,
+                           .logprobs = req.params.logprobs};
+    const char *constraint_param = req.constraint_param; /* a string literal */
     chat_request_free(&req);
     if (st != GEN_OK)
-        return respond_submit_error(conn, ctx, st, &err);
+        return respond_submit_error(conn, ctx, st, &err, constraint_param);
     ctx->usage.prompt_tokens = gen_prompt_tokens(g);
-    if (stream)
-        return start_stream(conn, ctx, g, include_usage);
-    return complete_blocking(conn, ctx, g);
+    if (opts.stream)
+        return start_stream(conn, ctx, g, &opts);
+    return complete_blocking(conn, ctx, g, &opts);
 }
 
 /* A stream that ended without its DONE being read: the client left (or the

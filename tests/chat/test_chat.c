@@ -55,7 +55,7 @@ static void free_vocabs(void)
 
 static chat_message msg(enum chat_role role, const char *text)
 {
-    return (chat_message){role, text, strlen(text)};
+    return (chat_message){.role = role, .text = text, .len = strlen(text)};
 }
 
 static bool same_ids(const token_vec *a, const token_vec *b)
@@ -304,7 +304,7 @@ static void test_validation(void)
     expect_invalid(v.tok, late_system, 3, CHAT_HISTORY_FULL, "system");
     chat_message ends_assistant[] = {user, assistant};
     expect_invalid(v.tok, ends_assistant, 2, CHAT_HISTORY_FULL, "last message");
-    chat_message bad_role = {(enum chat_role)7, "x", 1};
+    chat_message bad_role = {.role = (enum chat_role)7, .text = "x", .len = 1};
     expect_invalid(v.tok, &bad_role, 1, CHAT_HISTORY_FULL, "role");
 
     /* Roles need not alternate, and LAST accepts a trailing assistant message. */

@@ -108,7 +108,7 @@ static gen_params greedy(int max_tokens)
 
 static enum gen_status submit_text(engine *e, const char *prompt, const gen_params *p, gen_request **r)
 {
-    chat_message m = {CHAT_ROLE_USER, prompt, strlen(prompt)};
+    chat_message m = {.role = CHAT_ROLE_USER, .text = prompt, .len = strlen(prompt)};
     el_err err = {{0}};
     enum gen_status s = engine_submit(e, &m, 1, p, r, &err);
     CHECKF(s == GEN_OK, "submit: %d %s", s, err.msg);
@@ -144,7 +144,7 @@ static void direct_greedy(const char *path, const char *prompt, bool raw, int ma
             token_vec_push(&ids, tokenizer_bos(t), &err);
         tokenizer_encode(t, prompt, strlen(prompt), false, &ids, &err);
     } else {
-        chat_message msg = {CHAT_ROLE_USER, prompt, strlen(prompt)};
+        chat_message msg = {.role = CHAT_ROLE_USER, .text = prompt, .len = strlen(prompt)};
         CHECK(chat_build_prompt(t, fmt, &msg, 1, CHAT_HISTORY_FULL, &ids, &err) == 0);
     }
     int32_t stops[8];
@@ -428,7 +428,7 @@ static void test_max_tokens_and_context(void)
 
     /* Too long for the context: refused, never truncated. */
     gen_request *r = NULL;
-    chat_message m = {CHAT_ROLE_USER, "Once upon a time, there was a little girl named Lily. She loved to play",
+    chat_message m = {.role = CHAT_ROLE_USER, .text = "Once upon a time, there was a little girl named Lily. She loved to play",
                       0};
     m.len = strlen(m.text);
     el_err err = {{0}};
@@ -540,7 +540,7 @@ static void test_queue_full_and_queued_cancel(void)
     CHECK(gen_next(busy, &ev, -1) == 1); /* it holds the only slot now */
     submit_text(e, "There was a tree", &p, &q1);
     submit_text(e, "One day, a big bird", &p, &q2);
-    chat_message m = {CHAT_ROLE_USER, "Hi", 2};
+    chat_message m = {.role = CHAT_ROLE_USER, .text = "Hi", .len = 2};
     el_err err = {{0}};
     CHECK_EQ_INT(engine_submit(e, &m, 1, &p, &q3, &err), GEN_ERR_QUEUE_FULL);
     CHECK(q3 == NULL);
@@ -621,7 +621,7 @@ static void test_invalid_requests(void)
         return;
     gen_request *r = NULL;
     el_err err = {{0}};
-    chat_message m = {CHAT_ROLE_USER, "Hi", 2};
+    chat_message m = {.role = CHAT_ROLE_USER, .text = "Hi", .len = 2};
     gen_params p = greedy(4);
     CHECK_EQ_INT(engine_submit(e, &m, 0, &p, &r, &err), GEN_ERR_INVALID);
     p.sampling.temperature = NAN;
@@ -640,7 +640,7 @@ static void test_invalid_requests(void)
     p.n_stop = 1;
     CHECK_EQ_INT(engine_submit(e, &m, 1, &p, &r, &err), GEN_ERR_INVALID);
     CHECK(strstr(err.msg, "stop") != NULL);
-    chat_message only_assistant = {CHAT_ROLE_ASSISTANT, "Hi", 2};
+    chat_message only_assistant = {.role = CHAT_ROLE_ASSISTANT, .text = "Hi", .len = 2};
     p = greedy(4);
     CHECK_EQ_INT(engine_submit(e, &only_assistant, 1, &p, &r, &err), GEN_ERR_INVALID);
     CHECK(r == NULL);
@@ -674,7 +674,7 @@ static void test_not_ready_and_failed(void)
     CHECKF(e != NULL, "%s", err.msg);
     if (e) {
         gen_request *r = NULL;
-        chat_message m = {CHAT_ROLE_USER, "Hi", 2};
+        chat_message m = {.role = CHAT_ROLE_USER, .text = "Hi", .len = 2};
         CHECK_EQ_INT(engine_submit(e, &m, 1, NULL, &r, &err), GEN_ERR_NOT_READY);
         /* Let the loader through: an empty "file" it must reject. */
         while (engine_state(e, NULL) == ENGINE_LOADING) {
@@ -782,7 +782,7 @@ static void *consume(void *arg)
     consumer *c = arg;
     gen_params p = greedy(16);
     gen_request *r = NULL;
-    chat_message m = {CHAT_ROLE_USER, c->prompt, strlen(c->prompt)};
+    chat_message m = {.role = CHAT_ROLE_USER, .text = c->prompt, .len = strlen(c->prompt)};
     if (engine_submit(c->e, &m, 1, &p, &r, NULL) == GEN_OK) {
         /* short waits: exercises the timeout path */
         gen_event ev;
