@@ -827,6 +827,77 @@ static void test_threaded_consumers(void)
     engine_free(e);
 }
 
+/* logprobs: one record per generated token (not the end token), the greedy token
+ * is the best of its alternatives, and the text is unchanged by asking. */
+static void test_logprobs_and_bias(void)
+{
+    engine *e = start(stories_path, (engine_opts){.n_slots = 1, .prefix_cache = true});
+    if (!e)
+        return;
+    gen_params plain = greedy(12);
+    result want;
+    generate(e, "Once upon a time", &plain, &want);
+    gen_params p = greedy(12);
+    p.logprobs = true;
+    p.top_logprobs = 5;
+    gen_request *r = NULL;
+    if (submit_text(e, "Once upon a time", &p, &r) == GEN_OK) {
+        gen_logprob got[64];
+        size_t n = 0, text_len = 0;
+        gen_event ev;
+        while (gen_next(r, &ev, -1) == 1 && ev.kind == GEN_EVENT_TEXT) {
+            text_len += ev.len;
+            for (size_t i = 0; i < ev.n_logprobs && n < 64; i++)
+                got[n++] = ev.logprobs[i];
+        }
+        CHECK_EQ_INT(text_len, want.len);
+        int ended_by_token = ev.finish == GEN_FINISH_STOP;
+        CHECK_EQ_INT((int)n + ended_by_token, ev.completion_tokens);
+        for (size_t i = 0; i < n; i++) {
+            CHECK_EQ_INT(got[i].n_top, 5);
+            CHECK_EQ_INT(got[i].top_token[0], got[i].token);
+            CHECK_NEAR(got[i].top_logprob[0], got[i].logprob, 0);
+            CHECK(got[i].logprob <= 0 && got[i].top_logprob[4] <= got[i].top_logprob[0]);
+        }
+        gen_release(r);
+    }
+    /* logit_bias -100 on the first greedy token changes the answer */
+    if (want.len > 0) {
+        p = greedy(12);
+        p.logprobs = true;
+        gen_request *r2 = NULL;
+        if (submit_text(e, "Once upon a time", &p, &r2) == GEN_OK) {
+            gen_event ev;
+            int32_t first = -1;
+            while (gen_next(r2, &ev, -1) == 1 && ev.kind == GEN_EVENT_TEXT)
+                if (first < 0 && ev.n_logprobs)
+                    first = ev.logprobs[0].token;
+            gen_release(r2);
+            gen_logit_bias ban = {first, -100.0f};
+            p = greedy(12);
+            p.logit_bias = &ban;
+            p.n_logit_bias = 1;
+            result banned;
+            generate(e, "Once upon a time", &p, &banned);
+            CHECK(banned.len != want.len || memcmp(banned.text, want.text, want.len) != 0);
+        }
+    }
+    /* refused: ids outside the vocabulary, out-of-range biases, bad top_logprobs */
+    gen_logit_bias outside = {1 << 20, 1.0f};
+    p = greedy(4);
+    p.logit_bias = &outside;
+    p.n_logit_bias = 1;
+    chat_message m = {.role = CHAT_ROLE_USER, .text = "Hi", .len = 2};
+    el_err err = {{0}};
+    CHECK_EQ_INT(engine_submit(e, &m, 1, &p, &r, &err), GEN_ERR_LOGIT_BIAS);
+    outside = (gen_logit_bias){1, 101.0f};
+    CHECK_EQ_INT(engine_submit(e, &m, 1, &p, &r, &err), GEN_ERR_LOGIT_BIAS);
+    p = greedy(4);
+    p.top_logprobs = 21;
+    CHECK_EQ_INT(engine_submit(e, &m, 1, &p, &r, &err), GEN_ERR_INVALID);
+    engine_free(e);
+}
+
 int main(void)
 {
     RUN(test_stop_filter);
@@ -845,5 +916,6 @@ int main(void)
     RUN(test_model_in_memory);
     RUN(test_free_with_requests_held);
     RUN(test_threaded_consumers);
+    RUN(test_logprobs_and_bias);
     return test_summary();
 }
