@@ -84,6 +84,11 @@ void grammar_matcher_free(grammar_matcher *m);
  * Returns the number of tokens allowed. */
 int grammar_matcher_fill_mask(grammar_matcher *m, uint32_t *mask);
 
+/* The same mask computed the slow, obvious way (every token walked through the trie
+ * with the real stacks, no precomputed lists): the reference for tests and benchmarks.
+ * Returns the number of tokens allowed, -1 when out of memory. */
+int grammar_matcher_fill_mask_reference(grammar_matcher *m, uint32_t *mask);
+
 /* Advances over one token; -1 (matcher unchanged) if it is not allowed. Accepting
  * an END token where the grammar may end makes the matcher finished. */
 int grammar_matcher_accept_token(grammar_matcher *m, int32_t token);
