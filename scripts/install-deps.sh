@@ -6,7 +6,7 @@ export DEBIAN_FRONTEND=noninteractive
 SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 pkgs=(build-essential make pkg-config libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev ca-certificates)
 if [ "${1:-}" = --test ]; then
-    pkgs+=(clang curl python3)
+    pkgs+=(clang curl python3 python3-jsonschema)
     # The OpenAI client test runs on Node.js; keep a newer Node already on the machine.
     command -v node >/dev/null && command -v npm >/dev/null || pkgs+=(nodejs npm)
 fi

@@ -124,8 +124,10 @@ typedef struct gen_params {
     int top_logprobs;        /* and that many best alternatives (0..GEN_MAX_TOP_LOGPROBS) */
     const gen_logit_bias *logit_bias; /* copied; token ids must be in the vocabulary */
     size_t n_logit_bias;
-    int n_choices;           /* 0 or 1: one answer; up to GEN_MAX_CHOICES sampled from
-                                one evaluation of the prompt (its cache is shared) */
+    int n_choices;           /* 0 or 1: one answer; up to GEN_MAX_CHOICES (and at most the
+                                engine's slots) answers drawn from one evaluation of
+                                the prompt, whose cache each choice's slot copies; a
+                                choice's sampler seed is seed + its index */
 } gen_params;
 
 void gen_params_default(gen_params *p);
@@ -139,7 +141,8 @@ enum gen_status {
     GEN_ERR_SHUTTING_DOWN,
     GEN_ERR_INTERNAL,
     GEN_ERR_CONSTRAINT,     /* the grammar or schema was refused: err says why */
-    GEN_ERR_LOGIT_BIAS      /* a logit_bias token is not in the vocabulary */
+    GEN_ERR_LOGIT_BIAS,     /* a logit_bias token is not in the vocabulary */
+    GEN_ERR_CHOICES         /* more choices than the engine has slots */
 };
 
 typedef struct gen_request gen_request;
@@ -154,7 +157,10 @@ int gen_prompt_tokens(const gen_request *r);
  * returned; 0 for control tokens and ids outside the vocabulary. */
 size_t engine_token_bytes(engine *e, int32_t token, char *buf, size_t cap);
 
-enum gen_event_kind { GEN_EVENT_TEXT, GEN_EVENT_DONE };
+/* TEXT and CHOICE_END carry the choice they belong to; CHOICE_END (only when
+ * n_choices > 1) says how one choice ended, after all its text; DONE comes once,
+ * after every choice ended. */
+enum gen_event_kind { GEN_EVENT_TEXT, GEN_EVENT_DONE, GEN_EVENT_CHOICE_END };
 enum gen_finish { GEN_FINISH_STOP, GEN_FINISH_LENGTH, GEN_FINISH_CANCELLED, GEN_FINISH_ERROR };
 
 /* One generated token's log-probability under the model's own distribution (the
@@ -176,9 +182,9 @@ typedef struct gen_event {
     const gen_logprob *logprobs; /* TEXT, with logprobs: the tokens generated since the
                                     last event (their text may still be held back) */
     size_t n_logprobs;
-    enum gen_finish finish;  /* DONE */
+    enum gen_finish finish;  /* DONE (the first choice's), CHOICE_END */
     int prompt_tokens;       /* DONE */
-    int completion_tokens;   /* DONE */
+    int completion_tokens;   /* DONE (every choice's), CHOICE_END */
     int cached_tokens;       /* DONE: prompt tokens reused from the slot's cache */
     double queue_ms, prompt_ms, generate_ms; /* DONE */
 } gen_event;

@@ -712,14 +712,10 @@ static int parse_logprobs(json_t *root, chat_request *out, api_error *e)
 
 static int parse_choices(json_t *root, chat_request *out, api_error *e)
 {
-    long long n;
-    bool has_n;
-    if (get_integer(root, "n", 1, 1, &n, &has_n, e) < 0) {
-        if (json_is_integer(json_object_get(root, "n")))
-            api_fail(e, 400, "n", "'n' must be 1: one choice per request is supported");
+    long long n = 1;
+    if (get_integer(root, "n", 1, GEN_MAX_CHOICES, &n, NULL, e) < 0)
         return -1;
-    }
-    out->params.n_choices = 1;
+    out->params.n_choices = (int)n;
     return 0;
 }
 

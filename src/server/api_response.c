@@ -257,12 +257,18 @@ static char *sse(json_t *v, bool with_null_usage, size_t *len)
     return dump(v, "data: ", "\n\n", len);
 }
 
-char *api_chunk_role(const char *id, long long created, const char *model, bool with_null_usage, size_t *len)
+char *api_chunk_choice_role(const char *id, long long created, const char *model, int choice,
+                            bool with_null_usage, size_t *len)
 {
     api_json_init();
-    json_t *choices = json_pack("[{s:i, s:{s:s, s:s}, s:n}]", "index", 0, "delta", "role", "assistant",
+    json_t *choices = json_pack("[{s:i, s:{s:s, s:s}, s:n}]", "index", choice, "delta", "role", "assistant",
                                 "content", "", "finish_reason");
     return sse(chunk(id, created, model, choices), with_null_usage, len);
+}
+
+char *api_chunk_role(const char *id, long long created, const char *model, bool with_null_usage, size_t *len)
+{
+    return api_chunk_choice_role(id, created, model, 0, with_null_usage, len);
 }
 
 char *api_chunk_content(const char *id, long long created, const char *model, const char *text,

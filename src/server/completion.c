@@ -35,13 +35,18 @@ struct stream_state {
     size_t bytes_sent;
     bool tools;               /* the answer may be function calls */
     bool logprobs;
-    api_call_scanner scanner; /* with tools: the calls found so far */
-    wipebuf held;             /* with tools: blank text held until the answer shows its kind */
+    int n_choices;
+    int roles_sent;           /* choices whose role delta went out */
+    /* per choice, with tools: the calls found so far, and blank text held until
+     * the answer shows whether it is text or calls */
+    api_call_scanner scanner[GEN_MAX_CHOICES];
+    wipebuf held[GEN_MAX_CHOICES];
 };
 
 /* What a completion asked for that shapes its answer. */
 typedef struct answer_options {
     bool stream, include_usage, tools, logprobs;
+    int n_choices;
 } answer_options;
 
 static size_t token_bytes(void *cls, int32_t token, char *buf, size_t cap)
@@ -71,6 +76,9 @@ static enum MHD_Result respond_submit_error(struct MHD_Connection *conn, request
         return http_respond_error(conn, ctx, &e, NULL, NULL);
     case GEN_ERR_LOGIT_BIAS:
         api_fail(&e, 400, "logit_bias", "%s", err->msg);
+        return http_respond_error(conn, ctx, &e, NULL, NULL);
+    case GEN_ERR_CHOICES:
+        api_fail(&e, 400, "n", "%s", err->msg);
         return http_respond_error(conn, ctx, &e, NULL, NULL);
     case GEN_ERR_INVALID:
         api_fail(&e, 400, "messages", "%s", err->msg);
@@ -145,8 +153,10 @@ static void stream_unref(stream_state *s)
     server_unregister_gen(s->srv, &s->node);
     gen_release(s->gen);
     api_free(s->out);
-    api_call_scanner_free(&s->scanner);
-    wipebuf_free(&s->held);
+    for (int i = 0; i < GEN_MAX_CHOICES; i++) {
+        api_call_scanner_free(&s->scanner[i]);
+        wipebuf_free(&s->held[i]);
+    }
     explicit_bzero(s, sizeof *s);
     free(s);
 }
@@ -171,9 +181,20 @@ static int stream_close_events(stream_state *s)
     const char *model = s->srv->cfg->alias;
     size_t n1 = 0, n2 = 0;
     char *a = NULL, *b = NULL;
-    if (s->done.finish == GEN_FINISH_STOP || s->done.finish == GEN_FINISH_LENGTH) {
-        a = api_chunk_finish(s->id, s->created, model, finish_name(s->done.finish, s->tools ? &s->scanner : NULL),
-                             s->include_usage, &n1);
+    if ((s->done.finish == GEN_FINISH_STOP || s->done.finish == GEN_FINISH_LENGTH) && s->n_choices > 1) {
+        a = strdup(""); /* each choice sent its finish chunk as it ended */
+        n1 = 0;
+        if (s->include_usage) {
+            api_usage u = {s->done.prompt_tokens, s->done.completion_tokens};
+            b = api_chunk_usage(s->id, s->created, model, &u, &n2);
+            if (!b) {
+                api_free(a);
+                return -1;
+            }
+        }
+    } else if (s->done.finish == GEN_FINISH_STOP || s->done.finish == GEN_FINISH_LENGTH) {
+        a = api_chunk_finish(s->id, s->created, model,
+                             finish_name(s->done.finish, s->tools ? &s->scanner[0] : NULL), s->include_usage, &n1);
         if (s->include_usage) {
             api_usage u = {s->done.prompt_tokens, s->done.completion_tokens};
             b = api_chunk_usage(s->id, s->created, model, &u, &n2);
@@ -217,6 +238,9 @@ static int stream_close_events(stream_state *s)
 static int stream_text_event(stream_state *s, const gen_event *ev)
 {
     const char *model = s->srv->cfg->alias;
+    int choice = ev->choice;
+    api_call_scanner *scanner = &s->scanner[choice];
+    wipebuf *held = &s->held[choice];
     api_logprobs lp = {ev->logprobs, ev->n_logprobs, token_bytes, s->srv->eng};
     const api_logprobs *lpp = s->logprobs && ev->n_logprobs ? &lp : NULL;
     const char *text = ev->len ? ev->text : NULL;
@@ -224,28 +248,41 @@ static int stream_text_event(stream_state *s, const gen_event *ev)
     api_tool_call deltas[API_MAX_PARALLEL_CALLS];
     size_t n_deltas = 0;
     if (s->tools) {
-        if (api_call_scanner_feed(&s->scanner, ev->text, ev->len) < 0)
+        if (api_call_scanner_feed(scanner, ev->text, ev->len) < 0)
             return -1;
-        if (s->scanner.kind == API_ANSWER_UNDECIDED) {
-            if (wipebuf_append(&s->held, ev->text, ev->len) < 0)
+        if (scanner->kind == API_ANSWER_UNDECIDED) {
+            if (wipebuf_append(held, ev->text, ev->len) < 0)
                 return -1;
             text = NULL;
-        } else if (s->scanner.kind == API_ANSWER_CALLS) {
-            n_deltas = call_deltas(&s->scanner, deltas);
+        } else if (scanner->kind == API_ANSWER_CALLS) {
+            n_deltas = call_deltas(scanner, deltas);
             text = NULL;
-        } else if (s->held.len) {
-            if (wipebuf_append(&s->held, ev->text, ev->len) < 0)
+        } else if (held->len) {
+            if (wipebuf_append(held, ev->text, ev->len) < 0)
                 return -1;
-            text = s->held.data, text_len = s->held.len;
+            text = held->data, text_len = held->len;
         }
     }
     if (!text && !n_deltas && !lpp)
         return 1;
     size_t len;
-    char *chunk_ev = api_chunk_delta(s->id, s->created, model, 0, text, text_len, deltas, n_deltas, lpp,
+    char *chunk_ev = api_chunk_delta(s->id, s->created, model, choice, text, text_len, deltas, n_deltas, lpp,
                                      s->include_usage, &len);
-    if (text && text == s->held.data)
-        wipebuf_free(&s->held);
+    if (text && text == held->data)
+        wipebuf_free(held);
+    stream_set_output(s, chunk_ev, len);
+    return chunk_ev ? 0 : -1;
+}
+
+/* The finish chunk of one of several choices, as it ends. */
+static int stream_choice_end(stream_state *s, const gen_event *ev)
+{
+    if (ev->finish != GEN_FINISH_STOP && ev->finish != GEN_FINISH_LENGTH)
+        return 1; /* a failed or cancelled generation ends the stream with an error */
+    size_t len;
+    char *chunk_ev = api_chunk_choice_finish(s->id, s->created, s->srv->cfg->alias, ev->choice,
+                                             finish_name(ev->finish, s->tools ? &s->scanner[ev->choice] : NULL),
+                                             s->include_usage, &len);
     stream_set_output(s, chunk_ev, len);
     return chunk_ev ? 0 : -1;
 }
@@ -255,9 +292,8 @@ static int stream_next_event(stream_state *s)
 {
     const char *model = s->srv->cfg->alias;
     size_t len = 0;
-    if (!s->role_sent) {
-        s->role_sent = true;
-        char *ev = api_chunk_role(s->id, s->created, model, s->include_usage, &len);
+    if (s->roles_sent < s->n_choices) {
+        char *ev = api_chunk_choice_role(s->id, s->created, model, s->roles_sent++, s->include_usage, &len);
         stream_set_output(s, ev, len);
         return ev ? 0 : -1;
     }
@@ -294,6 +330,12 @@ static int stream_next_event(stream_state *s)
             if (rc <= 0)
                 return rc;
             continue; /* nothing to send yet */
+        }
+        if (ev.kind == GEN_EVENT_CHOICE_END) {
+            int rc = s->client_gone ? 1 : stream_choice_end(s, &ev);
+            if (rc <= 0)
+                return rc;
+            continue;
         }
         s->done = ev;
         s->done_seen = true;
@@ -337,7 +379,9 @@ static enum MHD_Result start_stream(struct MHD_Connection *conn, request_ctx *ct
     s->include_usage = opts->include_usage;
     s->tools = opts->tools;
     s->logprobs = opts->logprobs;
-    api_call_scanner_init(&s->scanner);
+    s->n_choices = opts->n_choices;
+    for (int i = 0; i < GEN_MAX_CHOICES; i++)
+        api_call_scanner_init(&s->scanner[i]);
     s->fd = http_connection_fd(conn);
     s->t_start = ctx->t_start;
     clock_gettime(CLOCK_MONOTONIC, &s->last_output);
@@ -368,10 +412,16 @@ static enum MHD_Result start_stream(struct MHD_Connection *conn, request_ctx *ct
 
 /* ---- non-streaming completion ------------------------------------------------------ */
 
-/* Waits for the whole reply (text and, when wanted, the tokens' logprobs); returns
- * false when the client went away. */
-static bool collect_reply(request_ctx *ctx, gen_request *g, int fd, wipebuf *text, wipebuf *logprobs,
-                          gen_event *done)
+/* What the engine produced for one choice. */
+typedef struct choice_reply {
+    wipebuf text;
+    wipebuf logprobs;         /* gen_logprob records */
+    enum gen_finish finish;
+} choice_reply;
+
+/* Waits for the whole reply (every choice's text and, when wanted, the tokens'
+ * logprobs); returns false when the client went away. */
+static bool collect_reply(request_ctx *ctx, gen_request *g, int fd, choice_reply *choices, gen_event *done)
 {
     bool gone = false, saw_text = false, oom = false;
     for (;;) {
@@ -387,6 +437,11 @@ static bool collect_reply(request_ctx *ctx, gen_request *g, int fd, wipebuf *tex
             *done = ev;
             break;
         }
+        choice_reply *c = &choices[ev.choice];
+        if (ev.kind == GEN_EVENT_CHOICE_END) {
+            c->finish = ev.finish;
+            continue;
+        }
         if (!gone && http_client_gone(fd)) {
             gone = true;
             gen_cancel(g);
@@ -395,8 +450,9 @@ static bool collect_reply(request_ctx *ctx, gen_request *g, int fd, wipebuf *tex
             saw_text = true;
             metrics_record_ttft(&ctx->srv->metrics, server_seconds_since(&ctx->t_start));
         }
-        if (!oom && (wipebuf_append(text, ev.text, ev.len) < 0 ||
-                     wipebuf_append(logprobs, (const char *)ev.logprobs, ev.n_logprobs * sizeof *ev.logprobs) < 0)) {
+        if (!oom && (wipebuf_append(&c->text, ev.text, ev.len) < 0 ||
+                     wipebuf_append(&c->logprobs, (const char *)ev.logprobs, ev.n_logprobs * sizeof *ev.logprobs) <
+                         0)) {
             oom = true;
             gen_cancel(g);
         }
@@ -406,29 +462,43 @@ static bool collect_reply(request_ctx *ctx, gen_request *g, int fd, wipebuf *tex
     return !gone;
 }
 
-/* The reply body: content, or with tools the calls found in it; logprobs. */
-static char *reply_body(request_ctx *ctx, const answer_options *opts, const wipebuf *text,
-                        const wipebuf *logprobs, const gen_event *done, size_t *len)
+/* The reply body: per choice its content, or with tools the calls found in it;
+ * logprobs. */
+static char *reply_body(request_ctx *ctx, const answer_options *opts, choice_reply *replies, size_t *len)
 {
     char id[API_ID_LEN + 1];
     if (api_new_id(id, NULL) < 0)
         return NULL;
-    api_call_scanner sc;
-    api_call_scanner_init(&sc);
-    api_tool_call calls[API_MAX_PARALLEL_CALLS];
-    api_choice choice = {.text = text->data ? text->data : "", .text_len = text->len};
-    if (opts->tools && api_call_scanner_feed(&sc, text->data, text->len) == 0 && sc.kind == API_ANSWER_CALLS) {
-        choice.text = NULL;
-        choice.text_len = 0;
-        choice.calls = calls;
-        choice.n_calls = collect_calls(&sc, calls);
+    int n = opts->n_choices;
+    api_call_scanner *sc = calloc((size_t)n, sizeof *sc);
+    api_tool_call(*calls)[API_MAX_PARALLEL_CALLS] = calloc((size_t)n, sizeof *calls);
+    api_choice choices[GEN_MAX_CHOICES];
+    api_logprobs lp[GEN_MAX_CHOICES];
+    char *body = NULL;
+    if (!sc || !calls)
+        goto done;
+    for (int i = 0; i < n; i++) {
+        const choice_reply *r = &replies[i];
+        api_call_scanner_init(&sc[i]);
+        choices[i] = (api_choice){.index = i, .text = r->text.data ? r->text.data : "", .text_len = r->text.len};
+        if (opts->tools && api_call_scanner_feed(&sc[i], r->text.data, r->text.len) == 0 &&
+            sc[i].kind == API_ANSWER_CALLS) {
+            choices[i].text = NULL;
+            choices[i].text_len = 0;
+            choices[i].calls = calls[i];
+            choices[i].n_calls = collect_calls(&sc[i], calls[i]);
+        }
+        choices[i].finish = finish_name(r->finish, opts->tools ? &sc[i] : NULL);
+        lp[i] = (api_logprobs){(const gen_logprob *)r->logprobs.data, r->logprobs.len / sizeof(gen_logprob),
+                               token_bytes, ctx->srv->eng};
+        choices[i].logprobs = opts->logprobs ? &lp[i] : NULL;
     }
-    choice.finish = finish_name(done->finish, opts->tools ? &sc : NULL);
-    api_logprobs lp = {(const gen_logprob *)logprobs->data, logprobs->len / sizeof(gen_logprob), token_bytes,
-                       ctx->srv->eng};
-    choice.logprobs = opts->logprobs ? &lp : NULL;
-    char *body = api_completion_body(id, (long long)time(NULL), ctx->srv->cfg->alias, &choice, 1, &ctx->usage, len);
-    api_call_scanner_free(&sc);
+    body = api_completion_body(id, (long long)time(NULL), ctx->srv->cfg->alias, choices, (size_t)n, &ctx->usage, len);
+done:
+    for (int i = 0; sc && i < n; i++)
+        api_call_scanner_free(&sc[i]);
+    free(sc);
+    free(calls);
     return body;
 }
 
@@ -438,30 +508,38 @@ static enum MHD_Result complete_blocking(struct MHD_Connection *conn, request_ct
     server *srv = ctx->srv;
     gen_node node;
     server_register_gen(srv, &node, g);
-    wipebuf text = {0}, logprobs = {0};
+    choice_reply replies[GEN_MAX_CHOICES];
+    memset(replies, 0, sizeof replies);
     gen_event done;
-    bool present = collect_reply(ctx, g, http_connection_fd(conn), &text, &logprobs, &done);
+    bool present = collect_reply(ctx, g, http_connection_fd(conn), replies, &done);
     server_unregister_gen(srv, &node);
+    if (opts->n_choices == 1)
+        replies[0].finish = done.finish;
     ctx->usage.prompt_tokens = done.prompt_tokens;
     ctx->usage.completion_tokens = done.completion_tokens;
     ctx->engine_ms = done.queue_ms + done.prompt_ms + done.generate_ms;
+    bool failed = done.finish == GEN_FINISH_ERROR;
+    for (int i = 0; i < opts->n_choices; i++)
+        failed |= replies[i].finish == GEN_FINISH_ERROR;
     enum MHD_Result ok = MHD_NO;
     if (!present) {
         ctx->cancelled = true;
     } else if (done.finish == GEN_FINISH_CANCELLED) {
         ok = http_fail(conn, ctx, 503, NULL, "Retry-After", "5", "the server is shutting down");
-    } else if (done.finish == GEN_FINISH_ERROR) {
+    } else if (failed) {
         ok = http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
     } else {
         size_t len;
-        char *body = reply_body(ctx, opts, &text, &logprobs, &done, &len);
+        char *body = reply_body(ctx, opts, replies, &len);
         ok = body ? http_respond_json(conn, ctx, 200, body, len)
                   : http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
     }
     /* released after the body is built: the logprobs' token texts come from the engine */
     gen_release(g);
-    wipebuf_free(&text);
-    wipebuf_free(&logprobs);
+    for (int i = 0; i < GEN_MAX_CHOICES; i++) {
+        wipebuf_free(&replies[i].text);
+        wipebuf_free(&replies[i].logprobs);
+    }
     return ok;
 }
 
@@ -490,7 +568,8 @@ enum MHD_Result completion_handle(struct MHD_Connection *conn, request_ctx *ctx)
     answer_options opts = {.stream = req.stream,
                            .include_usage = req.include_usage,
                            .tools = req.tool_choice != API_TOOLS_NONE,
-                           .logprobs = req.params.logprobs};
+                           .logprobs = req.params.logprobs,
+                           .n_choices = req.params.n_choices > 1 ? req.params.n_choices : 1};
     const char *constraint_param = req.constraint_param; /* a string literal */
     chat_request_free(&req);
     if (st != GEN_OK)

@@ -172,6 +172,9 @@ char *api_chunk_finish(const char *id, long long created, const char *model, con
 char *api_chunk_delta(const char *id, long long created, const char *model, int choice, const char *text,
                       size_t text_len, const api_tool_call *calls, size_t n_calls, const api_logprobs *logprobs,
                       bool with_null_usage, size_t *len);
+/* The role delta of choice `choice`. */
+char *api_chunk_choice_role(const char *id, long long created, const char *model, int choice,
+                            bool with_null_usage, size_t *len);
 /* The finish chunk of choice `choice`. */
 char *api_chunk_choice_finish(const char *id, long long created, const char *model, int choice,
                               const char *finish, bool with_null_usage, size_t *len);

@@ -898,6 +898,94 @@ static void test_logprobs_and_bias(void)
     engine_free(e);
 }
 
+/* n choices from one prompt evaluation: each choice equals a single request with
+ * the seed plus its index (the copied prompt cache is exact), every choice ends
+ * with its own CHOICE_END, and DONE sums the tokens. */
+typedef struct choices_result {
+    char text[GEN_MAX_CHOICES][2048];
+    size_t len[GEN_MAX_CHOICES];
+    int ends[GEN_MAX_CHOICES];
+    int tokens[GEN_MAX_CHOICES];
+    gen_event done;
+} choices_result;
+
+static void collect_choices(gen_request *r, choices_result *out)
+{
+    memset(out, 0, sizeof *out);
+    gen_event ev;
+    while (gen_next(r, &ev, -1) == 1 && ev.kind != GEN_EVENT_DONE) {
+        CHECK(ev.choice >= 0 && ev.choice < GEN_MAX_CHOICES);
+        if (ev.kind == GEN_EVENT_CHOICE_END) {
+            CHECK_EQ_INT(out->ends[ev.choice], 0);
+            out->ends[ev.choice]++;
+            out->tokens[ev.choice] = ev.completion_tokens;
+            continue;
+        }
+        CHECK_EQ_INT(out->ends[ev.choice], 0); /* no text after its end */
+        size_t room = sizeof out->text[0] - 1 - out->len[ev.choice];
+        size_t n = ev.len < room ? ev.len : room;
+        memcpy(out->text[ev.choice] + out->len[ev.choice], ev.text, n);
+        out->len[ev.choice] += n;
+    }
+    out->done = ev;
+}
+
+static void test_choices(void)
+{
+    engine *e = start(stories_path, (engine_opts){.n_slots = 3, .prefix_cache = true});
+    if (!e)
+        return;
+    const char *prompt = "Once upon a time, there was a little dog";
+    for (int greedy_run = 0; greedy_run < 2; greedy_run++) {
+        gen_params p = greedy(16);
+        if (!greedy_run) {
+            p.sampling.temperature = 1.0f;
+            p.sampling.seed = 1234;
+        }
+        p.n_choices = 3;
+        gen_request *r = NULL;
+        if (submit_text(e, prompt, &p, &r) != GEN_OK)
+            continue;
+        choices_result got;
+        collect_choices(r, &got);
+        gen_release(r);
+        CHECK_EQ_INT(got.done.kind, GEN_EVENT_DONE);
+        int sum = 0;
+        for (int c = 0; c < 3; c++) {
+            CHECK_EQ_INT(got.ends[c], 1);
+            sum += got.tokens[c];
+            gen_params one = p;
+            one.n_choices = 1;
+            one.sampling.seed = p.sampling.seed + (uint64_t)c;
+            result alone;
+            generate(e, prompt, &one, &alone);
+            CHECKF(alone.len == got.len[c] && !memcmp(alone.text, got.text[c], alone.len),
+                   "choice %d: '%s' vs alone '%s'", c, got.text[c], alone.text);
+        }
+        CHECK_EQ_INT(got.done.completion_tokens, sum);
+        if (!greedy_run)
+            CHECK(got.len[0] != got.len[1] || memcmp(got.text[0], got.text[1], got.len[0]) != 0);
+    }
+    /* more choices than slots: refused */
+    gen_params p = greedy(4);
+    p.n_choices = 4;
+    chat_message m = {.role = CHAT_ROLE_USER, .text = "Hi", .len = 2};
+    gen_request *r = NULL;
+    el_err err = {{0}};
+    CHECK_EQ_INT(engine_submit(e, &m, 1, &p, &r, &err), GEN_ERR_CHOICES);
+    /* cancelled while the first choice reads the prompt: every choice ends */
+    p = greedy(200);
+    p.n_choices = 2;
+    if (submit_text(e, prompt, &p, &r) == GEN_OK) {
+        gen_cancel(r);
+        choices_result got;
+        collect_choices(r, &got);
+        CHECK_EQ_INT(got.done.finish, GEN_FINISH_CANCELLED);
+        gen_release(r);
+    }
+    engine_free(e);
+}
+
 int main(void)
 {
     RUN(test_stop_filter);
@@ -917,5 +1005,6 @@ int main(void)
     RUN(test_free_with_requests_held);
     RUN(test_threaded_consumers);
     RUN(test_logprobs_and_bias);
+    RUN(test_choices);
     return test_summary();
 }

@@ -216,7 +216,8 @@ static void test_parameter_errors(void)
         {"\"repetition_penalty\":\"1\"", "repetition_penalty"},
         {"\"repetition_penalty\":0", "repetition_penalty"},
         {"\"repetition_penalty\":11", "repetition_penalty"},
-        {"\"n\":2", "n"},
+        {"\"n\":9", "n"},
+        {"\"n\":0", "n"},
         {"\"n\":\"1\"", "n"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
