@@ -572,6 +572,7 @@ static int emit_repetition(parser *p, elem_vec *out, const uint32_t *item, size_
             vec_push(p, &body, EL_MAKE(EL_ALT, 0)) < 0)
             return free(body.v), -1;
         rule_set(p, r, &body);
+        p->b->rules[r].chain_k = (uint32_t)k + 1;
         prev = r;
     }
     if (prev >= 0)

@@ -35,7 +35,10 @@ void grammar_free(grammar *g)
         return;
     if (g->masks) {
         for (size_t i = 0; i < g->n_elems; i++) {
+            if (g->masks[i].borrowed)
+                continue;
             free(g->masks[i].list);
+            free(g->masks[i].bitmap);
             free(g->masks[i].uncertain);
         }
         free(g->masks);
@@ -55,6 +58,7 @@ void grammar_free(grammar *g)
     free(g->cont_n);
     free(g->conts);
     free(g->rule_can_finish);
+    free(g->rule_chain_k);
     free(g->rule_cont_unknown);
     free(g);
 }
@@ -391,6 +395,33 @@ static int build_conts(grammar *g, el_err *err)
     return oom ? el_fail(err, "grammar: out of memory") : 0;
 }
 
+/* ---- repetition chains ------------------------------------------------------------------------ */
+
+/* x{0,n} is a chain of rules r_k ::= x r_{k-1} | "". Where x cannot be empty, a token
+ * of at most L bytes started in r_k with k > L + 1 cannot reach the chain's end, so
+ * every such r_k has the same masks as r_{L+2} (see mask.c). */
+static int build_chains(grammar *g, const gb_builder *b, el_err *err)
+{
+    g->rule_chain_k = calloc(g->n_rules, sizeof *g->rule_chain_k);
+    if (!g->rule_chain_k)
+        return el_fail(err, "grammar: out of memory");
+    for (size_t r = 0; r < b->n_rules; r++) {
+        uint32_t k = b->rules[r].chain_k;
+        if (k < 2)
+            continue;
+        /* the item: the first alternative less its final reference */
+        uint32_t q = g->rule_start[r];
+        bool item_nullable = true;
+        while (!EL_IS_BOUNDARY(g->elems[q + 1])) {
+            item_nullable = item_nullable && elem_nullable(g, g->elems[q]);
+            q++;
+        }
+        if (!item_nullable)
+            g->rule_chain_k[r] = k;
+    }
+    return 0;
+}
+
 /* ---- entry --------------------------------------------------------------------------------------- */
 
 grammar *grammar_build(const grammar_vocab *v, const gb_builder *b, el_err *err)
@@ -419,7 +450,7 @@ grammar *grammar_build(const grammar_vocab *v, const gb_builder *b, el_err *err)
         goto fail;
     }
     memcpy(g->sets, b->sets, b->n_sets * sizeof *g->sets);
-    if (build_items(g, err) < 0 || build_conts(g, err) < 0)
+    if (build_items(g, err) < 0 || build_conts(g, err) < 0 || build_chains(g, b, err) < 0)
         goto fail;
     g->masks = calloc(g->n_elems, sizeof *g->masks);
     if (!g->masks) {

@@ -52,6 +52,7 @@ typedef struct gb_rule {
     size_t n, cap;
     int line, col;   /* where it is defined, or first referenced */
     bool defined;
+    uint32_t chain_k; /* k for the k-th rule of a bounded repetition chain, else 0 */
 } gb_rule;
 
 typedef struct gb_repeat { /* a repeated item, checked for being able to match nothing */
@@ -98,6 +99,7 @@ struct grammar_vocab {
     size_t n_trie;
     int32_t *trie_tokens;
     size_t max_len;         /* longest TEXT token */
+    size_t n_text;          /* TEXT tokens */
 };
 
 /* ---- compiled grammar ----------------------------------------------------------------- */
@@ -107,14 +109,23 @@ typedef struct gram_item {
     uint32_t seq_off, seq_n;  /* frames replacing the top: g->seqs[seq_off .. +seq_n) */
 } gram_item;
 
-enum { MASK_PENDING = 0, MASK_ACCEPT_LIST = 1, MASK_REJECT_LIST = 2 };
+enum { MASK_PENDING = 0, MASK_ACCEPT_LIST = 1, MASK_REJECT_LIST = 2, MASK_BITMAP = 3 };
 
 typedef struct pos_mask {
     _Atomic int state;        /* MASK_PENDING until computed (then never changes) */
     uint32_t n_list, n_uncertain;
     int32_t *list;            /* accepted (ACCEPT_LIST) or rejected (REJECT_LIST) tokens */
+    uint32_t *bitmap;         /* accepted tokens (BITMAP: when both lists would be long) */
     int32_t *uncertain;       /* tokens that depend on the frames below */
+    bool borrowed;            /* the lists belong to another position's entry */
 } pos_mask;
+
+static inline int popcount32(uint32_t x)
+{
+    x = x - ((x >> 1) & 0x55555555u);
+    x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
+    return (int)((((x + (x >> 4)) & 0x0f0f0f0fu) * 0x01010101u) >> 24);
+}
 
 struct grammar {
     const grammar_vocab *vocab;
@@ -138,6 +149,7 @@ struct grammar {
     uint32_t *cont_off, *cont_n;
     uint32_t *conts;
     bool *rule_can_finish;    /* the grammar may end right after this rule */
+    uint32_t *rule_chain_k;   /* gb_rule.chain_k, 0 where the chain's item can be empty */
     bool *rule_cont_unknown;  /* too many return sites: treated as unknown */
     /* token masks per live position (computed at compile time, or on first use past
      * the compile budget, under mask_lock) */

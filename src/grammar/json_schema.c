@@ -594,8 +594,8 @@ static int emit_format(compiler *c, const char *format, const char *ptr)
     else if (!strcmp(format, "uuid"))
         sb_puts(b, "hex{8} \"-\" hex{4} \"-\" hex{4} \"-\" hex{4} \"-\" hex{12}");
     else if (!strcmp(format, "email"))
-        sb_puts(b, "[a-zA-Z0-9_+-] [a-zA-Z0-9._+-]{0,63} \"@\" [a-zA-Z0-9] [a-zA-Z0-9-]{0,62} (\".\" [a-zA-Z0-9] "
-                   "[a-zA-Z0-9-]{0,62}){1,4}");
+        sb_puts(b, "[a-zA-Z0-9_+-] [a-zA-Z0-9._+-]* \"@\" [a-zA-Z0-9] [a-zA-Z0-9-]* (\".\" [a-zA-Z0-9] "
+                   "[a-zA-Z0-9-]*)+");
     else if (!strcmp(format, "ipv4"))
         sb_puts(b, "(\"25\" [0-5] | \"2\" [0-4] [0-9] | \"1\" [0-9] [0-9] | [1-9]? [0-9]) (\".\" (\"25\" [0-5] | "
                    "\"2\" [0-4] [0-9] | \"1\" [0-9] [0-9] | [1-9]? [0-9])){3}");
@@ -1452,13 +1452,20 @@ static int class_escape(rx *r, char e, cp_set *set)
         set_add(r, &tmp, '0', '9'), set_add(r, &tmp, 'A', 'Z'), set_add(r, &tmp, 'a', 'z'), set_add(r, &tmp, '_', '_');
         break;
     case 's':
-        set_add(r, &tmp, ' ', ' '), set_add(r, &tmp, '\t', '\r'), set_add(r, &tmp, 0xa0, 0xa0);
-        set_add(r, &tmp, 0x2028, 0x2029), set_add(r, &tmp, 0xfeff, 0xfeff);
+        set_add(r, &tmp, ' ', ' '), set_add(r, &tmp, '\t', '\r');
         break;
     default:
         return 1; /* not a class escape */
     }
+    /* ASCII only: ECMA-262 and Python (which validators use) disagree on which other
+     * characters are digits, word characters or spaces, so both readings must hold */
     set_normalize(&tmp, neg);
+    if (neg && tmp.n && tmp.hi[tmp.n - 1] > 0x7f) {
+        while (tmp.n && tmp.lo[tmp.n - 1] > 0x7f)
+            tmp.n--;
+        if (tmp.n && tmp.hi[tmp.n - 1] > 0x7f)
+            tmp.hi[tmp.n - 1] = 0x7f;
+    }
     for (int i = 0; i < tmp.n; i++)
         if (set_add(r, set, tmp.lo[i], tmp.hi[i]) < 0)
             return -1;

@@ -34,10 +34,11 @@ static void levels_free(walk_levels *w)
     free(w->lv);
 }
 
-/* Walks the trie from `start`. Runtime (analysis false): tokens matched by some stack
- * go to acc. Analysis: tokens matched on a path that knew every frame go to acc,
- * tokens matched only past what is known go to unc. */
-static int walk_trie(const grammar *g, const stackset *start, bool analysis, uint32_t *acc, uint32_t *unc)
+/* Walks the trie from `start` one stack set per depth (the fallback when the DFA below
+ * is full). Runtime (analysis false): tokens matched by some stack go to acc.
+ * Analysis: tokens matched on a path that knew every frame go to acc, tokens matched
+ * only past what is known go to unc. */
+static int walk_trie_sets(const grammar *g, const stackset *start, bool analysis, uint32_t *acc, uint32_t *unc)
 {
     const grammar_vocab *v = g->vocab;
     walk_levels w = {calloc(v->max_len + 1, sizeof *w.lv), v->max_len + 1};
@@ -50,6 +51,8 @@ static int walk_trie(const grammar *g, const stackset *start, bool analysis, uin
         const trie_node *node = &v->trie[i];
         stackset *parent = &w.lv[node->depth - 1], *here = &w.lv[node->depth];
         stackset_advance(g, parent, node->byte, here, analysis);
+        if (analysis && here->overflow)
+            here->wild = true; /* incomplete: let the real stack decide */
         if (!here->n && !here->wild) {
             i = node->next;
             continue;
@@ -67,11 +70,207 @@ static int walk_trie(const grammar *g, const stackset *start, bool analysis, uin
     return rc;
 }
 
+/* ---- a lazily built DFA over stack sets ------------------------------------------------------
+ *
+ * The trie has about a million nodes for Gemma's vocabulary, but a walk meets few
+ * distinct stack sets: the state after "hello" inside a string is the state after
+ * "h". Stack sets are interned as states and each (state, byte) transition is
+ * computed once, so a walk costs one table lookup per node. */
+
+enum { DFA_MAX_STATES = 1 << 14, DFA_UNKNOWN = -1, DFA_DEAD = -2 };
+
+typedef struct dfa {
+    const grammar *g;
+    bool analysis;
+    stackset *states;
+    uint8_t *det;       /* some stack knows every frame below it (or runtime) */
+    int32_t *trans;     /* states x 256 */
+    uint64_t *hashes;
+    uint32_t *table;    /* open addressing: state index + 1 */
+    size_t n, cap, table_cap;
+    stackset scratch;
+} dfa;
+
+static void dfa_free(dfa *d)
+{
+    for (size_t i = 0; i < d->n; i++)
+        stackset_free(&d->states[i]);
+    stackset_free(&d->scratch);
+    free(d->states);
+    free(d->det);
+    free(d->trans);
+    free(d->hashes);
+    free(d->table);
+    memset(d, 0, sizeof *d);
+}
+
+static uint64_t set_hash(const stackset *s)
+{
+    uint64_t h = 1469598103934665603ull ^ (uint64_t)s->wild;
+    for (size_t i = 0; i < s->n; i++) {
+        const gstack *t = &s->stacks[i];
+        h = (h ^ t->len) * 1099511628211ull;
+        h = (h ^ t->bottom_rule) * 1099511628211ull;
+        h = (h ^ t->det) * 1099511628211ull;
+        for (uint32_t k = 0; k < t->len; k++)
+            h = (h ^ s->frames[t->off + k]) * 1099511628211ull;
+    }
+    return h;
+}
+
+static bool set_equal(const stackset *a, const stackset *b)
+{
+    if (a->n != b->n || a->wild != b->wild)
+        return false;
+    for (size_t i = 0; i < a->n; i++) {
+        const gstack *x = &a->stacks[i], *y = &b->stacks[i];
+        if (x->len != y->len || x->bottom_rule != y->bottom_rule || x->det != y->det ||
+            memcmp(a->frames + x->off, b->frames + y->off, x->len * sizeof *a->frames))
+            return false;
+    }
+    return true;
+}
+
+/* The state of set s (interned); DFA_DEAD for an empty set; -3 when the DFA is full
+ * or out of memory. */
+static int32_t dfa_intern(dfa *d, const stackset *s)
+{
+    if (!s->n && !s->wild)
+        return DFA_DEAD;
+    uint64_t h = set_hash(s);
+    if (d->table_cap) {
+        for (size_t j = h & (d->table_cap - 1); d->table[j]; j = (j + 1) & (d->table_cap - 1)) {
+            uint32_t k = d->table[j] - 1;
+            if (d->hashes[k] == h && set_equal(&d->states[k], s))
+                return (int32_t)k;
+        }
+    }
+    if (d->n >= DFA_MAX_STATES)
+        return -3;
+    if (d->n == d->cap) {
+        size_t cap = d->cap ? 2 * d->cap : 256;
+        stackset *st = realloc(d->states, cap * sizeof *st);
+        if (st)
+            d->states = st;
+        uint8_t *det = realloc(d->det, cap);
+        if (det)
+            d->det = det;
+        int32_t *tr = realloc(d->trans, cap * 256 * sizeof *tr);
+        if (tr)
+            d->trans = tr;
+        uint64_t *hs = realloc(d->hashes, cap * sizeof *hs);
+        if (hs)
+            d->hashes = hs;
+        if (!st || !det || !tr || !hs)
+            return -3;
+        d->cap = cap;
+    }
+    if (2 * (d->n + 1) > d->table_cap) {
+        size_t cap = d->table_cap ? 2 * d->table_cap : 1024;
+        uint32_t *t = calloc(cap, sizeof *t);
+        if (!t)
+            return -3;
+        for (size_t k = 0; k < d->n; k++) {
+            size_t j = d->hashes[k] & (cap - 1);
+            while (t[j])
+                j = (j + 1) & (cap - 1);
+            t[j] = (uint32_t)k + 1;
+        }
+        free(d->table);
+        d->table = t;
+        d->table_cap = cap;
+    }
+    stackset *copy = &d->states[d->n];
+    memset(copy, 0, sizeof *copy);
+    if (stackset_copy(copy, s) < 0) {
+        stackset_free(copy);
+        return -3;
+    }
+    bool det = !d->analysis;
+    for (size_t i = 0; i < s->n && !det; i++)
+        det = s->stacks[i].det;
+    d->det[d->n] = det;
+    d->hashes[d->n] = h;
+    for (int b = 0; b < 256; b++)
+        d->trans[d->n * 256 + (size_t)b] = DFA_UNKNOWN;
+    size_t j = h & (d->table_cap - 1);
+    while (d->table[j])
+        j = (j + 1) & (d->table_cap - 1);
+    d->table[j] = (uint32_t)d->n + 1;
+    return (int32_t)d->n++;
+}
+
+static inline int32_t dfa_next(dfa *d, int32_t state, unsigned b)
+{
+    int32_t t = d->trans[(size_t)state * 256 + b];
+    if (t != DFA_UNKNOWN)
+        return t;
+    stackset_advance(d->g, &d->states[state], b, &d->scratch, d->analysis);
+    if (d->analysis && d->scratch.overflow)
+        d->scratch.wild = true; /* incomplete: let the real stack decide */
+    d->scratch.overflow = false;
+    t = dfa_intern(d, &d->scratch);
+    if (t >= DFA_DEAD) /* -3 (full) is not remembered */
+        d->trans[(size_t)state * 256 + b] = t;
+    return t;
+}
+
+/* The trie walk through the DFA; 1 when the DFA filled up (the caller falls back). */
+static int walk_trie_dfa(dfa *d, const stackset *start, uint32_t *acc, uint32_t *unc)
+{
+    const grammar_vocab *v = d->g->vocab;
+    int32_t *level = malloc((v->max_len + 1) * sizeof *level);
+    if (!level)
+        return -1;
+    int rc = 0;
+    level[0] = dfa_intern(d, start);
+    if (level[0] == -3)
+        rc = 1;
+    for (size_t i = 1; i < v->n_trie && !rc && level[0] >= 0;) {
+        const trie_node *node = &v->trie[i];
+        int32_t s = dfa_next(d, level[node->depth - 1], node->byte);
+        if (s == -3) {
+            rc = 1;
+            break;
+        }
+        if (s == DFA_DEAD) {
+            i = node->next;
+            continue;
+        }
+        level[node->depth] = s;
+        if (node->tok_n) {
+            uint32_t *dst = d->det[s] ? acc : unc;
+            for (uint32_t k = 0; k < node->tok_n; k++)
+                bit_set(dst, v->trie_tokens[node->tok_off + k]);
+        }
+        i++;
+    }
+    free(level);
+    return rc;
+}
+
+static int walk_trie(const grammar *g, dfa *d, const stackset *start, bool analysis, uint32_t *acc, uint32_t *unc)
+{
+    dfa local = {.g = g, .analysis = analysis};
+    if (!d)
+        d = &local;
+    size_t words = g->vocab->mask_words;
+    int rc = walk_trie_dfa(d, start, acc, unc);
+    if (rc == 1) { /* full: start over without it */
+        memset(acc, 0, words * sizeof *acc);
+        if (unc)
+            memset(unc, 0, words * sizeof *unc);
+        rc = walk_trie_sets(g, start, analysis, acc, unc);
+    }
+    dfa_free(&local);
+    return rc;
+}
+
 static int32_t *list_of(const uint32_t *bits, size_t words, uint32_t *count)
 {
     size_t n = 0;
     for (size_t i = 0; i < words; i++)
-        n += (size_t)__builtin_popcount(bits[i]);
+        n += (size_t)popcount32(bits[i]);
     int32_t *list = malloc((n ? n : 1) * sizeof *list);
     if (!list)
         return NULL;
@@ -83,11 +282,41 @@ static int32_t *list_of(const uint32_t *bits, size_t words, uint32_t *count)
     return list;
 }
 
-int grammar_compute_pos_mask(grammar *g, uint32_t q)
+/* The position whose masks q shares (a far rule of a repetition chain), or q. */
+static uint32_t chain_alias(const grammar *g, uint32_t q)
+{
+    uint32_t r = g->rule_of[q], k = g->rule_chain_k[r];
+    uint32_t same = (uint32_t)g->vocab->max_len + 2;
+    if (k <= same)
+        return q;
+    uint32_t t = r - (k - same);
+    if (g->rule_chain_k[t] != same)
+        return q;
+    uint32_t size = g->rule_start[r + 1] - g->rule_start[r];
+    if (g->rule_start[t + 1] - g->rule_start[t] != size)
+        return q;
+    return g->rule_start[t] + (q - g->rule_start[r]);
+}
+
+static int compute_pos_mask(grammar *g, dfa *d, uint32_t q)
 {
     pos_mask *pm = &g->masks[q];
     if (atomic_load_explicit(&pm->state, memory_order_acquire) != MASK_PENDING)
         return 0;
+    uint32_t alias = chain_alias(g, q);
+    if (alias != q) {
+        if (compute_pos_mask(g, d, alias) < 0)
+            return -1;
+        const pos_mask *src = &g->masks[alias];
+        pm->n_list = src->n_list;
+        pm->n_uncertain = src->n_uncertain;
+        pm->list = src->list;
+        pm->bitmap = src->bitmap;
+        pm->uncertain = src->uncertain;
+        pm->borrowed = true;
+        atomic_store_explicit(&pm->state, atomic_load(&src->state), memory_order_release);
+        return 0;
+    }
     const grammar_vocab *v = g->vocab;
     size_t words = v->mask_words;
     uint32_t *acc = calloc(words, sizeof *acc), *unc = calloc(words, sizeof *unc);
@@ -95,25 +324,33 @@ int grammar_compute_pos_mask(grammar *g, uint32_t q)
     int rc = -1;
     if (!acc || !unc || stackset_push(&start, &q, 1, NULL, 0, g->rule_of[q], true) < 0)
         goto done;
-    if (walk_trie(g, &start, true, acc, unc) < 0)
+    if (walk_trie(g, d, &start, true, acc, unc) < 0)
         goto done;
-    size_t n_acc = 0, n_text = 0;
+    size_t n_acc = 0, n_unc = 0;
     for (size_t i = 0; i < words; i++) {
         unc[i] &= ~acc[i];
-        n_acc += (size_t)__builtin_popcount(acc[i]);
-        n_text += (size_t)__builtin_popcount(v->text_mask[i]);
+        n_acc += (size_t)popcount32(acc[i]);
+        n_unc += (size_t)popcount32(unc[i]);
     }
-    int kind = MASK_ACCEPT_LIST;
-    if (2 * n_acc > n_text) { /* keep the rejected tokens instead */
-        kind = MASK_REJECT_LIST;
-        for (size_t i = 0; i < words; i++)
-            acc[i] = v->text_mask[i] & ~acc[i] & ~unc[i];
+    size_t n_rej = v->n_text - n_acc - n_unc;
+    int kind = n_acc <= n_rej ? MASK_ACCEPT_LIST : MASK_REJECT_LIST;
+    if ((n_acc < n_rej ? n_acc : n_rej) > words / 2) { /* a bitmap is smaller than either list */
+        kind = MASK_BITMAP;
+        pm->bitmap = acc;
+        acc = NULL;
+        pm->list = malloc(sizeof *pm->list);
+        pm->n_list = 0;
+    } else {
+        if (kind == MASK_REJECT_LIST)
+            for (size_t i = 0; i < words; i++)
+                acc[i] = v->text_mask[i] & ~acc[i] & ~unc[i];
+        pm->list = list_of(acc, words, &pm->n_list);
     }
-    pm->list = list_of(acc, words, &pm->n_list);
     pm->uncertain = list_of(unc, words, &pm->n_uncertain);
     if (!pm->list || !pm->uncertain) {
-        free(pm->list), free(pm->uncertain);
+        free(pm->list), free(pm->uncertain), free(pm->bitmap);
         pm->list = pm->uncertain = NULL;
+        pm->bitmap = NULL;
         goto done;
     }
     atomic_store_explicit(&pm->state, kind, memory_order_release);
@@ -123,6 +360,11 @@ done:
     free(acc);
     free(unc);
     return rc;
+}
+
+int grammar_compute_pos_mask(grammar *g, uint32_t q)
+{
+    return compute_pos_mask(g, NULL, q);
 }
 
 const pos_mask *grammar_pos_mask(const grammar *g, uint32_t q)
@@ -177,7 +419,7 @@ int grammar_mask_fill(const grammar *g, const stackset *cur, uint32_t *mask, uin
             int rc = stackset_push(&one, frames, st->len, NULL, 0, 0, true);
             memset(tmp, 0, words * sizeof *tmp);
             if (rc == 0)
-                rc = walk_trie(g, &one, false, tmp, NULL);
+                rc = walk_trie(g, NULL, &one, false, tmp, NULL);
             stackset_free(&one);
             if (rc < 0)
                 return -1;
@@ -194,7 +436,10 @@ int grammar_mask_fill(const grammar *g, const stackset *cur, uint32_t *mask, uin
         if (!pm)
             return -1;
         if (!seen) {
-            if (pm->state == MASK_ACCEPT_LIST) {
+            if (pm->state == MASK_BITMAP) {
+                for (size_t i = 0; i < words; i++)
+                    mask[i] |= pm->bitmap[i];
+            } else if (pm->state == MASK_ACCEPT_LIST) {
                 for (uint32_t i = 0; i < pm->n_list; i++)
                     bit_set(mask, pm->list[i]);
             } else {
@@ -220,7 +465,7 @@ int grammar_mask_fill(const grammar *g, const stackset *cur, uint32_t *mask, uin
 int grammar_mask_fill_direct(const grammar *g, const stackset *cur, uint32_t *mask)
 {
     memset(mask, 0, g->vocab->mask_words * sizeof *mask);
-    return walk_trie(g, cur, false, mask, NULL);
+    return walk_trie(g, NULL, cur, false, mask, NULL);
 }
 
 static double now_seconds(void)
@@ -233,6 +478,8 @@ static double now_seconds(void)
 int grammar_precompute_masks(grammar *g, double budget_seconds, el_err *err)
 {
     double start = now_seconds();
+    dfa d = {.g = g, .analysis = true};
+    int rc = 0;
     /* tops of stacks: the start, and whatever follows a terminal or a reference */
     for (uint32_t q = 0; q < g->n_elems; q++) {
         bool top = q == g->start_pos ||
@@ -240,9 +487,12 @@ int grammar_precompute_masks(grammar *g, double budget_seconds, el_err *err)
         if (!top)
             continue;
         if (now_seconds() - start > budget_seconds)
-            return 0;
-        if (grammar_compute_pos_mask(g, q) < 0)
-            return el_fail(err, "grammar: out of memory for token masks");
+            break;
+        if (compute_pos_mask(g, &d, q) < 0) {
+            rc = el_fail(err, "grammar: out of memory for token masks");
+            break;
+        }
     }
-    return 0;
+    dfa_free(&d);
+    return rc;
 }

@@ -104,7 +104,7 @@ int grammar_matcher_fill_mask(grammar_matcher *m, uint32_t *mask)
             mask[i] |= v->end_mask[i];
     int n = 0;
     for (size_t i = 0; i < words; i++)
-        n += __builtin_popcount(mask[i]);
+        n += popcount32(mask[i]);
     return n;
 }
 
@@ -202,6 +202,6 @@ int grammar_matcher_fill_mask_reference(grammar_matcher *m, uint32_t *mask)
             mask[i] |= v->end_mask[i];
     int n = 0;
     for (size_t i = 0; i < v->mask_words; i++)
-        n += __builtin_popcount(mask[i]);
+        n += popcount32(mask[i]);
     return n;
 }

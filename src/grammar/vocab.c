@@ -142,6 +142,7 @@ grammar_vocab *grammar_vocab_new(int n_tokens, const char *const *bytes, const s
         v->kinds[t] = (uint8_t)k;
         if (k == GRAMMAR_TOKEN_TEXT) {
             total += lens[t];
+            v->n_text++;
             v->text_mask[t / 32] |= 1u << (t % 32);
             if (lens[t] > v->max_len)
                 v->max_len = lens[t];
