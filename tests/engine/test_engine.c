@@ -2,6 +2,7 @@
  * does not change results, and every way a request ends (stop token, stop
  * string, length, context, cancel, release, shutdown) behaves as documented. */
 #include <errno.h>
+#include <jansson.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -986,6 +987,106 @@ static void test_choices(void)
     engine_free(e);
 }
 
+/* Constrained decoding through the scheduler: GBNF and JSON Schema answers are
+ * sentences of their grammar, end where it is complete, keep stop strings, work
+ * for every choice of n, and a grammar that does not compile is refused. */
+static gen_params constrained(enum gen_constraint kind, const char *text, float temperature, uint64_t seed)
+{
+    gen_params p = greedy(64);
+    p.sampling.temperature = temperature;
+    p.sampling.seed = seed;
+    p.constraint = kind;
+    p.constraint_text = text;
+    p.constraint_len = text ? strlen(text) : 0;
+    return p;
+}
+
+static void test_constrained(void)
+{
+    engine *e = start(stories_path, (engine_opts){.n_slots = 2, .prefix_cache = true});
+    if (!e)
+        return;
+    for (uint64_t seed = 0; seed < 6; seed++) {
+        gen_params p = constrained(GEN_CONSTRAINT_GBNF, "root ::= (\"yes\" | \"no\") \" \" [0-9]{1,2}", 1.5f, seed);
+        result r;
+        generate(e, "Once upon a time", &p, &r);
+        bool ok = r.len >= 3 && (!strncmp(r.text, "yes ", 4) || !strncmp(r.text, "no ", 3));
+        const char *digits = strchr(r.text, ' ');
+        ok = ok && digits && strlen(digits + 1) >= 1 && strlen(digits + 1) <= 2 &&
+             strspn(digits + 1, "0123456789") == strlen(digits + 1);
+        CHECKF(ok, "gbnf answer '%s'", r.text);
+        CHECK_EQ_INT(r.done.finish, GEN_FINISH_STOP);
+
+        p = constrained(GEN_CONSTRAINT_JSON_SCHEMA,
+                        "{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":99},"
+                        "\"ok\":{\"type\":\"boolean\"}},\"required\":[\"n\",\"ok\"],\"additionalProperties\":false}",
+                        1.0f, seed);
+        p.max_tokens = 200;
+        generate(e, "Once upon a time", &p, &r);
+        if (r.done.finish == GEN_FINISH_STOP) {
+            json_error_t jerr;
+            json_t *v = json_loads(r.text, 0, &jerr);
+            CHECKF(v && json_is_integer(json_object_get(v, "n")) && json_is_boolean(json_object_get(v, "ok")) &&
+                       json_object_size(v) == 2 && json_integer_value(json_object_get(v, "n")) <= 99,
+                   "schema answer '%s'", r.text);
+            json_decref(v);
+        }
+    }
+    /* stop strings still apply to a constrained answer */
+    gen_params p = constrained(GEN_CONSTRAINT_GBNF, "root ::= \"abcabc\"", 0.0f, 1);
+    const char *stop[1] = {"ca"};
+    p.stop = stop;
+    p.n_stop = 1;
+    result r;
+    generate(e, "Hi", &p, &r);
+    CHECKF(!strcmp(r.text, "ab") && r.done.finish == GEN_FINISH_STOP, "'%s'", r.text);
+    /* every choice is held to the grammar */
+    p = constrained(GEN_CONSTRAINT_GBNF, "root ::= [a-c]{3}", 1.5f, 9);
+    p.n_choices = 2;
+    gen_request *req = NULL;
+    if (submit_text(e, "Hi", &p, &req) == GEN_OK) {
+        choices_result got;
+        collect_choices(req, &got);
+        gen_release(req);
+        for (int c = 0; c < 2; c++)
+            CHECKF(got.len[c] == 3 && strspn(got.text[c], "abc") == 3, "choice %d '%s'", c, got.text[c]);
+    }
+    /* lazy (tool_choice auto): an answer that opens with '{' is the grammar's; others are free */
+    int32_t brace = tokenizer_find(e->tok, "{");
+    if (brace < 0)
+        brace = tokenizer_find(e->tok, "<0x7B>");
+    CHECK(brace >= 0);
+    int opened = 0, free_text = 0;
+    for (uint64_t seed = 0; seed < 12; seed++) {
+        p = constrained(GEN_CONSTRAINT_GBNF, "root ::= \"{\\\"a\\\":1}\"", 1.0f, seed);
+        p.constraint_lazy = true;
+        p.max_tokens = 12;
+        gen_logit_bias push = {brace, 100.0f}; /* every other answer is pushed to open a call */
+        p.logit_bias = &push;
+        p.n_logit_bias = seed % 2;
+        generate(e, "Once upon a time", &p, &r);
+        size_t lead = strspn(r.text, " \t\n\r");
+        if (r.text[lead] == '{' || r.text[lead] == '[') {
+            opened++;
+            CHECKF(!strcmp(r.text + lead, "{\"a\":1}"), "lazy call '%s'", r.text);
+        } else {
+            free_text++;
+        }
+    }
+    CHECKF(opened >= 6 && free_text > 0, "opened %d, free %d", opened, free_text);
+    /* refusals */
+    chat_message m = {.role = CHAT_ROLE_USER, .text = "Hi", .len = 2};
+    el_err err = {{0}};
+    p = constrained(GEN_CONSTRAINT_GBNF, "root ::= (", 0, 1);
+    CHECK_EQ_INT(engine_submit(e, &m, 1, &p, &req, &err), GEN_ERR_CONSTRAINT);
+    CHECK(err.msg[0] != '\0');
+    p = constrained(GEN_CONSTRAINT_JSON_SCHEMA, "{\"$ref\":\"#/nowhere\"}", 0, 1);
+    CHECK_EQ_INT(engine_submit(e, &m, 1, &p, &req, &err), GEN_ERR_CONSTRAINT);
+    p = constrained(GEN_CONSTRAINT_JSON_SCHEMA, NULL, 0, 1);
+    CHECK_EQ_INT(engine_submit(e, &m, 1, &p, &req, &err), GEN_ERR_CONSTRAINT);
+    engine_free(e);
+}
+
 int main(void)
 {
     RUN(test_stop_filter);
@@ -1006,5 +1107,6 @@ int main(void)
     RUN(test_threaded_consumers);
     RUN(test_logprobs_and_bias);
     RUN(test_choices);
+    RUN(test_constrained);
     return test_summary();
 }
