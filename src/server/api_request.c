@@ -88,14 +88,23 @@ const char *api_json_type_name(const json_t *v)
     }
     return "a value";
 }
-#define type_name api_json_type_name
 
 json_t *api_json_optional(json_t *root, const char *key)
 {
     json_t *v = json_object_get(root, key);
     return v && !json_is_null(v) ? v : NULL;
 }
-#define optional api_json_optional
+
+/* Short local names for the shared helpers. */
+static const char *type_name(const json_t *v)
+{
+    return api_json_type_name(v);
+}
+
+static json_t *optional(json_t *root, const char *key)
+{
+    return api_json_optional(root, key);
+}
 
 int api_request_own(chat_request *r, char *text, api_error *e)
 {
