@@ -95,8 +95,12 @@ static int grow(void **p, size_t *cap, size_t need, size_t size)
 
 static int vec_push(parser *p, elem_vec *v, uint32_t e)
 {
-    if (++p->b->total_elems > GRAMMAR_MAX_ELEMENTS)
-        return fail_at(p, p->text, "the grammar has more than %d elements", GRAMMAR_MAX_ELEMENTS);
+    if (++p->b->total_elems > GRAMMAR_MAX_ELEMENTS) {
+        if (!p->failed)
+            el_fail(p->err, "grammar: larger than %d elements", GRAMMAR_MAX_ELEMENTS);
+        p->failed = true;
+        return -1;
+    }
     if (grow((void **)&v->v, &v->cap, v->n + 1, sizeof *v->v) < 0)
         return fail_at(p, p->text, "out of memory");
     v->v[v->n++] = e;
@@ -300,7 +304,8 @@ static int cmp_range(const void *a, const void *b)
 /* Sorts and merges the ranges, removes surrogates, complements when negated. */
 static int class_normalize(parser *p, cp_class *c, bool negated)
 {
-    qsort(c->r, c->n, sizeof *c->r, cmp_range);
+    if (c->n)
+        qsort(c->r, c->n, sizeof *c->r, cmp_range);
     size_t k = 0;
     for (size_t i = 0; i < c->n; i++) {
         if (k && c->r[i].lo <= c->r[k - 1].hi + 1) {

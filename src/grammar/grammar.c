@@ -34,6 +34,7 @@ void grammar_free(grammar *g)
     if (!g)
         return;
     if (g->masks) {
+        grammar_free_lazy_dfa(g);
         for (size_t i = 0; i < g->n_elems; i++) {
             if (g->masks[i].borrowed)
                 continue;
@@ -247,7 +248,8 @@ static void add_item(item_builder *ib, uint32_t set, const uint32_t *frames, siz
         ib->rc = el_fail(ib->err, "grammar: out of memory");
         return;
     }
-    memcpy(g->seqs + g->n_seqs, frames, n * sizeof *frames);
+    if (n)
+        memcpy(g->seqs + g->n_seqs, frames, n * sizeof *frames);
     g->items[g->n_items++] = (gram_item){set, (uint32_t)g->n_seqs, (uint32_t)n};
     g->n_seqs += n;
 }
@@ -308,6 +310,11 @@ static int build_items(grammar *g, el_err *err)
         expand(&ib, q, 0, 0);
         g->item_n[q] = (uint32_t)(g->n_items - g->item_off[q]);
     }
+    /* allocated even when empty: g->items + offset stays defined */
+    if (!ib.rc && !g->items && !(g->items = malloc(sizeof *g->items)))
+        ib.rc = el_fail(err, "grammar: out of memory");
+    if (!ib.rc && !g->seqs && !(g->seqs = malloc(sizeof *g->seqs)))
+        ib.rc = el_fail(err, "grammar: out of memory");
     return ib.rc;
 }
 
@@ -384,7 +391,7 @@ static int build_conts(grammar *g, el_err *err)
     size_t k = 0;
     for (uint32_t r = 0; r < g->n_rules; r++) {
         g->cont_off[r] = (uint32_t)k;
-        if (!oom && !g->rule_cont_unknown[r]) {
+        if (!oom && !g->rule_cont_unknown[r] && sets[r].n) {
             memcpy(g->conts + k, sets[r].v, sets[r].n * sizeof *g->conts);
             k += sets[r].n;
         }
@@ -449,7 +456,8 @@ grammar *grammar_build(const grammar_vocab *v, const gb_builder *b, el_err *err)
         el_fail(err, "grammar: out of memory");
         goto fail;
     }
-    memcpy(g->sets, b->sets, b->n_sets * sizeof *g->sets);
+    if (b->n_sets)
+        memcpy(g->sets, b->sets, b->n_sets * sizeof *g->sets);
     if (build_items(g, err) < 0 || build_conts(g, err) < 0 || build_chains(g, b, err) < 0)
         goto fail;
     g->masks = calloc(g->n_elems, sizeof *g->masks);

@@ -155,6 +155,7 @@ struct grammar {
      * the compile budget, under mask_lock) */
     pos_mask *masks;
     pthread_mutex_t mask_lock;
+    struct dfa *lazy_dfa;     /* the transitions found by computations on first use */
 };
 
 /* Analyses the source rules and builds the automaton (takes nothing from b). */
@@ -180,6 +181,9 @@ typedef struct stackset {
     size_t n, cap;
     bool wild;       /* analysis: some path went past what is known (anything may follow) */
     bool overflow;   /* a bound was hit: the result is incomplete */
+    uint32_t *slots; /* once many stacks: hash table of stack index + 1, for merging */
+    size_t n_slots;
+    bool hashed;
 } stackset;
 
 void stackset_clear(stackset *s);
@@ -198,6 +202,7 @@ bool stack_can_end(const grammar *g, const uint32_t *frames, size_t len);
 
 /* Computes the mask entry of live position q (analysis walk over the vocabulary trie). */
 int grammar_compute_pos_mask(grammar *g, uint32_t q);
+void grammar_free_lazy_dfa(grammar *g);
 const pos_mask *grammar_pos_mask(const grammar *g, uint32_t q);
 /* Precomputes the masks of the positions that can be on top of a stack, until the
  * time budget is spent (the rest are computed on first use). */

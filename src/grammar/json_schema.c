@@ -188,6 +188,7 @@ static const char *const common_rules =
     "jsonchar ::= plainchar | \"\\\\\\\"\" | \"\\\\\\\\\" | \"\\\\t\"\n";
 
 static int visit(compiler *c, json_t *s, const char *ptr, int depth);
+static bool has_any(json_t *s, const char *const *keys);
 
 /* ---- keywords ------------------------------------------------------------------------------- */
 
@@ -1026,6 +1027,134 @@ static int visit_ref(compiler *c, json_t *s, const char *ptr, int depth)
     return (int)id;
 }
 
+/* ---- oneOf: honoured when no value can match two branches ---------------------------------- */
+
+enum { T_NULL = 1, T_BOOL = 2, T_OBJECT = 4, T_ARRAY = 8, T_STRING = 16, T_NUMBER = 32, T_ALL = 63 };
+
+static unsigned type_bit(const char *t)
+{
+    return !strcmp(t, "null") ? T_NULL : !strcmp(t, "boolean") ? T_BOOL : !strcmp(t, "object") ? T_OBJECT
+         : !strcmp(t, "array") ? T_ARRAY : !strcmp(t, "string") ? T_STRING
+         : !strcmp(t, "number") || !strcmp(t, "integer") ? T_NUMBER : 0;
+}
+
+static unsigned value_type(json_t *v)
+{
+    return json_is_null(v) ? T_NULL : json_is_boolean(v) ? T_BOOL : json_is_object(v) ? T_OBJECT
+         : json_is_array(v) ? T_ARRAY : json_is_string(v) ? T_STRING : T_NUMBER;
+}
+
+static json_t *deref(compiler *c, json_t *s)
+{
+    for (int hops = 0; json_is_object(s) && json_is_string(json_object_get(s, "$ref")) && hops < 32; hops++)
+        s = resolve_pointer(c, json_string_value(json_object_get(s, "$ref")));
+    return s;
+}
+
+/* The JSON types a schema's values may have (a superset). */
+static unsigned possible_types(compiler *c, json_t *s, int depth)
+{
+    s = deref(c, s);
+    if (!json_is_object(s) || depth > 16)
+        return json_is_false(s) ? 0 : T_ALL;
+    json_t *v;
+    if ((v = json_object_get(s, "const")))
+        return value_type(v);
+    if ((v = json_object_get(s, "enum")) && json_is_array(v)) {
+        unsigned t = 0;
+        for (size_t i = 0; i < json_array_size(v); i++)
+            t |= value_type(json_array_get(v, i));
+        return t;
+    }
+    const char *list_keys[] = {"anyOf", "oneOf"};
+    for (int k = 0; k < 2; k++)
+        if ((v = json_object_get(s, list_keys[k])) && json_is_array(v)) {
+            unsigned t = 0;
+            for (size_t i = 0; i < json_array_size(v); i++)
+                t |= possible_types(c, json_array_get(v, i), depth + 1);
+            return t;
+        }
+    if (json_object_get(s, "allOf"))
+        return T_OBJECT;
+    if ((v = json_object_get(s, "type"))) {
+        if (json_is_string(v))
+            return type_bit(json_string_value(v));
+        unsigned t = 0;
+        for (size_t i = 0; json_is_array(v) && i < json_array_size(v); i++)
+            if (json_is_string(json_array_get(v, i)))
+                t |= type_bit(json_string_value(json_array_get(v, i)));
+        return t;
+    }
+    unsigned t = 0;
+    if (has_any(s, (const char *const[]){"properties", "required", "additionalProperties", NULL}))
+        t |= T_OBJECT;
+    if (has_any(s, (const char *const[]){"items", "prefixItems", "minItems", "maxItems", NULL}))
+        t |= T_ARRAY;
+    if (has_any(s, (const char *const[]){"minLength", "maxLength", "pattern", "format", NULL}))
+        t |= T_STRING;
+    if (has_any(s, (const char *const[]){"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", NULL}))
+        t |= T_NUMBER;
+    return t ? t : T_ALL;
+}
+
+/* The values a required property of an object schema is limited to (const or enum). */
+static json_t *discriminator_values(compiler *c, json_t *s, const char *name)
+{
+    s = deref(c, s);
+    json_t *req = json_object_get(s, "required"), *schema = json_object_get(json_object_get(s, "properties"), name);
+    bool required = false;
+    for (size_t i = 0; json_is_array(req) && i < json_array_size(req); i++)
+        required = required || (json_is_string(json_array_get(req, i)) &&
+                                !strcmp(json_string_value(json_array_get(req, i)), name));
+    schema = deref(c, schema);
+    if (!required || !json_is_object(schema))
+        return NULL;
+    json_t *v = json_object_get(schema, "const");
+    if (v)
+        return json_pack("[O]", v);
+    v = json_object_get(schema, "enum");
+    return json_is_array(v) ? json_incref(v) : NULL;
+}
+
+/* Two object branches told apart by a required property with disjoint const/enum values. */
+static bool discriminated(compiler *c, json_t *a, json_t *b)
+{
+    json_t *props = json_object_get(deref(c, a), "properties");
+    const char *name;
+    json_t *unused;
+    json_object_foreach(props, name, unused)
+    {
+        json_t *va = discriminator_values(c, a, name), *vb = discriminator_values(c, b, name);
+        bool disjoint = va && vb;
+        for (size_t i = 0; disjoint && i < json_array_size(va); i++)
+            for (size_t j = 0; disjoint && j < json_array_size(vb); j++)
+                disjoint = !json_equal(json_array_get(va, i), json_array_get(vb, j));
+        json_decref(va);
+        json_decref(vb);
+        if (disjoint)
+            return true;
+    }
+    return false;
+}
+
+static int check_one_of_disjoint(compiler *c, json_t *list, const char *ptr)
+{
+    size_t n = json_array_size(list);
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = i + 1; j < n; j++) {
+            json_t *a = json_array_get(list, i), *b = json_array_get(list, j);
+            unsigned common = possible_types(c, a, 0) & possible_types(c, b, 0);
+            if (!common || (common == T_OBJECT && (discriminated(c, a, b) || discriminated(c, b, a))))
+                continue;
+            char p[MAX_POINTER];
+            child_index(p, ptr, "oneOf", j);
+            return fail(c, p, "'oneOf' branches %zu and %zu may both match a value (only branches of different "
+                              "types or told apart by a required const/enum property are supported; anyOf is)",
+                        i, j);
+        }
+    return 0;
+}
+
 static int visit_any_of(compiler *c, json_t *s, const char *ptr, int depth, const char *key)
 {
     json_t *list = json_object_get(s, key);
@@ -1036,6 +1165,8 @@ static int visit_any_of(compiler *c, json_t *s, const char *ptr, int depth, cons
     const char *extra = other_constraint(s, (const char *const[]){key, NULL});
     if (extra)
         return fail(c, ptr, "'%s' beside '%s' is not supported", extra, key);
+    if (!strcmp(key, "oneOf") && check_one_of_disjoint(c, list, ptr) < 0)
+        return -1;
     unsigned id = new_rule(c);
     strbuf body = {0};
     for (size_t i = 0; i < json_array_size(list); i++) {

@@ -79,9 +79,11 @@ static int walk_trie_sets(const grammar *g, const stackset *start, bool analysis
 
 enum { DFA_MAX_STATES = 1 << 14, DFA_UNKNOWN = -1, DFA_DEAD = -2 };
 
-typedef struct dfa {
+typedef struct dfa dfa;
+struct dfa {
     const grammar *g;
     bool analysis;
+    double deadline;    /* seconds (CLOCK_MONOTONIC) after which a walk gives up; 0: none */
     stackset *states;
     uint8_t *det;       /* some stack knows every frame below it (or runtime) */
     int32_t *trans;     /* states x 256 */
@@ -89,7 +91,7 @@ typedef struct dfa {
     uint32_t *table;    /* open addressing: state index + 1 */
     size_t n, cap, table_cap;
     stackset scratch;
-} dfa;
+};
 
 static void dfa_free(dfa *d)
 {
@@ -125,7 +127,7 @@ static bool set_equal(const stackset *a, const stackset *b)
     for (size_t i = 0; i < a->n; i++) {
         const gstack *x = &a->stacks[i], *y = &b->stacks[i];
         if (x->len != y->len || x->bottom_rule != y->bottom_rule || x->det != y->det ||
-            memcmp(a->frames + x->off, b->frames + y->off, x->len * sizeof *a->frames))
+            (x->len && memcmp(a->frames + x->off, b->frames + y->off, x->len * sizeof *a->frames)))
             return false;
     }
     return true;
@@ -215,7 +217,10 @@ static inline int32_t dfa_next(dfa *d, int32_t state, unsigned b)
     return t;
 }
 
-/* The trie walk through the DFA; 1 when the DFA filled up (the caller falls back). */
+static double now_seconds(void);
+
+/* The trie walk through the DFA; 1 when the DFA filled up (the caller falls back), 2
+ * when past the deadline (nothing is decided). */
 static int walk_trie_dfa(dfa *d, const stackset *start, uint32_t *acc, uint32_t *unc)
 {
     const grammar_vocab *v = d->g->vocab;
@@ -226,7 +231,11 @@ static int walk_trie_dfa(dfa *d, const stackset *start, uint32_t *acc, uint32_t 
     level[0] = dfa_intern(d, start);
     if (level[0] == -3)
         rc = 1;
-    for (size_t i = 1; i < v->n_trie && !rc && level[0] >= 0;) {
+    for (size_t i = 1, visits = 0; i < v->n_trie && !rc && level[0] >= 0; visits++) {
+        if (d->deadline > 0 && !(visits & 0xffff) && now_seconds() > d->deadline) {
+            rc = 2;
+            break;
+        }
         const trie_node *node = &v->trie[i];
         int32_t s = dfa_next(d, level[node->depth - 1], node->byte);
         if (s == -3) {
@@ -249,6 +258,7 @@ static int walk_trie_dfa(dfa *d, const stackset *start, uint32_t *acc, uint32_t 
     return rc;
 }
 
+/* 0, or 2 when d's deadline passed, -1 when out of memory. */
 static int walk_trie(const grammar *g, dfa *d, const stackset *start, bool analysis, uint32_t *acc, uint32_t *unc)
 {
     dfa local = {.g = g, .analysis = analysis};
@@ -256,7 +266,9 @@ static int walk_trie(const grammar *g, dfa *d, const stackset *start, bool analy
         d = &local;
     size_t words = g->vocab->mask_words;
     int rc = walk_trie_dfa(d, start, acc, unc);
-    if (rc == 1) { /* full: start over without it */
+    if (rc == 1 && d->deadline > 0) {
+        rc = 2; /* the slow way would not fit in the time left either */
+    } else if (rc == 1) { /* full: start over without it */
         memset(acc, 0, words * sizeof *acc);
         if (unc)
             memset(unc, 0, words * sizeof *unc);
@@ -298,6 +310,7 @@ static uint32_t chain_alias(const grammar *g, uint32_t q)
     return g->rule_start[t] + (q - g->rule_start[r]);
 }
 
+/* 0 when computed, 1 when d's deadline passed first, -1 when out of memory. */
 static int compute_pos_mask(grammar *g, dfa *d, uint32_t q)
 {
     pos_mask *pm = &g->masks[q];
@@ -305,8 +318,9 @@ static int compute_pos_mask(grammar *g, dfa *d, uint32_t q)
         return 0;
     uint32_t alias = chain_alias(g, q);
     if (alias != q) {
-        if (compute_pos_mask(g, d, alias) < 0)
-            return -1;
+        int rc = compute_pos_mask(g, d, alias);
+        if (rc)
+            return rc;
         const pos_mask *src = &g->masks[alias];
         pm->n_list = src->n_list;
         pm->n_uncertain = src->n_uncertain;
@@ -324,7 +338,10 @@ static int compute_pos_mask(grammar *g, dfa *d, uint32_t q)
     int rc = -1;
     if (!acc || !unc || stackset_push(&start, &q, 1, NULL, 0, g->rule_of[q], true) < 0)
         goto done;
-    if (walk_trie(g, d, &start, true, acc, unc) < 0)
+    int walked = walk_trie(g, d, &start, true, acc, unc);
+    if (walked == 2) /* out of time: left for its first use */
+        rc = 1;
+    if (walked)
         goto done;
     size_t n_acc = 0, n_unc = 0;
     for (size_t i = 0; i < words; i++) {
@@ -362,9 +379,17 @@ done:
     return rc;
 }
 
+void grammar_free_lazy_dfa(grammar *g)
+{
+    if (g->lazy_dfa)
+        dfa_free(g->lazy_dfa);
+    free(g->lazy_dfa);
+    g->lazy_dfa = NULL;
+}
+
 int grammar_compute_pos_mask(grammar *g, uint32_t q)
 {
-    return compute_pos_mask(g, NULL, q);
+    return compute_pos_mask(g, NULL, q) < 0 ? -1 : 0;
 }
 
 const pos_mask *grammar_pos_mask(const grammar *g, uint32_t q)
@@ -374,7 +399,11 @@ const pos_mask *grammar_pos_mask(const grammar *g, uint32_t q)
         return pm;
     grammar *mg = (grammar *)g; /* the cache is filled once, under the lock */
     pthread_mutex_lock(&mg->mask_lock);
-    int rc = grammar_compute_pos_mask(mg, q);
+    if (!mg->lazy_dfa && (mg->lazy_dfa = calloc(1, sizeof *mg->lazy_dfa)) != NULL) {
+        mg->lazy_dfa->g = g;
+        mg->lazy_dfa->analysis = true;
+    }
+    int rc = compute_pos_mask(mg, mg->lazy_dfa, q);
     pthread_mutex_unlock(&mg->mask_lock);
     return rc < 0 ? NULL : pm;
 }
@@ -478,7 +507,7 @@ static double now_seconds(void)
 int grammar_precompute_masks(grammar *g, double budget_seconds, el_err *err)
 {
     double start = now_seconds();
-    dfa d = {.g = g, .analysis = true};
+    dfa d = {.g = g, .analysis = true, .deadline = start + budget_seconds};
     int rc = 0;
     /* tops of stacks: the start, and whatever follows a terminal or a reference */
     for (uint32_t q = 0; q < g->n_elems; q++) {
@@ -488,10 +517,11 @@ int grammar_precompute_masks(grammar *g, double budget_seconds, el_err *err)
             continue;
         if (now_seconds() - start > budget_seconds)
             break;
-        if (compute_pos_mask(g, &d, q) < 0) {
+        int computed = compute_pos_mask(g, &d, q);
+        if (computed < 0)
             rc = el_fail(err, "grammar: out of memory for token masks");
+        if (computed)
             break;
-        }
     }
     dfa_free(&d);
     return rc;

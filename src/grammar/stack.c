@@ -10,10 +10,14 @@
 
 #include "grammar/grammar_internal.h"
 
-enum { MAX_RETURN_HOPS = 4 };
+enum { MAX_RETURN_HOPS = 4, HASH_FROM = 16 };
 
 void stackset_clear(stackset *s)
 {
+    if (s->hashed) {
+        memset(s->slots, 0, s->n_slots * sizeof *s->slots);
+        s->hashed = false;
+    }
     s->n_frames = 0;
     s->n = 0;
     s->wild = false;
@@ -27,12 +31,13 @@ void stackset_free(stackset *s)
         explicit_bzero(s->frames, s->cap_frames * sizeof *s->frames);
     free(s->frames);
     free(s->stacks);
+    free(s->slots);
     memset(s, 0, sizeof *s);
 }
 
 static int reserve(void **p, size_t *cap, size_t need, size_t size, bool wipe)
 {
-    if (need <= *cap)
+    if (need <= *cap && *p) /* allocated even when nothing is needed yet: pointers into it stay defined */
         return 0;
     size_t c = *cap ? *cap : 64;
     while (c < need)
@@ -51,6 +56,52 @@ static int reserve(void **p, size_t *cap, size_t need, size_t size, bool wipe)
     return 0;
 }
 
+static uint64_t frames_hash(const uint32_t *a, size_t na, const uint32_t *b, size_t nb, uint32_t bottom)
+{
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ bottom;
+    for (size_t i = 0; i < na; i++)
+        h = (h ^ a[i]) * 0x100000001b3ull;
+    for (size_t i = 0; i < nb; i++)
+        h = (h ^ b[i]) * 0x100000001b3ull;
+    return h ^ (h >> 29);
+}
+
+static bool same_stack(const stackset *s, const gstack *t, const uint32_t *a, size_t na, const uint32_t *b, size_t nb,
+                       uint32_t bottom_rule)
+{
+    if (t->len != na + nb || t->bottom_rule != bottom_rule)
+        return false;
+    const uint32_t *f = s->frames + t->off;
+    return (!na || !memcmp(f, a, na * sizeof *a)) && (!nb || !memcmp(f + na, b, nb * sizeof *b));
+}
+
+/* (Re)builds the hash table for at least n stacks; -1 when out of memory. */
+static int rehash(stackset *s, size_t n)
+{
+    if (2 * n > s->n_slots) {
+        size_t cap = s->n_slots ? s->n_slots : 64;
+        while (cap < 2 * n)
+            cap *= 2;
+        uint32_t *t = calloc(cap, sizeof *t);
+        if (!t)
+            return -1;
+        free(s->slots);
+        s->slots = t;
+        s->n_slots = cap;
+    } else {
+        memset(s->slots, 0, s->n_slots * sizeof *s->slots);
+    }
+    for (size_t i = 0; i < s->n; i++) {
+        const gstack *t = &s->stacks[i];
+        size_t j = frames_hash(s->frames + t->off, t->len, NULL, 0, t->bottom_rule) & (s->n_slots - 1);
+        while (s->slots[j])
+            j = (j + 1) & (s->n_slots - 1);
+        s->slots[j] = (uint32_t)i + 1;
+    }
+    s->hashed = true;
+    return 0;
+}
+
 int stackset_push(stackset *s, const uint32_t *a, size_t na, const uint32_t *b, size_t nb, uint32_t bottom_rule,
                   bool det)
 {
@@ -59,15 +110,27 @@ int stackset_push(stackset *s, const uint32_t *a, size_t na, const uint32_t *b, 
         s->overflow = true;
         return -1;
     }
-    for (size_t i = 0; i < s->n; i++) {
-        gstack *t = &s->stacks[i];
-        if (t->len != len || t->bottom_rule != bottom_rule)
-            continue;
-        const uint32_t *f = s->frames + t->off;
-        if (!memcmp(f, a, na * sizeof *a) && !memcmp(f + na, b, nb * sizeof *b)) {
-            t->det |= det;
-            return 0;
+    /* merge with an equal stack: a linear look while few, a hash table past that */
+    size_t slot = 0;
+    if (s->n >= HASH_FROM) {
+        if ((!s->hashed || 2 * (s->n + 1) > s->n_slots) && rehash(s, s->n + 1) < 0) {
+            s->overflow = true;
+            return -1;
         }
+        slot = frames_hash(a, na, b, nb, bottom_rule) & (s->n_slots - 1);
+        for (; s->slots[slot]; slot = (slot + 1) & (s->n_slots - 1)) {
+            gstack *t = &s->stacks[s->slots[slot] - 1];
+            if (same_stack(s, t, a, na, b, nb, bottom_rule)) {
+                t->det |= det;
+                return 0;
+            }
+        }
+    } else {
+        for (size_t i = 0; i < s->n; i++)
+            if (same_stack(s, &s->stacks[i], a, na, b, nb, bottom_rule)) {
+                s->stacks[i].det |= det;
+                return 0;
+            }
     }
     if (s->n >= GRAMMAR_MAX_STACKS) {
         s->overflow = true;
@@ -79,8 +142,12 @@ int stackset_push(stackset *s, const uint32_t *a, size_t na, const uint32_t *b, 
         return -1;
     }
     uint32_t *f = s->frames + s->n_frames;
-    memcpy(f, a, na * sizeof *a);
-    memcpy(f + na, b, nb * sizeof *b);
+    if (na)
+        memcpy(f, a, na * sizeof *a);
+    if (nb)
+        memcpy(f + na, b, nb * sizeof *b);
+    if (s->hashed)
+        s->slots[slot] = (uint32_t)s->n + 1;
     s->stacks[s->n++] = (gstack){(uint32_t)s->n_frames, (uint32_t)len, bottom_rule, det};
     s->n_frames += len;
     return 0;
@@ -92,8 +159,10 @@ int stackset_copy(stackset *dst, const stackset *src)
     if (reserve((void **)&dst->frames, &dst->cap_frames, src->n_frames, sizeof *dst->frames, true) < 0 ||
         reserve((void **)&dst->stacks, &dst->cap, src->n, sizeof *dst->stacks, false) < 0)
         return -1;
-    memcpy(dst->frames, src->frames, src->n_frames * sizeof *src->frames);
-    memcpy(dst->stacks, src->stacks, src->n * sizeof *src->stacks);
+    if (src->n_frames)
+        memcpy(dst->frames, src->frames, src->n_frames * sizeof *src->frames);
+    if (src->n)
+        memcpy(dst->stacks, src->stacks, src->n * sizeof *src->stacks);
     dst->n_frames = src->n_frames;
     dst->n = src->n;
     dst->wild = src->wild;

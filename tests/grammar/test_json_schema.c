@@ -99,6 +99,10 @@ static void test_combinators(void)
     expect("{\"anyOf\":[{\"type\":\"integer\"},{\"type\":\"string\",\"maxLength\":2}]}", S("1", "\"ab\""),
            S("\"abc\"", "true"));
     expect("{\"oneOf\":[{\"type\":\"boolean\"},{\"type\":\"null\"}]}", S("true", "null"), S("1"));
+    expect("{\"oneOf\":[{\"type\":\"object\",\"properties\":{\"k\":{\"const\":\"a\"},\"x\":{\"type\":\"integer\"}},"
+           "\"required\":[\"k\",\"x\"]},{\"type\":\"object\",\"properties\":{\"k\":{\"enum\":[\"b\",\"c\"]}},"
+           "\"required\":[\"k\"]}]}",
+           S("{\"k\":\"a\",\"x\":1}", "{\"k\":\"c\"}"), S("{\"k\":\"a\"}", "{\"k\":\"d\"}"));
     expect("{\"allOf\":[{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}},\"required\":[\"a\"]},"
            "{\"properties\":{\"b\":{\"type\":\"string\"}}}]}",
            S("{\"a\":1}", "{\"a\":1,\"b\":\"x\"}"), S("{\"b\":\"x\"}", "{\"a\":1,\"c\":2}"));
@@ -177,6 +181,8 @@ static void test_errors(void)
         {"{\"type\":\"string\",\"minLength\":5,\"maxLength\":2}", "minLength is above maxLength"},
         {"{\"type\":\"integer\",\"minimum\":5,\"maximum\":4}", "no integer satisfies"},
         {"{\"enum\":[]}", "no values"},
+        {"{\"oneOf\":[{\"type\":\"integer\"},{\"type\":\"number\"}]}", "'oneOf' branches 0 and 1 may both match"},
+        {"{\"oneOf\":[{\"type\":\"object\"},{\"properties\":{\"a\":{}}}]}", "may both match"},
         {"false", "allows no value"},
         {"{\"type\":", "not valid JSON"},
         {"{\"$defs\":{\"a\":{\"$ref\":\"#/$defs/a\"}},\"$ref\":\"#/$defs/a\"}", "left-recursive"},

@@ -21,6 +21,10 @@ static const char *const property_schemas[] = {
     "\"minItems\":1}",
     "{\"anyOf\":[{\"type\":\"string\",\"maxLength\":5},{\"type\":\"integer\",\"minimum\":100}]}",
     "{\"oneOf\":[{\"type\":\"boolean\"},{\"type\":\"array\",\"items\":{\"type\":\"null\"},\"maxItems\":2}]}",
+    "{\"oneOf\":[{\"type\":\"object\",\"properties\":{\"kind\":{\"const\":\"circle\"},\"r\":{\"type\":"
+    "\"number\",\"minimum\":0}},\"required\":[\"kind\",\"r\"],\"additionalProperties\":false},{\"type\":"
+    "\"object\",\"properties\":{\"kind\":{\"const\":\"rect\"},\"w\":{\"type\":\"integer\"},\"h\":{\"type\":"
+    "\"integer\"}},\"required\":[\"kind\",\"w\",\"h\"],\"additionalProperties\":false}]}",
     "{\"allOf\":[{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}},\"required\":[\"a\"]},{"
     "\"properties\":{\"b\":{\"enum\":[\"x\",\"y\"]}},\"required\":[\"b\"]}]}",
     "{\"$defs\":{\"node\":{\"type\":\"object\",\"properties\":{\"value\":{\"type\":\"integer\"},\"children\":{"
