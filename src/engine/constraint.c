@@ -165,22 +165,23 @@ void constraint_slot_end(slot *s)
     s->constrained = s->lazy_pending = false;
 }
 
-/* Gives -infinity to every token outside mask; returns how many stay. */
+/* Gives -infinity to every token outside mask; returns how many stay. Whole words
+ * of the mask are taken at once: under a grammar most words are all clear. */
 static int apply_mask(const engine *e, const uint32_t *mask, float *logits)
 {
     int allowed = 0;
-    for (int w = 0; w * 32 < e->n_vocab; w++) {
-        uint32_t bits = mask[w];
-        int base = w * 32, end = base + 32 < e->n_vocab ? base + 32 : e->n_vocab;
-        if (bits == UINT32_MAX && end - base == 32) {
+    for (int base = 0; base < e->n_vocab; base += 32) {
+        uint32_t bits = mask[base / 32];
+        int n = e->n_vocab - base < 32 ? e->n_vocab - base : 32;
+        if (n == 32 && bits == UINT32_MAX) {
             allowed += 32;
             continue;
         }
-        for (int t = base; t < end; t++) {
-            if (bits >> (t - base) & 1u)
+        for (int i = 0; i < n; i++) {
+            if (bits >> i & 1u)
                 allowed++;
             else
-                logits[t] = -INFINITY;
+                logits[base + i] = -INFINITY;
         }
     }
     return allowed;
