@@ -185,8 +185,11 @@ static int validate(const chat_message *messages, size_t n, enum chat_history hi
     bool seen_other = false, seen_user = false;
     for (size_t i = 0; i < n; i++) {
         const chat_message *m = &messages[i];
-        if (m->role != CHAT_ROLE_SYSTEM && m->role != CHAT_ROLE_USER && m->role != CHAT_ROLE_ASSISTANT)
+        if (m->role != CHAT_ROLE_SYSTEM && m->role != CHAT_ROLE_USER && m->role != CHAT_ROLE_ASSISTANT &&
+            m->role != CHAT_ROLE_TOOL)
             return el_fail(err, "message %zu has an unknown role", i);
+        if (m->n_tool_calls > 0 && (m->role != CHAT_ROLE_ASSISTANT || !m->tool_calls))
+            return el_fail(err, "message %zu: only an assistant message carries tool calls", i);
         if (m->len > 0 && !m->text)
             return el_fail(err, "message %zu has no text", i);
         if (m->role == CHAT_ROLE_SYSTEM && seen_other)
@@ -198,8 +201,9 @@ static int validate(const chat_message *messages, size_t n, enum chat_history hi
     }
     if (!seen_user)
         return el_fail(err, "the conversation has no user message");
-    if (history == CHAT_HISTORY_FULL && messages[n - 1].role != CHAT_ROLE_USER)
-        return el_fail(err, "the last message must be from the user");
+    if (history == CHAT_HISTORY_FULL && messages[n - 1].role != CHAT_ROLE_USER &&
+        messages[n - 1].role != CHAT_ROLE_TOOL)
+        return el_fail(err, "the last message must be from the user (or a tool's result)");
     return 0;
 }
 
@@ -231,10 +235,140 @@ static int collect_system_text(const chat_message *messages, size_t n, text_buf 
 typedef struct prompt_builder {
     const tokenizer *tok;
     token_vec *out;
+    const chat_tools *tools;
     text_buf segment; /* text since the last scaffolding token */
     text_buf system;
     text_buf content;
+    text_buf body;    /* one message rendered: its text, calls or results */
 } prompt_builder;
+
+/* ---- function calling: what the prompt says, after Google's Gemma guidance -------- */
+
+static const char tools_preamble[] =
+    "You have access to functions. If you decide to invoke any of the function(s),\n"
+    "you MUST put it in the format of\n"
+    "{\"" CHAT_TOOL_CALL_NAME_KEY "\": function name, \"" CHAT_TOOL_CALL_ARGUMENTS_KEY
+    "\": dictionary of argument name and its value}\n\n"
+    "You SHOULD NOT include any other text in the response if you call a function\n";
+static const char tools_parallel_note[] =
+    "To call several functions at once, answer with a JSON list of such objects.\n";
+
+/* s as a JSON string literal. */
+static int append_json_string(text_buf *b, const char *s, size_t len, el_err *err)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (buf_append_str(b, "\"", err) < 0)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char esc[7] = {'\\', 0};
+        size_t n = 2;
+        if (c == '"' || c == '\\')
+            esc[1] = (char)c;
+        else if (c == '\n')
+            esc[1] = 'n';
+        else if (c == '\t')
+            esc[1] = 't';
+        else if (c == '\r')
+            esc[1] = 'r';
+        else if (c < 0x20) {
+            esc[1] = 'u', esc[2] = '0', esc[3] = '0', esc[4] = hex[c >> 4], esc[5] = hex[c & 15];
+            n = 6;
+        } else {
+            esc[0] = (char)c;
+            n = 1;
+        }
+        if (buf_append(b, esc, n, err) < 0)
+            return -1;
+    }
+    return buf_append_str(b, "\"", err);
+}
+
+static int append_tool(text_buf *b, const chat_tool *t, el_err *err)
+{
+    if (buf_append_str(b, "  {\"name\": ", err) < 0 || append_json_string(b, t->name, t->name_len, err) < 0)
+        return -1;
+    if (t->description && (buf_append_str(b, ", \"description\": ", err) < 0 ||
+                           append_json_string(b, t->description, t->description_len, err) < 0))
+        return -1;
+    if (t->parameters && (buf_append_str(b, ", \"parameters\": ", err) < 0 ||
+                          buf_append(b, t->parameters, t->parameters_len, err) < 0))
+        return -1;
+    return buf_append_str(b, "}", err);
+}
+
+/* The preamble and the functions as a JSON list, appended to the system text. */
+static int append_tools_description(text_buf *b, const chat_tools *tools, el_err *err)
+{
+    if (b->n && buf_append_str(b, "\n\n", err) < 0)
+        return -1;
+    if (buf_append_str(b, tools_preamble, err) < 0 ||
+        (tools->parallel && buf_append_str(b, tools_parallel_note, err) < 0) || buf_append_str(b, "[\n", err) < 0)
+        return -1;
+    for (size_t i = 0; i < tools->n; i++)
+        if (append_tool(b, &tools->tools[i], err) < 0 || buf_append_str(b, i + 1 < tools->n ? ",\n" : "\n", err) < 0)
+            return -1;
+    return buf_append_str(b, "]", err);
+}
+
+/* An assistant's calls as it would have written them. */
+static int append_calls(text_buf *b, const chat_message *m, el_err *err)
+{
+    bool list = m->n_tool_calls > 1;
+    if (list && buf_append_str(b, "[", err) < 0)
+        return -1;
+    for (size_t i = 0; i < m->n_tool_calls; i++) {
+        const chat_tool_call *c = &m->tool_calls[i];
+        const char *args = c->arguments;
+        size_t args_len = c->arguments_len;
+        trim(args, args_len, &args, &args_len);
+        if (args_len == 0)
+            args = "{}", args_len = 2;
+        if ((i > 0 && buf_append_str(b, ", ", err) < 0) ||
+            buf_append_str(b, "{\"" CHAT_TOOL_CALL_NAME_KEY "\": ", err) < 0 ||
+            append_json_string(b, c->name, c->name_len, err) < 0 ||
+            buf_append_str(b, ", \"" CHAT_TOOL_CALL_ARGUMENTS_KEY "\": ", err) < 0 ||
+            buf_append(b, args, args_len, err) < 0 || buf_append_str(b, "}", err) < 0)
+            return -1;
+    }
+    return list ? buf_append_str(b, "]", err) : 0;
+}
+
+static int append_tool_output(text_buf *b, const chat_message *m, el_err *err)
+{
+    const char *text;
+    size_t len;
+    trim(m->text, m->len, &text, &len);
+    if (b->n && buf_append_str(b, "\n", err) < 0)
+        return -1;
+    return buf_append_str(b, "```tool_output\n", err) < 0 || buf_append(b, text, len, err) < 0 ||
+                   buf_append_str(b, "\n```", err) < 0
+               ? -1
+               : 0;
+}
+
+/* messages[*i] rendered into pb->body (consecutive tool results together); *i
+ * moves past what was rendered. */
+static int render_message(prompt_builder *pb, const chat_message *messages, size_t n, size_t *i, el_err *err)
+{
+    buf_clear(&pb->body);
+    const chat_message *m = &messages[*i];
+    if (m->role == CHAT_ROLE_TOOL) {
+        while (*i < n && messages[*i].role == CHAT_ROLE_TOOL)
+            if (append_tool_output(&pb->body, &messages[(*i)++], err) < 0)
+                return -1;
+        return 0;
+    }
+    (*i)++;
+    const char *text;
+    size_t len;
+    trim(m->text, m->len, &text, &len);
+    if (buf_append(&pb->body, text, len, err) < 0)
+        return -1;
+    if (m->n_tool_calls == 0)
+        return 0;
+    return (pb->body.n && buf_append_str(&pb->body, "\n", err) < 0) || append_calls(&pb->body, m, err) < 0 ? -1 : 0;
+}
 
 static int flush_segment(prompt_builder *pb, el_err *err)
 {
@@ -272,9 +406,9 @@ static int add_turn(prompt_builder *pb, const turn_markers *mk, const char *role
     return 0;
 }
 
-/* A message's turn, its content trimmed; for Gemma 1-3 the system text is folded in
- * front of the first user turn's content as "{system}\n\n{user | trim}". */
-static int add_gemma_turn(prompt_builder *pb, const turn_markers *mk, const chat_message *m, bool fold_system,
+/* A message's turn (its rendering in pb->body), trimmed; for Gemma 1-3 the system
+ * text is folded in front of the first user turn's content as "{system}\n\n{user | trim}". */
+static int add_gemma_turn(prompt_builder *pb, const turn_markers *mk, enum chat_role speaker, bool fold_system,
                           el_err *err)
 {
     buf_clear(&pb->content);
@@ -284,11 +418,11 @@ static int add_gemma_turn(prompt_builder *pb, const turn_markers *mk, const chat
         return -1;
     const char *body;
     size_t body_len;
-    trim(m->text, m->len, &body, &body_len);
-    if (buf_append(&pb->content, body, body_len, err) < 0)
+    if (buf_append(&pb->content, pb->body.bytes, pb->body.n, err) < 0)
         return -1;
     trim(pb->content.bytes, pb->content.n, &body, &body_len); /* "{system}\n\n" with no user text */
-    return add_turn(pb, mk, m->role == CHAT_ROLE_ASSISTANT ? "model" : "user", body, body_len, err);
+    /* a tool's result comes back in the user's turn */
+    return add_turn(pb, mk, speaker == CHAT_ROLE_ASSISTANT ? "model" : "user", body, body_len, err);
 }
 
 static int build_gemma(prompt_builder *pb, const turn_markers *mk, const chat_message *messages, size_t n,
@@ -296,20 +430,27 @@ static int build_gemma(prompt_builder *pb, const turn_markers *mk, const chat_me
 {
     if (add_bos(pb, err) < 0 || collect_system_text(messages, n, &pb->system, err) < 0)
         return -1;
+    if (pb->tools && pb->tools->n && append_tools_description(&pb->system, pb->tools, err) < 0)
+        return -1;
     if (mk->system_turn && pb->system.n && add_turn(pb, mk, "system", pb->system.bytes, pb->system.n, err) < 0)
         return -1;
     bool fold_system = !mk->system_turn;
     if (history == CHAT_HISTORY_LAST) {
-        if (add_gemma_turn(pb, mk, &messages[last_user_index(messages, n)], fold_system, err) < 0)
+        size_t last = last_user_index(messages, n);
+        if (render_message(pb, messages, n, &last, err) < 0 ||
+            add_gemma_turn(pb, mk, CHAT_ROLE_USER, fold_system, err) < 0)
             return -1;
     } else {
         bool folded = false;
-        for (size_t i = 0; i < n; i++) {
-            if (messages[i].role == CHAT_ROLE_SYSTEM)
+        for (size_t i = 0; i < n;) {
+            if (messages[i].role == CHAT_ROLE_SYSTEM) {
+                i++;
                 continue;
-            bool fold = fold_system && !folded && messages[i].role == CHAT_ROLE_USER;
+            }
+            enum chat_role speaker = messages[i].role;
+            bool fold = fold_system && !folded && speaker == CHAT_ROLE_USER;
             folded = folded || fold;
-            if (add_gemma_turn(pb, mk, &messages[i], fold, err) < 0)
+            if (render_message(pb, messages, n, &i, err) < 0 || add_gemma_turn(pb, mk, speaker, fold, err) < 0)
                 return -1;
         }
     }
@@ -324,13 +465,29 @@ static int build_plain(prompt_builder *pb, const chat_message *messages, size_t 
 {
     if (add_bos(pb, err) < 0)
         return -1;
-    size_t last_user = last_user_index(messages, n);
     bool first = true;
-    for (size_t i = 0; i < n; i++) {
+    if (pb->tools && pb->tools->n) {
+        if (append_tools_description(&pb->segment, pb->tools, err) < 0)
+            return -1;
+        first = false;
+    }
+    size_t last_user = last_user_index(messages, n);
+    for (size_t i = 0; i < n;) {
         const chat_message *m = &messages[i];
-        if (history == CHAT_HISTORY_LAST && m->role != CHAT_ROLE_SYSTEM && i != last_user)
+        if (history == CHAT_HISTORY_LAST && m->role != CHAT_ROLE_SYSTEM && i != last_user) {
+            i++;
             continue;
-        if ((!first && buf_append_str(&pb->segment, "\n", err) < 0) || buf_append(&pb->segment, m->text, m->len, err) < 0)
+        }
+        const char *text = m->text;
+        size_t len = m->len;
+        if (m->role == CHAT_ROLE_TOOL || m->n_tool_calls) {
+            if (render_message(pb, messages, n, &i, err) < 0)
+                return -1;
+            text = pb->body.bytes, len = pb->body.n;
+        } else {
+            i++;
+        }
+        if ((!first && buf_append_str(&pb->segment, "\n", err) < 0) || buf_append(&pb->segment, text, len, err) < 0)
             return -1;
         first = false;
     }
@@ -340,15 +497,22 @@ static int build_plain(prompt_builder *pb, const chat_message *messages, size_t 
 int chat_build_prompt(const tokenizer *t, enum chat_format fmt, const chat_message *messages, size_t n,
                       enum chat_history history, token_vec *out, el_err *err)
 {
+    return chat_build_tool_prompt(t, fmt, messages, n, NULL, history, out, err);
+}
+
+int chat_build_tool_prompt(const tokenizer *t, enum chat_format fmt, const chat_message *messages, size_t n,
+                           const chat_tools *tools, enum chat_history history, token_vec *out, el_err *err)
+{
     if (validate(messages, n, history, err) < 0)
         return -1;
-    prompt_builder pb = {.tok = t, .out = out};
+    prompt_builder pb = {.tok = t, .out = out, .tools = tools};
     size_t n_before = out->n;
     int rc = fmt == CHAT_FORMAT_PLAIN ? build_plain(&pb, messages, n, history, err)
                                       : build_gemma(&pb, markers_of(fmt), messages, n, history, err);
     buf_free(&pb.segment);
     buf_free(&pb.system);
     buf_free(&pb.content);
+    buf_free(&pb.body);
     if (rc < 0)
         out->n = n_before;
     return rc;

@@ -91,7 +91,7 @@ static int conversation_add(conversation *c, enum chat_role role, char *text, si
         wipe_free(text, len);
         return -1;
     }
-    c->msgs[c->n++] = (chat_message){role, text, len};
+    c->msgs[c->n++] = (chat_message){.role = role, .text = text, .len = len};
     return 0;
 }
 

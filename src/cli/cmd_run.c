@@ -125,8 +125,9 @@ static int answer(const char *cmd, engine *e, const run_options *o, const char *
     chat_message messages[2];
     size_t n = 0;
     if (o->gen.system)
-        messages[n++] = (chat_message){CHAT_ROLE_SYSTEM, o->gen.system, strlen(o->gen.system)};
-    messages[n++] = (chat_message){CHAT_ROLE_USER, prompt, prompt_len};
+        messages[n++] =
+            (chat_message){.role = CHAT_ROLE_SYSTEM, .text = o->gen.system, .len = strlen(o->gen.system)};
+    messages[n++] = (chat_message){.role = CHAT_ROLE_USER, .text = prompt, .len = prompt_len};
     gen_params params;
     cli_gen_params(&o->gen, &params);
     params.raw = o->raw;

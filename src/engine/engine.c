@@ -172,7 +172,7 @@ static int load_model(engine *e, el_err *err)
         return el_fail(err, "engine: a context of %d positions is too small", e->n_ctx);
     /* held UTF-8 bytes, replacement characters and slack around the longest token */
     e->max_piece = longest_piece(e->tok) + 64;
-    if (scheduler_init(e, err) < 0)
+    if (constraint_vocab_init(e, err) < 0 || scheduler_init(e, err) < 0)
         return -1;
     fill_info(e);
     return 0;
@@ -181,6 +181,7 @@ static int load_model(engine *e, el_err *err)
 static void unload_model(engine *e)
 {
     scheduler_free(e);
+    constraint_vocab_free(e);
     tokenizer_free(e->tok);
     e->tok = NULL;
     model_free(e->m);
@@ -367,17 +368,45 @@ static int grow_wiped(char **buf, size_t *cap, size_t used, size_t need)
     return 0;
 }
 
-int request_append_locked(gen_request *r, const char *text, size_t len)
+void request_wake_locked(gen_request *r)
 {
-    if (len == 0)
-        return 0;
-    if (r->out_len + len > r->out_cap && grow_wiped(&r->out, &r->out_cap, r->out_len, r->out_len + len) < 0)
-        return -1;
-    memcpy(r->out + r->out_len, text, len);
-    r->out_len += len;
-    pthread_cond_signal(&r->cv);
+    pthread_cond_broadcast(&r->cv);
     if (r->notify)
         r->notify(r->notify_ctx);
+}
+
+int request_append_locked(gen_request *r, int choice, const char *text, size_t len)
+{
+    choice_out *c = &r->choice[choice];
+    if (len == 0)
+        return 0;
+    if (c->text_len + len > c->text_cap &&
+        grow_wiped(&c->text, &c->text_cap, c->text_len, c->text_len + len) < 0)
+        return -1;
+    memcpy(c->text + c->text_len, text, len);
+    c->text_len += len;
+    request_wake_locked(r);
+    return 0;
+}
+
+int request_append_logprob_locked(gen_request *r, int choice, const gen_logprob *lp)
+{
+    choice_out *c = &r->choice[choice];
+    if (c->lp_len == c->lp_cap) {
+        size_t cap = c->lp_cap ? 2 * c->lp_cap : 16;
+        gen_logprob *grown = malloc(cap * sizeof *grown);
+        if (!grown)
+            return -1;
+        if (c->lp) {
+            memcpy(grown, c->lp, c->lp_len * sizeof *grown);
+            explicit_bzero(c->lp, c->lp_cap * sizeof *c->lp);
+            free(c->lp);
+        }
+        c->lp = grown;
+        c->lp_cap = cap;
+    }
+    c->lp[c->lp_len++] = *lp;
+    request_wake_locked(r);
     return 0;
 }
 
@@ -388,9 +417,7 @@ void request_finish_locked(gen_request *r, const gen_event *done)
     r->done_ev.text = NULL;
     r->done_ev.len = 0;
     r->state = REQ_DONE;
-    pthread_cond_broadcast(&r->cv);
-    if (r->notify)
-        r->notify(r->notify_ctx);
+    request_wake_locked(r);
 }
 
 static void wipe_free(void *p, size_t n)
@@ -404,8 +431,15 @@ static void wipe_free(void *p, size_t n)
 void request_destroy_locked(gen_request *r)
 {
     wipe_free(r->prompt, (size_t)r->n_prompt * sizeof *r->prompt);
-    wipe_free(r->out, r->out_cap);
+    for (int i = 0; i < GEN_MAX_CHOICES; i++) {
+        wipe_free(r->choice[i].text, r->choice[i].text_cap);
+        /* token ids spell out the generated text */
+        wipe_free(r->choice[i].lp, r->choice[i].lp_cap * sizeof *r->choice[i].lp);
+    }
     wipe_free(r->view, r->view_cap);
+    wipe_free(r->lp_view, r->lp_view_cap * sizeof *r->lp_view);
+    wipe_free(r->logit_bias, r->n_logit_bias * sizeof *r->logit_bias);
+    grammar_free(r->grammar);
     stop_set_free(&r->stop);
     pthread_cond_destroy(&r->cv);
     explicit_bzero(r, sizeof *r);
@@ -474,7 +508,7 @@ static int validate_messages(const chat_message *messages, size_t n, el_err *err
         return el_fail(err, "messages: more than %d messages", MAX_MESSAGES);
     for (size_t i = 0; i < n; i++) {
         if (messages[i].role != CHAT_ROLE_SYSTEM && messages[i].role != CHAT_ROLE_USER &&
-            messages[i].role != CHAT_ROLE_ASSISTANT)
+            messages[i].role != CHAT_ROLE_ASSISTANT && messages[i].role != CHAT_ROLE_TOOL)
             return el_fail(err, "messages[%zu]: unknown role", i);
         if (!messages[i].text && messages[i].len)
             return el_fail(err, "messages[%zu]: text missing", i);
@@ -518,14 +552,19 @@ static void token_vec_wipe(token_vec *v)
     token_vec_free(v);
 }
 
-static gen_request *request_create(engine *e, token_vec *prompt, const gen_params *p, el_err *err)
+/* Takes over g (freed with the request, or here on failure). */
+static gen_request *request_create(engine *e, token_vec *prompt, const gen_params *p, grammar *g, el_err *err)
 {
     gen_request *r = calloc(1, sizeof *r);
     if (!r) {
+        grammar_free(g);
         el_fail(err, "engine: out of memory");
         return NULL;
     }
+    r->grammar = g;
+    r->constraint_lazy = p->constraint_lazy;
     if (init_cond(&r->cv)) {
+        grammar_free(g);
         free(r);
         el_fail(err, "engine: cannot create a condition variable");
         return NULL;
@@ -538,16 +577,24 @@ static gen_request *request_create(engine *e, token_vec *prompt, const gen_param
         goto oom;
     memcpy(r->prompt, prompt->ids, prompt->n * sizeof *r->prompt);
     r->n_prompt = (int)prompt->n;
-    r->out_cap = OUT_INITIAL_CAP;
+    r->n_choices = p->n_choices > 1 ? p->n_choices : 1;
     r->view_cap = OUT_INITIAL_CAP;
-    r->out = malloc(r->out_cap);
     r->view = malloc(r->view_cap);
-    if (!r->out || !r->view)
+    if (!r->view)
         goto oom;
     int max_tokens = p->max_tokens ? p->max_tokens : e->cfg.max_tokens_default;
     int room = e->n_ctx - r->n_prompt;
     r->max_tokens = max_tokens < room ? max_tokens : room;
     r->sampling = p->sampling;
+    r->logprobs = p->logprobs;
+    r->top_logprobs = p->top_logprobs;
+    if (p->n_logit_bias) {
+        r->logit_bias = malloc(p->n_logit_bias * sizeof *r->logit_bias);
+        if (!r->logit_bias)
+            goto oom;
+        memcpy(r->logit_bias, p->logit_bias, p->n_logit_bias * sizeof *r->logit_bias);
+        r->n_logit_bias = p->n_logit_bias;
+    }
     r->state = REQ_QUEUED;
     return r;
 oom:
@@ -555,6 +602,41 @@ oom:
 fail:
     request_destroy_locked(r); /* touches nothing shared */
     return NULL;
+}
+
+/* logprobs, logit_bias, choices and the constraint. */
+static enum gen_status validate_extras(const engine *e, const gen_params *p, el_err *err)
+{
+    if (p->top_logprobs < 0 || p->top_logprobs > GEN_MAX_TOP_LOGPROBS) {
+        el_fail(err, "top_logprobs: must be between 0 and %d", GEN_MAX_TOP_LOGPROBS);
+        return GEN_ERR_INVALID;
+    }
+    if (p->n_logit_bias > GEN_MAX_LOGIT_BIAS || (p->n_logit_bias && !p->logit_bias)) {
+        el_fail(err, "logit_bias: at most %d tokens", GEN_MAX_LOGIT_BIAS);
+        return GEN_ERR_INVALID;
+    }
+    for (size_t i = 0; i < p->n_logit_bias; i++) {
+        const gen_logit_bias *b = &p->logit_bias[i];
+        if (b->token < 0 || b->token >= tokenizer_n_vocab(e->tok)) {
+            el_fail(err, "logit_bias: token %d is not in the vocabulary (0 to %d)", (int)b->token,
+                    tokenizer_n_vocab(e->tok) - 1);
+            return GEN_ERR_LOGIT_BIAS;
+        }
+        if (!(b->bias >= -100.0f && b->bias <= 100.0f)) {
+            el_fail(err, "logit_bias: the bias of token %d must be between -100 and 100", (int)b->token);
+            return GEN_ERR_LOGIT_BIAS;
+        }
+    }
+    if (p->n_choices < 0 || p->n_choices > GEN_MAX_CHOICES) {
+        el_fail(err, "n: from 1 to %d choices", GEN_MAX_CHOICES);
+        return GEN_ERR_CHOICES;
+    }
+    if (p->n_choices > e->cfg.n_slots) {
+        el_fail(err, "n: %d choices need as many parallel slots, and the server has %d (start it with "
+                "--parallel %d or more)", p->n_choices, e->cfg.n_slots, p->n_choices);
+        return GEN_ERR_CHOICES;
+    }
+    return GEN_OK;
 }
 
 /* Validates, builds the prompt and queues; runs with e->submitting held. */
@@ -578,10 +660,14 @@ static enum gen_status submit_ready(engine *e, const chat_message *messages, siz
     }
     if (validate_messages(messages, n_messages, err) < 0)
         return GEN_ERR_INVALID;
+    enum gen_status status = validate_extras(e, params, err);
+    if (status != GEN_OK)
+        return status;
 
     token_vec prompt = {0};
     int rc = params->raw ? build_raw_prompt(e, messages, n_messages, &prompt, err)
-                         : chat_build_prompt(e->tok, e->fmt, messages, n_messages, e->cfg.history, &prompt, err);
+                         : chat_build_tool_prompt(e->tok, e->fmt, messages, n_messages, params->tools,
+                                                  e->cfg.history, &prompt, err);
     if (rc < 0) {
         token_vec_wipe(&prompt);
         return GEN_ERR_INVALID;
@@ -597,13 +683,18 @@ static enum gen_status submit_ready(engine *e, const chat_message *messages, siz
         token_vec_wipe(&prompt);
         return GEN_ERR_CONTEXT;
     }
-    gen_request *r = request_create(e, &prompt, params, err);
+    grammar *g = NULL;
+    status = constraint_compile(e, params, &g, err);
+    if (status != GEN_OK) {
+        token_vec_wipe(&prompt);
+        return status;
+    }
+    gen_request *r = request_create(e, &prompt, params, g, err);
     token_vec_wipe(&prompt);
     if (!r)
         return GEN_ERR_INVALID;
 
     pthread_mutex_lock(&e->mu);
-    enum gen_status status = GEN_OK;
     if (e->stopping || e->draining) {
         status = not_ready_locked(e, err);
     } else if (e->queue_len >= e->cfg.max_queue) {
@@ -666,6 +757,27 @@ int gen_prompt_tokens(const gen_request *r)
     return r->n_prompt;
 }
 
+size_t engine_token_bytes(engine *e, int32_t token, char *buf, size_t cap)
+{
+    /* Counted like a submit: the loader thread does not free the tokenizer while
+     * anyone reads it. */
+    pthread_mutex_lock(&e->mu);
+    bool ready = e->state == ENGINE_READY && !e->stopping;
+    if (ready)
+        e->submitting++;
+    pthread_mutex_unlock(&e->mu);
+    if (!ready)
+        return 0;
+    size_t n = 0;
+    if (token >= 0 && token < tokenizer_n_vocab(e->tok) && !tokenizer_is_control(e->tok, token))
+        n = tokenizer_token_text(e->tok, token, buf, cap);
+    pthread_mutex_lock(&e->mu);
+    if (--e->submitting == 0 && e->stopping)
+        pthread_cond_broadcast(&e->ready_cv);
+    pthread_mutex_unlock(&e->mu);
+    return n;
+}
+
 /* ---- requests: consuming ---------------------------------------------------------- */
 
 static void deadline_after(struct timespec *ts, int ms)
@@ -679,6 +791,64 @@ static void deadline_after(struct timespec *ts, int ms)
     }
 }
 
+/* Hands over what one choice has piled up (text and logprobs) as one event. */
+static void hand_over_locked(gen_request *r, int choice, gen_event *ev)
+{
+    choice_out *c = &r->choice[choice];
+    char *buf = r->view;
+    size_t cap = r->view_cap;
+    r->view = c->text;
+    r->view_cap = c->text_cap;
+    c->text = buf;
+    c->text_cap = cap;
+    gen_logprob *lp = r->lp_view;
+    size_t lp_cap = r->lp_view_cap;
+    r->lp_view = c->lp;
+    r->lp_view_cap = c->lp_cap;
+    c->lp = lp;
+    c->lp_cap = lp_cap;
+    memset(ev, 0, sizeof *ev);
+    ev->kind = GEN_EVENT_TEXT;
+    ev->choice = choice;
+    ev->text = r->view;
+    ev->len = c->text_len;
+    ev->logprobs = r->lp_view;
+    ev->n_logprobs = c->lp_len;
+    c->text_len = 0;
+    c->lp_len = 0;
+}
+
+/* The next event that is ready, choices taken in turn: text first, then a choice's
+ * end (after all its text), then DONE. Returns false when nothing is ready. */
+static bool next_event_locked(gen_request *r, gen_event *ev)
+{
+    for (int k = 0; k < r->n_choices; k++) {
+        int i = (r->next_choice + k) % r->n_choices;
+        if (r->choice[i].text_len > 0 || r->choice[i].lp_len > 0) {
+            r->next_choice = (i + 1) % r->n_choices;
+            hand_over_locked(r, i, ev);
+            return true;
+        }
+    }
+    for (int i = 0; i < r->n_choices; i++) {
+        choice_out *c = &r->choice[i];
+        if (c->end_pending) {
+            c->end_pending = false;
+            memset(ev, 0, sizeof *ev);
+            ev->kind = GEN_EVENT_CHOICE_END;
+            ev->choice = i;
+            ev->finish = c->finish;
+            ev->completion_tokens = c->completion_tokens;
+            return true;
+        }
+    }
+    if (r->state == REQ_DONE) {
+        *ev = r->done_ev;
+        return true;
+    }
+    return false;
+}
+
 int gen_next(gen_request *r, gen_event *ev, int timeout_ms)
 {
     engine *e = r->e;
@@ -687,24 +857,7 @@ int gen_next(gen_request *r, gen_event *ev, int timeout_ms)
         deadline_after(&deadline, timeout_ms);
     pthread_mutex_lock(&e->mu);
     for (;;) {
-        if (r->out_len > 0) {
-            /* Hand over the whole buffer: whatever piled up becomes one event. */
-            char *buf = r->view;
-            size_t cap = r->view_cap;
-            r->view = r->out;
-            r->view_cap = r->out_cap;
-            r->out = buf;
-            r->out_cap = cap;
-            memset(ev, 0, sizeof *ev);
-            ev->kind = GEN_EVENT_TEXT;
-            ev->text = r->view;
-            ev->len = r->out_len;
-            r->out_len = 0;
-            pthread_mutex_unlock(&e->mu);
-            return 1;
-        }
-        if (r->state == REQ_DONE) {
-            *ev = r->done_ev;
+        if (next_event_locked(r, ev)) {
             pthread_mutex_unlock(&e->mu);
             return 1;
         }

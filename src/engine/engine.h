@@ -83,8 +83,29 @@ void engine_get_stats(engine *e, engine_stats *stats);
 
 /* ---- requests ------------------------------------------------------------------ */
 
-/* Bounds on stop strings (OpenAI allows 4; more is accepted up to these). */
-enum { GEN_MAX_STOP = 16, GEN_MAX_STOP_BYTES = 256 };
+/* Bounds on stop strings (OpenAI allows 4; more is accepted up to these), on
+ * logprobs alternatives (OpenAI's 20), logit_bias entries and choices. */
+enum {
+    GEN_MAX_STOP = 16,
+    GEN_MAX_STOP_BYTES = 256,
+    GEN_MAX_TOP_LOGPROBS = 20,
+    GEN_MAX_LOGIT_BIAS = 1024,
+    GEN_MAX_CHOICES = 8
+};
+
+/* What the answer must be (constrained decoding: tokens the grammar does not allow
+ * next are never sampled, and the answer ends only where the grammar may end). */
+enum gen_constraint {
+    GEN_CONSTRAINT_NONE,
+    GEN_CONSTRAINT_JSON_OBJECT, /* any one JSON object */
+    GEN_CONSTRAINT_JSON_SCHEMA, /* constraint_text: a JSON Schema document */
+    GEN_CONSTRAINT_GBNF         /* constraint_text: llama.cpp GBNF, start rule `root` */
+};
+
+typedef struct gen_logit_bias {
+    int32_t token;
+    float bias;              /* added to the token's logit before sampling, -100..100 */
+} gen_logit_bias;
 
 typedef struct gen_params {
     int max_tokens;          /* 0: the engine's default; never beyond the context */
@@ -96,6 +117,21 @@ typedef struct gen_params {
     bool raw;                /* no chat template: the prompt is the messages' text
                                 concatenated, tokenized as plain text after a BOS
                                 (when the model uses one) */
+    enum gen_constraint constraint;
+    const char *constraint_text; /* copied at submit; need not be NUL-terminated */
+    size_t constraint_len;
+    bool constraint_lazy;    /* the answer is free text unless its first non-blank
+                                byte is '{' or '[': then it is held to the constraint
+                                (tool_choice auto) */
+    const chat_tools *tools; /* described in the prompt (chat_build_tool_prompt); NULL: none */
+    bool logprobs;           /* report each generated token's log-probability */
+    int top_logprobs;        /* and that many best alternatives (0..GEN_MAX_TOP_LOGPROBS) */
+    const gen_logit_bias *logit_bias; /* copied; token ids must be in the vocabulary */
+    size_t n_logit_bias;
+    int n_choices;           /* 0 or 1: one answer; up to GEN_MAX_CHOICES (and at most the
+                                engine's slots) answers drawn from one evaluation of
+                                the prompt, whose cache each choice's slot copies; a
+                                choice's sampler seed is seed + its index */
 } gen_params;
 
 void gen_params_default(gen_params *p);
@@ -107,7 +143,10 @@ enum gen_status {
     GEN_ERR_QUEUE_FULL,
     GEN_ERR_NOT_READY,      /* still loading, or load failed */
     GEN_ERR_SHUTTING_DOWN,
-    GEN_ERR_INTERNAL
+    GEN_ERR_INTERNAL,
+    GEN_ERR_CONSTRAINT,     /* the grammar or schema was refused: err says why */
+    GEN_ERR_LOGIT_BIAS,     /* a logit_bias token is not in the vocabulary */
+    GEN_ERR_CHOICES         /* more choices than the engine has slots */
 };
 
 typedef struct gen_request gen_request;
@@ -118,16 +157,38 @@ enum gen_status engine_submit(engine *e, const chat_message *messages, size_t n_
 
 int gen_prompt_tokens(const gen_request *r);
 
-enum gen_event_kind { GEN_EVENT_TEXT, GEN_EVENT_DONE };
+/* The bytes a token stands for (for logprobs): at most cap written, the full length
+ * returned; 0 for control tokens and ids outside the vocabulary. */
+size_t engine_token_bytes(engine *e, int32_t token, char *buf, size_t cap);
+
+/* TEXT and CHOICE_END carry the choice they belong to; CHOICE_END (only when
+ * n_choices > 1) says how one choice ended, after all its text; DONE comes once,
+ * after every choice ended. */
+enum gen_event_kind { GEN_EVENT_TEXT, GEN_EVENT_DONE, GEN_EVENT_CHOICE_END };
 enum gen_finish { GEN_FINISH_STOP, GEN_FINISH_LENGTH, GEN_FINISH_CANCELLED, GEN_FINISH_ERROR };
+
+/* One generated token's log-probability under the model's own distribution (the
+ * log-softmax of the raw logits: before logit_bias, the grammar's mask, penalties
+ * and temperature), with the best alternatives, best first. */
+typedef struct gen_logprob {
+    int32_t token;
+    float logprob;
+    int n_top;
+    int32_t top_token[GEN_MAX_TOP_LOGPROBS];
+    float top_logprob[GEN_MAX_TOP_LOGPROBS];
+} gen_logprob;
 
 typedef struct gen_event {
     enum gen_event_kind kind;
+    int choice;              /* which choice (0..n_choices) the event belongs to */
     const char *text;        /* TEXT: valid until the next gen_next or gen_release */
     size_t len;
-    enum gen_finish finish;  /* DONE */
+    const gen_logprob *logprobs; /* TEXT, with logprobs: the tokens generated since the
+                                    last event (their text may still be held back) */
+    size_t n_logprobs;
+    enum gen_finish finish;  /* DONE (the first choice's), CHOICE_END */
     int prompt_tokens;       /* DONE */
-    int completion_tokens;   /* DONE */
+    int completion_tokens;   /* DONE (every choice's), CHOICE_END */
     int cached_tokens;       /* DONE: prompt tokens reused from the slot's cache */
     double queue_ms, prompt_ms, generate_ms; /* DONE */
 } gen_event;

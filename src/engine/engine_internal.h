@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "engine/engine.h"
+#include "grammar/grammar.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
@@ -47,6 +48,17 @@ bool utf8_valid(const char *text, size_t len);
 
 enum req_state { REQ_QUEUED, REQ_ACTIVE, REQ_DONE };
 
+/* One choice's output on its way to the consumer (under e->mu). */
+typedef struct choice_out {
+    char *text;               /* produced and not yet delivered */
+    size_t text_len, text_cap;
+    gen_logprob *lp;          /* log-probabilities produced and not yet delivered */
+    size_t lp_len, lp_cap;
+    bool end_pending;         /* its CHOICE_END is still to be delivered */
+    enum gen_finish finish;
+    int completion_tokens;
+} choice_out;
+
 struct gen_request {
     engine *e;
     pthread_cond_t cv;
@@ -57,6 +69,12 @@ struct gen_request {
     int n_prompt;
     int max_tokens;           /* already clamped to what the context leaves */
     sampler_params sampling;
+    gen_logit_bias *logit_bias;
+    size_t n_logit_bias;
+    bool logprobs;
+    int top_logprobs;
+    grammar *grammar;         /* the answer's constraint, or NULL */
+    bool constraint_lazy;
     stop_set stop;
     double t_submit;
 
@@ -64,10 +82,15 @@ struct gen_request {
     enum req_state state;
     bool cancelled;
     bool released;            /* the consumer is gone: whoever ends it frees it */
-    char *out;                /* produced and not yet delivered */
-    size_t out_len, out_cap;
+    int n_choices;            /* fixed at submit */
+    choice_out choice[GEN_MAX_CHOICES];
+    int active_choices;       /* slots still generating for it */
+    int next_choice;          /* where gen_next looks first (fairness) */
+    int completion_total;
     char *view;               /* the bytes of the last TEXT event */
     size_t view_cap;
+    gen_logprob *lp_view;     /* those of the last TEXT event */
+    size_t lp_view_cap;
     gen_event done_ev;
     void (*notify)(void *ctx); /* gen_set_notify's */
     void *notify_ctx;
@@ -77,9 +100,14 @@ struct gen_request {
  * drops the request's reference on the engine (the caller destroys the engine
  * when engine_unref_locked says so). */
 void request_destroy_locked(gen_request *r);
-/* Appends generated text for the consumer, growing the buffer (wiping the old
- * one) when needed. e->mu held. */
-int request_append_locked(gen_request *r, const char *text, size_t len);
+/* Wakes the consumer (its condition variable and its notify callback): it has an
+ * event to take. e->mu held. */
+void request_wake_locked(gen_request *r);
+/* Appends a choice's generated text for the consumer, growing the buffer (wiping
+ * the old one) when needed. e->mu held. */
+int request_append_locked(gen_request *r, int choice, const char *text, size_t len);
+/* Appends one token's log-probabilities for the consumer. e->mu held. */
+int request_append_logprob_locked(gen_request *r, int choice, const gen_logprob *lp);
 /* Posts DONE and wakes the consumer. e->mu held. */
 void request_finish_locked(gen_request *r, const gen_event *done);
 
@@ -87,6 +115,7 @@ void request_finish_locked(gen_request *r, const gen_event *done);
 
 enum slot_phase {
     SLOT_FREE,
+    SLOT_SIBLING,  /* another choice of a request whose first slot reads the prompt */
     SLOT_INGEST,   /* evaluating the prompt, a chunk per step */
     SLOT_GENERATE, /* one token per step */
     SLOT_DRAINING  /* finished; buffers and (without prefix cache) the cache wait to be wiped */
@@ -97,6 +126,7 @@ typedef struct slot {
     enum slot_phase phase;
     uint64_t last_used;      /* admission count when it last took a request */
     gen_request *req;
+    int choice;              /* which of the request's choices it generates */
 
     /* Tokens whose keys and values the cache holds for this sequence, in order:
      * what the prefix cache compares new prompts against. */
@@ -121,6 +151,13 @@ typedef struct slot {
     size_t held_len, held_cap;
     char *emit;              /* text to hand to the consumer at the end of this step */
     size_t emit_len, emit_cap;
+    grammar_matcher *matcher; /* the request's grammar, when it has one */
+    uint32_t *mask;          /* the tokens it allows next (grammar_mask_words) */
+    bool constrained;        /* the grammar holds the answer now */
+    bool lazy_pending;       /* a lazy grammar: the answer is still blank */
+    float *raw_logits;       /* n_vocab: the model's logits before sampling, for logprobs */
+    gen_logprob logprob;     /* this step's token, when the request wants logprobs */
+    bool has_logprob;
 } slot;
 
 /* ---- the engine --------------------------------------------------------------------- */
@@ -156,6 +193,10 @@ struct engine {
     int n_ctx;
     int n_vocab;
     size_t max_piece;        /* bytes one token's text can take */
+    grammar_vocab *gvocab;   /* the vocabulary as the grammar sees it */
+    uint32_t *opener_tokens; /* tokens whose text opens with '{' or '[' after blanks */
+    uint32_t *blank_tokens;  /* tokens whose text is blank */
+    uint32_t *free_tokens;   /* end tokens, and text tokens that do not open a call */
     engine_info info;
 
     /* The scheduler's own. */
@@ -167,6 +208,7 @@ struct engine {
     int32_t *batch_token, *batch_pos, *batch_seq;
     bool *batch_want;
     float *logits;           /* n_slots rows of n_vocab */
+    float *sibling_logits;   /* n_vocab: the prompt's logits, handed to another choice */
     int round_robin;         /* which ingesting slot gets leftover batch room first */
     uint64_t admissions;
 };
@@ -175,6 +217,22 @@ double engine_now_ms(void);
 /* Drops one reference; true when it was the last (the caller then destroys). */
 bool engine_unref_locked(engine *e);
 void engine_destroy(engine *e);
+
+/* ---- constrained decoding (constraint.c) ------------------------------------------- */
+
+/* Builds the grammar vocabulary: text tokens by their bytes, the stop tokens as
+ * END, control tokens NEVER. */
+int constraint_vocab_init(engine *e, el_err *err);
+void constraint_vocab_free(engine *e);
+/* Compiles the request's constraint (on the submitting thread); *out NULL when
+ * there is none. GEN_ERR_CONSTRAINT with err saying why. */
+enum gen_status constraint_compile(const engine *e, const gen_params *p, grammar **out, el_err *err);
+int constraint_slot_begin(engine *e, slot *s, el_err *err);
+void constraint_slot_end(slot *s);
+/* Before a draw: -infinity for what the grammar does not allow; -1 if nothing is. */
+int constraint_mask_logits(engine *e, slot *s, float *logits);
+/* After a draw: 0 go on, 1 the grammar is complete (the answer ends), -1 refused. */
+int constraint_accept(engine *e, slot *s, int32_t tok);
 
 /* The scheduler thread's body once the model is loaded; returns on shutdown with
  * every slot wiped. */

@@ -25,7 +25,9 @@ static int slot_init(engine *e, slot *s, int id, el_err *err)
     s->piece = malloc(s->piece_cap);
     s->held = malloc(s->held_cap);
     s->emit = malloc(s->emit_cap);
-    if (!s->tokens || !s->piece || !s->held || !s->emit)
+    s->raw_logits = malloc((size_t)e->n_vocab * sizeof *s->raw_logits);
+    s->mask = malloc(grammar_mask_words(e->gvocab) * sizeof *s->mask);
+    if (!s->tokens || !s->piece || !s->held || !s->emit || !s->raw_logits || !s->mask)
         return el_fail(err, "engine: out of memory for slot buffers");
     return 0;
 }
@@ -45,6 +47,9 @@ static void slot_free(engine *e, slot *s)
     wipe_free(s->piece, s->piece_cap);
     wipe_free(s->held, s->held_cap);
     wipe_free(s->emit, s->emit_cap);
+    wipe_free(s->raw_logits, s->raw_logits ? (size_t)e->n_vocab * sizeof *s->raw_logits : 0);
+    constraint_slot_end(s);
+    free(s->mask);
     explicit_bzero(s, sizeof *s);
 }
 
@@ -66,8 +71,10 @@ int scheduler_init(engine *e, el_err *err)
     e->batch_seq = malloc((size_t)max_batch * sizeof *e->batch_seq);
     e->batch_want = malloc((size_t)max_batch * sizeof *e->batch_want);
     e->logits = malloc((size_t)n_slots * (size_t)e->n_vocab * sizeof *e->logits);
+    e->sibling_logits = malloc((size_t)e->n_vocab * sizeof *e->sibling_logits);
     e->slots = calloc((size_t)n_slots, sizeof *e->slots);
-    if (!e->batch_token || !e->batch_pos || !e->batch_seq || !e->batch_want || !e->logits || !e->slots)
+    if (!e->batch_token || !e->batch_pos || !e->batch_seq || !e->batch_want || !e->logits || !e->slots ||
+        !e->sibling_logits)
         return el_fail(err, "engine: out of memory for the scheduler");
     e->n_slots = n_slots;
     for (int i = 0; i < n_slots; i++)
@@ -99,6 +106,9 @@ void scheduler_free(engine *e)
     else
         free(e->logits);
     e->logits = NULL;
+    if (e->sibling_logits)
+        wipe_free(e->sibling_logits, (size_t)e->n_vocab * sizeof *e->sibling_logits);
+    e->sibling_logits = NULL;
     free(e->batch_token);
     free(e->batch_pos);
     free(e->batch_seq);
@@ -141,34 +151,96 @@ static slot *choose_slot(engine *e, const gen_request *r)
     return best;
 }
 
-/* Moves queued requests into free slots. e->mu held. */
+static int free_slots(const engine *e)
+{
+    int n = 0;
+    for (int i = 0; i < e->n_slots; i++)
+        n += e->slots[i].phase == SLOT_FREE;
+    return n;
+}
+
+/* The least recently used free slot. */
+static slot *oldest_free_slot(engine *e)
+{
+    slot *best = NULL;
+    for (int i = 0; i < e->n_slots; i++) {
+        slot *s = &e->slots[i];
+        if (s->phase == SLOT_FREE && (!best || s->last_used < best->last_used))
+            best = s;
+    }
+    return best;
+}
+
+static void assign_slot(engine *e, slot *s, gen_request *r, int choice)
+{
+    s->req = r;
+    s->choice = choice;
+    s->phase = choice == 0 ? SLOT_INGEST : SLOT_SIBLING;
+    s->last_used = ++e->admissions;
+    s->batch_take = -1; /* marks it as new for begin_admitted */
+    e->active_slots++;
+}
+
+/* Moves queued requests into free slots, in order: a request with n choices waits
+ * until n slots are free. The first choice's slot reads the prompt. e->mu held. */
 static void admit_locked(engine *e)
 {
     while (e->queue_head) {
         gen_request *r = e->queue_head;
-        slot *s = choose_slot(e, r);
-        if (!s)
+        if (free_slots(e) < r->n_choices)
             return;
+        slot *s = choose_slot(e, r);
         e->queue_head = r->next;
         if (!e->queue_head)
             e->queue_tail = NULL;
         r->next = NULL;
         e->queue_len--;
         r->state = REQ_ACTIVE;
-        s->req = r;
-        s->phase = SLOT_INGEST;
-        s->last_used = ++e->admissions;
-        s->batch_take = -1; /* marks it as new for begin_admitted */
-        e->active_slots++;
+        r->active_choices = r->n_choices;
+        assign_slot(e, s, r, 0);
+        for (int c = 1; c < r->n_choices; c++)
+            assign_slot(e, oldest_free_slot(e), r, c);
     }
 }
 
-static void slot_end(slot *s, enum gen_finish finish)
+static void mark_ending(slot *s, enum gen_finish finish)
 {
     if (!s->ending) {
         s->ending = true;
         s->finish = finish;
     }
+}
+
+/* Ends a slot's generation. A first choice that ends before its prompt was read
+ * (an error, a cancel) takes the choices waiting for that prompt with it. */
+static void slot_end(engine *e, slot *s, enum gen_finish finish)
+{
+    mark_ending(s, finish);
+    if (s->choice != 0 || s->phase != SLOT_INGEST)
+        return;
+    for (int i = 0; i < e->n_slots; i++)
+        if (e->slots[i].req == s->req && e->slots[i].phase == SLOT_SIBLING)
+            mark_ending(&e->slots[i], finish);
+}
+
+static int set_logit_bias(sampler *smp, const gen_request *r, el_err *err)
+{
+    if (r->n_logit_bias == 0)
+        return 0;
+    int n = (int)r->n_logit_bias;
+    int32_t *ids = malloc((size_t)n * sizeof *ids);
+    float *bias = malloc((size_t)n * sizeof *bias);
+    int rc = -1;
+    if (ids && bias) {
+        for (int i = 0; i < n; i++) {
+            ids[i] = r->logit_bias[i].token;
+            bias[i] = r->logit_bias[i].bias;
+        }
+        rc = sampler_set_logit_bias(smp, ids, bias, n, err);
+    }
+    free(ids);
+    free(bias);
+    return rc;
 }
 
 /* Prepares a newly admitted slot: reuses the cached prefix (or starts clean), and
@@ -177,7 +249,7 @@ static void slot_begin(engine *e, slot *s)
 {
     const gen_request *r = s->req;
     int keep = 0;
-    if (e->cfg.prefix_cache) {
+    if (e->cfg.prefix_cache && s->choice == 0) {
         keep = common_prefix(s->tokens, s->n_tokens, r->prompt, r->n_prompt);
         if (keep > r->n_prompt - 1)
             keep = r->n_prompt - 1; /* the last prompt token must be evaluated for its logits */
@@ -195,9 +267,15 @@ static void slot_begin(engine *e, slot *s)
     /* The reply continues the prompt: its first token keeps its leading space. */
     s->detok.at_start = false;
     el_err err = {{0}};
-    s->smp = sampler_create(e->n_vocab, &r->sampling, &err);
+    sampler_params sampling = r->sampling;
+    sampling.seed += (uint64_t)s->choice; /* choices differ, and repeat with the seed */
+    s->smp = sampler_create(e->n_vocab, &sampling, &err);
     if (!s->smp) {
-        slot_end(s, GEN_FINISH_ERROR);
+        slot_end(e, s, GEN_FINISH_ERROR);
+        return;
+    }
+    if (set_logit_bias(s->smp, r, &err) < 0 || constraint_slot_begin(e, s, &err) < 0) {
+        slot_end(e, s, GEN_FINISH_ERROR);
         return;
     }
     for (int i = 0; i < r->n_prompt; i++)
@@ -208,7 +286,7 @@ static void begin_admitted(engine *e)
 {
     for (int i = 0; i < e->n_slots; i++) {
         slot *s = &e->slots[i];
-        if (s->phase == SLOT_INGEST && s->batch_take < 0) {
+        if ((s->phase == SLOT_INGEST || s->phase == SLOT_SIBLING) && s->batch_take < 0) {
             s->batch_take = 0;
             slot_begin(e, s);
         }
@@ -268,30 +346,88 @@ static bool is_stop_token(const engine *e, int32_t tok)
     return false;
 }
 
+static void record_logprob(const engine *e, slot *s, int32_t tok)
+{
+    gen_logprob *lp = &s->logprob;
+    lp->token = tok;
+    lp->n_top = s->req->top_logprobs;
+    lp->logprob = sampler_logprobs(s->raw_logits, e->n_vocab, tok, lp->n_top, lp->top_token, lp->top_logprob);
+    s->has_logprob = true;
+}
+
+static void handle_logits(engine *e, slot *s, float *logits);
+
+/* The prompt of s's request has been read: its other choices copy the prompt's
+ * cache and draw their first tokens from the same logits. */
+static void start_siblings(engine *e, slot *first, const float *logits)
+{
+    const gen_request *r = first->req;
+    for (int i = 0; i < e->n_slots; i++) {
+        slot *s = &e->slots[i];
+        if (s->req != r || s->phase != SLOT_SIBLING || s->ending)
+            continue;
+        el_err err = {{0}};
+        if (kv_cache_copy_prefix(e->kv, first->id, s->id, r->n_prompt, &err) < 0) {
+            slot_end(e, s, GEN_FINISH_ERROR);
+            continue;
+        }
+        memcpy(s->tokens, r->prompt, (size_t)r->n_prompt * sizeof *s->tokens);
+        s->n_tokens = r->n_prompt;
+        s->t_admit = first->t_admit;
+        s->phase = SLOT_INGEST; /* handle_logits moves it on, as for the first */
+        memcpy(e->sibling_logits, logits, (size_t)e->n_vocab * sizeof *logits);
+        handle_logits(e, s, e->sibling_logits);
+    }
+}
+
 /* Samples the slot's next token from its logits and turns it into text. */
 static void handle_logits(engine *e, slot *s, float *logits)
 {
     if (s->phase == SLOT_INGEST) {
+        if (s->choice == 0 && s->req->n_choices > 1)
+            start_siblings(e, s, logits);
         s->phase = SLOT_GENERATE;
         s->t_first = engine_now_ms();
+    }
+    const gen_request *r = s->req;
+    /* logprobs describe the model's own distribution: the sampler changes the logits */
+    if (r->logprobs)
+        memcpy(s->raw_logits, logits, (size_t)e->n_vocab * sizeof *logits);
+    if (constraint_mask_logits(e, s, logits) < 0) {
+        flush_text(s);
+        slot_end(e, s, GEN_FINISH_ERROR);
+        return;
     }
     int32_t tok = sampler_sample(s->smp, logits);
     sampler_accept(s->smp, tok);
     s->n_generated++;
+    int grammar_state = constraint_accept(e, s, tok);
+    if (grammar_state < 0) {
+        flush_text(s);
+        slot_end(e, s, GEN_FINISH_ERROR);
+        return;
+    }
+    if (r->logprobs && !is_stop_token(e, tok))
+        record_logprob(e, s, tok);
     if (is_stop_token(e, tok)) {
         flush_text(s);
-        slot_end(s, GEN_FINISH_STOP);
+        slot_end(e, s, GEN_FINISH_STOP);
         return;
     }
     if (tok >= 0 && tok < tokenizer_n_vocab(e->tok)) {
         size_t n = detokenizer_push(&s->detok, tok, s->piece, s->piece_cap);
         if (take_text(s, s->piece, n < s->piece_cap ? n : s->piece_cap)) {
-            slot_end(s, GEN_FINISH_STOP);
+            slot_end(e, s, GEN_FINISH_STOP);
             return;
         }
     }
+    if (grammar_state == 1) { /* the answer is complete: only an end could follow */
+        flush_text(s);
+        slot_end(e, s, GEN_FINISH_STOP);
+        return;
+    }
     if (s->n_generated >= s->req->max_tokens || s->n_tokens >= e->n_ctx) {
-        slot_end(s, flush_text(s) ? GEN_FINISH_STOP : GEN_FINISH_LENGTH);
+        slot_end(e, s, flush_text(s) ? GEN_FINISH_STOP : GEN_FINISH_LENGTH);
         return;
     }
     s->next_token = tok;
@@ -401,7 +537,7 @@ static void run_step(engine *e)
     if (model_forward(e->mctx, e->kv, &batch, e->logits, &err) < 0) {
         for (int i = 0; i < e->n_slots; i++)
             if (slot_runs(&e->slots[i]) && (e->slots[i].logits_row >= 0 || e->slots[i].batch_take > 0))
-                slot_end(&e->slots[i], GEN_FINISH_ERROR);
+                slot_end(e, &e->slots[i], GEN_FINISH_ERROR);
         return;
     }
     commit_batch(e, n);
@@ -414,31 +550,49 @@ static void run_step(engine *e)
 
 /* ---- handing results over ------------------------------------------------------------ */
 
+/* One choice ended: the request is done when its last choice is. */
 static void slot_end_locked(engine *e, slot *s)
 {
     gen_request *r = s->req;
     double now = engine_now_ms();
-    bool started = s->t_first >= 0;
-    gen_event done = {.kind = GEN_EVENT_DONE,
-                      .finish = s->finish,
-                      .prompt_tokens = r->n_prompt,
-                      .completion_tokens = s->n_generated,
-                      .cached_tokens = s->n_cached,
-                      .queue_ms = s->t_admit - r->t_submit,
-                      .prompt_ms = (started ? s->t_first : now) - s->t_admit,
-                      .generate_ms = started ? now - s->t_first : 0};
-    request_finish_locked(r, &done);
-    e->prompt_tokens_total += (uint64_t)r->n_prompt;
+    /* the matcher reads the request's grammar, which goes with the request */
+    constraint_slot_end(s);
+    choice_out *c = &r->choice[s->choice];
+    c->finish = s->finish;
+    c->completion_tokens = s->n_generated;
+    c->end_pending = r->n_choices > 1;
+    r->completion_total += s->n_generated;
     e->completion_tokens_total += (uint64_t)s->n_generated;
-    e->cached_tokens_total += (uint64_t)s->n_cached;
+    if (s->choice == 0) {
+        bool started = s->t_first >= 0;
+        r->done_ev = (gen_event){.kind = GEN_EVENT_DONE,
+                                 .finish = s->finish,
+                                 .prompt_tokens = r->n_prompt,
+                                 .cached_tokens = s->n_cached,
+                                 .queue_ms = s->t_admit - r->t_submit,
+                                 .prompt_ms = (started ? s->t_first : now) - s->t_admit,
+                                 .generate_ms = started ? now - s->t_first : 0};
+        e->prompt_tokens_total += (uint64_t)r->n_prompt;
+        e->cached_tokens_total += (uint64_t)s->n_cached;
+    }
     e->active_slots--;
+    s->req = NULL;
+    s->ending = false;
+    s->phase = SLOT_DRAINING;
+    if (--r->active_choices > 0) {
+        if (c->end_pending)
+            request_wake_locked(r); /* its CHOICE_END */
+        return;
+    }
+    gen_event done = r->done_ev;
+    done.completion_tokens = r->completion_total;
+    if (r->n_choices > 1 && done.generate_ms > 0) /* to the last choice's end */
+        done.generate_ms = now - (r->t_submit + done.queue_ms + done.prompt_ms);
+    request_finish_locked(r, &done);
     if (r->released) {
         request_destroy_locked(r);
         engine_unref_locked(e); /* never the last: the owner's reference outlives the scheduler */
     }
-    s->req = NULL;
-    s->ending = false;
-    s->phase = SLOT_DRAINING;
 }
 
 static void mark_cancelled_locked(engine *e)
@@ -446,7 +600,7 @@ static void mark_cancelled_locked(engine *e)
     for (int i = 0; i < e->n_slots; i++) {
         slot *s = &e->slots[i];
         if (s->req && s->req->cancelled)
-            slot_end(s, GEN_FINISH_CANCELLED);
+            slot_end(e, s, GEN_FINISH_CANCELLED);
     }
 }
 
@@ -456,9 +610,15 @@ static void publish_locked(engine *e)
         slot *s = &e->slots[i];
         if (!s->req)
             continue;
+        if (s->has_logprob) {
+            if (request_append_logprob_locked(s->req, s->choice, &s->logprob) < 0)
+                slot_end(e, s, GEN_FINISH_ERROR);
+            explicit_bzero(&s->logprob, sizeof s->logprob);
+            s->has_logprob = false;
+        }
         if (s->emit_len) {
-            if (request_append_locked(s->req, s->emit, s->emit_len) < 0)
-                slot_end(s, GEN_FINISH_ERROR);
+            if (request_append_locked(s->req, s->choice, s->emit, s->emit_len) < 0)
+                slot_end(e, s, GEN_FINISH_ERROR);
             explicit_bzero(s->emit, s->emit_len);
             s->emit_len = 0;
         }
@@ -478,6 +638,7 @@ static bool clean_drained(engine *e)
         any = true;
         sampler_free(s->smp);
         s->smp = NULL;
+        constraint_slot_end(s);
         explicit_bzero(&s->detok, sizeof s->detok);
         explicit_bzero(s->piece, s->piece_cap);
         explicit_bzero(s->held, s->held_cap);
@@ -529,7 +690,7 @@ void scheduler_run(engine *e)
     }
     for (int i = 0; i < e->n_slots; i++)
         if (e->slots[i].req)
-            slot_end(&e->slots[i], GEN_FINISH_CANCELLED);
+            slot_end(e, &e->slots[i], GEN_FINISH_CANCELLED);
     publish_locked(e);
     pthread_mutex_unlock(&e->mu);
     clean_drained(e);

@@ -104,3 +104,24 @@ void kv_cache_truncate(kv_cache *kv, int seq, int n_keep, bool wipe)
     }
     kv->len[seq] = n_keep;
 }
+
+int kv_cache_copy_prefix(kv_cache *kv, int src, int dst, int n, el_err *err)
+{
+    if (src < 0 || src >= kv->n_seq || dst < 0 || dst >= kv->n_seq || src == dst)
+        return el_fail(err, "kv cache: cannot copy sequence %d to %d", src, dst);
+    if (n < 0 || n > kv->len[src])
+        return el_fail(err, "kv cache: sequence %d holds %d positions, not %d", src, kv->len[src], n);
+    for (int il = 0; il < kv->n_layer; il++) {
+        const kv_layer *c = &kv->layers[il];
+        for (int h = 0; h < c->n_head_kv; h++) {
+            memcpy(kv_k_at(kv, il, dst, h, 0), kv_k_at(kv, il, src, h, 0),
+                   (size_t)n * (size_t)c->head_dim_k * sizeof(uint16_t));
+            memcpy(kv_v_at(kv, il, dst, h, 0), kv_v_at(kv, il, src, h, 0),
+                   (size_t)n * (size_t)c->head_dim_v * sizeof(uint16_t));
+        }
+    }
+    /* what dst held beyond n is stale: forget it (wiped) */
+    kv_cache_truncate(kv, dst, n, true);
+    kv->len[dst] = n;
+    return 0;
+}

@@ -166,6 +166,9 @@ int kv_cache_n_seq(const kv_cache *kv);
 void kv_cache_truncate(kv_cache *kv, int seq, int n_keep, bool wipe);
 /* Positions a sequence currently holds. */
 int kv_cache_seq_len(const kv_cache *kv, int seq);
+/* Makes sequence dst hold positions [0, n) of src (n <= src's length), as if it
+ * had evaluated the same tokens: how several answers share one prompt evaluation. */
+int kv_cache_copy_prefix(kv_cache *kv, int src, int dst, int n, el_err *err);
 
 /* ---- evaluation ---------------------------------------------------------------- */
 

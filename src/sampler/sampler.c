@@ -24,6 +24,9 @@ struct sampler {
     int recent_next;      /* where the next accepted token goes */
     int32_t *window_sorted; /* scratch for counting repeats */
     candidate *cand;      /* scratch, n_vocab entries */
+    int32_t *bias_ids;    /* logit_bias */
+    float *bias;
+    int n_bias;
 };
 
 /* ---- parameters ------------------------------------------------------------- */
@@ -121,6 +124,8 @@ void sampler_free(sampler *s)
     free(s->recent);
     free(s->window_sorted);
     free(s->cand);
+    free(s->bias_ids);
+    free(s->bias);
     free(s);
 }
 
@@ -133,6 +138,42 @@ void sampler_accept(sampler *s, int32_t token)
     s->recent_next = (s->recent_next + 1) % window;
     if (s->n_recent < window)
         s->n_recent++;
+}
+
+int sampler_set_logit_bias(sampler *s, const int32_t *ids, const float *bias, int n, el_err *err)
+{
+    if (n < 0 || (n > 0 && (!ids || !bias)))
+        return el_fail(err, "logit_bias: no entries given");
+    for (int i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= s->n_vocab)
+            return el_fail(err, "logit_bias: token %d is not in the vocabulary (0 to %d)", (int)ids[i],
+                           s->n_vocab - 1);
+        if (!isfinite(bias[i]))
+            return el_fail(err, "logit_bias: the bias of token %d is not a finite number", (int)ids[i]);
+    }
+    int32_t *new_ids = malloc((size_t)(n ? n : 1) * sizeof *new_ids);
+    float *new_bias = malloc((size_t)(n ? n : 1) * sizeof *new_bias);
+    if (!new_ids || !new_bias) {
+        free(new_ids);
+        free(new_bias);
+        return el_fail(err, "logit_bias: out of memory");
+    }
+    if (n) {
+        memcpy(new_ids, ids, (size_t)n * sizeof *ids);
+        memcpy(new_bias, bias, (size_t)n * sizeof *bias);
+    }
+    free(s->bias_ids);
+    free(s->bias);
+    s->bias_ids = new_ids;
+    s->bias = new_bias;
+    s->n_bias = n;
+    return 0;
+}
+
+static void apply_logit_bias(const sampler *s, float *logits)
+{
+    for (int i = 0; i < s->n_bias; i++)
+        logits[s->bias_ids[i]] += s->bias[i];
 }
 
 /* ---- penalties ------------------------------------------------------------------- */
@@ -467,10 +508,59 @@ static int32_t sample_stochastic(sampler *s, float *logits, float max_logit)
 
 int32_t sampler_sample(sampler *s, float *logits)
 {
+    apply_logit_bias(s, logits);
     apply_penalties(s, logits);
     int best = sanitize_and_argmax(logits, s->n_vocab);
     float max_logit = logits[best];
     if (s->params.temperature == 0.0f || max_logit == -INFINITY)
         return best;
     return sample_stochastic(s, logits, max_logit);
+}
+
+/* ---- log-probabilities ------------------------------------------------------------------ */
+
+float sampler_logprobs(const float *logits, int n_vocab, int32_t token, int k, int32_t *top_ids,
+                       float *top_logprobs)
+{
+    float max_logit = -INFINITY;
+    for (int i = 0; i < n_vocab; i++)
+        if (logits[i] > max_logit) /* false for NaN */
+            max_logit = logits[i];
+    if (max_logit == -INFINITY) { /* nothing possible: every log-probability is -inf */
+        for (int i = 0; i < k && i < SAMPLER_MAX_TOP_LOGPROBS; i++) {
+            top_ids[i] = i < n_vocab ? i : 0;
+            top_logprobs[i] = -INFINITY;
+        }
+        return -INFINITY;
+    }
+    double sum = 0;
+    for (int i = 0; i < n_vocab; i++)
+        if (logits[i] > -INFINITY)
+            sum += exp((double)logits[i] - max_logit);
+    float log_total = (float)(max_logit + log(sum));
+    if (k > n_vocab)
+        k = n_vocab;
+    if (k > SAMPLER_MAX_TOP_LOGPROBS)
+        k = SAMPLER_MAX_TOP_LOGPROBS;
+    /* a bounded heap over a sanitised view: NaN ranks as -inf */
+    candidate best[SAMPLER_MAX_TOP_LOGPROBS];
+    int size = 0;
+    for (int i = 0; i < n_vocab && k > 0; i++) {
+        candidate c = {isnan(logits[i]) ? -INFINITY : logits[i], i};
+        if (size < k) {
+            best[size] = c;
+            sift_up(best, size++);
+        } else if (ranks_above(c, best[0])) {
+            best[0] = c;
+            sift_down(best, size, 0);
+        }
+    }
+    qsort(best, (size_t)size, sizeof *best, compare_candidates);
+    for (int i = 0; i < size; i++) {
+        top_ids[i] = best[i].id;
+        top_logprobs[i] = best[i].logit - log_total;
+    }
+    if (token < 0 || token >= n_vocab || isnan(logits[token]))
+        return -INFINITY;
+    return logits[token] - log_total;
 }

@@ -1,6 +1,7 @@
 /* Response bodies: completions, stream chunks, errors, the model list, and the
  * cfai- ids. Every buffer returned here is freed with api_free, which wipes it. */
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,17 +148,98 @@ static json_t *usage_object(const api_usage *u)
                      u->completion_tokens, "total_tokens", u->prompt_tokens + u->completion_tokens);
 }
 
-char *api_completion_body(const char *id, long long created, const char *model, const char *text,
-                          size_t text_len, const char *finish, const api_usage *usage, size_t *len)
+/* ---- logprobs ------------------------------------------------------------------ */
+
+static json_t *token_entry(const api_logprobs *lp, int32_t token, float logprob)
+{
+    char bytes[DETOKENIZER_OUT_MAX];
+    size_t n = lp->token_bytes(lp->cls, token, bytes, sizeof bytes);
+    if (n > sizeof bytes)
+        n = sizeof bytes;
+    json_t *list = json_array();
+    for (size_t i = 0; list && i < n; i++)
+        json_array_append_new(list, json_integer((unsigned char)bytes[i]));
+    json_t *text = text_value(bytes, n);
+    explicit_bzero(bytes, sizeof bytes);
+    /* -inf (a token the model cannot produce) has no JSON spelling: OpenAI reports -9999 */
+    double value = isfinite(logprob) ? (double)logprob : -9999.0;
+    return json_pack("{s:o, s:f, s:o}", "token", text, "logprob", value, "bytes", list);
+}
+
+static json_t *logprobs_object(const api_logprobs *lp)
+{
+    if (!lp)
+        return json_null();
+    json_t *content = json_array();
+    for (size_t i = 0; content && i < lp->n; i++) {
+        const gen_logprob *g = &lp->items[i];
+        json_t *entry = token_entry(lp, g->token, g->logprob);
+        json_t *top = json_array();
+        for (int k = 0; top && k < g->n_top; k++)
+            json_array_append_new(top, token_entry(lp, g->top_token[k], g->top_logprob[k]));
+        if (!entry || !top || json_object_set_new(entry, "top_logprobs", top) < 0 ||
+            json_array_append_new(content, entry) < 0) {
+            json_decref(content);
+            return NULL;
+        }
+    }
+    return json_pack("{s:o, s:n}", "content", content, "refusal");
+}
+
+/* ---- tool calls ------------------------------------------------------------------ */
+
+/* One call, whole (a completion) or as a delta (id and name only in the first). */
+static json_t *call_object(const api_tool_call *c)
+{
+    json_t *args = text_value(c->arguments ? c->arguments : "", c->arguments_len);
+    json_t *fn = json_pack("{s:o}", "arguments", args);
+    if (fn && c->name)
+        json_object_set_new(fn, "name", json_stringn(c->name, c->name_len));
+    json_t *call = json_pack("{s:i, s:o}", "index", c->index, "function", fn);
+    if (call && c->id) {
+        json_object_set_new(call, "id", json_string(c->id));
+        json_object_set_new(call, "type", json_string("function"));
+    }
+    return call;
+}
+
+static json_t *calls_array(const api_tool_call *calls, size_t n)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; list && i < n; i++)
+        if (json_array_append_new(list, call_object(&calls[i])) < 0) {
+            json_decref(list);
+            return NULL;
+        }
+    return list;
+}
+
+/* ---- completions ------------------------------------------------------------------- */
+
+static json_t *choice_object(const api_choice *c)
+{
+    json_t *content = c->text ? text_value(c->text, c->text_len) : json_null();
+    json_t *message = json_pack("{s:s, s:o, s:n}", "role", "assistant", "content", content, "refusal");
+    if (message && c->n_calls)
+        json_object_set_new(message, "tool_calls", calls_array(c->calls, c->n_calls));
+    return json_pack("{s:i, s:o, s:o, s:s}", "index", c->index, "message", message, "logprobs",
+                     logprobs_object(c->logprobs), "finish_reason", c->finish);
+}
+
+char *api_completion_body(const char *id, long long created, const char *model, const api_choice *choices,
+                          size_t n_choices, const api_usage *usage, size_t *len)
 {
     api_json_init();
-    json_t *content = text_value(text, text_len);
-    if (!content)
+    json_t *list = json_array();
+    for (size_t i = 0; list && i < n_choices; i++)
+        if (json_array_append_new(list, choice_object(&choices[i])) < 0) {
+            json_decref(list);
+            list = NULL;
+        }
+    if (!list)
         return NULL;
-    json_t *body = json_pack("{s:s, s:s, s:I, s:s, s:[{s:i, s:{s:s, s:o}, s:s}], s:o}", "id", id, "object",
-                             "chat.completion", "created", (json_int_t)created, "model", model, "choices",
-                             "index", 0, "message", "role", "assistant", "content", content,
-                             "finish_reason", finish, "usage", usage_object(usage));
+    json_t *body = json_pack("{s:s, s:s, s:I, s:s, s:o, s:o}", "id", id, "object", "chat.completion", "created",
+                             (json_int_t)created, "model", model, "choices", list, "usage", usage_object(usage));
     return dump(body, "", "", len);
 }
 
@@ -175,12 +257,18 @@ static char *sse(json_t *v, bool with_null_usage, size_t *len)
     return dump(v, "data: ", "\n\n", len);
 }
 
-char *api_chunk_role(const char *id, long long created, const char *model, bool with_null_usage, size_t *len)
+char *api_chunk_choice_role(const char *id, long long created, const char *model, int choice,
+                            bool with_null_usage, size_t *len)
 {
     api_json_init();
-    json_t *choices = json_pack("[{s:i, s:{s:s, s:s}, s:n}]", "index", 0, "delta", "role", "assistant",
+    json_t *choices = json_pack("[{s:i, s:{s:s, s:s}, s:n}]", "index", choice, "delta", "role", "assistant",
                                 "content", "", "finish_reason");
     return sse(chunk(id, created, model, choices), with_null_usage, len);
+}
+
+char *api_chunk_role(const char *id, long long created, const char *model, bool with_null_usage, size_t *len)
+{
+    return api_chunk_choice_role(id, created, model, 0, with_null_usage, len);
 }
 
 char *api_chunk_content(const char *id, long long created, const char *model, const char *text,
@@ -200,6 +288,30 @@ char *api_chunk_finish(const char *id, long long created, const char *model, con
 {
     api_json_init();
     json_t *choices = json_pack("[{s:i, s:{}, s:s}]", "index", 0, "delta", "finish_reason", finish);
+    return sse(chunk(id, created, model, choices), with_null_usage, len);
+}
+
+char *api_chunk_delta(const char *id, long long created, const char *model, int choice, const char *text,
+                      size_t text_len, const api_tool_call *calls, size_t n_calls, const api_logprobs *logprobs,
+                      bool with_null_usage, size_t *len)
+{
+    api_json_init();
+    json_t *delta = json_object();
+    if (delta && text)
+        json_object_set_new(delta, "content", text_value(text, text_len));
+    if (delta && n_calls)
+        json_object_set_new(delta, "tool_calls", calls_array(calls, n_calls));
+    json_t *c = json_pack("{s:i, s:o, s:n}", "index", choice, "delta", delta, "finish_reason");
+    if (c && logprobs)
+        json_object_set_new(c, "logprobs", logprobs_object(logprobs));
+    return sse(chunk(id, created, model, json_pack("[o]", c)), with_null_usage, len);
+}
+
+char *api_chunk_choice_finish(const char *id, long long created, const char *model, int choice,
+                              const char *finish, bool with_null_usage, size_t *len)
+{
+    api_json_init();
+    json_t *choices = json_pack("[{s:i, s:{}, s:s}]", "index", choice, "delta", "finish_reason", finish);
     return sse(chunk(id, created, model, choices), with_null_usage, len);
 }
 

@@ -32,25 +32,61 @@ struct stream_state {
     struct timespec last_output;
     char *out;                /* the event being sent, from out_off */
     size_t out_len, out_off;
-    bool role_sent, done_seen, finished, saw_text;
+    bool done_seen, finished, saw_text;
     gen_event done;
     size_t bytes_sent;
+    bool tools;               /* the answer may be function calls */
+    bool logprobs;
+    int n_choices;
+    int roles_sent;           /* choices whose role delta went out */
+    /* per choice, with tools: the calls found so far, and blank text held until
+     * the answer shows whether it is text or calls */
+    api_call_scanner scanner[GEN_MAX_CHOICES];
+    wipebuf held[GEN_MAX_CHOICES];
 };
+
+/* What a completion asked for that shapes its answer. */
+typedef struct answer_options {
+    bool stream, include_usage, tools, logprobs;
+    int n_choices;
+} answer_options;
+
+/* What the engine produced for one choice of a reply. */
+typedef struct choice_reply {
+    wipebuf text;
+    wipebuf logprobs;         /* gen_logprob records */
+    enum gen_finish finish;
+} choice_reply;
 
 struct reply_state {
     gen_waiter waiter;
     request_ctx *ctx;
-    wipebuf text;
+    answer_options opts;
+    choice_reply choice[GEN_MAX_CHOICES];
     bool saw_text, oom;
     bool passed_once;         /* the access handler has returned once without an answer */
 };
 
+static size_t token_bytes(void *cls, int32_t token, char *buf, size_t cap)
+{
+    return engine_token_bytes(cls, token, buf, cap);
+}
+
 /* Maps engine_submit's refusal onto the error table of docs/api.md. */
 static enum MHD_Result respond_submit_error(struct MHD_Connection *conn, request_ctx *ctx,
-                                            enum gen_status st, const el_err *err)
+                                            enum gen_status st, const el_err *err, const char *constraint_param)
 {
     api_error e;
     switch (st) {
+    case GEN_ERR_CONSTRAINT:
+        api_fail(&e, 400, constraint_param, "%s", err->msg);
+        return http_respond_error(conn, ctx, &e, NULL, NULL);
+    case GEN_ERR_LOGIT_BIAS:
+        api_fail(&e, 400, "logit_bias", "%s", err->msg);
+        return http_respond_error(conn, ctx, &e, NULL, NULL);
+    case GEN_ERR_CHOICES:
+        api_fail(&e, 400, "n", "%s", err->msg);
+        return http_respond_error(conn, ctx, &e, NULL, NULL);
     case GEN_ERR_INVALID:
         api_fail(&e, 400, "messages", "%s", err->msg);
         return http_respond_error(conn, ctx, &e, NULL, NULL);
@@ -71,9 +107,48 @@ static enum MHD_Result respond_submit_error(struct MHD_Connection *conn, request
     return http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
 }
 
-static const char *finish_name(enum gen_finish f)
+static const char *finish_name(enum gen_finish f, const api_call_scanner *calls)
 {
-    return f == GEN_FINISH_LENGTH ? "length" : "stop";
+    if (f == GEN_FINISH_LENGTH)
+        return "length";
+    return calls && calls->kind == API_ANSWER_CALLS && calls->n_calls ? "tool_calls" : "stop";
+}
+
+/* The calls whose name is known, as the response lists them (ids given on first use). */
+static size_t collect_calls(api_call_scanner *sc, api_tool_call *out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < sc->n_calls; i++) {
+        api_scanned_call *c = &sc->calls[i];
+        if (!c->name_done || (!c->id[0] && api_new_call_id(c->id, NULL) < 0))
+            continue;
+        out[n] = (api_tool_call){(int)n, c->id, c->name.data, c->name.len,
+                                 c->arguments.len ? c->arguments.data : "{}", c->arguments.len ? c->arguments.len : 2};
+        n++;
+    }
+    return n;
+}
+
+/* Streaming: what each call gained since the last delta. */
+static size_t call_deltas(api_call_scanner *sc, api_tool_call *out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < sc->n_calls; i++) {
+        api_scanned_call *c = &sc->calls[i];
+        if (!c->name_done)
+            break; /* calls are announced in order, each with its name first */
+        bool first = !c->announced;
+        if (first && api_new_call_id(c->id, NULL) < 0)
+            break;
+        size_t fresh = c->arguments.len - c->arguments_sent;
+        if (!first && fresh == 0)
+            continue;
+        out[n++] = (api_tool_call){(int)i, first ? c->id : NULL, first ? c->name.data : NULL, first ? c->name.len : 0,
+                                   c->arguments.data ? c->arguments.data + c->arguments_sent : "", fresh};
+        c->announced = true;
+        c->arguments_sent = c->arguments.len;
+    }
+    return n;
 }
 
 /* ---- streaming ------------------------------------------------------------------- */
@@ -85,6 +160,10 @@ static void stream_unref(stream_state *s)
     waiter_stop(&s->waiter);
     gen_release(s->gen);
     api_free(s->out);
+    for (int i = 0; i < GEN_MAX_CHOICES; i++) {
+        api_call_scanner_free(&s->scanner[i]);
+        wipebuf_free(&s->held[i]);
+    }
     explicit_bzero(s, sizeof *s);
     free(s);
 }
@@ -109,8 +188,20 @@ static int stream_close_events(stream_state *s)
     const char *model = s->srv->cfg->alias;
     size_t n1 = 0, n2 = 0;
     char *a = NULL, *b = NULL;
-    if (s->done.finish == GEN_FINISH_STOP || s->done.finish == GEN_FINISH_LENGTH) {
-        a = api_chunk_finish(s->id, s->created, model, finish_name(s->done.finish), s->include_usage, &n1);
+    if ((s->done.finish == GEN_FINISH_STOP || s->done.finish == GEN_FINISH_LENGTH) && s->n_choices > 1) {
+        a = strdup(""); /* each choice sent its finish chunk as it ended */
+        n1 = 0;
+        if (s->include_usage) {
+            api_usage u = {s->done.prompt_tokens, s->done.completion_tokens};
+            b = api_chunk_usage(s->id, s->created, model, &u, &n2);
+            if (!b) {
+                api_free(a);
+                return -1;
+            }
+        }
+    } else if (s->done.finish == GEN_FINISH_STOP || s->done.finish == GEN_FINISH_LENGTH) {
+        a = api_chunk_finish(s->id, s->created, model,
+                             finish_name(s->done.finish, s->tools ? &s->scanner[0] : NULL), s->include_usage, &n1);
         if (s->include_usage) {
             api_usage u = {s->done.prompt_tokens, s->done.completion_tokens};
             b = api_chunk_usage(s->id, s->created, model, &u, &n2);
@@ -148,15 +239,69 @@ static int stream_close_events(stream_state *s)
     return 0;
 }
 
+/* The delta for a TEXT event: content, or with tools the calls' progress (blank
+ * text is held until the answer shows whether it is text or calls), and logprobs.
+ * Returns 0 with an event in s->out, 1 when there is nothing to send, -1 on failure. */
+static int stream_text_event(stream_state *s, const gen_event *ev)
+{
+    const char *model = s->srv->cfg->alias;
+    int choice = ev->choice;
+    api_call_scanner *scanner = &s->scanner[choice];
+    wipebuf *held = &s->held[choice];
+    api_logprobs lp = {ev->logprobs, ev->n_logprobs, token_bytes, s->srv->eng};
+    const api_logprobs *lpp = s->logprobs && ev->n_logprobs ? &lp : NULL;
+    const char *text = ev->len ? ev->text : NULL;
+    size_t text_len = ev->len;
+    api_tool_call deltas[API_MAX_PARALLEL_CALLS];
+    size_t n_deltas = 0;
+    if (s->tools) {
+        if (api_call_scanner_feed(scanner, ev->text, ev->len) < 0)
+            return -1;
+        if (scanner->kind == API_ANSWER_UNDECIDED) {
+            if (wipebuf_append(held, ev->text, ev->len) < 0)
+                return -1;
+            text = NULL;
+        } else if (scanner->kind == API_ANSWER_CALLS) {
+            n_deltas = call_deltas(scanner, deltas);
+            text = NULL;
+        } else if (held->len) {
+            if (wipebuf_append(held, ev->text, ev->len) < 0)
+                return -1;
+            text = held->data, text_len = held->len;
+        }
+    }
+    if (!text && !n_deltas && !lpp)
+        return 1;
+    size_t len;
+    char *chunk_ev = api_chunk_delta(s->id, s->created, model, choice, text, text_len, deltas, n_deltas, lpp,
+                                     s->include_usage, &len);
+    if (text && text == held->data)
+        wipebuf_free(held);
+    stream_set_output(s, chunk_ev, len);
+    return chunk_ev ? 0 : -1;
+}
+
+/* The finish chunk of one of several choices, as it ends. */
+static int stream_choice_end(stream_state *s, const gen_event *ev)
+{
+    if (ev->finish != GEN_FINISH_STOP && ev->finish != GEN_FINISH_LENGTH)
+        return 1; /* a failed or cancelled generation ends the stream with an error */
+    size_t len;
+    char *chunk_ev = api_chunk_choice_finish(s->id, s->created, s->srv->cfg->alias, ev->choice,
+                                             finish_name(ev->finish, s->tools ? &s->scanner[ev->choice] : NULL),
+                                             s->include_usage, &len);
+    stream_set_output(s, chunk_ev, len);
+    return chunk_ev ? 0 : -1;
+}
+
 /* Produces the next event into s->out. Returns 1 with one, 0 when the
  * connection is suspended until the engine has more, -1 to drop the connection. */
 static int stream_next_event(stream_state *s)
 {
     const char *model = s->srv->cfg->alias;
     size_t len = 0;
-    if (!s->role_sent) {
-        s->role_sent = true;
-        char *ev = api_chunk_role(s->id, s->created, model, s->include_usage, &len);
+    if (s->roles_sent < s->n_choices) {
+        char *ev = api_chunk_choice_role(s->id, s->created, model, s->roles_sent++, s->include_usage, &len);
         stream_set_output(s, ev, len);
         return ev ? 1 : -1;
     }
@@ -178,15 +323,22 @@ static int stream_next_event(stream_state *s)
             }
         }
         if (ev.kind == GEN_EVENT_TEXT) {
-            if (ev.len == 0 || atomic_load(&s->waiter.client_gone))
+            if ((ev.len == 0 && ev.n_logprobs == 0) || atomic_load(&s->waiter.client_gone))
                 continue;
             if (!s->saw_text) {
                 s->saw_text = true;
                 metrics_record_ttft(&s->srv->metrics, server_seconds_since(&s->t_start));
             }
-            char *chunk_ev = api_chunk_content(s->id, s->created, model, ev.text, ev.len, s->include_usage, &len);
-            stream_set_output(s, chunk_ev, len);
-            return chunk_ev ? 1 : -1;
+            int rc = stream_text_event(s, &ev);
+            if (rc != 1)
+                return rc == 0 ? 1 : -1;
+            continue; /* nothing to send yet */
+        }
+        if (ev.kind == GEN_EVENT_CHOICE_END) {
+            int rc = atomic_load(&s->waiter.client_gone) ? 1 : stream_choice_end(s, &ev);
+            if (rc != 1)
+                return rc == 0 ? 1 : -1;
+            continue;
         }
         s->done = ev;
         s->done_seen = true;
@@ -222,7 +374,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 }
 
 static enum MHD_Result start_stream(struct MHD_Connection *conn, request_ctx *ctx, gen_request *g,
-                                    bool include_usage)
+                                    const answer_options *opts)
 {
     stream_state *s = calloc(1, sizeof *s);
     if (!s) {
@@ -232,7 +384,12 @@ static enum MHD_Result start_stream(struct MHD_Connection *conn, request_ctx *ct
     atomic_init(&s->refs, 1);
     s->srv = ctx->srv;
     s->gen = g;
-    s->include_usage = include_usage;
+    s->include_usage = opts->include_usage;
+    s->tools = opts->tools;
+    s->logprobs = opts->logprobs;
+    s->n_choices = opts->n_choices;
+    for (int i = 0; i < GEN_MAX_CHOICES; i++)
+        api_call_scanner_init(&s->scanner[i]);
     s->t_start = ctx->t_start;
     clock_gettime(CLOCK_MONOTONIC, &s->last_output);
     s->created = (long long)time(NULL);
@@ -266,9 +423,53 @@ static void reply_free(reply_state *rs)
 {
     waiter_stop(&rs->waiter);
     gen_release(rs->waiter.gen);
-    wipebuf_free(&rs->text);
+    for (int i = 0; i < GEN_MAX_CHOICES; i++) {
+        wipebuf_free(&rs->choice[i].text);
+        wipebuf_free(&rs->choice[i].logprobs);
+    }
     free(rs);
 }
+
+/* The reply body: per choice its content, or with tools the calls found in it;
+ * logprobs. */
+static char *reply_body(request_ctx *ctx, const answer_options *opts, choice_reply *replies, size_t *len)
+{
+    char id[API_ID_LEN + 1];
+    if (api_new_id(id, NULL) < 0)
+        return NULL;
+    int n = opts->n_choices;
+    api_call_scanner *sc = calloc((size_t)n, sizeof *sc);
+    api_tool_call(*calls)[API_MAX_PARALLEL_CALLS] = calloc((size_t)n, sizeof *calls);
+    api_choice choices[GEN_MAX_CHOICES];
+    api_logprobs lp[GEN_MAX_CHOICES];
+    char *body = NULL;
+    if (!sc || !calls)
+        goto done;
+    for (int i = 0; i < n; i++) {
+        const choice_reply *r = &replies[i];
+        api_call_scanner_init(&sc[i]);
+        choices[i] = (api_choice){.index = i, .text = r->text.data ? r->text.data : "", .text_len = r->text.len};
+        if (opts->tools && api_call_scanner_feed(&sc[i], r->text.data, r->text.len) == 0 &&
+            sc[i].kind == API_ANSWER_CALLS) {
+            choices[i].text = NULL;
+            choices[i].text_len = 0;
+            choices[i].calls = calls[i];
+            choices[i].n_calls = collect_calls(&sc[i], calls[i]);
+        }
+        choices[i].finish = finish_name(r->finish, opts->tools ? &sc[i] : NULL);
+        lp[i] = (api_logprobs){(const gen_logprob *)r->logprobs.data, r->logprobs.len / sizeof(gen_logprob),
+                               token_bytes, ctx->srv->eng};
+        choices[i].logprobs = opts->logprobs ? &lp[i] : NULL;
+    }
+    body = api_completion_body(id, (long long)time(NULL), ctx->srv->cfg->alias, choices, (size_t)n, &ctx->usage, len);
+done:
+    for (int i = 0; sc && i < n; i++)
+        api_call_scanner_free(&sc[i]);
+    free(sc);
+    free(calls);
+    return body;
+}
+
 
 static void record_done(request_ctx *ctx, const gen_event *done)
 {
@@ -280,31 +481,31 @@ static void record_done(request_ctx *ctx, const gen_event *done)
 /* The whole reply is in: the answer. */
 static enum MHD_Result finish_reply(struct MHD_Connection *conn, request_ctx *ctx, gen_event *done)
 {
-    server *srv = ctx->srv;
     reply_state *rs = ctx->reply;
     ctx->reply = NULL;
     record_done(ctx, done);
-    if (rs->oom)
-        done->finish = GEN_FINISH_ERROR;
+    if (rs->opts.n_choices == 1)
+        rs->choice[0].finish = done->finish;
+    bool failed = rs->oom || done->finish == GEN_FINISH_ERROR;
+    for (int i = 0; i < rs->opts.n_choices; i++)
+        failed |= rs->choice[i].finish == GEN_FINISH_ERROR;
     if (atomic_load(&rs->waiter.client_gone)) {
         ctx->cancelled = true;
         reply_free(rs);
         return MHD_NO;
     }
     enum MHD_Result ok;
-    char id[API_ID_LEN + 1];
     if (done->finish == GEN_FINISH_CANCELLED) {
         ok = http_fail(conn, ctx, 503, NULL, "Retry-After", "5", "the server is shutting down");
-    } else if (done->finish == GEN_FINISH_ERROR || api_new_id(id, NULL) < 0) {
+    } else if (failed) {
         ok = http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
     } else {
         size_t len;
-        char *body = api_completion_body(id, (long long)time(NULL), srv->cfg->alias,
-                                         rs->text.data ? rs->text.data : "", rs->text.len,
-                                         finish_name(done->finish), &ctx->usage, &len);
+        char *body = reply_body(ctx, &rs->opts, rs->choice, &len);
         ok = body ? http_respond_json(conn, ctx, 200, body, len)
                   : http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
     }
+    /* released after the body is built: the logprobs' token texts come from the engine */
     reply_free(rs);
     return ok;
 }
@@ -336,18 +537,26 @@ enum MHD_Result completion_continue(struct MHD_Connection *conn, request_ctx *ct
         }
         if (ev.kind == GEN_EVENT_DONE)
             return finish_reply(conn, ctx, &ev);
+        choice_reply *c = &rs->choice[ev.choice];
+        if (ev.kind == GEN_EVENT_CHOICE_END) {
+            c->finish = ev.finish;
+            continue;
+        }
         if (!rs->saw_text && ev.len) {
             rs->saw_text = true;
             metrics_record_ttft(&ctx->srv->metrics, server_seconds_since(&ctx->t_start));
         }
-        if (!rs->oom && wipebuf_append(&rs->text, ev.text, ev.len) < 0) {
+        if (!rs->oom && (wipebuf_append(&c->text, ev.text, ev.len) < 0 ||
+                         wipebuf_append(&c->logprobs, (const char *)ev.logprobs,
+                                        ev.n_logprobs * sizeof *ev.logprobs) < 0)) {
             rs->oom = true;
             gen_cancel(g);
         }
     }
 }
 
-static enum MHD_Result start_reply(struct MHD_Connection *conn, request_ctx *ctx, gen_request *g)
+static enum MHD_Result start_reply(struct MHD_Connection *conn, request_ctx *ctx, gen_request *g,
+                                   const answer_options *opts)
 {
     reply_state *rs = calloc(1, sizeof *rs);
     if (!rs) {
@@ -355,6 +564,7 @@ static enum MHD_Result start_reply(struct MHD_Connection *conn, request_ctx *ctx
         return http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
     }
     rs->ctx = ctx;
+    rs->opts = *opts;
     waiter_start(ctx->srv, &rs->waiter, conn, g, 0);
     ctx->reply = rs;
     return completion_continue(conn, ctx);
@@ -382,14 +592,19 @@ enum MHD_Result completion_handle(struct MHD_Connection *conn, request_ctx *ctx)
     gen_request *g = NULL;
     el_err err = {{0}};
     enum gen_status st = engine_submit(srv->eng, req.messages, req.n_messages, &req.params, &g, &err);
-    bool stream = req.stream, include_usage = req.include_usage;
+    answer_options opts = {.stream = req.stream,
+                           .include_usage = req.include_usage,
+                           .tools = req.tool_choice != API_TOOLS_NONE,
+                           .logprobs = req.params.logprobs,
+                           .n_choices = req.params.n_choices > 1 ? req.params.n_choices : 1};
+    const char *constraint_param = req.constraint_param; /* a string literal */
     chat_request_free(&req);
     if (st != GEN_OK)
-        return respond_submit_error(conn, ctx, st, &err);
+        return respond_submit_error(conn, ctx, st, &err, constraint_param);
     ctx->usage.prompt_tokens = gen_prompt_tokens(g);
-    if (stream)
-        return start_stream(conn, ctx, g, include_usage);
-    return start_reply(conn, ctx, g);
+    if (opts.stream)
+        return start_stream(conn, ctx, g, &opts);
+    return start_reply(conn, ctx, g, &opts);
 }
 
 /* ---- the end of a request ------------------------------------------------------------ */

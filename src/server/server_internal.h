@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "base/err.h"
+#include "base/wipebuf.h"
 #include "engine/engine.h"
 #include "server/server.h"
 
@@ -48,7 +49,16 @@ void api_free(void *p);
 
 /* ---- requests ---------------------------------------------------------------- */
 
-enum { API_MAX_STOP = 4, API_MAX_STOP_BYTES = 256 };
+enum { API_MAX_STOP = 4, API_MAX_STOP_BYTES = 256, API_MAX_TOOLS = 128, API_MAX_TOOL_NAME = 64,
+       API_MAX_PARALLEL_CALLS = 8 };
+
+/* tool_choice */
+enum api_tool_choice {
+    API_TOOLS_NONE,     /* no tools, or tool_choice "none": the model answers in text */
+    API_TOOLS_AUTO,     /* text or calls, as the model chooses */
+    API_TOOLS_REQUIRED, /* at least one call */
+    API_TOOLS_NAMED     /* exactly one call of named_tool */
+};
 
 typedef struct chat_request {
     chat_message *messages;
@@ -60,14 +70,44 @@ typedef struct chat_request {
     gen_params params;              /* the defaults given to the parser, overridden */
     bool stream;
     bool include_usage;
+
+    /* Function calling: names, descriptions and the assistants' calls point into
+     * the parsed body (json), which lives as long as the request. */
+    chat_tool *tools;
+    size_t n_tools;
+    chat_tools tool_set;            /* params.tools points here when tools are offered */
+    chat_tool_call *calls;          /* the assistant messages' calls, back to back */
+    enum api_tool_choice tool_choice;
+    size_t named_tool;              /* API_TOOLS_NAMED: its index in tools */
+    char **owned;                   /* JSON texts made while parsing (schemas), wiped on free */
+    size_t n_owned;
+    const char *constraint_param;   /* the field that set params.constraint: the 400's param */
+    gen_logit_bias *logit_bias;
+    void *json;                     /* the parsed body (a json_t) */
 } chat_request;
 
 /* Parses and validates a chat completion request body. defaults supplies every
  * generation parameter the body does not set. On failure e says why (a 400 that
- * names the parameter) and out holds nothing. */
+ * names the parameter) and out holds nothing. Every field of the body is either
+ * honoured, accepted as documented to change nothing, or refused. */
 int api_parse_chat_request(const char *body, size_t len, const gen_params *defaults,
                            chat_request *out, api_error *e);
 void chat_request_free(chat_request *r);
+
+/* Pieces of the parser shared by its files (api_request.c, api_constraint.c). */
+struct json_t;
+const char *api_json_type_name(const struct json_t *v);
+/* An optional field: NULL when absent or null (clients send null for "unset"). */
+struct json_t *api_json_optional(struct json_t *object, const char *key);
+/* Keeps a malloc'd (jansson) JSON text until the request is freed. */
+int api_request_own(chat_request *r, char *text, api_error *e);
+/* response_format, grammar, json_schema (llama.cpp), tools, tool_choice and
+ * parallel_tool_calls: the answer's constraint and the tools for the prompt. */
+int api_parse_constraint(struct json_t *root, chat_request *out, api_error *e);
+/* The JSON Schema that a tool-calling answer must match (a call object, or with
+ * parallel calls also a list of them), for tool_choice auto, required or named.
+ * Returns a malloc'd JSON text, or NULL when out of memory. */
+char *api_tool_call_schema(const chat_request *r);
 
 /* ---- responses --------------------------------------------------------------- */
 
@@ -80,19 +120,64 @@ typedef struct api_usage {
     int completion_tokens;
 } api_usage;
 
-/* finish: "stop" or "length". Text that is not valid UTF-8 is repaired with U+FFFD. */
-char *api_completion_body(const char *id, long long created, const char *model,
-                          const char *text, size_t text_len, const char *finish,
-                          const api_usage *usage, size_t *len);
+/* The bytes a token stands for (engine_token_bytes in the server; a table in tests). */
+typedef size_t (*api_token_bytes_fn)(void *cls, int32_t token, char *buf, size_t cap);
 
-/* One Server-Sent Event "data: {chunk}\n\n". Exactly one of the variants:
- * the role delta, a content delta, the finish chunk, or the usage chunk.
- * with_null_usage adds "usage":null (what OpenAI sends when include_usage is on). */
+/* Generated tokens' log-probabilities, rendered as OpenAI's logprobs.content. */
+typedef struct api_logprobs {
+    const gen_logprob *items;
+    size_t n;
+    api_token_bytes_fn token_bytes;
+    void *cls;
+} api_logprobs;
+
+enum { API_CALL_ID_LEN = 5 + 24 };
+
+/* A function call of the answer. In a stream's delta, id and name are set only in
+ * the call's first delta, and arguments holds the fragment that arrived. */
+typedef struct api_tool_call {
+    int index;
+    const char *id;        /* "call_..." */
+    const char *name;
+    size_t name_len;
+    const char *arguments; /* JSON text (a fragment, in a delta) */
+    size_t arguments_len;
+} api_tool_call;
+
+/* One choice of a completion. */
+typedef struct api_choice {
+    int index;
+    const char *text;       /* the content; NULL: null (an answer of tool calls) */
+    size_t text_len;
+    const api_tool_call *calls;
+    size_t n_calls;
+    const api_logprobs *logprobs; /* NULL: "logprobs": null */
+    const char *finish;     /* "stop", "length" or "tool_calls" */
+} api_choice;
+
+/* Text that is not valid UTF-8 is repaired with U+FFFD. */
+char *api_completion_body(const char *id, long long created, const char *model, const api_choice *choices,
+                          size_t n_choices, const api_usage *usage, size_t *len);
+
+/* "call_" and 24 random letters and digits (from getrandom). */
+int api_new_call_id(char out[API_CALL_ID_LEN + 1], el_err *err);
+
 char *api_chunk_role(const char *id, long long created, const char *model, bool with_null_usage, size_t *len);
 char *api_chunk_content(const char *id, long long created, const char *model, const char *text,
                         size_t text_len, bool with_null_usage, size_t *len);
 char *api_chunk_finish(const char *id, long long created, const char *model, const char *finish,
                        bool with_null_usage, size_t *len);
+/* A delta of choice `choice`: content (when text is not NULL), tool call deltas and
+ * logprobs (when not NULL), in one chunk. */
+char *api_chunk_delta(const char *id, long long created, const char *model, int choice, const char *text,
+                      size_t text_len, const api_tool_call *calls, size_t n_calls, const api_logprobs *logprobs,
+                      bool with_null_usage, size_t *len);
+/* The role delta of choice `choice`. */
+char *api_chunk_choice_role(const char *id, long long created, const char *model, int choice,
+                            bool with_null_usage, size_t *len);
+/* The finish chunk of choice `choice`. */
+char *api_chunk_choice_finish(const char *id, long long created, const char *model, int choice,
+                              const char *finish, bool with_null_usage, size_t *len);
 char *api_chunk_usage(const char *id, long long created, const char *model, const api_usage *usage,
                       size_t *len);
 /* "data: {"error":{...}}\n\n": how a stream reports a failure after its headers. */
@@ -105,6 +190,47 @@ char *api_model_body(const char *model, long long created, size_t *len);
 /* Copies text replacing every invalid UTF-8 sequence with U+FFFD; returns a
  * malloc'd NUL-terminated string and its length, or NULL when out of memory. */
 char *api_utf8_repair(const char *text, size_t len, size_t *out_len);
+
+/* ---- tool calls in generated text (api_toolcall.c) ---------------------------- */
+
+/* Reads an answer as it is generated and finds the calls in it: an answer whose
+ * first non-blank byte is '{' is one call {"name": N, "parameters": ARGS}, one that
+ * opens with '[' a list of them (the grammar made sure of the form); any other
+ * answer is text. Arguments are the raw JSON text of ARGS. Buffers are wiped. */
+enum api_answer_kind { API_ANSWER_UNDECIDED, API_ANSWER_TEXT, API_ANSWER_CALLS };
+
+typedef struct api_scanned_call {
+    wipebuf name;
+    wipebuf arguments;
+    bool name_done;
+    bool complete;            /* its object closed */
+    bool announced;           /* streaming: its first delta was sent */
+    size_t arguments_sent;    /* streaming: bytes of arguments already sent */
+    char id[API_CALL_ID_LEN + 1];
+} api_scanned_call;
+
+typedef struct api_call_scanner {
+    enum api_answer_kind kind;
+    int depth;                /* open objects and arrays */
+    int call_depth;           /* the depth inside a call object */
+    bool in_string, escape;
+    bool expect_key;          /* directly in a call object, before a key */
+    bool in_key;
+    wipebuf key;
+    enum { MEMBER_NONE, MEMBER_NAME, MEMBER_ARGUMENTS, MEMBER_OTHER } member;
+    bool awaiting_value;      /* after the member's ':' */
+    bool in_name;
+    bool in_arguments;        /* inside the arguments value */
+    bool arguments_scalar;    /* ... which is a number, true, false or null */
+    api_scanned_call calls[API_MAX_PARALLEL_CALLS];
+    size_t n_calls;           /* calls begun */
+    bool failed;              /* out of memory, or more calls than fit */
+} api_call_scanner;
+
+void api_call_scanner_init(api_call_scanner *s);
+/* Feeds generated text. Returns -1 when out of memory. */
+int api_call_scanner_feed(api_call_scanner *s, const char *text, size_t len);
+void api_call_scanner_free(api_call_scanner *s);
 
 /* ---- routing and authentication ----------------------------------------------- */
 

@@ -57,7 +57,7 @@ static void free_vocabs(void)
 
 static chat_message msg(enum chat_role role, const char *text)
 {
-    return (chat_message){role, text, strlen(text)};
+    return (chat_message){.role = role, .text = text, .len = strlen(text)};
 }
 
 static bool same_ids(const token_vec *a, const token_vec *b)
@@ -306,7 +306,7 @@ static void test_validation(void)
     expect_invalid(v.tok, late_system, 3, CHAT_HISTORY_FULL, "system");
     chat_message ends_assistant[] = {user, assistant};
     expect_invalid(v.tok, ends_assistant, 2, CHAT_HISTORY_FULL, "last message");
-    chat_message bad_role = {(enum chat_role)7, "x", 1};
+    chat_message bad_role = {.role = (enum chat_role)7, .text = "x", .len = 1};
     expect_invalid(v.tok, &bad_role, 1, CHAT_HISTORY_FULL, "role");
 
     /* Roles need not alternate, and LAST accepts a trailing assistant message. */
@@ -316,6 +316,91 @@ static void test_validation(void)
     CHECK(chat_build_prompt(v.tok, CHAT_FORMAT_GEMMA, two_users, 2, CHAT_HISTORY_FULL, &out, &err) == 0);
     CHECK(chat_build_prompt(v.tok, CHAT_FORMAT_GEMMA, ends_assistant, 2, CHAT_HISTORY_LAST, &out, &err) == 0);
     token_vec_free(&out);
+    close_vocab(&v);
+}
+
+/* Function calling: the tools in the system text, the assistant's calls as the JSON
+ * it would have written, and the results in a user turn, token for token. */
+static void test_tool_conversation(void)
+{
+    vocab v;
+    if (!open_vocab(TEST_DATA "vocab-gemma3.gguf", &v))
+        return;
+    chat_tool tools[2] = {
+        {.name = "get_weather", .name_len = 11, .description = "Weather \"now\"\tin\na city", .description_len = 23,
+         .parameters = "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}}}", .parameters_len = 57},
+        {.name = "ping", .name_len = 4},
+    };
+    chat_tools set = {tools, 2, true};
+    chat_tool_call calls[2] = {{"get_weather", 11, " {\"city\":\"Oslo\"} ", 17}, {"ping", 4, "", 0}};
+    chat_message m[] = {
+        msg(CHAT_ROLE_SYSTEM, "Be brief."),
+        msg(CHAT_ROLE_USER, "Weather in Oslo?"),
+        {.role = CHAT_ROLE_ASSISTANT, .text = "", .len = 0, .tool_calls = calls, .n_tool_calls = 2},
+        {.role = CHAT_ROLE_TOOL, .text = "-3 C", .len = 4, .tool_name = "get_weather", .tool_name_len = 11},
+        {.role = CHAT_ROLE_TOOL, .text = " pong\n", .len = 6, .tool_name = "ping", .tool_name_len = 4},
+    };
+    const char *rendered =
+        "<bos><start_of_turn>user\nBe brief.\n\n"
+        "You have access to functions. If you decide to invoke any of the function(s),\n"
+        "you MUST put it in the format of\n"
+        "{\"name\": function name, \"parameters\": dictionary of argument name and its value}\n\n"
+        "You SHOULD NOT include any other text in the response if you call a function\n"
+        "To call several functions at once, answer with a JSON list of such objects.\n"
+        "[\n"
+        "  {\"name\": \"get_weather\", \"description\": \"Weather \\\"now\\\"\\tin\\na city\", \"parameters\": "
+        "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}}}},\n"
+        "  {\"name\": \"ping\"}\n"
+        "]\n\nWeather in Oslo?<end_of_turn>\n"
+        "<start_of_turn>model\n[{\"name\": \"get_weather\", \"parameters\": {\"city\":\"Oslo\"}}, "
+        "{\"name\": \"ping\", \"parameters\": {}}]<end_of_turn>\n"
+        "<start_of_turn>user\n```tool_output\n-3 C\n```\n```tool_output\npong\n```<end_of_turn>\n"
+        "<start_of_turn>model\n";
+    token_vec built = {0}, want = {0};
+    el_err err = {{0}};
+    CHECKF(chat_build_tool_prompt(v.tok, CHAT_FORMAT_GEMMA, m, 5, &set, CHAT_HISTORY_FULL, &built, &err) == 0, "%s",
+           err.msg);
+    CHECK(tokenizer_encode(v.tok, rendered, strlen(rendered), true, &want, &err) == 0);
+    CHECKF(same_ids(&built, &want), "the tool prompt differs from the rendered text");
+    if (!same_ids(&built, &want)) {
+        dump("built", &built);
+        dump("want ", &want);
+    }
+    token_vec_free(&built);
+    token_vec_free(&want);
+    /* without tools, the same call renders the same way (a conversation sent back) */
+    CHECK(chat_build_tool_prompt(v.tok, CHAT_FORMAT_GEMMA, m + 1, 4, NULL, CHAT_HISTORY_FULL, &built, &err) == 0);
+    token_vec_free(&built);
+    /* tool calls only on assistant messages */
+    chat_message bad[] = {{.role = CHAT_ROLE_USER, .text = "x", .len = 1, .tool_calls = calls, .n_tool_calls = 1}};
+    CHECK(chat_build_tool_prompt(v.tok, CHAT_FORMAT_GEMMA, bad, 1, &set, CHAT_HISTORY_FULL, &built, &err) == -1);
+    close_vocab(&v);
+}
+
+/* Template-less models read the same text, one message per line. */
+static void test_tool_plain(void)
+{
+    vocab v;
+    if (!open_vocab(TEST_DATA "vocab-gemma3.gguf", &v))
+        return;
+    chat_tool tool = {.name = "f", .name_len = 1};
+    chat_tools set = {&tool, 1, false};
+    chat_message m[] = {msg(CHAT_ROLE_USER, "go")};
+    token_vec built = {0}, want = {0};
+    el_err err = {{0}};
+    CHECK(chat_build_tool_prompt(v.tok, CHAT_FORMAT_PLAIN, m, 1, &set, CHAT_HISTORY_FULL, &built, &err) == 0);
+    const char *text =
+        "You have access to functions. If you decide to invoke any of the function(s),\n"
+        "you MUST put it in the format of\n"
+        "{\"name\": function name, \"parameters\": dictionary of argument name and its value}\n\n"
+        "You SHOULD NOT include any other text in the response if you call a function\n"
+        "[\n  {\"name\": \"f\"}\n]\ngo";
+    if (tokenizer_add_bos(v.tok))
+        token_vec_push(&want, tokenizer_bos(v.tok), NULL);
+    CHECK(tokenizer_encode(v.tok, text, strlen(text), false, &want, &err) == 0);
+    CHECK(same_ids(&built, &want));
+    token_vec_free(&built);
+    token_vec_free(&want);
     close_vocab(&v);
 }
 
@@ -423,6 +508,8 @@ int main(void)
     RUN(test_plain_format);
     RUN(test_stop_tokens);
     RUN(test_validation);
+    RUN(test_tool_conversation);
+    RUN(test_tool_plain);
     RUN(test_gemma4_format);
     free_vocabs();
     return test_summary();

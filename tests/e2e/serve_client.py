@@ -218,7 +218,7 @@ def group_main():
     st, _, data = chat({"model": "gpt-4o", "max_completion_tokens": 5, "top_p": 0.9, "top_k": 20, "min_p": 0.05,
                         "seed": 7, "stop": ["\n\n", "zzz"], "presence_penalty": 0.5, "frequency_penalty": 0.5,
                         "repetition_penalty": 1.1, "temperature": 0.8, "n": 1, "user": "ignored",
-                        "unknown_field": {"x": [1, 2]}})
+                        "metadata": {"k": "v"}, "store": False, "service_tier": "auto"})
     check(st == 200, "all parameters accepted: %d %r" % (st, data[:200]))
     check_completion(data, "all parameters", max_tokens=5)
     st, _, data = request("POST", "/v1/chat/completions", {"messages": [
@@ -293,7 +293,9 @@ def group_errors():
     ok, err = error_of(st, data, 400, None, "100k-deep JSON")
     check("deep" in err.get("message", ""), "the nesting error says so")
     health_ok("100k-deep JSON")
-    bad({"a": 1}, "messages", "missing messages")
+    bad({"model": "m"}, "messages", "missing messages")
+    bad({"messages": [{"role": "user", "content": "x"}], "unknown_field": {"x": [1, 2]}}, "unknown_field",
+        "an unknown field")
     bad({"messages": []}, "messages", "empty messages")
     bad({"messages": "hi"}, "messages", "messages not an array")
     bad({"messages": [{"role": "robot", "content": ARGS.marker}]}, "messages[0].role", "bad role")

@@ -30,4 +30,16 @@ stop_server
 [ "$SERVER_RC" = 0 ] || fail "exit status $SERVER_RC"
 check_log "$TMP/server.log"
 grep -q 'Once upon a time' "$TMP/server.log" && fail "message text in the log"
+
+# Structured output through the client's helpers, on a random-weight model with the
+# real Gemma 3 vocabulary (the grammar alone makes the answers valid).
+ROOT=$(cd "$E2E_DIR/../.." && pwd)
+"$ELLIOTT" make-model --arch gemma3 --shape tiny --type q8_0 --vocab "$ROOT/tests/data/vocab-gemma3.gguf" \
+    "$TMP/model.gguf" >"$TMP/make.log" 2>&1 || { cat "$TMP/make.log" >&2; exit 1; }
+start_server "$TMP/server2.log" -m "$TMP/model.gguf"
+wait_ready || exit 1
+node "$DIR/structured.mjs" "$PORT" || fail "the openai client's structured-output helpers"
+stop_server
+[ "$SERVER_RC" = 0 ] || fail "exit status $SERVER_RC"
+check_log "$TMP/server2.log"
 exit $FAILED

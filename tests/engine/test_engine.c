@@ -2,6 +2,7 @@
  * does not change results, and every way a request ends (stop token, stop
  * string, length, context, cancel, release, shutdown) behaves as documented. */
 #include <errno.h>
+#include <jansson.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -99,7 +100,7 @@ static gen_params greedy(int max_tokens)
 
 static enum gen_status submit_text(engine *e, const char *prompt, const gen_params *p, gen_request **r)
 {
-    chat_message m = {CHAT_ROLE_USER, prompt, strlen(prompt)};
+    chat_message m = {.role = CHAT_ROLE_USER, .text = prompt, .len = strlen(prompt)};
     el_err err = {{0}};
     enum gen_status s = engine_submit(e, &m, 1, p, r, &err);
     CHECKF(s == GEN_OK, "submit: %d %s", s, err.msg);
@@ -135,7 +136,7 @@ static void direct_greedy(const char *path, const char *prompt, bool raw, int ma
             token_vec_push(&ids, tokenizer_bos(t), &err);
         tokenizer_encode(t, prompt, strlen(prompt), false, &ids, &err);
     } else {
-        chat_message msg = {CHAT_ROLE_USER, prompt, strlen(prompt)};
+        chat_message msg = {.role = CHAT_ROLE_USER, .text = prompt, .len = strlen(prompt)};
         CHECK(chat_build_prompt(t, fmt, &msg, 1, CHAT_HISTORY_FULL, &ids, &err) == 0);
     }
     int32_t stops[8];
@@ -419,7 +420,7 @@ static void test_max_tokens_and_context(void)
 
     /* Too long for the context: refused, never truncated. */
     gen_request *r = NULL;
-    chat_message m = {CHAT_ROLE_USER, "Once upon a time, there was a little girl named Lily. She loved to play",
+    chat_message m = {.role = CHAT_ROLE_USER, .text = "Once upon a time, there was a little girl named Lily. She loved to play",
                       0};
     m.len = strlen(m.text);
     el_err err = {{0}};
@@ -531,7 +532,7 @@ static void test_queue_full_and_queued_cancel(void)
     CHECK(gen_next(busy, &ev, -1) == 1); /* it holds the only slot now */
     submit_text(e, "There was a tree", &p, &q1);
     submit_text(e, "One day, a big bird", &p, &q2);
-    chat_message m = {CHAT_ROLE_USER, "Hi", 2};
+    chat_message m = {.role = CHAT_ROLE_USER, .text = "Hi", .len = 2};
     el_err err = {{0}};
     CHECK_EQ_INT(engine_submit(e, &m, 1, &p, &q3, &err), GEN_ERR_QUEUE_FULL);
     CHECK(q3 == NULL);
@@ -612,7 +613,7 @@ static void test_invalid_requests(void)
         return;
     gen_request *r = NULL;
     el_err err = {{0}};
-    chat_message m = {CHAT_ROLE_USER, "Hi", 2};
+    chat_message m = {.role = CHAT_ROLE_USER, .text = "Hi", .len = 2};
     gen_params p = greedy(4);
     CHECK_EQ_INT(engine_submit(e, &m, 0, &p, &r, &err), GEN_ERR_INVALID);
     p.sampling.temperature = NAN;
@@ -631,7 +632,7 @@ static void test_invalid_requests(void)
     p.n_stop = 1;
     CHECK_EQ_INT(engine_submit(e, &m, 1, &p, &r, &err), GEN_ERR_INVALID);
     CHECK(strstr(err.msg, "stop") != NULL);
-    chat_message only_assistant = {CHAT_ROLE_ASSISTANT, "Hi", 2};
+    chat_message only_assistant = {.role = CHAT_ROLE_ASSISTANT, .text = "Hi", .len = 2};
     p = greedy(4);
     CHECK_EQ_INT(engine_submit(e, &only_assistant, 1, &p, &r, &err), GEN_ERR_INVALID);
     CHECK(r == NULL);
@@ -665,7 +666,7 @@ static void test_not_ready_and_failed(void)
     CHECKF(e != NULL, "%s", err.msg);
     if (e) {
         gen_request *r = NULL;
-        chat_message m = {CHAT_ROLE_USER, "Hi", 2};
+        chat_message m = {.role = CHAT_ROLE_USER, .text = "Hi", .len = 2};
         CHECK_EQ_INT(engine_submit(e, &m, 1, NULL, &r, &err), GEN_ERR_NOT_READY);
         /* Let the loader through: an empty "file" it must reject. */
         while (engine_state(e, NULL) == ENGINE_LOADING) {
@@ -773,7 +774,7 @@ static void *consume(void *arg)
     consumer *c = arg;
     gen_params p = greedy(16);
     gen_request *r = NULL;
-    chat_message m = {CHAT_ROLE_USER, c->prompt, strlen(c->prompt)};
+    chat_message m = {.role = CHAT_ROLE_USER, .text = c->prompt, .len = strlen(c->prompt)};
     if (engine_submit(c->e, &m, 1, &p, &r, NULL) == GEN_OK) {
         /* short waits: exercises the timeout path */
         gen_event ev;
@@ -818,6 +819,265 @@ static void test_threaded_consumers(void)
     engine_free(e);
 }
 
+/* logprobs: one record per generated token (not the end token), the greedy token
+ * is the best of its alternatives, and the text is unchanged by asking. */
+static void test_logprobs_and_bias(void)
+{
+    engine *e = start(stories_path, (engine_opts){.n_slots = 1, .prefix_cache = true});
+    if (!e)
+        return;
+    gen_params plain = greedy(12);
+    result want;
+    generate(e, "Once upon a time", &plain, &want);
+    gen_params p = greedy(12);
+    p.logprobs = true;
+    p.top_logprobs = 5;
+    gen_request *r = NULL;
+    if (submit_text(e, "Once upon a time", &p, &r) == GEN_OK) {
+        gen_logprob got[64];
+        size_t n = 0, text_len = 0;
+        gen_event ev;
+        while (gen_next(r, &ev, -1) == 1 && ev.kind == GEN_EVENT_TEXT) {
+            text_len += ev.len;
+            for (size_t i = 0; i < ev.n_logprobs && n < 64; i++)
+                got[n++] = ev.logprobs[i];
+        }
+        CHECK_EQ_INT(text_len, want.len);
+        int ended_by_token = ev.finish == GEN_FINISH_STOP;
+        CHECK_EQ_INT((int)n + ended_by_token, ev.completion_tokens);
+        for (size_t i = 0; i < n; i++) {
+            CHECK_EQ_INT(got[i].n_top, 5);
+            CHECK_EQ_INT(got[i].top_token[0], got[i].token);
+            CHECK_NEAR(got[i].top_logprob[0], got[i].logprob, 0);
+            CHECK(got[i].logprob <= 0 && got[i].top_logprob[4] <= got[i].top_logprob[0]);
+        }
+        gen_release(r);
+    }
+    /* logit_bias -100 on the first greedy token changes the answer */
+    if (want.len > 0) {
+        p = greedy(12);
+        p.logprobs = true;
+        gen_request *r2 = NULL;
+        if (submit_text(e, "Once upon a time", &p, &r2) == GEN_OK) {
+            gen_event ev;
+            int32_t first = -1;
+            while (gen_next(r2, &ev, -1) == 1 && ev.kind == GEN_EVENT_TEXT)
+                if (first < 0 && ev.n_logprobs)
+                    first = ev.logprobs[0].token;
+            gen_release(r2);
+            gen_logit_bias ban = {first, -100.0f};
+            p = greedy(12);
+            p.logit_bias = &ban;
+            p.n_logit_bias = 1;
+            result banned;
+            generate(e, "Once upon a time", &p, &banned);
+            CHECK(banned.len != want.len || memcmp(banned.text, want.text, want.len) != 0);
+        }
+    }
+    /* refused: ids outside the vocabulary, out-of-range biases, bad top_logprobs */
+    gen_logit_bias outside = {1 << 20, 1.0f};
+    p = greedy(4);
+    p.logit_bias = &outside;
+    p.n_logit_bias = 1;
+    chat_message m = {.role = CHAT_ROLE_USER, .text = "Hi", .len = 2};
+    el_err err = {{0}};
+    CHECK_EQ_INT(engine_submit(e, &m, 1, &p, &r, &err), GEN_ERR_LOGIT_BIAS);
+    outside = (gen_logit_bias){1, 101.0f};
+    CHECK_EQ_INT(engine_submit(e, &m, 1, &p, &r, &err), GEN_ERR_LOGIT_BIAS);
+    p = greedy(4);
+    p.top_logprobs = 21;
+    CHECK_EQ_INT(engine_submit(e, &m, 1, &p, &r, &err), GEN_ERR_INVALID);
+    engine_free(e);
+}
+
+/* n choices from one prompt evaluation: each choice equals a single request with
+ * the seed plus its index (the copied prompt cache is exact), every choice ends
+ * with its own CHOICE_END, and DONE sums the tokens. */
+typedef struct choices_result {
+    char text[GEN_MAX_CHOICES][2048];
+    size_t len[GEN_MAX_CHOICES];
+    int ends[GEN_MAX_CHOICES];
+    int tokens[GEN_MAX_CHOICES];
+    gen_event done;
+} choices_result;
+
+static void collect_choices(gen_request *r, choices_result *out)
+{
+    memset(out, 0, sizeof *out);
+    gen_event ev;
+    while (gen_next(r, &ev, -1) == 1 && ev.kind != GEN_EVENT_DONE) {
+        CHECK(ev.choice >= 0 && ev.choice < GEN_MAX_CHOICES);
+        if (ev.kind == GEN_EVENT_CHOICE_END) {
+            CHECK_EQ_INT(out->ends[ev.choice], 0);
+            out->ends[ev.choice]++;
+            out->tokens[ev.choice] = ev.completion_tokens;
+            continue;
+        }
+        CHECK_EQ_INT(out->ends[ev.choice], 0); /* no text after its end */
+        size_t room = sizeof out->text[0] - 1 - out->len[ev.choice];
+        size_t n = ev.len < room ? ev.len : room;
+        memcpy(out->text[ev.choice] + out->len[ev.choice], ev.text, n);
+        out->len[ev.choice] += n;
+    }
+    out->done = ev;
+}
+
+static void test_choices(void)
+{
+    engine *e = start(stories_path, (engine_opts){.n_slots = 3, .prefix_cache = true});
+    if (!e)
+        return;
+    const char *prompt = "Once upon a time, there was a little dog";
+    for (int greedy_run = 0; greedy_run < 2; greedy_run++) {
+        gen_params p = greedy(16);
+        if (!greedy_run) {
+            p.sampling.temperature = 1.0f;
+            p.sampling.seed = 1234;
+        }
+        p.n_choices = 3;
+        gen_request *r = NULL;
+        if (submit_text(e, prompt, &p, &r) != GEN_OK)
+            continue;
+        choices_result got;
+        collect_choices(r, &got);
+        gen_release(r);
+        CHECK_EQ_INT(got.done.kind, GEN_EVENT_DONE);
+        int sum = 0;
+        for (int c = 0; c < 3; c++) {
+            CHECK_EQ_INT(got.ends[c], 1);
+            sum += got.tokens[c];
+            gen_params one = p;
+            one.n_choices = 1;
+            one.sampling.seed = p.sampling.seed + (uint64_t)c;
+            result alone;
+            generate(e, prompt, &one, &alone);
+            CHECKF(alone.len == got.len[c] && !memcmp(alone.text, got.text[c], alone.len),
+                   "choice %d: '%s' vs alone '%s'", c, got.text[c], alone.text);
+        }
+        CHECK_EQ_INT(got.done.completion_tokens, sum);
+        if (!greedy_run)
+            CHECK(got.len[0] != got.len[1] || memcmp(got.text[0], got.text[1], got.len[0]) != 0);
+    }
+    /* more choices than slots: refused */
+    gen_params p = greedy(4);
+    p.n_choices = 4;
+    chat_message m = {.role = CHAT_ROLE_USER, .text = "Hi", .len = 2};
+    gen_request *r = NULL;
+    el_err err = {{0}};
+    CHECK_EQ_INT(engine_submit(e, &m, 1, &p, &r, &err), GEN_ERR_CHOICES);
+    /* cancelled while the first choice reads the prompt: every choice ends */
+    p = greedy(200);
+    p.n_choices = 2;
+    if (submit_text(e, prompt, &p, &r) == GEN_OK) {
+        gen_cancel(r);
+        choices_result got;
+        collect_choices(r, &got);
+        CHECK_EQ_INT(got.done.finish, GEN_FINISH_CANCELLED);
+        gen_release(r);
+    }
+    engine_free(e);
+}
+
+/* Constrained decoding through the scheduler: GBNF and JSON Schema answers are
+ * sentences of their grammar, end where it is complete, keep stop strings, work
+ * for every choice of n, and a grammar that does not compile is refused. */
+static gen_params constrained(enum gen_constraint kind, const char *text, float temperature, uint64_t seed)
+{
+    gen_params p = greedy(64);
+    p.sampling.temperature = temperature;
+    p.sampling.seed = seed;
+    p.constraint = kind;
+    p.constraint_text = text;
+    p.constraint_len = text ? strlen(text) : 0;
+    return p;
+}
+
+static void test_constrained(void)
+{
+    engine *e = start(stories_path, (engine_opts){.n_slots = 2, .prefix_cache = true});
+    if (!e)
+        return;
+    for (uint64_t seed = 0; seed < 6; seed++) {
+        gen_params p = constrained(GEN_CONSTRAINT_GBNF, "root ::= (\"yes\" | \"no\") \" \" [0-9]{1,2}", 1.5f, seed);
+        result r;
+        generate(e, "Once upon a time", &p, &r);
+        bool ok = r.len >= 3 && (!strncmp(r.text, "yes ", 4) || !strncmp(r.text, "no ", 3));
+        const char *digits = strchr(r.text, ' ');
+        ok = ok && digits && strlen(digits + 1) >= 1 && strlen(digits + 1) <= 2 &&
+             strspn(digits + 1, "0123456789") == strlen(digits + 1);
+        CHECKF(ok, "gbnf answer '%s'", r.text);
+        CHECK_EQ_INT(r.done.finish, GEN_FINISH_STOP);
+
+        p = constrained(GEN_CONSTRAINT_JSON_SCHEMA,
+                        "{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":99},"
+                        "\"ok\":{\"type\":\"boolean\"}},\"required\":[\"n\",\"ok\"],\"additionalProperties\":false}",
+                        1.0f, seed);
+        p.max_tokens = 200;
+        generate(e, "Once upon a time", &p, &r);
+        if (r.done.finish == GEN_FINISH_STOP) {
+            json_error_t jerr;
+            json_t *v = json_loads(r.text, 0, &jerr);
+            CHECKF(v && json_is_integer(json_object_get(v, "n")) && json_is_boolean(json_object_get(v, "ok")) &&
+                       json_object_size(v) == 2 && json_integer_value(json_object_get(v, "n")) <= 99,
+                   "schema answer '%s'", r.text);
+            json_decref(v);
+        }
+    }
+    /* stop strings still apply to a constrained answer */
+    gen_params p = constrained(GEN_CONSTRAINT_GBNF, "root ::= \"abcabc\"", 0.0f, 1);
+    const char *stop[1] = {"ca"};
+    p.stop = stop;
+    p.n_stop = 1;
+    result r;
+    generate(e, "Hi", &p, &r);
+    CHECKF(!strcmp(r.text, "ab") && r.done.finish == GEN_FINISH_STOP, "'%s'", r.text);
+    /* every choice is held to the grammar */
+    p = constrained(GEN_CONSTRAINT_GBNF, "root ::= [a-c]{3}", 1.5f, 9);
+    p.n_choices = 2;
+    gen_request *req = NULL;
+    if (submit_text(e, "Hi", &p, &req) == GEN_OK) {
+        choices_result got;
+        collect_choices(req, &got);
+        gen_release(req);
+        for (int c = 0; c < 2; c++)
+            CHECKF(got.len[c] == 3 && strspn(got.text[c], "abc") == 3, "choice %d '%s'", c, got.text[c]);
+    }
+    /* lazy (tool_choice auto): an answer that opens with '{' is the grammar's; others are free */
+    int32_t brace = tokenizer_find(e->tok, "{");
+    if (brace < 0)
+        brace = tokenizer_find(e->tok, "<0x7B>");
+    CHECK(brace >= 0);
+    int opened = 0, free_text = 0;
+    for (uint64_t seed = 0; seed < 12; seed++) {
+        p = constrained(GEN_CONSTRAINT_GBNF, "root ::= \"{\\\"a\\\":1}\"", 1.0f, seed);
+        p.constraint_lazy = true;
+        p.max_tokens = 12;
+        gen_logit_bias push = {brace, 100.0f}; /* every other answer is pushed to open a call */
+        p.logit_bias = &push;
+        p.n_logit_bias = seed % 2;
+        generate(e, "Once upon a time", &p, &r);
+        size_t lead = strspn(r.text, " \t\n\r");
+        if (r.text[lead] == '{' || r.text[lead] == '[') {
+            opened++;
+            CHECKF(!strcmp(r.text + lead, "{\"a\":1}"), "lazy call '%s'", r.text);
+        } else {
+            free_text++;
+        }
+    }
+    CHECKF(opened >= 6 && free_text > 0, "opened %d, free %d", opened, free_text);
+    /* refusals */
+    chat_message m = {.role = CHAT_ROLE_USER, .text = "Hi", .len = 2};
+    el_err err = {{0}};
+    p = constrained(GEN_CONSTRAINT_GBNF, "root ::= (", 0, 1);
+    CHECK_EQ_INT(engine_submit(e, &m, 1, &p, &req, &err), GEN_ERR_CONSTRAINT);
+    CHECK(err.msg[0] != '\0');
+    p = constrained(GEN_CONSTRAINT_JSON_SCHEMA, "{\"$ref\":\"#/nowhere\"}", 0, 1);
+    CHECK_EQ_INT(engine_submit(e, &m, 1, &p, &req, &err), GEN_ERR_CONSTRAINT);
+    p = constrained(GEN_CONSTRAINT_JSON_SCHEMA, NULL, 0, 1);
+    CHECK_EQ_INT(engine_submit(e, &m, 1, &p, &req, &err), GEN_ERR_CONSTRAINT);
+    engine_free(e);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -838,5 +1098,8 @@ int main(int argc, char **argv)
     RUN(test_model_in_memory);
     RUN(test_free_with_requests_held);
     RUN(test_threaded_consumers);
+    RUN(test_logprobs_and_bias);
+    RUN(test_choices);
+    RUN(test_constrained);
     return test_summary();
 }

@@ -563,9 +563,77 @@ static void test_large_vocabulary(void)
     free(buf);
 }
 
+static void test_logit_bias(void)
+{
+    float logits[4] = {1.0f, 3.0f, 2.0f, 0.0f};
+    sampler_params p = params_with(0.0f, 1);
+    sampler *s = sampler_create(4, &p, NULL);
+    CHECK_EQ_INT(sample_copy(s, logits, 4), 1);
+    /* -100 bans the best token; +100 makes the worst one certain */
+    int32_t ids[2] = {1, 3};
+    float bias[2] = {-100.0f, 0.0f};
+    CHECK_EQ_INT(sampler_set_logit_bias(s, ids, bias, 2, NULL), 0);
+    CHECK_EQ_INT(sample_copy(s, logits, 4), 2);
+    bias[1] = 100.0f;
+    CHECK_EQ_INT(sampler_set_logit_bias(s, ids, bias, 2, NULL), 0);
+    CHECK_EQ_INT(sample_copy(s, logits, 4), 3);
+    sampler_free(s);
+    /* stochastic sampling too: a banned token is never drawn */
+    p = params_with(1.0f, 7);
+    s = sampler_create(4, &p, NULL);
+    int32_t banned = 1;
+    float minus = -100.0f;
+    CHECK_EQ_INT(sampler_set_logit_bias(s, &banned, &minus, 1, NULL), 0);
+    for (int i = 0; i < 2000; i++)
+        CHECK(sample_copy(s, logits, 4) != 1);
+    el_err err = {{0}};
+    int32_t outside = 4;
+    CHECK_EQ_INT(sampler_set_logit_bias(s, &outside, &minus, 1, &err), -1);
+    CHECK(strstr(err.msg, "vocabulary") != NULL);
+    float nan_bias = NAN;
+    CHECK_EQ_INT(sampler_set_logit_bias(s, &banned, &nan_bias, 1, NULL), -1);
+    CHECK_EQ_INT(sampler_set_logit_bias(s, NULL, NULL, 0, NULL), 0); /* cleared */
+    sampler_free(s);
+}
+
+static void test_logprobs(void)
+{
+    float logits[5] = {1.0f, 3.0f, 2.0f, NAN, 3.0f};
+    int32_t ids[3];
+    float lps[3];
+    float lp = sampler_logprobs(logits, 5, 2, 3, ids, lps);
+    double total = exp(1.0) + 2 * exp(3.0) + exp(2.0);
+    CHECK_NEAR(lp, 2.0 - log(total), 1e-5);
+    /* best first, the lower id on ties; NaN is impossible */
+    CHECK(ids[0] == 1 && ids[1] == 4 && ids[2] == 2);
+    CHECK_NEAR(lps[0], 3.0 - log(total), 1e-5);
+    CHECK_NEAR(lps[2], lp, 0);
+    CHECK(sampler_logprobs(logits, 5, 3, 0, ids, lps) == -INFINITY);
+    /* the probabilities sum to one */
+    double sum = 0;
+    for (int t = 0; t < 5; t++)
+        sum += exp(sampler_logprobs(logits, 5, t, 0, ids, lps));
+    CHECK_NEAR(sum, 1.0, 1e-5);
+    /* the logits are not changed, and the greedy token is the top one */
+    sampler_params p = params_with(0.0f, 1);
+    sampler *s = sampler_create(5, &p, NULL);
+    float copy[5];
+    memcpy(copy, logits, sizeof copy);
+    CHECK_EQ_INT(sampler_sample(s, copy), ids[0]);
+    sampler_free(s);
+    /* k beyond the vocabulary is the vocabulary */
+    int32_t all[SAMPLER_MAX_TOP_LOGPROBS];
+    float all_lp[SAMPLER_MAX_TOP_LOGPROBS];
+    float two[2] = {0.0f, 0.0f};
+    CHECK_NEAR(sampler_logprobs(two, 2, 1, 20, all, all_lp), log(0.5), 1e-6);
+    CHECK(all[0] == 0 && all[1] == 1);
+}
+
 int main(void)
 {
     RUN(test_greedy_picks_argmax);
+    RUN(test_logit_bias);
+    RUN(test_logprobs);
     RUN(test_greedy_ties_lowest_id);
     RUN(test_nan_and_inf_logits);
     RUN(test_same_seed_same_tokens);
