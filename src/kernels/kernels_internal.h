@@ -115,6 +115,8 @@ bool kq_cpu_has_avx512_bf16(void);
 /* Fills in the four-block Q4_0 kernels (kernels_q4_0_avx2.c): dot, dot_tile and
  * their activation layout. */
 void kq_q4_0_quads_avx2(kq_impl *impl);
+/* The AVX-512 VNNI Q4_0 kernels (kernels_q4_0_avx512.c), likewise. */
+void kq_q4_0_quads_avx512(kq_impl *impl);
 int kq_avx2_compiled(void);
 
 /* Vector operations: a scalar reference (kernels_vec.c), AVX2 versions
