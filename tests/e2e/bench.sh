@@ -30,6 +30,16 @@ for r in rows:
 PY
 "$bin" bench -m "$tmp/m.gguf" -p 0 -n 2 -r 1 | grep -q 'tg2' && ok "-p 0 skips the prompt test" || bad "-p 0"
 
+# -d: the tests run after that many cached tokens (llama-bench's n_depth field and "@ dN" label)
+"$bin" bench -m "$tmp/m.gguf" -p 8 -n 2 -d 40 -r 1 -o jsonl >"$tmp/depth" 2>"$tmp/err" && ok "-d run" || bad "-d run: $(cat "$tmp/err")"
+python3 - "$tmp/depth" <<'PY' && ok "-d jsonl n_depth" || bad "-d jsonl: $(cat "$tmp/depth")"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert [r["n_depth"] for r in rows] == [40, 40] and rows[0]["n_prompt"] == 8 and rows[1]["n_gen"] == 2
+PY
+"$bin" bench -m "$tmp/m.gguf" -p 8 -n 0 -d 600 -r 1 | grep -qE '\| +pp8 @ d600 \|' && ok "-d markdown label (depth over one batch)" || bad "-d markdown"
+"$bin" bench -m "$tmp/m.gguf" -p 8 -n 0 -r 1 -o jsonl | grep -q '"n_depth":0' && ok "n_depth 0 by default" || bad "n_depth default"
+
 usage() { # description, args...
     local what=$1; shift
     "$bin" bench "$@" >/dev/null 2>"$tmp/err"
@@ -38,6 +48,7 @@ usage() { # description, args...
 usage "no model" -p 8
 usage "nothing to measure" -m "$tmp/m.gguf" -p 0 -n 0
 usage "bad -r" -m "$tmp/m.gguf" -r 0
+usage "bad -d" -m "$tmp/m.gguf" -d -1
 usage "bad -o" -m "$tmp/m.gguf" -o csv
 usage "unknown option" -m "$tmp/m.gguf" --bogus
 "$bin" bench -m "$tmp/missing.gguf" >/dev/null 2>"$tmp/err"
