@@ -3,19 +3,21 @@
 # the same thread count and test sizes, and prints the ratios (elliott / llama.cpp).
 #
 # usage: bench/compare-llamacpp.sh [-t THREADS] [-p N_PROMPT] [-n N_GEN] [-r REPS]
-#                                  [--llama-variant avx2|best] MODEL.gguf...
+#                                  [--llama-variant best|avx2] [--long] MODEL.gguf...
 #
 # llama.cpp comes from the peer that ../shared/peer/setup.sh installs (a Debian sid chroot,
 # default /var/tmp/elliott-peer/sid; override with ELLIOTT_PEER). When it is absent the script
 # says so and reports elliott's numbers alone.
 #
-# Debian's llama.cpp picks the best CPU variant at run time (AVX-512/AMX where present). The
-# project's reference machine has AVX2 and no AVX-512, and elliott's kernels are AVX2, so by
-# default llama.cpp is restricted to its `haswell` (AVX2/FMA/F16C) variant for a like-for-like
-# comparison; --llama-variant best lets it use whatever this CPU has.
+# By default both sides use the best kernels for this CPU, as users get them: Debian's
+# llama.cpp picks its CPU variant at run time (AVX-512, AMX where present), elliott its ISA.
+# --llama-variant avx2 restricts llama.cpp to its `haswell` (AVX2/FMA/F16C) variant and
+# elliott to its AVX2 kernels (ELLIOTT_ISA=avx2), a like-for-like AVX2 comparison.
+# --long adds long-context rows: pp512, pp2048 and tg32 after 2048 cached tokens (-d 2048),
+# each against llama.cpp with flash attention off and on (elliott has one attention path).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-threads=2 n_prompt=128 n_gen=32 reps=3 variant=avx2
+threads=2 n_prompt=128 n_gen=32 reps=3 variant=best long=0
 models=()
 while [ $# -gt 0 ]; do
     case $1 in
@@ -24,13 +26,17 @@ while [ $# -gt 0 ]; do
         -n) n_gen=$2; shift 2 ;;
         -r) reps=$2; shift 2 ;;
         --llama-variant) variant=$2; shift 2 ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --long) long=1; shift ;;
+        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "compare-llamacpp.sh: unknown option $1" >&2; exit 2 ;;
         *) models+=("$1"); shift ;;
     esac
 done
 [ ${#models[@]} -gt 0 ] || { echo "compare-llamacpp.sh: no model given (see --help)" >&2; exit 2; }
 case $variant in avx2|best) ;; *) echo "compare-llamacpp.sh: --llama-variant is avx2 or best" >&2; exit 2 ;; esac
+# elliott's kernel path: the same restriction as llama.cpp's
+elliott_isa=${ELLIOTT_ISA:-}
+[ $variant = avx2 ] && elliott_isa=avx2
 
 elliott=${ELLIOTT_BIN:-$here/build/elliott}
 [ -x "$elliott" ] || { echo "compare-llamacpp.sh: $elliott not built (run make)" >&2; exit 1; }
@@ -54,9 +60,9 @@ fi
 
 # llama-bench runs in a private mount namespace: the model's folder is bound into the chroot,
 # and for the AVX2 comparison the CPU backend folder is replaced by one holding only haswell.
-run_llama() { # MODEL -> jsonl lines on stdout
+run_llama() { # MODEL LLAMA-BENCH-ARGS... -> jsonl lines on stdout
     local model dir base
-    model=$(readlink -f "$1"); dir=$(dirname "$model"); base=$(basename "$model")
+    model=$(readlink -f "$1"); dir=$(dirname "$model"); base=$(basename "$model"); shift
     unshare -m bash -c '
         set -e
         sid=$1 dir=$2 base=$3 variant=$4 avx2_dir=$5 backends=$6; shift 6
@@ -65,12 +71,12 @@ run_llama() { # MODEL -> jsonl lines on stdout
         [ "$variant" = avx2 ] && mount --bind "$avx2_dir" "$sid/$backends"
         for d in proc sys dev; do mountpoint -q "$sid/$d" || mount --bind /$d "$sid/$d"; done
         chroot "$sid" llama-bench -m "/mnt/elliott-models/$base" "$@" -o jsonl
-    ' _ "$sid" "$dir" "$base" "$variant" "$avx2_dir" "$backends" \
-        -t "$threads" -p "$n_prompt" -n "$n_gen" -r "$reps" 2>/dev/null
+    ' _ "$sid" "$dir" "$base" "$variant" "$avx2_dir" "$backends" -t "$threads" -r "$reps" "$@" 2>/dev/null
 }
 
-run_elliott() { # MODEL -> jsonl lines on stdout
-    "$elliott" bench -m "$1" -t "$threads" -p "$n_prompt" -n "$n_gen" -r "$reps" -o jsonl
+run_elliott() { # MODEL ELLIOTT-BENCH-ARGS... -> jsonl lines on stdout
+    local model=$1; shift
+    ELLIOTT_ISA=$elliott_isa "$elliott" bench -m "$model" -t "$threads" -r "$reps" "$@" -o jsonl
 }
 
 # Picks "avg_ts stddev_ts" of the pp (n_gen == 0) or tg (n_prompt == 0) line.
@@ -87,25 +93,46 @@ for line in sys.stdin:
 ' "$2" <<<"$1"
 }
 
+# The elliott isa field of a jsonl answer.
+isa_of() { python3 -c 'import json,sys
+for l in sys.stdin:
+    if l.startswith("{"): print(json.loads(l).get("isa", "?")); break' <<<"$1"; }
+
+row() { # MODEL SIZE LABEL TEST ELLIOTT-JSONL LLAMA-JSONL [NOTE]
+    local e_ts e_sd l_ts l_sd ratio
+    read -r e_ts e_sd <<<"$(pick "$5" "$4")"
+    if [ -n "$6" ] && read -r l_ts l_sd <<<"$(pick "$6" "$4")" && [ -n "${l_ts:-}" ]; then
+        ratio=$(python3 -c "print('%.2f' % ($e_ts / $l_ts))")
+        echo "| $(basename "$1") | $2 | $3 | $(isa_of "$5") | $e_ts ± $e_sd | $l_ts ± $l_sd${7:+ ($7)} | ${ratio}x |"
+    else
+        echo "| $(basename "$1") | $2 | $3 | $(isa_of "$5") | $e_ts ± $e_sd | n/a | n/a |"
+    fi
+}
+
+llama() { [ $have_peer = 1 ] && run_llama "$@" || true; }
+
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
 echo "# elliott vs llama.cpp: $cpu, $threads threads, pp$n_prompt / tg$n_gen, $reps repetitions"
 [ $have_peer = 1 ] && echo "# llama.cpp: Debian llama-bench, CPU variant: $variant"
 echo
-echo "| model | size | test | elliott t/s | llama.cpp t/s | ratio |"
-echo "|---|---:|---|---:|---:|---:|"
+echo "| model | size | test | elliott isa | elliott t/s | llama.cpp t/s | ratio |"
+echo "|---|---:|---|---|---:|---:|---:|"
 for m in "${models[@]}"; do
     [ -f "$m" ] || { echo "compare-llamacpp.sh: $m: no such file" >&2; exit 1; }
     size=$(du -h --apparent-size "$m" | cut -f1)
-    e=$(run_elliott "$m")
-    l=; [ $have_peer = 1 ] && l=$(run_llama "$m" || true)
-    for test in pp tg; do
-        label=$([ $test = pp ] && echo "pp$n_prompt" || echo "tg$n_gen")
-        read -r e_ts e_sd <<<"$(pick "$e" $test)"
-        if [ -n "$l" ] && read -r l_ts l_sd <<<"$(pick "$l" $test)" && [ -n "${l_ts:-}" ]; then
-            ratio=$(python3 -c "print('%.2f' % ($e_ts / $l_ts))")
-            echo "| $(basename "$m") | $size | $label | $e_ts ± $e_sd | $l_ts ± $l_sd | ${ratio}x |"
-        else
-            echo "| $(basename "$m") | $size | $label | $e_ts ± $e_sd | n/a | n/a |"
-        fi
+    e=$(run_elliott "$m" -p "$n_prompt" -n "$n_gen")
+    l=$(llama "$m" -p "$n_prompt" -n "$n_gen")
+    row "$m" "$size" "pp$n_prompt" pp "$e" "$l"
+    row "$m" "$size" "tg$n_gen" tg "$e" "$l"
+    [ $long = 1 ] || continue
+    for pp in 512 2048; do
+        e=$(run_elliott "$m" -p $pp -n 0)
+        for fa in off on; do
+            row "$m" "$size" "pp$pp" pp "$e" "$(llama "$m" -p $pp -n 0 -fa $fa)" "fa $fa"
+        done
+    done
+    e=$(run_elliott "$m" -p 0 -n 32 -d 2048)
+    for fa in off on; do
+        row "$m" "$size" "tg32 @ d2048" tg "$e" "$(llama "$m" -p 0 -n 32 -d 2048 -fa $fa)" "fa $fa"
     done
 done

@@ -21,10 +21,14 @@ typedef struct bench_options {
     const char *model_path;
     int n_prompt;
     int n_gen;
+    int n_depth;
     int reps;
     int n_threads;
     bool jsonl;
 } bench_options;
+
+/* Tokens per batch while filling the cache to the requested depth. */
+enum { DEPTH_BATCH = 512 };
 
 typedef struct bench_setup {
     model *m;
@@ -40,15 +44,18 @@ typedef struct bench_setup {
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: elliott bench -m MODEL.gguf [-p N_PROMPT] [-n N_GEN] [-r REPS] [-t THREADS] [-o md|jsonl]\n\n"
+            "usage: elliott bench -m MODEL.gguf [-p N_PROMPT] [-n N_GEN] [-d N_DEPTH] [-r REPS] [-t THREADS]\n"
+            "                    [-o md|jsonl]\n\n"
             "Measures prompt processing (one batch of random tokens) and generation (tokens one\n"
             "at a time) in tokens per second, as the mean and standard deviation over several\n"
-            "runs after a warm-up run, each from an empty cache. The output matches\n"
-            "llama-bench's (a markdown table, or JSON lines with its field names).\n\n"
+            "runs after a warm-up run, each from an empty cache, or from one holding N_DEPTH\n"
+            "random tokens (filled before the clock starts). The output matches llama-bench's\n"
+            "(a markdown table, or JSON lines with its field names).\n\n"
             "options:\n"
             "  -m, --model FILE       GGUF model (required)\n"
             "  -p, --n-prompt N       prompt tokens, 0 to 16384 (default 128; 0 skips the test)\n"
             "  -n, --n-gen N          generated tokens, 0 to 16384 (default 32; 0 skips the test)\n"
+            "  -d, --n-depth N        tokens in the cache before each test, 0 to 65536 (default 0)\n"
             "  -r, --repetitions N    runs per test, 1 to 1000 (default 3)\n"
             "  -t, --threads N        compute threads (default: every CPU)\n"
             "  -o, --output md|jsonl  output format (default md)\n"
@@ -67,6 +74,7 @@ static int parse_options(int argc, char **argv, bench_options *o)
     static const struct option longopts[] = {{"model", required_argument, 0, 'm'},
                                               {"n-prompt", required_argument, 0, 'p'},
                                               {"n-gen", required_argument, 0, 'n'},
+                                              {"n-depth", required_argument, 0, 'd'},
                                               {"repetitions", required_argument, 0, 'r'},
                                               {"threads", required_argument, 0, 't'},
                                               {"output", required_argument, 0, 'o'},
@@ -76,11 +84,12 @@ static int parse_options(int argc, char **argv, bench_options *o)
     int c;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":m:p:n:r:t:o:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":m:p:n:d:r:t:o:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'm': o->model_path = optarg; break;
         case 'p': if (args_int("bench", "-p", optarg, 0, 16384, &o->n_prompt)) return 2; break;
         case 'n': if (args_int("bench", "-n", optarg, 0, 16384, &o->n_gen)) return 2; break;
+        case 'd': if (args_int("bench", "-d", optarg, 0, 65536, &o->n_depth)) return 2; break;
         case 'r': if (args_int("bench", "-r", optarg, 1, 1000, &o->reps)) return 2; break;
         case 't': if (args_int("bench", "-t", optarg, 1, 1024, &o->n_threads)) return 2; break;
         case 'o':
@@ -120,8 +129,10 @@ static int setup_init(bench_setup *s, const bench_options *o, el_err *err)
         return -1;
     const model_hparams *hp = model_hparams_of(s->m);
     s->n_vocab = hp->n_vocab;
-    int n_ctx = o->n_prompt + o->n_gen + 1;
+    int n_ctx = o->n_depth + o->n_prompt + o->n_gen + 1;
     int max_batch = o->n_prompt > 0 ? o->n_prompt : 1;
+    if (o->n_depth > max_batch) /* the depth goes in in batches of up to DEPTH_BATCH */
+        max_batch = o->n_depth < DEPTH_BATCH ? o->n_depth : (max_batch > DEPTH_BATCH ? max_batch : DEPTH_BATCH);
     if (!(s->pool = threadpool_create(o->n_threads, err)) || !(s->kv = kv_cache_create(s->m, 1, n_ctx, err)) ||
         !(s->ctx = model_ctx_create(s->m, max_batch, s->pool, err)))
         return -1;
@@ -134,30 +145,51 @@ static int setup_init(bench_setup *s, const bench_options *o, el_err *err)
     return 0;
 }
 
-/* One batch of n random tokens into an empty cache; returns seconds or -1. */
-static double time_prompt(bench_setup *s, int n, el_err *err)
+/* n random tokens at positions first.. as one batch (n <= the context's batch size). */
+static int forward_random(bench_setup *s, int first, int n, el_err *err)
 {
-    kv_cache_truncate(s->kv, 0, 0, false);
     for (int i = 0; i < n; i++) {
         s->tokens[i] = (int32_t)(el_rng_next(&s->rng) % (uint64_t)s->n_vocab);
-        s->pos[i] = i;
+        s->pos[i] = first + i;
         s->seq[i] = 0;
     }
     model_batch b = {.n_tokens = n, .token = s->tokens, .pos = s->pos, .seq = s->seq};
+    return model_forward(s->ctx, s->kv, &b, s->logits, err);
+}
+
+/* Empties the cache, then fills it with depth random tokens (untimed), as llama-bench -d. */
+static int reset_to_depth(bench_setup *s, int depth, el_err *err)
+{
+    kv_cache_truncate(s->kv, 0, 0, false);
+    for (int done = 0; done < depth;) {
+        int n = depth - done < DEPTH_BATCH ? depth - done : DEPTH_BATCH;
+        if (forward_random(s, done, n, err))
+            return -1;
+        done += n;
+    }
+    return 0;
+}
+
+/* One batch of n random tokens after depth cached ones; returns seconds or -1. */
+static double time_prompt(bench_setup *s, int depth, int n, el_err *err)
+{
+    if (reset_to_depth(s, depth, err))
+        return -1;
     double t0 = now_seconds();
-    if (model_forward(s->ctx, s->kv, &b, s->logits, err))
+    if (forward_random(s, depth, n, err))
         return -1;
     return now_seconds() - t0;
 }
 
-/* n tokens one at a time into an empty cache; returns seconds or -1. */
-static double time_generation(bench_setup *s, int n, el_err *err)
+/* n tokens one at a time after depth cached ones; returns seconds or -1. */
+static double time_generation(bench_setup *s, int depth, int n, el_err *err)
 {
-    kv_cache_truncate(s->kv, 0, 0, false);
+    if (reset_to_depth(s, depth, err))
+        return -1;
     int32_t token = (int32_t)(el_rng_next(&s->rng) % (uint64_t)s->n_vocab);
     double t0 = now_seconds();
     for (int i = 0; i < n; i++) {
-        int32_t pos = i, seq = 0;
+        int32_t pos = depth + i, seq = 0;
         model_batch b = {.n_tokens = 1, .token = &token, .pos = &pos, .seq = &seq};
         if (model_forward(s->ctx, s->kv, &b, s->logits, err))
             return -1;
@@ -203,22 +235,25 @@ static void report(const bench_options *o, const model_summary *sum, int n_promp
         var_ns += reps > 1 ? dn * dn / (reps - 1) : 0;
     }
     char test[32];
-    snprintf(test, sizeof test, "%s%d", n_prompt ? "pp" : "tg", n);
+    if (o->n_depth)
+        snprintf(test, sizeof test, "%s%d @ d%d", n_prompt ? "pp" : "tg", n, o->n_depth);
+    else
+        snprintf(test, sizeof test, "%s%d", n_prompt ? "pp" : "tg", n);
     if (o->jsonl) {
         json_t *path = json_string(o->model_path);
         char *quoted = path ? json_dumps(path, JSON_ENCODE_ANY) : NULL;
         printf("{\"model_filename\":%s,\"model_size\":%llu,\"model_n_params\":%llu,\"n_threads\":%d,"
-               "\"isa\":\"%s\",\"n_prompt\":%d,\"n_gen\":%d,\"avg_ns\":%.0f,\"stddev_ns\":%.0f,"
+               "\"isa\":\"%s\",\"n_prompt\":%d,\"n_gen\":%d,\"n_depth\":%d,\"avg_ns\":%.0f,\"stddev_ns\":%.0f,"
                "\"avg_ts\":%.6f,\"stddev_ts\":%.6f,\"samples_ts\":[",
                quoted ? quoted : "null", (unsigned long long)sum->bytes, (unsigned long long)sum->params, o->n_threads,
-               kernels_isa_name(kernels_isa()), n_prompt, n_gen, mean_ns, sqrt(var_ns), mean, sqrt(var));
+               kernels_isa_name(kernels_isa()), n_prompt, n_gen, o->n_depth, mean_ns, sqrt(var_ns), mean, sqrt(var));
         for (int i = 0; i < reps; i++)
             printf("%s%.6f", i ? "," : "", n / secs[i]);
         printf("]}\n");
         free(quoted);
         json_decref(path);
     } else {
-        printf("| %-30s | %7.2f GiB | %7.2f B | %-6s | %7d | %12s | %12.2f ± %.2f |\n", sum->name,
+        printf("| %-30s | %7.2f GiB | %7.2f B | %-8s | %7d | %14s | %12.2f ± %.2f |\n", sum->name,
                sum->bytes / 1073741824.0, sum->params / 1e9, kernels_isa_name(kernels_isa()), o->n_threads, test,
                mean, sqrt(var));
     }
@@ -233,7 +268,7 @@ static int run_test(const bench_options *o, bench_setup *s, const model_summary 
         return el_fail(err, "out of memory");
     int rc = 0;
     for (int i = -1; i < o->reps && rc == 0; i++) { /* i == -1: warm-up */
-        double t = prompt ? time_prompt(s, n, err) : time_generation(s, i < 0 ? 1 : n, err);
+        double t = prompt ? time_prompt(s, o->n_depth, n, err) : time_generation(s, o->n_depth, i < 0 ? 1 : n, err);
         if (t < 0)
             rc = -1;
         else if (i >= 0)
@@ -261,10 +296,10 @@ int cmd_bench(int argc, char **argv)
     model_summary sum;
     summarize(&s, o.model_path, &sum);
     if (!o.jsonl) {
-        printf("| %-30s | %11s | %9s | %-6s | %7s | %12s | %20s |\n", "model", "size", "params", "isa", "threads",
+        printf("| %-30s | %11s | %9s | %-8s | %7s | %14s | %20s |\n", "model", "size", "params", "isa", "threads",
                "test", "t/s");
-        printf("| %.30s | %.11s | %.9s | %.6s | %.7s | %.12s | %.20s |\n", "------------------------------",
-               "----------:", "--------:", "------", "------:", "-----------:", "-------------------:");
+        printf("| %.30s | %.11s | %.9s | %.8s | %.7s | %.14s | %.20s |\n", "------------------------------",
+               "----------:", "--------:", "--------", "------:", "-------------:", "-------------------:");
     }
     if ((o.n_prompt && run_test(&o, &s, &sum, true, &err)) || (o.n_gen && run_test(&o, &s, &sum, false, &err))) {
         fprintf(stderr, "elliott bench: %s\n", err.msg);

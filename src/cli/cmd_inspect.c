@@ -11,6 +11,7 @@
 #include "cli/commands.h"
 #include "gguf/gguf.h"
 #include "model/model.h"
+#include "kernels/kernels.h"
 
 enum {
     ARRAY_HEAD = 8,         /* array elements shown */
@@ -35,7 +36,8 @@ static void usage(FILE *out)
             "shape, offset in the data section, bytes, and the part it plays: matrix, table\n"
             "(looked up by token), router (kept F32) or vector), totals (tensor count, bytes by\n"
             "type, parameters), and whether elliott runs the model (its architecture and\n"
-            "sizes, or why not).\n\n"
+            "sizes, or why not), then the kernel implementation (instruction set) that would\n"
+            "run it on this CPU and those this CPU can run.\n\n"
             "options:\n"
             "      --json         print one JSON object instead of text\n"
             "      --tensors      list every tensor (the default)\n"
@@ -394,6 +396,24 @@ static void print_text(FILE *out, const gguf_file *f, const inspect_opts *o, con
         fputc('\n', out);
     }
     print_model_text(out, mc);
+    fprintf(out, "\nkernels: %s (this CPU runs:", kernels_isa_name(kernels_isa()));
+    for (int i = 0; i < KERNELS_ISA_COUNT; i++)
+        if (kernels_isa_available((enum kernels_isa)i))
+            fprintf(out, " %s", kernels_isa_name((enum kernels_isa)i));
+    fprintf(out, "; ELLIOTT_ISA forces one)\n");
+}
+
+/* The kernel implementation that would run this model here, and the ones this CPU can run. */
+static json_t *json_kernels(void)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "isa", json_string(kernels_isa_name(kernels_isa())));
+    json_t *available = json_array();
+    for (int i = 0; i < KERNELS_ISA_COUNT; i++)
+        if (kernels_isa_available((enum kernels_isa)i))
+            json_array_append_new(available, json_string(kernels_isa_name((enum kernels_isa)i)));
+    json_object_set_new(o, "available", available);
+    return o;
 }
 
 /* ---- JSON output -------------------------------------------------------------------- */
@@ -532,6 +552,7 @@ static int print_json(FILE *out, const gguf_file *f, const inspect_opts *o, cons
     sum_tensors(f, &t);
     json_object_set_new(root, "totals", json_totals(&t));
     json_object_set_new(root, "model", model_json(mc));
+    json_object_set_new(root, "kernels", json_kernels());
     int rc = json_dumpf(root, out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     fputc('\n', out);
     json_decref(root);

@@ -4,6 +4,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "kernels/kernels.h"
 
 /* The Makefile defines it from the VERSION file (and git describe, when the source
  * is a git checkout), so that the version is written in one place. */
@@ -66,9 +67,16 @@ int main(int argc, char **argv)
     }
     if (!strcmp(name, "--version"))
         return cmd_version(1, argv + 1);
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (!strcmp(name, commands[i].name))
-            return commands[i].fn(argc - 1, argv + 1);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        if (strcmp(name, commands[i].name))
+            continue;
+        el_err err = {{0}};
+        if (kernels_init_from_env(&err) != 0) { /* a forced kernel path this CPU cannot run */
+            fprintf(stderr, "elliott: %s\n", err.msg);
+            return 2;
+        }
+        return commands[i].fn(argc - 1, argv + 1);
+    }
     fprintf(stderr, "elliott: unknown command '%s'\n\n", name);
     usage(stderr);
     return 2;

@@ -30,6 +30,16 @@ for r in rows:
 PY
 "$bin" bench -m "$tmp/m.gguf" -p 0 -n 2 -r 1 | grep -q 'tg2' && ok "-p 0 skips the prompt test" || bad "-p 0"
 
+# -d: the tests run after that many cached tokens (llama-bench's n_depth field and "@ dN" label)
+"$bin" bench -m "$tmp/m.gguf" -p 8 -n 2 -d 40 -r 1 -o jsonl >"$tmp/depth" 2>"$tmp/err" && ok "-d run" || bad "-d run: $(cat "$tmp/err")"
+python3 - "$tmp/depth" <<'PY' && ok "-d jsonl n_depth" || bad "-d jsonl: $(cat "$tmp/depth")"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert [r["n_depth"] for r in rows] == [40, 40] and rows[0]["n_prompt"] == 8 and rows[1]["n_gen"] == 2
+PY
+"$bin" bench -m "$tmp/m.gguf" -p 8 -n 0 -d 600 -r 1 | grep -qE '\| +pp8 @ d600 \|' && ok "-d markdown label (depth over one batch)" || bad "-d markdown"
+"$bin" bench -m "$tmp/m.gguf" -p 8 -n 0 -r 1 -o jsonl | grep -q '"n_depth":0' && ok "n_depth 0 by default" || bad "n_depth default"
+
 usage() { # description, args...
     local what=$1; shift
     "$bin" bench "$@" >/dev/null 2>"$tmp/err"
@@ -38,9 +48,26 @@ usage() { # description, args...
 usage "no model" -p 8
 usage "nothing to measure" -m "$tmp/m.gguf" -p 0 -n 0
 usage "bad -r" -m "$tmp/m.gguf" -r 0
+usage "bad -d" -m "$tmp/m.gguf" -d -1
 usage "bad -o" -m "$tmp/m.gguf" -o csv
 usage "unknown option" -m "$tmp/m.gguf" --bogus
 "$bin" bench -m "$tmp/missing.gguf" >/dev/null 2>"$tmp/err"
 [ $? -eq 1 ] && grep -q missing.gguf "$tmp/err" && ok "missing model: exit 1" || bad "missing model"
 "$bin" bench --help | grep -q '^usage: elliott bench' && ok "--help" || bad "--help"
+
+# ELLIOTT_ISA forces a kernel path (the output names it); one this CPU cannot run, or an
+# unknown name, is refused at startup with exit status 2.
+ELLIOTT_ISA=scalar "$bin" bench -m "$tmp/m.gguf" -p 8 -n 0 -r 1 -o jsonl >"$tmp/isa" 2>"$tmp/err" \
+    && grep -q '"isa":"scalar"' "$tmp/isa" && ok "ELLIOTT_ISA=scalar: jsonl isa" || bad "ELLIOTT_ISA=scalar: $(cat "$tmp/isa" "$tmp/err")"
+ELLIOTT_ISA=scalar "$bin" bench -m "$tmp/m.gguf" -p 8 -n 0 -r 1 | grep -qE '^\| m\.gguf .*\| scalar +\|' \
+    && ok "ELLIOTT_ISA=scalar: markdown isa" || bad "ELLIOTT_ISA=scalar markdown"
+ELLIOTT_ISA=sse9 "$bin" bench -m "$tmp/m.gguf" -p 8 -n 0 -r 1 >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q 'ELLIOTT_ISA=sse9' "$tmp/err" && ok "unknown ELLIOTT_ISA: exit 2" || bad "unknown ELLIOTT_ISA: $(cat "$tmp/err")"
+for isa in avx2 avx-vnni avx512; do
+    if ELLIOTT_ISA=$isa "$bin" bench -m "$tmp/m.gguf" -p 8 -n 0 -r 1 -o jsonl >"$tmp/isa" 2>"$tmp/err"; then
+        grep -q "\"isa\":\"$isa\"" "$tmp/isa" && ok "ELLIOTT_ISA=$isa runs" || bad "ELLIOTT_ISA=$isa: $(cat "$tmp/isa")"
+    else
+        [ $? -eq 2 ] && grep -q "cannot run" "$tmp/err" && ok "ELLIOTT_ISA=$isa refused here" || bad "ELLIOTT_ISA=$isa: $(cat "$tmp/err")"
+    fi
+done
 exit $fail

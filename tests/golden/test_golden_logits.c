@@ -10,6 +10,7 @@
 
 #include "golden_logits.h"
 #include "golden_model.h"
+#include "kernels/kernels.h"
 
 /* llama.cpp's F32/F16 results match ours to a few 1e-4; quantized ones, whose
  * activations llama.cpp quantizes to 8 bits, to about 1e-2. */
@@ -20,6 +21,25 @@ static double tolerance_of(const char *type)
 
 static threadpool *pool;
 static const char *argv0;
+static enum kernels_isa last_isa; /* the widest implementation this CPU runs */
+
+/* The model with each kernel implementation this CPU runs forced in turn, the widest
+ * last (and left in force); an F32/F16 model but with the scalar one, whose
+ * double-precision dot products take ~28 s on it (tests/kernels compares them with
+ * every other implementation). */
+static void run_with_every_isa(const char *name, const char *model_path, const char *logits_path, const char *type)
+{
+    double tol = tolerance_of(type);
+    bool float_weights = tol < 2e-2;
+    for (int isa = 0; isa < KERNELS_ISA_COUNT; isa++) {
+        if (!kernels_isa_available((enum kernels_isa)isa) ||
+            (isa == KERNELS_ISA_SCALAR && float_weights && last_isa != KERNELS_ISA_SCALAR))
+            continue;
+        CHECK(kernels_set_isa((enum kernels_isa)isa, NULL) == 0);
+        fprintf(stderr, "      kernels: %s\n", kernels_isa_name((enum kernels_isa)isa));
+        run_golden(name, model_path, logits_path, tol, pool);
+    }
+}
 
 static void test_repository_goldens(void)
 {
@@ -40,7 +60,7 @@ static void test_repository_goldens(void)
             continue;
         char logits_path[256];
         snprintf(logits_path, sizeof logits_path, TEST_DATA "models/%s.logits.json", name);
-        run_golden(name, model_path, logits_path, tolerance_of(type), pool);
+        run_with_every_isa(name, model_path, logits_path, type);
     }
     fclose(f);
     CHECKF(models >= 7, "%s lists %d models, fewer than the 7 of tests/data/README.md", list, models);
@@ -80,6 +100,9 @@ int main(int argc, char **argv)
     (void)argc;
     argv0 = argv[0];
     pool = threadpool_create(2, NULL);
+    for (int isa = 0; isa < KERNELS_ISA_COUNT; isa++)
+        if (kernels_isa_available((enum kernels_isa)isa))
+            last_isa = (enum kernels_isa)isa;
     RUN(test_repository_goldens);
     RUN(test_extra_goldens);
     threadpool_free(pool);
