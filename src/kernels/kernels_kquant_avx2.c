@@ -589,6 +589,32 @@ KQ_DEFINE_TILE(kq_dot_tile_q4_K_avx2, kq_block_q4_K, q4_K_row_tile)
 KQ_DEFINE_TILE(kq_dot_tile_q5_K_avx2, kq_block_q5_K, q5_K_row_tile)
 KQ_DEFINE_TILE(kq_dot_tile_q6_K_avx2, kq_block_q6_K, q6_K_row_tile)
 
+/* ---- activations in the t8 order (kernels_kquant.h) ------------------------------ */
+
+/* The reference bytes (kq_quantize_q8_k_avx2 gives them), then each block's qs
+ * transposed as an 8 x 4 matrix of 8-byte pieces: piece 4s + g of the natural
+ * order goes to 8g + s. */
+void kq_quantize_q8_k_t8_avx2(const float *src, void *dst, int64_t n)
+{
+    kq_block_q8_K_t8 *y = dst;
+    for (int64_t i = 0; i < n / KQ_QK_K; i++, src += KQ_QK_K) {
+        kq_block_q8_K natural;
+        kq_quantize_q8_k_avx2(src, &natural, KQ_QK_K);
+        for (int s = 0; s < 8; s++)
+            for (int g = 0; g < 4; g++)
+                memcpy(y[i].qs + 64 * g + 8 * s, natural.qs + 32 * s + 8 * g, 8);
+        for (int j = 0; j < KQ_QK_K / 16; j++)
+            y[i].bsums_d[j] = natural.d * (float)natural.bsums[j];
+        y[i].d = natural.d;
+        memset(y[i].pad, 0, sizeof y[i].pad);
+    }
+}
+
+size_t kq_q8_k_t8_row_bytes(int64_t n)
+{
+    return (size_t)(n / KQ_QK_K) * sizeof(kq_block_q8_K_t8);
+}
+
 #else
 typedef int kq_avx2_not_on_this_architecture;
 #endif
