@@ -50,11 +50,19 @@ CPPFLAGS_ALL := -Isrc -D_GNU_SOURCE -MMD -MP
 CFLAGS_ALL := -std=c11 $(OPT) -g -pthread $(WARN) $(SANFLAGS) $(CFLAGS)
 LDFLAGS_ALL := -pthread $(SANFLAGS) $(LDFLAGS)
 ARCH := $(shell uname -m)
+# Files named *_avx2.c, *_avxvnni.c and *_avx512.c hold the kernels for those
+# instruction sets (chosen at run time after a CPUID check); nothing else is.
 ifeq ($(ARCH),x86_64)
 SIMDFLAGS := -mavx2 -mfma -mf16c -mbmi2
+AVXVNNIFLAGS := -mavxvnni $(SIMDFLAGS)
+AVX512FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16 $(SIMDFLAGS)
 else
 SIMDFLAGS :=
+AVXVNNIFLAGS :=
+AVX512FLAGS :=
 endif
+# The instruction-set flags for a source stem (the file name without .c).
+isa_flags_of = $(if $(filter %_avx512,$(1)),$(AVX512FLAGS),$(if $(filter %_avxvnni,$(1)),$(AVXVNNIFLAGS),$(if $(filter %_avx2,$(1)),$(SIMDFLAGS))))
 
 .DEFAULT_GOAL := all
 .PHONY: all check unit test-bin clean fuzz
@@ -82,7 +90,7 @@ $(foreach l,$(LAYERS),$(call lib_of,$(l))): | $(BUILD)/empty.o
 
 $(BUILD)/obj/%.c.o: src/%.c
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) $(if $(findstring _avx2,$*),$(SIMDFLAGS)) -c -o $@ $<
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) $(call isa_flags_of,$*) -c -o $@ $<
 
 # Assembly only embeds data (.incbin paths are relative to the repository root).
 $(BUILD)/obj/%.S.o: src/%.S

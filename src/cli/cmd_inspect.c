@@ -10,6 +10,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "gguf/gguf.h"
+#include "kernels/kernels.h"
 
 enum {
     ARRAY_HEAD = 8,         /* array elements shown */
@@ -32,7 +33,8 @@ static void usage(FILE *out)
             "key with its type and value (arrays as TYPE[length] with the first %d elements,\n"
             "long strings such as chat templates shortened), the tensor table (name, type,\n"
             "shape, offset in the data section, bytes) and totals (tensor count, bytes by\n"
-            "type, parameters).\n\n"
+            "type, parameters), then the kernel implementation (instruction set) that\n"
+            "would run it on this CPU and those this CPU can run.\n\n"
             "options:\n"
             "      --json         print one JSON object instead of text\n"
             "      --tensors      list every tensor (the default)\n"
@@ -303,6 +305,24 @@ static void print_text(FILE *out, const gguf_file *f, const inspect_opts *o)
         print_bytes_human(out, t.bytes_by_type[ty]);
         fputc('\n', out);
     }
+    fprintf(out, "\nkernels: %s (this CPU runs:", kernels_isa_name(kernels_isa()));
+    for (int i = 0; i < KERNELS_ISA_COUNT; i++)
+        if (kernels_isa_available((enum kernels_isa)i))
+            fprintf(out, " %s", kernels_isa_name((enum kernels_isa)i));
+    fprintf(out, "; ELLIOTT_ISA forces one)\n");
+}
+
+/* The kernel implementation that would run this model here, and the ones this CPU can run. */
+static json_t *json_kernels(void)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "isa", json_string(kernels_isa_name(kernels_isa())));
+    json_t *available = json_array();
+    for (int i = 0; i < KERNELS_ISA_COUNT; i++)
+        if (kernels_isa_available((enum kernels_isa)i))
+            json_array_append_new(available, json_string(kernels_isa_name((enum kernels_isa)i)));
+    json_object_set_new(o, "available", available);
+    return o;
 }
 
 /* ---- JSON output -------------------------------------------------------------------- */
@@ -439,6 +459,7 @@ static int print_json(FILE *out, const gguf_file *f, const inspect_opts *o)
     totals t;
     sum_tensors(f, &t);
     json_object_set_new(root, "totals", json_totals(&t));
+    json_object_set_new(root, "kernels", json_kernels());
     int rc = json_dumpf(root, out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     fputc('\n', out);
     json_decref(root);

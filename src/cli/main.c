@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "kernels/kernels.h"
 
 #ifndef ELLIOTT_VERSION
 #define ELLIOTT_VERSION "0.1.0"
@@ -52,9 +53,16 @@ int main(int argc, char **argv)
         printf("elliott %s\n", ELLIOTT_VERSION);
         return 0;
     }
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (!strcmp(name, commands[i].name))
-            return commands[i].fn(argc - 1, argv + 1);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        if (strcmp(name, commands[i].name))
+            continue;
+        el_err err = {{0}};
+        if (kernels_init_from_env(&err) != 0) { /* a forced kernel path this CPU cannot run */
+            fprintf(stderr, "elliott: %s\n", err.msg);
+            return 2;
+        }
+        return commands[i].fn(argc - 1, argv + 1);
+    }
     fprintf(stderr, "elliott: unknown command '%s'\n\n", name);
     usage(stderr);
     return 2;

@@ -3,6 +3,8 @@
  * vector-operation entry points. */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/kernels_internal.h"
@@ -12,54 +14,244 @@
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static atomic_int current_isa = KERNELS_ISA_SCALAR;
 static const kv_ops *_Atomic current_vec;
+static bool isa_available[KERNELS_ISA_COUNT];
+static bool cpu_bf16;
+/* Why ELLIOTT_ISA was not honoured (empty when it was, or is unset). */
+static char env_problem[160];
+
+typedef struct cpu_features {
+    bool avx2;     /* AVX2, FMA, F16C, BMI2 and the OS saving YMM state */
+    bool avx_vnni;
+    bool avx512;   /* F, BW, VL, DQ, VNNI and the OS saving opmask and ZMM state */
+    bool avx512_bf16;
+} cpu_features;
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 
-/* CPUID plus the OS check that YMM state is saved (XGETBV), so AVX code can run. */
-static bool cpu_reports_avx2_fma_f16c(void)
+enum {
+    XCR0_SSE_AVX = 0x6,     /* XMM and YMM state */
+    XCR0_AVX512 = 0xe0,     /* opmask, ZMM_Hi256 and Hi16_ZMM state */
+};
+
+/* CPUID for the instruction sets, XGETBV for the OS saving their registers on a
+ * context switch: without the latter the instructions fault or corrupt state. */
+static cpu_features cpu_detect(void)
 {
+    cpu_features f = {0};
     unsigned a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d))
-        return false;
+        return f;
     bool fma = c & (1u << 12), osxsave = c & (1u << 27), avx = c & (1u << 28), f16c = c & (1u << 29);
     if (!(fma && osxsave && avx && f16c))
-        return false;
+        return f;
     unsigned xcr0_lo, xcr0_hi;
     __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
     (void)xcr0_hi;
-    if ((xcr0_lo & 6u) != 6u) /* XMM and YMM state */
-        return false;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
-        return false;
-    return b & (1u << 5);
+    if ((xcr0_lo & XCR0_SSE_AVX) != XCR0_SSE_AVX)
+        return f;
+    unsigned max_sub, b7, c7, d7;
+    if (!__get_cpuid_count(7, 0, &max_sub, &b7, &c7, &d7))
+        return f;
+    bool avx2 = b7 & (1u << 5), bmi2 = b7 & (1u << 8);
+    f.avx2 = avx2 && bmi2;
+    if (!f.avx2)
+        return f;
+    unsigned a71 = 0;
+    if (max_sub >= 1 && __get_cpuid_count(7, 1, &a71, &b, &c, &d)) {
+        f.avx_vnni = a71 & (1u << 4);
+    }
+    bool avx512f = b7 & (1u << 16), avx512dq = b7 & (1u << 17), avx512bw = b7 & (1u << 30),
+         avx512vl = b7 & (1u << 31), avx512vnni = c7 & (1u << 11);
+    bool os_zmm = (xcr0_lo & XCR0_AVX512) == XCR0_AVX512;
+    f.avx512 = avx512f && avx512dq && avx512bw && avx512vl && avx512vnni && os_zmm;
+    f.avx512_bf16 = f.avx512 && (a71 & (1u << 5));
+    return f;
+}
+#else
+static cpu_features cpu_detect(void)
+{
+    return (cpu_features){0};
 }
 #endif
 
-static bool cpu_has_avx2(void)
+/* Which implementations run here: the CPU has them and this build compiled them. */
+static void detect_available(void)
 {
-#if defined(__x86_64__) || defined(__i386__)
-    return kq_avx2_compiled() && cpu_reports_avx2_fma_f16c();
-#else
-    return false;
-#endif
+    cpu_features f = cpu_detect();
+    isa_available[KERNELS_ISA_SCALAR] = true;
+    isa_available[KERNELS_ISA_AVX2] = f.avx2 && kq_avx2_compiled();
+    isa_available[KERNELS_ISA_AVX_VNNI] = isa_available[KERNELS_ISA_AVX2] && f.avx_vnni && kq_avx_vnni_compiled();
+    isa_available[KERNELS_ISA_AVX512] = isa_available[KERNELS_ISA_AVX2] && f.avx512 && kq_avx512_compiled();
+    cpu_bf16 = isa_available[KERNELS_ISA_AVX512] && f.avx512_bf16;
+}
+
+bool kq_cpu_has_avx512_bf16(void)
+{
+    kernels_init();
+    return cpu_bf16;
+}
+
+/* The implementations a selection draws on, widest first: itself, then each narrower
+ * one this CPU runs (an AVX-512 CPU without AVX-VNNI skips the VEX-encoded
+ * AVX-VNNI code). Returns how many. */
+static int fallback_chain(enum kernels_isa isa, enum kernels_isa chain[KERNELS_ISA_COUNT])
+{
+    int n = 0;
+    for (int i = (int)isa; i >= 0; i--)
+        if (isa_available[i])
+            chain[n++] = (enum kernels_isa)i;
+    return n;
+}
+
+/* ---- vector operations per implementation ---- */
+
+static kv_ops merged_vec[KERNELS_ISA_COUNT];
+
+static const kv_ops *kv_table_of(enum kernels_isa isa)
+{
+    switch (isa) {
+    case KERNELS_ISA_SCALAR:
+        return kv_ops_scalar();
+    case KERNELS_ISA_AVX2:
+        return kv_ops_avx2();
+    case KERNELS_ISA_AVX_VNNI:
+        return NULL; /* nothing in the vector operations gains from VNNI */
+    case KERNELS_ISA_AVX512:
+        return kv_ops_avx512();
+    }
+    return NULL;
+}
+
+#define TAKE_IF_MISSING(member)                                                              \
+    if (!out->member)                                                                        \
+    out->member = t->member
+
+/* Member by member, the widest table in the chain that has it. */
+static void merge_vec(enum kernels_isa isa, kv_ops *out)
+{
+    enum kernels_isa chain[KERNELS_ISA_COUNT];
+    int n = fallback_chain(isa, chain);
+    *out = (kv_ops){0};
+    for (int i = 0; i < n; i++) {
+        const kv_ops *t = kv_table_of(chain[i]);
+        if (!t)
+            continue;
+        TAKE_IF_MISSING(rmsnorm);
+        TAKE_IF_MISSING(geglu);
+        TAKE_IF_MISSING(swiglu);
+        TAKE_IF_MISSING(add);
+        TAKE_IF_MISSING(scale);
+        TAKE_IF_MISSING(softcap);
+        TAKE_IF_MISSING(softmax);
+        TAKE_IF_MISSING(f32_to_f16);
+        TAKE_IF_MISSING(f16_to_f32);
+        TAKE_IF_MISSING(dot_f16);
+        TAKE_IF_MISSING(axpy_f16);
+    }
+}
+
+#undef TAKE_IF_MISSING
+
+/* ---- activation quantizers per implementation ---- */
+
+typedef struct act_quantizers {
+    kq_act_fn q8_0, q8_1, q8_k;
+} act_quantizers;
+
+static act_quantizers merged_act[KERNELS_ISA_COUNT];
+
+static act_quantizers act_table_of(enum kernels_isa isa)
+{
+    switch (isa) {
+    case KERNELS_ISA_SCALAR:
+        return (act_quantizers){kq_quantize_q8_0, kq_quantize_q8_1, kq_quantize_q8_k};
+    case KERNELS_ISA_AVX2:
+        return (act_quantizers){kq_quantize_q8_0_avx2, kq_quantize_q8_1_avx2, kq_quantize_q8_k_avx2};
+    case KERNELS_ISA_AVX_VNNI:
+        return (act_quantizers){0};
+    case KERNELS_ISA_AVX512:
+        return (act_quantizers){kq_quantize_q8_0_avx512, kq_quantize_q8_1_avx512, NULL};
+    }
+    return (act_quantizers){0};
+}
+
+static void merge_act(enum kernels_isa isa, act_quantizers *out)
+{
+    enum kernels_isa chain[KERNELS_ISA_COUNT];
+    int n = fallback_chain(isa, chain);
+    *out = (act_quantizers){0};
+    for (int i = 0; i < n; i++) {
+        act_quantizers t = act_table_of(chain[i]);
+        out->q8_0 = out->q8_0 ? out->q8_0 : t.q8_0;
+        out->q8_1 = out->q8_1 ? out->q8_1 : t.q8_1;
+        out->q8_k = out->q8_k ? out->q8_k : t.q8_k;
+    }
 }
 
 static void select_isa(enum kernels_isa isa)
 {
     atomic_store(&current_isa, (int)isa);
-    atomic_store(&current_vec, isa == KERNELS_ISA_AVX2 ? kv_ops_avx2() : kv_ops_scalar());
+    atomic_store(&current_vec, &merged_vec[isa]);
+}
+
+static bool isa_from_name(const char *name, enum kernels_isa *out)
+{
+    for (int i = 0; i < KERNELS_ISA_COUNT; i++) {
+        if (!strcmp(name, kernels_isa_name((enum kernels_isa)i))) {
+            *out = (enum kernels_isa)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ELLIOTT_ISA's choice, or the widest available; a problem goes to env_problem. */
+static enum kernels_isa initial_isa(void)
+{
+    enum kernels_isa best = KERNELS_ISA_SCALAR;
+    for (int i = 0; i < KERNELS_ISA_COUNT; i++)
+        if (isa_available[i])
+            best = (enum kernels_isa)i;
+    const char *env = getenv("ELLIOTT_ISA");
+    if (!env || !*env)
+        return best;
+    enum kernels_isa wanted;
+    if (!isa_from_name(env, &wanted)) {
+        snprintf(env_problem, sizeof env_problem,
+                 "ELLIOTT_ISA=%.40s is not one of scalar, avx2, avx-vnni, avx512", env);
+        return best;
+    }
+    if (!isa_available[wanted]) {
+        snprintf(env_problem, sizeof env_problem, "ELLIOTT_ISA=%s: this CPU (or this build) cannot run it",
+                 kernels_isa_name(wanted));
+        return best;
+    }
+    return wanted;
 }
 
 static void init_once_fn(void)
 {
     kv_init_tables();
-    select_isa(cpu_has_avx2() ? KERNELS_ISA_AVX2 : KERNELS_ISA_SCALAR);
+    detect_available();
+    for (int i = 0; i < KERNELS_ISA_COUNT; i++) {
+        merge_vec((enum kernels_isa)i, &merged_vec[i]);
+        merge_act((enum kernels_isa)i, &merged_act[i]);
+    }
+    select_isa(initial_isa());
 }
 
 void kernels_init(void)
 {
     pthread_once(&init_once, init_once_fn);
+}
+
+int kernels_init_from_env(el_err *err)
+{
+    kernels_init();
+    if (env_problem[0])
+        return el_fail(err, "%s", env_problem);
+    return 0;
 }
 
 enum kernels_isa kernels_isa(void)
@@ -75,17 +267,27 @@ const char *kernels_isa_name(enum kernels_isa isa)
         return "scalar";
     case KERNELS_ISA_AVX2:
         return "avx2";
+    case KERNELS_ISA_AVX_VNNI:
+        return "avx-vnni";
+    case KERNELS_ISA_AVX512:
+        return "avx512";
     }
     return "unknown";
+}
+
+bool kernels_isa_available(enum kernels_isa isa)
+{
+    kernels_init();
+    return (int)isa >= 0 && (int)isa < KERNELS_ISA_COUNT && isa_available[isa];
 }
 
 int kernels_set_isa(enum kernels_isa isa, el_err *err)
 {
     kernels_init();
-    if (isa == KERNELS_ISA_AVX2 && !cpu_has_avx2())
-        return el_fail(err, "this CPU lacks AVX2/FMA/F16C (or they were not compiled in)");
-    if (isa != KERNELS_ISA_SCALAR && isa != KERNELS_ISA_AVX2)
+    if ((int)isa < 0 || (int)isa >= KERNELS_ISA_COUNT)
         return el_fail(err, "unknown kernel implementation %d", (int)isa);
+    if (!isa_available[isa])
+        return el_fail(err, "this CPU (or this build) cannot run the %s kernels", kernels_isa_name(isa));
     select_isa(isa);
     return 0;
 }
@@ -113,23 +315,51 @@ static const kq_type_ops *ops_for(uint32_t type)
     return ops;
 }
 
-/* The selected implementation, member by member: missing AVX2 members fall back. */
-static kq_impl impl_for(const kq_type_ops *ops)
+static const kq_impl *impl_member(const kq_type_ops *ops, enum kernels_isa isa)
 {
+    switch (isa) {
+    case KERNELS_ISA_SCALAR:
+        return &ops->scalar;
+    case KERNELS_ISA_AVX2:
+        return &ops->avx2;
+    case KERNELS_ISA_AVX_VNNI:
+        return &ops->avx_vnni;
+    case KERNELS_ISA_AVX512:
+        return &ops->avx512;
+    }
+    return &ops->scalar;
+}
+
+/* The selected implementation: dequant from the widest implementation in the
+ * fallback chain that has one, and likewise the dot group (a tile kernel and an
+ * activation layout only go with the dot they were written beside). */
+static kq_impl impl_for_isa(const kq_type_ops *ops, enum kernels_isa isa)
+{
+    enum kernels_isa chain[KERNELS_ISA_COUNT];
+    int n = fallback_chain(isa, chain);
     kq_impl impl = ops->scalar;
-    if (atomic_load(&current_isa) == KERNELS_ISA_AVX2) {
-        if (ops->avx2.dequant)
-            impl.dequant = ops->avx2.dequant;
-        if (ops->avx2.dot) {
-            /* a tile kernel only goes with the dot it was written beside */
-            impl.dot = ops->avx2.dot;
-            impl.dot_tile = ops->avx2.dot_tile;
-            impl.act_convert = ops->avx2.act_convert;
-            impl.act_row_bytes = ops->avx2.act_row_bytes;
-            impl.tile_cols = ops->avx2.tile_cols;
+    bool have_dequant = false, have_dot = false;
+    for (int i = 0; i < n && !(have_dequant && have_dot); i++) {
+        const kq_impl *m = impl_member(ops, chain[i]);
+        if (!have_dequant && m->dequant) {
+            impl.dequant = m->dequant;
+            have_dequant = true;
+        }
+        if (!have_dot && m->dot) {
+            impl.dot = m->dot;
+            impl.dot_tile = m->dot_tile;
+            impl.act_convert = m->act_convert;
+            impl.act_row_bytes = m->act_row_bytes;
+            impl.tile_cols = m->tile_cols;
+            have_dot = true;
         }
     }
     return impl;
+}
+
+static kq_impl impl_for(const kq_type_ops *ops)
+{
+    return impl_for_isa(ops, (enum kernels_isa)atomic_load(&current_isa));
 }
 
 static bool row_length_ok(uint32_t type, int64_t n)
@@ -202,7 +432,8 @@ size_t kq_act_row_bytes(uint32_t act_type, int64_t n)
 
 void kq_act_convert(uint32_t act_type, const float *src, void *dst, int64_t n)
 {
-    bool avx2 = atomic_load(&current_isa) == KERNELS_ISA_AVX2;
+    kernels_init();
+    const act_quantizers *q = &merged_act[atomic_load(&current_isa)];
     switch (act_type) {
     case GGUF_TYPE_F32:
         memcpy(dst, src, (size_t)n * sizeof(float));
@@ -211,13 +442,13 @@ void kq_act_convert(uint32_t act_type, const float *src, void *dst, int64_t n)
         vec()->f32_to_f16(src, dst, n);
         break;
     case GGUF_TYPE_Q8_0:
-        (avx2 ? kq_quantize_q8_0_avx2 : kq_quantize_q8_0)(src, dst, n);
+        q->q8_0(src, dst, n);
         break;
     case GGUF_TYPE_Q8_1:
-        (avx2 ? kq_quantize_q8_1_avx2 : kq_quantize_q8_1)(src, dst, n);
+        q->q8_1(src, dst, n);
         break;
     case GGUF_TYPE_Q8_K:
-        (avx2 ? kq_quantize_q8_k_avx2 : kq_quantize_q8_k)(src, dst, n);
+        q->q8_k(src, dst, n);
         break;
     default:
         break;
@@ -256,10 +487,16 @@ size_t kernels_matmul_scratch_size(uint32_t type, int64_t cols, int n_tokens)
     const kq_type_ops *ops = ops_for(type);
     if (!ops || n_tokens <= 0 || ops->act_type == GGUF_TYPE_F32)
         return 0;
-    /* enough for either implementation: tests switch between them on one scratch */
-    size_t stride = act_stride_for(&ops->scalar, ops->act_type, cols);
-    size_t avx2 = act_stride_for(&ops->avx2, ops->act_type, cols);
-    return (stride > avx2 ? stride : avx2) * (size_t)n_tokens;
+    /* enough for any implementation: tests switch between them on one scratch */
+    size_t stride = 0;
+    for (int i = 0; i < KERNELS_ISA_COUNT; i++) {
+        if (!isa_available[i])
+            continue;
+        kq_impl impl = impl_for_isa(ops, (enum kernels_isa)i);
+        size_t s = act_stride_for(&impl, ops->act_type, cols);
+        stride = s > stride ? s : stride;
+    }
+    return stride * (size_t)n_tokens;
 }
 
 /* One matrix of a (possibly fused) matmul: its rows form chunks first_chunk..+n_chunks

@@ -2,8 +2,8 @@
  * operations a transformer needs.
  *
  * Every operation has a portable scalar reference and, where the CPU has them,
- * AVX2/FMA/F16C versions chosen at run time. Tests force each in turn and
- * compare. Bit layouts are ggml's, so GGUF tensors are used in place. */
+ * AVX2/FMA/F16C, AVX-VNNI and AVX-512 versions chosen at run time. Tests force
+ * each in turn and compare. Bit layouts are ggml's, so GGUF tensors are used in place. */
 #ifndef ELLIOTT_KERNELS_H
 #define ELLIOTT_KERNELS_H
 
@@ -18,14 +18,26 @@
 
 enum kernels_isa {
     KERNELS_ISA_SCALAR = 0,
-    KERNELS_ISA_AVX2 = 1 /* AVX2 + FMA + F16C */
+    KERNELS_ISA_AVX2 = 1,     /* AVX2 + FMA + F16C */
+    KERNELS_ISA_AVX_VNNI = 2, /* AVX2 + FMA + F16C + AVX-VNNI (256-bit vpdpbusd) */
+    KERNELS_ISA_AVX512 = 3    /* AVX2 + FMA + F16C + AVX-512 F, BW, VL, DQ and VNNI */
 };
+enum { KERNELS_ISA_COUNT = 4 };
 
-/* Picks the best implementation this CPU supports. Idempotent and thread-safe;
- * every other function calls it on first use. */
+/* Picks the best implementation this CPU supports, or the one ELLIOTT_ISA names
+ * (scalar, avx2, avx-vnni, avx512; read once here). Idempotent and thread-safe;
+ * every other function calls it on first use. An ELLIOTT_ISA it cannot honour
+ * leaves the automatic choice; kernels_init_from_env reports it. */
 void kernels_init(void);
+/* kernels_init, then fails naming the problem if ELLIOTT_ISA is set to an unknown
+ * value or to an implementation this CPU (or this build) cannot run. For programs
+ * that must refuse such a setting at startup. */
+int kernels_init_from_env(el_err *err);
 enum kernels_isa kernels_isa(void);
 const char *kernels_isa_name(enum kernels_isa isa);
+/* Whether this CPU (and this build) can run an implementation. A wider one uses
+ * the narrower ones' code where it has none of its own, operation by operation. */
+bool kernels_isa_available(enum kernels_isa isa);
 /* Forces an implementation (tests, benchmarks); fails if the CPU lacks it.
  * Not to be called while kernels are running on other threads. */
 int kernels_set_isa(enum kernels_isa isa, el_err *err);

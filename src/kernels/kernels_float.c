@@ -76,9 +76,9 @@ static void dot_bf16_f32(int64_t n, const void *w_row, const void *x_row, float 
 }
 
 static kq_type_ops float_ops[] = {
-    {GGUF_TYPE_F32, GGUF_TYPE_F32, quant_f32, {dequant_f32, dot_f32, NULL, NULL, NULL, 0}, {0}},
-    {GGUF_TYPE_F16, GGUF_TYPE_F16, quant_f16, {dequant_f16, dot_f16, NULL, NULL, NULL, 0}, {0}},
-    {GGUF_TYPE_BF16, GGUF_TYPE_F32, quant_bf16, {dequant_bf16, dot_bf16_f32, NULL, NULL, NULL, 0}, {0}},
+    {GGUF_TYPE_F32, GGUF_TYPE_F32, quant_f32, {dequant_f32, dot_f32, NULL, NULL, NULL, 0}, {0}, {0}, {0}},
+    {GGUF_TYPE_F16, GGUF_TYPE_F16, quant_f16, {dequant_f16, dot_f16, NULL, NULL, NULL, 0}, {0}, {0}, {0}},
+    {GGUF_TYPE_BF16, GGUF_TYPE_F32, quant_bf16, {dequant_bf16, dot_bf16_f32, NULL, NULL, NULL, 0}, {0}, {0}, {0}},
 };
 
 static pthread_once_t float_once = PTHREAD_ONCE_INIT;

@@ -1,11 +1,16 @@
 /* Inside the kernels layer only: the per-type operation table that kernels.c
  * dispatches through. Each type family lives in its own file and fills in its
- * entries (scalar always, AVX2 where written); nothing outside src/kernels
- * includes this header. */
+ * entries (scalar always, AVX2, AVX-VNNI and AVX-512 where written); nothing
+ * outside src/kernels includes this header.
+ *
+ * Files named *_avx2.c, *_avxvnni.c and *_avx512.c are compiled with those
+ * instruction sets enabled (Makefile); only code reached after kernels_init has
+ * checked the CPU may call into them. */
 #ifndef ELLIOTT_KERNELS_INTERNAL_H
 #define ELLIOTT_KERNELS_INTERNAL_H
 
 #include <math.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -49,7 +54,12 @@ typedef struct kq_type_ops {
     uint32_t act_type;  /* what activations are converted to for dot: F32, F16, Q8_0 or Q8_K */
     kq_quant_fn quant;  /* reference quantizer (ggml rounding); NULL if not supported */
     kq_impl scalar;     /* always complete (dequant and dot) */
-    kq_impl avx2;       /* NULL members fall back to scalar */
+    /* NULL members fall back to the next narrower implementation the CPU runs
+     * (avx512 -> avx_vnni -> avx2 -> scalar), dequant on its own and the dot group
+     * (dot, dot_tile, act_convert, act_row_bytes, tile_cols) as a whole */
+    kq_impl avx2;
+    kq_impl avx_vnni;
+    kq_impl avx512;
 } kq_type_ops;
 
 /* The table entries each family file provides (NULL-terminated lists are not
@@ -85,18 +95,31 @@ void kq_quantize_q8_0_avx2(const float *src, void *dst, int64_t n);
 void kq_quantize_q8_1_avx2(const float *src, void *dst, int64_t n);
 void kq_quantize_q8_k_avx2(const float *src, void *dst, int64_t n);
 
+/* The AVX-512 activation quantizers (kernels_legacy_avx512.c): the same bytes again. */
+void kq_quantize_q8_0_avx512(const float *src, void *dst, int64_t n);
+void kq_quantize_q8_1_avx512(const float *src, void *dst, int64_t n);
+
 /* AVX2 members of the float and legacy families. The _avx2.c files define these
  * on every architecture; where no AVX2 code is compiled every member is NULL
- * (and kq_avx2_compiled() is 0, so the AVX2 quantizers above are never called). */
+ * (and kq_avx2_compiled() is 0, so the AVX2 quantizers above are never called).
+ * The same holds for the AVX-VNNI and AVX-512 members and their files. */
 kq_impl kq_float_avx2(uint32_t type);
 kq_impl kq_legacy_avx2(uint32_t type);
+kq_impl kq_legacy_avx_vnni(uint32_t type);
+kq_impl kq_legacy_avx512(uint32_t type);
+int kq_avx_vnni_compiled(void);
+int kq_avx512_compiled(void);
+/* Whether the CPU has AVX512_BF16 (vdpbf16ps), for AVX-512 kernels that can use it;
+ * not part of KERNELS_ISA_AVX512's requirements. */
+bool kq_cpu_has_avx512_bf16(void);
 /* Fills in the four-block Q4_0 kernels (kernels_q4_0_avx2.c): dot, dot_tile and
  * their activation layout. */
 void kq_q4_0_quads_avx2(kq_impl *impl);
 int kq_avx2_compiled(void);
 
-/* Vector operations: a scalar reference (kernels_vec.c) and AVX2 versions
- * (kernels_vec_avx2.c, NULL where not compiled). */
+/* Vector operations: a scalar reference (kernels_vec.c), AVX2 versions
+ * (kernels_vec_avx2.c) and AVX-512 ones (kernels_vec_avx512.c); a table is NULL
+ * where not compiled, and its NULL members fall back to the narrower table. */
 typedef struct kv_ops {
     void (*rmsnorm)(float *y, const float *x, const float *w, int64_t n, float eps);
     void (*geglu)(float *gate, const float *up, int64_t n);
@@ -113,6 +136,7 @@ typedef struct kv_ops {
 
 const kv_ops *kv_ops_scalar(void);
 const kv_ops *kv_ops_avx2(void);
+const kv_ops *kv_ops_avx512(void);
 
 /* ggml's GELU as llama.cpp's CPU backend computes it: the input rounded to half,
  * GELU (tanh form) of that in float, the result rounded to half; indexed by the

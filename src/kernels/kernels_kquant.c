@@ -767,16 +767,16 @@ static void quant_q6_K(const float *src, void *dst, int64_t n)
 
 static const kq_type_ops kquant_ops[] = {
     {GGUF_TYPE_Q2_K, GGUF_TYPE_Q8_K, quant_q2_K, {dequant_q2_K, dot_q2_K, NULL, NULL, NULL, 0},
-     KQ_AVX2(kq_dequant_q2_K_avx2, kq_dot_q2_K_avx2, NULL, 0)},
+     KQ_AVX2(kq_dequant_q2_K_avx2, kq_dot_q2_K_avx2, NULL, 0), {0}, {0}},
     {GGUF_TYPE_Q3_K, GGUF_TYPE_Q8_K, quant_q3_K, {dequant_q3_K, dot_q3_K, NULL, NULL, NULL, 0},
-     KQ_AVX2(kq_dequant_q3_K_avx2, kq_dot_q3_K_avx2, NULL, 0)},
+     KQ_AVX2(kq_dequant_q3_K_avx2, kq_dot_q3_K_avx2, NULL, 0), {0}, {0}},
     {GGUF_TYPE_Q4_K, GGUF_TYPE_Q8_K, quant_q4_K, {dequant_q4_K, dot_q4_K, NULL, NULL, NULL, 0},
-     KQ_AVX2(kq_dequant_q4_K_avx2, kq_dot_q4_K_avx2, kq_dot_tile_q4_K_avx2, KQ_TILE_COLS)},
+     KQ_AVX2(kq_dequant_q4_K_avx2, kq_dot_q4_K_avx2, kq_dot_tile_q4_K_avx2, KQ_TILE_COLS), {0}, {0}},
     {GGUF_TYPE_Q5_K, GGUF_TYPE_Q8_K, quant_q5_K, {dequant_q5_K, dot_q5_K, NULL, NULL, NULL, 0},
-     KQ_AVX2(kq_dequant_q5_K_avx2, kq_dot_q5_K_avx2, kq_dot_tile_q5_K_avx2, KQ_TILE_COLS)},
+     KQ_AVX2(kq_dequant_q5_K_avx2, kq_dot_q5_K_avx2, kq_dot_tile_q5_K_avx2, KQ_TILE_COLS), {0}, {0}},
     {GGUF_TYPE_Q6_K, GGUF_TYPE_Q8_K, quant_q6_K, {dequant_q6_K, dot_q6_K, NULL, NULL, NULL, 0},
-     KQ_AVX2(kq_dequant_q6_K_avx2, kq_dot_q6_K_avx2, kq_dot_tile_q6_K_avx2, KQ_TILE_COLS)},
-    {GGUF_TYPE_Q8_K, GGUF_TYPE_Q8_K, quant_q8_K, {dequant_q8_K, dot_q8_K, NULL, NULL, NULL, 0}, {NULL, NULL, NULL, NULL, NULL, 0}},
+     KQ_AVX2(kq_dequant_q6_K_avx2, kq_dot_q6_K_avx2, kq_dot_tile_q6_K_avx2, KQ_TILE_COLS), {0}, {0}},
+    {GGUF_TYPE_Q8_K, GGUF_TYPE_Q8_K, quant_q8_K, {dequant_q8_K, dot_q8_K, NULL, NULL, NULL, 0}, {NULL, NULL, NULL, NULL, NULL, 0}, {0}, {0}},
 };
 
 const kq_type_ops *kq_ops_kquant(uint32_t type)

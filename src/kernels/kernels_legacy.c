@@ -364,24 +364,27 @@ void kq_quantize_q8_k(const float *src, void *dst, int64_t n)
 /* ---- table -------------------------------------------------------------------- */
 
 static kq_type_ops legacy_ops[] = {
-    {GGUF_TYPE_Q4_0, GGUF_TYPE_Q8_0, quant_q4_0, {dequant_q4_0, dot_q4_0_q8_0, NULL, NULL, NULL, 0}, {0}},
-    {GGUF_TYPE_Q4_1, GGUF_TYPE_Q8_1, quant_q4_1, {dequant_q4_1, dot_q4_1_q8_1, NULL, NULL, NULL, 0}, {0}},
-    {GGUF_TYPE_Q5_0, GGUF_TYPE_Q8_0, quant_q5_0, {dequant_q5_0, dot_q5_0_q8_0, NULL, NULL, NULL, 0}, {0}},
-    {GGUF_TYPE_Q5_1, GGUF_TYPE_Q8_1, quant_q5_1, {dequant_q5_1, dot_q5_1_q8_1, NULL, NULL, NULL, 0}, {0}},
-    {GGUF_TYPE_Q8_0, GGUF_TYPE_Q8_0, kq_quantize_q8_0, {dequant_q8_0, dot_q8_0_q8_0, NULL, NULL, NULL, 0}, {0}},
+    {GGUF_TYPE_Q4_0, GGUF_TYPE_Q8_0, quant_q4_0, {dequant_q4_0, dot_q4_0_q8_0, NULL, NULL, NULL, 0}, {0}, {0}, {0}},
+    {GGUF_TYPE_Q4_1, GGUF_TYPE_Q8_1, quant_q4_1, {dequant_q4_1, dot_q4_1_q8_1, NULL, NULL, NULL, 0}, {0}, {0}, {0}},
+    {GGUF_TYPE_Q5_0, GGUF_TYPE_Q8_0, quant_q5_0, {dequant_q5_0, dot_q5_0_q8_0, NULL, NULL, NULL, 0}, {0}, {0}, {0}},
+    {GGUF_TYPE_Q5_1, GGUF_TYPE_Q8_1, quant_q5_1, {dequant_q5_1, dot_q5_1_q8_1, NULL, NULL, NULL, 0}, {0}, {0}, {0}},
+    {GGUF_TYPE_Q8_0, GGUF_TYPE_Q8_0, kq_quantize_q8_0, {dequant_q8_0, dot_q8_0_q8_0, NULL, NULL, NULL, 0}, {0}, {0}, {0}},
 };
 
 static pthread_once_t legacy_once = PTHREAD_ONCE_INIT;
 
-static void legacy_fill_avx2(void)
+static void legacy_fill_simd(void)
 {
-    for (size_t i = 0; i < sizeof legacy_ops / sizeof legacy_ops[0]; i++)
+    for (size_t i = 0; i < sizeof legacy_ops / sizeof legacy_ops[0]; i++) {
         legacy_ops[i].avx2 = kq_legacy_avx2(legacy_ops[i].type);
+        legacy_ops[i].avx_vnni = kq_legacy_avx_vnni(legacy_ops[i].type);
+        legacy_ops[i].avx512 = kq_legacy_avx512(legacy_ops[i].type);
+    }
 }
 
 const kq_type_ops *kq_ops_legacy(uint32_t type)
 {
-    pthread_once(&legacy_once, legacy_fill_avx2);
+    pthread_once(&legacy_once, legacy_fill_simd);
     for (size_t i = 0; i < sizeof legacy_ops / sizeof legacy_ops[0]; i++)
         if (legacy_ops[i].type == type)
             return &legacy_ops[i];

@@ -43,4 +43,20 @@ usage "unknown option" -m "$tmp/m.gguf" --bogus
 "$bin" bench -m "$tmp/missing.gguf" >/dev/null 2>"$tmp/err"
 [ $? -eq 1 ] && grep -q missing.gguf "$tmp/err" && ok "missing model: exit 1" || bad "missing model"
 "$bin" bench --help | grep -q '^usage: elliott bench' && ok "--help" || bad "--help"
+
+# ELLIOTT_ISA forces a kernel path (the output names it); one this CPU cannot run, or an
+# unknown name, is refused at startup with exit status 2.
+ELLIOTT_ISA=scalar "$bin" bench -m "$tmp/m.gguf" -p 8 -n 0 -r 1 -o jsonl >"$tmp/isa" 2>"$tmp/err" \
+    && grep -q '"isa":"scalar"' "$tmp/isa" && ok "ELLIOTT_ISA=scalar: jsonl isa" || bad "ELLIOTT_ISA=scalar: $(cat "$tmp/isa" "$tmp/err")"
+ELLIOTT_ISA=scalar "$bin" bench -m "$tmp/m.gguf" -p 8 -n 0 -r 1 | grep -qE '^\| m\.gguf .*\| scalar +\|' \
+    && ok "ELLIOTT_ISA=scalar: markdown isa" || bad "ELLIOTT_ISA=scalar markdown"
+ELLIOTT_ISA=sse9 "$bin" bench -m "$tmp/m.gguf" -p 8 -n 0 -r 1 >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q 'ELLIOTT_ISA=sse9' "$tmp/err" && ok "unknown ELLIOTT_ISA: exit 2" || bad "unknown ELLIOTT_ISA: $(cat "$tmp/err")"
+for isa in avx2 avx-vnni avx512; do
+    if ELLIOTT_ISA=$isa "$bin" bench -m "$tmp/m.gguf" -p 8 -n 0 -r 1 -o jsonl >"$tmp/isa" 2>"$tmp/err"; then
+        grep -q "\"isa\":\"$isa\"" "$tmp/isa" && ok "ELLIOTT_ISA=$isa runs" || bad "ELLIOTT_ISA=$isa: $(cat "$tmp/isa")"
+    else
+        [ $? -eq 2 ] && grep -q "cannot run" "$tmp/err" && ok "ELLIOTT_ISA=$isa refused here" || bad "ELLIOTT_ISA=$isa: $(cat "$tmp/err")"
+    fi
+done
 exit $fail

@@ -36,6 +36,10 @@ seed=fuzz/seeds/gguf/model.gguf
 "$elliott" inspect "$seed" >"$out" 2>"$err" || fail "$seed: exit $?: $(cat "$err")"
 grep -q "blk.0.attn_q.weight *Q8_0 *\[32, 4\]" "$out" || fail "$seed: tensor table lacks blk.0.attn_q.weight"
 grep -q "totals: 4 tensors" "$out" || fail "$seed: totals"
+grep -Eq "^kernels: (scalar|avx2|avx-vnni|avx512) \(this CPU runs: scalar" "$out" || fail "$seed: kernels line"
+ELLIOTT_ISA=scalar "$elliott" inspect "$seed" 2>&1 | grep -q "^kernels: scalar " || fail "ELLIOTT_ISA=scalar not shown"
+ELLIOTT_ISA=avx1024 "$elliott" inspect "$seed" >"$out" 2>"$err"
+[ $? -eq 2 ] && grep -q "^elliott: ELLIOTT_ISA=avx1024 is not one of" "$err" || fail "unknown ELLIOTT_ISA: $(cat "$err")"
 
 golden=${ELLIOTT_SHARED:-../shared}/golden/models/tiny-gemma3-q8_0.gguf
 if [ -r "$golden" ]; then
@@ -55,6 +59,7 @@ assert keys["tokenizer.ggml.tokens"]["length"] == 262144
 names = [t["name"] for t in d["tensors"]]
 assert "token_embd.weight" in names and len(names) == d["totals"]["tensors"]
 assert sum(v["bytes"] for v in d["totals"]["by_type"].values()) == d["totals"]["bytes"]
+assert d["kernels"]["isa"] in d["kernels"]["available"] and d["kernels"]["available"][0] == "scalar"
 PY
     "$elliott" inspect --json --no-tensors "$golden" >"$out" 2>&1 || fail "--no-tensors: exit $?"
     grep -q '"tensors": \[' "$out" && fail "--no-tensors still lists tensors"

@@ -10,6 +10,7 @@
 #include <math.h>
 
 #include "base/threadpool.h"
+#include "kernels/kernels.h"
 #include "model/model.h"
 #include "test.h"
 
@@ -267,13 +268,22 @@ static void test_tiny_gemma3_q8_0(void)
     run_model("tiny-gemma3-q8_0", 2e-2, pool);
 }
 
+/* Every model with each kernel implementation this CPU runs forced in turn; the F32
+ * model but for the scalar one, whose double-precision F32 dot products take ~28 s on
+ * it (tests/kernels compares them with every other implementation). */
 int main(void)
 {
     pool = threadpool_create(2, NULL);
-    RUN(test_tiny_gemma_q8_0);
-    RUN(test_tiny_mha_gemma_f32);
-    RUN(test_tiny_gemma2_q4_0);
-    RUN(test_tiny_gemma3_q8_0);
+    for (int isa = 0; isa < KERNELS_ISA_COUNT; isa++) {
+        if (kernels_set_isa((enum kernels_isa)isa, NULL) != 0)
+            continue;
+        fprintf(stderr, "kernels: %s\n", kernels_isa_name((enum kernels_isa)isa));
+        RUN(test_tiny_gemma_q8_0);
+        if (isa != KERNELS_ISA_SCALAR || !kernels_isa_available(KERNELS_ISA_AVX2))
+            RUN(test_tiny_mha_gemma_f32);
+        RUN(test_tiny_gemma2_q4_0);
+        RUN(test_tiny_gemma3_q8_0);
+    }
     threadpool_free(pool);
     return test_summary();
 }

@@ -193,45 +193,56 @@ static void test_threads_deterministic(void)
     threadpool_free(pools[2]);
 }
 
-/* Scalar against AVX2 for one type and shape, 1..17 tokens (every tile width and
- * partial tiles); tol is relative to sum(|w x|). */
+/* Scalar against every other implementation this CPU runs, for one type and shape,
+ * 1..17 tokens (every tile width and partial tiles); tol is relative to sum(|w x|). */
 static void isa_agree_one(uint32_t type, int64_t rows, int64_t cols, uint64_t seed, threadpool *pool)
 {
-    for (int n_tokens = 1; n_tokens <= 17; n_tokens += (n_tokens < 9 ? 1 : 8)) {
+    for (int n_tokens = 1; n_tokens <= 17; n_tokens++) {
         problem p;
         problem_make(&p, type, rows, cols, n_tokens, seed + (uint64_t)n_tokens);
         size_t n_y = (size_t)(p.rows * n_tokens);
         float *ys = malloc(sizeof(float) * n_y), *yv = malloc(sizeof(float) * n_y);
         kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
         problem_run(&p, ys, p.rows, pool);
-        kernels_set_isa(KERNELS_ISA_AVX2, NULL);
-        problem_run(&p, yv, p.rows, pool);
-        int bad = 0;
-        for (int t = 0; t < n_tokens; t++) {
-            for (int64_t r = 0; r < p.rows; r++) {
-                double want, mag;
-                reference(&p, p.xq, p.cols, r, t, &want, &mag);
-                double a = ys[t * p.rows + r], b = yv[t * p.rows + r];
-                bad += !(fabs(a - b) <= 1e-5 * mag + 1e-30);
+        for (int isa = KERNELS_ISA_SCALAR + 1; isa < KERNELS_ISA_COUNT; isa++) {
+            if (kernels_set_isa((enum kernels_isa)isa, NULL) != 0)
+                continue;
+            memset(yv, 0, sizeof(float) * n_y);
+            problem_run(&p, yv, p.rows, pool);
+            int bad = 0;
+            for (int t = 0; t < n_tokens; t++) {
+                for (int64_t r = 0; r < p.rows; r++) {
+                    double want, mag;
+                    reference(&p, p.xq, p.cols, r, t, &want, &mag);
+                    double a = ys[t * p.rows + r], b = yv[t * p.rows + r];
+                    bad += !(fabs(a - b) <= 1e-5 * mag + 1e-30);
+                }
             }
+            CHECKF(bad == 0, "type %u %lldx%lld n=%d %s: %d results differ", p.type, (long long)p.rows,
+                   (long long)p.cols, n_tokens, kernels_isa_name((enum kernels_isa)isa), bad);
         }
-        CHECKF(bad == 0, "type %u %lldx%lld n=%d: %d results differ", p.type, (long long)p.rows,
-               (long long)p.cols, n_tokens, bad);
         free(ys);
         free(yv);
         problem_free(&p);
     }
 }
 
-/* Scalar against AVX2 on odd shapes: rows not a multiple of the tile or the thread
- * count; 1 to 16 blocks per row (Q4_0 works on groups of four blocks: every
- * remainder), 1..17 tokens. */
+static bool any_simd(void)
+{
+    for (int isa = KERNELS_ISA_SCALAR + 1; isa < KERNELS_ISA_COUNT; isa++)
+        if (kernels_isa_available((enum kernels_isa)isa))
+            return true;
+    fprintf(stderr, "SKIP: no SIMD implementation runs on this CPU; scalar only\n");
+    return false;
+}
+
+/* Scalar against each SIMD implementation on odd shapes: rows not a multiple of the
+ * tile or the thread count; 1 to 16 blocks per row (Q4_0 works on groups of four
+ * blocks: every remainder), 1..17 tokens. */
 static void test_isa_agree(void)
 {
-    if (kernels_set_isa(KERNELS_ISA_AVX2, NULL) != 0) {
-        fprintf(stderr, "SKIP: no AVX2 on this CPU; scalar only\n");
+    if (!any_simd())
         return;
-    }
     threadpool *pool = threadpool_create(2, NULL);
     const int64_t shapes[][2] = {{13, 32}, {37, 96}, {70, 160}, {19, 192}, {9, 256}, {5, 512}};
     for (size_t i = 0; i < sizeof matmul_types / sizeof matmul_types[0]; i++)
@@ -244,10 +255,8 @@ static void test_isa_agree(void)
 /* The same for the K-quants: one to three 256-value blocks per row, odd row counts. */
 static void test_isa_agree_kquants(void)
 {
-    if (kernels_set_isa(KERNELS_ISA_AVX2, NULL) != 0) {
-        fprintf(stderr, "SKIP: no AVX2 on this CPU; scalar only\n");
+    if (!any_simd())
         return;
-    }
     threadpool *pool = threadpool_create(2, NULL);
     const int64_t shapes[][2] = {{7, 256}, {11, 768}};
     for (size_t i = 0; i < sizeof kquant_types / sizeof kquant_types[0]; i++)
@@ -294,9 +303,8 @@ static void multi_agrees_one(int n_tokens, threadpool *pool)
 static void test_multi_matches_single(void)
 {
     threadpool *pool = threadpool_create(2, NULL);
-    enum kernels_isa isas[] = {KERNELS_ISA_SCALAR, KERNELS_ISA_AVX2};
-    for (size_t k = 0; k < sizeof isas / sizeof isas[0]; k++) {
-        if (kernels_set_isa(isas[k], NULL) != 0)
+    for (int isa = 0; isa < KERNELS_ISA_COUNT; isa++) {
+        if (kernels_set_isa((enum kernels_isa)isa, NULL) != 0)
             continue;
         for (int n_tokens = 1; n_tokens <= 9; n_tokens += 4) {
             multi_agrees_one(n_tokens, pool);

@@ -33,13 +33,12 @@ static void *read_golden(const char *type_name, const char *suffix, size_t expec
     return buf;
 }
 
-static int available_isas(enum kernels_isa out[2])
+static int available_isas(enum kernels_isa out[KERNELS_ISA_COUNT])
 {
     int n = 0;
-    out[n++] = KERNELS_ISA_SCALAR;
-    if (kernels_set_isa(KERNELS_ISA_AVX2, NULL) == 0)
-        out[n++] = KERNELS_ISA_AVX2;
-    kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
+    for (int isa = 0; isa < KERNELS_ISA_COUNT; isa++)
+        if (kernels_isa_available((enum kernels_isa)isa))
+            out[n++] = (enum kernels_isa)isa;
     return n;
 }
 
@@ -54,7 +53,7 @@ static void check_golden_type(const char *name, uint32_t type, bool has_input)
     if (!blocks || !want || (has_input && !input))
         goto out;
 
-    enum kernels_isa isas[2];
+    enum kernels_isa isas[KERNELS_ISA_COUNT];
     int n_isa = available_isas(isas);
     float got[GOLDEN_COLS];
     uint8_t *q = malloc(row_bytes);
