@@ -1,7 +1,7 @@
 /* Micro-benchmark of the matmul kernels (built by hand, not by the Makefile):
  *   gcc -O2 -std=c11 -D_GNU_SOURCE -Isrc -o build-kern/kernels_bench bench/kernels_bench.c \
  *       build-kern/libkernels.a build-kern/libgguf.a build-kern/libbase.a -lm -pthread
- *   build-kern/kernels_bench [threads] [isa: scalar|avx2] [type names...]
+ *   build-kern/kernels_bench [threads] [isa: scalar|avx2|avx-vnni|avx512|best] [type names...]
  * (any BUILD directory in place of build-kern). Reports, per type: decode-style
  * matrix-vector GB/s (weights streamed from memory: several copies rotate so that
  * no cache holds them) next to the machine's plain read bandwidth of the same
@@ -155,12 +155,16 @@ int main(int argc, char **argv)
 {
     int threads = argc > 1 ? atoi(argv[1]) : 2;
     kernels_init();
-    if (argc > 2 && strcmp(argv[2], "scalar") == 0)
-        kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
+    for (int isa = 0; argc > 2 && isa < KERNELS_ISA_COUNT; isa++)
+        if (strcmp(argv[2], kernels_isa_name((enum kernels_isa)isa)) == 0 &&
+            kernels_set_isa((enum kernels_isa)isa, NULL) != 0) {
+            fprintf(stderr, "this CPU cannot run %s\n", argv[2]);
+            return 1;
+        }
     threadpool *pool = threadpool_create(threads, NULL);
     if (!pool)
         return 1;
-    const uint32_t types[] = {GGUF_TYPE_Q4_0, GGUF_TYPE_Q8_0, GGUF_TYPE_Q4_K, GGUF_TYPE_Q6_K,
+    const uint32_t types[] = {GGUF_TYPE_Q4_0, GGUF_TYPE_Q8_0, GGUF_TYPE_Q4_K, GGUF_TYPE_Q6_K, GGUF_TYPE_Q5_K,
                               GGUF_TYPE_Q4_1, GGUF_TYPE_Q5_0, GGUF_TYPE_F16};
     int n_types = (int)(sizeof types / sizeof types[0]);
     for (int i = 0; i < n_types; i++) {

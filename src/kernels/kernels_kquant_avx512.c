@@ -15,24 +15,14 @@
  * one multiply-add of weight factors against the activations' bsums * dx. The
  * result differs from the scalar reference (integer sums, then one scaling per
  * super-block) by float rounding alone. */
-#if defined(__x86_64__)
+#include "kernels/kernels_internal.h"
+#include "kernels/kernels_kquant.h"
 
-#if !defined(__AVX512VNNI__) || !defined(__AVX512BW__) || !defined(__AVX512VL__) || !defined(__AVX512DQ__)
-/* Until the Makefile gives *_avx512.c files their flags: the ISA for this file alone. */
-#ifdef __clang__
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c,bmi2"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c,bmi2")
-#endif
-#define KQ512_POP_TARGET 1
-#endif
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__) && \
+    defined(__AVX512VNNI__) && defined(__F16C__)
 
 #include <immintrin.h>
 #include <string.h>
-
-#include "kernels/kernels_internal.h"
-#include "kernels/kernels_kquant.h"
 
 /* Tokens per tile call: each decoded weight block serves this many activation
  * rows, one float accumulator each (32 zmm registers leave room for 16). */
@@ -383,20 +373,12 @@ kq_impl kq_kquant_avx512(uint32_t type)
     }
 }
 
-#ifdef KQ512_POP_TARGET
-#ifdef __clang__
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
-#endif
-
-#else
-#include "kernels/kernels_internal.h"
+#else /* no AVX-512 code on this target */
 
 kq_impl kq_kquant_avx512(uint32_t type)
 {
     (void)type;
     return (kq_impl){0};
 }
+
 #endif

@@ -9,24 +9,13 @@
  * group, as the AVX2 kernels do, then transposed as 4 x 4 matrices of qwords into
  * that order. Integer sums are exact; the scales are applied in float, so results
  * differ from the scalar reference by float rounding alone. */
-#if defined(__x86_64__)
+#include "kernels/kernels_internal.h"
+#include "kernels/kernels_kquant.h"
 
-#if !defined(__AVXVNNI__) || !defined(__AVX2__) || !defined(__FMA__) || !defined(__F16C__)
-/* Until the Makefile gives *_avxvnni.c files their flags: the ISA for this file alone. */
-#ifdef __clang__
-#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,bmi2,avxvnni"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c,bmi2,avxvnni")
-#endif
-#define KQVNNI_POP_TARGET 1
-#endif
+#if defined(__AVXVNNI__) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 
 #include <immintrin.h>
 #include <string.h>
-
-#include "kernels/kernels_internal.h"
-#include "kernels/kernels_kquant.h"
 
 /* Tokens per tile call: one accumulator each, beside a block's 8 code vectors and
  * its factors in the 16 ymm registers. */
@@ -386,21 +375,12 @@ kq_impl kq_kquant_avx_vnni(uint32_t type)
     }
 }
 
-#ifdef KQVNNI_POP_TARGET
-#ifdef __clang__
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
-#endif
-
-#else
-#include "kernels/kernels_internal.h"
-#include "kernels/kernels_kquant.h"
+#else /* no AVX-VNNI code on this target */
 
 kq_impl kq_kquant_avx_vnni(uint32_t type)
 {
     (void)type;
     return (kq_impl){0};
 }
+
 #endif

@@ -2,7 +2,6 @@
  * their t8 activation layout holds the reference quantizer's bytes, their dot
  * products agree with the scalar ones on reference-quantized and extreme blocks,
  * and every tile shape (1..4 rows, 1..17 tokens) gives exactly their dot product. */
-#include <cpuid.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,43 +19,21 @@ static const uint32_t weight_types[] = {GGUF_TYPE_Q2_K, GGUF_TYPE_Q3_K, GGUF_TYP
 #define N_WEIGHT_TYPES (sizeof weight_types / sizeof weight_types[0])
 
 typedef struct isa_case {
-    const char *name;
+    enum kernels_isa isa;
     kq_impl (*impl)(uint32_t type);
-    bool (*cpu_has)(void);
 } isa_case;
 
-static bool os_saves(unsigned xcr0_bits)
-{
-    unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27)))
-        return false;
-    unsigned lo, hi;
-    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    (void)hi;
-    return (lo & xcr0_bits) == xcr0_bits;
-}
-
-static bool cpu_has_avx512_vnni(void)
-{
-    unsigned a, b, c, d;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
-        return false;
-    const unsigned f = 1u << 16, dq = 1u << 17, bw = 1u << 30, vl = 1u << 31;
-    return (b & (f | dq | bw | vl)) == (f | dq | bw | vl) && (c & (1u << 11)) && os_saves(0xE6);
-}
-
-static bool cpu_has_avx_vnni(void)
-{
-    unsigned a, b, c, d;
-    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d))
-        return false;
-    return (a & (1u << 4)) && os_saves(0x6);
-}
-
 static const isa_case isas[] = {
-    {"avx512", kq_kquant_avx512, cpu_has_avx512_vnni},
-    {"avx-vnni", kq_kquant_avx_vnni, cpu_has_avx_vnni},
+    {KERNELS_ISA_AVX512, kq_kquant_avx512},
+    {KERNELS_ISA_AVX_VNNI, kq_kquant_avx_vnni},
 };
+
+/* This CPU and build run the implementation (the AVX-VNNI one needs only its own
+ * instructions, not the AVX-512 ones). */
+static bool runs_here(const isa_case *isa)
+{
+    return kernels_isa_available(isa->isa) && isa->impl(GGUF_TYPE_Q4_K).dot != NULL;
+}
 
 /* Weights as a model has them: random normal values through the reference quantizer. */
 static void *quantized_row(el_rng *rng, uint32_t type, int64_t n)
@@ -158,7 +135,7 @@ static void check_dot(const isa_case *isa, uint32_t type, const void *w, const f
     impl.dot(n, w, xt, &fast);
     CHECKF(fabs((double)scalar - ref) <= tol, "%s n %lld: scalar %.9g vs exact %.9g (tol %.3g)",
            gguf_type_get(type)->name, (long long)n, scalar, ref, tol);
-    CHECKF(fabs((double)fast - ref) <= tol, "%s %s n %lld: %.9g vs exact %.9g (tol %.3g)", isa->name,
+    CHECKF(fabs((double)fast - ref) <= tol, "%s %s n %lld: %.9g vs exact %.9g (tol %.3g)", kernels_isa_name(isa->isa),
            gguf_type_get(type)->name, (long long)n, fast, ref, tol);
     free(xq);
     free(xt);
@@ -172,8 +149,8 @@ static void test_dot(void)
     el_rng rng;
     el_rng_seed(&rng, 4242);
     for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
-        if (!isas[i].cpu_has() || !isas[i].impl(GGUF_TYPE_Q4_K).dot) {
-            fprintf(stderr, "      %s: not on this CPU or not compiled\n", isas[i].name);
+        if (!runs_here(&isas[i])) {
+            fprintf(stderr, "      %s: not on this CPU or not compiled\n", kernels_isa_name(isas[i].isa));
             continue;
         }
         for (size_t t = 0; t < N_WEIGHT_TYPES; t++) {
@@ -211,7 +188,7 @@ static void test_tile(void)
     el_rng rng;
     el_rng_seed(&rng, 999);
     for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
-        if (!isas[i].cpu_has())
+        if (!runs_here(&isas[i]))
             continue;
         for (size_t t = 0; t < N_WEIGHT_TYPES; t++) {
             const kq_impl impl = isas[i].impl(weight_types[t]);
@@ -247,7 +224,7 @@ static void test_tile(void)
                                 impl.dot(n, w + r * w_stride, xt + c * x_stride, &expect);
                             bad += memcmp(&y[c * y_stride + r], &expect, sizeof expect) != 0;
                         }
-                    CHECKF(bad == 0, "%s %s tile %dx%d: %d values differ", isas[i].name,
+                    CHECKF(bad == 0, "%s %s tile %dx%d: %d values differ", kernels_isa_name(isas[i].isa),
                            gguf_type_get(weight_types[t])->name, n_rows, n_cols, bad);
                 }
             free(w);
