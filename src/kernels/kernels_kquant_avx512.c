@@ -57,13 +57,21 @@ static inline float hsum512(__m512 v)
 /* Selects bits with vpternlog: a | (b & c). */
 #define TERN_A_OR_B_AND_C 0xF8
 
-/* int32 lanes below 2^22 in magnitude to float, exactly, with an integer add and a
- * float subtract (ports 0 and 5) instead of vcvtdq2ps (port 0, which every vpdpbusd
- * needs too): 1.5 * 2^23 + v is a float whose ulp is 1. */
-static inline __m512 small_int_to_float(__m512i v)
+/* vpdpbusd sums start from this integer, the bits of the float 1.5 * 2^23: a sum v
+ * below 2^22 in magnitude then leaves the bits of the float 1.5 * 2^23 + v (whose
+ * ulp is 1), and one subtraction gives v as a float, exactly. That takes the
+ * conversion off port 0, which every vpdpbusd needs, to port 5. */
+#define DOTS_START 0x4B400000
+#define DOTS_START_FLOAT 12582912.0f
+
+static inline __m512i dots_start(void)
 {
-    const __m512i magic = _mm512_set1_epi32(0x4B400000);
-    return _mm512_sub_ps(_mm512_castsi512_ps(_mm512_add_epi32(v, magic)), _mm512_set1_ps(12582912.0f));
+    return _mm512_set1_epi32(DOTS_START);
+}
+
+static inline __m512 dots_to_float(__m512i dots)
+{
+    return _mm512_sub_ps(_mm512_castsi512_ps(dots), _mm512_set1_ps(DOTS_START_FLOAT));
 }
 
 /* Sixteen float lanes from the low 8 bytes of `bytes` (unsigned), each value in
@@ -144,15 +152,15 @@ static inline void q5_K_decode(const kq_block_q5_K *src, k4_block *b)
 }
 
 /* acc += dx sum_lanes (d scale) dots + sum_j (-dmin min) (dx bsum_j). A lane sums
- * 16 products of at most 31 * 128: far inside small_int_to_float's range. */
+ * 16 products of at most 31 * 128: far inside dots_to_float's range. */
 static inline void k4_accumulate(const k4_block *b, const kq_block_q8_K_t8 *x, __m512 *acc)
 {
-    __m512i dots = _mm512_dpbusd_epi32(_mm512_setzero_si512(), b->codes[0], load512(x->qs));
+    __m512i dots = _mm512_dpbusd_epi32(dots_start(), b->codes[0], load512(x->qs));
 #pragma GCC unroll 3
     for (int g = 1; g < 4; g++)
         dots = _mm512_dpbusd_epi32(dots, b->codes[g], load512(x->qs + 64 * g));
     const __m512 scale = _mm512_mul_ps(b->scales, _mm512_set1_ps(x->d));
-    *acc = _mm512_fmadd_ps(small_int_to_float(dots), scale, *acc);
+    *acc = _mm512_fmadd_ps(dots_to_float(dots), scale, *acc);
     *acc = _mm512_fmadd_ps(b->mins, _mm512_loadu_ps(x->bsums_d), *acc);
 }
 
@@ -181,13 +189,13 @@ static inline void k16_scales(k16_block *b, __m256i sixteen, float d)
 
 static inline void k16_accumulate(const k16_block *b, const kq_block_q8_K_t8 *x, __m512 *acc)
 {
-    const __m512i zero = _mm512_setzero_si512();
-    const __m512i first = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, b->codes[0], load512(x->qs)),
+    const __m512i start = dots_start();
+    const __m512i first = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(start, b->codes[0], load512(x->qs)),
                                               b->codes[1], load512(x->qs + 64));
-    const __m512i second = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, b->codes[2], load512(x->qs + 128)),
+    const __m512i second = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(start, b->codes[2], load512(x->qs + 128)),
                                                b->codes[3], load512(x->qs + 192));
-    const __m512 sum = _mm512_fmadd_ps(small_int_to_float(first), b->first,
-                                       _mm512_mul_ps(small_int_to_float(second), b->second));
+    const __m512 sum = _mm512_fmadd_ps(dots_to_float(first), b->first,
+                                       _mm512_mul_ps(dots_to_float(second), b->second));
     *acc = _mm512_fmadd_ps(sum, _mm512_set1_ps(x->d), *acc);
     *acc = _mm512_fmadd_ps(b->bsum_factors, _mm512_loadu_ps(x->bsums_d), *acc);
 }

@@ -184,7 +184,7 @@ static void test_dot(void)
 static void test_tile(void)
 {
     enum { ROWS = 4, COLS = 17 };
-    const int64_t n = 768;
+    const int64_t n = 2304; /* nine blocks: kernels that work in stretches of blocks end mid-stretch */
     el_rng rng;
     el_rng_seed(&rng, 999);
     for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
@@ -202,7 +202,7 @@ static void test_tile(void)
                 memcpy(w + r * w_stride, row, gguf_row_size(weight_types[t], n));
                 free(row);
             }
-            float x[768];
+            float x[2304];
             for (int c = 0; c < COLS; c++) {
                 for (int64_t k = 0; k < n; k++)
                     x[k] = el_rng_normal(&rng);
