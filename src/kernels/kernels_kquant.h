@@ -135,9 +135,10 @@ _Static_assert(sizeof(kq_block_q8_K_t8) == 384, "block_q8_K_t8 layout");
 void kq_quantize_q8_k_t8_avx2(const float *src, void *dst, int64_t n);
 size_t kq_q8_k_t8_row_bytes(int64_t n);
 
-/* The AVX-512 VNNI (kernels_kquant_avx512.c) and AVX-VNNI (kernels_kquant_avxvnni.c)
- * dot and tile kernels of a K-quant type, reading t8 activations; every member is
- * NULL for other types and where the file's ISA is not compiled in. */
+/* The AVX-512 VNNI (kernels_kquant_avx512.c: Q2_K..Q6_K) and AVX-VNNI
+ * (kernels_kquant_avxvnni.c: Q2_K..Q5_K) dot and tile kernels of a K-quant type,
+ * reading t8 activations; every member is NULL for other types and where the file's
+ * ISA is not compiled in (the dispatcher then falls back to the narrower ISA). */
 kq_impl kq_kquant_avx512(uint32_t type);
 kq_impl kq_kquant_avx_vnni(uint32_t type);
 

@@ -1,13 +1,15 @@
-/* AVX-VNNI K-quant kernels (Q2_K..Q6_K against Q8_K activations): the AVX-512
+/* AVX-VNNI K-quant kernels (Q2_K..Q5_K against Q8_K activations): the AVX-512
  * kernels' scheme (kernels_kquant_avx512.c) with 256-bit vpdpbusd, for CPUs that
- * have VNNI without AVX-512.
+ * have VNNI without AVX-512. Q6_K has none: built this way its codes cost as much
+ * as the AVX2 kernel's maddubs saves (tiles no faster, one row slower), so it stays
+ * on AVX2.
  *
  * The activations are in the same t8 layout (kq_block_q8_K_t8). Each of its 64-byte
  * vectors is read as two halves: the low half holds groups 0..3, the high half
  * groups 4..7, so one accumulator per half keeps every lane on one group (lanes 2s'
- * and 2s'+1 on group 4h + s'). A weight block's codes are first built per 32-value
- * group, as the AVX2 kernels do, then transposed as 4 x 4 matrices of qwords into
- * that order. Integer sums are exact; the scales are applied in float, so results
+ * and 2s'+1 on group 4h + s'). Q4_K/Q5_K codes are gathered into that order with
+ * broadcast loads; Q2_K/Q3_K codes are built per 32-value group, as the AVX2 kernels
+ * do, then transposed as 4 x 4 matrices of qwords. Integer sums are exact; the scales are applied in float, so results
  * differ from the scalar reference by float rounding alone. */
 #include "kernels/kernels_internal.h"
 #include "kernels/kernels_kquant.h"
@@ -92,34 +94,37 @@ static inline void k4_header(k4_block *b, const uint8_t packed[12], uint16_t d16
     }
 }
 
-/* Group 2c is the low nibbles of qs[32c..32c+31], group 2c+1 their high nibbles;
- * `fifth` adds Q5_K's bit 4 of each group (NULL for Q4_K). */
+static inline __m256i bcast_qword(const uint8_t *p)
+{
+    int64_t v;
+    memcpy(&v, p, sizeof v);
+    return _mm256_set1_epi64x(v);
+}
+
+/* Half-vector (g, h) holds qword g of groups 4h..4h+3: group 2c is the low nibbles
+ * of qs qword 4c + g, group 2c+1 the high nibbles of the same qword. Broadcast
+ * loads, a blend and a variable shift build it without shuffles (port 5 would
+ * bound the block otherwise). `fifth` adds Q5_K's bit 4 (NULL for Q4_K): bit s of
+ * qh byte l is the fifth bit of value 32s + l. */
 static inline void k4_codes(k4_block *b, const uint8_t *qs, const uint8_t *fifth)
 {
     const __m256i mask4 = _mm256_set1_epi8(0x0F), bit4 = _mm256_set1_epi8(0x10);
-    const __m256i qh = fifth ? load256(fifth) : _mm256_setzero_si256();
-#pragma GCC unroll 2
-    for (int h = 0; h < 2; h++) {
-        __m256i group[4];
-#pragma GCC unroll 2
-        for (int c = 0; c < 2; c++) {
-            const __m256i q = load256(qs + 64 * h + 32 * c);
-            group[2 * c] = _mm256_and_si256(q, mask4);
-            group[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), mask4);
-        }
-        if (fifth) {
-            /* bit s of qh byte l is the fifth bit of value 32s + l */
+    const __m256i odd_high = _mm256_setr_epi64x(0, 4, 0, 4);
+    const __m256i to_bit4[2] = {_mm256_setr_epi64x(4, 3, 2, 1), _mm256_setr_epi64x(0, 1, 2, 3)};
 #pragma GCC unroll 4
-            for (int k = 0; k < 4; k++) {
-                const int s = 4 * h + k;
-                const __m256i bit = s <= 4 ? _mm256_slli_epi16(qh, 4 - s) : _mm256_srli_epi16(qh, s - 4);
-                group[k] = _mm256_or_si256(group[k], _mm256_and_si256(bit, bit4));
+    for (int g = 0; g < 4; g++) {
+        const __m256i qh = fifth ? bcast_qword(fifth + 8 * g) : _mm256_setzero_si256();
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            const __m256i pair = _mm256_blend_epi32(bcast_qword(qs + 8 * (8 * h + g)),
+                                                    bcast_qword(qs + 8 * (8 * h + 4 + g)), 0xF0);
+            __m256i codes = _mm256_and_si256(_mm256_srlv_epi64(pair, odd_high), mask4);
+            if (fifth) {
+                const __m256i bit = h ? _mm256_srlv_epi64(qh, to_bit4[1]) : _mm256_sllv_epi64(qh, to_bit4[0]);
+                codes = _mm256_or_si256(codes, _mm256_and_si256(bit, bit4));
             }
+            b->codes[g][h] = codes;
         }
-        __m256i t[4];
-        transpose_qwords(group, t);
-        for (int g = 0; g < 4; g++)
-            b->codes[g][h] = t[g];
     }
 }
 
@@ -154,7 +159,7 @@ static inline void k4_accumulate(const k4_block *b, const kq_block_q8_K_t8 *x, _
     *acc = _mm256_add_ps(*acc, _mm256_fmadd_ps(scaled, _mm256_set1_ps(x->d), mins));
 }
 
-/* ---- 16-value sub-blocks: Q6_K, Q3_K, Q2_K ------------------------------------------- */
+/* ---- 16-value sub-blocks: Q3_K, Q2_K ------------------------------------------- */
 
 typedef struct k16_block {
     __m256i codes[4][2]; /* [g][h], the value plus an offset */
@@ -205,27 +210,6 @@ static inline void k16_store_codes(k16_block *b, int h, __m256i group[4])
     transpose_qwords(group, t);
     for (int g = 0; g < 4; g++)
         b->codes[g][h] = t[g];
-}
-
-/* Q6_K: codes (value + 32) of group 4h + k, as the AVX2 kernels build them. */
-static inline void q6_K_decode(const kq_block_q6_K *src, k16_block *b)
-{
-    const __m256i mask4 = _mm256_set1_epi8(0x0F), high2 = _mm256_set1_epi8(0x30);
-#pragma GCC unroll 2
-    for (int h = 0; h < 2; h++) {
-        const __m256i ql0 = load256(src->ql + 64 * h), ql1 = load256(src->ql + 64 * h + 32);
-        const __m256i qh = load256(src->qh + 32 * h);
-        __m256i group[4];
-        group[0] = _mm256_or_si256(_mm256_and_si256(ql0, mask4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), high2));
-        group[1] = _mm256_or_si256(_mm256_and_si256(ql1, mask4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), high2));
-        group[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), mask4), _mm256_and_si256(qh, high2));
-        group[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), mask4),
-                                   _mm256_and_si256(_mm256_srli_epi16(qh, 2), high2));
-        k16_store_codes(b, h, group);
-    }
-    const float d = half_to_float(src->d);
-    const __m256i scales = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)src->scales));
-    k16_scales(b, scales, d, scales, -32.0f * d);
 }
 
 static inline __m128i q3_K_scales(const uint8_t packed[12])
@@ -317,7 +301,6 @@ KQVNNI_ROW_TILE(q2_K_row, kq_block_q2_K, k16_block, q2_K_decode, k16_accumulate)
 KQVNNI_ROW_TILE(q3_K_row, kq_block_q3_K, k16_block, q3_K_decode, k16_accumulate)
 KQVNNI_ROW_TILE(q4_K_row, kq_block_q4_K, k4_block, q4_K_decode, k4_accumulate)
 KQVNNI_ROW_TILE(q5_K_row, kq_block_q5_K, k4_block, q5_K_decode, k4_accumulate)
-KQVNNI_ROW_TILE(q6_K_row, kq_block_q6_K, k16_block, q6_K_decode, k16_accumulate)
 
 /* A tile function with a constant column count per call; the dot product is its
  * one-column case, so the two agree bit for bit. */
@@ -350,7 +333,6 @@ KQVNNI_TILE(q2_K)
 KQVNNI_TILE(q3_K)
 KQVNNI_TILE(q4_K)
 KQVNNI_TILE(q5_K)
-KQVNNI_TILE(q6_K)
 
 static kq_impl impl_of(kq_dot_fn dot, kq_dot_tile_fn tile)
 {
@@ -368,8 +350,6 @@ kq_impl kq_kquant_avx_vnni(uint32_t type)
         return impl_of(dot_q4_K, dot_tile_q4_K);
     case GGUF_TYPE_Q5_K:
         return impl_of(dot_q5_K, dot_tile_q5_K);
-    case GGUF_TYPE_Q6_K:
-        return impl_of(dot_q6_K, dot_tile_q6_K);
     default:
         return (kq_impl){0};
     }
