@@ -24,6 +24,8 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "kernels/kernels_kquant_x86.h"
+
 /* Tokens per tile call: each decoded weight block serves this many activation
  * rows, one float accumulator each (32 zmm registers leave room for 16). */
 #define KQ512_TILE_COLS 16
@@ -91,19 +93,6 @@ static inline __m512 bsum_factors_i16(__m256i sixteen, float factor)
 
 /* ---- Q4_K and Q5_K ----------------------------------------------------------------- */
 
-/* The 12 packed bytes -> scales 0..7 in bytes 0..7, mins 0..7 in bytes 8..15. */
-static inline __m128i k4_scales_mins(const uint8_t packed[12])
-{
-    uint32_t u[3];
-    memcpy(u, packed, sizeof u);
-    const uint32_t low6 = 0x3f3f3f3f, low4 = 0x0f0f0f0f, low2 = 0x03030303;
-    const uint32_t scales_lo = u[0] & low6;
-    const uint32_t scales_hi = (u[2] & low4) | (((u[0] >> 6) & low2) << 4);
-    const uint32_t mins_lo = u[1] & low6;
-    const uint32_t mins_hi = ((u[2] >> 4) & low4) | (((u[1] >> 6) & low2) << 4);
-    return _mm_set_epi32((int)mins_hi, (int)mins_lo, (int)scales_hi, (int)scales_lo);
-}
-
 /* A decoded Q4_K/Q5_K block: codes[g] in the t8 order and the float factors. */
 typedef struct k4_block {
     __m512i codes[4];
@@ -113,7 +102,7 @@ typedef struct k4_block {
 
 static inline void k4_header(k4_block *b, const uint8_t packed[12], uint16_t d, uint16_t dmin)
 {
-    const __m128i sm = k4_scales_mins(packed);
+    const __m128i sm = kq_k4_scales_mins(packed);
     b->scales = paired_scales_u8(sm, half_to_float(d));
     b->mins = paired_scales_u8(_mm_unpackhi_epi64(sm, sm), -half_to_float(dmin));
 }
@@ -223,19 +212,6 @@ static inline void q6_K_decode(const kq_block_q6_K *src, k16_block *b)
     b->bsum_factors = bsum_factors_i16(scales, -32.0f * d);
 }
 
-/* The sixteen Q3_K scales as signed bytes (-32..31). */
-static inline __m128i q3_K_scales(const uint8_t packed[12])
-{
-    uint32_t u[3];
-    memcpy(u, packed, sizeof u);
-    const uint32_t low4 = 0x0f0f0f0f, low2 = 0x03030303;
-    const uint32_t s0 = (u[0] & low4) | ((u[2] & low2) << 4);
-    const uint32_t s1 = (u[1] & low4) | (((u[2] >> 2) & low2) << 4);
-    const uint32_t s2 = ((u[0] >> 4) & low4) | (((u[2] >> 4) & low2) << 4);
-    const uint32_t s3 = ((u[1] >> 4) & low4) | (((u[2] >> 6) & low2) << 4);
-    return _mm_sub_epi8(_mm_set_epi32((int)s3, (int)s2, (int)s1, (int)s0), _mm_set1_epi8(32));
-}
-
 /* Q2_K and Q3_K: value 32s + 8g + t (s = 4h + k) has its low two bits at bits 2k,
  * 2k+1 of qs[32h + 8g + t]. */
 static inline __m512i low2_codes(__m512i qs, int g)
@@ -258,7 +234,7 @@ static inline void q3_K_decode(const kq_block_q3_K *src, k16_block *b)
         b->codes[g] = _mm512_ternarylogic_epi32(low2_codes(qs, g), high, bit2, TERN_A_OR_B_AND_C);
     }
     const float d = half_to_float(src->d);
-    const __m256i scales = _mm256_cvtepi8_epi16(q3_K_scales(src->scales));
+    const __m256i scales = _mm256_cvtepi8_epi16(kq_q3_K_scales_i8(src->scales));
     k16_scales(b, scales, d);
     b->bsum_factors = bsum_factors_i16(scales, -4.0f * d);
 }

@@ -19,6 +19,8 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "kernels/kernels_kquant_x86.h"
+
 /* Tokens per tile call: one accumulator each, beside a block's 8 code vectors and
  * its factors in the 16 ymm registers. */
 #define KQVNNI_TILE_COLS 8
@@ -65,18 +67,6 @@ static inline __m256 paired_u8(__m128i bytes, int upper, float factor)
 
 /* ---- Q4_K and Q5_K ----------------------------------------------------------------- */
 
-static inline __m128i k4_scales_mins(const uint8_t packed[12])
-{
-    uint32_t u[3];
-    memcpy(u, packed, sizeof u);
-    const uint32_t low6 = 0x3f3f3f3f, low4 = 0x0f0f0f0f, low2 = 0x03030303;
-    const uint32_t scales_lo = u[0] & low6;
-    const uint32_t scales_hi = (u[2] & low4) | (((u[0] >> 6) & low2) << 4);
-    const uint32_t mins_lo = u[1] & low6;
-    const uint32_t mins_hi = ((u[2] >> 4) & low4) | (((u[1] >> 6) & low2) << 4);
-    return _mm_set_epi32((int)mins_hi, (int)mins_lo, (int)scales_hi, (int)scales_lo);
-}
-
 typedef struct k4_block {
     __m256i codes[4][2]; /* [g][h] */
     __m256 scales[2];    /* half h: d * scale (4h + s') in lanes 2s', 2s'+1 */
@@ -85,7 +75,7 @@ typedef struct k4_block {
 
 static inline void k4_header(k4_block *b, const uint8_t packed[12], uint16_t d16, uint16_t dmin16)
 {
-    const __m128i sm = k4_scales_mins(packed);
+    const __m128i sm = kq_k4_scales_mins(packed);
     const __m128i mins = _mm_unpackhi_epi64(sm, sm);
     const float d = half_to_float(d16), neg_dmin = -half_to_float(dmin16);
     for (int h = 0; h < 2; h++) {
@@ -212,18 +202,6 @@ static inline void k16_store_codes(k16_block *b, int h, __m256i group[4])
         b->codes[g][h] = t[g];
 }
 
-static inline __m128i q3_K_scales(const uint8_t packed[12])
-{
-    uint32_t u[3];
-    memcpy(u, packed, sizeof u);
-    const uint32_t low4 = 0x0f0f0f0f, low2 = 0x03030303;
-    const uint32_t s0 = (u[0] & low4) | ((u[2] & low2) << 4);
-    const uint32_t s1 = (u[1] & low4) | (((u[2] >> 2) & low2) << 4);
-    const uint32_t s2 = ((u[0] >> 4) & low4) | (((u[2] >> 4) & low2) << 4);
-    const uint32_t s3 = ((u[1] >> 4) & low4) | (((u[2] >> 6) & low2) << 4);
-    return _mm_sub_epi8(_mm_set_epi32((int)s3, (int)s2, (int)s1, (int)s0), _mm_set1_epi8(32));
-}
-
 /* Q2_K and Q3_K: the low two bits of group 4h + k are bits 2k, 2k+1 of qs[32h + l];
  * Q3_K's third bit (set: the value is not lowered by 4) is bit 4h + k of hmask[l]. */
 static inline void low2_groups(k16_block *b, const uint8_t *qs, const uint8_t *hmask)
@@ -251,7 +229,7 @@ static inline void q3_K_decode(const kq_block_q3_K *src, k16_block *b)
 {
     low2_groups(b, src->qs, src->hmask);
     const float d = half_to_float(src->d);
-    const __m256i scales = _mm256_cvtepi8_epi16(q3_K_scales(src->scales));
+    const __m256i scales = _mm256_cvtepi8_epi16(kq_q3_K_scales_i8(src->scales));
     k16_scales(b, scales, d, scales, -4.0f * d);
 }
 
