@@ -7,6 +7,7 @@
  * included), and each dot product sums integers per sub-block and scales once
  * per super-block, as ggml_vec_dot_qX_K_q8_K does. */
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "base/fp16.h"
@@ -765,7 +766,9 @@ static void quant_q6_K(const float *src, void *dst, int64_t n)
 #define KQ_AVX2(dequant, dot, tile, cols) {NULL, NULL, NULL, NULL, NULL, 0}
 #endif
 
-static const kq_type_ops kquant_ops[] = {
+/* The AVX-VNNI and AVX-512 members come from their files' kq_kquant_* functions,
+ * filled in once (kquant_fill_vnni). */
+static kq_type_ops kquant_ops[] = {
     {GGUF_TYPE_Q2_K, GGUF_TYPE_Q8_K, quant_q2_K, {dequant_q2_K, dot_q2_K, NULL, NULL, NULL, 0},
      KQ_AVX2(kq_dequant_q2_K_avx2, kq_dot_q2_K_avx2, NULL, 0), {0}, {0}},
     {GGUF_TYPE_Q3_K, GGUF_TYPE_Q8_K, quant_q3_K, {dequant_q3_K, dot_q3_K, NULL, NULL, NULL, 0},
@@ -779,8 +782,19 @@ static const kq_type_ops kquant_ops[] = {
     {GGUF_TYPE_Q8_K, GGUF_TYPE_Q8_K, quant_q8_K, {dequant_q8_K, dot_q8_K, NULL, NULL, NULL, 0}, {NULL, NULL, NULL, NULL, NULL, 0}, {0}, {0}},
 };
 
+static pthread_once_t kquant_once = PTHREAD_ONCE_INIT;
+
+static void kquant_fill_vnni(void)
+{
+    for (size_t i = 0; i < sizeof kquant_ops / sizeof kquant_ops[0]; i++) {
+        kquant_ops[i].avx_vnni = kq_kquant_avx_vnni(kquant_ops[i].type);
+        kquant_ops[i].avx512 = kq_kquant_avx512(kquant_ops[i].type);
+    }
+}
+
 const kq_type_ops *kq_ops_kquant(uint32_t type)
 {
+    pthread_once(&kquant_once, kquant_fill_vnni);
     for (size_t i = 0; i < sizeof kquant_ops / sizeof kquant_ops[0]; i++)
         if (kquant_ops[i].type == type)
             return &kquant_ops[i];

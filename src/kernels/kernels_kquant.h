@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels/kernels_internal.h"
+
 #define KQ_QK_K 256
 
 /* Most tokens per AVX2 K-quant tile call: a weight block decoded once serves them all. */
@@ -112,5 +114,32 @@ void kq_dot_tile_q5_K_avx2(int64_t n, const void *w, size_t w_stride, int n_rows
 void kq_dot_tile_q6_K_avx2(int64_t n, const void *w, size_t w_stride, int n_rows, const void *x,
                            size_t x_stride, int n_cols, float *y, int64_t y_stride);
 #endif
+
+/* The Q8_K activations as the VNNI K-quant kernels read them ("t8"): the same
+ * values and scale as kq_quantize_q8_k gives, with qs reordered so that
+ * qs[64g + 8s + t] holds value 32s + 8g + t (g < 4, s < 8, t < 8): 64-byte vector
+ * g has bytes 8g..8g+7 of every 32-value group, so a vpdpbusd lane always meets
+ * the same group. The sums of each 16 values come premultiplied by d (a weight
+ * type's min/offset term is then one multiply-add), and the block is padded to
+ * whole cache lines so that every vector load is aligned. */
+typedef struct kq_block_q8_K_t8 {
+    int8_t qs[KQ_QK_K];
+    float bsums_d[KQ_QK_K / 16];
+    float d;
+    uint8_t pad[60];
+} kq_block_q8_K_t8;
+
+_Static_assert(sizeof(kq_block_q8_K_t8) == 384, "block_q8_K_t8 layout");
+
+/* kernels_kquant_avx2.c; call only when the CPU has AVX2 (and FMA, F16C). */
+void kq_quantize_q8_k_t8_avx2(const float *src, void *dst, int64_t n);
+size_t kq_q8_k_t8_row_bytes(int64_t n);
+
+/* The AVX-512 VNNI (kernels_kquant_avx512.c: Q2_K..Q6_K) and AVX-VNNI
+ * (kernels_kquant_avxvnni.c: Q2_K..Q5_K) dot and tile kernels of a K-quant type,
+ * reading t8 activations; every member is NULL for other types and where the file's
+ * ISA is not compiled in (the dispatcher then falls back to the narrower ISA). */
+kq_impl kq_kquant_avx512(uint32_t type);
+kq_impl kq_kquant_avx_vnni(uint32_t type);
 
 #endif

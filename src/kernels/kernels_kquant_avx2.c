@@ -13,6 +13,7 @@
 
 #include "kernels/kernels_internal.h"
 #include "kernels/kernels_kquant.h"
+#include "kernels/kernels_kquant_x86.h"
 
 static inline float half_to_float(uint16_t h)
 {
@@ -171,20 +172,6 @@ void kq_dot_q2_K_avx2(int64_t n, const void *w_row, const void *x_row, float *ou
 
 /* ---- Q3_K ------------------------------------------------------------------------ */
 
-/* The 16 scales of a Q3_K block as signed bytes (-32..31), without branches:
- * low nibbles from bytes 0..7, high 2-bit fields from bytes 8..11. */
-static inline __m128i q3_K_scales(const uint8_t packed[12])
-{
-    uint32_t u[3];
-    memcpy(u, packed, sizeof u);
-    const uint32_t low4 = 0x0f0f0f0f, low2 = 0x03030303;
-    const uint32_t s0 = (u[0] & low4) | ((u[2] & low2) << 4);
-    const uint32_t s1 = (u[1] & low4) | (((u[2] >> 2) & low2) << 4);
-    const uint32_t s2 = ((u[0] >> 4) & low4) | (((u[2] >> 4) & low2) << 4);
-    const uint32_t s3 = ((u[1] >> 4) & low4) | (((u[2] >> 6) & low2) << 4);
-    return _mm_sub_epi8(_mm_set_epi32((int)s3, (int)s2, (int)s1, (int)s0), _mm_set1_epi8(32));
-}
-
 /* Unsigned 3-bit codes (0..7; the value is code - 4) of values 32k..32k+31 of the
  * 128-value half h whose low bits are in q; hmask bit 4h+k is the high bit. */
 static inline __m256i q3_codes(__m256i q, __m256i hmask, int h, int k)
@@ -222,7 +209,7 @@ void kq_dot_q3_K_avx2(int64_t n, const void *w_row, const void *x_row, float *ou
     const kq_block_q8_K *x = x_row;
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / KQ_QK_K; i++) {
-        const __m256i scales = _mm256_cvtepi8_epi16(q3_K_scales(w[i].scales));
+        const __m256i scales = _mm256_cvtepi8_epi16(kq_q3_K_scales_i8(w[i].scales));
         __m256i sc_half[2];
         split_scales(scales, &sc_half[0], &sc_half[1]);
         const __m256i hmask = loadu256(w[i].hmask);
@@ -251,24 +238,10 @@ void kq_dot_q3_K_avx2(int64_t n, const void *w_row, const void *x_row, float *ou
 
 /* ---- Q4_K and Q5_K ---------------------------------------------------------------- */
 
-/* The 12 packed bytes -> 16 bytes: scales 0..7, then mins 0..7 (the branch-free
- * form of kq_scale_min_k4). */
-static inline __m128i k4_scales_mins(const uint8_t packed[12])
-{
-    uint32_t u[3];
-    memcpy(u, packed, sizeof u);
-    const uint32_t low6 = 0x3f3f3f3f, low4 = 0x0f0f0f0f, low2 = 0x03030303;
-    const uint32_t scales_lo = u[0] & low6;
-    const uint32_t scales_hi = (u[2] & low4) | (((u[0] >> 6) & low2) << 4);
-    const uint32_t mins_lo = u[1] & low6;
-    const uint32_t mins_hi = ((u[2] >> 4) & low4) | (((u[1] >> 6) & low2) << 4);
-    return _mm_set_epi32((int)mins_hi, (int)mins_lo, (int)scales_hi, (int)scales_lo);
-}
-
 static inline void unpack_k4_scales(const uint8_t packed[12], uint8_t scales[8], uint8_t mins[8])
 {
     uint8_t both[16];
-    _mm_storeu_si128((__m128i *)both, k4_scales_mins(packed));
+    _mm_storeu_si128((__m128i *)both, kq_k4_scales_mins(packed));
     memcpy(scales, both, 8);
     memcpy(mins, both + 8, 8);
 }
@@ -285,7 +258,7 @@ typedef struct k4_block {
 
 static inline void k4_header(k4_block *b, const uint8_t packed[12], uint16_t d, uint16_t dmin)
 {
-    const __m128i sm = k4_scales_mins(packed);
+    const __m128i sm = kq_k4_scales_mins(packed);
     const __m256i scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
 #pragma GCC unroll 4
     for (int c = 0; c < 4; c++)
@@ -588,6 +561,32 @@ KQ_DEFINE_ROW_TILE(q6_K_row_tile, kq_block_q6_K, q6_block, q6_K_decode, q6_accum
 KQ_DEFINE_TILE(kq_dot_tile_q4_K_avx2, kq_block_q4_K, q4_K_row_tile)
 KQ_DEFINE_TILE(kq_dot_tile_q5_K_avx2, kq_block_q5_K, q5_K_row_tile)
 KQ_DEFINE_TILE(kq_dot_tile_q6_K_avx2, kq_block_q6_K, q6_K_row_tile)
+
+/* ---- activations in the t8 order (kernels_kquant.h) ------------------------------ */
+
+/* The reference bytes (kq_quantize_q8_k_avx2 gives them), then each block's qs
+ * transposed as an 8 x 4 matrix of 8-byte pieces: piece 4s + g of the natural
+ * order goes to 8g + s. */
+void kq_quantize_q8_k_t8_avx2(const float *src, void *dst, int64_t n)
+{
+    kq_block_q8_K_t8 *y = dst;
+    for (int64_t i = 0; i < n / KQ_QK_K; i++, src += KQ_QK_K) {
+        kq_block_q8_K natural;
+        kq_quantize_q8_k_avx2(src, &natural, KQ_QK_K);
+        for (int s = 0; s < 8; s++)
+            for (int g = 0; g < 4; g++)
+                memcpy(y[i].qs + 64 * g + 8 * s, natural.qs + 32 * s + 8 * g, 8);
+        for (int j = 0; j < KQ_QK_K / 16; j++)
+            y[i].bsums_d[j] = natural.d * (float)natural.bsums[j];
+        y[i].d = natural.d;
+        memset(y[i].pad, 0, sizeof y[i].pad);
+    }
+}
+
+size_t kq_q8_k_t8_row_bytes(int64_t n)
+{
+    return (size_t)(n / KQ_QK_K) * sizeof(kq_block_q8_K_t8);
+}
 
 #else
 typedef int kq_avx2_not_on_this_architecture;
