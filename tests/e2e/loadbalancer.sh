@@ -29,7 +29,7 @@ free_port() {
 }
 
 # Three replicas of the built-in model, one thread each (the CI machine may
-# have two cores), four slots and the queue HAProxy's maxconn 20 assumes.
+# have two cores), and the four slots HAProxy's maxconn 4 assumes.
 names=(elliott1 elliott2 elliott3)
 declare -A REPLICA_PID REPLICA_PORT
 for n in "${names[@]}"; do
