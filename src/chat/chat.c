@@ -14,6 +14,20 @@
 static const char start_of_turn[] = "<start_of_turn>";
 static const char end_of_turn[] = "<end_of_turn>";
 
+/* How a template marks turns. */
+typedef struct turn_markers {
+    const char *open, *close;
+    bool system_turn; /* the system text is a turn of its own (else folded into the first user turn) */
+} turn_markers;
+
+static const turn_markers gemma_markers = {start_of_turn, end_of_turn, false};
+static const turn_markers gemma4_markers = {"<|turn>", "<turn|>", true};
+
+static const turn_markers *markers_of(enum chat_format fmt)
+{
+    return fmt == CHAT_FORMAT_GEMMA4 ? &gemma4_markers : &gemma_markers;
+}
+
 /* ---- format ------------------------------------------------------------------ */
 
 static bool template_mentions(const gguf_file *f, const char *needle)
@@ -30,8 +44,13 @@ static bool template_mentions(const gguf_file *f, const char *needle)
 
 enum chat_format chat_detect_format(const gguf_file *f, const tokenizer *t)
 {
+    /* Gemma 4's own markers first: its vocabulary may keep the older ones too */
+    if (tokenizer_find(t, gemma4_markers.open) >= 0 && tokenizer_find(t, gemma4_markers.close) >= 0)
+        return CHAT_FORMAT_GEMMA4;
     if (tokenizer_find(t, start_of_turn) >= 0 && tokenizer_find(t, end_of_turn) >= 0)
         return CHAT_FORMAT_GEMMA;
+    if (template_mentions(f, gemma4_markers.open))
+        return CHAT_FORMAT_GEMMA4;
     if (template_mentions(f, "start_of_turn"))
         return CHAT_FORMAT_GEMMA;
     return CHAT_FORMAT_PLAIN;
@@ -39,7 +58,7 @@ enum chat_format chat_detect_format(const gguf_file *f, const tokenizer *t)
 
 const char *chat_format_name(enum chat_format fmt)
 {
-    return fmt == CHAT_FORMAT_GEMMA ? "gemma" : "plain";
+    return fmt == CHAT_FORMAT_GEMMA4 ? "gemma4" : fmt == CHAT_FORMAT_GEMMA ? "gemma" : "plain";
 }
 
 size_t chat_stop_tokens(const tokenizer *t, enum chat_format fmt, int32_t *ids, size_t cap)
@@ -48,8 +67,9 @@ size_t chat_stop_tokens(const tokenizer *t, enum chat_format fmt, int32_t *ids, 
     size_t n = 0;
     if (tokenizer_eos(t) >= 0)
         found[n++] = tokenizer_eos(t);
-    if (fmt == CHAT_FORMAT_GEMMA) {
-        int32_t eot = tokenizer_eot(t) >= 0 ? tokenizer_eot(t) : tokenizer_find(t, end_of_turn);
+    if (fmt == CHAT_FORMAT_GEMMA || fmt == CHAT_FORMAT_GEMMA4) {
+        int32_t close = tokenizer_find(t, markers_of(fmt)->close);
+        int32_t eot = fmt == CHAT_FORMAT_GEMMA && tokenizer_eot(t) >= 0 ? tokenizer_eot(t) : close;
         if (eot >= 0 && (n == 0 || found[0] != eot))
             found[n++] = eot;
     }
@@ -375,9 +395,21 @@ static int add_bos(prompt_builder *pb, el_err *err)
     return token_vec_push(pb->out, tokenizer_bos(pb->tok), err);
 }
 
-/* <start_of_turn>{role}\n{content | trim}<end_of_turn>\n, with the system text
- * folded in front of the first user turn's content as "{system}\n\n{user | trim}". */
-static int add_gemma_turn(prompt_builder *pb, enum chat_role speaker, bool fold_system, el_err *err)
+/* {open}{role}\n{text}{close}\n */
+static int add_turn(prompt_builder *pb, const turn_markers *mk, const char *role, const char *text, size_t len,
+                    el_err *err)
+{
+    if (add_scaffold(pb, mk->open, err) < 0 || buf_append_str(&pb->segment, role, err) < 0 ||
+        buf_append_str(&pb->segment, "\n", err) < 0 || buf_append(&pb->segment, text, len, err) < 0 ||
+        add_scaffold(pb, mk->close, err) < 0 || buf_append_str(&pb->segment, "\n", err) < 0)
+        return -1;
+    return 0;
+}
+
+/* A message's turn (its rendering in pb->body), trimmed; for Gemma 1-3 the system
+ * text is folded in front of the first user turn's content as "{system}\n\n{user | trim}". */
+static int add_gemma_turn(prompt_builder *pb, const turn_markers *mk, enum chat_role speaker, bool fold_system,
+                          el_err *err)
 {
     buf_clear(&pb->content);
     if (fold_system && pb->system.n &&
@@ -390,24 +422,23 @@ static int add_gemma_turn(prompt_builder *pb, enum chat_role speaker, bool fold_
         return -1;
     trim(pb->content.bytes, pb->content.n, &body, &body_len); /* "{system}\n\n" with no user text */
     /* a tool's result comes back in the user's turn */
-    const char *role = speaker == CHAT_ROLE_ASSISTANT ? "model" : "user";
-    if (add_scaffold(pb, start_of_turn, err) < 0 || buf_append_str(&pb->segment, role, err) < 0 ||
-        buf_append_str(&pb->segment, "\n", err) < 0 || buf_append(&pb->segment, body, body_len, err) < 0 ||
-        add_scaffold(pb, end_of_turn, err) < 0 || buf_append_str(&pb->segment, "\n", err) < 0)
-        return -1;
-    return 0;
+    return add_turn(pb, mk, speaker == CHAT_ROLE_ASSISTANT ? "model" : "user", body, body_len, err);
 }
 
-static int build_gemma(prompt_builder *pb, const chat_message *messages, size_t n, enum chat_history history,
-                       el_err *err)
+static int build_gemma(prompt_builder *pb, const turn_markers *mk, const chat_message *messages, size_t n,
+                       enum chat_history history, el_err *err)
 {
     if (add_bos(pb, err) < 0 || collect_system_text(messages, n, &pb->system, err) < 0)
         return -1;
     if (pb->tools && pb->tools->n && append_tools_description(&pb->system, pb->tools, err) < 0)
         return -1;
+    if (mk->system_turn && pb->system.n && add_turn(pb, mk, "system", pb->system.bytes, pb->system.n, err) < 0)
+        return -1;
+    bool fold_system = !mk->system_turn;
     if (history == CHAT_HISTORY_LAST) {
         size_t last = last_user_index(messages, n);
-        if (render_message(pb, messages, n, &last, err) < 0 || add_gemma_turn(pb, CHAT_ROLE_USER, true, err) < 0)
+        if (render_message(pb, messages, n, &last, err) < 0 ||
+            add_gemma_turn(pb, mk, CHAT_ROLE_USER, fold_system, err) < 0)
             return -1;
     } else {
         bool folded = false;
@@ -417,13 +448,13 @@ static int build_gemma(prompt_builder *pb, const chat_message *messages, size_t 
                 continue;
             }
             enum chat_role speaker = messages[i].role;
-            bool fold = !folded && speaker == CHAT_ROLE_USER;
+            bool fold = fold_system && !folded && speaker == CHAT_ROLE_USER;
             folded = folded || fold;
-            if (render_message(pb, messages, n, &i, err) < 0 || add_gemma_turn(pb, speaker, fold, err) < 0)
+            if (render_message(pb, messages, n, &i, err) < 0 || add_gemma_turn(pb, mk, speaker, fold, err) < 0)
                 return -1;
         }
     }
-    if (add_scaffold(pb, start_of_turn, err) < 0 || buf_append_str(&pb->segment, "model\n", err) < 0)
+    if (add_scaffold(pb, mk->open, err) < 0 || buf_append_str(&pb->segment, "model\n", err) < 0)
         return -1;
     return flush_segment(pb, err);
 }
@@ -476,8 +507,8 @@ int chat_build_tool_prompt(const tokenizer *t, enum chat_format fmt, const chat_
         return -1;
     prompt_builder pb = {.tok = t, .out = out, .tools = tools};
     size_t n_before = out->n;
-    int rc = fmt == CHAT_FORMAT_GEMMA ? build_gemma(&pb, messages, n, history, err)
-                                      : build_plain(&pb, messages, n, history, err);
+    int rc = fmt == CHAT_FORMAT_PLAIN ? build_plain(&pb, messages, n, history, err)
+                                      : build_gemma(&pb, markers_of(fmt), messages, n, history, err);
     buf_free(&pb.segment);
     buf_free(&pb.system);
     buf_free(&pb.content);

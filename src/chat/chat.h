@@ -57,7 +57,8 @@ typedef struct chat_tools {
 
 enum chat_format {
     CHAT_FORMAT_PLAIN, /* no template in the model: the prompt is the text itself */
-    CHAT_FORMAT_GEMMA  /* <start_of_turn>user\n...<end_of_turn>\n<start_of_turn>model\n */
+    CHAT_FORMAT_GEMMA, /* <start_of_turn>user\n...<end_of_turn>\n<start_of_turn>model\n (Gemma 1-3, 3n) */
+    CHAT_FORMAT_GEMMA4 /* <|turn>user\n...<turn|>\n<|turn>model\n, the system text as its own turn */
 };
 
 enum chat_history {
@@ -78,6 +79,8 @@ const char *chat_format_name(enum chat_format fmt);
  * "<start_of_turn>model\n"; the system text (leading system messages, trimmed,
  * joined by "\n\n") goes in front of the first user message's content as
  * "{system}\n\n{user}". PLAIN: the message texts joined by "\n", no prefix.
+ * GEMMA4 renders the same turns between <|turn> and <turn|>, with the system text
+ * as a "<|turn>system\n{system}<turn|>\n" turn of its own instead of folded in.
  * CHAT_HISTORY_LAST keeps only the system text and the last user message.
  *
  * Fails (and appends nothing) on an empty conversation, one with no user
@@ -97,7 +100,7 @@ int chat_build_prompt(const tokenizer *t, enum chat_format fmt, const chat_messa
 int chat_build_tool_prompt(const tokenizer *t, enum chat_format fmt, const chat_message *messages, size_t n,
                            const chat_tools *tools, enum chat_history history, token_vec *out, el_err *err);
 
-/* Tokens that end the assistant's turn (EOS, and <end_of_turn> for Gemma). Writes
+/* Tokens that end the assistant's turn (EOS, and <end_of_turn> or <turn|> for Gemma). Writes
  * up to cap ids; returns how many there are. */
 size_t chat_stop_tokens(const tokenizer *t, enum chat_format fmt, int32_t *ids, size_t cap);
 

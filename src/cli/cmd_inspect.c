@@ -10,6 +10,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "gguf/gguf.h"
+#include "model/model.h"
 
 enum {
     ARRAY_HEAD = 8,         /* array elements shown */
@@ -31,8 +32,10 @@ static void usage(FILE *out)
             "Validates a GGUF file and shows its version, alignment and size, every metadata\n"
             "key with its type and value (arrays as TYPE[length] with the first %d elements,\n"
             "long strings such as chat templates shortened), the tensor table (name, type,\n"
-            "shape, offset in the data section, bytes) and totals (tensor count, bytes by\n"
-            "type, parameters).\n\n"
+            "shape, offset in the data section, bytes, and the part it plays: matrix, table\n"
+            "(looked up by token), router (kept F32) or vector), totals (tensor count, bytes by\n"
+            "type, parameters), and whether elliott runs the model (its architecture and\n"
+            "sizes, or why not).\n\n"
             "options:\n"
             "      --json         print one JSON object instead of text\n"
             "      --tensors      list every tensor (the default)\n"
@@ -254,6 +257,93 @@ static void shape_label(const gguf_tensor *t, char *buf, size_t cap)
         snprintf(buf + n, cap - n, "]");
 }
 
+static const char *kind_name(enum model_tensor_kind k)
+{
+    switch (k) {
+    case MODEL_TENSOR_MATRIX: return "matrix";
+    case MODEL_TENSOR_TABLE: return "table";
+    case MODEL_TENSOR_ROUTER: return "router";
+    case MODEL_TENSOR_VECTOR: return "vector";
+    }
+    return "?";
+}
+
+static const char *tensor_kind(const gguf_tensor *t)
+{
+    char name[256];
+    snprintf(name, sizeof name, "%.*s", (int)(t->name.len < 255 ? t->name.len : 255), t->name.ptr);
+    if (t->n_dims < 2 && model_tensor_kind_of(name) == MODEL_TENSOR_MATRIX)
+        return kind_name(MODEL_TENSOR_VECTOR);
+    return kind_name(model_tensor_kind_of(name));
+}
+
+/* Whether the model layer accepts the file: its loader validates every tensor the
+ * architecture needs. */
+typedef struct model_check {
+    bool ok;
+    model_hparams *hp; /* when ok */
+    char error[sizeof(((el_err *)0)->msg)];
+} model_check;
+
+static void check_model(const char *path, model_check *c)
+{
+    el_err err = {{0}};
+    model *m = model_load(path, NULL, &err);
+    c->ok = m != NULL;
+    c->hp = NULL;
+    if (m) {
+        c->hp = malloc(sizeof *c->hp);
+        if (c->hp)
+            *c->hp = *model_hparams_of(m);
+        c->ok = c->hp != NULL;
+        model_free(m);
+    } else {
+        snprintf(c->error, sizeof c->error, "%s", err.msg);
+    }
+}
+
+static void print_model_text(FILE *out, const model_check *c)
+{
+    if (!c->ok) {
+        fprintf(out, "\nmodel: elliott does not run this file: %s\n", c->error);
+        return;
+    }
+    const model_hparams *hp = c->hp;
+    fprintf(out, "\nmodel: runs here: %s, %d layers, embedding %d, %d heads, vocabulary %d", model_arch_name(hp->arch),
+            hp->n_layer, hp->n_embd, hp->n_head, hp->n_vocab);
+    if (hp->n_expert > 0)
+        fprintf(out, ", %d experts (%d per token)", hp->n_expert, hp->n_expert_used);
+    if (hp->n_layer_kv < hp->n_layer)
+        fprintf(out, ", %d layers sharing KV", hp->n_layer - hp->n_layer_kv);
+    if (hp->n_embd_per_layer > 0)
+        fprintf(out, ", per-layer inputs of %d", hp->n_embd_per_layer);
+    if (!hp->causal)
+        fprintf(out, ", embeddings (pooling %d)", (int)hp->pooling);
+    fputc('\n', out);
+}
+
+static json_t *model_json(const model_check *c)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "runs", json_boolean(c->ok));
+    if (!c->ok) {
+        json_object_set_new(o, "error", json_string(c->error));
+        return o;
+    }
+    const model_hparams *hp = c->hp;
+    json_object_set_new(o, "arch", json_string(model_arch_name(hp->arch)));
+    json_object_set_new(o, "layers", json_integer(hp->n_layer));
+    json_object_set_new(o, "embedding", json_integer(hp->n_embd));
+    json_object_set_new(o, "heads", json_integer(hp->n_head));
+    json_object_set_new(o, "vocabulary", json_integer(hp->n_vocab));
+    json_object_set_new(o, "experts", json_integer(hp->n_expert));
+    json_object_set_new(o, "experts_used", json_integer(hp->n_expert_used));
+    json_object_set_new(o, "layers_with_kv", json_integer(hp->n_layer_kv));
+    json_object_set_new(o, "per_layer_input", json_integer(hp->n_embd_per_layer));
+    json_object_set_new(o, "embedding_model", json_boolean(!hp->causal));
+    return o;
+}
+
 static void print_bytes_human(FILE *out, uint64_t bytes)
 {
     static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
@@ -264,7 +354,7 @@ static void print_bytes_human(FILE *out, uint64_t bytes)
     fprintf(out, "%" PRIu64 " bytes (%.*f %s)", bytes, u ? 1 : 0, v, units[u]);
 }
 
-static void print_text(FILE *out, const gguf_file *f, const inspect_opts *o)
+static void print_text(FILE *out, const gguf_file *f, const inspect_opts *o, const model_check *mc)
 {
     fprintf(out, "%s: GGUF version %u, alignment %u, ", o->path, gguf_version(f), gguf_alignment(f));
     print_bytes_human(out, gguf_size(f));
@@ -283,14 +373,14 @@ static void print_text(FILE *out, const gguf_file *f, const inspect_opts *o)
     totals t;
     sum_tensors(f, &t);
     if (o->tensors && t.tensors) {
-        fprintf(out, "\ntensors: %" PRIu64 "\n  %-36s %-8s %-22s %14s %14s\n", t.tensors, "name", "type",
-                "shape", "offset", "bytes");
+        fprintf(out, "\ntensors: %" PRIu64 "\n  %-36s %-8s %-22s %14s %14s  %s\n", t.tensors, "name", "type",
+                "shape", "offset", "bytes", "part");
         for (uint64_t i = 0; i < t.tensors; i++) {
             const gguf_tensor *ti = gguf_tensor_at(f, i);
             char shape[128];
             shape_label(ti, shape, sizeof shape);
-            fprintf(out, "  %-36.*s %-8s %-22s %14" PRIu64 " %14" PRIu64 "\n", (int)ti->name.len,
-                    ti->name.ptr, gguf_type_get(ti->type)->name, shape, ti->offset, ti->nbytes);
+            fprintf(out, "  %-36.*s %-8s %-22s %14" PRIu64 " %14" PRIu64 "  %s\n", (int)ti->name.len,
+                    ti->name.ptr, gguf_type_get(ti->type)->name, shape, ti->offset, ti->nbytes, tensor_kind(ti));
         }
     }
     fprintf(out, "\ntotals: %" PRIu64 " tensors, %" PRIu64 " parameters, ", t.tensors, t.params);
@@ -303,6 +393,7 @@ static void print_text(FILE *out, const gguf_file *f, const inspect_opts *o)
         print_bytes_human(out, t.bytes_by_type[ty]);
         fputc('\n', out);
     }
+    print_model_text(out, mc);
 }
 
 /* ---- JSON output -------------------------------------------------------------------- */
@@ -396,6 +487,7 @@ static json_t *json_tensor(const gguf_tensor *t)
     json_object_set_new(o, "shape", shape);
     json_object_set_new(o, "offset", json_u64(t->offset));
     json_object_set_new(o, "bytes", json_u64(t->nbytes));
+    json_object_set_new(o, "part", json_string(tensor_kind(t)));
     return o;
 }
 
@@ -418,7 +510,7 @@ static json_t *json_totals(const totals *t)
     return o;
 }
 
-static int print_json(FILE *out, const gguf_file *f, const inspect_opts *o)
+static int print_json(FILE *out, const gguf_file *f, const inspect_opts *o, const model_check *mc)
 {
     json_t *root = json_object();
     json_object_set_new(root, "path", json_bytes((gguf_str){o->path, strlen(o->path)}, SIZE_MAX));
@@ -439,6 +531,7 @@ static int print_json(FILE *out, const gguf_file *f, const inspect_opts *o)
     totals t;
     sum_tensors(f, &t);
     json_object_set_new(root, "totals", json_totals(&t));
+    json_object_set_new(root, "model", model_json(mc));
     int rc = json_dumpf(root, out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     fputc('\n', out);
     json_decref(root);
@@ -457,11 +550,14 @@ int cmd_inspect(int argc, char **argv)
         fprintf(stderr, "elliott inspect: %s\n", err.msg);
         return 1;
     }
+    model_check mc;
+    check_model(o.path, &mc);
     int rc = 0;
     if (o.json)
-        rc = print_json(stdout, f, &o);
+        rc = print_json(stdout, f, &o, &mc);
     else
-        print_text(stdout, f, &o);
+        print_text(stdout, f, &o, &mc);
+    free(mc.hp);
     gguf_close(f);
     if (rc < 0 || fflush(stdout) != 0 || ferror(stdout)) {
         fprintf(stderr, "elliott inspect: cannot write the output\n");

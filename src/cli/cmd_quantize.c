@@ -13,6 +13,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "gguf/gguf.h"
+#include "model/model.h"
 #include "kernels/kernels.h"
 
 typedef struct quant_scheme {
@@ -66,7 +67,8 @@ static void usage(FILE *out)
                  "(Q8_0 stays Q8_0). Q4_K means Q4_K_M: attn_v and ffn_down also become Q6_K in the\n"
                  "first and last eighth of the layers and every third layer between. Tensors whose rows\n"
                  "do not fit a K-quant block (256) fall back to Q5_0 (Q5_1 for Q5_K, Q8_0 for Q6_K).\n"
-                 "1-D tensors (norms) are copied unchanged.\n");
+                 "1-D tensors (norms, scales) and mixture-of-experts routers are copied unchanged;\n"
+                 "expert tensors (3-D) are quantized like any matrix.\n");
 }
 
 static const quant_scheme *find_scheme(const char *name)
@@ -112,9 +114,19 @@ static uint32_t fallback_type(uint32_t type)
     }
 }
 
+/* Routers stay as they are (F32 from the converter), as llama.cpp's quantize keeps
+ * ffn_gate_inp; so do vectors of any shape. */
+static bool keeps_type(const gguf_tensor *t)
+{
+    char name[256];
+    snprintf(name, sizeof name, "%.*s", (int)(t->name.len < 255 ? t->name.len : 255), t->name.ptr);
+    enum model_tensor_kind kind = model_tensor_kind_of(name);
+    return t->n_dims < 2 || kind == MODEL_TENSOR_ROUTER || kind == MODEL_TENSOR_VECTOR;
+}
+
 static uint32_t choose_type(const quant_scheme *s, const gguf_tensor *t, bool has_output, int n_layer)
 {
-    if (t->n_dims < 2)
+    if (keeps_type(t))
         return t->type;
     uint32_t type = s->base_type;
     bool quantized = type != GGUF_TYPE_F32 && type != GGUF_TYPE_F16 && type != GGUF_TYPE_BF16;
@@ -190,7 +202,7 @@ static int plan_tensors(quantize_job *job, const quant_scheme *s, el_err *err)
     bool has_output = gguf_find_tensor(in, "output.weight") != NULL;
     for (uint64_t i = 0; i < job->n_tensors; i++) {
         const gguf_tensor *t = gguf_tensor_at(in, i);
-        uint32_t type = t->n_dims >= 2 ? choose_type(s, t, has_output, (int)n_layer) : t->type;
+        uint32_t type = choose_type(s, t, has_output, (int)n_layer);
         if (type != t->type && (!kernels_can_dequantize(t->type) || !kernels_can_quantize(type)))
             return el_fail(err, "tensor '%.*s': conversion %s -> %s is not supported", (int)t->name.len,
                            t->name.ptr, gguf_type_get(t->type)->name, gguf_type_get(type)->name);

@@ -14,28 +14,46 @@ kv_cache *kv_cache_create(const model *m, int n_seq, int n_ctx, el_err *err)
     if (n_ctx < 1 || n_ctx > MAX_KV_CTX)
         return el_fail(err, "KV cache: context of %d is out of range [1, %d]", n_ctx, MAX_KV_CTX), NULL;
     const model_hparams *hp = &m->hp;
-    uint64_t cells = (uint64_t)hp->n_layer * (uint64_t)n_seq * (uint64_t)hp->n_head_kv * (uint64_t)n_ctx;
-    uint64_t bytes = cells * (uint64_t)(hp->head_dim_k + hp->head_dim_v) * sizeof(uint16_t);
-    if (bytes / (sizeof(uint16_t) * (uint64_t)(hp->head_dim_k + hp->head_dim_v)) != cells || bytes > SIZE_MAX / 2)
-        return el_fail(err, "KV cache: %d sequences of %d positions is too large", n_seq, n_ctx), NULL;
-
     kv_cache *kv = calloc(1, sizeof *kv);
     if (!kv)
         return el_fail(err, "out of memory"), NULL;
     kv->n_layer = hp->n_layer;
     kv->n_seq = n_seq;
     kv->n_ctx = n_ctx;
-    kv->n_head_kv = hp->n_head_kv;
-    kv->head_dim_k = hp->head_dim_k;
-    kv->head_dim_v = hp->head_dim_v;
+    kv->layers = calloc((size_t)hp->n_layer, sizeof *kv->layers);
+    if (!kv->layers) {
+        kv_cache_free(kv);
+        return el_fail(err, "out of memory"), NULL;
+    }
+    /* Each term is below 2^12 * 2^10 * 2^22 * 2^12 = 2^56, so the running sums are
+     * checked as they grow. */
+    uint64_t k_total = 0, v_total = 0;
+    for (int il = 0; il < hp->n_layer; il++) {
+        const model_layer_hparams *l = &hp->layer[il];
+        if (l->kv_layer != il)
+            continue;
+        kv_layer *c = &kv->layers[il];
+        c->n_head_kv = l->n_head_kv;
+        c->head_dim_k = l->head_dim_k;
+        c->head_dim_v = l->head_dim_v;
+        c->k_off = (size_t)k_total;
+        c->v_off = (size_t)v_total;
+        uint64_t cells = (uint64_t)n_seq * (uint64_t)l->n_head_kv * (uint64_t)n_ctx;
+        k_total += cells * (uint64_t)l->head_dim_k;
+        v_total += cells * (uint64_t)l->head_dim_v;
+        if (k_total > SIZE_MAX / 8 || v_total > SIZE_MAX / 8) {
+            kv_cache_free(kv);
+            return el_fail(err, "KV cache: %d sequences of %d positions is too large", n_seq, n_ctx), NULL;
+        }
+    }
     /* calloc: untouched cells cost no memory until a sequence reaches them. */
-    kv->k = calloc((size_t)cells, (size_t)hp->head_dim_k * sizeof(uint16_t));
-    kv->v = calloc((size_t)cells, (size_t)hp->head_dim_v * sizeof(uint16_t));
+    kv->k = calloc((size_t)k_total + 1, sizeof(uint16_t));
+    kv->v = calloc((size_t)v_total + 1, sizeof(uint16_t));
     kv->len = calloc((size_t)n_seq, sizeof *kv->len);
     kv->next = calloc((size_t)n_seq, sizeof *kv->next);
     if (!kv->k || !kv->v || !kv->len || !kv->next) {
         kv_cache_free(kv);
-        el_fail(err, "KV cache: out of memory for %llu MiB", (unsigned long long)(bytes >> 20));
+        el_fail(err, "KV cache: out of memory for %llu MiB", (unsigned long long)((k_total + v_total) * 2 >> 20));
         return NULL;
     }
     return kv;
@@ -45,6 +63,7 @@ void kv_cache_free(kv_cache *kv)
 {
     if (!kv)
         return;
+    free(kv->layers);
     free(kv->k);
     free(kv->v);
     free(kv->len);
@@ -76,9 +95,10 @@ void kv_cache_truncate(kv_cache *kv, int seq, int n_keep, bool wipe)
     if (wipe) {
         int n_drop = kv->len[seq] - n_keep;
         for (int il = 0; il < kv->n_layer; il++) {
-            for (int h = 0; h < kv->n_head_kv; h++) {
-                memset(kv_k_at(kv, il, seq, h, n_keep), 0, (size_t)n_drop * (size_t)kv->head_dim_k * sizeof(uint16_t));
-                memset(kv_v_at(kv, il, seq, h, n_keep), 0, (size_t)n_drop * (size_t)kv->head_dim_v * sizeof(uint16_t));
+            const kv_layer *c = &kv->layers[il];
+            for (int h = 0; h < c->n_head_kv; h++) {
+                memset(kv_k_at(kv, il, seq, h, n_keep), 0, (size_t)n_drop * (size_t)c->head_dim_k * sizeof(uint16_t));
+                memset(kv_v_at(kv, il, seq, h, n_keep), 0, (size_t)n_drop * (size_t)c->head_dim_v * sizeof(uint16_t));
             }
         }
     }

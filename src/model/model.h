@@ -1,4 +1,4 @@
-/* Transformer architectures over GGUF weights: Gemma 1/2/3 and llama.
+/* Transformer architectures over GGUF weights: Gemma 1/2/3/3n/4, EmbeddingGemma and llama.
  *
  * A model is loaded once (weights stay memory-mapped) and then evaluated on
  * batches of tokens that may belong to different sequences: each token carries
@@ -20,6 +20,9 @@ enum model_arch {
     MODEL_ARCH_GEMMA,
     MODEL_ARCH_GEMMA2,
     MODEL_ARCH_GEMMA3,
+    MODEL_ARCH_GEMMA4,
+    MODEL_ARCH_GEMMA_EMBEDDING,
+    MODEL_ARCH_GEMMA3N,
     MODEL_ARCH_COUNT
 };
 
@@ -27,8 +30,35 @@ enum model_arch {
 int model_arch_from_name(const char *name, size_t len);
 const char *model_arch_name(enum model_arch arch);
 
+enum { MODEL_MAX_LAYERS = 512 };
+
+/* How an embedding is pooled from a sequence's hidden states (llama.cpp's
+ * pooling_type values). */
+enum model_pooling {
+    MODEL_POOLING_NONE = 0,
+    MODEL_POOLING_MEAN = 1,
+    MODEL_POOLING_CLS = 2,  /* the first token */
+    MODEL_POOLING_LAST = 3, /* the last token */
+};
+
+/* What may differ from one layer to the next (Gemma 4: sliding and full layers of
+ * different head sizes and KV head counts, double-wide MLPs, layers that read an
+ * earlier layer's keys and values, mixture-of-experts FFNs). */
+typedef struct model_layer_hparams {
+    bool swa;       /* attends through the sliding window */
+    bool v_from_k;  /* no attn_v: the values are the keys' projection (Gemma 4 full layers) */
+    bool moe;       /* a mixture-of-experts FFN beside the dense one */
+    int n_head_kv;
+    int head_dim_k;
+    int head_dim_v;
+    int n_ff;
+    int n_rot;      /* dimensions rotated by RoPE */
+    int kv_layer;   /* the layer whose cache this layer reads: itself unless KV is shared */
+} model_layer_hparams;
+
 /* Everything the forward pass reads from the metadata, after llama.cpp's defaults
- * for absent keys have been applied. */
+ * for absent keys have been applied. Scalars describing layers (n_head_kv, head_dim_*,
+ * n_ff, n_rot) are those of the full-attention layers; layer[] has every layer's own. */
 typedef struct model_hparams {
     enum model_arch arch;
     int n_vocab;
@@ -50,7 +80,24 @@ typedef struct model_hparams {
     float attn_softcap;   /* 0: none */
     float final_softcap;  /* 0: none */
     int sliding_window;   /* 0: none */
-    int swa_pattern;      /* layer l uses the window iff l % swa_pattern < swa_pattern - 1 */
+    int swa_pattern;      /* layer l uses the window iff l % swa_pattern < swa_pattern - 1 (gemma2/3) */
+    int n_rot_swa;        /* rope.dimension_count_swa (gemma4) */
+    bool rope_freq_factors; /* rope_freqs.weight divides the full layers' angles (gemma4) */
+    bool v_norm;          /* values RMS-normalized without weight (gemma4) */
+    int n_layer_kv;       /* layers from the start that own a KV cache; later ones share */
+    int n_embd_per_layer; /* per-layer input width (gemma4 E2B/E4B); 0: none */
+    int n_expert;         /* mixture of experts: experts, experts per token, expert FFN width */
+    int n_expert_used;
+    int n_ff_exp;
+    bool causal;          /* false: a token attends to its whole sequence (gemma-embedding) */
+    enum model_pooling pooling; /* the GGUF's pooling_type; NONE for generative models */
+    int n_dense;          /* width of EmbeddingGemma's dense projection (dense_2 out); 0: none */
+    int n_altup;          /* gemma3n: AltUp streams; 0: none */
+    int altup_active;     /* the stream that goes through attention and FFN */
+    int n_laurel;         /* LAuReL rank */
+    int n_layer_sparse;   /* the first layers' FFN gates keep only values above mean + k std */
+    float sparsity_std_mul; /* k */
+    model_layer_hparams layer[MODEL_MAX_LAYERS];
 } model_hparams;
 
 /* Reads the hyperparameters from "<arch>.*" metadata, applying llama.cpp's defaults,
@@ -59,6 +106,9 @@ typedef struct model_hparams {
 int model_hparams_from_gguf(const gguf_file *f, model_hparams *hp, el_err *err);
 /* Whether layer il attends through the sliding window. */
 bool model_layer_is_swa(const model_hparams *hp, int il);
+/* Fills layer[] for an architecture whose layers all have the global sizes (every
+ * one but gemma4), the sliding-window layers from swa_pattern. */
+void model_hparams_uniform_layers(model_hparams *hp);
 
 typedef struct model model;
 
@@ -79,12 +129,28 @@ const gguf_file *model_gguf(const model *m);
 /* Bytes of weights a single decode step reads (for bandwidth figures). */
 uint64_t model_weight_bytes(const model *m);
 
-/* Tensors an architecture expects, for the loader's validation and for writing
- * new models: calls fn once per tensor with its name and shape (ne[0] contiguous).
- * `quantizable` is false for norms, which stay F32. */
-typedef int (*model_tensor_fn)(void *ctx, const char *name, int n_dims, const int64_t *ne,
-                               bool quantizable, el_err *err);
+enum model_tensor_kind {
+    MODEL_TENSOR_MATRIX, /* a matmul weight: quantizable */
+    MODEL_TENSOR_TABLE,  /* rows looked up by token id (embeddings): quantizable */
+    MODEL_TENSOR_ROUTER, /* a mixture-of-experts router: a matmul weight kept F32, as the converter keeps it */
+    MODEL_TENSOR_VECTOR, /* norms, scales, rope factors: F32 */
+};
+
+typedef struct model_tensor_desc {
+    const char *name;
+    int n_dims;
+    int64_t ne[4]; /* ne[0] contiguous; unused dimensions 1 */
+    enum model_tensor_kind kind;
+    bool optional; /* llama.cpp loads a model without it */
+} model_tensor_desc;
+
+/* Tensors an architecture expects (hp->layer[] filled), for the loader's validation
+ * and for writing new models: calls fn once per tensor. */
+typedef int (*model_tensor_fn)(void *ctx, const model_tensor_desc *t, el_err *err);
 int model_for_each_tensor(const model_hparams *hp, model_tensor_fn fn, void *ctx, el_err *err);
+/* The kind of a tensor by its name ("blk.3.ffn_gate_inp.weight"), whatever the
+ * architecture: what quantize and inspect need to know. */
+enum model_tensor_kind model_tensor_kind_of(const char *name);
 
 /* ---- KV cache ----------------------------------------------------------------- */
 
@@ -125,6 +191,17 @@ void model_ctx_free(model_ctx *ctx);
  * n_vocab logits for each token that wants them, in batch order. Fails (cache
  * untouched) on a token id, position or sequence out of range. */
 int model_forward(model_ctx *ctx, kv_cache *kv, const model_batch *batch, float *logits, el_err *err);
+
+/* Embeddings: for every sequence of the batch, its final hidden states (after the
+ * output norm) pooled (MODEL_POOLING_NONE: as the model's GGUF says, which an embedding
+ * model does and a generative one does not), through EmbeddingGemma's dense projection
+ * when the model has one, and L2-normalized when normalize is true. Row s of out
+ * (model_embedding_size floats) is sequence s; rows of sequences not in the batch are
+ * untouched. Each sequence must be whole in the batch, starting at position 0 (its
+ * cache row empty): a model without causal attention cannot continue a sequence. */
+int model_embed(model_ctx *ctx, kv_cache *kv, const model_batch *batch, enum model_pooling pooling, bool normalize,
+                float *out, el_err *err);
+int model_embedding_size(const model *m);
 
 /* ---- random-weight models (tests, benchmarks) ----------------------------------- */
 

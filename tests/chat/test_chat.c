@@ -1,5 +1,7 @@
 /* Chat prompts: token-exact Gemma template, injection safety, history modes,
  * the plain format of template-less models, validation and stop tokens. */
+#include <unistd.h>
+
 #include "chat/chat.h"
 #include "gguf/gguf.h"
 #include "test.h"
@@ -402,6 +404,99 @@ static void test_tool_plain(void)
     close_vocab(&v);
 }
 
+/* ---- Gemma 4 ------------------------------------------------------------------------- */
+
+/* A small SentencePiece vocabulary with Gemma 4's turn markers as control tokens (the
+ * real one is not among the test data): <pad> <eos> <bos> <unk> <|turn> <turn|>, the
+ * 256 byte pieces, then a few words. */
+static tokenizer *gemma4_vocab(gguf_file **file)
+{
+    static const char *const words[] = {"user", "model", "system", "\xe2\x96\x81" "Be", "Hi", "Be", "\xe2\x96\x81" "terse"};
+    enum { N_HEAD = 6, N_WORDS = sizeof words / sizeof words[0], N = N_HEAD + 256 + N_WORDS };
+    static const char *const head[N_HEAD] = {"<pad>", "<eos>", "<bos>", "<unk>", "<|turn>", "<turn|>"};
+    static char bytes[256][8];
+    gguf_str names[N];
+    float scores[N];
+    int32_t types[N];
+    for (int i = 0; i < N; i++) {
+        const char *t;
+        if (i < N_HEAD) {
+            t = head[i];
+            types[i] = i == 3 ? 2 : 3; /* unknown, control */
+        } else if (i < N_HEAD + 256) {
+            snprintf(bytes[i - N_HEAD], sizeof bytes[0], "<0x%02X>", i - N_HEAD);
+            t = bytes[i - N_HEAD];
+            types[i] = 6; /* byte */
+        } else {
+            t = words[i - N_HEAD - 256];
+            types[i] = 1;
+        }
+        names[i] = (gguf_str){t, strlen(t)};
+        scores[i] = i < N_HEAD + 256 ? 0.0f : -(float)(i - N_HEAD - 256);
+    }
+    el_err err = {{0}};
+    gguf_writer *w = gguf_writer_create(&err);
+    gguf_kv tokens = {.key = {"tokenizer.ggml.tokens", 21}, .type = GGUF_VAL_ARRAY, .arr_type = GGUF_VAL_STRING,
+                      .arr_len = N, .arr_strings = names};
+    gguf_kv sc = {.key = {"tokenizer.ggml.scores", 21}, .type = GGUF_VAL_ARRAY, .arr_type = GGUF_VAL_FLOAT32,
+                  .arr_len = N, .arr_data = (const uint8_t *)scores};
+    gguf_kv ty = {.key = {"tokenizer.ggml.token_type", 25}, .type = GGUF_VAL_ARRAY, .arr_type = GGUF_VAL_INT32,
+                  .arr_len = N, .arr_data = (const uint8_t *)types};
+    char path[] = "/tmp/elliott-chat-gemma4-XXXXXX";
+    int fd = mkstemp(path);
+    bool ok = w && fd >= 0 && gguf_writer_set_str(w, "general.architecture", "gemma4", &err) == 0 &&
+              gguf_writer_set_str(w, "tokenizer.ggml.model", "llama", &err) == 0 &&
+              gguf_writer_copy_kv(w, &tokens, &err) == 0 && gguf_writer_copy_kv(w, &sc, &err) == 0 &&
+              gguf_writer_copy_kv(w, &ty, &err) == 0 &&
+              gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 2, &err) == 0 &&
+              gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", 1, &err) == 0 &&
+              gguf_writer_set_u32(w, "tokenizer.ggml.unknown_token_id", 3, &err) == 0 &&
+              gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", true, &err) == 0 &&
+              gguf_writer_set_bool(w, "tokenizer.ggml.add_space_prefix", false, &err) == 0 &&
+              gguf_writer_write(w, path, NULL, NULL, &err) == 0;
+    CHECKF(ok, "writing a Gemma 4 vocabulary: %s", err.msg);
+    gguf_writer_free(w);
+    if (fd >= 0)
+        close(fd);
+    *file = ok ? gguf_open(path, &err) : NULL;
+    unlink(path);
+    tokenizer *t = *file ? tokenizer_load(*file, &err) : NULL;
+    CHECKF(t != NULL, "%s", err.msg);
+    return t;
+}
+
+static void test_gemma4_format(void)
+{
+    gguf_file *f = NULL;
+    tokenizer *t = gemma4_vocab(&f);
+    if (!t) {
+        gguf_close(f);
+        return;
+    }
+    CHECK_EQ_INT(chat_detect_format(f, t), CHAT_FORMAT_GEMMA4);
+    CHECK(!strcmp(chat_format_name(CHAT_FORMAT_GEMMA4), "gemma4"));
+    chat_message m[] = {msg(CHAT_ROLE_SYSTEM, " Be terse. "), msg(CHAT_ROLE_USER, "Hi"),
+                        msg(CHAT_ROLE_ASSISTANT, "Hi\n"), msg(CHAT_ROLE_USER, "  Be")};
+    static const char rendered[] = "<bos><|turn>system\nBe terse.<turn|>\n<|turn>user\nHi<turn|>\n"
+                                   "<|turn>model\nHi<turn|>\n<|turn>user\nBe<turn|>\n<|turn>model\n";
+    token_vec built = {0}, want = {0};
+    el_err err = {{0}};
+    CHECKF(chat_build_prompt(t, CHAT_FORMAT_GEMMA4, m, 4, CHAT_HISTORY_FULL, &built, &err) == 0, "%s", err.msg);
+    CHECK(tokenizer_encode(t, rendered, strlen(rendered), true, &want, &err) == 0);
+    CHECKF(same_ids(&built, &want), "Gemma 4 prompt differs from the rendered template");
+    if (!same_ids(&built, &want)) {
+        dump("built", &built);
+        dump("want ", &want);
+    }
+    int32_t stops[4];
+    CHECK_EQ_INT(chat_stop_tokens(t, CHAT_FORMAT_GEMMA4, stops, 4), 2);
+    CHECK(stops[0] == 1 && stops[1] == 5);
+    token_vec_free(&built);
+    token_vec_free(&want);
+    tokenizer_free(t);
+    gguf_close(f);
+}
+
 int main(void)
 {
     RUN(test_gemma_conversation);
@@ -415,6 +510,7 @@ int main(void)
     RUN(test_validation);
     RUN(test_tool_conversation);
     RUN(test_tool_plain);
+    RUN(test_gemma4_format);
     free_vocabs();
     return test_summary();
 }

@@ -43,20 +43,20 @@ typedef struct tensor_count {
     bool q_norm_seen;
 } tensor_count;
 
-static int count_tensor(void *p, const char *name, int n_dims, const int64_t *ne, bool quantizable, el_err *err)
+static int count_tensor(void *p, const model_tensor_desc *d, el_err *err)
 {
     tensor_count *c = p;
     c->total++;
-    c->norms += !quantizable;
-    if (!strcmp(name, "blk.0.attn_q.weight")) {
-        c->q_ne0 = ne[0];
-        c->q_ne1 = ne[1];
-        CHECK_EQ_INT(n_dims, 2);
+    c->norms += d->kind == MODEL_TENSOR_VECTOR;
+    if (!strcmp(d->name, "blk.0.attn_q.weight")) {
+        c->q_ne0 = d->ne[0];
+        c->q_ne1 = d->ne[1];
+        CHECK_EQ_INT(d->n_dims, 2);
     }
-    if (!strcmp(name, "blk.1.attn_q_norm.weight")) {
+    if (!strcmp(d->name, "blk.1.attn_q_norm.weight")) {
         c->q_norm_seen = true;
-        CHECK_EQ_INT(n_dims, 1);
-        CHECK(!quantizable);
+        CHECK_EQ_INT(d->n_dims, 1);
+        CHECK(d->kind == MODEL_TENSOR_VECTOR);
     }
     return 0;
 }
@@ -64,7 +64,8 @@ static int count_tensor(void *p, const char *name, int n_dims, const int64_t *ne
 static void test_for_each_tensor(void)
 {
     model_hparams hp = {.n_vocab = 100, .n_embd = 64, .n_layer = 2, .n_head = 4, .n_head_kv = 1,
-                        .head_dim_k = 16, .head_dim_v = 16, .n_ff = 128};
+                        .head_dim_k = 16, .head_dim_v = 16, .n_ff = 128, .n_rot = 16};
+    model_hparams_uniform_layers(&hp);
     static const struct { enum model_arch arch; int per_layer, norms_per_layer; bool q_norm; } want[] = {
         {MODEL_ARCH_LLAMA, 9, 2, false},
         {MODEL_ARCH_GEMMA, 9, 2, false},
@@ -553,6 +554,180 @@ static void test_load_from_memory(void)
     free(data);
 }
 
+/* ---- gemma4 ------------------------------------------------------------------------- */
+
+/* The layer table llama.cpp derives: the sliding pattern, per-layer head sizes and KV
+ * heads, the double-wide MLP and shared KV of the trailing layers, K as V on full
+ * layers of the MoE shape; then one batch equals token-by-token decoding. */
+static void test_gemma4_layers(void)
+{
+    const char *dense = tmp_path("g4.gguf"), *moe = tmp_path("g4moe.gguf");
+    if (write_tiny(dense, MODEL_ARCH_GEMMA4, "tiny-gemma4", GGUF_TYPE_Q8_0, 5, 0) < 0 ||
+        write_tiny(moe, MODEL_ARCH_GEMMA4, "tiny-gemma4-moe", GGUF_TYPE_F32, 5, 0) < 0)
+        return;
+    el_err err = {{0}};
+    model *m = model_load(dense, NULL, &err);
+    CHECKF(m != NULL, "%s", err.msg);
+    if (m) {
+        const model_hparams *hp = model_hparams_of(m);
+        CHECK_EQ_INT(hp->n_layer, 10);
+        CHECK_EQ_INT(hp->n_layer_kv, 5);
+        CHECK_EQ_INT(hp->n_embd_per_layer, 16);
+        CHECK(hp->rope_freq_factors && hp->v_norm);
+        for (int il = 0; il < 10; il++) {
+            const model_layer_hparams *l = &hp->layer[il];
+            CHECK_EQ_INT(l->swa, (il + 1) % 5 != 0);
+            CHECK_EQ_INT(l->head_dim_k, l->swa ? 16 : 32);
+            CHECK_EQ_INT(l->n_ff, il < 5 ? 256 : 512);
+            CHECK_EQ_INT(l->kv_layer, il < 5 ? il : l->swa ? 3 : 4);
+            CHECK(!l->v_from_k && !l->moe);
+        }
+        model_free(m);
+    }
+    m = model_load(moe, NULL, &err);
+    CHECKF(m != NULL, "%s", err.msg);
+    if (m) {
+        const model_hparams *hp = model_hparams_of(m);
+        CHECK_EQ_INT(hp->n_expert, 4);
+        CHECK_EQ_INT(hp->n_expert_used, 2);
+        for (int il = 0; il < 6; il++) {
+            const model_layer_hparams *l = &hp->layer[il];
+            CHECK_EQ_INT(l->n_head_kv, l->swa ? 2 : 1);
+            CHECK_EQ_INT(l->v_from_k, !l->swa);
+            CHECK(l->moe && l->kv_layer == il);
+        }
+        model_free(m);
+    }
+    const char *paths[] = {dense, moe};
+    for (int i = 0; i < 2; i++) {
+        runner r;
+        if (runner_open(&r, paths[i], 2, 64, 32) < 0) {
+            runner_close(&r);
+            continue;
+        }
+        int32_t tok[20];
+        token_stream(tok, 20, 7, r.n_vocab);
+        float *batch = malloc(20 * (size_t)r.n_vocab * sizeof(float));
+        float *one = malloc((size_t)r.n_vocab * sizeof(float));
+        double worst = 0;
+        CHECK(run_seq(&r, 0, tok, 20, true, batch, &err) == 0);
+        for (int t = 0; t < 20; t++) {
+            CHECK(run_seq(&r, 1, &tok[t], 1, false, one, &err) == 0);
+            worst = fmax(worst, max_rel_diff(one, batch + (size_t)t * r.n_vocab, r.n_vocab));
+        }
+        CHECKF(worst < 1e-3, "%s: token by token differs from one batch by %g", paths[i], worst);
+        for (int t = 0; t < r.n_vocab; t++)
+            CHECK(isfinite(batch[t]));
+        free(batch);
+        free(one);
+        runner_close(&r);
+    }
+}
+
+static void test_gemma4_rejects_mismatched_shapes(void)
+{
+    model_random_options o = {.arch = MODEL_ARCH_GEMMA4, .shape = "tiny", .type = GGUF_TYPE_F32, .n_vocab = 10};
+    el_err err = {{0}};
+    CHECK_EQ_INT(model_write_random(tmp_path("x.gguf"), &o, &err), -1);
+    CHECKF(strstr(err.msg, "gemma4") != NULL, "%s", err.msg);
+    o.arch = MODEL_ARCH_GEMMA3;
+    o.shape = "tiny-gemma4";
+    CHECK_EQ_INT(model_write_random(tmp_path("x.gguf"), &o, &err), -1);
+    CHECKF(strstr(err.msg, "gemma4 only") != NULL, "%s", err.msg);
+}
+
+/* Gemma 3n's table (sliding pattern from the metadata, AltUp and LAuReL sizes, sparse
+ * first layers), and one batch equals token-by-token decoding through the streams. */
+static void test_gemma3n(void)
+{
+    const char *path = tmp_path("g3n.gguf");
+    if (write_tiny(path, MODEL_ARCH_GEMMA3N, "tiny-gemma3n", GGUF_TYPE_Q8_0, 4, 0) < 0)
+        return;
+    runner r;
+    if (runner_open(&r, path, 2, 64, 32) < 0) {
+        runner_close(&r);
+        return;
+    }
+    const model_hparams *hp = model_hparams_of(r.m);
+    CHECK(hp->n_altup == 4 && hp->altup_active == 0 && hp->n_laurel == 64 && hp->n_embd_per_layer == 256);
+    CHECK(hp->layer[0].swa && !hp->layer[1].swa && hp->n_layer_sparse == 2 && hp->v_norm);
+    CHECK_NEAR(hp->attn_scale, 1.0, 0);
+    int32_t tok[16];
+    token_stream(tok, 16, 5, r.n_vocab);
+    float *batch = malloc(16 * (size_t)r.n_vocab * sizeof(float)), *one = malloc((size_t)r.n_vocab * sizeof(float));
+    el_err err = {{0}};
+    double worst = 0;
+    CHECK(run_seq(&r, 0, tok, 16, true, batch, &err) == 0);
+    for (int t = 0; t < 16; t++) {
+        CHECK(run_seq(&r, 1, &tok[t], 1, false, one, &err) == 0);
+        worst = fmax(worst, max_rel_diff(one, batch + (size_t)t * r.n_vocab, r.n_vocab));
+    }
+    CHECKF(worst < 1e-3, "gemma3n: token by token differs from one batch by %g", worst);
+    free(batch);
+    free(one);
+    runner_close(&r);
+}
+
+/* ---- embeddings ------------------------------------------------------------------------ */
+
+/* model_embed on an embedding model (its own mean pooling, unit length when normalized,
+ * one sequence alone = the same sequence in a batch of two) and on a generative model
+ * (only when a pooling is asked for; CLS of a sequence = the mean of its first token). */
+static void test_embed(void)
+{
+    const char *emb = tmp_path("emb.gguf"), *gen = tmp_path("gen.gguf");
+    if (write_tiny(emb, MODEL_ARCH_GEMMA_EMBEDDING, "tiny-gemma-embedding", GGUF_TYPE_F32, 3, 0) < 0 ||
+        write_tiny(gen, MODEL_ARCH_GEMMA3, "tiny", GGUF_TYPE_F32, 3, 0) < 0)
+        return;
+    runner r, g;
+    if (runner_open(&r, emb, 2, 64, 64) < 0 || runner_open(&g, gen, 2, 64, 64) < 0)
+        return;
+    const model_hparams *hp = model_hparams_of(r.m);
+    CHECK(!hp->causal && hp->pooling == MODEL_POOLING_MEAN && hp->n_dense == 256);
+    int E = model_embedding_size(r.m);
+    CHECK_EQ_INT(E, 64);
+    int32_t tok[24], pos[24], seq[24];
+    token_stream(tok, 24, 9, r.n_vocab);
+    for (int i = 0; i < 24; i++) {
+        pos[i] = i < 12 ? i : i - 12;
+        seq[i] = i < 12 ? 0 : 1;
+    }
+    float alone[2][64], both[2][64];
+    el_err err = {{0}};
+    for (int s = 0; s < 2; s++) {
+        kv_cache_truncate(r.kv, s, 0, false);
+        model_batch b = {12, tok + 12 * s, pos + 12 * s, seq + 12 * s, NULL};
+        CHECKF(model_embed(r.ctx, r.kv, &b, MODEL_POOLING_NONE, true, &alone[0][0], &err) == 0, "%s", err.msg);
+        kv_cache_truncate(r.kv, s, 0, false);
+    }
+    model_batch b = {24, tok, pos, seq, NULL};
+    CHECKF(model_embed(r.ctx, r.kv, &b, MODEL_POOLING_NONE, true, &both[0][0], &err) == 0, "%s", err.msg);
+    double norm = 0;
+    for (int i = 0; i < E; i++)
+        norm += (double)alone[0][i] * alone[0][i];
+    CHECK_NEAR(norm, 1.0, 1e-5);
+    CHECKF(max_rel_diff(alone[0], both[0], E) < 1e-4 && max_rel_diff(alone[1], both[1], E) < 1e-4, "%g %g",
+           max_rel_diff(alone[0], both[0], E), max_rel_diff(alone[1], both[1], E));
+    /* an embedding model has no logits, and takes a sequence whole */
+    float *logits = malloc((size_t)r.n_vocab * sizeof *logits);
+    model_batch more = {1, tok, pos + 5, seq, NULL};
+    CHECK_EQ_INT(model_forward(r.ctx, r.kv, &more, logits, &err), -1);
+    CHECK_EQ_INT(model_embed(r.ctx, r.kv, &more, MODEL_POOLING_NONE, true, both[0], &err), -1);
+    /* a generative model: only with a pooling asked for */
+    kv_cache_truncate(g.kv, 0, 0, false);
+    model_batch one = {12, tok, pos, seq, NULL};
+    CHECK_EQ_INT(model_embed(g.ctx, g.kv, &one, MODEL_POOLING_NONE, false, both[0], &err), -1);
+    CHECKF(strstr(err.msg, "pooling") != NULL, "%s", err.msg);
+    CHECKF(model_embed(g.ctx, g.kv, &one, MODEL_POOLING_CLS, false, both[0], &err) == 0, "%s", err.msg);
+    kv_cache_truncate(g.kv, 0, 0, false);
+    model_batch first = {1, tok, pos, seq, NULL};
+    CHECKF(model_embed(g.ctx, g.kv, &first, MODEL_POOLING_MEAN, false, both[1], &err) == 0, "%s", err.msg);
+    CHECK(max_rel_diff(both[0], both[1], E) < 1e-6);
+    free(logits);
+    runner_close(&r);
+    runner_close(&g);
+}
+
 int main(void)
 {
     if (!mkdtemp(tmpdir)) {
@@ -569,6 +744,10 @@ int main(void)
     RUN(test_kv_cache_sequences);
     RUN(test_bad_sizes);
     RUN(test_load_from_memory);
+    RUN(test_gemma4_layers);
+    RUN(test_gemma4_rejects_mismatched_shapes);
+    RUN(test_embed);
+    RUN(test_gemma3n);
     threadpool_free(pool);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
