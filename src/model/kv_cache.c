@@ -112,11 +112,12 @@ int kv_cache_copy_prefix(kv_cache *kv, int src, int dst, int n, el_err *err)
     if (n < 0 || n > kv->len[src])
         return el_fail(err, "kv cache: sequence %d holds %d positions, not %d", src, kv->len[src], n);
     for (int il = 0; il < kv->n_layer; il++) {
-        for (int h = 0; h < kv->n_head_kv; h++) {
+        const kv_layer *c = &kv->layers[il];
+        for (int h = 0; h < c->n_head_kv; h++) {
             memcpy(kv_k_at(kv, il, dst, h, 0), kv_k_at(kv, il, src, h, 0),
-                   (size_t)n * (size_t)kv->head_dim_k * sizeof(uint16_t));
+                   (size_t)n * (size_t)c->head_dim_k * sizeof(uint16_t));
             memcpy(kv_v_at(kv, il, dst, h, 0), kv_v_at(kv, il, src, h, 0),
-                   (size_t)n * (size_t)kv->head_dim_v * sizeof(uint16_t));
+                   (size_t)n * (size_t)c->head_dim_v * sizeof(uint16_t));
         }
     }
     /* what dst held beyond n is stale: forget it (wiped) */
