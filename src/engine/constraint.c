@@ -177,6 +177,11 @@ static int apply_mask(const engine *e, const uint32_t *mask, float *logits)
             allowed += 32;
             continue;
         }
+        if (n == 32 && bits == 0) { /* a plain loop the compiler vectorises */
+            for (int i = 0; i < 32; i++)
+                logits[base + i] = -INFINITY;
+            continue;
+        }
         for (int i = 0; i < n; i++) {
             if (bits >> i & 1u)
                 allowed++;
