@@ -1,0 +1,284 @@
+/* The routes beside chat completions: /v1/completions, /v1/embeddings and
+ * Ollama's API. Each parses its body with the shared helpers, wipes the body
+ * once parsed, and answers through completion.c (generation) or the engine's
+ * embedding entry point. */
+#include <jansson.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/server_internal.h"
+
+static void wipe_request_body(request_ctx *ctx)
+{
+    if (ctx->body)
+        explicit_bzero(ctx->body, ctx->body_cap);
+}
+
+/* 413 and shutdown, as chat completions answer them. */
+static bool refused_early(struct MHD_Connection *conn, request_ctx *ctx, enum MHD_Result *ok)
+{
+    if (ctx->too_large) {
+        *ok = http_fail(conn, ctx, 413, NULL, NULL, NULL, "request body is larger than the server's limit");
+        return true;
+    }
+    if (atomic_load(&ctx->srv->draining)) {
+        *ok = http_fail(conn, ctx, 503, NULL, "Retry-After", "5", "the server is shutting down");
+        return true;
+    }
+    return false;
+}
+
+/* ---- /v1/completions ------------------------------------------------------------------ */
+
+static enum MHD_Result handle_text_completion(struct MHD_Connection *conn, request_ctx *ctx)
+{
+    gen_params defaults;
+    gen_params_default(&defaults);
+    text_request req;
+    api_error e;
+    int rc = api_parse_text_request(ctx->body ? ctx->body : "", ctx->body_len, &defaults, &req, &e);
+    wipe_request_body(ctx);
+    if (rc < 0)
+        return http_respond_error(conn, ctx, &e, NULL, NULL);
+    answer_options opts = {.format = API_FORMAT_TEXT,
+                           .stream = req.base.stream,
+                           .include_usage = req.base.include_usage,
+                           .logprobs = req.legacy_logprobs >= 0,
+                           .top_logprobs = req.legacy_logprobs > 0 ? req.legacy_logprobs : 0,
+                           .n_choices = req.base.params.n_choices > 1 ? req.base.params.n_choices : 1,
+                           .prompt_param = "prompt",
+                           .echo = req.echo ? req.prompt.text : NULL,
+                           .echo_len = req.echo ? req.prompt.len : 0};
+    enum MHD_Result ok = completion_answer(conn, ctx, &req.prompt, 1, &req.base.params, &opts, "prompt");
+    text_request_free(&req);
+    return ok;
+}
+
+/* ---- Ollama's /api/chat and /api/generate ------------------------------------------------- */
+
+static enum MHD_Result answer_loaded(struct MHD_Connection *conn, request_ctx *ctx)
+{
+    /* Ollama answers a generate without a prompt once the model is loaded. */
+    char stamp[40];
+    api_ollama_timestamp(stamp);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:b, s:s}", "model", ctx->srv->cfg->alias, "created_at", stamp,
+                          "response", "", "done", 1, "done_reason", "load");
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return text ? http_respond_json(conn, ctx, 200, text, strlen(text)) : MHD_NO;
+}
+
+static enum MHD_Result handle_ollama_generation(struct MHD_Connection *conn, request_ctx *ctx, bool generate)
+{
+    gen_params defaults;
+    gen_params_default(&defaults);
+    engine_info info;
+    engine_get_info(ctx->srv->eng, &info);
+    chat_request req;
+    api_error e;
+    bool empty = false;
+    int rc = api_parse_ollama_request(ctx->body ? ctx->body : "", ctx->body_len, generate, &defaults, info.n_ctx,
+                                      &req, &empty, &e);
+    wipe_request_body(ctx);
+    if (rc < 0)
+        return http_respond_error(conn, ctx, &e, NULL, NULL);
+    enum MHD_Result ok;
+    if (empty) {
+        ok = answer_loaded(conn, ctx);
+    } else {
+        answer_options opts = {.format = generate ? API_FORMAT_OLLAMA_GENERATE : API_FORMAT_OLLAMA_CHAT,
+                               .stream = req.stream,
+                               .prompt_param = generate ? "prompt" : "messages",
+                               .n_choices = 1};
+        ok = completion_answer(conn, ctx, req.messages, req.n_messages, &req.params, &opts,
+                               req.constraint_param ? req.constraint_param : "format");
+    }
+    chat_request_free(&req);
+    return ok;
+}
+
+/* ---- embeddings ------------------------------------------------------------------------------ */
+
+static enum MHD_Result respond_embed_error(struct MHD_Connection *conn, request_ctx *ctx, enum gen_status st,
+                                           const el_err *err, const char *param)
+{
+    api_error e;
+    switch (st) {
+    case GEN_ERR_INVALID:
+    case GEN_ERR_CONTEXT:
+        api_fail(&e, 400, param, "%s", err->msg);
+        if (st == GEN_ERR_CONTEXT)
+            e.code = "context_length_exceeded";
+        return http_respond_error(conn, ctx, &e, NULL, NULL);
+    case GEN_ERR_NOT_READY:
+        return http_fail(conn, ctx, 503, NULL, "Retry-After", "5", "the model is not loaded yet");
+    case GEN_ERR_SHUTTING_DOWN:
+        return http_fail(conn, ctx, 503, NULL, "Retry-After", "5", "the server is shutting down");
+    default:
+        return http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
+    }
+}
+
+static enum MHD_Result handle_embeddings(struct MHD_Connection *conn, request_ctx *ctx)
+{
+    embed_request req;
+    api_error e;
+    int rc = api_parse_embed_request(ctx->body ? ctx->body : "", ctx->body_len, ctx->match.route, &req, &e);
+    wipe_request_body(ctx);
+    if (rc < 0)
+        return http_respond_error(conn, ctx, &e, NULL, NULL);
+    const char *input_param = req.legacy ? "prompt" : "input";
+    engine *eng = ctx->srv->eng;
+    int dim = engine_embedding_size(eng);
+    enum MHD_Result ok;
+    float *rows = dim > 0 ? calloc(req.n_inputs * (size_t)dim, sizeof *rows) : NULL;
+    if (req.dimensions > dim && dim > 0) {
+        api_fail(&e, 400, "dimensions", "'dimensions' %d is more than the model's %d", req.dimensions, dim);
+        ok = http_respond_error(conn, ctx, &e, NULL, NULL);
+    } else if (!rows) {
+        ok = http_fail(conn, ctx, dim > 0 ? 500 : 503, NULL, NULL, NULL,
+                       dim > 0 ? "AI service is unavailable" : "the model is not loaded yet");
+    } else {
+        el_err err = {{0}};
+        int prompt_tokens = 0;
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        enum gen_status st = engine_embed(eng, req.inputs, req.n_inputs, &req.options, rows, &prompt_tokens, &err);
+        ctx->engine_ms = server_seconds_since(&t0) * 1e3;
+        if (st != GEN_OK) {
+            ok = respond_embed_error(conn, ctx, st, &err, input_param);
+        } else {
+            int dims = req.dimensions ? req.dimensions : dim;
+            api_embed_truncate(rows, req.n_inputs, dim, req.dimensions);
+            ctx->usage.prompt_tokens = prompt_tokens;
+            size_t len;
+            char *body = api_embed_body(&req, ctx->srv->cfg->alias, rows, req.n_inputs, dims, prompt_tokens, &len);
+            ok = body ? http_respond_json(conn, ctx, 200, body, len)
+                      : http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
+        }
+    }
+    free(rows);
+    embed_request_free(&req);
+    return ok;
+}
+
+/* ---- Ollama's descriptions ---------------------------------------------------------------------- */
+
+static void add_metadata(void *cls, const char *key, size_t key_len, const engine_meta_value *v)
+{
+    json_t *info = cls, *value = NULL;
+    switch (v->kind) {
+    case ENGINE_META_STRING: value = json_stringn_nocheck(v->str, v->len); break;
+    case ENGINE_META_INT: value = json_integer(v->i); break;
+    case ENGINE_META_FLOAT: value = json_real(v->f); break;
+    case ENGINE_META_BOOL: value = json_boolean(v->i); break;
+    }
+    char name[128];
+    snprintf(name, sizeof name, "%.*s", (int)(key_len < 127 ? key_len : 127), key);
+    if (value && json_is_string(value) && !json_string_value(value))
+        json_decref(value), value = NULL;
+    if (value)
+        json_object_set_new(info, name, value);
+}
+
+/* A stable id for the file: its path, size and mtime hashed (FNV-1a), 64 hex digits. */
+static void stable_digest(const engine_description *d, char out[65])
+{
+    char key[600];
+    int n = snprintf(key, sizeof key, "%s|%llu|%lld", d->path ? d->path : "(memory)",
+                     (unsigned long long)d->file_bytes, d->modified);
+    for (int part = 0; part < 4; part++) {
+        uint64_t h = 1469598103934665603ULL ^ (uint64_t)part;
+        for (int i = 0; i < n && i < (int)sizeof key; i++)
+            h = (h ^ (unsigned char)key[i]) * 1099511628211ULL;
+        snprintf(out + part * 16, 17, "%016llx", (unsigned long long)h);
+    }
+}
+
+static enum MHD_Result handle_ollama_model(struct MHD_Connection *conn, request_ctx *ctx, bool show)
+{
+    server *srv = ctx->srv;
+    if (show) {
+        json_t *root;
+        api_error e;
+        int rc = api_load_json(ctx->body ? ctx->body : "", ctx->body_len, "'model'", &root, &e);
+        wipe_request_body(ctx);
+        if (rc < 0)
+            return http_respond_error(conn, ctx, &e, NULL, NULL);
+        static const char *const fields[] = {"model", "name", "verbose"};
+        json_t *model = json_object_get(root, "model");
+        if (!model)
+            model = json_object_get(root, "name");
+        const char *name = json_string_value(model);
+        if (api_check_fields(root, fields, 3, "", &e) < 0) {
+            json_decref(root);
+            return http_respond_error(conn, ctx, &e, NULL, NULL);
+        }
+        /* Ollama's clients add ":latest" to a name without a tag. */
+        size_t alias_len = strlen(srv->cfg->alias);
+        bool match = name && (!strcmp(name, srv->cfg->alias) ||
+                              (!strncmp(name, srv->cfg->alias, alias_len) && !strcmp(name + alias_len, ":latest")));
+        json_decref(root);
+        if (!match)
+            return http_fail(conn, ctx, 404, "model", NULL, NULL, "model not found: this server serves one model");
+    }
+    engine_description d;
+    json_t *info = json_object();
+    engine_info ei;
+    if (!info || engine_describe(srv->eng, &d, add_metadata, info) < 0) {
+        json_decref(info);
+        return http_fail(conn, ctx, 503, NULL, "Retry-After", "5", "the model is not loaded yet");
+    }
+    engine_get_info(srv->eng, &ei);
+    char digest[65], params[32], *tmpl = NULL;
+    stable_digest(&d, digest);
+    double p = (double)d.n_params;
+    if (p >= 1e9)
+        snprintf(params, sizeof params, "%.1fB", p / 1e9);
+    else if (p >= 1e6)
+        snprintf(params, sizeof params, "%.0fM", p / 1e6);
+    else
+        snprintf(params, sizeof params, "%.0fK", p / 1e3);
+    if (d.chat_template && (tmpl = malloc(d.chat_template_len + 1)) != NULL) {
+        memcpy(tmpl, d.chat_template, d.chat_template_len);
+        tmpl[d.chat_template_len] = '\0';
+    }
+    api_ollama_model m = {.name = srv->cfg->alias, .info = &ei, .path = d.path,
+                          .modified = d.modified ? d.modified : srv->started, .size = d.file_bytes,
+                          .digest = digest, .quantization = d.weight_type, .parameter_size = params,
+                          .model_info = info, .template_text = tmpl ? tmpl : ""};
+    size_t len = 0;
+    char *body = show ? api_ollama_show_body(&m, &len) : api_ollama_tags_body(&m, &len);
+    free(tmpl);
+    json_decref(info);
+    return body ? http_respond_json(conn, ctx, 200, body, len)
+                : http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
+}
+
+enum MHD_Result api_dispatch(struct MHD_Connection *conn, request_ctx *ctx)
+{
+    enum MHD_Result ok;
+    if (api_route_takes_body(ctx->match.route) && refused_early(conn, ctx, &ok))
+        return ok;
+    size_t len = 0;
+    switch (ctx->match.route) {
+    case ROUTE_TEXT_COMPLETIONS: return handle_text_completion(conn, ctx);
+    case ROUTE_EMBEDDINGS:
+    case ROUTE_OLLAMA_EMBED:
+    case ROUTE_OLLAMA_EMBEDDINGS: return handle_embeddings(conn, ctx);
+    case ROUTE_OLLAMA_CHAT: return handle_ollama_generation(conn, ctx, false);
+    case ROUTE_OLLAMA_GENERATE: return handle_ollama_generation(conn, ctx, true);
+    case ROUTE_OLLAMA_SHOW: return handle_ollama_model(conn, ctx, true);
+    case ROUTE_OLLAMA_TAGS:
+        if (engine_state(ctx->srv->eng, NULL) != ENGINE_READY)
+            return http_fail(conn, ctx, 503, NULL, "Retry-After", "5", "the model is not loaded yet");
+        return handle_ollama_model(conn, ctx, false);
+    case ROUTE_OLLAMA_VERSION: {
+        char *body = api_ollama_version_body(&len);
+        return http_respond_json(conn, ctx, 200, body, len);
+    }
+    default: return http_fail(conn, ctx, 404, NULL, NULL, NULL, "unknown path");
+    }
+}
