@@ -3,8 +3,12 @@
 #   make                 build build/elliott
 #   make check           build, then run every test (unit, golden, end-to-end)
 #   make SAN=1 check     the same under AddressSanitizer + UBSan (in build-san/)
+#   make TSAN=1 CC=clang check-threads
+#                        the engine's and the server's tests under ThreadSanitizer (build-tsan/)
 #   make CC=clang        any C11 compiler; warnings are errors
 #   make fuzz            libFuzzer targets (clang), in build-fuzz/
+#   make bench           the kernel benchmark, $(BUILD)/bench/kernels_bench
+#   make compile_commands.json   the compile database for editors and clang tools
 #
 # Layers and what each may use. A layer links only against the ones listed
 # after it, so a dependency pointing the wrong way fails to link.
@@ -27,16 +31,21 @@ DEPS_cli       := server hub $(DEPS_server)
 DEPS_golden    := engine $(DEPS_engine)
 DEPS_grammar_vocab := grammar tokenizer gguf base
 
-SYSLIBS_server := -lmicrohttpd -ljansson
+SYSLIBS_server := -lmicrohttpd -ljansson -lgnutls
 SYSLIBS_hub    := -lcurl -ljansson
 SYSLIBS_grammar := -ljansson
 # Tests may read JSON goldens with jansson whatever their layer.
 SYSLIBS_tests  := -ljansson
 
 SAN ?= 0
+TSAN ?= 0
 ifeq ($(SAN),1)
 BUILD ?= build-san
 SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+OPT ?= -O1
+else ifeq ($(TSAN),1)
+BUILD ?= build-tsan
+SANFLAGS := -fsanitize=thread -fno-omit-frame-pointer
 OPT ?= -O1
 else
 BUILD ?= build
@@ -58,7 +67,7 @@ SIMDFLAGS :=
 endif
 
 .DEFAULT_GOAL := all
-.PHONY: all check unit test-bin clean fuzz
+.PHONY: all check unit test-bin clean fuzz check-threads bench compile_commands.json
 
 srcs_of = $(wildcard src/$(1)/*.c) $(wildcard src/$(1)/*.S)
 objs_of = $(patsubst src/%,$(BUILD)/obj/%.o,$(call srcs_of,$(1)))
@@ -130,6 +139,30 @@ unit: test-bin
 check: test-bin
 	@tests/run-tests.sh $(BUILD) $(TEST_BINS) $(wildcard tests/e2e/*.sh)
 
+# The engine's and the server's threads: their unit tests and the end-to-end
+# suites that drive the server's event loops, watch thread and engine together
+# (meant for TSAN=1; a report fails the test).
+THREAD_TEST_BINS := $(call test_bins_of,engine) $(call test_bins_of,server)
+THREAD_E2E := tests/e2e/serve.sh tests/e2e/serve_limits.sh tests/e2e/serve_tls.sh tests/e2e/hostile.sh
+check-threads: $(THREAD_TEST_BINS) $(BUILD)/elliott
+	@TSAN_OPTIONS="halt_on_error=1 $${TSAN_OPTIONS:-}" tests/run-tests.sh $(BUILD) $(THREAD_TEST_BINS) $(THREAD_E2E)
+
+# ---- benchmarks and tooling -------------------------------------------------------
+bench: $(BUILD)/bench/kernels_bench
+$(BUILD)/bench/kernels_bench: bench/kernels_bench.c $(call libs_for,kernels)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -o $@ $< $(call libs_for,kernels) $(call syslibs_for,kernels) $(LDFLAGS_ALL)
+
+# One entry per source file, with the flags the rules above use (written by
+# hand: no bear or compiledb needed).
+compile_commands.json:
+	@{ echo '['; first=1; for f in $(foreach l,$(LAYERS),$(wildcard src/$(l)/*.c)); do \
+	    extra=; case $$f in *_avx2*) extra=" $(SIMDFLAGS)";; esac; \
+	    [ $$first = 1 ] || echo ','; first=0; \
+	    printf '  {"directory": "%s", "file": "%s", "command": "%s %s %s%s -c %s"}' \
+	        "$(CURDIR)" "$$f" "$(CC)" "$(CPPFLAGS_ALL)" "$(CFLAGS_ALL)" "$$extra" "$$f"; \
+	done; echo; echo ']'; } > $@
+
 # ---- fuzzing (clang + libFuzzer) -----------------------------------------------
 FUZZ_BUILD := build-fuzz
 FUZZ_TARGETS := $(patsubst fuzz/%.c,%,$(wildcard fuzz/fuzz_*.c))
@@ -155,6 +188,6 @@ bench-grammar: $(BUILD)/bench/grammar_bench
 	$(BUILD)/bench/grammar_bench tests/data/vocab-gemma3.gguf
 
 clean:
-	rm -rf build build-san build-fuzz build-clang
+	rm -rf build build-san build-tsan build-fuzz build-clang compile_commands.json
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,10 +1,23 @@
-/* A growable byte buffer for text that must not outlive its use (message and
- * generated text, SPEC section 3): growing copies the bytes to a new block and wipes
- * the old one, and wipebuf_free wipes before freeing. Zero-initialise to start. */
+/* Memory for text that must not outlive its use (message and generated text,
+ * keys; SPEC section 3), in one place: every block that held such bytes is
+ * wiped before it is freed, and growing never uses realloc (which may leave a
+ * copy of the old block behind) but copies to a new block and wipes the old.
+ *
+ * wipebuf is a growable byte buffer built on these; zero-initialise to start. */
 #ifndef ELLIOTT_BASE_WIPEBUF_H
 #define ELLIOTT_BASE_WIPEBUF_H
 
 #include <stddef.h>
+
+/* Wipes the n bytes at p, then frees p. NULL is fine. */
+void wipe_free(void *p, size_t n);
+/* Wipes a NUL-terminated string, then frees it. NULL is fine. */
+void wipe_free_string(char *s);
+/* Makes room for need bytes in *buf, of which used are in use and *cap are
+ * allocated: a new block (doubling from 256 bytes), the used bytes copied, the
+ * old block wiped and freed. Nothing to do when need <= *cap. -1, with *buf and
+ * *cap unchanged, when out of memory or the size overflows. */
+int wipe_grow(char **buf, size_t *cap, size_t used, size_t need);
 
 typedef struct wipebuf {
     char *data; /* not NUL-terminated; NULL until the first append */
@@ -13,6 +26,10 @@ typedef struct wipebuf {
 
 /* Appends n bytes; -1 (buffer unchanged) when out of memory or the size overflows. */
 int wipebuf_append(wipebuf *b, const char *s, size_t n);
+/* Hands the bytes over (NULL when nothing was appended) and leaves b empty.
+ * Bytes past *len never held data (growth copies only what is in use), so
+ * the new owner wipes *len bytes: wipe_free(p, *len). */
+char *wipebuf_take(wipebuf *b, size_t *len);
 /* Wipes, frees and zeroes the buffer. */
 void wipebuf_free(wipebuf *b);
 

@@ -6,23 +6,16 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static void wipe_free(char *buf, size_t size)
-{
-    if (!buf)
-        return;
-    explicit_bzero(buf, size);
-    free(buf);
-}
+#include "base/wipebuf.h"
 
-/* Doubles buf (malloc, copy, wipe the old one: realloc could leave text behind). */
+/* Doubles buf; NULL (buf wiped and freed) when out of memory. */
 static char *grow(char *buf, size_t used, size_t *cap)
 {
-    char *bigger = malloc(*cap * 2);
-    if (bigger)
-        memcpy(bigger, buf, used);
-    wipe_free(buf, *cap);
-    *cap *= 2;
-    return bigger;
+    if (wipe_grow(&buf, cap, used, *cap * 2) < 0) {
+        wipe_free(buf, *cap);
+        return NULL;
+    }
+    return buf;
 }
 
 /* Reads fp to its end into a buffer of at most limit bytes (plus the NUL).

@@ -73,8 +73,7 @@ typedef struct conversation {
 
 static void wipe_text(chat_message *m)
 {
-    explicit_bzero((char *)m->text, m->len);
-    free((char *)m->text);
+    wipe_free((char *)m->text, m->len);
     m->text = NULL;
     m->len = 0;
 }
@@ -89,8 +88,7 @@ static void conversation_truncate(conversation *c, size_t n)
 static int conversation_add(conversation *c, enum chat_role role, char *text, size_t len)
 {
     if (c->n == CHAT_MAX_TURNS) {
-        explicit_bzero(text, len);
-        free(text);
+        wipe_free(text, len);
         return -1;
     }
     c->msgs[c->n++] = (chat_message){.role = role, .text = text, .len = len};
@@ -143,12 +141,16 @@ static int take_turn(const char *cmd, engine *e, conversation *c, const gen_para
         fprintf(stderr, "elliott %s: generation failed\n", cmd);
         rc = -1;
     }
-    if (rc == 0 && conversation_add(c, CHAT_ROLE_ASSISTANT, rp.data ? rp.data : copy_text("", 0), rp.len) < 0) {
+    if (rc < 0) {
+        wipebuf_free(&rp);
+        return rc;
+    }
+    size_t len;
+    char *reply = wipebuf_take(&rp, &len);
+    if (conversation_add(c, CHAT_ROLE_ASSISTANT, reply ? reply : copy_text("", 0), len) < 0) {
         fprintf(stderr, "elliott %s: the conversation is too long; /reset starts a new one\n", cmd);
         return -1;
     }
-    if (rc < 0)
-        wipebuf_free(&rp);
     return rc;
 }
 
@@ -218,10 +220,7 @@ int cmd_chat(int argc, char **argv)
         if (take_turn(cmd, e, &conv, &params) < 0)
             conversation_truncate(&conv, before);
     }
-    if (line) {
-        explicit_bzero(line, line_cap);
-        free(line);
-    }
+    wipe_free(line, line_cap);
     conversation_truncate(&conv, 0);
     engine_free(e);
     return 0;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -14,6 +15,7 @@
 #include "cli/cli_engine.h"
 #include "cli/commands.h"
 #include "cli/embedded_model.h"
+#include "cli/serve_secrets.h"
 #include "engine/engine.h"
 #include "server/server.h"
 
@@ -37,7 +39,10 @@ static void usage(FILE *out)
             "      --max-queue N      requests waiting for a slot before 503 (ELLIOTT_MAX_QUEUE), default 16\n"
             "      --max-tokens N     default completion length (ELLIOTT_MAX_TOKENS), default 512\n"
             "      --api-key KEY      require 'Authorization: Bearer KEY' (ELLIOTT_API_KEY)\n"
-            "      --api-key-file F   read the key from the first line of F (ELLIOTT_API_KEY_FILE)\n"
+            "      --api-key-file F   accept the keys in F, one a line, '#' comments; reread on SIGHUP\n"
+            "                         (ELLIOTT_API_KEY_FILE)\n"
+            "      --tls-cert FILE    serve HTTPS with this PEM certificate chain (ELLIOTT_TLS_CERT)\n"
+            "      --tls-key FILE     and this PEM private key (ELLIOTT_TLS_KEY)\n"
             "      --max-body BYTES   request body limit, K/M/G suffixes (ELLIOTT_MAX_BODY), default 1M\n"
             "      --history full|last  whole conversation, or only the last user message\n"
             "                         (ELLIOTT_HISTORY), default full\n"
@@ -46,6 +51,14 @@ static void usage(FILE *out)
             "      --mlock            lock the model in memory (ELLIOTT_MLOCK=1)\n"
             "      --grace-ms N       on SIGINT/SIGTERM, time in-flight requests get (ELLIOTT_GRACE_MS),\n"
             "                         default 10000\n"
+            "      --max-connections N  open connections at once (ELLIOTT_MAX_CONNECTIONS), default 16384\n"
+            "      --max-connections-per-ip N  per client address (ELLIOTT_MAX_CONNECTIONS_PER_IP),\n"
+            "                         default 0: no limit\n"
+            "      --request-timeout S  a request's head and body must arrive within S seconds of its\n"
+            "                         request line (ELLIOTT_REQUEST_TIMEOUT), default 10\n"
+            "      --idle-timeout S   a connection must send a request line within S seconds of opening\n"
+            "                         or of its previous answer (ELLIOTT_IDLE_TIMEOUT), default 10\n"
+            "      --http-threads N   event loops serving connections (ELLIOTT_HTTP_THREADS), default 4\n"
             "  -h, --help             this help\n",
             EMBEDDED_MODEL_NAME);
 }
@@ -53,6 +66,8 @@ static void usage(FILE *out)
 typedef struct serve_options {
     const char *model, *host, *alias, *api_key, *api_key_file, *cors, *history;
     const char *port, *threads, *ctx, *parallel, *max_queue, *max_tokens, *max_body, *grace_ms;
+    const char *max_connections, *max_per_ip, *request_timeout, *idle_timeout, *http_threads;
+    const char *tls_cert, *tls_key;
     bool no_prefix_cache, mlock;
 } serve_options;
 
@@ -85,12 +100,21 @@ static void options_from_env(serve_options *o)
     o->history = env("ELLIOTT_HISTORY");
     o->cors = env("ELLIOTT_CORS");
     o->grace_ms = env("ELLIOTT_GRACE_MS");
+    o->max_connections = env("ELLIOTT_MAX_CONNECTIONS");
+    o->max_per_ip = env("ELLIOTT_MAX_CONNECTIONS_PER_IP");
+    o->request_timeout = env("ELLIOTT_REQUEST_TIMEOUT");
+    o->idle_timeout = env("ELLIOTT_IDLE_TIMEOUT");
+    o->http_threads = env("ELLIOTT_HTTP_THREADS");
+    o->tls_cert = env("ELLIOTT_TLS_CERT");
+    o->tls_key = env("ELLIOTT_TLS_KEY");
     o->no_prefix_cache = env_flag("ELLIOTT_NO_PREFIX_CACHE");
     o->mlock = env_flag("ELLIOTT_MLOCK");
 }
 
 enum { OPT_HOST = 256, OPT_PORT, OPT_ALIAS, OPT_PARALLEL, OPT_MAX_QUEUE, OPT_MAX_TOKENS, OPT_API_KEY,
-       OPT_API_KEY_FILE, OPT_MAX_BODY, OPT_HISTORY, OPT_CORS, OPT_NO_PREFIX_CACHE, OPT_MLOCK, OPT_GRACE };
+       OPT_API_KEY_FILE, OPT_MAX_BODY, OPT_HISTORY, OPT_CORS, OPT_NO_PREFIX_CACHE, OPT_MLOCK, OPT_GRACE,
+       OPT_MAX_CONNECTIONS, OPT_MAX_PER_IP, OPT_REQUEST_TIMEOUT, OPT_IDLE_TIMEOUT, OPT_HTTP_THREADS, OPT_TLS_CERT,
+       OPT_TLS_KEY };
 
 /* Returns -1 to continue, else the exit status. */
 static int parse_flags(int argc, char **argv, serve_options *o)
@@ -113,6 +137,13 @@ static int parse_flags(int argc, char **argv, serve_options *o)
         {"no-prefix-cache", no_argument, NULL, OPT_NO_PREFIX_CACHE},
         {"mlock", no_argument, NULL, OPT_MLOCK},
         {"grace-ms", required_argument, NULL, OPT_GRACE},
+        {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+        {"max-connections-per-ip", required_argument, NULL, OPT_MAX_PER_IP},
+        {"request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT},
+        {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
+        {"http-threads", required_argument, NULL, OPT_HTTP_THREADS},
+        {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+        {"tls-key", required_argument, NULL, OPT_TLS_KEY},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -139,6 +170,13 @@ static int parse_flags(int argc, char **argv, serve_options *o)
         case OPT_NO_PREFIX_CACHE: o->no_prefix_cache = true; break;
         case OPT_MLOCK: o->mlock = true; break;
         case OPT_GRACE: o->grace_ms = optarg; break;
+        case OPT_MAX_CONNECTIONS: o->max_connections = optarg; break;
+        case OPT_MAX_PER_IP: o->max_per_ip = optarg; break;
+        case OPT_REQUEST_TIMEOUT: o->request_timeout = optarg; break;
+        case OPT_IDLE_TIMEOUT: o->idle_timeout = optarg; break;
+        case OPT_HTTP_THREADS: o->http_threads = optarg; break;
+        case OPT_TLS_CERT: o->tls_cert = optarg; break;
+        case OPT_TLS_KEY: o->tls_key = optarg; break;
         case 'h': usage(stdout); return 0;
         default: return args_option_error(CMD, c, argv);
         }
@@ -154,50 +192,9 @@ static int parse_flags(int argc, char **argv, serve_options *o)
         o->api_key = NULL;
     if (o->api_key && o->api_key_file)
         return args_usage_error(CMD, "ELLIOTT_API_KEY and ELLIOTT_API_KEY_FILE are both set");
+    if (!o->tls_cert != !o->tls_key)
+        return args_usage_error(CMD, "give both --tls-cert and --tls-key, or neither");
     return -1;
-}
-
-static bool key_is_printable(const char *k)
-{
-    for (; *k; k++)
-        if ((unsigned char)*k <= 0x20 || (unsigned char)*k >= 0x7f)
-            return false;
-    return true;
-}
-
-/* The key is the file's first line; *storage owns it. */
-static int read_key_file(const char *path, char **storage)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        fprintf(stderr, "elliott serve: --api-key-file: cannot open '%s': %s\n", path, strerror(errno));
-        return -1;
-    }
-    char line[1024];
-    bool got = fgets(line, sizeof line, f) != NULL;
-    int read_errno = ferror(f) ? errno : 0;
-    fclose(f);
-    if (read_errno) {
-        fprintf(stderr, "elliott serve: --api-key-file: cannot read '%s': %s\n", path, strerror(read_errno));
-        return -1;
-    }
-    if (!got) {
-        fprintf(stderr, "elliott serve: --api-key-file: '%s' is empty\n", path);
-        return -1;
-    }
-    line[strcspn(line, "\r\n")] = '\0';
-    *storage = strdup(line);
-    explicit_bzero(line, sizeof line);
-    return *storage ? 0 : -1;
-}
-
-static int check_key(const char *key)
-{
-    if (!*key || strlen(key) > 512 || !key_is_printable(key)) {
-        fprintf(stderr, "elliott serve: the API key must be 1 to 512 printable characters without spaces\n");
-        return -1;
-    }
-    return 0;
 }
 
 /* Turns the options into the two configurations. Returns -1 on success, else
@@ -219,8 +216,24 @@ static int build_config(const serve_options *o, engine_config *ec, server_config
         (o->max_queue && args_int(CMD, "--max-queue", o->max_queue, 1, 100000, &ec->max_queue) < 0) ||
         (o->max_tokens && args_int(CMD, "--max-tokens", o->max_tokens, 1, 1 << 20, &ec->max_tokens_default) < 0) ||
         (o->grace_ms && args_int(CMD, "--grace-ms", o->grace_ms, 0, 600000, &sc->shutdown_grace_ms) < 0) ||
-        (o->max_body && args_size(CMD, "--max-body", o->max_body, 1024, (size_t)1 << 30, &sc->max_body) < 0))
+        (o->max_body && args_size(CMD, "--max-body", o->max_body, 1024, (size_t)1 << 30, &sc->max_body) < 0) ||
+        (o->max_connections &&
+         args_int(CMD, "--max-connections", o->max_connections, 1, 1000000, &sc->max_connections) < 0) ||
+        (o->max_per_ip &&
+         args_int(CMD, "--max-connections-per-ip", o->max_per_ip, 0, 1000000, &sc->max_connections_per_ip) < 0) ||
+        (o->http_threads && args_int(CMD, "--http-threads", o->http_threads, 1, 64, &sc->http_threads) < 0))
         return 2;
+    int seconds;
+    if (o->request_timeout) {
+        if (args_int(CMD, "--request-timeout", o->request_timeout, 1, 3600, &seconds) < 0)
+            return 2;
+        sc->request_timeout_ms = seconds * 1000;
+    }
+    if (o->idle_timeout) {
+        if (args_int(CMD, "--idle-timeout", o->idle_timeout, 1, 3600, &seconds) < 0)
+            return 2;
+        sc->idle_timeout_ms = seconds * 1000;
+    }
     if (!*sc->alias || strlen(sc->alias) > 128)
         return args_usage_error(CMD, "--alias must be 1 to 128 characters");
     if (o->history) {
@@ -255,10 +268,33 @@ static int check_model_path(const char *path)
     return 0;
 }
 
-static void say_listening(const char *host, int port)
+/* Each connection is a descriptor: the soft limit is raised to the hard one,
+ * and the connection limit lowered, with a warning, to what that allows. */
+static void fit_descriptor_limit(server_config *sc)
+{
+    enum { RESERVED_FDS = 64 }; /* the model, listening socket, event loops, stdio */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= (rlim_t)sc->max_connections + RESERVED_FDS)
+        return;
+    int fit = rl.rlim_cur > RESERVED_FDS * 2 ? (int)(rl.rlim_cur - RESERVED_FDS) : RESERVED_FDS;
+    fprintf(stderr,
+            "elliott serve: the descriptor limit (%llu, ulimit -n) allows %d connections, not %d: serving %d\n",
+            (unsigned long long)rl.rlim_cur, fit, sc->max_connections, fit);
+    sc->max_connections = fit;
+}
+
+static void say_listening(const char *host, int port, bool tls)
 {
     bool v6 = strchr(host, ':') != NULL;
-    fprintf(stderr, "elliott serve: listening on http://%s%s%s:%d\n", v6 ? "[" : "", host, v6 ? "]" : "", port);
+    fprintf(stderr, "elliott serve: listening on %s://%s%s%s:%d\n", tls ? "https" : "http", v6 ? "[" : "", host,
+            v6 ? "]" : "", port);
 }
 
 static void say_engine_state(engine *e, enum engine_state st)
@@ -278,22 +314,51 @@ static void say_engine_state(engine *e, enum engine_state st)
     }
 }
 
+/* What SIGHUP rereads: the key file, when keys come from one. */
+typedef struct reload_ctx {
+    server *srv;
+    const char *key_file;
+} reload_ctx;
+
+static void reload_keys(const reload_ctx *r)
+{
+    if (!r->key_file) {
+        fprintf(stderr, "elliott serve: SIGHUP: no --api-key-file to reread\n");
+        return;
+    }
+    keyset keys;
+    if (keyset_read(r->key_file, &keys) < 0) {
+        fprintf(stderr, "elliott serve: SIGHUP: keeping the keys in use\n");
+        return;
+    }
+    el_err err = {{0}};
+    if (server_set_api_keys(r->srv, (const char *const *)keys.keys, keys.n, &err) < 0)
+        fprintf(stderr, "elliott serve: SIGHUP: %s; keeping the keys in use\n", err.msg);
+    else
+        fprintf(stderr, "elliott serve: SIGHUP: %zu API key%s loaded from %s\n", keys.n, keys.n == 1 ? "" : "s",
+                r->key_file);
+    keyset_free(&keys);
+}
+
 /* Waits for SIGINT or SIGTERM (blocked in every thread, so they stay pending
- * until taken here), saying once when the model has loaded or failed. */
-static void wait_for_stop(engine *e, const sigset_t *stop_signals)
+ * until taken here), saying once when the model has loaded or failed, and
+ * rereading the keys on SIGHUP. */
+static void wait_for_stop(engine *e, const sigset_t *signals, const reload_ctx *reload)
 {
     bool loading = true;
     for (;;) {
         int sig;
         if (loading) {
             struct timespec tick = {0, 100 * 1000000L};
-            sig = sigtimedwait(stop_signals, NULL, &tick);
+            sig = sigtimedwait(signals, NULL, &tick);
         } else {
-            sig = sigwaitinfo(stop_signals, NULL);
+            sig = sigwaitinfo(signals, NULL);
         }
-        if (sig > 0)
+        if (sig == SIGHUP)
+            reload_keys(reload);
+        else if (sig > 0)
             return;
-        if (errno != EAGAIN && errno != EINTR)
+        else if (errno != EAGAIN && errno != EINTR)
             return;
         if (loading) {
             enum engine_state st = engine_state(e, NULL);
@@ -305,7 +370,7 @@ static void wait_for_stop(engine *e, const sigset_t *stop_signals)
     }
 }
 
-static int serve(engine_config *ec, server_config *sc, const char *model)
+static int serve(engine_config *ec, server_config *sc, const char *model, const char *key_file)
 {
     /* Blocked before any thread starts, so that every thread inherits the mask
      * and the signals wait for wait_for_stop instead of interrupting I/O. */
@@ -313,6 +378,7 @@ static int serve(engine_config *ec, server_config *sc, const char *model)
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGINT);
     sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &stop_signals, &saved);
     cli_engine_use_model(CMD, ec, model);
     engine *e = cli_engine_start(CMD, ec, false);
@@ -324,8 +390,9 @@ static int serve(engine_config *ec, server_config *sc, const char *model)
     el_err err = {{0}};
     server *srv = server_start(sc, e, &err);
     if (srv) {
-        say_listening(sc->host, server_port(srv));
-        wait_for_stop(e, &stop_signals);
+        say_listening(sc->host, server_port(srv), sc->tls_cert_pem != NULL);
+        reload_ctx reload = {srv, key_file};
+        wait_for_stop(e, &stop_signals, &reload);
         fprintf(stderr, "elliott serve: shutting down\n");
         server_stop(srv);
     } else {
@@ -351,21 +418,39 @@ int cmd_serve(int argc, char **argv)
         return rc;
     if (o.model && check_model_path(o.model) < 0)
         return 1;
-    char *key_storage = NULL;
-    if (o.api_key_file && read_key_file(o.api_key_file, &key_storage) < 0)
+    keyset keys = {0};
+    if (o.api_key_file && keyset_read(o.api_key_file, &keys) < 0)
         return 1;
-    sc.api_key = key_storage ? key_storage : o.api_key;
-    if (sc.api_key && check_key(sc.api_key) < 0) {
-        free(key_storage);
+    const char *one_key[1] = {o.api_key};
+    if (o.api_key && !key_is_valid(o.api_key)) {
+        fprintf(stderr, "elliott serve: the API key must be 1 to 512 printable characters without spaces\n");
         return 2;
     }
-    signal(SIGPIPE, SIG_IGN);
-    if (!sc.api_key)
-        fprintf(stderr, "elliott serve: no API key set: requests are not authenticated\n");
-    rc = serve(&ec, &sc, o.model);
-    if (key_storage) {
-        explicit_bzero(key_storage, strlen(key_storage));
-        free(key_storage);
+    sc.api_keys = o.api_key ? one_key : (const char *const *)keys.keys;
+    sc.n_api_keys = o.api_key ? 1 : keys.n;
+    char *cert = NULL, *key = NULL;
+    if (o.tls_cert) {
+        cert = pem_read(o.tls_cert, "cert");
+        key = cert ? pem_read(o.tls_key, "key") : NULL;
+        el_err err = {{0}};
+        if (!key || server_check_tls(cert, key, &err) < 0) {
+            if (key)
+                fprintf(stderr, "elliott serve: %s (%s, %s)\n", err.msg, o.tls_cert, o.tls_key);
+            pem_free(cert);
+            pem_free(key);
+            keyset_free(&keys);
+            return 1;
+        }
+        sc.tls_cert_pem = cert;
+        sc.tls_key_pem = key;
     }
+    signal(SIGPIPE, SIG_IGN);
+    fit_descriptor_limit(&sc);
+    if (!sc.n_api_keys)
+        fprintf(stderr, "elliott serve: no API key set: requests are not authenticated\n");
+    rc = serve(&ec, &sc, o.model, o.api_key_file);
+    keyset_free(&keys);
+    pem_free(cert);
+    pem_free(key);
     return rc;
 }

@@ -291,6 +291,14 @@ void engine_free(engine *e)
         engine_destroy(e);
 }
 
+void engine_drain(engine *e)
+{
+    pthread_mutex_lock(&e->mu);
+    e->draining = true;
+    cancel_queued_locked(e);
+    pthread_mutex_unlock(&e->mu);
+}
+
 enum engine_state engine_state(engine *e, el_err *why)
 {
     pthread_mutex_lock(&e->mu);
@@ -360,6 +368,13 @@ static int grow_wiped(char **buf, size_t *cap, size_t used, size_t need)
     return 0;
 }
 
+void request_wake_locked(gen_request *r)
+{
+    pthread_cond_broadcast(&r->cv);
+    if (r->notify)
+        r->notify(r->notify_ctx);
+}
+
 int request_append_locked(gen_request *r, int choice, const char *text, size_t len)
 {
     choice_out *c = &r->choice[choice];
@@ -370,7 +385,7 @@ int request_append_locked(gen_request *r, int choice, const char *text, size_t l
         return -1;
     memcpy(c->text + c->text_len, text, len);
     c->text_len += len;
-    pthread_cond_signal(&r->cv);
+    request_wake_locked(r);
     return 0;
 }
 
@@ -391,7 +406,7 @@ int request_append_logprob_locked(gen_request *r, int choice, const gen_logprob 
         c->lp_cap = cap;
     }
     c->lp[c->lp_len++] = *lp;
-    pthread_cond_signal(&r->cv);
+    request_wake_locked(r);
     return 0;
 }
 
@@ -402,7 +417,7 @@ void request_finish_locked(gen_request *r, const gen_event *done)
     r->done_ev.text = NULL;
     r->done_ev.len = 0;
     r->state = REQ_DONE;
-    pthread_cond_broadcast(&r->cv);
+    request_wake_locked(r);
 }
 
 static void wipe_free(void *p, size_t n)
@@ -474,7 +489,7 @@ static void cancel_queued_locked(engine *e)
 
 static enum gen_status not_ready_locked(engine *e, el_err *err)
 {
-    if (e->stopping) {
+    if (e->stopping || e->draining) {
         el_fail(err, "engine: shutting down");
         return GEN_ERR_SHUTTING_DOWN;
     }
@@ -698,7 +713,7 @@ static enum gen_status submit_ready(engine *e, const chat_message *messages, siz
         return GEN_ERR_INVALID;
 
     pthread_mutex_lock(&e->mu);
-    if (e->stopping) {
+    if (e->stopping || e->draining) {
         status = not_ready_locked(e, err);
     } else if (e->queue_len >= e->cfg.max_queue) {
         el_fail(err, "engine: the request queue is full");
@@ -733,7 +748,7 @@ enum gen_status engine_submit(engine *e, const chat_message *messages, size_t n_
         return GEN_ERR_INTERNAL;
     }
     pthread_mutex_lock(&e->mu);
-    if (e->stopping || e->state != ENGINE_READY) {
+    if (e->stopping || e->draining || e->state != ENGINE_READY) {
         enum gen_status s = not_ready_locked(e, err);
         pthread_mutex_unlock(&e->mu);
         return s;
@@ -874,6 +889,14 @@ int gen_next(gen_request *r, gen_event *ev, int timeout_ms)
     }
     pthread_mutex_unlock(&e->mu);
     return 0;
+}
+
+void gen_set_notify(gen_request *r, void (*notify)(void *ctx), void *ctx)
+{
+    pthread_mutex_lock(&r->e->mu);
+    r->notify = notify;
+    r->notify_ctx = ctx;
+    pthread_mutex_unlock(&r->e->mu);
 }
 
 void gen_cancel(gen_request *r)

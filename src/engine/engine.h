@@ -45,6 +45,10 @@ void engine_config_default(engine_config *c);
 engine *engine_start(const engine_config *c, el_err *err);
 /* Cancels everything in flight, joins the scheduler and frees all. */
 void engine_free(engine *e);
+/* The start of a graceful stop: from now on engine_submit refuses with
+ * GEN_ERR_SHUTTING_DOWN and every request still waiting in the queue ends at
+ * once (DONE, GEN_FINISH_CANCELLED); requests already in a slot go on. */
+void engine_drain(engine *e);
 
 enum engine_state { ENGINE_LOADING, ENGINE_READY, ENGINE_FAILED };
 /* why (if not NULL) receives the load error when FAILED. */
@@ -196,6 +200,13 @@ typedef struct gen_event {
  * 0 on timeout. After DONE, it returns DONE again. Text that arrives while the
  * consumer is busy is coalesced into one event. */
 int gen_next(gen_request *r, gen_event *ev, int timeout_ms);
+/* For consumers that wait in an event loop rather than in gen_next: calls
+ * notify(ctx) each time r gets an event (text or DONE), on the thread that
+ * produced it and with the engine's lock held, so notify may only signal (set a
+ * flag, write an eventfd) and must not call the engine. Events already waiting
+ * do not call it: poll with gen_next(r, ev, 0) after setting it. NULL removes
+ * it; once gen_set_notify(r, NULL, NULL) returns, notify is not running. */
+void gen_set_notify(gen_request *r, void (*notify)(void *ctx), void *ctx);
 /* Stops generation at the next step; a DONE with GEN_FINISH_CANCELLED follows. */
 void gen_cancel(gen_request *r);
 /* Cancels if still running, wipes and frees. */

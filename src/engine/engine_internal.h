@@ -92,12 +92,17 @@ struct gen_request {
     gen_logprob *lp_view;     /* those of the last TEXT event */
     size_t lp_view_cap;
     gen_event done_ev;
+    void (*notify)(void *ctx); /* gen_set_notify's */
+    void *notify_ctx;
 };
 
 /* Wipes every buffer that held message or generated text and frees. e->mu held;
  * drops the request's reference on the engine (the caller destroys the engine
  * when engine_unref_locked says so). */
 void request_destroy_locked(gen_request *r);
+/* Wakes the consumer (its condition variable and its notify callback): it has an
+ * event to take. e->mu held. */
+void request_wake_locked(gen_request *r);
 /* Appends a choice's generated text for the consumer, growing the buffer (wiping
  * the old one) when needed. e->mu held. */
 int request_append_locked(gen_request *r, int choice, const char *text, size_t len);
@@ -172,6 +177,7 @@ struct engine {
     enum engine_state state;
     el_err load_err;
     bool stopping;
+    bool draining;           /* engine_drain: no new requests */
     int submitting;          /* engine_submit calls using the tokenizer outside the lock */
     gen_request *queue_head, *queue_tail;
     int queue_len;

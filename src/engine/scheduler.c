@@ -580,7 +580,8 @@ static void slot_end_locked(engine *e, slot *s)
     s->ending = false;
     s->phase = SLOT_DRAINING;
     if (--r->active_choices > 0) {
-        pthread_cond_broadcast(&r->cv);
+        if (c->end_pending)
+            request_wake_locked(r); /* its CHOICE_END */
         return;
     }
     gen_event done = r->done_ev;

@@ -69,7 +69,7 @@ void grammar_free(grammar *g)
 static int flatten(grammar *g, const gb_builder *b, uint32_t root, el_err *err)
 {
     g->n_rules = (uint32_t)b->n_rules + 1; /* + the start rule: start ::= root */
-    size_t n = 2;
+    size_t n = 4;
     for (size_t r = 0; r < b->n_rules; r++)
         n += b->rules[r].n + 1;
     g->n_elems = n;
@@ -93,6 +93,12 @@ static int flatten(grammar *g, const gb_builder *b, uint32_t root, el_err *err)
     g->start_pos = (uint32_t)k;
     g->rule_of[k] = start;
     g->elems[k++] = EL_MAKE(EL_REF, root);
+    g->rule_of[k] = start;
+    g->elems[k++] = EL_MAKE(EL_END, 0);
+    /* the floor: a terminal that matches nothing, in no rule's alternatives */
+    g->floor_pos = (uint32_t)k;
+    g->rule_of[k] = start;
+    g->elems[k++] = EL_MAKE(EL_BYTES, b->n_sets); /* the empty set, added after the source's */
     g->rule_of[k] = start;
     g->elems[k++] = EL_MAKE(EL_END, 0);
     return 0;
@@ -450,8 +456,8 @@ grammar *grammar_build(const grammar_vocab *v, const gb_builder *b, el_err *err)
     if (flatten(g, b, (uint32_t)root, err) < 0 || compute_nullable(g, err) < 0 ||
         check_repeats(g, b, err) < 0 || check_left_recursion(g, b, err) < 0)
         goto fail;
-    g->n_sets = (uint32_t)b->n_sets;
-    g->sets = malloc((b->n_sets ? b->n_sets : 1) * sizeof *g->sets);
+    g->n_sets = (uint32_t)b->n_sets + 1;
+    g->sets = calloc(g->n_sets, sizeof *g->sets);
     if (!g->sets) {
         el_fail(err, "grammar: out of memory");
         goto fail;

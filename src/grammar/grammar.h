@@ -75,13 +75,17 @@ void grammar_free(grammar *g);
 
 /* ---- matching ---------------------------------------------------------------------- */
 
-/* At the grammar's start. The grammar must outlive the matcher. */
+/* At the grammar's start. The grammar must outlive the matcher. A grammar may be used
+ * by several threads at once (masks past the compile-time budget are computed on first
+ * use under a lock); each matcher belongs to one thread at a time. */
 grammar_matcher *grammar_matcher_new(const grammar *g, el_err *err);
 void grammar_matcher_free(grammar_matcher *m);
 
 /* Writes the mask of tokens allowed next (grammar_mask_words words): TEXT tokens
- * whose bytes continue a sentence of the grammar, END tokens where it may end.
- * Returns the number of tokens allowed. */
+ * whose bytes continue a sentence of the grammar (a token may end inside a UTF-8
+ * character that can still be completed), END tokens where it may end, never NEVER
+ * tokens. Returns the number of tokens allowed (0 once finished). Typically tens of
+ * microseconds on Gemma's 262k tokens (bench/grammar_bench.c). */
 int grammar_matcher_fill_mask(grammar_matcher *m, uint32_t *mask);
 
 /* The same mask computed the slow, obvious way (every token walked through the trie

@@ -139,6 +139,7 @@ struct grammar {
     byteset *sets;
     uint32_t n_sets;
     uint32_t start_pos;       /* the live position of the initial stack */
+    uint32_t floor_pos;       /* a terminal matching nothing: stands for frames left out below */
     /* items per live position */
     uint32_t *item_off, *item_n;
     gram_item *items;
@@ -181,6 +182,7 @@ typedef struct stackset {
     size_t n, cap;
     bool wild;       /* analysis: some path went past what is known (anything may follow) */
     bool overflow;   /* a bound was hit: the result is incomplete */
+    bool hit_floor;  /* some path reached g->floor_pos (needed the frames left out) */
     uint32_t *slots; /* once many stacks: hash table of stack index + 1, for merging */
     size_t n_slots;
     bool hashed;

@@ -686,12 +686,17 @@ static unsigned emit_key_not_in(compiler *c, const char **names, size_t n, size_
                    (((unsigned char)names[j][pos + len] & 0xc0) != 0x80);
         if (seen)
             continue;
-        const char *sub[256];
+        const char **sub = malloc(n * sizeof *sub);
+        if (!sub) {
+            c->out.oom = true;
+            break;
+        }
         size_t ns = 0;
-        for (size_t j = 0; j < n && ns < 256; j++)
+        for (size_t j = 0; j < n; j++)
             if (strlen(names[j]) > pos && !strncmp(names[j] + pos, ch, len))
                 sub[ns++] = names[j];
         unsigned r = emit_key_not_in(c, sub, ns, pos + len);
+        free(sub);
         if (!first)
             sb_puts(&body, " | ");
         first = false;
@@ -723,6 +728,15 @@ static unsigned emit_key_not_in(compiler *c, const char **names, size_t n, size_
     return id;
 }
 
+/* A key whose JSON text needs no escape. */
+static bool plain_key(const char *name)
+{
+    for (const unsigned char *u = (const unsigned char *)name; *u; u++)
+        if (*u < 0x20 || *u == 0x7f || *u == '"' || *u == '\\')
+            return false;
+    return true;
+}
+
 static int emit_object_rules(compiler *c, prop *props, size_t n, long extra_value, const char *ptr, unsigned id)
 {
     /* extra properties: a key other than the declared ones, then a value */
@@ -733,7 +747,7 @@ static int emit_object_rules(compiler *c, prop *props, size_t n, long extra_valu
             return fail(c, ptr, "out of memory");
         size_t k = 0;
         for (size_t i = 0; i < n; i++)
-            if (!strpbrk(props[i].name, "\"\\") && k < 256)
+            if (plain_key(props[i].name)) /* others differ from every key written without escapes */
                 names[k++] = props[i].name;
         extra_kv = new_rule(c);
         if (n) {

@@ -410,15 +410,23 @@ const pos_mask *grammar_pos_mask(const grammar *g, uint32_t q)
 
 /* ---- per-step masks ------------------------------------------------------------------------ */
 
-/* Does the stack accept every byte of token t? */
-static bool stack_accepts(const grammar *g, const uint32_t *frames, uint32_t len, int32_t t, stackset *a, stackset *b)
+/* Does the stack accept every byte of token t? Tried first on the top frames only, over
+ * the floor (a token rarely reaches deep): the full stack is needed only when some path
+ * reaches the floor before the token's end. */
+enum { CHECK_FRAMES = 24 };
+
+static bool stack_accepts_from(const grammar *g, const uint32_t *frames, uint32_t len, bool floored, int32_t t,
+                               stackset *a, stackset *b, bool *needs_full)
 {
     const grammar_vocab *v = g->vocab;
     stackset_clear(a);
-    if (stackset_push(a, frames, len, NULL, 0, 0, true) < 0)
+    if ((floored && stackset_push(a, &g->floor_pos, 1, frames, len, 0, true) < 0) ||
+        (!floored && stackset_push(a, frames, len, NULL, 0, 0, true) < 0))
         return false;
     for (uint32_t i = v->tok_off[t]; i < v->tok_off[t + 1]; i++) {
         stackset_advance(g, a, v->text[i], b, false);
+        if (b->hit_floor || b->overflow)
+            *needs_full = true;
         if (!b->n)
             return false;
         stackset *tmp = a;
@@ -426,6 +434,19 @@ static bool stack_accepts(const grammar *g, const uint32_t *frames, uint32_t len
         b = tmp;
     }
     return true;
+}
+
+static bool stack_accepts(const grammar *g, const uint32_t *frames, uint32_t len, int32_t t, stackset *a, stackset *b)
+{
+    if (len > CHECK_FRAMES) {
+        bool needs_full = false;
+        if (stack_accepts_from(g, frames + len - CHECK_FRAMES, CHECK_FRAMES, true, t, a, b, &needs_full))
+            return true;
+        if (!needs_full)
+            return false;
+    }
+    bool unused = false;
+    return stack_accepts_from(g, frames, len, false, t, a, b, &unused);
 }
 
 /* Stacks this deep are walked directly: the analysis did not see their depth bound. */

@@ -31,12 +31,24 @@ grammar *grammar_from_gbnf(const grammar_vocab *v, const char *text, size_t len,
     return g;
 }
 
+/* Compiles GBNF made from a schema; its errors are told in the schema's terms (the
+ * generated text's lines and columns mean nothing to the caller). */
 static grammar *from_generated(const grammar_vocab *v, char *gbnf, el_err *err)
 {
     if (!gbnf)
         return NULL;
-    grammar *g = grammar_from_gbnf(v, gbnf, strlen(gbnf), err);
+    el_err mine = {{0}};
+    grammar *g = grammar_from_gbnf(v, gbnf, strlen(gbnf), &mine);
     free(gbnf);
+    if (!g) {
+        const char *msg = mine.msg, *col = strstr(msg, ", column ");
+        if (strstr(msg, "left-recursive"))
+            el_fail(err, "json schema: a $ref cycle refers back to itself before any character (left-recursive)");
+        else if (!strncmp(msg, "grammar: line ", 14) && col && (col = strstr(col, ": ")) != NULL)
+            el_fail(err, "json schema: %s", col + 2);
+        else
+            el_fail(err, "json schema: %s", !strncmp(msg, "grammar: ", 9) ? msg + 9 : msg);
+    }
     return g;
 }
 

@@ -22,6 +22,7 @@ void stackset_clear(stackset *s)
     s->n = 0;
     s->wild = false;
     s->overflow = false;
+    s->hit_floor = false;
 }
 
 void stackset_free(stackset *s)
@@ -175,6 +176,10 @@ static void advance_one(const grammar *g, const uint32_t *frames, size_t len, ui
 {
     while (len > 0) {
         uint32_t q = frames[len - 1];
+        if (q == g->floor_pos) {
+            out->hit_floor = true;
+            return;
+        }
         const gram_item *it = g->items + g->item_off[q];
         for (uint32_t i = 0, n = g->item_n[q]; i < n; i++)
             if (byteset_has(&g->sets[it[i].set], b))

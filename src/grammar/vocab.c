@@ -32,17 +32,27 @@ size_t grammar_mask_words(const grammar_vocab *v)
     return v->mask_words;
 }
 
+/* Tokens sort by their bytes; the first eight, packed big-endian, decide most
+ * comparisons without touching the text. */
+typedef struct sort_item {
+    uint64_t key;
+    int32_t id;
+    uint32_t len;
+} sort_item;
+
 static int cmp_tokens(const void *a, const void *b, void *ctx)
 {
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    const sort_item *x = a, *y = b;
+    if (x->key != y->key)
+        return x->key < y->key ? -1 : 1;
     const grammar_vocab *v = ctx;
-    size_t lx = v->tok_off[x + 1] - v->tok_off[x], ly = v->tok_off[y + 1] - v->tok_off[y];
-    int c = memcmp(v->text + v->tok_off[x], v->text + v->tok_off[y], lx < ly ? lx : ly);
+    size_t lx = x->len, ly = y->len, n = lx < ly ? lx : ly;
+    int c = n > 8 ? memcmp(v->text + v->tok_off[x->id] + 8, v->text + v->tok_off[y->id] + 8, n - 8) : 0;
     if (c)
         return c;
     if (lx != ly)
         return lx < ly ? -1 : 1;
-    return x < y ? -1 : x > y;
+    return x->id < y->id ? -1 : x->id > y->id;
 }
 
 static int build_trie(grammar_vocab *v, el_err *err)
@@ -53,7 +63,7 @@ static int build_trie(grammar_vocab *v, el_err *err)
             n_text++;
             total += v->tok_off[t + 1] - v->tok_off[t];
         }
-    int32_t *order = malloc((n_text ? n_text : 1) * sizeof *order);
+    sort_item *order = malloc((n_text ? n_text : 1) * sizeof *order);
     v->trie = malloc((total + 1) * sizeof *v->trie);
     v->trie_tokens = malloc((n_text ? n_text : 1) * sizeof *v->trie_tokens);
     if (!order || !v->trie || !v->trie_tokens) {
@@ -62,8 +72,13 @@ static int build_trie(grammar_vocab *v, el_err *err)
     }
     size_t k = 0;
     for (int t = 0; t < v->n_tokens; t++)
-        if (v->kinds[t] == GRAMMAR_TOKEN_TEXT)
-            order[k++] = t;
+        if (v->kinds[t] == GRAMMAR_TOKEN_TEXT) {
+            uint32_t len = v->tok_off[t + 1] - v->tok_off[t];
+            uint64_t key = 0;
+            for (uint32_t i = 0; i < 8; i++)
+                key = key << 8 | (i < len ? v->text[v->tok_off[t] + i] : 0);
+            order[k++] = (sort_item){key, t, len};
+        }
     qsort_r(order, n_text, sizeof *order, cmp_tokens, v);
 
     size_t n = 1, n_tok = 0;
@@ -74,7 +89,7 @@ static int build_trie(grammar_vocab *v, el_err *err)
     const uint8_t *prev = NULL;
     size_t prev_len = 0;
     for (size_t i = 0; i < n_text; i++) {
-        int32_t t = order[i];
+        int32_t t = order[i].id;
         const uint8_t *s = v->text + v->tok_off[t];
         size_t len = v->tok_off[t + 1] - v->tok_off[t], l = 0;
         while (prev && l < len && l < prev_len && s[l] == prev[l])

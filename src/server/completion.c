@@ -1,12 +1,14 @@
 /* The completion and streaming path: a parsed chat request submitted to the
  * engine and answered as one JSON reply or as a stream of Server-Sent Events.
  *
- * Threading: one thread per connection (MHD_USE_THREAD_PER_CONNECTION, see
- * http.c). A completion request blocks its own connection's thread while it
- * waits for the engine, which lets the SSE content reader wait on gen_next and
- * poll the client socket for a hang-up between events, so a client that goes
- * away stops its generation within one engine step. */
+ * Waiting holds no thread: when the engine has nothing yet, the access handler
+ * (a reply) or the SSE content reader (a stream) suspends its connection
+ * (waiter_wait, watch.c), and the watch thread resumes it when the engine's
+ * notify hook says an event came. A client that resets its connection is seen
+ * by the watch thread's probe or by a failed write, and its generation is
+ * cancelled within one engine step. */
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,16 +23,16 @@ struct stream_state {
     atomic_int refs;
     server *srv;
     gen_request *gen;
-    gen_node node;
+    gen_waiter waiter;
+    request_ctx *ctx;         /* set when the request ends before the generation */
     char id[API_ID_LEN + 1];
     long long created;
     bool include_usage;
-    int fd;
     struct timespec t_start;
     struct timespec last_output;
     char *out;                /* the event being sent, from out_off */
     size_t out_len, out_off;
-    bool role_sent, done_seen, finished, client_gone, saw_text;
+    bool done_seen, finished, saw_text;
     gen_event done;
     size_t bytes_sent;
     bool tools;               /* the answer may be function calls */
@@ -47,20 +49,26 @@ struct stream_state {
     size_t written[GEN_MAX_CHOICES]; /* bytes of each choice's text sent */
 };
 
+/* What the engine produced for one choice of a reply. */
+typedef struct choice_reply {
+    wipebuf text;
+    wipebuf logprobs;         /* gen_logprob records */
+    enum gen_finish finish;
+} choice_reply;
+
+struct reply_state {
+    gen_waiter waiter;
+    request_ctx *ctx;
+    answer_options opts;
+    choice_reply choice[GEN_MAX_CHOICES];
+    bool saw_text, oom;
+    bool passed_once;         /* the access handler has returned once without an answer */
+    wipebuf echo;             /* opts.echo points here */
+};
+
 static size_t token_bytes(void *cls, int32_t token, char *buf, size_t cap)
 {
     return engine_token_bytes(cls, token, buf, cap);
-}
-
-/* Waits for the DONE that follows a cancel (bounded: the engine stops at its
- * next step). Returns 1 when it came. */
-static int drain_to_done(gen_request *g, gen_event *ev)
-{
-    for (int i = 0; i < 600; i++) {
-        if (gen_next(g, ev, 50) == 1 && ev->kind == GEN_EVENT_DONE)
-            return 1;
-    }
-    return 0;
 }
 
 /* Maps engine_submit's refusal onto the SPEC's error table. */
@@ -150,7 +158,7 @@ static void stream_unref(stream_state *s)
 {
     if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
         return;
-    server_unregister_gen(s->srv, &s->node);
+    waiter_stop(&s->waiter);
     gen_release(s->gen);
     api_free(s->out);
     for (int i = 0; i < GEN_MAX_CHOICES; i++) {
@@ -339,7 +347,8 @@ static int stream_choice_end(stream_state *s, const gen_event *ev)
     return chunk_ev ? 0 : -1;
 }
 
-/* Produces the next event into s->out. Returns 0, or -1 to drop the connection. */
+/* Produces the next event into s->out. Returns 1 with one, 0 when the
+ * connection is suspended until the engine has more, -1 to drop the connection. */
 static int stream_next_event(stream_state *s)
 {
     const char *model = s->srv->cfg->alias;
@@ -354,61 +363,58 @@ static int stream_next_event(stream_state *s)
         char *ev = api_format_delta(&v, &part, &len);
         s->written[choice] = s->opts.echo_len;
         stream_set_output(s, ev, len);
-        return ev ? 0 : -1;
+        return ev ? 1 : -1;
     }
     if (s->roles_sent < s->n_choices) {
         char *ev = api_chunk_choice_role(s->id, s->created, model, s->roles_sent++, s->include_usage, &len);
         stream_set_output(s, ev, len);
-        return ev ? 0 : -1;
+        return ev ? 1 : -1;
     }
     for (;;) {
         gen_event ev;
-        if (gen_next(s->gen, &ev, 50) == 0) {
-            if (!s->client_gone && http_client_gone(s->fd)) {
-                s->client_gone = true;
-                gen_cancel(s->gen);
-            }
+        if (gen_next(s->gen, &ev, 0) == 0) {
             /* A comment line keeps proxies from timing out a stream that waits
              * in the queue; SSE clients ignore it. */
-            if (!s->client_gone && server_seconds_since(&s->last_output) >= SSE_KEEPALIVE_SECONDS) {
+            if (!atomic_load(&s->waiter.client_gone) &&
+                server_seconds_since(&s->last_output) >= SSE_KEEPALIVE_SECONDS) {
                 char *comment = strdup(": keep-alive\n\n");
                 stream_set_output(s, comment, comment ? strlen(comment) : 0);
-                return comment ? 0 : -1;
+                return comment ? 1 : -1;
             }
-            continue;
+            switch (waiter_wait(&s->waiter)) {
+            case WAITER_SUSPENDED: return 0;
+            case WAITER_POLL_AGAIN: continue;
+            case WAITER_ABANDON: return -1;
+            }
         }
         if (ev.kind == GEN_EVENT_TEXT) {
-            if ((ev.len == 0 && ev.n_logprobs == 0) || s->client_gone)
+            if ((ev.len == 0 && ev.n_logprobs == 0) || atomic_load(&s->waiter.client_gone))
                 continue;
-            /* A hang-up shows here long before a write fails. */
-            if (http_client_gone(s->fd)) {
-                s->client_gone = true;
-                gen_cancel(s->gen);
-                continue;
-            }
             if (!s->saw_text) {
                 s->saw_text = true;
                 metrics_record_ttft(&s->srv->metrics, server_seconds_since(&s->t_start));
             }
             int rc = stream_text_event(s, &ev);
-            if (rc <= 0)
-                return rc;
+            if (rc != 1)
+                return rc == 0 ? 1 : -1;
             continue; /* nothing to send yet */
         }
         if (ev.kind == GEN_EVENT_CHOICE_END) {
-            int rc = s->client_gone ? 1 : stream_choice_end(s, &ev);
-            if (rc <= 0)
-                return rc;
+            int rc = atomic_load(&s->waiter.client_gone) ? 1 : stream_choice_end(s, &ev);
+            if (rc != 1)
+                return rc == 0 ? 1 : -1;
             continue;
         }
         s->done = ev;
         s->done_seen = true;
-        if (s->client_gone)
+        if (atomic_load(&s->waiter.client_gone))
             return -1;
-        return stream_close_events(s);
+        return stream_close_events(s) < 0 ? -1 : 1;
     }
 }
 
+/* MHD's content reader: returning 0 is allowed only with the connection
+ * suspended, which stream_next_event has then done. */
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
     (void)pos;
@@ -416,8 +422,11 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
     while (s->out_off == s->out_len) {
         if (s->finished)
             return MHD_CONTENT_READER_END_OF_STREAM;
-        if (stream_next_event(s) < 0)
+        int rc = stream_next_event(s);
+        if (rc < 0)
             return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (rc == 0)
+            return 0;
     }
     size_t n = s->out_len - s->out_off;
     if (n > max)
@@ -453,11 +462,10 @@ static enum MHD_Result start_stream(struct MHD_Connection *conn, request_ctx *ct
     s->opts.echo = s->echo.data;
     for (int i = 0; i < GEN_MAX_CHOICES; i++)
         api_call_scanner_init(&s->scanner[i]);
-    s->fd = http_connection_fd(conn);
     s->t_start = ctx->t_start;
     clock_gettime(CLOCK_MONOTONIC, &s->last_output);
     s->created = (long long)time(NULL);
-    server_register_gen(ctx->srv, &s->node, g);
+    waiter_start(ctx->srv, &s->waiter, conn, g, SSE_KEEPALIVE_SECONDS * 1000);
     if (api_new_id(s->id, NULL) < 0) {
         stream_unref(s);
         return http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
@@ -483,54 +491,16 @@ static enum MHD_Result start_stream(struct MHD_Connection *conn, request_ctx *ct
 
 /* ---- non-streaming completion ------------------------------------------------------ */
 
-/* What the engine produced for one choice. */
-typedef struct choice_reply {
-    wipebuf text;
-    wipebuf logprobs;         /* gen_logprob records */
-    enum gen_finish finish;
-} choice_reply;
-
-/* Waits for the whole reply (every choice's text and, when wanted, the tokens'
- * logprobs); returns false when the client went away. */
-static bool collect_reply(request_ctx *ctx, gen_request *g, int fd, choice_reply *choices, gen_event *done)
+static void reply_free(reply_state *rs)
 {
-    bool gone = false, saw_text = false, oom = false;
-    for (;;) {
-        gen_event ev;
-        if (gen_next(g, &ev, 50) == 0) {
-            if (!gone && http_client_gone(fd)) {
-                gone = true;
-                gen_cancel(g);
-            }
-            continue;
-        }
-        if (ev.kind == GEN_EVENT_DONE) {
-            *done = ev;
-            break;
-        }
-        choice_reply *c = &choices[ev.choice];
-        if (ev.kind == GEN_EVENT_CHOICE_END) {
-            c->finish = ev.finish;
-            continue;
-        }
-        if (!gone && http_client_gone(fd)) {
-            gone = true;
-            gen_cancel(g);
-        }
-        if (!saw_text && ev.len) {
-            saw_text = true;
-            metrics_record_ttft(&ctx->srv->metrics, server_seconds_since(&ctx->t_start));
-        }
-        if (!oom && (wipebuf_append(&c->text, ev.text, ev.len) < 0 ||
-                     wipebuf_append(&c->logprobs, (const char *)ev.logprobs, ev.n_logprobs * sizeof *ev.logprobs) <
-                         0)) {
-            oom = true;
-            gen_cancel(g);
-        }
+    waiter_stop(&rs->waiter);
+    gen_release(rs->waiter.gen);
+    for (int i = 0; i < GEN_MAX_CHOICES; i++) {
+        wipebuf_free(&rs->choice[i].text);
+        wipebuf_free(&rs->choice[i].logprobs);
     }
-    if (oom)
-        done->finish = GEN_FINISH_ERROR;
-    return !gone;
+    wipebuf_free(&rs->echo);
+    free(rs);
 }
 
 /* The reply in the other APIs' shapes: each choice's text (after the echo). */
@@ -604,47 +574,113 @@ done:
     return body;
 }
 
-static enum MHD_Result complete_blocking(struct MHD_Connection *conn, request_ctx *ctx, gen_request *g,
-                                         const answer_options *opts)
+
+static void record_done(request_ctx *ctx, const gen_event *done)
 {
-    server *srv = ctx->srv;
-    gen_node node;
-    server_register_gen(srv, &node, g);
-    choice_reply replies[GEN_MAX_CHOICES];
-    memset(replies, 0, sizeof replies);
-    gen_event done;
-    bool present = collect_reply(ctx, g, http_connection_fd(conn), replies, &done);
-    server_unregister_gen(srv, &node);
-    if (opts->n_choices == 1)
-        replies[0].finish = done.finish;
-    ctx->usage.prompt_tokens = done.prompt_tokens;
-    ctx->usage.completion_tokens = done.completion_tokens;
-    ctx->engine_ms = done.queue_ms + done.prompt_ms + done.generate_ms;
-    ctx->prompt_ms = done.prompt_ms;
-    ctx->generate_ms = done.generate_ms;
-    bool failed = done.finish == GEN_FINISH_ERROR;
-    for (int i = 0; i < opts->n_choices; i++)
-        failed |= replies[i].finish == GEN_FINISH_ERROR;
-    enum MHD_Result ok = MHD_NO;
-    if (!present) {
+    ctx->usage.prompt_tokens = done->prompt_tokens;
+    ctx->usage.completion_tokens = done->completion_tokens;
+    ctx->engine_ms = done->queue_ms + done->prompt_ms + done->generate_ms;
+    ctx->prompt_ms = done->prompt_ms;
+    ctx->generate_ms = done->generate_ms;
+}
+
+/* The whole reply is in: the answer. */
+static enum MHD_Result finish_reply(struct MHD_Connection *conn, request_ctx *ctx, gen_event *done)
+{
+    reply_state *rs = ctx->reply;
+    ctx->reply = NULL;
+    record_done(ctx, done);
+    if (rs->opts.n_choices == 1)
+        rs->choice[0].finish = done->finish;
+    bool failed = rs->oom || done->finish == GEN_FINISH_ERROR;
+    for (int i = 0; i < rs->opts.n_choices; i++)
+        failed |= rs->choice[i].finish == GEN_FINISH_ERROR;
+    if (atomic_load(&rs->waiter.client_gone)) {
         ctx->cancelled = true;
-    } else if (done.finish == GEN_FINISH_CANCELLED) {
+        reply_free(rs);
+        return MHD_NO;
+    }
+    enum MHD_Result ok;
+    if (done->finish == GEN_FINISH_CANCELLED) {
         ok = http_fail(conn, ctx, 503, NULL, "Retry-After", "5", "the server is shutting down");
     } else if (failed) {
         ok = http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
     } else {
         size_t len;
-        char *body = reply_body(ctx, opts, replies, &len);
+        char *body = reply_body(ctx, &rs->opts, rs->choice, &len);
         ok = body ? http_respond_json(conn, ctx, 200, body, len)
                   : http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
     }
     /* released after the body is built: the logprobs' token texts come from the engine */
-    gen_release(g);
-    for (int i = 0; i < GEN_MAX_CHOICES; i++) {
-        wipebuf_free(&replies[i].text);
-        wipebuf_free(&replies[i].logprobs);
-    }
+    reply_free(rs);
     return ok;
+}
+
+/* Takes what the engine has produced; answers once DONE came, else suspends
+ * the connection until more comes. */
+enum MHD_Result completion_continue(struct MHD_Connection *conn, request_ctx *ctx)
+{
+    reply_state *rs = ctx->reply;
+    gen_request *g = rs->waiter.gen;
+    for (;;) {
+        gen_event ev;
+        if (gen_next(g, &ev, 0) == 0) {
+            /* libmicrohttpd resumes a connection in the I/O state it had when
+             * suspended. Suspended in the call that completes the request, that
+             * is "reading", and a client that half-closed its side after the
+             * request (legal, and then still reading) would be dropped at the
+             * EOF. Returning once without an answer moves MHD to its waiting,
+             * not-reading state, and it calls again at once. */
+            if (!rs->passed_once) {
+                rs->passed_once = true;
+                return MHD_YES;
+            }
+            switch (waiter_wait(&rs->waiter)) {
+            case WAITER_SUSPENDED: return MHD_YES;
+            case WAITER_POLL_AGAIN: continue;
+            case WAITER_ABANDON: return MHD_NO;
+            }
+        }
+        if (ev.kind == GEN_EVENT_DONE)
+            return finish_reply(conn, ctx, &ev);
+        choice_reply *c = &rs->choice[ev.choice];
+        if (ev.kind == GEN_EVENT_CHOICE_END) {
+            c->finish = ev.finish;
+            continue;
+        }
+        if (!rs->saw_text && ev.len) {
+            rs->saw_text = true;
+            metrics_record_ttft(&ctx->srv->metrics, server_seconds_since(&ctx->t_start));
+        }
+        if (!rs->oom && (wipebuf_append(&c->text, ev.text, ev.len) < 0 ||
+                         wipebuf_append(&c->logprobs, (const char *)ev.logprobs,
+                                        ev.n_logprobs * sizeof *ev.logprobs) < 0)) {
+            rs->oom = true;
+            gen_cancel(g);
+        }
+    }
+}
+
+static enum MHD_Result start_reply(struct MHD_Connection *conn, request_ctx *ctx, gen_request *g,
+                                   const answer_options *opts)
+{
+    reply_state *rs = calloc(1, sizeof *rs);
+    if (!rs) {
+        gen_release(g);
+        return http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
+    }
+    rs->ctx = ctx;
+    rs->opts = *opts;
+    /* the echo is copied: the request that holds it is freed before the reply is */
+    if (opts->echo_len && wipebuf_append(&rs->echo, opts->echo, opts->echo_len) < 0) {
+        gen_release(g);
+        free(rs);
+        return http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
+    }
+    rs->opts.echo = rs->echo.data;
+    waiter_start(ctx->srv, &rs->waiter, conn, g, 0);
+    ctx->reply = rs;
+    return completion_continue(conn, ctx);
 }
 
 enum MHD_Result completion_handle(struct MHD_Connection *conn, request_ctx *ctx)
@@ -690,28 +726,74 @@ enum MHD_Result completion_answer(struct MHD_Connection *conn, request_ctx *ctx,
     ctx->usage.prompt_tokens = gen_prompt_tokens(g);
     if (opts->stream)
         return start_stream(conn, ctx, g, opts);
-    return complete_blocking(conn, ctx, g, opts);
+    return start_reply(conn, ctx, g, opts);
 }
 
-/* A stream that ended without its DONE being read: the client left (or the
- * connection failed) mid-generation. */
-void completion_settle_stream(request_ctx *ctx)
+/* ---- the end of a request ------------------------------------------------------------ */
+
+/* The generation of a request whose client left has stopped (or the server
+ * stops): the DONE, if it came, gives the request's token counts. */
+static void take_done(request_ctx *ctx, gen_request *g)
 {
-    stream_state *s = ctx->stream;
-    if (!s->done_seen) {
-        gen_cancel(s->gen);
-        s->client_gone = true;
-        if (drain_to_done(s->gen, &s->done))
-            s->done_seen = true;
-    }
-    if (s->client_gone)
-        ctx->cancelled = true;
-    if (s->done_seen) {
-        ctx->usage.prompt_tokens = s->done.prompt_tokens;
-        ctx->usage.completion_tokens = s->done.completion_tokens;
-        ctx->engine_ms = s->done.queue_ms + s->done.prompt_ms + s->done.generate_ms;
-    }
+    gen_event ev;
+    while (gen_next(g, &ev, 0) == 1)
+        if (ev.kind == GEN_EVENT_DONE) {
+            record_done(ctx, &ev);
+            return;
+        }
+}
+
+static void stream_reaped(gen_waiter *w)
+{
+    stream_state *s = (stream_state *)((char *)w - offsetof(stream_state, waiter));
+    request_ctx *ctx = s->ctx;
+    take_done(ctx, s->gen);
     ctx->resp_bytes = s->bytes_sent;
     ctx->stream = NULL;
     stream_unref(s);
+    http_request_finished(ctx);
+}
+
+static void reply_reaped(gen_waiter *w)
+{
+    reply_state *rs = (reply_state *)((char *)w - offsetof(reply_state, waiter));
+    request_ctx *ctx = rs->ctx;
+    take_done(ctx, w->gen);
+    ctx->reply = NULL;
+    reply_free(rs);
+    http_request_finished(ctx);
+}
+
+bool completion_settle(request_ctx *ctx)
+{
+    stream_state *s = ctx->stream;
+    if (s && s->done_seen) {
+        record_done(ctx, &s->done);
+        ctx->cancelled = atomic_load(&s->waiter.client_gone);
+        ctx->resp_bytes = s->bytes_sent;
+        ctx->stream = NULL;
+        waiter_stop(&s->waiter);
+        stream_unref(s);
+        return true;
+    }
+    /* The connection ended before the generation: the client left, or the
+     * server is closing it. The generation is cancelled, and the request ends
+     * when its DONE comes (without holding this thread). */
+    ctx->cancelled = true;
+    gen_waiter *w = s ? &s->waiter : &ctx->reply->waiter;
+    if (s)
+        s->ctx = ctx;
+    if (waiter_reap_later(w, s ? stream_reaped : reply_reaped))
+        return false;
+    gen_cancel(w->gen);
+    take_done(ctx, w->gen);
+    if (s) {
+        ctx->resp_bytes = s->bytes_sent;
+        ctx->stream = NULL;
+        stream_unref(s);
+    } else {
+        reply_free(ctx->reply);
+        ctx->reply = NULL;
+    }
+    return true;
 }

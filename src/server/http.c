@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/wipebuf.h"
 #include "server/server.h"
 #include "server/server_internal.h"
 
@@ -34,21 +35,20 @@ double server_seconds_since(const struct timespec *t0)
     return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
-/* The peer has closed or reset the connection. Pipelined bytes of a next
- * request do not count: only an orderly EOF or an error. */
 bool http_client_gone(int fd)
 {
     if (fd < 0)
         return false;
-    struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
+    struct pollfd p = {.fd = fd, .events = POLLIN};
     if (poll(&p, 1, 0) <= 0)
         return false;
-    if (p.revents & (POLLERR | POLLHUP | POLLRDHUP | POLLNVAL))
+    /* POLLHUP comes with a reset (both directions closed), not with a FIN. */
+    if (p.revents & (POLLERR | POLLHUP | POLLNVAL))
         return true;
     if (p.revents & POLLIN) {
         char c;
         ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-        return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+        return n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
     }
     return false;
 }
@@ -57,33 +57,6 @@ int http_connection_fd(struct MHD_Connection *conn)
 {
     const union MHD_ConnectionInfo *info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     return info ? info->connect_fd : -1;
-}
-
-void server_register_gen(server *srv, gen_node *n, gen_request *g)
-{
-    n->gen = g;
-    pthread_mutex_lock(&srv->lock);
-    n->prev = NULL;
-    n->next = srv->gens;
-    if (srv->gens)
-        srv->gens->prev = n;
-    srv->gens = n;
-    if (srv->cancel_all)
-        gen_cancel(g);
-    pthread_mutex_unlock(&srv->lock);
-}
-
-void server_unregister_gen(server *srv, gen_node *n)
-{
-    pthread_mutex_lock(&srv->lock);
-    if (n->prev)
-        n->prev->next = n->next;
-    else
-        srv->gens = n->next;
-    if (n->next)
-        n->next->prev = n->prev;
-    n->next = n->prev = NULL;
-    pthread_mutex_unlock(&srv->lock);
 }
 
 /* ---- responses ----------------------------------------------------------------- */
@@ -184,6 +157,8 @@ static enum MHD_Result handle_metrics(struct MHD_Connection *conn, request_ctx *
     pthread_mutex_lock(&srv->lock);
     g.in_flight = srv->in_flight;
     pthread_mutex_unlock(&srv->lock);
+    g.open_connections = watch_connection_count(srv);
+    g.connections_timed_out = atomic_load(&srv->timed_out);
     size_t len;
     char *text = metrics_render(&srv->metrics, &g, &len);
     if (!text)
@@ -290,13 +265,49 @@ static void defer_error(request_ctx *ctx, int status, const char *param, const c
  * body. Answers at once only to an oversized body (closing the connection
  * instead of reading it); every other answer waits for the end of the request
  * so that the connection stays usable (MHD closes after an early answer). */
-static enum MHD_Result begin_request(struct MHD_Connection *conn, request_ctx *ctx, const char *url,
-                                     const char *method)
+static enum MHD_Result check_request(struct MHD_Connection *conn, request_ctx *ctx, const char *method);
+
+static enum MHD_Result note_header(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
+                                   const char *value, size_t value_size)
 {
-    server *srv = ctx->srv;
+    (void)kind;
+    framing_note_header(cls, key, key_size, value, value_size);
+    return MHD_YES;
+}
+
+/* A head whose framing cannot be trusted: one JSON error, then the connection
+ * closes (what follows on it could be read as another request). */
+static enum MHD_Result refuse_framing(struct MHD_Connection *conn, request_ctx *ctx, int status, const char *why)
+{
+    return http_fail(conn, ctx, status, NULL, "Connection", "close", why);
+}
+
+static enum MHD_Result begin_request(struct MHD_Connection *conn, request_ctx *ctx, const char *url,
+                                     const char *method, const char *version)
+{
     ctx->match = api_route_for(method, url);
     snprintf(ctx->method, sizeof ctx->method, "%.15s", method);
     sanitise_path(ctx->path, sizeof ctx->path, url);
+    conn_state *cs = watch_state_of(conn);
+    if (cs && cs->target_problem)
+        return refuse_framing(conn, ctx, 400, cs->target_problem);
+    framing_scan scan = {0};
+    MHD_get_connection_values_n(conn, MHD_HEADER_KIND, note_header, &scan);
+    framing_verdict(&scan, !strcmp(version, MHD_HTTP_VERSION_1_1));
+    if (scan.status)
+        return refuse_framing(conn, ctx, scan.status, scan.why);
+    enum MHD_Result early = check_request(conn, ctx, method);
+    /* A client waiting for "100 Continue" gets its refusal instead, before it
+     * sends the body (and the connection closes: the body is not read). */
+    if (ctx->has_deferred && expects_continue(conn))
+        return http_respond_error(conn, ctx, &ctx->deferred, ctx->deferred_header, ctx->deferred_value);
+    return early;
+}
+
+/* The checks that need only the head: route, method, key, size, readiness. */
+static enum MHD_Result check_request(struct MHD_Connection *conn, request_ctx *ctx, const char *method)
+{
+    server *srv = ctx->srv;
     if (ctx->match.route == ROUTE_NONE) {
         defer_error(ctx, 404, NULL, NULL, NULL, "unknown path");
         return MHD_YES;
@@ -307,9 +318,8 @@ static enum MHD_Result begin_request(struct MHD_Connection *conn, request_ctx *c
     }
     if (!strcmp(method, "OPTIONS"))
         return MHD_YES;
-    if (ctx->match.needs_auth && srv->cfg->api_key &&
-        !api_authorized(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
-                        srv->cfg->api_key)) {
+    if (ctx->match.needs_auth && keys_required(srv) &&
+        !keys_authorized(srv, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION))) {
         defer_error(ctx, 401, NULL, "WWW-Authenticate", "Bearer",
                     "missing or wrong API key: send 'Authorization: Bearer <key>'");
         ctx->deferred.code = "invalid_api_key";
@@ -356,9 +366,7 @@ static enum MHD_Result finish_request(struct MHD_Connection *conn, request_ctx *
 
 static void wipe_body(request_ctx *ctx)
 {
-    if (ctx->body)
-        explicit_bzero(ctx->body, ctx->body_cap);
-    free(ctx->body);
+    wipe_free(ctx->body, ctx->body_cap);
     ctx->body = NULL;
     ctx->body_len = ctx->body_cap = 0;
 }
@@ -376,23 +384,8 @@ static bool absorb_body(request_ctx *ctx, const char *data, size_t n)
         wipe_body(ctx);
         return ctx->body_seen <= discard_limit(ctx->srv);
     }
-    if (ctx->body_len + n > ctx->body_cap) {
-        size_t cap = ctx->body_cap ? ctx->body_cap : 4096;
-        while (cap < ctx->body_len + n)
-            cap *= 2;
-        if (cap > max)
-            cap = max;
-        char *p = malloc(cap);
-        if (!p)
-            return false;
-        if (ctx->body)
-            memcpy(p, ctx->body, ctx->body_len);
-        size_t len = ctx->body_len;
-        wipe_body(ctx);
-        ctx->body = p;
-        ctx->body_len = len;
-        ctx->body_cap = cap;
-    }
+    if (wipe_grow(&ctx->body, &ctx->body_cap, ctx->body_len, ctx->body_len + n) < 0)
+        return false;
     memcpy(ctx->body + ctx->body_len, data, n);
     ctx->body_len += n;
     return true;
@@ -402,7 +395,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
 {
-    (void)version;
     server *srv = cls;
     request_ctx *ctx = *con_cls;
     if (!ctx) {
@@ -415,7 +407,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         srv->in_flight++;
         pthread_mutex_unlock(&srv->lock);
         *con_cls = ctx;
-        return begin_request(conn, ctx, url, method);
+        return begin_request(conn, ctx, url, method, version);
     }
     if (*upload_data_size) {
         size_t n = *upload_data_size;
@@ -427,6 +419,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         explicit_bzero((char *)upload_data, n);
         return ok ? MHD_YES : MHD_NO;
     }
+    /* The request is whole: its deadline no longer runs. */
+    watch_set_phase(srv, conn, CONN_BUSY);
+    if (ctx->reply)
+        return completion_continue(conn, ctx);
     if (ctx->answered)
         return MHD_YES;
     return finish_request(conn, ctx, url, method);
@@ -457,18 +453,9 @@ static void log_request(const request_ctx *ctx, double seconds)
     }
 }
 
-static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-                         enum MHD_RequestTerminationCode toe)
+void http_request_finished(request_ctx *ctx)
 {
-    (void)conn;
-    (void)toe;
-    server *srv = cls;
-    request_ctx *ctx = *con_cls;
-    if (!ctx)
-        return;
-    *con_cls = NULL;
-    if (ctx->stream)
-        completion_settle_stream(ctx);
+    server *srv = ctx->srv;
     double seconds = server_seconds_since(&ctx->t_start);
     if (api_route_takes_body(ctx->match.route))
         metrics_record_tokens(&srv->metrics, ctx->usage.prompt_tokens, ctx->usage.completion_tokens);
@@ -484,9 +471,73 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     pthread_mutex_unlock(&srv->lock);
 }
 
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)toe;
+    server *srv = cls;
+    /* A kept-alive connection waits for its next request from now. */
+    watch_set_phase(srv, conn, CONN_IDLE);
+    request_ctx *ctx = *con_cls;
+    if (!ctx)
+        return;
+    *con_cls = NULL;
+    if ((ctx->stream || ctx->reply) && !completion_settle(ctx))
+        return; /* finished once its generation has stopped */
+    http_request_finished(ctx);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    server *srv = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED)
+        watch_connection_opened(srv, conn, socket_context);
+    else
+        watch_connection_closed(srv, *socket_context);
+}
+
+/* Called once a request line has arrived: the request's own deadline starts. */
+/* Called once a request line has arrived, with the target as received: the
+ * request's own deadline starts, and the target is checked before libmicrohttpd
+ * decodes it. */
+static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    watch_set_phase(cls, conn, CONN_RECEIVING);
+    conn_state *cs = watch_state_of(conn);
+    if (cs)
+        cs->target_problem = framing_check_target(uri);
+    return NULL;
+}
+
+/* MHD says something about each refused or broken connection: a flood of
+ * them would become a flood of log lines, so at most MHD_LOG_PER_SECOND a
+ * second are written and the rest counted. */
+enum { MHD_LOG_PER_SECOND = 10 };
+static pthread_mutex_t mhd_log_lock = PTHREAD_MUTEX_INITIALIZER;
+static time_t mhd_log_second;
+static unsigned mhd_log_written, mhd_log_dropped;
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    pthread_mutex_lock(&mhd_log_lock);
+    if (now.tv_sec != mhd_log_second) {
+        if (mhd_log_dropped)
+            fprintf(stderr, "elliott serve: http: %u more messages not shown\n", mhd_log_dropped);
+        mhd_log_second = now.tv_sec;
+        mhd_log_written = mhd_log_dropped = 0;
+    }
+    bool show = mhd_log_written < MHD_LOG_PER_SECOND;
+    if (show)
+        mhd_log_written++;
+    else
+        mhd_log_dropped++;
+    pthread_mutex_unlock(&mhd_log_lock);
+    if (!show)
+        return;
     char msg[300];
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
@@ -515,7 +566,7 @@ static int open_listener(const char *host, int port, int *bound_port, el_err *er
         }
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 128) == 0)
+        if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 1024) == 0)
             break;
         saved = errno;
         close(fd);
@@ -555,32 +606,37 @@ static bool wait_idle(server *srv, int ms)
     return idle;
 }
 
-static void cancel_everything(server *srv)
-{
-    pthread_mutex_lock(&srv->lock);
-    srv->cancel_all = true;
-    for (gen_node *n = srv->gens; n; n = n->next)
-        gen_cancel(n->gen);
-    pthread_mutex_unlock(&srv->lock);
-}
-
-static void shut_down(server *srv, struct MHD_Daemon *d)
+/* The grace period keeps the socket open: a request arriving meanwhile is
+ * answered 503 shutting_down (a refused connection would tell a client or a
+ * load balancer nothing), requests still queued end at once with 503, and
+ * running ones get the grace period. */
+static void shut_down(server *srv)
 {
     atomic_store(&srv->draining, true);
-    MHD_socket listen_fd = MHD_quiesce_daemon(d);
-    if (listen_fd != MHD_INVALID_SOCKET)
-        close(listen_fd);
+    engine_drain(srv->eng);
     int grace = srv->cfg->shutdown_grace_ms > 0 ? srv->cfg->shutdown_grace_ms : 0;
     if (!wait_idle(srv, grace)) {
         fprintf(stderr, "elliott serve: grace period over: cancelling requests in flight\n");
-        cancel_everything(srv);
+        watch_cancel_everything(srv);
         wait_idle(srv, 5000);
     }
-    MHD_stop_daemon(d);
+    /* MHD must not stop with a connection suspended. */
+    watch_abandon_all(srv);
+    wait_idle(srv, 1000);
+    MHD_socket listen_fd = MHD_quiesce_daemon(srv->daemon);
+    watch_abandon_all(srv);
+    watch_stop(srv);
+    MHD_stop_daemon(srv->daemon);
+    if (listen_fd != MHD_INVALID_SOCKET)
+        close(listen_fd);
 }
 
 static void free_server(server *srv)
 {
+    keys_free(srv);
+    pthread_mutex_destroy(&srv->keys_lock);
+    pthread_mutex_destroy(&srv->conns_lock);
+    pthread_mutex_destroy(&srv->wake_lock);
     pthread_cond_destroy(&srv->idle);
     pthread_mutex_destroy(&srv->lock);
     metrics_destroy(&srv->metrics);
@@ -594,24 +650,56 @@ void server_config_default(server_config *c)
     c->port = 8080;
     c->alias = "elliott-1";
     c->max_body = 1u << 20;
-    c->max_connections = 64;
+    c->max_connections = 16384;
+    c->max_connections_per_ip = 0;
+    c->request_timeout_ms = 10000;
+    c->idle_timeout_ms = 10000;
+    c->http_threads = 4;
     c->shutdown_grace_ms = 10000;
 }
 
+/* In libmicrohttpd 0.9.75, level -1 is the one that refuses whitespace between
+ * a header's name and its colon (a request-smuggling vector); what level 1
+ * adds (a Host header, no space in the target) framing.c checks itself. */
+enum { STRICT_LEVEL = -1 };
+
+/* Every connection lives in one of http_threads epoll loops; none has a
+ * thread of its own, so idle and slow connections cost memory, not threads. */
 static struct MHD_Daemon *start_daemon(server *srv, int listen_fd)
 {
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
+    const server_config *c = srv->cfg;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG;
-    struct MHD_Daemon *d = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET,
-        listen_fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)srv->cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_END);
-    return d;
+    bool tls = c->tls_cert_pem && c->tls_key_pem;
+    if (tls)
+        flags |= MHD_USE_TLS;
+    /* MHD's own inactivity timeout (whole seconds) catches what the deadlines
+     * do not: a client that stops reading its answer. */
+    unsigned inactivity_s = (unsigned)((c->idle_timeout_ms > c->request_timeout_ms ? c->idle_timeout_ms
+                                                                                    : c->request_timeout_ms) +
+                                       999) / 1000;
+    /* The TLS options come last: without TLS, MHD_OPTION_END in their place ends the list. */
+    return MHD_start_daemon(flags, 0, NULL, NULL, on_request, srv,
+                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                            MHD_OPTION_LISTEN_SOCKET, listen_fd,
+                            MHD_OPTION_THREAD_POOL_SIZE, (unsigned)c->http_threads,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
+                            MHD_OPTION_URI_LOG_CALLBACK, on_request_line, srv,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->max_connections,
+                            MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)c->max_connections_per_ip,
+                            MHD_OPTION_CONNECTION_TIMEOUT, inactivity_s,
+                            MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
+                            MHD_OPTION_STRICT_FOR_CLIENT, STRICT_LEVEL,
+                            tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, c->tls_cert_pem,
+                            MHD_OPTION_HTTPS_MEM_KEY, c->tls_key_pem,
+                            MHD_OPTION_END);
 }
 
 server *server_start(const server_config *c, engine *e, el_err *err)
 {
-    if (!c->alias || !*c->alias || c->max_body == 0 || c->max_connections <= 0) {
+    if (!c->alias || !*c->alias || c->max_body == 0 || c->max_connections <= 0 || c->max_connections_per_ip < 0 ||
+        c->request_timeout_ms <= 0 || c->idle_timeout_ms <= 0 || c->http_threads <= 0) {
         el_fail(err, "server configuration is incomplete");
         return NULL;
     }
@@ -629,18 +717,40 @@ server *server_start(const server_config *c, engine *e, el_err *err)
     srv->cfg = c;
     srv->eng = e;
     srv->started = (long long)time(NULL);
+    srv->wake_fd = -1;
     metrics_init(&srv->metrics);
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->idle, NULL);
+    pthread_mutex_init(&srv->wake_lock, NULL);
+    pthread_mutex_init(&srv->conns_lock, NULL);
+    pthread_mutex_init(&srv->keys_lock, NULL);
+    if (keys_set(srv, c->api_keys, c->n_api_keys, err) < 0) {
+        close(srv->listen_fd);
+        free_server(srv);
+        return NULL;
+    }
     atomic_init(&srv->draining, false);
+    atomic_init(&srv->abandon, false);
+    atomic_init(&srv->timed_out, 0);
+    if (watch_start(srv, err) < 0) {
+        close(srv->listen_fd);
+        free_server(srv);
+        return NULL;
+    }
     srv->daemon = start_daemon(srv, srv->listen_fd);
     if (!srv->daemon) {
+        watch_stop(srv);
         close(srv->listen_fd);
         el_fail(err, "cannot start the HTTP daemon");
         free_server(srv);
         return NULL;
     }
     return srv;
+}
+
+int server_set_api_keys(server *s, const char *const *keys, size_t n, el_err *err)
+{
+    return keys_set(s, keys, n, err);
 }
 
 int server_port(const server *s)
@@ -650,6 +760,6 @@ int server_port(const server *s)
 
 void server_stop(server *s)
 {
-    shut_down(s, s->daemon);
+    shut_down(s);
     free_server(s);
 }

@@ -159,6 +159,10 @@ char *metrics_render(server_metrics *m, const metrics_gauges *g, size_t *len)
     put_gauge(&b, "elliott_queue_depth", "Requests waiting for a slot.", g->queue_depth);
     put_gauge(&b, "elliott_active_slots", "Slots generating.", g->active_slots);
     put_gauge(&b, "elliott_http_requests_in_flight", "HTTP requests being handled.", g->in_flight);
+    put_gauge(&b, "elliott_http_connections_open", "Open client connections.", g->open_connections);
+    put_counter(&b, "elliott_http_connections_timed_out_total",
+                "Connections closed because their request line, head or body missed its deadline.",
+                g->connections_timed_out);
     if (b.failed) {
         free(b.data);
         return NULL;

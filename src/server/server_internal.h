@@ -290,6 +290,24 @@ const char *api_route_name(enum api_route r);
  * given key length). header may be NULL. */
 bool api_authorized(const char *header, const char *key);
 
+/* ---- request framing (framing.c) ------------------------------------------------ */
+
+/* NULL when the raw request target (as received, before percent-decoding) is
+ * acceptable, else why not. */
+const char *framing_check_target(const char *raw);
+
+typedef struct framing_scan {
+    int status;                     /* 0 while acceptable; else 400 or 501 */
+    const char *why;
+    int n_content_length, n_transfer_encoding, n_host;
+    const char *transfer_encoding;  /* the last one's value */
+} framing_scan;
+
+/* Feeds one request header (name and value as parsed) into f. */
+void framing_note_header(framing_scan *f, const char *name, size_t name_len, const char *value, size_t value_len);
+/* After the last header: the verdict on the whole head, in f->status and f->why. */
+void framing_verdict(framing_scan *f, bool http_1_1);
+
 /* ---- metrics ----------------------------------------------------------------- */
 
 enum { METRICS_BUCKETS = 14, METRICS_STATUSES = 10 };
@@ -321,18 +339,52 @@ typedef struct metrics_gauges {
     int queue_depth;
     int active_slots;
     int in_flight;       /* HTTP requests being handled */
+    int open_connections;
+    unsigned long long connections_timed_out; /* a counter kept by the watch thread */
 } metrics_gauges;
 
 /* Prometheus text exposition format 0.0.4. Free with api_free. */
 char *metrics_render(server_metrics *m, const metrics_gauges *g, size_t *len);
 
-/* ---- the HTTP transport (http.c, completion.c) --------------------------------- */
+/* ---- the HTTP transport (http.c, watch.c, completion.c) ------------------------- */
 
-/* Generations in flight, so that shutdown can cancel them. */
-typedef struct gen_node {
+/* A generation whose connection waits for it without holding a thread: the
+ * connection is suspended (MHD_suspend_connection) while the engine works, and
+ * the engine's notify hook wakes the watch thread, which resumes it. */
+typedef struct gen_waiter gen_waiter;
+struct gen_waiter {
+    struct server *srv;
+    struct MHD_Connection *conn;
     gen_request *gen;
-    struct gen_node *prev, *next;
-} gen_node;
+    int fd;
+    int keepalive_ms;          /* resume this often even without events; 0: never */
+    /* Under srv->wake_lock. */
+    bool suspended, ready;
+    struct timespec suspended_at;
+    /* Under srv->lock. */
+    bool listed;
+    gen_waiter *prev, *next;
+    /* Set once the connection is gone: the watch thread waits for the DONE that
+     * follows the cancel, then calls reap (outside every lock) and forgets w. */
+    void (*reap)(gen_waiter *w);
+    atomic_bool client_gone;   /* the watch thread saw a reset or an error */
+};
+
+/* One TCP connection, tracked for the request deadlines (watch.c). */
+enum conn_phase {
+    CONN_IDLE,      /* waiting for a request line: --idle-timeout runs */
+    CONN_RECEIVING, /* request line seen, head or body still arriving: --request-timeout runs */
+    CONN_BUSY       /* the request is whole: no deadline */
+};
+
+typedef struct conn_state {
+    int fd;
+    enum conn_phase phase;     /* under srv->conns_lock */
+    struct timespec since;     /* when the phase began */
+    bool expired;              /* the watch thread shut the socket down */
+    const char *target_problem; /* framing_check_target's verdict on the current request */
+    struct conn_state *prev, *next;
+} conn_state;
 
 struct server {
     const server_config *cfg;
@@ -340,16 +392,33 @@ struct server {
     server_metrics metrics;
     pthread_mutex_t lock;
     pthread_cond_t idle;      /* signalled when in_flight drops */
-    gen_node *gens;
+    gen_waiter *gens;         /* under lock: every generation in flight */
     int in_flight;
     bool cancel_all;          /* shutdown: cancel every generation, now and later */
     atomic_bool draining;     /* shutdown: refuse new completions */
+    atomic_bool abandon;      /* shutdown's end: suspended connections close when resumed */
     long long started;        /* UNIX time, the model's "created" */
     int listen_fd, port;
     struct MHD_Daemon *daemon;
+
+    pthread_mutex_t wake_lock; /* a leaf: the engine's notify hook takes it */
+    int wake_fd;               /* eventfd: some waiter is ready */
+    pthread_t watch_thread;
+    bool watch_started;
+    atomic_bool watch_stop;
+
+    pthread_mutex_t keys_lock;
+    char **keys;              /* under keys_lock */
+    size_t n_keys;
+
+    pthread_mutex_t conns_lock;
+    conn_state *conns;
+    int n_conns;
+    atomic_ullong timed_out;  /* connections closed for a missed deadline */
 };
 
 typedef struct stream_state stream_state;
+typedef struct reply_state reply_state;
 
 typedef struct request_ctx {
     server *srv;
@@ -372,14 +441,14 @@ typedef struct request_ctx {
     double prompt_ms, generate_ms; /* its parts, for Ollama's durations */
     bool cancelled;           /* the client went away mid-generation */
     stream_state *stream;
+    reply_state *reply;       /* a non-streaming completion waiting for its generation */
 } request_ctx;
 
 double server_seconds_since(const struct timespec *t0);
-/* The peer has closed or reset the connection. */
+/* The peer has reset the connection or the socket failed. An orderly EOF is not
+ * "gone": a client may half-close after its request and still read the answer. */
 bool http_client_gone(int fd);
 int http_connection_fd(struct MHD_Connection *conn);
-void server_register_gen(server *srv, gen_node *n, gen_request *g);
-void server_unregister_gen(server *srv, gen_node *n);
 
 void http_add_common_headers(server *srv, struct MHD_Response *r);
 /* Sends body (freed with api_free unless is_static). Returns MHD's verdict. */
@@ -391,6 +460,47 @@ enum MHD_Result http_respond_error(struct MHD_Connection *conn, request_ctx *ctx
                                    const char *header, const char *value);
 enum MHD_Result http_fail(struct MHD_Connection *conn, request_ctx *ctx, int status, const char *param,
                           const char *header, const char *value, const char *message);
+/* Logs, counts and frees a request (http.c); the end of every request_ctx. */
+void http_request_finished(request_ctx *ctx);
+
+/* keys.c: the API keys. */
+int keys_set(server *srv, const char *const *keys, size_t n, el_err *err);
+void keys_free(server *srv);
+bool keys_required(server *srv);
+bool keys_authorized(server *srv, const char *header);
+
+/* watch.c: the watch thread and the waiters. */
+int watch_start(server *srv, el_err *err);
+void watch_stop(server *srv);
+/* Lists w, hooks it to the engine's notify; a generation started after shutdown's
+ * cancel_all is cancelled at once. */
+void waiter_start(server *srv, gen_waiter *w, struct MHD_Connection *conn, gen_request *g, int keepalive_ms);
+/* Unhooks and unlists w: afterwards nothing else touches it. */
+void waiter_stop(gen_waiter *w);
+enum waiter_verdict {
+    WAITER_SUSPENDED,  /* the connection is suspended until an event (return and wait) */
+    WAITER_POLL_AGAIN, /* an event came meanwhile: poll gen_next again */
+    WAITER_ABANDON     /* the server is stopping: close the connection */
+};
+/* Called by the access handler or content reader after gen_next(w->gen, .., 0)
+ * found nothing. */
+enum waiter_verdict waiter_wait(gen_waiter *w);
+/* Hands w, whose connection has ended, to the watch thread: it cancels the
+ * generation, waits for its DONE and calls reap(w). False when the watch thread
+ * is stopped (the caller then cleans up itself). */
+bool waiter_reap_later(gen_waiter *w, void (*reap)(gen_waiter *w));
+/* Cancels every generation in flight (and any started later). */
+void watch_cancel_everything(server *srv);
+/* Resumes every suspended connection, to be closed (shutdown's end). */
+void watch_abandon_all(server *srv);
+
+/* watch.c: connection tracking for the deadlines (MHD callbacks). */
+void watch_connection_opened(server *srv, struct MHD_Connection *conn, void **socket_context);
+void watch_connection_closed(server *srv, void *socket_context);
+void watch_set_phase(server *srv, struct MHD_Connection *conn, enum conn_phase phase);
+/* The connection's tracking state (NULL if untracked). */
+conn_state *watch_state_of(struct MHD_Connection *conn);
+int watch_connection_count(server *srv);
 
 /* What a completion asked for that shapes its answer, and in which API's shape
  * it is written. */
@@ -532,8 +642,11 @@ enum MHD_Result api_dispatch(struct MHD_Connection *conn, request_ctx *ctx);
 /* completion.c: answers a completion request whose body has been read whole
  * (ctx->body), streaming or not. */
 enum MHD_Result completion_handle(struct MHD_Connection *conn, request_ctx *ctx);
-/* completion.c: settles a stream as its request ends (cancelling a generation
- * whose client left) and records its usage in ctx. */
-void completion_settle_stream(request_ctx *ctx);
+/* completion.c: a non-streaming completion resumed after waiting. */
+enum MHD_Result completion_continue(struct MHD_Connection *conn, request_ctx *ctx);
+/* completion.c: settles a completion as its request ends, recording its usage in
+ * ctx. True when ctx may be finished now; false when the generation must first
+ * stop (its client left): http_request_finished(ctx) is then called later. */
+bool completion_settle(request_ctx *ctx);
 
 #endif

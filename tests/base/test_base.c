@@ -106,9 +106,41 @@ static void test_wipebuf_appends_across_growth(void)
     CHECK(b.data == NULL && b.len == 0 && b.cap == 0);
 }
 
+static void test_wipe_grow_and_take(void)
+{
+    char *buf = NULL;
+    size_t cap = 0;
+    CHECK(wipe_grow(&buf, &cap, 0, 10) == 0);
+    CHECK(buf && cap >= 10);
+    memcpy(buf, "0123456789", 10);
+    char *before = buf;
+    CHECK(wipe_grow(&buf, &cap, 10, 8) == 0); /* room enough: nothing moves */
+    CHECK(buf == before);
+    CHECK(wipe_grow(&buf, &cap, 10, cap + 1) == 0);
+    CHECK(!memcmp(buf, "0123456789", 10));
+    size_t kept = cap;
+    CHECK(wipe_grow(&buf, &cap, 10, (size_t)-1) == -1); /* overflow: refused, unchanged */
+    CHECK(cap == kept && !memcmp(buf, "0123456789", 10));
+    wipe_free(buf, cap);
+    wipe_free(NULL, 5);
+    wipe_free_string(NULL);
+    char *s = strdup("secret");
+    wipe_free_string(s);
+
+    wipebuf b = {0};
+    size_t len = 1;
+    CHECK(wipebuf_take(&b, &len) == NULL && len == 0);
+    CHECK(wipebuf_append(&b, "abc", 3) == 0);
+    char *taken = wipebuf_take(&b, &len);
+    CHECK(taken && len == 3 && !memcmp(taken, "abc", 3));
+    CHECK(b.data == NULL && b.len == 0 && b.cap == 0);
+    wipe_free(taken, len);
+}
+
 int main(void)
 {
     RUN(test_wipebuf_appends_across_growth);
+    RUN(test_wipe_grow_and_take);
     RUN(test_err_wrap);
     RUN(test_fp16_round_trip);
     RUN(test_rng_deterministic);

@@ -11,6 +11,7 @@ import http.client
 import json
 import re
 import socket
+import struct
 import sys
 import threading
 import time
@@ -417,7 +418,9 @@ def group_disconnect():
     check(st == 200, "the next request is served after a disconnect")
     health_ok("a client disconnect")
 
-    # The same for a non-streaming request: hang up while it generates.
+    # The same for a non-streaming request: hang up while it generates. Nothing
+    # is written to the client before the answer, so only a reset tells a
+    # hang-up from a client that half-closed its side and still reads.
     before = metric("elliott_requests_cancelled_total")
     s = socket.create_connection(("127.0.0.1", ARGS.port), timeout=60)
     body = json.dumps({"messages": msg("Hi"), "max_tokens": 100000}).encode()
@@ -426,6 +429,7 @@ def group_disconnect():
     deadline = time.time() + 60
     while time.time() < deadline and metric("elliott_http_requests_in_flight") < 2:
         time.sleep(0.01)  # in flight: this request and the /metrics request itself
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     s.close()
     while time.time() < deadline and metric("elliott_requests_cancelled_total") == before:
         time.sleep(0.1)

@@ -269,6 +269,19 @@ def group_logprobs_and_choices():
     check(d["choices"][0]["message"] == d["choices"][1]["message"], "greedy choices agree")
     check(d["usage"]["completion_tokens"] == sum(len(c["logprobs"]["content"]) + (c["finish_reason"] == "stop")
                                                  for c in d["choices"]), "usage sums the choices")
+    # streamed: each choice has its role, deltas and finish chunk, then one usage chunk
+    st, chunks = post({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8, "temperature": 0, "n": 2,
+                       "stream": True, "stream_options": {"include_usage": True}}, stream=True)
+    texts, finishes, roles = ["", ""], [None, None], [0, 0]
+    for ch in chunks:
+        for c in ch["choices"]:
+            roles[c["index"]] += c["delta"].get("role") == "assistant"
+            texts[c["index"]] += c["delta"].get("content") or ""
+            finishes[c["index"]] = c["finish_reason"] or finishes[c["index"]]
+    check(st == 200 and roles == [1, 1] and None not in finishes, "streamed n=2: roles %r finishes %r" %
+          (roles, finishes))
+    check([t for t in texts] == [c["message"]["content"] for c in d["choices"]], "streamed n=2 text")
+    check(chunks[-1]["usage"]["completion_tokens"] == d["usage"]["completion_tokens"], "streamed n=2 usage")
 
 
 def main():

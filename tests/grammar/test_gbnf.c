@@ -86,9 +86,51 @@ static void test_json_like(void)
                        "array ::= \"[\" ( value (\",\" value)* )? \"]\"\n"
                        "string ::= \"\\\"\" ( [^\"\\\\] | \"\\\\\" [\"\\\\nt] )* \"\\\"\"\n"
                        "number ::= \"-\"? [0-9]+ (\".\" [0-9]+)?\n";
+    /* deep nesting: stacks far taller than the frames a token check looks at first */
+    char deep[1024];
+    size_t n = 0;
+    for (int i = 0; i < 40; i++)
+        n += (size_t)snprintf(deep + n, sizeof deep - n, "{\"a\":[");
+    n += (size_t)snprintf(deep + n, sizeof deep - n, "\"x\"");
+    for (int i = 0; i < 40; i++)
+        n += (size_t)snprintf(deep + n, sizeof deep - n, i % 2 ? ",{}]}" : "]}");
+    expect(json, S(deep), S("{\"a\":[{\"a\":[\"x\"]}"));
     expect(json,
            S("{}", "{\"a\":1}", "[true,null,\"x\\n\"]", "{\"ab\":{\"abc\":[12,-1,0.5]}}", "\"\xc3\xa9\xe2\x82\xac\""),
            S("{", "{\"a\"}", "[1,]", "\"\\x\"", "01.", "{\"a\xc3\":1}"));
+}
+
+/* The layout llama.cpp's own grammars use: rules over several lines inside groups, '|'
+ * at line ends, comments, \x escapes in classes. */
+static void test_llama_cpp_style(void)
+{
+    const char *json = "root   ::= object\n"
+                       "value  ::= object | array | string | number | (\"true\" | \"false\" | \"null\") ws\n"
+                       "\n"
+                       "object ::=\n"
+                       "  \"{\" ws (\n"
+                       "            string \":\" ws value\n"
+                       "    (\",\" ws string \":\" ws value)*\n"
+                       "  )? \"}\" ws\n"
+                       "\n"
+                       "array  ::=\n"
+                       "  \"[\" ws (\n"
+                       "            value\n"
+                       "    (\",\" ws value)*\n"
+                       "  )? \"]\" ws\n"
+                       "\n"
+                       "string ::=\n"
+                       "  \"\\\"\" (\n"
+                       "    [^\"\\\\\\x7F\\x00-\\x1F] |\n"
+                       "    \"\\\\\" ([\"\\\\bfnrt] | \"u\" [0-9a-fA-F]{4}) # escapes\n"
+                       "  )* \"\\\"\" ws\n"
+                       "\n"
+                       "number ::= (\"-\"? ([0-9] | [1-9] [0-9]{0,15})) (\".\" [0-9]+)? ([eE] [-+]? [0-9] [1-9]{0,15})? ws\n"
+                       "\n"
+                       "# Optional space: by convention, applied in this grammar after literal chars when allowed\n"
+                       "ws ::= | \" \" | \"\\n\" [ \\t]{0,20}\n";
+    expect(json, S("{}", "{ \"a\": [1, 2.5e+3, \"x\\u00e9\"] }", "{\"k\":{\"n\":null}}\n  "),
+           S("[]", "{\"a\":01}", "{\"a\" 1}", "{\"\x7f\":1}"));
 }
 
 static void test_errors(void)
@@ -207,6 +249,7 @@ int main(void)
     RUN(test_repetitions);
     RUN(test_recursion);
     RUN(test_json_like);
+    RUN(test_llama_cpp_style);
     RUN(test_errors);
     RUN(test_matcher_states);
     RUN(test_split_code_points);

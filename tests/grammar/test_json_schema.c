@@ -68,6 +68,11 @@ static void test_objects(void)
            S("{}", "{\"a\":1}", "{\"a\":1,\"z\":\"q\"}", "{\"z\":\"q\",\"y\":\"r\"}", "{\"ab\":\"q\"}"),
            S("{\"a\":\"q\"}", "{\"z\":1}", "{\"a\":1,\"a\":\"x\"}"));
     expect("{\"type\":\"object\",\"additionalProperties\":true}", S("{}", "{\"k\":[1]}"), S("[]"));
+    /* extra keys never repeat a listed one (whose value would then be unchecked) */
+    expect("{\"type\":\"object\",\"properties\":{\"a\\nb\":{\"type\":\"integer\"},\"ab\":{\"type\":\"integer\"},\"a\":{"
+           "\"const\":1}},\"additionalProperties\":{\"type\":\"string\"}}",
+           S("{\"a\\nb\":1,\"ab\":2,\"a\":1,\"abc\":\"x\",\"\":\"y\",\"b\":\"z\"}", "{\"aa\":\"q\"}"),
+           S("{\"ab\":\"x\"}", "{\"x\":\"1\",\"a\":\"s\"}", "{\"a\nb\":\"s\"}", "{\"a\\nb\":\"s\"}"));
     expect("{\"type\":\"object\",\"properties\":{\"x\":{}},\"required\":[\"x\",\"y\"]}",
            S("{\"x\":1,\"y\":\"2\"}"), S("{\"x\":1}"));
     expect("{\"type\":\"object\",\"properties\":{\"a\\\"b\":{\"const\":1}},\"required\":[\"a\\\"b\"]}",

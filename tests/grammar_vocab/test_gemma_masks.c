@@ -186,6 +186,7 @@ static void test_gemma1_vocab(void)
         CHECK(r.finished && !r.mask_mismatch);
         free(r.text);
         free(r.mask_us);
+        free(r.mask_cpu_us);
     }
     grammar_free(g);
     grammar_vocab_free(v1);

@@ -55,6 +55,7 @@ static void test_walks(void)
             }
             free(r.text);
             free(r.mask_us);
+            free(r.mask_cpu_us);
         }
         grammar_free(g);
     }

@@ -940,7 +940,8 @@ static void test_metrics_text(void)
     metrics_record_ttft(&m, 0.2);
     metrics_record_tokens(&m, 10, 5);
     metrics_record_cancel(&m);
-    metrics_gauges g = {.ready = 1, .queue_depth = 2, .active_slots = 1, .in_flight = 3};
+    metrics_gauges g = {.ready = 1, .queue_depth = 2, .active_slots = 1, .in_flight = 3, .open_connections = 7,
+                        .connections_timed_out = 4};
     size_t len;
     char *t = metrics_render(&m, &g, &len);
     CHECK(t && strlen(t) == len);
@@ -960,6 +961,8 @@ static void test_metrics_text(void)
     CHECK(strstr(t, "elliott_queue_depth 2\n"));
     CHECK(strstr(t, "elliott_active_slots 1\n"));
     CHECK(strstr(t, "elliott_model_ready 1\n"));
+    CHECK(strstr(t, "elliott_http_connections_open 7\n"));
+    CHECK(strstr(t, "elliott_http_connections_timed_out_total 4\n"));
     CHECK(strstr(t, "# TYPE elliott_time_to_first_token_seconds histogram\n"));
     /* every line is a comment or "name{labels} value" */
     for (char *line = t; *line;) {

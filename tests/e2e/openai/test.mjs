@@ -2,9 +2,9 @@
 // usage: node test.mjs PORT [API_KEY]
 import OpenAI from "openai";
 
-const [port, apiKey] = process.argv.slice(2);
+const [port, apiKey, scheme = "http"] = process.argv.slice(2);
 const client = new OpenAI({
-  baseURL: `http://127.0.0.1:${port}/v1`,
+  baseURL: `${scheme}://127.0.0.1:${port}/v1`,
   apiKey: apiKey || "unused",
   maxRetries: 0,
   timeout: 120000,
