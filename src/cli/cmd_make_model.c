@@ -19,15 +19,16 @@ static void usage(FILE *out)
                  "Writes a model with random weights (norms F32, weights of TYPE) at a real shape, with\n"
                  "the tokenizer copied from FROM.gguf. Same seed, same file.\n\n"
                  "options:\n"
-                 "      --arch ARCH          llama, gemma, gemma2, gemma3 or gemma4 (gemma4 takes the\n"
-                 "                           tiny-gemma4* and gemma4-* shapes, and only those)\n"
+                 "      --arch ARCH          llama, gemma, gemma2, gemma3, gemma3n, gemma4 or gemma-embedding\n"
+                 "                           (the last three take their own shapes, and only those)\n"
                  "      --shape SHAPE        one of:");
     for (int i = 0; model_shape_name(i); i++)
         fprintf(out, " %s", model_shape_name(i));
     fprintf(out, "\n"
                  "      --type TYPE          f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k .. q6_k\n"
                  "      --vocab FROM.gguf    tokenizer source (default: $ELLIOTT_SHARED or ../shared, then\n"
-                 "                           golden/tokenizer/vocab-gemma3.gguf for gemma3/4, vocab-gemma.gguf\n"
+                 "                           golden/tokenizer/vocab-gemma3.gguf for gemma3, gemma3n, gemma4,\n"
+                 "                           gemma-embedding, vocab-gemma.gguf\n"
                  "                           for gemma/gemma2, golden/real/stories260K.gguf for llama)\n"
                  "      --n-vocab N          no tokenizer; a vocabulary of N tokens (small test models)\n"
                  "      --random             random weights (the only kind; accepted for clarity)\n"
@@ -41,9 +42,9 @@ static const char *default_vocab(enum model_arch arch, char *buf, size_t size)
     const char *dir = getenv("ELLIOTT_SHARED");
     if (!dir || !*dir)
         dir = "../shared";
-    const char *rel = arch == MODEL_ARCH_GEMMA3 || arch == MODEL_ARCH_GEMMA4 ? "golden/tokenizer/vocab-gemma3.gguf"
-                      : arch == MODEL_ARCH_LLAMA ? "golden/real/stories260K.gguf"
-                                                 : "golden/tokenizer/vocab-gemma.gguf";
+    const char *rel = arch == MODEL_ARCH_LLAMA                               ? "golden/real/stories260K.gguf"
+                      : arch == MODEL_ARCH_GEMMA || arch == MODEL_ARCH_GEMMA2 ? "golden/tokenizer/vocab-gemma.gguf"
+                                                                              : "golden/tokenizer/vocab-gemma3.gguf";
     snprintf(buf, size, "%s/%s", dir, rel);
     return buf;
 }
