@@ -3,6 +3,7 @@
  * once parsed, and answers through completion.c (generation) or the engine's
  * embedding entry point. */
 #include <jansson.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,6 +102,68 @@ static enum MHD_Result handle_ollama_generation(struct MHD_Connection *conn, req
 
 /* ---- embeddings ------------------------------------------------------------------------------ */
 
+/* An embedding request's work, done on a thread of its own while its connection
+ * is suspended: the event loop that serves it goes on serving others. */
+struct embed_job {
+    server *srv;
+    struct MHD_Connection *conn;
+    embed_request req;
+    float *rows;
+    int dim, prompt_tokens;
+    enum gen_status status;
+    el_err err;
+    double ms;
+};
+
+static void embed_job_free(struct embed_job *job)
+{
+    if (!job)
+        return;
+    if (job->rows)
+        explicit_bzero(job->rows, job->req.n_inputs * (size_t)job->dim * sizeof *job->rows);
+    free(job->rows);
+    embed_request_free(&job->req);
+    explicit_bzero(&job->err, sizeof job->err);
+    free(job);
+}
+
+static void embed_job_run(struct embed_job *job)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    job->status = engine_embed(job->srv->eng, job->req.inputs, job->req.n_inputs, &job->req.options, job->rows,
+                               &job->prompt_tokens, &job->err);
+    job->ms = server_seconds_since(&t0) * 1e3;
+}
+
+static void *embed_thread(void *arg)
+{
+    struct embed_job *job = arg;
+    server *srv = job->srv;
+    embed_job_run(job);
+    /* The job is the connection's from here: nothing below touches it. */
+    MHD_resume_connection(job->conn);
+    pthread_mutex_lock(&srv->lock);
+    srv->embed_jobs--;
+    pthread_cond_broadcast(&srv->idle);
+    pthread_mutex_unlock(&srv->lock);
+    return NULL;
+}
+
+void api_embed_wait_jobs(server *srv)
+{
+    pthread_mutex_lock(&srv->lock);
+    while (srv->embed_jobs > 0)
+        pthread_cond_wait(&srv->idle, &srv->lock);
+    pthread_mutex_unlock(&srv->lock);
+}
+
+void api_embed_abandon(request_ctx *ctx)
+{
+    embed_job_free(ctx->embed);
+    ctx->embed = NULL;
+}
+
 static enum MHD_Result respond_embed_error(struct MHD_Connection *conn, request_ctx *ctx, enum gen_status st,
                                            const el_err *err, const char *param)
 {
@@ -121,47 +184,75 @@ static enum MHD_Result respond_embed_error(struct MHD_Connection *conn, request_
     }
 }
 
+enum MHD_Result api_embed_continue(struct MHD_Connection *conn, request_ctx *ctx)
+{
+    struct embed_job *job = ctx->embed;
+    ctx->embed = NULL;
+    ctx->engine_ms = job->ms;
+    enum MHD_Result ok;
+    if (job->status != GEN_OK) {
+        ok = respond_embed_error(conn, ctx, job->status, &job->err, job->req.legacy ? "prompt" : "input");
+    } else {
+        int dims = job->req.dimensions ? job->req.dimensions : job->dim;
+        api_embed_truncate(job->rows, job->req.n_inputs, job->dim, job->req.dimensions);
+        ctx->usage.prompt_tokens = job->prompt_tokens;
+        size_t len;
+        char *body = api_embed_body(&job->req, ctx->srv->cfg->alias, job->rows, job->req.n_inputs, dims,
+                                    job->prompt_tokens, &len);
+        ok = body ? http_respond_json(conn, ctx, 200, body, len)
+                  : http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
+    }
+    embed_job_free(job);
+    return ok;
+}
+
 static enum MHD_Result handle_embeddings(struct MHD_Connection *conn, request_ctx *ctx)
 {
-    embed_request req;
+    struct embed_job *job = calloc(1, sizeof *job);
+    if (!job)
+        return http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
     api_error e;
-    int rc = api_parse_embed_request(ctx->body ? ctx->body : "", ctx->body_len, ctx->match.route, &req, &e);
+    int rc = api_parse_embed_request(ctx->body ? ctx->body : "", ctx->body_len, ctx->match.route, &job->req, &e);
     wipe_request_body(ctx);
-    if (rc < 0)
+    if (rc < 0) {
+        free(job);
         return http_respond_error(conn, ctx, &e, NULL, NULL);
-    const char *input_param = req.legacy ? "prompt" : "input";
-    engine *eng = ctx->srv->eng;
-    int dim = engine_embedding_size(eng);
-    enum MHD_Result ok;
-    float *rows = dim > 0 ? calloc(req.n_inputs * (size_t)dim, sizeof *rows) : NULL;
-    if (req.dimensions > dim && dim > 0) {
-        api_fail(&e, 400, "dimensions", "'dimensions' %d is more than the model's %d", req.dimensions, dim);
-        ok = http_respond_error(conn, ctx, &e, NULL, NULL);
-    } else if (!rows) {
-        ok = http_fail(conn, ctx, dim > 0 ? 500 : 503, NULL, NULL, NULL,
-                       dim > 0 ? "AI service is unavailable" : "the model is not loaded yet");
-    } else {
-        el_err err = {{0}};
-        int prompt_tokens = 0;
-        struct timespec t0;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        enum gen_status st = engine_embed(eng, req.inputs, req.n_inputs, &req.options, rows, &prompt_tokens, &err);
-        ctx->engine_ms = server_seconds_since(&t0) * 1e3;
-        if (st != GEN_OK) {
-            ok = respond_embed_error(conn, ctx, st, &err, input_param);
-        } else {
-            int dims = req.dimensions ? req.dimensions : dim;
-            api_embed_truncate(rows, req.n_inputs, dim, req.dimensions);
-            ctx->usage.prompt_tokens = prompt_tokens;
-            size_t len;
-            char *body = api_embed_body(&req, ctx->srv->cfg->alias, rows, req.n_inputs, dims, prompt_tokens, &len);
-            ok = body ? http_respond_json(conn, ctx, 200, body, len)
-                      : http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
-        }
     }
-    free(rows);
-    embed_request_free(&req);
-    return ok;
+    server *srv = ctx->srv;
+    job->srv = srv;
+    job->conn = conn;
+    job->dim = engine_embedding_size(srv->eng);
+    if (job->dim <= 0) {
+        embed_job_free(job);
+        return http_fail(conn, ctx, 503, NULL, "Retry-After", "5", "the model is not loaded yet");
+    }
+    if (job->req.dimensions > job->dim) {
+        api_fail(&e, 400, "dimensions", "'dimensions' %d is more than the model's %d", job->req.dimensions,
+                 job->dim);
+        embed_job_free(job);
+        return http_respond_error(conn, ctx, &e, NULL, NULL);
+    }
+    job->rows = calloc(job->req.n_inputs * (size_t)job->dim, sizeof *job->rows);
+    if (!job->rows) {
+        embed_job_free(job);
+        return http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
+    }
+    ctx->embed = job;
+    MHD_suspend_connection(conn);
+    pthread_mutex_lock(&srv->lock);
+    srv->embed_jobs++;
+    pthread_mutex_unlock(&srv->lock);
+    pthread_attr_t attr;
+    pthread_t thread;
+    bool started = pthread_attr_init(&attr) == 0;
+    if (started) {
+        started = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0 &&
+                  pthread_create(&thread, &attr, embed_thread, job) == 0;
+        pthread_attr_destroy(&attr);
+    }
+    if (!started)
+        embed_thread(job); /* no thread to be had: here, then; resumed all the same */
+    return MHD_YES;
 }
 
 /* ---- Ollama's descriptions ---------------------------------------------------------------------- */

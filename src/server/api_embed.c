@@ -233,6 +233,7 @@ char *api_base64_floats(const float *v, size_t n)
         out[o++] = i + 2 < bytes ? alphabet[w & 63] : '=';
     }
     out[o] = '\0';
+    explicit_bzero(raw, bytes);
     free(raw);
     return out;
 }
@@ -257,6 +258,8 @@ static json_t *openai_body(const embed_request *r, const char *model, const floa
         if (r->base64) {
             char *b64 = api_base64_floats(rows + i * (size_t)dim, (size_t)dim);
             vec = b64 ? json_string(b64) : NULL;
+            if (b64)
+                explicit_bzero(b64, strlen(b64));
             free(b64);
         } else {
             vec = float_array(rows + i * (size_t)dim, dim);

@@ -423,6 +423,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     watch_set_phase(srv, conn, CONN_BUSY);
     if (ctx->reply)
         return completion_continue(conn, ctx);
+    if (ctx->embed)
+        return api_embed_continue(conn, ctx);
     if (ctx->answered)
         return MHD_YES;
     return finish_request(conn, ctx, url, method);
@@ -484,6 +486,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
     if ((ctx->stream || ctx->reply) && !completion_settle(ctx))
         return; /* finished once its generation has stopped */
+    if (ctx->embed)
+        api_embed_abandon(ctx);
     http_request_finished(ctx);
 }
 
@@ -621,6 +625,7 @@ static void shut_down(server *srv)
         wait_idle(srv, 5000);
     }
     /* MHD must not stop with a connection suspended. */
+    api_embed_wait_jobs(srv);
     watch_abandon_all(srv);
     wait_idle(srv, 1000);
     MHD_socket listen_fd = MHD_quiesce_daemon(srv->daemon);

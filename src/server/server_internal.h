@@ -415,6 +415,7 @@ struct server {
     conn_state *conns;
     int n_conns;
     atomic_ullong timed_out;  /* connections closed for a missed deadline */
+    int embed_jobs;           /* under lock: embedding threads whose connection is suspended */
 };
 
 typedef struct stream_state stream_state;
@@ -442,6 +443,7 @@ typedef struct request_ctx {
     bool cancelled;           /* the client went away mid-generation */
     stream_state *stream;
     reply_state *reply;       /* a non-streaming completion waiting for its generation */
+    struct embed_job *embed;  /* embeddings computed off the event loop (api_dispatch.c) */
 } request_ctx;
 
 double server_seconds_since(const struct timespec *t0);
@@ -638,6 +640,13 @@ void api_ollama_timestamp(char out[40]);
 
 /* api_dispatch.c: POST routes other than chat completions, and Ollama's GETs. */
 enum MHD_Result api_dispatch(struct MHD_Connection *conn, request_ctx *ctx);
+/* api_dispatch.c: an embedding request resumed once its thread has finished. */
+enum MHD_Result api_embed_continue(struct MHD_Connection *conn, request_ctx *ctx);
+/* api_dispatch.c: frees the job of a request that ends without its answer. */
+void api_embed_abandon(request_ctx *ctx);
+/* api_dispatch.c: waits until no embedding thread runs (before MHD stops: no
+ * connection may stay suspended). */
+void api_embed_wait_jobs(server *srv);
 
 /* completion.c: answers a completion request whose body has been read whole
  * (ctx->body), streaming or not. */
