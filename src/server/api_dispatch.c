@@ -52,8 +52,21 @@ static enum MHD_Result handle_text_completion(struct MHD_Connection *conn, reque
                            .prompt_param = "prompt",
                            .echo = req.echo ? req.prompt.text : NULL,
                            .echo_len = req.echo ? req.prompt.len : 0};
-    enum MHD_Result ok = completion_answer(conn, ctx, &req.prompt, 1, &req.base.params, &opts, "prompt");
+    enum MHD_Result refused = MHD_NO;
+    gen_request *g = completion_submit(conn, ctx, &req.prompt, 1, &req.base.params, &opts, "prompt", &refused);
+    /* the echo outlives the parsed request, which is wiped before the answer starts */
+    wipebuf echo = {0};
+    bool oom = g && opts.echo_len && wipebuf_append(&echo, opts.echo, opts.echo_len) < 0;
+    opts.echo = echo.data;
     text_request_free(&req);
+    enum MHD_Result ok = refused;
+    if (oom) {
+        gen_release(g);
+        ok = http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
+    } else if (g) {
+        ok = completion_start(conn, ctx, g, &opts);
+    }
+    wipebuf_free(&echo);
     return ok;
 }
 
@@ -93,8 +106,11 @@ static enum MHD_Result handle_ollama_generation(struct MHD_Connection *conn, req
                                .stream = req.stream,
                                .prompt_param = generate ? "prompt" : "messages",
                                .n_choices = 1};
-        ok = completion_answer(conn, ctx, req.messages, req.n_messages, &req.params, &opts,
-                               req.constraint_param ? req.constraint_param : "format");
+        enum MHD_Result refused = MHD_NO;
+        gen_request *g = completion_submit(conn, ctx, req.messages, req.n_messages, &req.params, &opts,
+                                           req.constraint_param ? req.constraint_param : "format", &refused);
+        chat_request_free(&req);
+        return g ? completion_start(conn, ctx, g, &opts) : refused;
     }
     chat_request_free(&req);
     return ok;

@@ -74,6 +74,22 @@ static int parse_error(const json_error_t *jerr, api_error *e)
     }
 }
 
+/* jansson quotes the text near a syntax error (in jerr and in its own stack
+ * frames, below ours): the parser's stack is overwritten once the message is made. */
+__attribute__((noinline)) static void scrub_stack(void)
+{
+    volatile char area[16384];
+    explicit_bzero((char *)area, sizeof area);
+}
+
+static int parse_failed(json_error_t *jerr, api_error *e)
+{
+    int rc = parse_error(jerr, e);
+    explicit_bzero(jerr, sizeof *jerr);
+    scrub_stack();
+    return rc;
+}
+
 const char *api_json_type_name(const json_t *v)
 {
     switch (json_typeof(v)) {
@@ -778,7 +794,7 @@ int api_parse_chat_request(const char *body, size_t len, const gen_params *defau
      * validation gets bypassed. NUL is allowed inside message text (it has a length). */
     json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!root)
-        return parse_error(&jerr, e);
+        return parse_failed(&jerr, e);
     out->json = root; /* tool names and calls point into it */
     int rc = parse_fields(root, out, e);
     if (rc < 0)
@@ -818,7 +834,7 @@ int api_load_json(const char *body, size_t len, const char *needs, struct json_t
     json_error_t jerr;
     json_t *v = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!v)
-        return parse_error(&jerr, e);
+        return parse_failed(&jerr, e);
     if (!json_is_object(v)) {
         api_fail(e, 400, NULL, "request body must be a JSON object, not %s", type_name(v));
         json_decref(v);

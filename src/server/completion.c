@@ -696,8 +696,11 @@ enum MHD_Result completion_handle(struct MHD_Connection *conn, request_ctx *ctx)
     /* The body is not needed any more: the parsed copy holds what matters. */
     if (ctx->body)
         explicit_bzero(ctx->body, ctx->body_cap);
-    if (rc < 0)
-        return http_respond_error(conn, ctx, &e, NULL, NULL);
+    if (rc < 0) {
+        enum MHD_Result ok = http_respond_error(conn, ctx, &e, NULL, NULL);
+        explicit_bzero(&e, sizeof e); /* a message may quote the body */
+        return ok;
+    }
     if (atomic_load(&srv->draining)) {
         chat_request_free(&req);
         return http_fail(conn, ctx, 503, NULL, "Retry-After", "5", "the server is shutting down");
@@ -708,22 +711,32 @@ enum MHD_Result completion_handle(struct MHD_Connection *conn, request_ctx *ctx)
                            .tools = req.tool_choice != API_TOOLS_NONE,
                            .logprobs = req.params.logprobs,
                            .n_choices = req.params.n_choices > 1 ? req.params.n_choices : 1};
-    enum MHD_Result ok =
-        completion_answer(conn, ctx, req.messages, req.n_messages, &req.params, &opts, req.constraint_param);
+    enum MHD_Result refused = MHD_NO;
+    gen_request *g =
+        completion_submit(conn, ctx, req.messages, req.n_messages, &req.params, &opts, req.constraint_param, &refused);
+    /* The engine holds its own copy now: the parsed request is wiped before the answer starts. */
     chat_request_free(&req);
-    return ok;
+    return g ? completion_start(conn, ctx, g, &opts) : refused;
 }
 
-enum MHD_Result completion_answer(struct MHD_Connection *conn, request_ctx *ctx, const chat_message *messages,
-                                  size_t n_messages, const gen_params *params, const answer_options *opts,
-                                  const char *constraint_param)
+gen_request *completion_submit(struct MHD_Connection *conn, request_ctx *ctx, const chat_message *messages,
+                               size_t n_messages, const gen_params *params, const answer_options *opts,
+                               const char *constraint_param, enum MHD_Result *refused)
 {
     gen_request *g = NULL;
     el_err err = {{0}};
     enum gen_status st = engine_submit(ctx->srv->eng, messages, n_messages, params, &g, &err);
-    if (st != GEN_OK)
-        return respond_submit_error(conn, ctx, st, &err, constraint_param, opts->prompt_param);
+    if (st != GEN_OK) {
+        *refused = respond_submit_error(conn, ctx, st, &err, constraint_param, opts->prompt_param);
+        return NULL;
+    }
     ctx->usage.prompt_tokens = gen_prompt_tokens(g);
+    return g;
+}
+
+enum MHD_Result completion_start(struct MHD_Connection *conn, request_ctx *ctx, gen_request *g,
+                                 const answer_options *opts)
+{
     if (opts->stream)
         return start_stream(conn, ctx, g, opts);
     return start_reply(conn, ctx, g, opts);

@@ -523,12 +523,15 @@ typedef struct answer_options {
     size_t echo_len;
 } answer_options;
 
-/* completion.c: submits a parsed request and answers it, streaming or not. The
- * messages and params are copied by the engine; constraint_param names the
- * field a refused constraint came from. */
-enum MHD_Result completion_answer(struct MHD_Connection *conn, request_ctx *ctx, const chat_message *messages,
-                                  size_t n_messages, const gen_params *params, const answer_options *opts,
-                                  const char *constraint_param);
+/* completion.c: submits a parsed request (the engine copies messages and params).
+ * On refusal it answers the error into *refused and returns NULL. */
+gen_request *completion_submit(struct MHD_Connection *conn, request_ctx *ctx, const chat_message *messages,
+                               size_t n_messages, const gen_params *params, const answer_options *opts,
+                               const char *constraint_param, enum MHD_Result *refused);
+/* completion.c: answers a submitted request, streaming or not (opts->echo is
+ * copied). Callers wipe their parsed request between the two calls. */
+enum MHD_Result completion_start(struct MHD_Connection *conn, request_ctx *ctx, gen_request *g,
+                                 const answer_options *opts);
 
 /* The engine's reply to one request, as the non-CHAT formats need it. */
 typedef struct api_reply_view {
