@@ -63,7 +63,8 @@ static void format_text(const char *text, size_t len)
 {
     api_usage usage = {3, 4};
     size_t n;
-    char *body = api_completion_body(fuzz_id, 1710766200, "elliott-1", text, len, "stop", &usage, &n);
+    api_choice choice = {.text = text, .text_len = len, .finish = "stop"};
+    char *body = api_completion_body(fuzz_id, 1710766200, "elliott-1", &choice, 1, &usage, &n);
     check(body != NULL, "completion body failed");
     json_t *root = load(body, n, "a completion body");
     json_t *message = json_object_get(json_array_get(json_object_get(root, "choices"), 0), "message");
@@ -124,6 +125,30 @@ static void check_request(const chat_request *r)
     }
 }
 
+/* Generated text read for tool calls, whole and byte by byte alike: the same calls,
+ * never more than fit, names and arguments made only of the input's bytes. */
+static void scan_calls(const char *text, size_t len)
+{
+    api_call_scanner whole, bytewise;
+    api_call_scanner_init(&whole);
+    api_call_scanner_init(&bytewise);
+    check(api_call_scanner_feed(&whole, text, len) == 0, "scanner out of memory");
+    for (size_t i = 0; i < len; i++)
+        check(api_call_scanner_feed(&bytewise, text + i, 1) == 0, "scanner out of memory");
+    check(whole.kind == bytewise.kind && whole.n_calls == bytewise.n_calls, "scanning depends on the pieces");
+    check(whole.n_calls <= API_MAX_PARALLEL_CALLS, "more calls than fit");
+    for (size_t i = 0; i < whole.n_calls; i++) {
+        const api_scanned_call *a = &whole.calls[i], *b = &bytewise.calls[i];
+        check(a->name.len <= len && a->arguments.len <= len, "a call longer than the text");
+        check(a->name.len == b->name.len && a->arguments.len == b->arguments.len &&
+                  (!a->name.len || !memcmp(a->name.data, b->name.data, a->name.len)) &&
+                  (!a->arguments.len || !memcmp(a->arguments.data, b->arguments.data, a->arguments.len)),
+              "a call depends on the pieces");
+    }
+    api_call_scanner_free(&whole);
+    api_call_scanner_free(&bytewise);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     gen_params defaults;
@@ -140,5 +165,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check(r.messages == NULL && r.text == NULL && r.stop_text[0] == NULL, "a refusal left memory behind");
     }
     format_text((const char *)data, size);
+    scan_calls((const char *)data, size);
     return 0;
 }
