@@ -545,6 +545,19 @@ static int build_raw_prompt(const engine *e, const chat_message *messages, size_
     return rc;
 }
 
+/* A prompt given as token ids: checked against the vocabulary, taken as it is. */
+static int copy_prompt_tokens(const engine *e, const gen_params *p, token_vec *out, el_err *err)
+{
+    for (size_t i = 0; i < p->n_prompt_tokens; i++) {
+        if (p->prompt_tokens[i] < 0 || p->prompt_tokens[i] >= tokenizer_n_vocab(e->tok))
+            return el_fail(err, "prompt: token %d is not in the vocabulary (0..%d)", p->prompt_tokens[i],
+                           tokenizer_n_vocab(e->tok) - 1);
+        if (token_vec_push(out, p->prompt_tokens[i], err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 static void token_vec_wipe(token_vec *v)
 {
     if (v->ids)
@@ -664,8 +677,13 @@ static enum gen_status submit_ready(engine *e, const chat_message *messages, siz
     if (status != GEN_OK)
         return status;
 
+    if (model_hparams_of(e->m)->pooling != MODEL_POOLING_NONE) {
+        el_fail(err, "the served model is an embedding model: it gives embeddings, not text");
+        return GEN_ERR_INVALID;
+    }
     token_vec prompt = {0};
-    int rc = params->raw ? build_raw_prompt(e, messages, n_messages, &prompt, err)
+    int rc = params->raw && params->prompt_tokens ? copy_prompt_tokens(e, params, &prompt, err)
+             : params->raw ? build_raw_prompt(e, messages, n_messages, &prompt, err)
                          : chat_build_tool_prompt(e->tok, e->fmt, messages, n_messages, params->tools,
                                                   e->cfg.history, &prompt, err);
     if (rc < 0) {

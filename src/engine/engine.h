@@ -117,6 +117,9 @@ typedef struct gen_params {
     bool raw;                /* no chat template: the prompt is the messages' text
                                 concatenated, tokenized as plain text after a BOS
                                 (when the model uses one) */
+    const int32_t *prompt_tokens; /* with raw: the prompt is these ids as given (no BOS
+                                added; the messages are ignored) */
+    size_t n_prompt_tokens;
     enum gen_constraint constraint;
     const char *constraint_text; /* copied at submit; need not be NUL-terminated */
     size_t constraint_len;
@@ -208,5 +211,68 @@ void gen_set_notify(gen_request *r, void (*notify)(void *ctx), void *ctx);
 void gen_cancel(gen_request *r);
 /* Cancels if still running, wipes and frees. */
 void gen_release(gen_request *r);
+
+/* ---- embeddings (embed.c) ------------------------------------------------------- */
+
+/* One input: text (tokenized after a BOS when the model uses one), or token ids
+ * taken as they are when tokens is not NULL. */
+typedef struct embed_input {
+    const char *text;
+    size_t len;
+    const int32_t *tokens;
+    size_t n_tokens;
+} embed_input;
+
+enum embed_pooling {
+    EMBED_POOL_MODEL, /* as the GGUF says: only an embedding model has a pooling */
+    EMBED_POOL_MEAN,  /* the mean of the final hidden states (any model) */
+    EMBED_POOL_CLS,
+    EMBED_POOL_LAST
+};
+
+typedef struct embed_options {
+    enum embed_pooling pooling;
+    bool normalize;       /* L2-normalize each embedding */
+    bool truncate;        /* cut an input longer than the context; else GEN_ERR_CONTEXT */
+} embed_options;
+
+/* Floats per embedding (0 while not READY). */
+int engine_embedding_size(engine *e);
+/* The model pools its own hidden states (gemma-embedding); false while not READY. */
+bool engine_is_embedding_model(engine *e);
+/* Embeds n inputs into out (n rows of engine_embedding_size floats), on the
+ * caller's thread with its own cache, batching inputs together. prompt_tokens
+ * (may be NULL) receives the tokens evaluated. GEN_ERR_INVALID (err says why)
+ * for an empty input, a token outside the vocabulary, or a generative model with
+ * EMBED_POOL_MODEL; GEN_ERR_CONTEXT for an input longer than the context. */
+enum gen_status engine_embed(engine *e, const embed_input *inputs, size_t n, const embed_options *opts, float *out,
+                             int *prompt_tokens, el_err *err);
+
+/* ---- describing the model (describe.c) -------------------------------------------- */
+
+typedef struct engine_description {
+    const char *path;         /* the GGUF file, or NULL (a model in memory) */
+    uint64_t file_bytes;
+    long long modified;       /* the file's mtime, UNIX seconds (0 for a model in memory) */
+    uint64_t n_params;        /* elements of every tensor */
+    char weight_type[16];     /* the type holding most weight bytes: "Q4_0", "F16", ... */
+    const char *chat_template;/* tokenizer.chat_template (not NUL-terminated), or NULL */
+    size_t chat_template_len;
+} engine_description;
+
+enum engine_meta_kind { ENGINE_META_STRING, ENGINE_META_INT, ENGINE_META_FLOAT, ENGINE_META_BOOL };
+typedef struct engine_meta_value {
+    enum engine_meta_kind kind;
+    const char *str;          /* STRING: not NUL-terminated */
+    size_t len;
+    long long i;              /* INT, BOOL */
+    double f;
+} engine_meta_value;
+typedef void (*engine_metadata_fn)(void *cls, const char *key, size_t key_len, const engine_meta_value *v);
+
+/* Fills out and calls fn (when not NULL) for every scalar general.* and
+ * architecture key of the GGUF. Pointers are valid while the engine lives.
+ * -1 while not READY. */
+int engine_describe(engine *e, engine_description *out, engine_metadata_fn fn, void *cls);
 
 #endif

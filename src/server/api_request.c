@@ -74,6 +74,22 @@ static int parse_error(const json_error_t *jerr, api_error *e)
     }
 }
 
+/* jansson quotes the text near a syntax error (in jerr and in its own stack
+ * frames, below ours): the parser's stack is overwritten once the message is made. */
+__attribute__((noinline)) static void scrub_stack(void)
+{
+    volatile char area[16384];
+    explicit_bzero((char *)area, sizeof area);
+}
+
+static int parse_failed(json_error_t *jerr, api_error *e)
+{
+    int rc = parse_error(jerr, e);
+    explicit_bzero(jerr, sizeof *jerr);
+    scrub_stack();
+    return rc;
+}
+
 const char *api_json_type_name(const json_t *v)
 {
     switch (json_typeof(v)) {
@@ -778,7 +794,7 @@ int api_parse_chat_request(const char *body, size_t len, const gen_params *defau
      * validation gets bypassed. NUL is allowed inside message text (it has a length). */
     json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!root)
-        return parse_error(&jerr, e);
+        return parse_failed(&jerr, e);
     out->json = root; /* tool names and calls point into it */
     int rc = parse_fields(root, out, e);
     if (rc < 0)
@@ -805,4 +821,76 @@ void chat_request_free(chat_request *r)
     if (r->json)
         json_decref(r->json);
     memset(r, 0, sizeof *r);
+}
+
+/* ---- pieces shared with the other APIs' parsers (api_text.c, api_ollama.c, api_embed.c) ---- */
+
+int api_load_json(const char *body, size_t len, const char *needs, struct json_t **root, api_error *e)
+{
+    *root = NULL;
+    if (len == 0)
+        return api_fail(e, 400, NULL, "request body is empty: send a JSON object with %s", needs);
+    api_json_init();
+    json_error_t jerr;
+    json_t *v = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+    if (!v)
+        return parse_failed(&jerr, e);
+    if (!json_is_object(v)) {
+        api_fail(e, 400, NULL, "request body must be a JSON object, not %s", type_name(v));
+        json_decref(v);
+        return -1;
+    }
+    *root = v;
+    return 0;
+}
+
+int api_check_fields(json_t *object, const char *const *known, size_t n, const char *prefix, api_error *e)
+{
+    return check_known_fields(object, known, n, prefix, e);
+}
+
+int api_get_number(json_t *root, const char *key, double min, double max, bool min_exclusive, float *out,
+                   api_error *e)
+{
+    return get_number(root, key, min, max, min_exclusive, out, e);
+}
+
+int api_get_integer(json_t *root, const char *key, long long min, long long max, long long *out, bool *present,
+                    api_error *e)
+{
+    return get_integer(root, key, min, max, out, present, e);
+}
+
+int api_get_bool(json_t *root, const char *key, bool *out, api_error *e)
+{
+    return get_bool(root, key, key, out, e);
+}
+
+int api_parse_sampling(json_t *root, sampler_params *s, api_error *e)
+{
+    return parse_sampling(root, s, e);
+}
+
+int api_parse_stop(json_t *root, chat_request *out, api_error *e)
+{
+    return parse_stop(root, out, e);
+}
+
+int api_parse_generation(json_t *root, chat_request *out, api_error *e)
+{
+    if (check_accepted_noops(root, e) < 0)
+        return -1;
+    json_t *model = optional(root, "model");
+    if (model && !json_is_string(model))
+        return api_fail(e, 400, "model", "'model' must be a string, not %s", type_name(model));
+    return parse_choices(root, out, e) < 0 || parse_max_tokens(root, &out->params, e) < 0 ||
+                   parse_sampling(root, &out->params.sampling, e) < 0 || parse_stop(root, out, e) < 0 ||
+                   parse_streaming(root, out, e) < 0 || parse_logit_bias(root, out, e) < 0
+               ? -1
+               : 0;
+}
+
+int api_parse_messages(json_t *root, chat_request *out, api_error *e)
+{
+    return parse_messages(root, out, e);
 }

@@ -23,7 +23,42 @@ static enum api_route route_of_path(const char *path)
     if (!strcmp(path, "/v1/chat/completions") || !strcmp(path, "/v1/ai/chat/completions") ||
         !strcmp(path, "/v1/ai/chat/completions/"))
         return ROUTE_COMPLETIONS;
+    static const struct {
+        const char *path;
+        enum api_route route;
+    } more[] = {
+        {"/v1/completions", ROUTE_TEXT_COMPLETIONS}, {"/v1/embeddings", ROUTE_EMBEDDINGS},
+        {"/api/tags", ROUTE_OLLAMA_TAGS},           {"/api/version", ROUTE_OLLAMA_VERSION},
+        {"/api/show", ROUTE_OLLAMA_SHOW},           {"/api/chat", ROUTE_OLLAMA_CHAT},
+        {"/api/generate", ROUTE_OLLAMA_GENERATE},   {"/api/embed", ROUTE_OLLAMA_EMBED},
+        {"/api/embeddings", ROUTE_OLLAMA_EMBEDDINGS},
+    };
+    for (size_t i = 0; i < sizeof more / sizeof more[0]; i++)
+        if (!strcmp(path, more[i].path))
+            return more[i].route;
     return ROUTE_NONE;
+}
+
+bool api_route_takes_body(enum api_route r)
+{
+    switch (r) {
+    case ROUTE_COMPLETIONS:
+    case ROUTE_TEXT_COMPLETIONS:
+    case ROUTE_EMBEDDINGS:
+    case ROUTE_OLLAMA_SHOW:
+    case ROUTE_OLLAMA_CHAT:
+    case ROUTE_OLLAMA_GENERATE:
+    case ROUTE_OLLAMA_EMBED:
+    case ROUTE_OLLAMA_EMBEDDINGS:
+        return true;
+    default:
+        return false;
+    }
+}
+
+bool api_route_is_ollama(enum api_route r)
+{
+    return r >= ROUTE_OLLAMA_TAGS && r <= ROUTE_OLLAMA_EMBEDDINGS;
 }
 
 api_route_match api_route_for(const char *method, const char *path)
@@ -31,7 +66,7 @@ api_route_match api_route_for(const char *method, const char *path)
     api_route_match m = {.route = route_of_path(path)};
     if (m.route == ROUTE_NONE)
         return m;
-    bool is_post = m.route == ROUTE_COMPLETIONS;
+    bool is_post = api_route_takes_body(m.route);
     m.allow = is_post ? POST_METHODS : GET_METHODS;
     if (!strcmp(method, "OPTIONS"))
         m.method_ok = true;
@@ -54,6 +89,15 @@ const char *api_route_name(enum api_route r)
     case ROUTE_MODELS: return "models";
     case ROUTE_MODEL: return "model";
     case ROUTE_COMPLETIONS: return "chat_completions";
+    case ROUTE_TEXT_COMPLETIONS: return "completions";
+    case ROUTE_EMBEDDINGS: return "embeddings";
+    case ROUTE_OLLAMA_TAGS: return "ollama_tags";
+    case ROUTE_OLLAMA_VERSION: return "ollama_version";
+    case ROUTE_OLLAMA_SHOW: return "ollama_show";
+    case ROUTE_OLLAMA_CHAT: return "ollama_chat";
+    case ROUTE_OLLAMA_GENERATE: return "ollama_generate";
+    case ROUTE_OLLAMA_EMBED: return "ollama_embed";
+    case ROUTE_OLLAMA_EMBEDDINGS: return "ollama_embeddings";
     case ROUTE_NONE:
     case ROUTE_COUNT: break;
     }

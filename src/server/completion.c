@@ -43,13 +43,11 @@ struct stream_state {
      * the answer shows whether it is text or calls */
     api_call_scanner scanner[GEN_MAX_CHOICES];
     wipebuf held[GEN_MAX_CHOICES];
+    /* the other APIs' shapes (api_format.c) */
+    answer_options opts;
+    wipebuf echo;             /* opts.echo points here */
+    size_t written[GEN_MAX_CHOICES]; /* bytes of each choice's text sent */
 };
-
-/* What a completion asked for that shapes its answer. */
-typedef struct answer_options {
-    bool stream, include_usage, tools, logprobs;
-    int n_choices;
-} answer_options;
 
 /* What the engine produced for one choice of a reply. */
 typedef struct choice_reply {
@@ -65,6 +63,7 @@ struct reply_state {
     choice_reply choice[GEN_MAX_CHOICES];
     bool saw_text, oom;
     bool passed_once;         /* the access handler has returned once without an answer */
+    wipebuf echo;             /* opts.echo points here */
 };
 
 static size_t token_bytes(void *cls, int32_t token, char *buf, size_t cap)
@@ -74,9 +73,11 @@ static size_t token_bytes(void *cls, int32_t token, char *buf, size_t cap)
 
 /* Maps engine_submit's refusal onto the error table of docs/api.md. */
 static enum MHD_Result respond_submit_error(struct MHD_Connection *conn, request_ctx *ctx,
-                                            enum gen_status st, const el_err *err, const char *constraint_param)
+                                            enum gen_status st, const el_err *err, const char *constraint_param,
+                                            const char *prompt_param)
 {
     api_error e;
+    const char *messages = prompt_param ? prompt_param : "messages";
     switch (st) {
     case GEN_ERR_CONSTRAINT:
         api_fail(&e, 400, constraint_param, "%s", err->msg);
@@ -88,10 +89,10 @@ static enum MHD_Result respond_submit_error(struct MHD_Connection *conn, request
         api_fail(&e, 400, "n", "%s", err->msg);
         return http_respond_error(conn, ctx, &e, NULL, NULL);
     case GEN_ERR_INVALID:
-        api_fail(&e, 400, "messages", "%s", err->msg);
+        api_fail(&e, 400, messages, "%s", err->msg);
         return http_respond_error(conn, ctx, &e, NULL, NULL);
     case GEN_ERR_CONTEXT:
-        api_fail(&e, 400, "messages", "%s", err->msg);
+        api_fail(&e, 400, messages, "%s", err->msg);
         e.code = "context_length_exceeded";
         return http_respond_error(conn, ctx, &e, NULL, NULL);
     case GEN_ERR_QUEUE_FULL:
@@ -164,6 +165,7 @@ static void stream_unref(stream_state *s)
         api_call_scanner_free(&s->scanner[i]);
         wipebuf_free(&s->held[i]);
     }
+    wipebuf_free(&s->echo);
     explicit_bzero(s, sizeof *s);
     free(s);
 }
@@ -183,8 +185,41 @@ static void stream_set_output(stream_state *s, char *event, size_t len)
 
 /* Turns a DONE into the closing events: finish chunk, usage, [DONE]; or an
  * error event when generation failed or the server cancelled it. */
+static api_reply_view stream_view(stream_state *s)
+{
+    return (api_reply_view){.id = s->id, .created = s->created, .model = s->srv->cfg->alias, .opts = &s->opts,
+                            .token_bytes = token_bytes, .cls = s->srv->eng,
+                            .total_ms = server_seconds_since(&s->t_start) * 1e3, .prompt_ms = s->done.prompt_ms,
+                            .generate_ms = s->done.generate_ms, .prompt_tokens = s->done.prompt_tokens,
+                            .completion_tokens = s->done.completion_tokens};
+}
+
+/* The closing events of the other APIs' streams. */
+static int stream_close_format(stream_state *s)
+{
+    api_reply_view v = stream_view(s);
+    size_t len = 0;
+    char *ev;
+    if (s->done.finish == GEN_FINISH_STOP || s->done.finish == GEN_FINISH_LENGTH) {
+        api_reply_part last = {.choice = 0, .finish = finish_name(s->done.finish, NULL)};
+        ev = api_format_close(&v, &last, &len);
+    } else {
+        api_error e;
+        if (s->done.finish == GEN_FINISH_CANCELLED)
+            api_fail(&e, 503, NULL, "the server is shutting down");
+        else
+            api_fail(&e, 500, NULL, "AI service is unavailable");
+        ev = api_format_stream_error(&v, &e, &len);
+    }
+    stream_set_output(s, ev, len);
+    s->finished = true;
+    return ev ? 0 : -1;
+}
+
 static int stream_close_events(stream_state *s)
 {
+    if (s->opts.format != API_FORMAT_CHAT)
+        return stream_close_format(s);
     const char *model = s->srv->cfg->alias;
     size_t n1 = 0, n2 = 0;
     char *a = NULL, *b = NULL;
@@ -254,6 +289,17 @@ static int stream_text_event(stream_state *s, const gen_event *ev)
     size_t text_len = ev->len;
     api_tool_call deltas[API_MAX_PARALLEL_CALLS];
     size_t n_deltas = 0;
+    if (s->opts.format != API_FORMAT_CHAT) {
+        if (!text && !(s->logprobs && ev->n_logprobs))
+            return 1;
+        api_reply_view v = stream_view(s);
+        api_reply_part part = {choice, ev->text, ev->len, ev->logprobs, ev->n_logprobs, s->written[choice], NULL};
+        size_t len;
+        char *out = api_format_delta(&v, &part, &len);
+        s->written[choice] += ev->len;
+        stream_set_output(s, out, len);
+        return out ? 0 : -1;
+    }
     if (s->tools) {
         if (api_call_scanner_feed(scanner, ev->text, ev->len) < 0)
             return -1;
@@ -287,6 +333,13 @@ static int stream_choice_end(stream_state *s, const gen_event *ev)
     if (ev->finish != GEN_FINISH_STOP && ev->finish != GEN_FINISH_LENGTH)
         return 1; /* a failed or cancelled generation ends the stream with an error */
     size_t len;
+    if (s->opts.format != API_FORMAT_CHAT) {
+        api_reply_view v = stream_view(s);
+        api_reply_part part = {.choice = ev->choice, .finish = finish_name(ev->finish, NULL)};
+        char *out = api_format_delta(&v, &part, &len);
+        stream_set_output(s, out, len);
+        return out ? 0 : -1;
+    }
     char *chunk_ev = api_chunk_choice_finish(s->id, s->created, s->srv->cfg->alias, ev->choice,
                                              finish_name(ev->finish, s->tools ? &s->scanner[ev->choice] : NULL),
                                              s->include_usage, &len);
@@ -300,6 +353,18 @@ static int stream_next_event(stream_state *s)
 {
     const char *model = s->srv->cfg->alias;
     size_t len = 0;
+    if (s->roles_sent < s->n_choices && s->opts.format != API_FORMAT_CHAT) {
+        /* no role deltas: a text completion's echo (when asked for) comes first */
+        int choice = s->roles_sent++;
+        if (!s->opts.echo_len)
+            return stream_next_event(s);
+        api_reply_view v = stream_view(s);
+        api_reply_part part = {choice, s->opts.echo, s->opts.echo_len, NULL, 0, 0, NULL};
+        char *ev = api_format_delta(&v, &part, &len);
+        s->written[choice] = s->opts.echo_len;
+        stream_set_output(s, ev, len);
+        return ev ? 1 : -1;
+    }
     if (s->roles_sent < s->n_choices) {
         char *ev = api_chunk_choice_role(s->id, s->created, model, s->roles_sent++, s->include_usage, &len);
         stream_set_output(s, ev, len);
@@ -388,6 +453,13 @@ static enum MHD_Result start_stream(struct MHD_Connection *conn, request_ctx *ct
     s->tools = opts->tools;
     s->logprobs = opts->logprobs;
     s->n_choices = opts->n_choices;
+    s->opts = *opts;
+    if (opts->echo_len && wipebuf_append(&s->echo, opts->echo, opts->echo_len) < 0) {
+        gen_release(g);
+        free(s);
+        return http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
+    }
+    s->opts.echo = s->echo.data;
     for (int i = 0; i < GEN_MAX_CHOICES; i++)
         api_call_scanner_init(&s->scanner[i]);
     s->t_start = ctx->t_start;
@@ -406,7 +478,7 @@ static enum MHD_Result start_stream(struct MHD_Connection *conn, request_ctx *ct
     }
     atomic_fetch_add(&s->refs, 1); /* the response's reference */
     ctx->stream = s;
-    MHD_add_response_header(r, "Content-Type", "text/event-stream");
+    MHD_add_response_header(r, "Content-Type", api_format_content_type(opts->format));
     MHD_add_response_header(r, "Cache-Control", "no-cache");
     MHD_add_response_header(r, "X-Accel-Buffering", "no");
     http_add_common_headers(ctx->srv, r);
@@ -427,7 +499,37 @@ static void reply_free(reply_state *rs)
         wipebuf_free(&rs->choice[i].text);
         wipebuf_free(&rs->choice[i].logprobs);
     }
+    wipebuf_free(&rs->echo);
     free(rs);
+}
+
+/* The reply in the other APIs' shapes: each choice's text (after the echo). */
+static char *format_body(request_ctx *ctx, const answer_options *opts, const char *id, choice_reply *replies,
+                         size_t *len)
+{
+    api_reply_view v = {.id = id, .created = (long long)time(NULL), .model = ctx->srv->cfg->alias, .opts = opts,
+                        .token_bytes = token_bytes, .cls = ctx->srv->eng,
+                        .total_ms = server_seconds_since(&ctx->t_start) * 1e3, .prompt_ms = ctx->prompt_ms,
+                        .generate_ms = ctx->generate_ms, .prompt_tokens = ctx->usage.prompt_tokens,
+                        .completion_tokens = ctx->usage.completion_tokens};
+    api_reply_part parts[GEN_MAX_CHOICES];
+    wipebuf joined[GEN_MAX_CHOICES];
+    memset(joined, 0, sizeof joined);
+    char *body = NULL;
+    bool oom = false;
+    for (int i = 0; i < opts->n_choices; i++) {
+        const choice_reply *r = &replies[i];
+        oom |= wipebuf_append(&joined[i], opts->echo, opts->echo_len) < 0 ||
+               wipebuf_append(&joined[i], r->text.data, r->text.len) < 0;
+        parts[i] = (api_reply_part){i, joined[i].data ? joined[i].data : "", joined[i].len,
+                                    (const gen_logprob *)r->logprobs.data, r->logprobs.len / sizeof(gen_logprob),
+                                    opts->echo_len, finish_name(r->finish, NULL)};
+    }
+    if (!oom)
+        body = api_format_body(&v, parts, (size_t)opts->n_choices, len);
+    for (int i = 0; i < GEN_MAX_CHOICES; i++)
+        wipebuf_free(&joined[i]);
+    return body;
 }
 
 /* The reply body: per choice its content, or with tools the calls found in it;
@@ -438,6 +540,8 @@ static char *reply_body(request_ctx *ctx, const answer_options *opts, choice_rep
     if (api_new_id(id, NULL) < 0)
         return NULL;
     int n = opts->n_choices;
+    if (opts->format != API_FORMAT_CHAT)
+        return format_body(ctx, opts, id, replies, len);
     api_call_scanner *sc = calloc((size_t)n, sizeof *sc);
     api_tool_call(*calls)[API_MAX_PARALLEL_CALLS] = calloc((size_t)n, sizeof *calls);
     api_choice choices[GEN_MAX_CHOICES];
@@ -476,6 +580,8 @@ static void record_done(request_ctx *ctx, const gen_event *done)
     ctx->usage.prompt_tokens = done->prompt_tokens;
     ctx->usage.completion_tokens = done->completion_tokens;
     ctx->engine_ms = done->queue_ms + done->prompt_ms + done->generate_ms;
+    ctx->prompt_ms = done->prompt_ms;
+    ctx->generate_ms = done->generate_ms;
 }
 
 /* The whole reply is in: the answer. */
@@ -565,6 +671,13 @@ static enum MHD_Result start_reply(struct MHD_Connection *conn, request_ctx *ctx
     }
     rs->ctx = ctx;
     rs->opts = *opts;
+    /* the echo is copied: the request that holds it is freed before the reply is */
+    if (opts->echo_len && wipebuf_append(&rs->echo, opts->echo, opts->echo_len) < 0) {
+        gen_release(g);
+        free(rs);
+        return http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
+    }
+    rs->opts.echo = rs->echo.data;
     waiter_start(ctx->srv, &rs->waiter, conn, g, 0);
     ctx->reply = rs;
     return completion_continue(conn, ctx);
@@ -583,28 +696,50 @@ enum MHD_Result completion_handle(struct MHD_Connection *conn, request_ctx *ctx)
     /* The body is not needed any more: the parsed copy holds what matters. */
     if (ctx->body)
         explicit_bzero(ctx->body, ctx->body_cap);
-    if (rc < 0)
-        return http_respond_error(conn, ctx, &e, NULL, NULL);
+    if (rc < 0) {
+        enum MHD_Result ok = http_respond_error(conn, ctx, &e, NULL, NULL);
+        explicit_bzero(&e, sizeof e); /* a message may quote the body */
+        return ok;
+    }
     if (atomic_load(&srv->draining)) {
         chat_request_free(&req);
         return http_fail(conn, ctx, 503, NULL, "Retry-After", "5", "the server is shutting down");
     }
-    gen_request *g = NULL;
-    el_err err = {{0}};
-    enum gen_status st = engine_submit(srv->eng, req.messages, req.n_messages, &req.params, &g, &err);
-    answer_options opts = {.stream = req.stream,
+    answer_options opts = {.format = API_FORMAT_CHAT,
+                           .stream = req.stream,
                            .include_usage = req.include_usage,
                            .tools = req.tool_choice != API_TOOLS_NONE,
                            .logprobs = req.params.logprobs,
                            .n_choices = req.params.n_choices > 1 ? req.params.n_choices : 1};
-    const char *constraint_param = req.constraint_param; /* a string literal */
+    enum MHD_Result refused = MHD_NO;
+    gen_request *g =
+        completion_submit(conn, ctx, req.messages, req.n_messages, &req.params, &opts, req.constraint_param, &refused);
+    /* The engine holds its own copy now: the parsed request is wiped before the answer starts. */
     chat_request_free(&req);
-    if (st != GEN_OK)
-        return respond_submit_error(conn, ctx, st, &err, constraint_param);
+    return g ? completion_start(conn, ctx, g, &opts) : refused;
+}
+
+gen_request *completion_submit(struct MHD_Connection *conn, request_ctx *ctx, const chat_message *messages,
+                               size_t n_messages, const gen_params *params, const answer_options *opts,
+                               const char *constraint_param, enum MHD_Result *refused)
+{
+    gen_request *g = NULL;
+    el_err err = {{0}};
+    enum gen_status st = engine_submit(ctx->srv->eng, messages, n_messages, params, &g, &err);
+    if (st != GEN_OK) {
+        *refused = respond_submit_error(conn, ctx, st, &err, constraint_param, opts->prompt_param);
+        return NULL;
+    }
     ctx->usage.prompt_tokens = gen_prompt_tokens(g);
-    if (opts.stream)
-        return start_stream(conn, ctx, g, &opts);
-    return start_reply(conn, ctx, g, &opts);
+    return g;
+}
+
+enum MHD_Result completion_start(struct MHD_Connection *conn, request_ctx *ctx, gen_request *g,
+                                 const answer_options *opts)
+{
+    if (opts->stream)
+        return start_stream(conn, ctx, g, opts);
+    return start_reply(conn, ctx, g, opts);
 }
 
 /* ---- the end of a request ------------------------------------------------------------ */

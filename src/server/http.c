@@ -110,7 +110,7 @@ enum MHD_Result http_respond_error(struct MHD_Connection *conn, request_ctx *ctx
                                    const char *header, const char *value)
 {
     size_t len;
-    char *body = api_error_body(e, &len);
+    char *body = api_route_is_ollama(ctx->match.route) ? api_ollama_error_body(e, &len) : api_error_body(e, &len);
     if (!body)
         return MHD_NO;
     return http_respond(conn, ctx, e->status, "application/json", body, len, false, header, value);
@@ -325,7 +325,7 @@ static enum MHD_Result check_request(struct MHD_Connection *conn, request_ctx *c
         ctx->deferred.code = "invalid_api_key";
         return MHD_YES;
     }
-    if (ctx->match.route != ROUTE_COMPLETIONS)
+    if (!api_route_takes_body(ctx->match.route))
         return MHD_YES;
     uint64_t declared = declared_length(conn);
     if (declared > srv->cfg->max_body) {
@@ -357,9 +357,11 @@ static enum MHD_Result finish_request(struct MHD_Connection *conn, request_ctx *
         return http_respond_error(conn, ctx, &ctx->deferred, ctx->deferred_header, ctx->deferred_value);
     if (!strcmp(method, "OPTIONS"))
         return preflight(conn, ctx);
-    if (ctx->match.route != ROUTE_COMPLETIONS)
-        return handle_get(conn, ctx, url);
-    return completion_handle(conn, ctx);
+    if (ctx->match.route == ROUTE_COMPLETIONS)
+        return completion_handle(conn, ctx);
+    if (api_route_takes_body(ctx->match.route) || api_route_is_ollama(ctx->match.route))
+        return api_dispatch(conn, ctx);
+    return handle_get(conn, ctx, url);
 }
 
 static void wipe_body(request_ctx *ctx)
@@ -421,6 +423,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     watch_set_phase(srv, conn, CONN_BUSY);
     if (ctx->reply)
         return completion_continue(conn, ctx);
+    if (ctx->embed)
+        return api_embed_continue(conn, ctx);
     if (ctx->answered)
         return MHD_YES;
     return finish_request(conn, ctx, url, method);
@@ -436,7 +440,7 @@ static void log_request(const request_ctx *ctx, double seconds)
     strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
     const char *path = ctx->match.route == ROUTE_NONE ? "(unknown path)" : ctx->path;
     char engine_part[40] = "";
-    if (ctx->match.route == ROUTE_COMPLETIONS && ctx->status == 200)
+    if (api_route_takes_body(ctx->match.route) && ctx->status == 200)
         snprintf(engine_part, sizeof engine_part, " engine_ms=%.2f", ctx->engine_ms);
     char line[400];
     int n = snprintf(line, sizeof line,
@@ -455,7 +459,7 @@ void http_request_finished(request_ctx *ctx)
 {
     server *srv = ctx->srv;
     double seconds = server_seconds_since(&ctx->t_start);
-    if (ctx->match.route == ROUTE_COMPLETIONS)
+    if (api_route_takes_body(ctx->match.route))
         metrics_record_tokens(&srv->metrics, ctx->usage.prompt_tokens, ctx->usage.completion_tokens);
     if (ctx->cancelled)
         metrics_record_cancel(&srv->metrics);
@@ -482,6 +486,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
     if ((ctx->stream || ctx->reply) && !completion_settle(ctx))
         return; /* finished once its generation has stopped */
+    if (ctx->embed)
+        api_embed_abandon(ctx);
     http_request_finished(ctx);
 }
 
@@ -619,6 +625,7 @@ static void shut_down(server *srv)
         wait_idle(srv, 5000);
     }
     /* MHD must not stop with a connection suspended. */
+    api_embed_wait_jobs(srv);
     watch_abandon_all(srv);
     wait_idle(srv, 1000);
     MHD_socket listen_fd = MHD_quiesce_daemon(srv->daemon);

@@ -99,6 +99,24 @@ struct json_t;
 const char *api_json_type_name(const struct json_t *v);
 /* An optional field: NULL when absent or null (clients send null for "unset"). */
 struct json_t *api_json_optional(struct json_t *object, const char *key);
+/* Parses a body that must be a JSON object (duplicate keys refused); needs says
+ * what an empty body lacks. Free *root with json_decref. */
+int api_load_json(const char *body, size_t len, const char *needs, struct json_t **root, api_error *e);
+/* Refuses a field of object not in known ("Unrecognized request argument"). */
+int api_check_fields(struct json_t *object, const char *const *known, size_t n, const char *prefix, api_error *e);
+int api_get_number(struct json_t *root, const char *key, double min, double max, bool min_exclusive, float *out,
+                   api_error *e);
+int api_get_integer(struct json_t *root, const char *key, long long min, long long max, long long *out,
+                    bool *present, api_error *e);
+int api_get_bool(struct json_t *root, const char *key, bool *out, api_error *e);
+/* temperature, top_p, min_p, penalties, top_k, repeat_last_n, seed: chat's limits. */
+int api_parse_sampling(struct json_t *root, sampler_params *s, api_error *e);
+int api_parse_stop(struct json_t *root, chat_request *out, api_error *e);
+/* What chat and text completions share: model, n, max_tokens, sampling, stop,
+ * stream and stream_options, logit_bias, and the accepted no-op fields. */
+int api_parse_generation(struct json_t *root, chat_request *out, api_error *e);
+/* "messages" as chat completions take them. */
+int api_parse_messages(struct json_t *root, chat_request *out, api_error *e);
 /* Keeps a malloc'd (jansson) JSON text until the request is freed. */
 int api_request_own(chat_request *r, char *text, api_error *e);
 /* response_format, grammar, json_schema (llama.cpp), tools, tool_choice and
@@ -242,6 +260,15 @@ enum api_route {
     ROUTE_MODELS,
     ROUTE_MODEL,         /* GET /v1/models/{id} */
     ROUTE_COMPLETIONS,
+    ROUTE_TEXT_COMPLETIONS, /* POST /v1/completions */
+    ROUTE_EMBEDDINGS,       /* POST /v1/embeddings */
+    ROUTE_OLLAMA_TAGS,      /* GET /api/tags */
+    ROUTE_OLLAMA_VERSION,   /* GET /api/version */
+    ROUTE_OLLAMA_SHOW,      /* POST /api/show */
+    ROUTE_OLLAMA_CHAT,      /* POST /api/chat */
+    ROUTE_OLLAMA_GENERATE,  /* POST /api/generate */
+    ROUTE_OLLAMA_EMBED,     /* POST /api/embed */
+    ROUTE_OLLAMA_EMBEDDINGS,/* POST /api/embeddings (Ollama's older form) */
     ROUTE_COUNT
 };
 
@@ -253,6 +280,10 @@ typedef struct api_route_match {
 } api_route_match;
 
 api_route_match api_route_for(const char *method, const char *path);
+/* The route is a POST whose body is read and answered by a handler. */
+bool api_route_takes_body(enum api_route r);
+/* The route belongs to Ollama's API: errors are {"error": "message"}. */
+bool api_route_is_ollama(enum api_route r);
 const char *api_route_name(enum api_route r);
 
 /* Checks an Authorization header value against the key in constant time (for a
@@ -384,6 +415,7 @@ struct server {
     conn_state *conns;
     int n_conns;
     atomic_ullong timed_out;  /* connections closed for a missed deadline */
+    int embed_jobs;           /* under lock: embedding threads whose connection is suspended */
 };
 
 typedef struct stream_state stream_state;
@@ -407,9 +439,11 @@ typedef struct request_ctx {
     size_t resp_bytes;
     api_usage usage;
     double engine_ms;         /* the engine's own time: queue + prompt + generation */
+    double prompt_ms, generate_ms; /* its parts, for Ollama's durations */
     bool cancelled;           /* the client went away mid-generation */
     stream_state *stream;
     reply_state *reply;       /* a non-streaming completion waiting for its generation */
+    struct embed_job *embed;  /* embeddings computed off the event loop (api_dispatch.c) */
 } request_ctx;
 
 double server_seconds_since(const struct timespec *t0);
@@ -469,6 +503,153 @@ void watch_set_phase(server *srv, struct MHD_Connection *conn, enum conn_phase p
 /* The connection's tracking state (NULL if untracked). */
 conn_state *watch_state_of(struct MHD_Connection *conn);
 int watch_connection_count(server *srv);
+
+/* What a completion asked for that shapes its answer, and in which API's shape
+ * it is written. */
+enum api_format {
+    API_FORMAT_CHAT,            /* chat.completion(.chunk), SSE */
+    API_FORMAT_TEXT,            /* text_completion, SSE (api_text.c) */
+    API_FORMAT_OLLAMA_CHAT,     /* Ollama's /api/chat, NDJSON (api_ollama.c) */
+    API_FORMAT_OLLAMA_GENERATE  /* Ollama's /api/generate, NDJSON */
+};
+
+typedef struct answer_options {
+    enum api_format format;
+    bool stream, include_usage, tools, logprobs;
+    int top_logprobs;         /* TEXT: alternatives per token in the legacy logprobs */
+    int n_choices;
+    const char *prompt_param; /* the field a refused prompt came from; NULL: "messages" */
+    const char *echo;         /* TEXT: the prompt, written before each choice's text */
+    size_t echo_len;
+} answer_options;
+
+/* completion.c: submits a parsed request (the engine copies messages and params).
+ * On refusal it answers the error into *refused and returns NULL. */
+gen_request *completion_submit(struct MHD_Connection *conn, request_ctx *ctx, const chat_message *messages,
+                               size_t n_messages, const gen_params *params, const answer_options *opts,
+                               const char *constraint_param, enum MHD_Result *refused);
+/* completion.c: answers a submitted request, streaming or not (opts->echo is
+ * copied). Callers wipe their parsed request between the two calls. */
+enum MHD_Result completion_start(struct MHD_Connection *conn, request_ctx *ctx, gen_request *g,
+                                 const answer_options *opts);
+
+/* The engine's reply to one request, as the non-CHAT formats need it. */
+typedef struct api_reply_view {
+    const char *id;           /* "cfai-..." */
+    long long created;        /* UNIX seconds */
+    const char *model;
+    const answer_options *opts;
+    api_token_bytes_fn token_bytes;
+    void *cls;
+    double total_ms, prompt_ms, generate_ms; /* Ollama's durations */
+    int prompt_tokens, completion_tokens;
+} api_reply_view;
+
+/* One choice's text so far, or whole. */
+typedef struct api_reply_part {
+    int choice;
+    const char *text;
+    size_t len;
+    const gen_logprob *logprobs;
+    size_t n_logprobs;
+    size_t text_offset;       /* TEXT logprobs: bytes of the choice written before text */
+    const char *finish;       /* NULL: not finished */
+} api_reply_part;
+
+/* Streaming events in the non-CHAT formats (api_format.c): NULL when out of
+ * memory. A delta (part->finish NULL), a choice's end, and the stream's close
+ * (after DONE: usage and [DONE] for TEXT, Ollama's final line). */
+char *api_format_delta(const api_reply_view *v, const api_reply_part *part, size_t *len);
+char *api_format_close(const api_reply_view *v, const api_reply_part *last, size_t *len);
+/* A stream's failure after its headers. */
+char *api_format_stream_error(const api_reply_view *v, const api_error *e, size_t *len);
+/* The whole non-streaming reply. */
+char *api_format_body(const api_reply_view *v, const api_reply_part *parts, size_t n, size_t *len);
+const char *api_format_content_type(enum api_format f);
+
+/* ---- text completions (api_text.c) ----------------------------------------------- */
+
+typedef struct text_request {
+    chat_request base;        /* params, stop strings, the parsed body; messages: the prompt */
+    chat_message prompt;
+    int32_t *prompt_tokens;   /* a prompt given as token ids; wiped on free */
+    size_t n_prompt_tokens;
+    bool echo;
+    int legacy_logprobs;      /* -1: none; 0..5 alternatives */
+} text_request;
+
+int api_parse_text_request(const char *body, size_t len, const gen_params *defaults, text_request *out,
+                           api_error *e);
+void text_request_free(text_request *r);
+/* The legacy logprobs object {tokens, token_logprobs, top_logprobs, text_offset}. */
+struct json_t *api_text_logprobs(const gen_logprob *lp, size_t n, size_t text_offset, int top,
+                                 api_token_bytes_fn token_bytes, void *cls);
+
+/* ---- embeddings (api_embed.c) ----------------------------------------------------- */
+
+enum { API_MAX_EMBED_INPUTS = 2048 };
+
+typedef struct embed_request {
+    embed_input *inputs;
+    size_t n_inputs;
+    int32_t *tokens;          /* token inputs back to back */
+    embed_options options;
+    int dimensions;           /* 0: all */
+    bool base64;              /* encoding_format "base64" */
+    bool ollama;              /* /api/embed or /api/embeddings */
+    bool legacy;              /* /api/embeddings: "prompt", answers {"embedding": [...]} */
+    void *json;               /* the parsed body: texts point into it */
+} embed_request;
+
+int api_parse_embed_request(const char *body, size_t len, enum api_route route, embed_request *out,
+                            api_error *e);
+void embed_request_free(embed_request *r);
+/* Truncates each row of n x dim to dims and L2-renormalizes it in place (dims
+ * <= dim; 0 keeps dim). */
+void api_embed_truncate(float *rows, size_t n, int dim, int dims);
+char *api_embed_body(const embed_request *r, const char *model, const float *rows, size_t n, int dim,
+                     int prompt_tokens, size_t *len);
+/* base64 of little-endian float32s. */
+char *api_base64_floats(const float *v, size_t n);
+
+/* ---- Ollama (api_ollama.c) ---------------------------------------------------------- */
+
+/* {"error": "message"} */
+char *api_ollama_error_body(const api_error *e, size_t *len);
+/* Parses /api/chat (generate false) or /api/generate. n_ctx: the server's context
+ * (options.num_ctx may not exceed it). *empty_generate: a generate without a prompt
+ * (Ollama's "load the model"), answered without the engine. */
+int api_parse_ollama_request(const char *body, size_t len, bool generate, const gen_params *defaults, int n_ctx,
+                             chat_request *out, bool *empty_generate, api_error *e);
+/* The model as Ollama describes it. */
+typedef struct api_ollama_model {
+    const char *name;         /* the alias */
+    const engine_info *info;
+    const char *path;         /* the GGUF file, or NULL (the embedded model) */
+    long long modified;       /* UNIX seconds */
+    unsigned long long size;  /* bytes */
+    const char *digest;       /* hex */
+    const char *quantization; /* "Q4_0", ... */
+    const char *parameter_size; /* "1.0B" */
+    struct json_t *model_info;  /* general.* and architecture keys (borrowed) */
+    const char *template_text;  /* the chat template, or "" */
+} api_ollama_model;
+
+char *api_ollama_tags_body(const api_ollama_model *m, size_t *len);
+char *api_ollama_show_body(const api_ollama_model *m, size_t *len);
+char *api_ollama_version_body(size_t *len);
+/* RFC 3339 with nanoseconds, UTC, from CLOCK_REALTIME. */
+void api_ollama_timestamp(char out[40]);
+
+/* api_dispatch.c: POST routes other than chat completions, and Ollama's GETs. */
+enum MHD_Result api_dispatch(struct MHD_Connection *conn, request_ctx *ctx);
+/* api_dispatch.c: an embedding request resumed once its thread has finished. */
+enum MHD_Result api_embed_continue(struct MHD_Connection *conn, request_ctx *ctx);
+/* api_dispatch.c: frees the job of a request that ends without its answer. */
+void api_embed_abandon(request_ctx *ctx);
+/* api_dispatch.c: waits until no embedding thread runs (before MHD stops: no
+ * connection may stay suspended). */
+void api_embed_wait_jobs(server *srv);
 
 /* completion.c: answers a completion request whose body has been read whole
  * (ctx->body), streaming or not. */
