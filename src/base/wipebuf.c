@@ -66,3 +66,9 @@ void wipebuf_free(wipebuf *b)
     wipe_free(b->data, b->cap);
     memset(b, 0, sizeof *b);
 }
+
+__attribute__((noinline)) void wipe_stack_below(void)
+{
+    volatile char area[WIPE_STACK_BYTES];
+    explicit_bzero((char *)area, sizeof area);
+}

@@ -13,6 +13,11 @@
 void wipe_free(void *p, size_t n);
 /* Wipes a NUL-terminated string, then frees it. NULL is fine. */
 void wipe_free_string(char *s);
+/* Wipes WIPE_STACK_BYTES of this thread's stack below the caller's frame: the frames of
+ * calls that have returned (a parser's, a handler's) keep their locals, message text
+ * among them, until something overwrites them. */
+enum { WIPE_STACK_BYTES = 64 * 1024 };
+void wipe_stack_below(void);
 /* Makes room for need bytes in *buf, of which used are in use and *cap are
  * allocated: a new block (doubling from 256 bytes), the used bytes copied, the
  * old block wiped and freed. Nothing to do when need <= *cap. -1, with *buf and

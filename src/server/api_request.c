@@ -74,19 +74,12 @@ static int parse_error(const json_error_t *jerr, api_error *e)
     }
 }
 
-/* jansson quotes the text near a syntax error (in jerr and in its own stack
- * frames, below ours): the parser's stack is overwritten once the message is made. */
-__attribute__((noinline)) static void scrub_stack(void)
-{
-    volatile char area[16384];
-    explicit_bzero((char *)area, sizeof area);
-}
-
 static int parse_failed(json_error_t *jerr, api_error *e)
 {
     int rc = parse_error(jerr, e);
     explicit_bzero(jerr, sizeof *jerr);
-    scrub_stack();
+    /* jansson quotes the text near a syntax error in its own stack frames, below ours */
+    wipe_stack_below();
     return rc;
 }
 

@@ -478,6 +478,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
     (void)toe;
     server *srv = cls;
+    /* the request's parsing and handling ran in frames below this one, on this thread */
+    wipe_stack_below();
     /* A kept-alive connection waits for its next request from now. */
     watch_set_phase(srv, conn, CONN_IDLE);
     request_ctx *ctx = *con_cls;
