@@ -19,44 +19,11 @@ const char *api_format_content_type(enum api_format f)
                                                                             : "text/event-stream";
 }
 
-/* Text as a JSON string, invalid UTF-8 repaired. */
-static json_t *text_string(const char *text, size_t len)
-{
-    size_t n;
-    char *fixed = api_utf8_repair(text ? text : "", text ? len : 0, &n);
-    if (!fixed)
-        return NULL;
-    json_t *v = json_stringn(fixed, n);
-    api_free(fixed);
-    return v;
-}
-
-/* Compact JSON followed by suffix, prefix first. */
-static char *dump_framed(json_t *v, const char *prefix, const char *suffix, size_t *len)
-{
-    if (!v)
-        return NULL;
-    char *text = json_dumps(v, JSON_COMPACT);
-    json_decref(v);
-    if (!text)
-        return NULL;
-    size_t np = strlen(prefix), nt = strlen(text), ns = strlen(suffix);
-    char *out = malloc(np + nt + ns + 1);
-    if (out) {
-        memcpy(out, prefix, np);
-        memcpy(out + np, text, nt);
-        memcpy(out + np + nt, suffix, ns + 1);
-        *len = np + nt + ns;
-    }
-    api_free(text);
-    return out;
-}
-
 /* ---- text_completion ----------------------------------------------------------------- */
 
 static json_t *text_choice(const api_reply_view *v, const api_reply_part *p)
 {
-    json_t *c = json_pack("{s:i, s:o, s:o}", "index", p->choice, "text", text_string(p->text, p->len),
+    json_t *c = json_pack("{s:i, s:o, s:o}", "index", p->choice, "text", api_json_text(p->text, p->len),
                           "finish_reason", p->finish ? json_string(p->finish) : json_null());
     if (!c)
         return NULL;
@@ -94,7 +61,7 @@ static json_t *ollama_object(const api_reply_view *v, const char *text, size_t l
     json_t *o = json_pack("{s:s, s:s}", "model", v->model, "created_at", stamp);
     if (!o)
         return NULL;
-    json_t *t = text_string(text, len);
+    json_t *t = api_json_text(text, len);
     if (v->opts->format == API_FORMAT_OLLAMA_CHAT)
         json_object_set_new(o, "message", json_pack("{s:s, s:o}", "role", "assistant", "content", t));
     else
@@ -123,20 +90,20 @@ static json_t *ollama_final(const api_reply_view *v, const char *text, size_t le
 char *api_format_delta(const api_reply_view *v, const api_reply_part *part, size_t *len)
 {
     if (is_ollama(v))
-        return dump_framed(ollama_object(v, part->text, part->len, false), "", "\n", len);
+        return api_json_dump_framed(ollama_object(v, part->text, part->len, false), "", "\n", len);
     json_t *choice = text_choice(v, part);
-    return dump_framed(text_object(v, choice ? json_pack("[o]", choice) : NULL), "data: ", "\n\n", len);
+    return api_json_dump_framed(text_object(v, choice ? json_pack("[o]", choice) : NULL), "data: ", "\n\n", len);
 }
 
 char *api_format_close(const api_reply_view *v, const api_reply_part *last, size_t *len)
 {
     if (is_ollama(v))
-        return dump_framed(ollama_final(v, "", 0, last->finish), "", "\n", len);
+        return api_json_dump_framed(ollama_final(v, "", 0, last->finish), "", "\n", len);
     size_t n1 = 0, n2 = 0;
     char *fin = NULL;
     if (v->opts->n_choices <= 1) {
         json_t *choice = text_choice(v, last);
-        fin = dump_framed(text_object(v, choice ? json_pack("[o]", choice) : NULL), "data: ", "\n\n", &n1);
+        fin = api_json_dump_framed(text_object(v, choice ? json_pack("[o]", choice) : NULL), "data: ", "\n\n", &n1);
     } else {
         fin = strdup(""); /* each choice sent its end as it came */
     }
@@ -145,7 +112,7 @@ char *api_format_close(const api_reply_view *v, const api_reply_part *last, size
         json_t *o = text_object(v, json_array());
         if (o)
             json_object_set_new(o, "usage", usage(v));
-        use = dump_framed(o, "data: ", "\n\n", &n2);
+        use = api_json_dump_framed(o, "data: ", "\n\n", &n2);
     }
     if (!fin || (v->opts->include_usage && !use)) {
         api_free(fin);
@@ -187,7 +154,7 @@ char *api_format_stream_error(const api_reply_view *v, const api_error *e, size_
 char *api_format_body(const api_reply_view *v, const api_reply_part *parts, size_t n, size_t *len)
 {
     if (is_ollama(v))
-        return dump_framed(ollama_final(v, parts[0].text, parts[0].len, parts[0].finish), "", "", len);
+        return api_json_dump_framed(ollama_final(v, parts[0].text, parts[0].len, parts[0].finish), "", "", len);
     json_t *choices = json_array();
     for (size_t i = 0; choices && i < n; i++) {
         json_t *c = text_choice(v, &parts[i]);
@@ -199,5 +166,5 @@ char *api_format_body(const api_reply_view *v, const api_reply_part *parts, size
     json_t *o = text_object(v, choices);
     if (o)
         json_object_set_new(o, "usage", usage(v));
-    return dump_framed(o, "", "", len);
+    return api_json_dump_framed(o, "", "", len);
 }

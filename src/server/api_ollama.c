@@ -205,13 +205,7 @@ static void stamp_of(long long t, char out[40])
 
 static char *dump(json_t *o, size_t *len)
 {
-    if (!o)
-        return NULL;
-    char *text = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    if (text)
-        *len = strlen(text);
-    return text;
+    return api_json_dump_framed(o, "", "", len);
 }
 
 char *api_ollama_tags_body(const api_ollama_model *m, size_t *len)

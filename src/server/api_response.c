@@ -95,10 +95,10 @@ char *api_utf8_repair(const char *text, size_t len, size_t *out_len)
     return out;
 }
 
-static json_t *text_value(const char *text, size_t len)
+json_t *api_json_text(const char *text, size_t len)
 {
     size_t fixed_len;
-    char *fixed = api_utf8_repair(text, len, &fixed_len);
+    char *fixed = api_utf8_repair(text ? text : "", text ? len : 0, &fixed_len);
     if (!fixed)
         return NULL;
     json_t *v = json_stringn(fixed, fixed_len);
@@ -106,8 +106,7 @@ static json_t *text_value(const char *text, size_t len)
     return v;
 }
 
-/* Serialises and releases v. */
-static char *dump(json_t *v, const char *prefix, const char *suffix, size_t *len)
+char *api_json_dump_framed(json_t *v, const char *prefix, const char *suffix, size_t *len)
 {
     if (!v)
         return NULL;
@@ -132,14 +131,14 @@ char *api_error_body(const api_error *e, size_t *len)
     api_json_init();
     /* The message may quote the body (jansson's "near '...'") or be cut inside a
      * character: invalid UTF-8 there would fail the whole error response. */
-    json_t *message = text_value(e->message, strnlen(e->message, sizeof e->message));
+    json_t *message = api_json_text(e->message, strnlen(e->message, sizeof e->message));
     if (!message)
         return NULL;
     json_t *err = json_pack("{s:o, s:s, s:o, s:o}", "message", message, "type",
                             e->type ? e->type : "invalid_request_error", "param",
                             e->param[0] ? json_string(e->param) : json_null(), "code",
                             e->code ? json_string(e->code) : json_null());
-    return dump(err ? json_pack("{s:o}", "error", err) : NULL, "", "", len);
+    return api_json_dump_framed(err ? json_pack("{s:o}", "error", err) : NULL, "", "", len);
 }
 
 static json_t *usage_object(const api_usage *u)
@@ -159,7 +158,7 @@ static json_t *token_entry(const api_logprobs *lp, int32_t token, float logprob)
     json_t *list = json_array();
     for (size_t i = 0; list && i < n; i++)
         json_array_append_new(list, json_integer((unsigned char)bytes[i]));
-    json_t *text = text_value(bytes, n);
+    json_t *text = api_json_text(bytes, n);
     explicit_bzero(bytes, sizeof bytes);
     /* -inf (a token the model cannot produce) has no JSON spelling: OpenAI reports -9999 */
     double value = isfinite(logprob) ? (double)logprob : -9999.0;
@@ -191,7 +190,7 @@ static json_t *logprobs_object(const api_logprobs *lp)
 /* One call, whole (a completion) or as a delta (id and name only in the first). */
 static json_t *call_object(const api_tool_call *c)
 {
-    json_t *args = text_value(c->arguments ? c->arguments : "", c->arguments_len);
+    json_t *args = api_json_text(c->arguments ? c->arguments : "", c->arguments_len);
     json_t *fn = json_pack("{s:o}", "arguments", args);
     if (fn && c->name)
         json_object_set_new(fn, "name", json_stringn(c->name, c->name_len));
@@ -218,7 +217,7 @@ static json_t *calls_array(const api_tool_call *calls, size_t n)
 
 static json_t *choice_object(const api_choice *c)
 {
-    json_t *content = c->text ? text_value(c->text, c->text_len) : json_null();
+    json_t *content = c->text ? api_json_text(c->text, c->text_len) : json_null();
     json_t *message = json_pack("{s:s, s:o, s:n}", "role", "assistant", "content", content, "refusal");
     if (message && c->n_calls)
         json_object_set_new(message, "tool_calls", calls_array(c->calls, c->n_calls));
@@ -240,7 +239,7 @@ char *api_completion_body(const char *id, long long created, const char *model, 
         return NULL;
     json_t *body = json_pack("{s:s, s:s, s:I, s:s, s:o, s:o}", "id", id, "object", "chat.completion", "created",
                              (json_int_t)created, "model", model, "choices", list, "usage", usage_object(usage));
-    return dump(body, "", "", len);
+    return api_json_dump_framed(body, "", "", len);
 }
 
 /* The envelope every chunk shares; choices (stolen) may be an empty array. */
@@ -254,7 +253,7 @@ static char *sse(json_t *v, bool with_null_usage, size_t *len)
 {
     if (v && with_null_usage)
         json_object_set_new(v, "usage", json_null());
-    return dump(v, "data: ", "\n\n", len);
+    return api_json_dump_framed(v, "data: ", "\n\n", len);
 }
 
 char *api_chunk_choice_role(const char *id, long long created, const char *model, int choice,
@@ -275,7 +274,7 @@ char *api_chunk_content(const char *id, long long created, const char *model, co
                         size_t text_len, bool with_null_usage, size_t *len)
 {
     api_json_init();
-    json_t *content = text_value(text, text_len);
+    json_t *content = api_json_text(text, text_len);
     if (!content)
         return NULL;
     json_t *choices = json_pack("[{s:i, s:{s:o}, s:n}]", "index", 0, "delta", "content", content,
@@ -298,7 +297,7 @@ char *api_chunk_delta(const char *id, long long created, const char *model, int 
     api_json_init();
     json_t *delta = json_object();
     if (delta && text)
-        json_object_set_new(delta, "content", text_value(text, text_len));
+        json_object_set_new(delta, "content", api_json_text(text, text_len));
     if (delta && n_calls)
         json_object_set_new(delta, "tool_calls", calls_array(calls, n_calls));
     json_t *c = json_pack("{s:i, s:o, s:n}", "index", choice, "delta", delta, "finish_reason");
@@ -351,12 +350,12 @@ static json_t *model_object(const char *model, long long created)
 char *api_models_body(const char *model, long long created, size_t *len)
 {
     api_json_init();
-    return dump(json_pack("{s:s, s:[o]}", "object", "list", "data", model_object(model, created)), "", "",
+    return api_json_dump_framed(json_pack("{s:s, s:[o]}", "object", "list", "data", model_object(model, created)), "", "",
                 len);
 }
 
 char *api_model_body(const char *model, long long created, size_t *len)
 {
     api_json_init();
-    return dump(model_object(model, created), "", "", len);
+    return api_json_dump_framed(model_object(model, created), "", "", len);
 }

@@ -8,6 +8,7 @@
 #ifndef ELLIOTT_SERVER_INTERNAL_H
 #define ELLIOTT_SERVER_INTERNAL_H
 
+#include <jansson.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -208,6 +209,11 @@ char *api_model_body(const char *model, long long created, size_t *len);
 /* Copies text replacing every invalid UTF-8 sequence with U+FFFD; returns a
  * malloc'd NUL-terminated string and its length, or NULL when out of memory. */
 char *api_utf8_repair(const char *text, size_t len, size_t *out_len);
+/* Text as a JSON string, invalid UTF-8 repaired (NULL text: ""); NULL when out of memory. */
+json_t *api_json_text(const char *text, size_t len);
+/* prefix, v as compact JSON, suffix, in one malloc'd block (*len bytes, NUL-terminated;
+ * free with api_free); releases v; NULL if v is NULL or out of memory. */
+char *api_json_dump_framed(json_t *v, const char *prefix, const char *suffix, size_t *len);
 
 /* ---- tool calls in generated text (api_toolcall.c) ---------------------------- */
 
