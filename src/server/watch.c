@@ -111,11 +111,16 @@ void waiter_stop(gen_waiter *w)
 enum waiter_verdict waiter_wait(gen_waiter *w)
 {
     server *srv = w->srv;
-    if (atomic_load(&srv->abandon))
-        return WAITER_ABANDON;
     enum waiter_verdict v;
     pthread_mutex_lock(&srv->wake_lock);
-    if (w->ready) {
+    /* Looked at under the lock: watch_abandon_all sets the flag, then resumes every
+     * suspended waiter under this lock, so a waiter that saw the flag clear is
+     * suspended before it is looked at there. Checked before the lock, a waiter
+     * could suspend after that pass, and MHD_stop_daemon aborts the process on a
+     * connection still suspended. */
+    if (atomic_load(&srv->abandon)) {
+        v = WAITER_ABANDON;
+    } else if (w->ready) {
         w->ready = false;
         v = WAITER_POLL_AGAIN;
     } else {
