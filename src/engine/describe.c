@@ -8,24 +8,6 @@
 #include "engine/engine_internal.h"
 #include "gguf/gguf.h"
 
-static bool describe_enter(engine *e)
-{
-    pthread_mutex_lock(&e->mu);
-    bool ready = e->state == ENGINE_READY && !e->stopping;
-    if (ready)
-        e->submitting++;
-    pthread_mutex_unlock(&e->mu);
-    return ready;
-}
-
-static void describe_leave(engine *e)
-{
-    pthread_mutex_lock(&e->mu);
-    if (--e->submitting == 0 && e->stopping)
-        pthread_cond_broadcast(&e->ready_cv);
-    pthread_mutex_unlock(&e->mu);
-}
-
 /* The type most weight bytes are stored in. */
 static void main_type(const gguf_file *f, char *out, size_t cap)
 {
@@ -87,7 +69,7 @@ static void report(engine_metadata_fn fn, void *cls, const gguf_kv *kv)
 int engine_describe(engine *e, engine_description *out, engine_metadata_fn fn, void *cls)
 {
     memset(out, 0, sizeof *out);
-    if (!describe_enter(e))
+    if (!engine_hold(e))
         return -1;
     const gguf_file *f = model_gguf(e->m);
     main_type(f, out->weight_type, sizeof out->weight_type);
@@ -116,6 +98,6 @@ int engine_describe(engine *e, engine_description *out, engine_metadata_fn fn, v
         if ((general || of_arch) && kv->type != GGUF_VAL_ARRAY)
             report(fn, cls, kv);
     }
-    describe_leave(e);
+    engine_unhold(e);
     return 0;
 }

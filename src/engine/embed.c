@@ -4,7 +4,7 @@
  * pool, so an embedding request brings its own (a cache sized to its inputs, a
  * scratch and a pool of the engine's thread count) and runs on the caller's
  * thread, reading the model's weights and the tokenizer, which nobody writes once
- * the engine is READY. It is counted like a submit (e->submitting), so the
+ * the engine is READY. It holds the engine (engine_hold) like a submit, so the
  * loader does not free the model under it at shutdown. Input text is wiped from
  * every buffer that held it. */
 #include <stdlib.h>
@@ -15,39 +15,21 @@
 
 enum { EMBED_BATCH_TOKENS = 2048 };
 
-static bool embed_enter(engine *e)
-{
-    pthread_mutex_lock(&e->mu);
-    bool ready = e->state == ENGINE_READY && !e->stopping;
-    if (ready)
-        e->submitting++;
-    pthread_mutex_unlock(&e->mu);
-    return ready;
-}
-
-static void embed_leave(engine *e)
-{
-    pthread_mutex_lock(&e->mu);
-    if (--e->submitting == 0 && e->stopping)
-        pthread_cond_broadcast(&e->ready_cv);
-    pthread_mutex_unlock(&e->mu);
-}
-
 int engine_embedding_size(engine *e)
 {
-    if (!embed_enter(e))
+    if (!engine_hold(e))
         return 0;
     int n = model_embedding_size(e->m);
-    embed_leave(e);
+    engine_unhold(e);
     return n;
 }
 
 bool engine_is_embedding_model(engine *e)
 {
-    if (!embed_enter(e))
+    if (!engine_hold(e))
         return false;
     bool yes = model_hparams_of(e->m)->pooling != MODEL_POOLING_NONE;
-    embed_leave(e);
+    engine_unhold(e);
     return yes;
 }
 
@@ -208,7 +190,7 @@ enum gen_status engine_embed(engine *e, const embed_input *inputs, size_t n, con
         el_fail(err, "engine: no inputs to embed");
         return GEN_ERR_INTERNAL;
     }
-    if (!embed_enter(e)) {
+    if (!engine_hold(e)) {
         pthread_mutex_lock(&e->mu);
         enum gen_status s = e->stopping ? GEN_ERR_SHUTTING_DOWN : GEN_ERR_NOT_READY;
         pthread_mutex_unlock(&e->mu);
@@ -216,6 +198,6 @@ enum gen_status engine_embed(engine *e, const embed_input *inputs, size_t n, con
         return s;
     }
     enum gen_status st = embed_all(e, inputs, n, opts, out, prompt_tokens, err);
-    embed_leave(e);
+    engine_unhold(e);
     return st;
 }

@@ -762,12 +762,26 @@ enum gen_status engine_submit(engine *e, const chat_message *messages, size_t n_
     pthread_mutex_unlock(&e->mu);
 
     enum gen_status status = submit_ready(e, messages, n_messages, params, out, err);
+    engine_unhold(e);
+    return status;
+}
 
+bool engine_hold(engine *e)
+{
+    pthread_mutex_lock(&e->mu);
+    bool ready = e->state == ENGINE_READY && !e->stopping;
+    if (ready)
+        e->submitting++;
+    pthread_mutex_unlock(&e->mu);
+    return ready;
+}
+
+void engine_unhold(engine *e)
+{
     pthread_mutex_lock(&e->mu);
     if (--e->submitting == 0 && e->stopping)
         pthread_cond_broadcast(&e->ready_cv);
     pthread_mutex_unlock(&e->mu);
-    return status;
 }
 
 int gen_prompt_tokens(const gen_request *r)
@@ -777,22 +791,14 @@ int gen_prompt_tokens(const gen_request *r)
 
 size_t engine_token_bytes(engine *e, int32_t token, char *buf, size_t cap)
 {
-    /* Counted like a submit: the loader thread does not free the tokenizer while
+    /* Held like a submit: the loader thread does not free the tokenizer while
      * anyone reads it. */
-    pthread_mutex_lock(&e->mu);
-    bool ready = e->state == ENGINE_READY && !e->stopping;
-    if (ready)
-        e->submitting++;
-    pthread_mutex_unlock(&e->mu);
-    if (!ready)
+    if (!engine_hold(e))
         return 0;
     size_t n = 0;
     if (token >= 0 && token < tokenizer_n_vocab(e->tok) && !tokenizer_is_control(e->tok, token))
         n = tokenizer_token_text(e->tok, token, buf, cap);
-    pthread_mutex_lock(&e->mu);
-    if (--e->submitting == 0 && e->stopping)
-        pthread_cond_broadcast(&e->ready_cv);
-    pthread_mutex_unlock(&e->mu);
+    engine_unhold(e);
     return n;
 }
 

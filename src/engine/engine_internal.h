@@ -224,6 +224,12 @@ void engine_destroy(engine *e);
  * END, control tokens NEVER. */
 int constraint_vocab_init(engine *e, el_err *err);
 void constraint_vocab_free(engine *e);
+/* Holds the READY engine's model and tokenizer for use outside e->mu (counted in
+ * e->submitting, so that engine_free waits): false, holding nothing, when the engine
+ * is not READY or is stopping. Every hold ends with engine_unhold. */
+bool engine_hold(engine *e);
+void engine_unhold(engine *e);
+
 /* Compiles the request's constraint (on the submitting thread); *out NULL when
  * there is none. GEN_ERR_CONSTRAINT with err saying why. */
 enum gen_status constraint_compile(const engine *e, const gen_params *p, grammar **out, el_err *err);
