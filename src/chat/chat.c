@@ -61,18 +61,29 @@ const char *chat_format_name(enum chat_format fmt)
     return fmt == CHAT_FORMAT_GEMMA4 ? "gemma4" : fmt == CHAT_FORMAT_GEMMA ? "gemma" : "plain";
 }
 
+static size_t add_stop_id(int32_t *found, size_t n, int32_t id)
+{
+    if (id < 0)
+        return n;
+    for (size_t i = 0; i < n; i++)
+        if (found[i] == id)
+            return n;
+    found[n] = id;
+    return n + 1;
+}
+
 size_t chat_stop_tokens(const tokenizer *t, enum chat_format fmt, int32_t *ids, size_t cap)
 {
-    int32_t found[2];
-    size_t n = 0;
-    if (tokenizer_eos(t) >= 0)
-        found[n++] = tokenizer_eos(t);
+    int32_t found[3];
+    size_t n = add_stop_id(found, 0, tokenizer_eos(t));
     if (fmt == CHAT_FORMAT_GEMMA || fmt == CHAT_FORMAT_GEMMA4) {
         int32_t close = tokenizer_find(t, markers_of(fmt)->close);
-        int32_t eot = fmt == CHAT_FORMAT_GEMMA && tokenizer_eot(t) >= 0 ? tokenizer_eot(t) : close;
-        if (eot >= 0 && (n == 0 || found[0] != eot))
-            found[n++] = eot;
+        n = add_stop_id(found, n, fmt == CHAT_FORMAT_GEMMA && tokenizer_eot(t) >= 0 ? tokenizer_eot(t) : close);
     }
+    /* A code model ends a filled-in middle (or a file) with its file separator. */
+    tokenizer_fim fim;
+    tokenizer_fim_markers(t, &fim);
+    n = add_stop_id(found, n, fim.file_separator);
     for (size_t i = 0; i < n && i < cap; i++)
         ids[i] = found[i];
     return n;

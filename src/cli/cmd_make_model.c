@@ -15,7 +15,7 @@
 static void usage(FILE *out)
 {
     fprintf(out, "usage: elliott make-model --arch ARCH --shape SHAPE --type TYPE [--vocab FROM.gguf | --n-vocab N]\n"
-                 "                          [--random] [--seed S] [--sliding-window N] OUT.gguf\n\n"
+                 "                          [--code-vocab] [--random] [--seed S] [--sliding-window N] OUT.gguf\n\n"
                  "Writes a model with random weights (norms F32, weights of TYPE) at a real shape, with\n"
                  "the tokenizer copied from FROM.gguf. Same seed, same file.\n\n"
                  "options:\n"
@@ -31,6 +31,8 @@ static void usage(FILE *out)
                  "                           gemma-embedding, tests/data/vocab-gemma.gguf for gemma/gemma2,\n"
                  "                           models/stories260K.gguf for llama)\n"
                  "      --n-vocab N          no tokenizer; a vocabulary of N tokens (small test models)\n"
+                 "      --code-vocab         CodeGemma's vocabulary: the Gemma vocabulary's <unused60>..<unused63>\n"
+                 "                           renamed to the fill-in-the-middle markers and <|file_separator|>\n"
                  "      --random             random weights (the only kind; accepted for clarity)\n"
                  "      --seed S             random seed (default 1)\n"
                  "      --sliding-window N   gemma2/gemma3 attention window (default: the shape's)\n"
@@ -59,7 +61,8 @@ static int parse(int argc, char **argv, make_args *a)
         {"type", required_argument, NULL, 'y'},    {"vocab", required_argument, NULL, 'v'},
         {"n-vocab", required_argument, NULL, 'n'}, {"random", no_argument, NULL, 'r'},
         {"seed", required_argument, NULL, 'S'},    {"sliding-window", required_argument, NULL, 'w'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+        {"code-vocab", no_argument, NULL, 'C'},    {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     optind = 1;
     opterr = 0;
@@ -69,6 +72,7 @@ static int parse(int argc, char **argv, make_args *a)
         case 's': a->opt.shape = optarg; break;
         case 'y': a->type = optarg; break;
         case 'v': a->vocab = optarg; break;
+        case 'C': a->opt.code_vocab = true; break;
         case 'n':
             if (args_int("make-model", "--n-vocab", optarg, 1, 1 << 22, &a->opt.n_vocab) < 0)
                 return 2;
@@ -106,6 +110,8 @@ static int parse(int argc, char **argv, make_args *a)
     a->opt.type = (uint32_t)type;
     if (a->vocab && a->opt.n_vocab)
         return args_usage_error("make-model", "--vocab and --n-vocab exclude each other");
+    if (a->opt.code_vocab && a->opt.n_vocab)
+        return args_usage_error("make-model", "--code-vocab renames tokens of a vocabulary: not with --n-vocab");
     return -1;
 }
 

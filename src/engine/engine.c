@@ -516,9 +516,27 @@ static int validate_messages(const chat_message *messages, size_t n, el_err *err
     return 0;
 }
 
-/* The messages' text back to back, tokenized as plain text after a BOS. */
-static int build_raw_prompt(const engine *e, const chat_message *messages, size_t n, token_vec *out,
-                            el_err *err)
+/* prefix-marker PREFIX suffix-marker SUFFIX middle-marker (CodeGemma's order), the
+ * two texts tokenized as plain text. */
+static int encode_fill_in_middle(const engine *e, const char *prefix, size_t prefix_len, const char *suffix,
+                                 size_t suffix_len, token_vec *out, el_err *err)
+{
+    tokenizer_fim fim;
+    if (!tokenizer_fim_markers(e->tok, &fim))
+        return el_fail(err, "this model has no fill-in-the-middle tokens");
+    if (token_vec_push(out, fim.prefix, err) < 0 ||
+        tokenizer_encode(e->tok, prefix, prefix_len, false, out, err) < 0 ||
+        token_vec_push(out, fim.suffix, err) < 0 ||
+        tokenizer_encode(e->tok, suffix, suffix_len, false, out, err) < 0 ||
+        token_vec_push(out, fim.middle, err) < 0)
+        return -1;
+    return 0;
+}
+
+/* The messages' text back to back, tokenized as plain text after a BOS; with a
+ * suffix, as the prefix of a fill-in-the-middle prompt. */
+static int build_raw_prompt(const engine *e, const chat_message *messages, size_t n, const char *suffix,
+                            size_t suffix_len, token_vec *out, el_err *err)
 {
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
@@ -539,7 +557,8 @@ static int build_raw_prompt(const engine *e, const chat_message *messages, size_
     if (tokenizer_add_bos(e->tok) && tokenizer_bos(e->tok) >= 0)
         rc = token_vec_push(out, tokenizer_bos(e->tok), err);
     if (rc == 0)
-        rc = tokenizer_encode(e->tok, joined, total, false, out, err);
+        rc = suffix ? encode_fill_in_middle(e, joined, total, suffix, suffix_len, out, err)
+                    : tokenizer_encode(e->tok, joined, total, false, out, err);
     explicit_bzero(joined, total);
     free(joined);
     return rc;
@@ -677,13 +696,19 @@ static enum gen_status submit_ready(engine *e, const chat_message *messages, siz
     if (status != GEN_OK)
         return status;
 
+    tokenizer_fim fim;
+    if (params->raw && params->suffix && !tokenizer_fim_markers(e->tok, &fim)) {
+        el_fail(err, "this model has no fill-in-the-middle tokens (a code model such as CodeGemma has them)");
+        return GEN_ERR_SUFFIX;
+    }
     if (model_hparams_of(e->m)->pooling != MODEL_POOLING_NONE) {
         el_fail(err, "the served model is an embedding model: it gives embeddings, not text");
         return GEN_ERR_INVALID;
     }
     token_vec prompt = {0};
     int rc = params->raw && params->prompt_tokens ? copy_prompt_tokens(e, params, &prompt, err)
-             : params->raw ? build_raw_prompt(e, messages, n_messages, &prompt, err)
+             : params->raw ? build_raw_prompt(e, messages, n_messages, params->suffix, params->suffix_len, &prompt,
+                                              err)
                          : chat_build_tool_prompt(e->tok, e->fmt, messages, n_messages, params->tools,
                                                   e->cfg.history, &prompt, err);
     if (rc < 0) {

@@ -120,6 +120,10 @@ typedef struct gen_params {
     const int32_t *prompt_tokens; /* with raw: the prompt is these ids as given (no BOS
                                 added; the messages are ignored) */
     size_t n_prompt_tokens;
+    const char *suffix;      /* with raw and a text prompt: fill in the middle, the text
+                                between the prompt and this suffix (the model must have
+                                fill-in-the-middle tokens, else GEN_ERR_INVALID); copied */
+    size_t suffix_len;
     enum gen_constraint constraint;
     const char *constraint_text; /* copied at submit; need not be NUL-terminated */
     size_t constraint_len;
@@ -149,7 +153,8 @@ enum gen_status {
     GEN_ERR_INTERNAL,
     GEN_ERR_CONSTRAINT,     /* the grammar or schema was refused: err says why */
     GEN_ERR_LOGIT_BIAS,     /* a logit_bias token is not in the vocabulary */
-    GEN_ERR_CHOICES         /* more choices than the engine has slots */
+    GEN_ERR_CHOICES,        /* more choices than the engine has slots */
+    GEN_ERR_SUFFIX          /* a suffix for a model without fill-in-the-middle tokens */
 };
 
 typedef struct gen_request gen_request;

@@ -217,6 +217,8 @@ typedef struct model_random_options {
     int n_vocab;            /* vocabulary size when vocab_path is NULL */
     uint64_t seed;          /* same seed, same bytes */
     int sliding_window;     /* 0: the shape's default */
+    bool code_vocab;        /* CodeGemma's vocabulary: Gemma's <unused60>..<unused63> become the
+                               fill-in-the-middle markers and the file separator */
 } model_random_options;
 
 /* Writes a model with random weights (scaled so that activations stay near unit size),

@@ -268,21 +268,82 @@ static int fill_tensor(void *p, uint64_t index, const char *name, void *buf, uin
 
 /* ---- metadata ------------------------------------------------------------------------ */
 
-static int copy_tokenizer(gguf_writer *w, const char *vocab_path, int *n_vocab, el_err *err)
+/* CodeGemma's vocabulary is Gemma's with four unused tokens renamed, in this order,
+ * and typed as control tokens. */
+static const char *const code_unused[4] = {"<unused60>", "<unused61>", "<unused62>", "<unused63>"};
+static const char *const code_markers[4] = {"<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
+                                            "<|file_separator|>"};
+enum { TOKEN_TYPE_CONTROL = 3 };
+
+static int find_code_ids(const gguf_kv *tokens, uint64_t ids[4], el_err *err)
+{
+    int found = 0;
+    for (uint64_t i = 0; i < tokens->arr_len && tokens->arr_type == GGUF_VAL_STRING; i++)
+        for (int k = 0; k < 4; k++)
+            if (gguf_str_eq(tokens->arr_strings[i], code_unused[k])) {
+                ids[k] = i;
+                found++;
+            }
+    return found == 4 ? 0 : el_fail(err, "vocabulary: a code vocabulary needs Gemma's <unused60>..<unused63>");
+}
+
+static int write_code_tokens(gguf_writer *w, const gguf_kv *tokens, const uint64_t ids[4], el_err *err)
+{
+    gguf_str *names = malloc((size_t)tokens->arr_len * sizeof *names);
+    if (!names)
+        return el_fail(err, "out of memory");
+    memcpy(names, tokens->arr_strings, (size_t)tokens->arr_len * sizeof *names);
+    for (int k = 0; k < 4; k++)
+        names[ids[k]] = (gguf_str){code_markers[k], strlen(code_markers[k])};
+    gguf_kv kv = *tokens;
+    kv.arr_strings = names;
+    kv.arr_data = NULL;
+    int rc = gguf_writer_copy_kv(w, &kv, err);
+    free(names);
+    return rc;
+}
+
+static int write_code_types(gguf_writer *w, const gguf_kv *types, uint64_t n_vocab, const uint64_t ids[4],
+                            el_err *err)
+{
+    if (types->arr_type != GGUF_VAL_INT32 || types->arr_len != n_vocab)
+        return el_fail(err, "vocabulary: tokenizer.ggml.token_type is not one int32 per token");
+    uint8_t *data = malloc((size_t)n_vocab * 4);
+    if (!data)
+        return el_fail(err, "out of memory");
+    memcpy(data, types->arr_data, (size_t)n_vocab * 4);
+    for (int k = 0; k < 4; k++)
+        for (int b = 0; b < 4; b++)
+            data[ids[k] * 4 + (uint64_t)b] = (uint8_t)((uint32_t)TOKEN_TYPE_CONTROL >> (8 * b));
+    gguf_kv kv = *types;
+    kv.arr_data = data;
+    int rc = gguf_writer_copy_kv(w, &kv, err);
+    free(data);
+    return rc;
+}
+
+static int copy_tokenizer(gguf_writer *w, const char *vocab_path, bool code_vocab, int *n_vocab, el_err *err)
 {
     gguf_file *f = gguf_open(vocab_path, err);
     if (!f)
         return el_wrap(err, "vocabulary");
     int rc = 0;
+    uint64_t code_ids[4];
     const gguf_kv *tokens = gguf_find(f, "tokenizer.ggml.tokens");
+    const gguf_kv *types = gguf_find(f, "tokenizer.ggml.token_type");
     if (!tokens || tokens->type != GGUF_VAL_ARRAY || tokens->arr_len < 1 || tokens->arr_len > (1u << 22)) {
         rc = el_fail(err, "%s: no usable tokenizer.ggml.tokens array", vocab_path);
+    } else if (code_vocab && (find_code_ids(tokens, code_ids, err) < 0 || !types)) {
+        rc = types ? -1 : el_fail(err, "%s: a code vocabulary needs tokenizer.ggml.token_type", vocab_path);
     } else {
         *n_vocab = (int)tokens->arr_len;
         for (uint64_t i = 0; i < gguf_kv_count(f) && rc == 0; i++) {
             const gguf_kv *kv = gguf_kv_at(f, i);
-            if (kv->key.len > 10 && !memcmp(kv->key.ptr, "tokenizer.", 10))
-                rc = gguf_writer_copy_kv(w, kv, err);
+            if (kv->key.len <= 10 || memcmp(kv->key.ptr, "tokenizer.", 10))
+                continue;
+            rc = code_vocab && kv == tokens  ? write_code_tokens(w, kv, code_ids, err)
+                 : code_vocab && kv == types ? write_code_types(w, kv, tokens->arr_len, code_ids, err)
+                                             : gguf_writer_copy_kv(w, kv, err);
         }
     }
     gguf_close(f);
@@ -603,7 +664,7 @@ int model_write_random(const char *path, const model_random_options *o, el_err *
     if (write_metadata(s.w, o, sh, hp, o->sliding_window ? o->sliding_window : sh->sliding_window, err) < 0)
         goto done;
     if (o->vocab_path) {
-        if (copy_tokenizer(s.w, o->vocab_path, &n_vocab, err) < 0)
+        if (copy_tokenizer(s.w, o->vocab_path, o->code_vocab, &n_vocab, err) < 0)
             goto done;
     } else if (n_vocab < 1 || n_vocab > (1 << 22)) {
         el_fail(err, "vocabulary of %d tokens is out of range [1, %d]", n_vocab, 1 << 22);

@@ -111,7 +111,7 @@ static int parse_format(json_t *root, chat_request *out, api_error *e)
 /* Fields Ollama has that elliott cannot honour: refused unless empty. */
 static int refuse_unhonoured(json_t *root, api_error *e)
 {
-    static const char *const fields[] = {"images", "template", "context", "tools", "suffix"};
+    static const char *const fields[] = {"images", "template", "context", "tools"};
     for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
         json_t *v = api_json_optional(root, fields[i]);
         bool empty = !v || (json_is_array(v) && json_array_size(v) == 0) ||
@@ -137,14 +137,23 @@ static int parse_generate_prompt(json_t *root, chat_request *out, bool *empty, a
         return api_fail(e, 400, "prompt", "'prompt' must be a string, not %s", api_json_type_name(prompt));
     if (system && !json_is_string(system))
         return api_fail(e, 400, "system", "'system' must be a string, not %s", api_json_type_name(system));
+    json_t *suffix = api_json_optional(root, "suffix");
+    if (suffix && !json_is_string(suffix))
+        return api_fail(e, 400, "suffix", "'suffix' must be a string, not %s", api_json_type_name(suffix));
     bool raw = false;
     if (api_get_bool(root, "raw", &raw, e) < 0)
         return -1;
     *empty = !prompt || json_string_length(prompt) == 0;
     if (*empty)
         return 0;
+    if (suffix && json_string_length(suffix) > 0) {
+        /* fill in the middle: the prompt and suffix around the gap, as code models take them */
+        raw = true;
+        out->params.suffix = json_string_value(suffix);
+        out->params.suffix_len = json_string_length(suffix);
+    }
     if (raw && system)
-        return api_fail(e, 400, "system", "'system' has no place in a raw prompt");
+        return api_fail(e, 400, "system", "'system' has no place in a raw or fill-in-the-middle prompt");
     out->messages = calloc(2, sizeof *out->messages);
     if (!out->messages)
         return api_fail(e, 500, NULL, "out of memory");

@@ -14,7 +14,7 @@ static const char *const known_fields[] = {
     /* OpenAI's, honoured */
     "model", "prompt", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "logprobs", "echo",
     "stop", "presence_penalty", "frequency_penalty", "logit_bias", "seed", "best_of",
-    /* OpenAI's, refused unless empty: needs fill-in-the-middle tokens */
+    /* OpenAI's: fill-in-the-middle, for models with its tokens (CodeGemma) */
     "suffix",
     /* OpenAI's, accepted: they cannot change the answer */
     "user",
@@ -70,6 +70,24 @@ static int parse_prompt(json_t *root, text_request *out, api_error *e)
     return 0;
 }
 
+/* A non-empty suffix asks for fill-in-the-middle: the prompt is the text before the
+ * gap (the engine refuses it for a model without the markers). */
+static int parse_suffix(json_t *root, text_request *out, api_error *e)
+{
+    json_t *suffix = api_json_optional(root, "suffix");
+    if (!suffix)
+        return 0;
+    if (!json_is_string(suffix))
+        return api_fail(e, 400, "suffix", "'suffix' must be a string, not %s", api_json_type_name(suffix));
+    if (json_string_length(suffix) == 0)
+        return 0;
+    if (out->prompt_tokens)
+        return api_fail(e, 400, "suffix", "'suffix' needs the prompt as text, not token ids");
+    out->base.params.suffix = json_string_value(suffix);
+    out->base.params.suffix_len = json_string_length(suffix);
+    return 0;
+}
+
 static int parse_text_fields(json_t *root, text_request *out, api_error *e)
 {
     chat_request *base = &out->base;
@@ -77,10 +95,8 @@ static int parse_text_fields(json_t *root, text_request *out, api_error *e)
         parse_prompt(root, out, e) < 0 || api_parse_generation(root, base, e) < 0 ||
         api_get_bool(root, "echo", &out->echo, e) < 0)
         return -1;
-    json_t *suffix = api_json_optional(root, "suffix");
-    if (suffix && (!json_is_string(suffix) || json_string_length(suffix) > 0))
-        return api_fail(e, 400, "suffix",
-                        "'suffix' (fill-in-the-middle) is not supported: elliott does not insert text");
+    if (parse_suffix(root, out, e) < 0)
+        return -1;
     long long best_of;
     bool has_best_of;
     if (api_get_integer(root, "best_of", 1, GEN_MAX_CHOICES, &best_of, &has_best_of, e) < 0)

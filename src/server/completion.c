@@ -88,6 +88,9 @@ static enum MHD_Result respond_submit_error(struct MHD_Connection *conn, request
     case GEN_ERR_CHOICES:
         api_fail(&e, 400, "n", "%s", err->msg);
         return http_respond_error(conn, ctx, &e, NULL, NULL);
+    case GEN_ERR_SUFFIX:
+        api_fail(&e, 400, "suffix", "%s", err->msg);
+        return http_respond_error(conn, ctx, &e, NULL, NULL);
     case GEN_ERR_INVALID:
         api_fail(&e, 400, messages, "%s", err->msg);
         return http_respond_error(conn, ctx, &e, NULL, NULL);

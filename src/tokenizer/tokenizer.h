@@ -34,6 +34,16 @@ int32_t tokenizer_bos(const tokenizer *t);  /* -1 if the model has none */
 int32_t tokenizer_eos(const tokenizer *t);
 int32_t tokenizer_eot(const tokenizer *t);  /* end of turn, -1 if none */
 bool tokenizer_add_bos(const tokenizer *t); /* tokenizer.ggml.add_bos_token */
+
+/* Fill-in-the-middle markers of code models (CodeGemma): a prompt is
+ * prefix-marker, the text before the gap, suffix-marker, the text after it,
+ * middle-marker, and the model writes the gap, ending it with EOS or the file
+ * separator. Each id is -1 where the vocabulary has no such marker. */
+typedef struct tokenizer_fim {
+    int32_t prefix, suffix, middle, file_separator;
+} tokenizer_fim;
+/* False unless the vocabulary has all of prefix, suffix and middle. */
+bool tokenizer_fim_markers(const tokenizer *t, tokenizer_fim *out);
 /* tokenizer.ggml.add_space_prefix (default true): encode puts a space before the
  * text and after each special token, and decoding drops it at the start. */
 bool tokenizer_add_space_prefix(const tokenizer *t);

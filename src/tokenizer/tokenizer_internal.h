@@ -53,6 +53,7 @@ struct tokenizer {
     int32_t byte_token[256]; /* token for a raw byte (byte fallback), or -1 */
 
     int32_t bos, eos, eot, unk, pad;
+    tokenizer_fim fim; /* fill-in-the-middle markers, -1 where absent */
     bool add_bos, add_eos, add_space_prefix;
 };
 

@@ -209,6 +209,40 @@ static int load_flag(const gguf_file *f, const char *key, bool *flag, el_err *er
     return gguf_get_bool(f, key, flag, err) < 0 ? -1 : 0;
 }
 
+/* A marker named by its GGUF key, else found by the texts code models spell it with
+ * (CodeGemma's <|fim_prefix|>, StarCoder's <fim_prefix>, CodeLlama's <PRE>). */
+static int load_fim_marker(tokenizer *t, const gguf_file *f, const char *key, const char *const *texts,
+                           size_t n_texts, int32_t *id, el_err *err)
+{
+    *id = -1;
+    if (load_special_id(f, key, t->n_vocab, id, err) < 0)
+        return -1;
+    for (size_t i = 0; i < n_texts && *id < 0; i++)
+        *id = tokenizer_lookup(t, texts[i], strlen(texts[i]));
+    return 0;
+}
+
+static int load_fim(tokenizer *t, const gguf_file *f, el_err *err)
+{
+    static const char *const pre[] = {"<|fim_prefix|>", "<fim_prefix>", "<fim-prefix>", "<PRE>"};
+    static const char *const suf[] = {"<|fim_suffix|>", "<fim_suffix>", "<fim-suffix>", "<SUF>"};
+    static const char *const mid[] = {"<|fim_middle|>", "<fim_middle>", "<fim-middle>", "<MID>"};
+    static const char *const sep[] = {"<|file_separator|>", "<file_sep>"};
+    tokenizer_fim *m = &t->fim;
+    if (load_fim_marker(t, f, "tokenizer.ggml.fim_pre_token_id", pre, 4, &m->prefix, err) < 0 ||
+        load_fim_marker(t, f, "tokenizer.ggml.fim_suf_token_id", suf, 4, &m->suffix, err) < 0 ||
+        load_fim_marker(t, f, "tokenizer.ggml.fim_mid_token_id", mid, 4, &m->middle, err) < 0 ||
+        load_fim_marker(t, f, "tokenizer.ggml.fim_sep_token_id", sep, 2, &m->file_separator, err) < 0)
+        return -1;
+    /* Markers are control tokens whatever the file says (llama.cpp overrides them
+     * too): they produce no text, and user text that spells one stays text. */
+    int32_t ids[] = {m->prefix, m->suffix, m->middle, m->file_separator};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++)
+        if (ids[i] >= 0)
+            t->kinds[ids[i]] = TOKEN_KIND_CONTROL;
+    return 0;
+}
+
 static int load_specials(tokenizer *t, const gguf_file *f, el_err *err)
 {
     /* SentencePiece defaults, as llama.cpp assumes for "llama" vocabularies. */
@@ -234,7 +268,7 @@ static int load_specials(tokenizer *t, const gguf_file *f, el_err *err)
         for (size_t i = 0; i < sizeof eot_texts / sizeof eot_texts[0] && t->eot < 0; i++)
             t->eot = tokenizer_lookup(t, eot_texts[i], strlen(eot_texts[i]));
     }
-    return 0;
+    return load_fim(t, f, err);
 }
 
 static void map_bytes(tokenizer *t)
@@ -386,6 +420,12 @@ int tokenizer_n_vocab(const tokenizer *t) { return t->n_vocab; }
 int32_t tokenizer_bos(const tokenizer *t) { return t->bos; }
 int32_t tokenizer_eos(const tokenizer *t) { return t->eos; }
 int32_t tokenizer_eot(const tokenizer *t) { return t->eot; }
+
+bool tokenizer_fim_markers(const tokenizer *t, tokenizer_fim *out)
+{
+    *out = t->fim;
+    return t->fim.prefix >= 0 && t->fim.suffix >= 0 && t->fim.middle >= 0;
+}
 bool tokenizer_add_bos(const tokenizer *t) { return t->add_bos; }
 bool tokenizer_add_space_prefix(const tokenizer *t) { return t->add_space_prefix; }
 

@@ -819,6 +819,80 @@ static void test_threaded_consumers(void)
     engine_free(e);
 }
 
+/* Fill in the middle: with a suffix the prompt is [BOS] prefix-marker PREFIX
+ * suffix-marker SUFFIX middle-marker (the same answer as those ids given as they
+ * are), the file separator ends the answer, and a model without the markers says
+ * GEN_ERR_SUFFIX. */
+static void test_fill_in_middle(void)
+{
+    char path[] = "/tmp/elliott-test-fim-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    close(fd);
+    model_random_options o = {.arch = MODEL_ARCH_GEMMA, .shape = "tiny", .type = GGUF_TYPE_Q8_0,
+                              .vocab_path = "tests/data/vocab-gemma.gguf", .seed = 3, .code_vocab = true};
+    el_err err = {{0}};
+    int rc = model_write_random(path, &o, &err);
+    CHECKF(rc == 0, "%s", err.msg);
+    engine *e = rc == 0 ? start(path, (engine_opts){.n_slots = 1, .n_ctx = 256}) : NULL;
+    if (e) {
+        tokenizer_fim fim;
+        CHECK(tokenizer_fim_markers(e->tok, &fim));
+        CHECK(fim.prefix >= 0 && fim.suffix >= 0 && fim.middle >= 0 && fim.file_separator >= 0);
+        const char *prefix = "def add(a, b):\n    ", *suffix = "\n    return c\n";
+        token_vec ids = {0};
+        CHECK(token_vec_push(&ids, tokenizer_bos(e->tok), &err) == 0 && token_vec_push(&ids, fim.prefix, &err) == 0);
+        CHECK(tokenizer_encode(e->tok, prefix, strlen(prefix), false, &ids, &err) == 0);
+        CHECK(token_vec_push(&ids, fim.suffix, &err) == 0);
+        CHECK(tokenizer_encode(e->tok, suffix, strlen(suffix), false, &ids, &err) == 0);
+        CHECK(token_vec_push(&ids, fim.middle, &err) == 0);
+
+        gen_params p = greedy(12);
+        p.raw = true;
+        p.suffix = suffix;
+        p.suffix_len = strlen(suffix);
+        gen_request *r = NULL;
+        result filled, given;
+        if (submit_text(e, prefix, &p, &r) == GEN_OK) {
+            CHECK_EQ_INT(gen_prompt_tokens(r), (int)ids.n);
+            collect(r, &filled);
+            gen_release(r);
+        }
+        gen_params q = greedy(12);
+        q.raw = true;
+        q.prompt_tokens = ids.ids;
+        q.n_prompt_tokens = ids.n;
+        generate(e, "", &q, &given);
+        CHECKF(!strcmp(filled.text, given.text), "suffix: %s\nids: %s", filled.text, given.text);
+
+        /* the file separator ends the answer (forced by a bias): stop, no text */
+        gen_logit_bias force = {.token = fim.file_separator, .bias = 100.0f};
+        p.logit_bias = &force;
+        p.n_logit_bias = 1;
+        generate(e, prefix, &p, &filled);
+        CHECK_EQ_INT(filled.done.finish, GEN_FINISH_STOP);
+        CHECK_EQ_INT((int)filled.len, 0);
+        token_vec_free(&ids);
+        engine_free(e);
+    }
+    unlink(path);
+
+    e = start(stories_path, (engine_opts){.n_slots = 1});
+    if (e) {
+        gen_params p = greedy(4);
+        p.raw = true;
+        p.suffix = "x";
+        p.suffix_len = 1;
+        chat_message m = {.role = CHAT_ROLE_USER, .text = "a", .len = 1};
+        gen_request *r = NULL;
+        CHECK_EQ_INT(engine_submit(e, &m, 1, &p, &r, &err), GEN_ERR_SUFFIX);
+        CHECK(strstr(err.msg, "fill-in-the-middle") != NULL);
+        engine_free(e);
+    }
+}
+
 /* logprobs: one record per generated token (not the end token), the greedy token
  * is the best of its alternatives, and the text is unchanged by asking. */
 static void test_logprobs_and_bias(void)
@@ -1101,5 +1175,6 @@ int main(int argc, char **argv)
     RUN(test_logprobs_and_bias);
     RUN(test_choices);
     RUN(test_constrained);
+    RUN(test_fill_in_middle);
     return test_summary();
 }

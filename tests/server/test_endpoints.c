@@ -68,6 +68,10 @@ static void test_text_request(void)
     CHECK(r.n_prompt_tokens == 2 && r.base.params.n_prompt_tokens == 2);
     text_request_free(&r);
     CHECK_EQ_INT(parse_text("{\"prompt\":\"x\",\"suffix\":\"\"}", &r, &e), 0);
+    CHECK(r.base.params.suffix == NULL);
+    text_request_free(&r);
+    CHECK_EQ_INT(parse_text("{\"prompt\":\"x\",\"suffix\":\"yz\"}", &r, &e), 0);
+    CHECK(r.base.params.raw && r.base.params.suffix_len == 2 && !memcmp(r.base.params.suffix, "yz", 2));
     text_request_free(&r);
 }
 
@@ -78,7 +82,8 @@ static void test_text_refusals(void)
     expect_text_reject("{\"prompt\":[]}", "prompt");
     expect_text_reject("{\"prompt\":[1,-2]}", "prompt");
     expect_text_reject("{\"prompt\":{}}", "prompt");
-    expect_text_reject("{\"prompt\":\"a\",\"suffix\":\"b\"}", "suffix");
+    expect_text_reject("{\"prompt\":[1],\"suffix\":\"b\"}", "suffix");
+    expect_text_reject("{\"prompt\":\"a\",\"suffix\":1}", "suffix");
     expect_text_reject("{\"prompt\":\"a\",\"logprobs\":6}", "logprobs");
     expect_text_reject("{\"prompt\":\"a\",\"logprobs\":true}", "logprobs");
     expect_text_reject("{\"prompt\":\"a\",\"echo\":true,\"logprobs\":0}", "echo");
