@@ -17,7 +17,7 @@ typedef struct model_entry {
     long long created;
     engine *eng;              /* started: loading, ready or failed; NULL: not in memory */
     int users;
-    uint64_t last_used;       /* the registry's tick at its last acquire or release */
+    uint64_t last_used;       /* the registry's tick at its last acquire */
     uint64_t loads, unloads;
     bool loaded_once;
 } model_entry;
@@ -163,8 +163,10 @@ static int model_bytes(const engine_config *c, uint64_t *bytes, el_err *err)
     struct stat st;
     if (stat(c->model_path, &st) < 0)
         return el_fail(err, "cannot open the model %s: %s", c->model_path, strerror(errno));
-    if (!S_ISREG(st.st_mode))
-        return el_fail(err, "the model %s is not a regular file", c->model_path);
+    /* Only a directory is refused here: anything else is the loader's to judge
+     * (opening a FIFO here could block). */
+    if (S_ISDIR(st.st_mode))
+        return el_fail(err, "the model %s is a directory, not a GGUF file", c->model_path);
     *bytes = (uint64_t)st.st_size;
     return 0;
 }
@@ -333,13 +335,23 @@ void registry_acquire(registry *r, int model)
     pthread_mutex_unlock(&r->mu);
 }
 
+engine *registry_acquire_loaded(registry *r, int model)
+{
+    pthread_mutex_lock(&r->mu);
+    model_entry *m = entry(r, model);
+    engine *e = m && m->eng && engine_state(m->eng, NULL) == ENGINE_READY ? m->eng : NULL;
+    if (e)
+        m->users++; /* a look, not a use: the LRU order stays */
+    pthread_mutex_unlock(&r->mu);
+    return e;
+}
+
 void registry_release(registry *r, int model)
 {
     pthread_mutex_lock(&r->mu);
     model_entry *m = entry(r, model);
     if (m && m->users > 0) {
         m->users--;
-        m->last_used = ++r->tick;
         if (!m->users)
             place_waiting_locked(r);
         pthread_cond_broadcast(&r->changed);

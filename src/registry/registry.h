@@ -68,6 +68,9 @@ const char *registry_state_name(enum registry_state s);
  * acquire is matched by one release. */
 void registry_acquire(registry *r, int model);
 void registry_release(registry *r, int model);
+/* Holds the model only if it is loaded and READY (for a look at it that must not
+ * load it): its engine, to be released; NULL (nothing held) otherwise. */
+engine *registry_acquire_loaded(registry *r, int model);
 /* Waits up to timeout_ms (0: not at all) for a held model to be READY or FAILED,
  * and returns its state; why (if not NULL) receives the load error when FAILED. */
 enum registry_state registry_wait(registry *r, int model, int timeout_ms, el_err *why);
