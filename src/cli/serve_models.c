@@ -18,6 +18,8 @@ typedef struct pending_model {
     char *path;               /* NULL: the built-in model */
     const char *names[REGISTRY_MAX_NAMES];
     size_t n_names;
+    const char *aliases[REGISTRY_MAX_NAMES]; /* --alias names of a file served anyway: after its own */
+    size_t n_aliases;
     char stem[REGISTRY_MAX_NAME + 1], base[REGISTRY_MAX_NAME + 1];
     dev_t dev;
     ino_t ino;
@@ -198,9 +200,18 @@ static int collect(model_list *l, const serve_model_args *a, char (*given)[REGIS
         split_named(a->aliases[i], name, REGISTRY_MAX_NAME + 1, &path);
         if (!name[0])
             return fail("--alias %s: give NAME (the default model's name) or NAME=FILE", a->aliases[i]);
+        size_t before = l->n;
         pending_model *m = model_for(l, path);
-        if (!m || add_name(m, name) < 0)
+        if (!m)
             return -1;
+        if (l->n > before) { /* served for this alias only: it is the model's id */
+            if (add_name(m, name) < 0)
+                return -1;
+        } else if (m->n_aliases == REGISTRY_MAX_NAMES) {
+            return fail("the model %s has more than %d names (%s is one too many)", path, REGISTRY_MAX_NAMES, name);
+        } else {
+            m->aliases[m->n_aliases++] = name;
+        }
     }
     return 0;
 }
@@ -224,6 +235,9 @@ static int register_all(registry *r, model_list *l, const serve_model_args *a, c
             return -1;
         if (!m->path && add_name(m, EMBEDDED_MODEL_NAME) < 0)
             return -1;
+        for (size_t j = 0; j < m->n_aliases; j++)
+            if (add_name(m, m->aliases[j]) < 0)
+                return -1;
         if (!m->n_names)
             return fail("the model %s needs a name: give it as NAME=%s", m->path, m->path);
         registry_model_spec spec = {.names = m->names, .n_names = m->n_names, .engine = *base};
