@@ -228,13 +228,14 @@ int registry_add(registry *r, const registry_model_spec *s, el_err *err)
 
 /* ---- room and loading ------------------------------------------------------------------ */
 
-static enum registry_state state_locked(const model_entry *m, el_err *why)
+/* The model's state; a READY engine seen here marks the model as loaded once. */
+static enum registry_state state_locked(model_entry *m, el_err *why)
 {
     if (!m->eng)
         return m->users > 0 ? REGISTRY_WAITING : REGISTRY_UNLOADED;
     switch (engine_state(m->eng, why)) {
     case ENGINE_LOADING: return REGISTRY_LOADING;
-    case ENGINE_READY: return REGISTRY_READY;
+    case ENGINE_READY: m->loaded_once = true; return REGISTRY_READY;
     case ENGINE_FAILED: return REGISTRY_FAILED;
     }
     return REGISTRY_FAILED;
@@ -261,7 +262,7 @@ static model_entry *victim_locked(registry *r)
     model_entry *best = NULL;
     for (size_t i = 0; i < r->n; i++) {
         model_entry *m = &r->models[i];
-        if (!m->eng || m->users > 0 || engine_state(m->eng, NULL) == ENGINE_LOADING)
+        if (!m->eng || m->users > 0 || state_locked(m, NULL) == REGISTRY_LOADING)
             continue;
         if (!best || m->last_used < best->last_used)
             best = m;
@@ -339,7 +340,7 @@ engine *registry_acquire_loaded(registry *r, int model)
 {
     pthread_mutex_lock(&r->mu);
     model_entry *m = entry(r, model);
-    engine *e = m && m->eng && engine_state(m->eng, NULL) == ENGINE_READY ? m->eng : NULL;
+    engine *e = m && m->eng && state_locked(m, NULL) == REGISTRY_READY ? m->eng : NULL;
     if (e)
         m->users++; /* a look, not a use: the LRU order stays */
     pthread_mutex_unlock(&r->mu);
@@ -407,8 +408,6 @@ engine *registry_engine(registry *r, int model)
     pthread_mutex_lock(&r->mu);
     model_entry *m = entry(r, model);
     engine *e = m ? m->eng : NULL;
-    if (m && e && engine_state(e, NULL) == ENGINE_READY)
-        m->loaded_once = true;
     pthread_mutex_unlock(&r->mu);
     return e;
 }
@@ -446,8 +445,6 @@ void registry_get_status(registry *r, int model, registry_status *out)
         out->name = m->names[0];
         out->path = m->path;
         out->state = state_locked(m, &out->error);
-        if (out->state == REGISTRY_READY)
-            m->loaded_once = true;
         out->loaded_once = m->loaded_once;
         out->users = m->users;
         out->bytes = m->bytes;

@@ -81,7 +81,7 @@ typedef struct registry_status {
     const char *name;
     const char *path;          /* the GGUF file, or NULL for a model in memory */
     enum registry_state state;
-    bool loaded_once;          /* a load of it has succeeded */
+    bool loaded_once;          /* a load of it has succeeded (its engine was READY) */
     int users;                 /* requests holding it */
     uint64_t bytes;            /* its size counted against the budget */
     uint64_t loads, unloads;

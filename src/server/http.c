@@ -138,8 +138,8 @@ static const char *health_status(server *srv, int *http_status)
         return "shutting_down";
     if (st.state == REGISTRY_FAILED)
         return "failed";
-    if ((st.state == REGISTRY_LOADING || st.state == REGISTRY_WAITING) && !st.loaded_once)
-        return "loading";
+    if (!st.loaded_once) /* loading at start, or unloaded after its load failed */
+        return st.state == REGISTRY_UNLOADED ? "failed" : "loading";
     *http_status = 200;
     return "ok";
 }

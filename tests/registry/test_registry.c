@@ -142,6 +142,7 @@ static void test_max_loaded_unloads_least_recently_used(void)
     registry_status st;
     registry_get_status(r, 1, &st);
     CHECK_EQ_INT(st.unloads, 1);
+    CHECK(st.loaded_once); /* what /health tells from a failed load that was unloaded */
     /* b again: a is the oldest now; b loads a second time */
     CHECK_EQ_INT(use(r, 1), REGISTRY_READY);
     registry_release(r, 1);
