@@ -15,7 +15,7 @@
 # Layers and what each may use. A layer links only against the ones listed
 # after it, so a dependency pointing the wrong way fails to link.
 
-LAYERS := cli server hub engine grammar sampler chat tokenizer model kernels gguf base
+LAYERS := cli server hub registry engine grammar sampler chat tokenizer model kernels gguf base
 
 DEPS_base      :=
 DEPS_gguf      := base
@@ -27,7 +27,8 @@ DEPS_sampler   := base
 DEPS_grammar   := base
 DEPS_engine    := grammar sampler chat tokenizer model kernels gguf base
 DEPS_hub       := gguf base
-DEPS_server    := engine $(DEPS_engine)
+DEPS_registry  := engine $(DEPS_engine)
+DEPS_server    := registry $(DEPS_registry)
 DEPS_cli       := server hub $(DEPS_server)
 # test-only groupings
 DEPS_golden    := engine $(DEPS_engine)
@@ -152,8 +153,8 @@ check: test-bin
 # The engine's and the server's threads: their unit tests and the end-to-end
 # suites that drive the server's event loops, watch thread and engine together
 # (meant for TSAN=1; a report fails the test).
-THREAD_TEST_BINS := $(call test_bins_of,engine) $(call test_bins_of,server)
-THREAD_E2E := tests/e2e/serve.sh tests/e2e/serve_limits.sh tests/e2e/serve_tls.sh tests/e2e/hostile.sh
+THREAD_TEST_BINS := $(call test_bins_of,engine) $(call test_bins_of,registry) $(call test_bins_of,server)
+THREAD_E2E := tests/e2e/serve.sh tests/e2e/serve_models.sh tests/e2e/serve_limits.sh tests/e2e/serve_tls.sh tests/e2e/hostile.sh
 check-threads: $(THREAD_TEST_BINS) $(BUILD)/elliott
 	@TSAN_OPTIONS="halt_on_error=1 $${TSAN_OPTIONS:-}" tests/run-tests.sh $(BUILD) $(THREAD_TEST_BINS) $(THREAD_E2E)
 

@@ -15,8 +15,10 @@
 #include "cli/cli_engine.h"
 #include "cli/commands.h"
 #include "cli/embedded_model.h"
+#include "cli/serve_models.h"
 #include "cli/serve_secrets.h"
 #include "engine/engine.h"
+#include "registry/registry.h"
 #include "server/server.h"
 
 static const char CMD[] = "serve";
@@ -24,16 +26,25 @@ static const char CMD[] = "serve";
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: elliott serve [-m MODEL.gguf] [OPTIONS]\n\n"
+            "usage: elliott serve [-m [NAME=]MODEL.gguf]... [--models-dir DIR] [OPTIONS]\n\n"
             "Serves the elliott-1 chat completion API (POST /v1/ai/chat/completions,\n"
             "POST /v1/chat/completions, GET /v1/models, /health, /metrics, /) over HTTP.\n"
             "Each option may also come from the environment variable shown; flags win.\n\n"
             "options:\n"
-            "  -m, --model FILE       GGUF model (ELLIOTT_MODEL); default: the built-in %s\n"
+            "  -m, --model [NAME=]FILE  a GGUF model (ELLIOTT_MODEL), answering to NAME too; repeat\n"
+            "                         for more; the first is the default; default: the built-in %s\n"
+            "      --models-dir DIR   serve every *.gguf in DIR too, named by file (ELLIOTT_MODELS_DIR)\n"
             "      --host HOST        address to bind (ELLIOTT_HOST), default 127.0.0.1\n"
             "      --port N           port (ELLIOTT_PORT), default 8080; 0 picks a free one\n"
-            "      --alias NAME       model name in responses (ELLIOTT_ALIAS), default elliott-1\n"
-            "  -t, --threads N        compute threads (ELLIOTT_THREADS), default: all CPUs\n"
+            "      --alias NAME       the default model's name (ELLIOTT_ALIAS), default elliott-1;\n"
+            "      --alias NAME=FILE  another name for the model in FILE (served too if not yet)\n"
+            "      --max-models N     models loaded at once (ELLIOTT_MAX_MODELS), default 0: no limit;\n"
+            "                         the least recently used idle one is unloaded for another\n"
+            "      --models-memory BYTES  model file bytes loaded at once, K/M/G suffixes\n"
+            "                         (ELLIOTT_MODELS_MEMORY), default 0: no limit\n"
+            "      --load-timeout S   how long a request waits for its model to load (ELLIOTT_LOAD_TIMEOUT),\n"
+            "                         default 120\n"
+            "  -t, --threads N        compute threads per loaded model (ELLIOTT_THREADS), default: all CPUs\n"
             "  -c, --ctx N            context positions per slot (ELLIOTT_CTX), default min(model, 4096)\n"
             "      --parallel N       conversations evaluated together (ELLIOTT_PARALLEL), default 1\n"
             "      --max-queue N      requests waiting for a slot before 503 (ELLIOTT_MAX_QUEUE), default 16\n"
@@ -64,7 +75,9 @@ static void usage(FILE *out)
 }
 
 typedef struct serve_options {
-    const char *model, *host, *alias, *api_key, *api_key_file, *cors, *history;
+    serve_model_args models;
+    const char *max_models, *models_memory, *load_timeout;
+    const char *host, *api_key, *api_key_file, *cors, *history;
     const char *port, *threads, *ctx, *parallel, *max_queue, *max_tokens, *max_body, *grace_ms;
     const char *max_connections, *max_per_ip, *request_timeout, *idle_timeout, *http_threads;
     const char *tls_cert, *tls_key;
@@ -85,10 +98,15 @@ static bool env_flag(const char *name)
 
 static void options_from_env(serve_options *o)
 {
-    o->model = env("ELLIOTT_MODEL");
+    o->models.models[0] = env("ELLIOTT_MODEL");
+    o->models.n_models = o->models.models[0] ? 1 : 0;
+    o->models.models_dir = env("ELLIOTT_MODELS_DIR");
+    o->max_models = env("ELLIOTT_MAX_MODELS");
+    o->models_memory = env("ELLIOTT_MODELS_MEMORY");
+    o->load_timeout = env("ELLIOTT_LOAD_TIMEOUT");
     o->host = env("ELLIOTT_HOST");
     o->port = env("ELLIOTT_PORT");
-    o->alias = env("ELLIOTT_ALIAS");
+    o->models.default_name = env("ELLIOTT_ALIAS");
     o->threads = env("ELLIOTT_THREADS");
     o->ctx = env("ELLIOTT_CTX");
     o->parallel = env("ELLIOTT_PARALLEL");
@@ -114,7 +132,26 @@ static void options_from_env(serve_options *o)
 enum { OPT_HOST = 256, OPT_PORT, OPT_ALIAS, OPT_PARALLEL, OPT_MAX_QUEUE, OPT_MAX_TOKENS, OPT_API_KEY,
        OPT_API_KEY_FILE, OPT_MAX_BODY, OPT_HISTORY, OPT_CORS, OPT_NO_PREFIX_CACHE, OPT_MLOCK, OPT_GRACE,
        OPT_MAX_CONNECTIONS, OPT_MAX_PER_IP, OPT_REQUEST_TIMEOUT, OPT_IDLE_TIMEOUT, OPT_HTTP_THREADS, OPT_TLS_CERT,
-       OPT_TLS_KEY };
+       OPT_TLS_KEY, OPT_MODELS_DIR, OPT_MAX_MODELS, OPT_MODELS_MEMORY, OPT_LOAD_TIMEOUT };
+
+/* -m and --alias NAME=FILE, which may be repeated. Returns -1 to continue, else the exit status. */
+static int take_model_flag(serve_options *o, int c, const char *arg, bool *first_m)
+{
+    serve_model_args *m = &o->models;
+    if (c == OPT_ALIAS && !strchr(arg, '=')) {
+        m->default_name = arg;
+        return -1;
+    }
+    if (c == 'm' && *first_m) {
+        m->n_models = 0; /* the flags replace ELLIOTT_MODEL */
+        *first_m = false;
+    }
+    size_t *n = c == 'm' ? &m->n_models : &m->n_aliases;
+    if (*n == SERVE_MAX_MODEL_ARGS)
+        return args_usage_error(CMD, "more than %d %s flags", SERVE_MAX_MODEL_ARGS, c == 'm' ? "-m" : "--alias");
+    (c == 'm' ? m->models : m->aliases)[(*n)++] = arg;
+    return -1;
+}
 
 /* Returns -1 to continue, else the exit status. */
 static int parse_flags(int argc, char **argv, serve_options *o)
@@ -142,6 +179,10 @@ static int parse_flags(int argc, char **argv, serve_options *o)
         {"request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT},
         {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
         {"http-threads", required_argument, NULL, OPT_HTTP_THREADS},
+        {"models-dir", required_argument, NULL, OPT_MODELS_DIR},
+        {"max-models", required_argument, NULL, OPT_MAX_MODELS},
+        {"models-memory", required_argument, NULL, OPT_MODELS_MEMORY},
+        {"load-timeout", required_argument, NULL, OPT_LOAD_TIMEOUT},
         {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
         {"tls-key", required_argument, NULL, OPT_TLS_KEY},
         {"help", no_argument, NULL, 'h'},
@@ -150,13 +191,21 @@ static int parse_flags(int argc, char **argv, serve_options *o)
     optind = 1;
     opterr = 0;
     int c;
-    bool key_flag = false, key_file_flag = false;
+    bool key_flag = false, key_file_flag = false, first_m = true;
+    int rc;
     while ((c = getopt_long(argc, argv, ":m:t:c:h", longs, NULL)) != -1) {
         switch (c) {
-        case 'm': o->model = optarg; break;
+        case 'm':
+        case OPT_ALIAS:
+            if ((rc = take_model_flag(o, c, optarg, &first_m)) >= 0)
+                return rc;
+            break;
+        case OPT_MODELS_DIR: o->models.models_dir = optarg; break;
+        case OPT_MAX_MODELS: o->max_models = optarg; break;
+        case OPT_MODELS_MEMORY: o->models_memory = optarg; break;
+        case OPT_LOAD_TIMEOUT: o->load_timeout = optarg; break;
         case OPT_HOST: o->host = optarg; break;
         case OPT_PORT: o->port = optarg; break;
-        case OPT_ALIAS: o->alias = optarg; break;
         case 't': o->threads = optarg; break;
         case 'c': o->ctx = optarg; break;
         case OPT_PARALLEL: o->parallel = optarg; break;
@@ -197,16 +246,38 @@ static int parse_flags(int argc, char **argv, serve_options *o)
     return -1;
 }
 
-/* Turns the options into the two configurations. Returns -1 on success, else
+/* --max-models, --models-memory and --load-timeout. Returns -1 on success, else the exit status. */
+static int build_models_config(const serve_options *o, registry_config *rc, server_config *sc)
+{
+    memset(rc, 0, sizeof *rc);
+    size_t budget = 0;
+    int seconds;
+    if ((o->max_models && args_int(CMD, "--max-models", o->max_models, 0, 1024, &rc->max_loaded) < 0) ||
+        (o->models_memory && args_size(CMD, "--models-memory", o->models_memory, 0, SIZE_MAX, &budget) < 0))
+        return 2;
+    rc->memory_budget = budget;
+    if (o->load_timeout) {
+        if (args_int(CMD, "--load-timeout", o->load_timeout, 0, 3600, &seconds) < 0)
+            return 2;
+        sc->model_wait_ms = seconds * 1000;
+    }
+    const char *name = o->models.default_name;
+    if (name && (!*name || strlen(name) > REGISTRY_MAX_NAME))
+        return args_usage_error(CMD, "--alias must be 1 to %d characters", REGISTRY_MAX_NAME);
+    return -1;
+}
+
+/* Turns the options into the configurations. Returns -1 on success, else
  * the exit status. */
-static int build_config(const serve_options *o, engine_config *ec, server_config *sc)
+static int build_config(const serve_options *o, engine_config *ec, server_config *sc, registry_config *rc)
 {
     engine_config_default(ec);
     server_config_default(sc);
+    int status = build_models_config(o, rc, sc);
+    if (status >= 0)
+        return status;
     if (o->host)
         sc->host = o->host;
-    if (o->alias)
-        sc->alias = o->alias;
     if (o->cors)
         sc->cors_origin = o->cors;
     if ((o->port && args_int(CMD, "--port", o->port, 0, 65535, &sc->port) < 0) ||
@@ -234,8 +305,6 @@ static int build_config(const serve_options *o, engine_config *ec, server_config
             return 2;
         sc->idle_timeout_ms = seconds * 1000;
     }
-    if (!*sc->alias || strlen(sc->alias) > 128)
-        return args_usage_error(CMD, "--alias must be 1 to 128 characters");
     if (o->history) {
         if (!strcmp(o->history, "full"))
             ec->history = CHAT_HISTORY_FULL;
@@ -249,23 +318,6 @@ static int build_config(const serve_options *o, engine_config *ec, server_config
     if (o->mlock)
         ec->mlock = true;
     return -1;
-}
-
-/* The model loads in the background, where a failure only shows as 503s: a path
- * that is missing or a directory is refused at once instead. (Only stat: opening
- * could block on a FIFO, which the loader is left to handle.) */
-static int check_model_path(const char *path)
-{
-    struct stat st;
-    if (stat(path, &st) < 0) {
-        fprintf(stderr, "elliott serve: cannot open the model %s: %s\n", path, strerror(errno));
-        return -1;
-    }
-    if (S_ISDIR(st.st_mode)) {
-        fprintf(stderr, "elliott serve: the model %s is a directory, not a GGUF file\n", path);
-        return -1;
-    }
-    return 0;
 }
 
 /* Each connection is a descriptor: the soft limit is raised to the hard one,
@@ -297,20 +349,40 @@ static void say_listening(const char *host, int port, bool tls)
             v6 ? "]" : "", port);
 }
 
-static void say_engine_state(engine *e, enum engine_state st)
+static void say_model_ready(registry *r, int model)
 {
-    if (st == ENGINE_READY) {
-        engine_info info;
-        engine_get_info(e, &info);
-        fprintf(stderr,
-                "elliott serve: model ready: %s (%s, chat format %s), context %d x %d slots, %d threads, "
-                "default max_tokens %d\n",
-                info.model_name, info.arch, info.chat_format, info.n_ctx, info.n_slots, info.n_threads,
-                info.max_tokens_default);
-    } else if (st == ENGINE_FAILED) {
-        el_err why = {{0}};
-        engine_state(e, &why);
-        fprintf(stderr, "elliott serve: the model failed to load: %s (answering 503 until stopped)\n", why.msg);
+    engine *e = registry_acquire_loaded(r, model);
+    if (!e)
+        return;
+    engine_info info;
+    engine_get_info(e, &info);
+    registry_release(r, model);
+    fprintf(stderr,
+            "elliott serve: model ready: %s = %s (%s, chat format %s), context %d x %d slots, %d threads, "
+            "default max_tokens %d\n",
+            registry_name(r, model), info.model_name, info.arch, info.chat_format, info.n_ctx, info.n_slots,
+            info.n_threads, info.max_tokens_default);
+}
+
+/* Says what changed since last (one state per model): a load ended, a model
+ * was unloaded. */
+static void say_model_changes(registry *r, enum registry_state *last)
+{
+    for (size_t i = 0; i < registry_count(r); i++) {
+        registry_status st;
+        registry_get_status(r, (int)i, &st);
+        if (st.state == last[i])
+            continue;
+        if (st.state == REGISTRY_READY)
+            say_model_ready(r, (int)i);
+        else if (st.state == REGISTRY_FAILED)
+            fprintf(stderr, "elliott serve: the model failed to load (%s): %s (answering 503 for it)\n", st.name,
+                    st.error.msg);
+        else if (st.state == REGISTRY_LOADING)
+            fprintf(stderr, "elliott serve: loading %s in the background\n", st.name);
+        else if (st.state == REGISTRY_UNLOADED && last[i] != REGISTRY_UNLOADED)
+            fprintf(stderr, "elliott serve: unloaded %s (unloads: %llu)\n", st.name, (unsigned long long)st.unloads);
+        last[i] = st.state;
     }
 }
 
@@ -341,36 +413,65 @@ static void reload_keys(const reload_ctx *r)
 }
 
 /* Waits for SIGINT or SIGTERM (blocked in every thread, so they stay pending
- * until taken here), saying once when the model has loaded or failed, and
- * rereading the keys on SIGHUP. */
-static void wait_for_stop(engine *e, const sigset_t *signals, const reload_ctx *reload)
+ * until taken here), saying when a model has loaded, failed or been unloaded,
+ * and rereading the keys on SIGHUP. */
+static void wait_for_stop(registry *models, const sigset_t *signals, const reload_ctx *reload)
 {
-    bool loading = true;
+    enum registry_state *last = calloc(registry_count(models), sizeof *last);
     for (;;) {
-        int sig;
-        if (loading) {
-            struct timespec tick = {0, 100 * 1000000L};
-            sig = sigtimedwait(signals, NULL, &tick);
-        } else {
-            sig = sigwaitinfo(signals, NULL);
-        }
+        if (last)
+            say_model_changes(models, last);
+        struct timespec tick = {0, 100 * 1000000L};
+        int sig = sigtimedwait(signals, NULL, &tick);
         if (sig == SIGHUP)
             reload_keys(reload);
         else if (sig > 0)
-            return;
+            break;
         else if (errno != EAGAIN && errno != EINTR)
-            return;
-        if (loading) {
-            enum engine_state st = engine_state(e, NULL);
-            if (st != ENGINE_LOADING) {
-                loading = false;
-                say_engine_state(e, st);
-            }
-        }
+            break;
     }
+    free(last);
 }
 
-static int serve(engine_config *ec, server_config *sc, const char *model, const char *key_file)
+/* The registry of the models, nothing loaded yet; its thread starts with the
+ * stop signals blocked, so that they reach the main thread. NULL after saying why. */
+static registry *list_models(const registry_config *rc, const serve_model_args *models, const engine_config *ec)
+{
+    sigset_t block, saved;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &block, &saved);
+    el_err err = {{0}};
+    registry *r = registry_create(rc, &err);
+    pthread_sigmask(SIG_SETMASK, &saved, NULL);
+    if (!r) {
+        fprintf(stderr, "elliott serve: %s\n", err.msg);
+        return NULL;
+    }
+    if (serve_models_add(r, models, ec) < 0) {
+        registry_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* Begins loading the default model. */
+static int start_models(registry *r)
+{
+    el_err err = {{0}};
+    if (registry_start(r, &err) < 0) {
+        fprintf(stderr, "elliott serve: %s\n", err.msg);
+        return -1;
+    }
+    if (registry_count(r) > 1)
+        fprintf(stderr, "elliott serve: %zu models; the default is %s; the others load on first use\n",
+                registry_count(r), registry_name(r, 0));
+    return 0;
+}
+
+static int serve(registry *r, server_config *sc, const char *key_file)
 {
     /* Blocked before any thread starts, so that every thread inherits the mask
      * and the signals wait for wait_for_stop instead of interrupting I/O. */
@@ -380,44 +481,31 @@ static int serve(engine_config *ec, server_config *sc, const char *model, const 
     sigaddset(&stop_signals, SIGTERM);
     sigaddset(&stop_signals, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &stop_signals, &saved);
-    cli_engine_use_model(CMD, ec, model);
-    engine *e = cli_engine_start(CMD, ec, false);
-    if (!e) {
+    if (start_models(r) < 0) {
         pthread_sigmask(SIG_SETMASK, &saved, NULL);
         return 1;
     }
-    fprintf(stderr, "elliott serve: loading %s in the background\n", model ? model : EMBEDDED_MODEL_NAME);
     el_err err = {{0}};
-    server *srv = server_start(sc, e, &err);
+    server *srv = server_start(sc, r, &err);
     if (srv) {
         say_listening(sc->host, server_port(srv), sc->tls_cert_pem != NULL);
         reload_ctx reload = {srv, key_file};
-        wait_for_stop(e, &stop_signals, &reload);
+        wait_for_stop(r, &stop_signals, &reload);
         fprintf(stderr, "elliott serve: shutting down\n");
         server_stop(srv);
     } else {
         fprintf(stderr, "elliott serve: %s\n", err.msg);
     }
-    engine_free(e);
     pthread_sigmask(SIG_SETMASK, &saved, NULL);
     return srv ? 0 : 1;
 }
 
-int cmd_serve(int argc, char **argv)
+/* The rest of cmd_serve, once the options are read: keys, TLS, the models, serving. */
+static int serve_configured(const serve_options *op, server_config *psc, const engine_config *ec,
+                            const registry_config *models_cfg)
 {
-    serve_options o;
-    memset(&o, 0, sizeof o);
-    options_from_env(&o);
-    int rc = parse_flags(argc, argv, &o);
-    if (rc >= 0)
-        return rc;
-    engine_config ec;
-    server_config sc;
-    rc = build_config(&o, &ec, &sc);
-    if (rc >= 0)
-        return rc;
-    if (o.model && check_model_path(o.model) < 0)
-        return 1;
+    const serve_options o = *op;
+    server_config sc = *psc;
     keyset keys = {0};
     if (o.api_key_file && keyset_read(o.api_key_file, &keys) < 0)
         return 1;
@@ -444,13 +532,36 @@ int cmd_serve(int argc, char **argv)
         sc.tls_cert_pem = cert;
         sc.tls_key_pem = key;
     }
-    signal(SIGPIPE, SIG_IGN);
-    fit_descriptor_limit(&sc);
-    if (!sc.n_api_keys)
-        fprintf(stderr, "elliott serve: no API key set: requests are not authenticated\n");
-    rc = serve(&ec, &sc, o.model, o.api_key_file);
+    registry *models = list_models(models_cfg, &o.models, ec);
+    int rc = 1;
+    if (models) {
+        signal(SIGPIPE, SIG_IGN);
+        fit_descriptor_limit(&sc);
+        if (!sc.n_api_keys)
+            fprintf(stderr, "elliott serve: no API key set: requests are not authenticated\n");
+        rc = serve(models, &sc, o.api_key_file);
+        registry_free(models);
+    }
     keyset_free(&keys);
     pem_free(cert);
     pem_free(key);
     return rc;
 }
+
+int cmd_serve(int argc, char **argv)
+{
+    serve_options o;
+    memset(&o, 0, sizeof o);
+    options_from_env(&o);
+    int rc = parse_flags(argc, argv, &o);
+    if (rc >= 0)
+        return rc;
+    engine_config ec;
+    server_config sc;
+    registry_config models_cfg;
+    rc = build_config(&o, &ec, &sc, &models_cfg);
+    if (rc >= 0)
+        return rc;
+    return serve_configured(&o, &sc, &ec, &models_cfg);
+}
+

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "server/server_internal.h"
 
@@ -77,7 +78,7 @@ static enum MHD_Result answer_loaded(struct MHD_Connection *conn, request_ctx *c
     /* Ollama answers a generate without a prompt once the model is loaded. */
     char stamp[40];
     api_ollama_timestamp(stamp);
-    json_t *o = json_pack("{s:s, s:s, s:s, s:b, s:s}", "model", ctx->srv->cfg->alias, "created_at", stamp,
+    json_t *o = json_pack("{s:s, s:s, s:s, s:b, s:s}", "model", ctx->model_name, "created_at", stamp,
                           "response", "", "done", 1, "done_reason", "load");
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
@@ -89,7 +90,7 @@ static enum MHD_Result handle_ollama_generation(struct MHD_Connection *conn, req
     gen_params defaults;
     gen_params_default(&defaults);
     engine_info info;
-    engine_get_info(ctx->srv->eng, &info);
+    engine_get_info(ctx->eng, &info);
     chat_request req;
     api_error e;
     bool empty = false;
@@ -122,6 +123,7 @@ static enum MHD_Result handle_ollama_generation(struct MHD_Connection *conn, req
  * is suspended: the event loop that serves it goes on serving others. */
 struct embed_job {
     server *srv;
+    engine *eng;              /* held by the request until it ends, after the job */
     struct MHD_Connection *conn;
     embed_request req;
     float *rows;
@@ -147,7 +149,7 @@ static void embed_job_run(struct embed_job *job)
 {
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    job->status = engine_embed(job->srv->eng, job->req.inputs, job->req.n_inputs, &job->req.options, job->rows,
+    job->status = engine_embed(job->eng, job->req.inputs, job->req.n_inputs, &job->req.options, job->rows,
                                &job->prompt_tokens, &job->err);
     job->ms = server_seconds_since(&t0) * 1e3;
 }
@@ -213,7 +215,7 @@ enum MHD_Result api_embed_continue(struct MHD_Connection *conn, request_ctx *ctx
         api_embed_truncate(job->rows, job->req.n_inputs, job->dim, job->req.dimensions);
         ctx->usage.prompt_tokens = job->prompt_tokens;
         size_t len;
-        char *body = api_embed_body(&job->req, ctx->srv->cfg->alias, job->rows, job->req.n_inputs, dims,
+        char *body = api_embed_body(&job->req, ctx->model_name, job->rows, job->req.n_inputs, dims,
                                     job->prompt_tokens, &len);
         ok = body ? http_respond_json(conn, ctx, 200, body, len)
                   : http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
@@ -237,7 +239,8 @@ static enum MHD_Result handle_embeddings(struct MHD_Connection *conn, request_ct
     server *srv = ctx->srv;
     job->srv = srv;
     job->conn = conn;
-    job->dim = engine_embedding_size(srv->eng);
+    job->eng = ctx->eng;
+    job->dim = engine_embedding_size(job->eng);
     if (job->dim <= 0) {
         embed_job_free(job);
         return http_fail(conn, ctx, 503, NULL, "Retry-After", "5", "the model is not loaded yet");
@@ -304,62 +307,127 @@ static void stable_digest(const engine_description *d, char out[65])
     }
 }
 
-static enum MHD_Result handle_ollama_model(struct MHD_Connection *conn, request_ctx *ctx, bool show)
+static void parameter_size(uint64_t n, char out[32])
+{
+    double p = (double)n;
+    if (p >= 1e9)
+        snprintf(out, 32, "%.1fB", p / 1e9);
+    else if (p >= 1e6)
+        snprintf(out, 32, "%.0fM", p / 1e6);
+    else
+        snprintf(out, 32, "%.0fK", p / 1e3);
+}
+
+/* A loaded model as Ollama describes it; the buffers are the caller's (tmpl is
+ * malloc'd, NULL without a template). -1 when out of memory. */
+typedef struct described {
+    engine_description d;
+    engine_info info;
+    json_t *model_info;
+    char digest[65], params[32];
+    char *tmpl;
+} described;
+
+static int describe_loaded(engine *e, described *out)
+{
+    memset(out, 0, sizeof *out);
+    out->model_info = json_object();
+    if (!out->model_info || engine_describe(e, &out->d, add_metadata, out->model_info) < 0) {
+        json_decref(out->model_info);
+        out->model_info = NULL;
+        return -1;
+    }
+    engine_get_info(e, &out->info);
+    stable_digest(&out->d, out->digest);
+    parameter_size(out->d.n_params, out->params);
+    if (out->d.chat_template && (out->tmpl = malloc(out->d.chat_template_len + 1)) != NULL) {
+        memcpy(out->tmpl, out->d.chat_template, out->d.chat_template_len);
+        out->tmpl[out->d.chat_template_len] = '\0';
+    }
+    return 0;
+}
+
+static void described_free(described *x)
+{
+    free(x->tmpl);
+    json_decref(x->model_info);
+}
+
+static api_ollama_model ollama_model(const char *name, const described *x, long long started)
+{
+    return (api_ollama_model){.name = name, .info = &x->info, .path = x->d.path,
+                              .modified = x->d.modified ? x->d.modified : started, .size = x->d.file_bytes,
+                              .digest = x->digest, .quantization = x->d.weight_type, .parameter_size = x->params,
+                              .model_info = x->model_info, .template_text = x->tmpl ? x->tmpl : ""};
+}
+
+/* POST /api/show: the request's model (api_models.c chose and loaded it). */
+static enum MHD_Result handle_ollama_show(struct MHD_Connection *conn, request_ctx *ctx)
+{
+    json_t *root;
+    api_error e;
+    int rc = api_load_json(ctx->body ? ctx->body : "", ctx->body_len, "'model'", &root, &e);
+    wipe_request_body(ctx);
+    if (rc < 0)
+        return http_respond_error(conn, ctx, &e, NULL, NULL);
+    static const char *const fields[] = {"model", "name", "verbose"};
+    rc = api_check_fields(root, fields, 3, "", &e);
+    json_decref(root);
+    if (rc < 0)
+        return http_respond_error(conn, ctx, &e, NULL, NULL);
+    described x;
+    if (describe_loaded(ctx->eng, &x) < 0)
+        return http_fail(conn, ctx, 503, NULL, "Retry-After", "5", "the model is not loaded yet");
+    api_ollama_model m = ollama_model(ctx->model_name, &x, ctx->srv->started);
+    size_t len = 0;
+    char *body = api_ollama_show_body(&m, &len);
+    described_free(&x);
+    return body ? http_respond_json(conn, ctx, 200, body, len)
+                : http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
+}
+
+/* A model not in memory, from its file alone (the digest is the one it has loaded). */
+static void describe_unloaded(const registry_status *st, described *out, long long started)
+{
+    memset(out, 0, sizeof *out);
+    struct stat sb;
+    out->d.path = st->path;
+    out->d.file_bytes = st->bytes;
+    out->d.modified = st->path && stat(st->path, &sb) == 0 ? (long long)sb.st_mtime : 0;
+    stable_digest(&out->d, out->digest);
+    if (!out->d.modified)
+        out->d.modified = started;
+}
+
+/* GET /api/tags: every model; those not loaded are not loaded to be listed. */
+static enum MHD_Result handle_ollama_tags(struct MHD_Connection *conn, request_ctx *ctx)
 {
     server *srv = ctx->srv;
-    if (show) {
-        json_t *root;
-        api_error e;
-        int rc = api_load_json(ctx->body ? ctx->body : "", ctx->body_len, "'model'", &root, &e);
-        wipe_request_body(ctx);
-        if (rc < 0)
-            return http_respond_error(conn, ctx, &e, NULL, NULL);
-        static const char *const fields[] = {"model", "name", "verbose"};
-        json_t *model = json_object_get(root, "model");
-        if (!model)
-            model = json_object_get(root, "name");
-        const char *name = json_string_value(model);
-        if (api_check_fields(root, fields, 3, "", &e) < 0) {
-            json_decref(root);
-            return http_respond_error(conn, ctx, &e, NULL, NULL);
-        }
-        /* Ollama's clients add ":latest" to a name without a tag. */
-        size_t alias_len = strlen(srv->cfg->alias);
-        bool match = name && (!strcmp(name, srv->cfg->alias) ||
-                              (!strncmp(name, srv->cfg->alias, alias_len) && !strcmp(name + alias_len, ":latest")));
-        json_decref(root);
-        if (!match)
-            return http_fail(conn, ctx, 404, "model", NULL, NULL, "model not found: this server serves one model");
-    }
-    engine_description d;
-    json_t *info = json_object();
-    engine_info ei;
-    if (!info || engine_describe(srv->eng, &d, add_metadata, info) < 0) {
-        json_decref(info);
-        return http_fail(conn, ctx, 503, NULL, "Retry-After", "5", "the model is not loaded yet");
-    }
-    engine_get_info(srv->eng, &ei);
-    char digest[65], params[32], *tmpl = NULL;
-    stable_digest(&d, digest);
-    double p = (double)d.n_params;
-    if (p >= 1e9)
-        snprintf(params, sizeof params, "%.1fB", p / 1e9);
-    else if (p >= 1e6)
-        snprintf(params, sizeof params, "%.0fM", p / 1e6);
-    else
-        snprintf(params, sizeof params, "%.0fK", p / 1e3);
-    if (d.chat_template && (tmpl = malloc(d.chat_template_len + 1)) != NULL) {
-        memcpy(tmpl, d.chat_template, d.chat_template_len);
-        tmpl[d.chat_template_len] = '\0';
-    }
-    api_ollama_model m = {.name = srv->cfg->alias, .info = &ei, .path = d.path,
-                          .modified = d.modified ? d.modified : srv->started, .size = d.file_bytes,
-                          .digest = digest, .quantization = d.weight_type, .parameter_size = params,
-                          .model_info = info, .template_text = tmpl ? tmpl : ""};
+    size_t n = registry_count(srv->models);
+    described *xs = calloc(n ? n : 1, sizeof *xs);
+    api_ollama_model *ms = calloc(n ? n : 1, sizeof *ms);
+    char *body = NULL;
     size_t len = 0;
-    char *body = show ? api_ollama_show_body(&m, &len) : api_ollama_tags_body(&m, &len);
-    free(tmpl);
-    json_decref(info);
+    if (xs && ms) {
+        for (size_t i = 0; i < n; i++) {
+            registry_status st;
+            registry_get_status(srv->models, (int)i, &st);
+            engine *e = registry_acquire_loaded(srv->models, (int)i);
+            bool loaded = e && describe_loaded(e, &xs[i]) == 0;
+            if (e)
+                registry_release(srv->models, (int)i);
+            if (!loaded)
+                describe_unloaded(&st, &xs[i], srv->started);
+            ms[i] = ollama_model(st.name, &xs[i], srv->started);
+            if (!loaded)
+                ms[i].info = NULL;
+        }
+        body = api_ollama_tags_body(ms, n, &len);
+        for (size_t i = 0; i < n; i++)
+            described_free(&xs[i]);
+    }
+    free(xs);
+    free(ms);
     return body ? http_respond_json(conn, ctx, 200, body, len)
                 : http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
 }
@@ -377,11 +445,8 @@ enum MHD_Result api_dispatch(struct MHD_Connection *conn, request_ctx *ctx)
     case ROUTE_OLLAMA_EMBEDDINGS: return handle_embeddings(conn, ctx);
     case ROUTE_OLLAMA_CHAT: return handle_ollama_generation(conn, ctx, false);
     case ROUTE_OLLAMA_GENERATE: return handle_ollama_generation(conn, ctx, true);
-    case ROUTE_OLLAMA_SHOW: return handle_ollama_model(conn, ctx, true);
-    case ROUTE_OLLAMA_TAGS:
-        if (engine_state(ctx->srv->eng, NULL) != ENGINE_READY)
-            return http_fail(conn, ctx, 503, NULL, "Retry-After", "5", "the model is not loaded yet");
-        return handle_ollama_model(conn, ctx, false);
+    case ROUTE_OLLAMA_SHOW: return handle_ollama_show(conn, ctx);
+    case ROUTE_OLLAMA_TAGS: return handle_ollama_tags(conn, ctx);
     case ROUTE_OLLAMA_VERSION: {
         char *body = api_ollama_version_body(&len);
         return http_respond_json(conn, ctx, 200, body, len);

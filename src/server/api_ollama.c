@@ -199,6 +199,9 @@ int api_parse_ollama_request(const char *body, size_t len, bool generate, const 
 
 static json_t *details(const api_ollama_model *m)
 {
+    if (!m->info) /* not loaded: what its metadata says is not known yet */
+        return json_pack("{s:s, s:s, s:s, s:[], s:s, s:s}", "parent_model", "", "format", "gguf", "family", "",
+                         "families", "parameter_size", "", "quantization_level", "");
     return json_pack("{s:s, s:s, s:s, s:[s], s:s, s:s}", "parent_model", "", "format", "gguf", "family",
                      m->info->arch, "families", m->info->arch, "parameter_size", m->parameter_size,
                      "quantization_level", m->quantization);
@@ -217,14 +220,23 @@ static char *dump(json_t *o, size_t *len)
     return api_json_dump_framed(o, "", "", len);
 }
 
-char *api_ollama_tags_body(const api_ollama_model *m, size_t *len)
+static json_t *tag(const api_ollama_model *m)
 {
     char modified[40];
     stamp_of(m->modified, modified);
-    return dump(json_pack("{s:[{s:s, s:s, s:s, s:I, s:s, s:o}]}", "models", "name", m->name, "model", m->name,
-                          "modified_at", modified, "size", (json_int_t)m->size, "digest", m->digest, "details",
-                          details(m)),
-                len);
+    return json_pack("{s:s, s:s, s:s, s:I, s:s, s:o}", "name", m->name, "model", m->name, "modified_at", modified,
+                     "size", (json_int_t)m->size, "digest", m->digest, "details", details(m));
+}
+
+char *api_ollama_tags_body(const api_ollama_model *models, size_t n, size_t *len)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; list && i < n; i++)
+        if (json_array_append_new(list, tag(&models[i])) < 0) {
+            json_decref(list);
+            list = NULL;
+        }
+    return dump(list ? json_pack("{s:o}", "models", list) : NULL, len);
 }
 
 char *api_ollama_show_body(const api_ollama_model *m, size_t *len)

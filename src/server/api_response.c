@@ -347,11 +347,16 @@ static json_t *model_object(const char *model, long long created)
                      "owned_by", "elliott");
 }
 
-char *api_models_body(const char *model, long long created, size_t *len)
+char *api_models_body(const char *const *models, const long long *created, size_t n, size_t *len)
 {
     api_json_init();
-    return api_json_dump_framed(json_pack("{s:s, s:[o]}", "object", "list", "data", model_object(model, created)), "", "",
-                len);
+    json_t *data = json_array();
+    for (size_t i = 0; data && i < n; i++)
+        if (json_array_append_new(data, model_object(models[i], created[i])) < 0) {
+            json_decref(data);
+            data = NULL;
+        }
+    return api_json_dump_framed(data ? json_pack("{s:s, s:o}", "object", "list", "data", data) : NULL, "", "", len);
 }
 
 char *api_model_body(const char *model, long long created, size_t *len)

@@ -22,6 +22,8 @@ enum { SSE_KEEPALIVE_SECONDS = 15 };
 struct stream_state {
     atomic_int refs;
     server *srv;
+    engine *eng;              /* the request's model, held until the request ends */
+    const char *model;        /* its id */
     gen_request *gen;
     gen_waiter waiter;
     request_ctx *ctx;         /* set when the request ends before the generation */
@@ -190,8 +192,8 @@ static void stream_set_output(stream_state *s, char *event, size_t len)
  * error event when generation failed or the server cancelled it. */
 static api_reply_view stream_view(stream_state *s)
 {
-    return (api_reply_view){.id = s->id, .created = s->created, .model = s->srv->cfg->alias, .opts = &s->opts,
-                            .token_bytes = token_bytes, .cls = s->srv->eng,
+    return (api_reply_view){.id = s->id, .created = s->created, .model = s->model, .opts = &s->opts,
+                            .token_bytes = token_bytes, .cls = s->eng,
                             .total_ms = server_seconds_since(&s->t_start) * 1e3, .prompt_ms = s->done.prompt_ms,
                             .generate_ms = s->done.generate_ms, .prompt_tokens = s->done.prompt_tokens,
                             .completion_tokens = s->done.completion_tokens};
@@ -223,7 +225,7 @@ static int stream_close_events(stream_state *s)
 {
     if (s->opts.format != API_FORMAT_CHAT)
         return stream_close_format(s);
-    const char *model = s->srv->cfg->alias;
+    const char *model = s->model;
     size_t n1 = 0, n2 = 0;
     char *a = NULL, *b = NULL;
     if ((s->done.finish == GEN_FINISH_STOP || s->done.finish == GEN_FINISH_LENGTH) && s->n_choices > 1) {
@@ -282,11 +284,11 @@ static int stream_close_events(stream_state *s)
  * Returns 0 with an event in s->out, 1 when there is nothing to send, -1 on failure. */
 static int stream_text_event(stream_state *s, const gen_event *ev)
 {
-    const char *model = s->srv->cfg->alias;
+    const char *model = s->model;
     int choice = ev->choice;
     api_call_scanner *scanner = &s->scanner[choice];
     wipebuf *held = &s->held[choice];
-    api_logprobs lp = {ev->logprobs, ev->n_logprobs, token_bytes, s->srv->eng};
+    api_logprobs lp = {ev->logprobs, ev->n_logprobs, token_bytes, s->eng};
     const api_logprobs *lpp = s->logprobs && ev->n_logprobs ? &lp : NULL;
     const char *text = ev->len ? ev->text : NULL;
     size_t text_len = ev->len;
@@ -343,7 +345,7 @@ static int stream_choice_end(stream_state *s, const gen_event *ev)
         stream_set_output(s, out, len);
         return out ? 0 : -1;
     }
-    char *chunk_ev = api_chunk_choice_finish(s->id, s->created, s->srv->cfg->alias, ev->choice,
+    char *chunk_ev = api_chunk_choice_finish(s->id, s->created, s->model, ev->choice,
                                              finish_name(ev->finish, s->tools ? &s->scanner[ev->choice] : NULL),
                                              s->include_usage, &len);
     stream_set_output(s, chunk_ev, len);
@@ -354,7 +356,7 @@ static int stream_choice_end(stream_state *s, const gen_event *ev)
  * connection is suspended until the engine has more, -1 to drop the connection. */
 static int stream_next_event(stream_state *s)
 {
-    const char *model = s->srv->cfg->alias;
+    const char *model = s->model;
     size_t len = 0;
     if (s->roles_sent < s->n_choices && s->opts.format != API_FORMAT_CHAT) {
         /* no role deltas: a text completion's echo (when asked for) comes first */
@@ -457,6 +459,8 @@ static enum MHD_Result start_stream(struct MHD_Connection *conn, request_ctx *ct
     s->logprobs = opts->logprobs;
     s->n_choices = opts->n_choices;
     s->opts = *opts;
+    s->eng = ctx->eng;
+    s->model = ctx->model_name;
     if (opts->echo_len && wipebuf_append(&s->echo, opts->echo, opts->echo_len) < 0) {
         gen_release(g);
         free(s);
@@ -510,8 +514,8 @@ static void reply_free(reply_state *rs)
 static char *format_body(request_ctx *ctx, const answer_options *opts, const char *id, choice_reply *replies,
                          size_t *len)
 {
-    api_reply_view v = {.id = id, .created = (long long)time(NULL), .model = ctx->srv->cfg->alias, .opts = opts,
-                        .token_bytes = token_bytes, .cls = ctx->srv->eng,
+    api_reply_view v = {.id = id, .created = (long long)time(NULL), .model = ctx->model_name, .opts = opts,
+                        .token_bytes = token_bytes, .cls = ctx->eng,
                         .total_ms = server_seconds_since(&ctx->t_start) * 1e3, .prompt_ms = ctx->prompt_ms,
                         .generate_ms = ctx->generate_ms, .prompt_tokens = ctx->usage.prompt_tokens,
                         .completion_tokens = ctx->usage.completion_tokens};
@@ -565,10 +569,10 @@ static char *reply_body(request_ctx *ctx, const answer_options *opts, choice_rep
         }
         choices[i].finish = finish_name(r->finish, opts->tools ? &sc[i] : NULL);
         lp[i] = (api_logprobs){(const gen_logprob *)r->logprobs.data, r->logprobs.len / sizeof(gen_logprob),
-                               token_bytes, ctx->srv->eng};
+                               token_bytes, ctx->eng};
         choices[i].logprobs = opts->logprobs ? &lp[i] : NULL;
     }
-    body = api_completion_body(id, (long long)time(NULL), ctx->srv->cfg->alias, choices, (size_t)n, &ctx->usage, len);
+    body = api_completion_body(id, (long long)time(NULL), ctx->model_name, choices, (size_t)n, &ctx->usage, len);
 done:
     for (int i = 0; sc && i < n; i++)
         api_call_scanner_free(&sc[i]);
@@ -728,7 +732,7 @@ gen_request *completion_submit(struct MHD_Connection *conn, request_ctx *ctx, co
 {
     gen_request *g = NULL;
     el_err err = {{0}};
-    enum gen_status st = engine_submit(ctx->srv->eng, messages, n_messages, params, &g, &err);
+    enum gen_status st = engine_submit(ctx->eng, messages, n_messages, params, &g, &err);
     if (st != GEN_OK) {
         *refused = respond_submit_error(conn, ctx, st, &err, constraint_param, opts->prompt_param);
         return NULL;

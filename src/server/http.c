@@ -126,34 +126,81 @@ enum MHD_Result http_fail(struct MHD_Connection *conn, request_ctx *ctx, int sta
 
 /* ---- the GET routes ---------------------------------------------------------------- */
 
+/* The server is healthy once its default model has loaded (as when it served one
+ * model): an unloaded or reloading default model does not make it unhealthy,
+ * a failed one does. Other models' states are listed, not judged. */
+static const char *health_status(server *srv, int *http_status)
+{
+    registry_status st;
+    registry_get_status(srv->models, 0, &st);
+    *http_status = 503;
+    if (atomic_load(&srv->draining))
+        return "shutting_down";
+    if (st.state == REGISTRY_FAILED)
+        return "failed";
+    if (!st.loaded_once) /* loading at start, or unloaded after its load failed */
+        return st.state == REGISTRY_UNLOADED ? "failed" : "loading";
+    *http_status = 200;
+    return "ok";
+}
+
+static char *health_body(server *srv, const char *status, size_t *len)
+{
+    json_t *o = json_pack("{s:s}", "status", status);
+    size_t n = registry_count(srv->models);
+    if (o && n > 1) {
+        json_t *list = json_array();
+        for (size_t i = 0; list && i < n; i++) {
+            registry_status st;
+            registry_get_status(srv->models, (int)i, &st);
+            json_array_append_new(list, json_pack("{s:s, s:s, s:i}", "id", st.name, "state",
+                                                  registry_state_name(st.state), "requests", st.users));
+        }
+        json_object_set_new(o, "models", list);
+    }
+    return api_json_dump_framed(o, "", "", len);
+}
+
 static enum MHD_Result handle_health(struct MHD_Connection *conn, request_ctx *ctx)
 {
-    static char ok[] = "{\"status\":\"ok\"}", loading[] = "{\"status\":\"loading\"}",
-                failed[] = "{\"status\":\"failed\"}", stopping[] = "{\"status\":\"shutting_down\"}";
-    char *body = ok;
-    int status = 200;
-    enum engine_state st = engine_state(ctx->srv->eng, NULL);
-    if (atomic_load(&ctx->srv->draining))
-        body = stopping, status = 503;
-    else if (st == ENGINE_LOADING)
-        body = loading, status = 503;
-    else if (st == ENGINE_FAILED)
-        body = failed, status = 503;
-    return http_respond(conn, ctx, status, "application/json", body, strlen(body), true,
-                   status == 503 ? "Retry-After" : NULL, "5");
+    int status;
+    const char *word = health_status(ctx->srv, &status);
+    size_t len = 0;
+    char *body = health_body(ctx->srv, word, &len);
+    if (!body)
+        return MHD_NO;
+    return http_respond(conn, ctx, status, "application/json", body, len, false,
+                        status == 503 ? "Retry-After" : NULL, "5");
 }
 
 static enum MHD_Result handle_metrics(struct MHD_Connection *conn, request_ctx *ctx)
 {
     server *srv = ctx->srv;
     metrics_gauges g = {0};
-    if (engine_state(srv->eng, NULL) == ENGINE_READY) {
-        engine_stats es;
-        engine_get_stats(srv->eng, &es);
-        g.ready = 1;
-        g.queue_depth = es.queue_depth;
-        g.active_slots = es.active_slots;
+    size_t n = registry_count(srv->models);
+    metrics_model *models = calloc(n ? n : 1, sizeof *models);
+    if (!models)
+        return MHD_NO;
+    for (size_t i = 0; i < n; i++) {
+        registry_status st;
+        registry_get_status(srv->models, (int)i, &st);
+        models[i] = (metrics_model){.name = st.name, .state = st.state, .users = st.users, .loads = st.loads,
+                                    .unloads = st.unloads};
+        engine *e = registry_acquire_loaded(srv->models, (int)i);
+        if (e) {
+            engine_stats es;
+            engine_get_stats(e, &es);
+            registry_release(srv->models, (int)i);
+            models[i].queue_depth = es.queue_depth;
+            models[i].active_slots = es.active_slots;
+            g.queue_depth += es.queue_depth;
+            g.active_slots += es.active_slots;
+            if (i == 0)
+                g.ready = 1;
+        }
     }
+    g.models = models;
+    g.n_models = n;
     pthread_mutex_lock(&srv->lock);
     g.in_flight = srv->in_flight;
     pthread_mutex_unlock(&srv->lock);
@@ -161,6 +208,7 @@ static enum MHD_Result handle_metrics(struct MHD_Connection *conn, request_ctx *
     g.connections_timed_out = atomic_load(&srv->timed_out);
     size_t len;
     char *text = metrics_render(&srv->metrics, &g, &len);
+    free(models);
     if (!text)
         return MHD_NO;
     return http_respond(conn, ctx, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, false, NULL, NULL);
@@ -168,9 +216,6 @@ static enum MHD_Result handle_metrics(struct MHD_Connection *conn, request_ctx *
 
 static enum MHD_Result handle_get(struct MHD_Connection *conn, request_ctx *ctx, const char *url)
 {
-    server *srv = ctx->srv;
-    size_t len = 0;
-    char *body;
     switch (ctx->match.route) {
     case ROUTE_PAGE:
         return http_respond(conn, ctx, 200, "text/html; charset=utf-8", (char *)elliott_chat_page_start,
@@ -181,13 +226,9 @@ static enum MHD_Result handle_get(struct MHD_Connection *conn, request_ctx *ctx,
     case ROUTE_METRICS:
         return handle_metrics(conn, ctx);
     case ROUTE_MODELS:
-        body = api_models_body(srv->cfg->alias, srv->started, &len);
-        return http_respond_json(conn, ctx, 200, body, len);
+        return models_list(conn, ctx);
     case ROUTE_MODEL:
-        if (strcmp(url + strlen("/v1/models/"), srv->cfg->alias) != 0)
-            return http_fail(conn, ctx, 404, "model", NULL, NULL, "no such model: this server serves one alias");
-        body = api_model_body(srv->cfg->alias, srv->started, &len);
-        return http_respond_json(conn, ctx, 200, body, len);
+        return models_get(conn, ctx, url + strlen("/v1/models/"));
     default:
         return http_fail(conn, ctx, 404, NULL, NULL, NULL, "unknown path");
     }
@@ -337,13 +378,9 @@ static enum MHD_Result check_request(struct MHD_Connection *conn, request_ctx *c
         defer_error(ctx, 413, NULL, NULL, NULL, "request body is larger than the server's limit");
         return MHD_YES;
     }
-    enum engine_state st = engine_state(srv->eng, NULL);
+    /* Whether its model is loaded is known once the body names it (api_models.c). */
     if (atomic_load(&srv->draining))
         defer_error(ctx, 503, NULL, "Retry-After", "5", "the server is shutting down");
-    else if (st == ENGINE_LOADING)
-        defer_error(ctx, 503, NULL, "Retry-After", "5", "the model is still loading; retry later");
-    else if (st == ENGINE_FAILED)
-        defer_error(ctx, 503, NULL, NULL, NULL, "AI service is unavailable: the model failed to load");
     else
         ctx->keep_body = true;
     return MHD_YES;
@@ -357,9 +394,9 @@ static enum MHD_Result finish_request(struct MHD_Connection *conn, request_ctx *
         return http_respond_error(conn, ctx, &ctx->deferred, ctx->deferred_header, ctx->deferred_value);
     if (!strcmp(method, "OPTIONS"))
         return preflight(conn, ctx);
-    if (ctx->match.route == ROUTE_COMPLETIONS)
-        return completion_handle(conn, ctx);
-    if (api_route_takes_body(ctx->match.route) || api_route_is_ollama(ctx->match.route))
+    if (api_route_takes_body(ctx->match.route))
+        return models_route(conn, ctx);
+    if (api_route_is_ollama(ctx->match.route))
         return api_dispatch(conn, ctx);
     return handle_get(conn, ctx, url);
 }
@@ -421,6 +458,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     /* The request is whole: its deadline no longer runs. */
     watch_set_phase(srv, conn, CONN_BUSY);
+    if (ctx->wait)
+        return models_wait_continue(conn, ctx);
     if (ctx->reply)
         return completion_continue(conn, ctx);
     if (ctx->embed)
@@ -465,6 +504,7 @@ void http_request_finished(request_ctx *ctx)
         metrics_record_cancel(&srv->metrics);
     metrics_record_request(&srv->metrics, ctx->match.route, ctx->status, seconds);
     log_request(ctx, seconds);
+    models_request_end(ctx);
     wipe_body(ctx);
     free(ctx);
     pthread_mutex_lock(&srv->lock);
@@ -619,7 +659,7 @@ static bool wait_idle(server *srv, int ms)
 static void shut_down(server *srv)
 {
     atomic_store(&srv->draining, true);
-    engine_drain(srv->eng);
+    registry_drain(srv->models);
     int grace = srv->cfg->shutdown_grace_ms > 0 ? srv->cfg->shutdown_grace_ms : 0;
     if (!wait_idle(srv, grace)) {
         fprintf(stderr, "elliott serve: grace period over: cancelling requests in flight\n");
@@ -628,6 +668,7 @@ static void shut_down(server *srv)
     }
     /* MHD must not stop with a connection suspended. */
     api_embed_wait_jobs(srv);
+    models_wait_jobs(srv);
     watch_abandon_all(srv);
     wait_idle(srv, 1000);
     MHD_socket listen_fd = MHD_quiesce_daemon(srv->daemon);
@@ -655,7 +696,6 @@ void server_config_default(server_config *c)
     memset(c, 0, sizeof *c);
     c->host = "127.0.0.1";
     c->port = 8080;
-    c->alias = "elliott-1";
     c->max_body = 1u << 20;
     c->max_connections = 16384;
     c->max_connections_per_ip = 0;
@@ -663,6 +703,7 @@ void server_config_default(server_config *c)
     c->idle_timeout_ms = 10000;
     c->http_threads = 4;
     c->shutdown_grace_ms = 10000;
+    c->model_wait_ms = 120000;
 }
 
 /* In libmicrohttpd 0.9.75, level -1 is the one that refuses whitespace between
@@ -703,9 +744,9 @@ static struct MHD_Daemon *start_daemon(server *srv, int listen_fd)
                             MHD_OPTION_END);
 }
 
-server *server_start(const server_config *c, engine *e, el_err *err)
+server *server_start(const server_config *c, registry *models, el_err *err)
 {
-    if (!c->alias || !*c->alias || c->max_body == 0 || c->max_connections <= 0 || c->max_connections_per_ip < 0 ||
+    if (!models || !registry_count(models) || c->model_wait_ms < 0 || c->max_body == 0 || c->max_connections <= 0 || c->max_connections_per_ip < 0 ||
         c->request_timeout_ms <= 0 || c->idle_timeout_ms <= 0 || c->http_threads <= 0) {
         el_fail(err, "server configuration is incomplete");
         return NULL;
@@ -722,7 +763,7 @@ server *server_start(const server_config *c, engine *e, el_err *err)
         return NULL;
     }
     srv->cfg = c;
-    srv->eng = e;
+    srv->models = models;
     srv->started = (long long)time(NULL);
     srv->wake_fd = -1;
     metrics_init(&srv->metrics);

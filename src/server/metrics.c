@@ -129,6 +129,48 @@ static void put_counter(text_buf *b, const char *name, const char *help, uint64_
     put(b, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name, name, (unsigned long long)v);
 }
 
+/* One family per value, a line per model. */
+static void put_model_family(text_buf *b, const char *name, const char *type, const char *help,
+                             const metrics_model *models, size_t n, unsigned long long (*value)(const metrics_model *))
+{
+    put(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    for (size_t i = 0; i < n; i++)
+        put(b, "%s{model=\"%s\"} %llu\n", name, models[i].name, value(&models[i]));
+}
+
+static unsigned long long model_loaded(const metrics_model *m) { return m->state == REGISTRY_READY; }
+static unsigned long long model_loading(const metrics_model *m)
+{
+    return m->state == REGISTRY_LOADING || m->state == REGISTRY_WAITING;
+}
+static unsigned long long model_failed(const metrics_model *m) { return m->state == REGISTRY_FAILED; }
+static unsigned long long model_users(const metrics_model *m) { return (unsigned long long)m->users; }
+static unsigned long long model_queue(const metrics_model *m) { return (unsigned long long)m->queue_depth; }
+static unsigned long long model_active(const metrics_model *m) { return (unsigned long long)m->active_slots; }
+static unsigned long long model_loads(const metrics_model *m) { return m->loads; }
+static unsigned long long model_unloads(const metrics_model *m) { return m->unloads; }
+
+static void put_models(text_buf *b, const metrics_model *models, size_t n)
+{
+    if (!n)
+        return;
+    put_model_family(b, "elliott_model_loaded", "gauge", "1 while the model is in memory and ready.", models, n,
+                     model_loaded);
+    put_model_family(b, "elliott_model_loading", "gauge", "1 while the model loads or waits for room to load.",
+                     models, n, model_loading);
+    put_model_family(b, "elliott_model_failed", "gauge", "1 when the model's last load failed.", models, n,
+                     model_failed);
+    put_model_family(b, "elliott_model_requests", "gauge", "Requests using (or waiting for) the model.", models, n,
+                     model_users);
+    put_model_family(b, "elliott_model_queue_depth", "gauge", "The model's requests waiting for a slot.", models,
+                     n, model_queue);
+    put_model_family(b, "elliott_model_active_slots", "gauge", "The model's slots generating.", models, n,
+                     model_active);
+    put_model_family(b, "elliott_model_loads_total", "counter", "Loads of the model begun.", models, n, model_loads);
+    put_model_family(b, "elliott_model_unloads_total", "counter", "Times the model was unloaded to make room.",
+                     models, n, model_unloads);
+}
+
 char *metrics_render(server_metrics *m, const metrics_gauges *g, size_t *len)
 {
     text_buf b = {0};
@@ -155,7 +197,7 @@ char *metrics_render(server_metrics *m, const metrics_gauges *g, size_t *len)
     put_histogram(&b, "elliott_time_to_first_token_seconds",
                   "Time from a completion request's arrival to its first generated text.", &m->ttft);
     pthread_mutex_unlock(&m->lock);
-    put_gauge(&b, "elliott_model_ready", "1 once the model is loaded.", g->ready);
+    put_gauge(&b, "elliott_model_ready", "1 while the default model is loaded.", g->ready);
     put_gauge(&b, "elliott_queue_depth", "Requests waiting for a slot.", g->queue_depth);
     put_gauge(&b, "elliott_active_slots", "Slots generating.", g->active_slots);
     put_gauge(&b, "elliott_http_requests_in_flight", "HTTP requests being handled.", g->in_flight);
@@ -163,6 +205,7 @@ char *metrics_render(server_metrics *m, const metrics_gauges *g, size_t *len)
     put_counter(&b, "elliott_http_connections_timed_out_total",
                 "Connections closed because their request line, head or body missed its deadline.",
                 g->connections_timed_out);
+    put_models(&b, g->models, g->n_models);
     if (b.failed) {
         free(b.data);
         return NULL;

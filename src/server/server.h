@@ -1,4 +1,5 @@
-/* The HTTP service: the elliott-1 chat completion API of docs/api.md over an engine. */
+/* The HTTP service: the elliott-1 chat completion API of docs/api.md over the
+ * models of a registry (each request's "model" picks one). */
 #ifndef ELLIOTT_SERVER_H
 #define ELLIOTT_SERVER_H
 
@@ -7,12 +8,11 @@
 #include <stdint.h>
 
 #include "base/err.h"
-#include "engine/engine.h"
+#include "registry/registry.h"
 
 typedef struct server_config {
     const char *host;        /* default "127.0.0.1" */
     int port;                /* default 8080; 0 picks a free port */
-    const char *alias;       /* served model name, default "elliott-1" */
     const char *const *api_keys; /* the keys accepted (copied); none: no authentication */
     size_t n_api_keys;
     const char *tls_cert_pem; /* PEM certificate chain and private key: HTTPS;  */
@@ -27,6 +27,8 @@ typedef struct server_config {
                                 connection's opening or its previous answer, default 10000 */
     int http_threads;        /* event loops serving the connections, default 4 */
     int shutdown_grace_ms;   /* in-flight requests get this long in server_stop */
+    int model_wait_ms;       /* a request waits this long for its model to load before
+                                503 Retry-After, default 120000 */
 } server_config;
 
 void server_config_default(server_config *c);
@@ -38,9 +40,9 @@ typedef struct server server;
 int server_check_tls(const char *cert_pem, const char *key_pem, el_err *err);
 
 /* Binds the socket and serves from background threads until server_stop. The
- * engine may still be loading: requests get 503 until it is ready. c and e must
- * outlive the server. */
-server *server_start(const server_config *c, engine *e, el_err *err);
+ * default model (the registry's first) may still be loading: /health says 503
+ * until it is ready. c and models must outlive the server. */
+server *server_start(const server_config *c, registry *models, el_err *err);
 /* The port bound (the one chosen when the configuration said 0). */
 int server_port(const server *s);
 /* Replaces the accepted API keys (an empty set turns authentication off);

@@ -21,6 +21,7 @@
 #include "base/err.h"
 #include "base/wipebuf.h"
 #include "engine/engine.h"
+#include "registry/registry.h"
 #include "server/server.h"
 
 /* ---- errors ----------------------------------------------------------------- */
@@ -203,7 +204,8 @@ char *api_chunk_usage(const char *id, long long created, const char *model, cons
 char *api_chunk_error(const api_error *e, size_t *len);
 #define API_SSE_DONE "data: [DONE]\n\n"
 
-char *api_models_body(const char *model, long long created, size_t *len);
+/* OpenAI's model list: n models, each with its "created" time. */
+char *api_models_body(const char *const *models, const long long *created, size_t n, size_t *len);
 char *api_model_body(const char *model, long long created, size_t *len);
 
 /* Copies text replacing every invalid UTF-8 sequence with U+FFFD; returns a
@@ -340,13 +342,24 @@ void metrics_record_ttft(server_metrics *m, double seconds);
 void metrics_record_tokens(server_metrics *m, int prompt, int completion);
 void metrics_record_cancel(server_metrics *m);
 
+/* One served model's line of gauges and counters. */
+typedef struct metrics_model {
+    const char *name;    /* a registry name: no quote, backslash or control character */
+    enum registry_state state;
+    int users;           /* requests holding it */
+    int queue_depth, active_slots; /* while ready */
+    unsigned long long loads, unloads;
+} metrics_model;
+
 typedef struct metrics_gauges {
-    int ready;           /* 1 once the model is loaded */
+    int ready;           /* 1 once the default model is loaded */
     int queue_depth;
     int active_slots;
     int in_flight;       /* HTTP requests being handled */
     int open_connections;
     unsigned long long connections_timed_out; /* a counter kept by the watch thread */
+    const metrics_model *models;
+    size_t n_models;
 } metrics_gauges;
 
 /* Prometheus text exposition format 0.0.4. Free with api_free. */
@@ -394,7 +407,7 @@ typedef struct conn_state {
 
 struct server {
     const server_config *cfg;
-    engine *eng;
+    registry *models;
     server_metrics metrics;
     pthread_mutex_t lock;
     pthread_cond_t idle;      /* signalled when in_flight drops */
@@ -422,6 +435,7 @@ struct server {
     int n_conns;
     atomic_ullong timed_out;  /* connections closed for a missed deadline */
     int embed_jobs;           /* under lock: embedding threads whose connection is suspended */
+    int model_waits;          /* under lock: threads waiting for a model's load, connection suspended */
 };
 
 typedef struct stream_state stream_state;
@@ -450,6 +464,13 @@ typedef struct request_ctx {
     stream_state *stream;
     reply_state *reply;       /* a non-streaming completion waiting for its generation */
     struct embed_job *embed;  /* embeddings computed off the event loop (api_dispatch.c) */
+    /* The model the request uses (api_models.c): held from its choice to the
+     * request's end, so that it is not unloaded under the request. */
+    int model;                /* the registry's index */
+    bool model_held;
+    engine *eng;              /* its engine, once loaded */
+    const char *model_name;   /* its id, as answers name it */
+    struct model_wait *wait;  /* a load waited for off the event loop */
 } request_ctx;
 
 double server_seconds_since(const struct timespec *t0);
@@ -630,7 +651,7 @@ int api_parse_ollama_request(const char *body, size_t len, bool generate, const 
 /* The model as Ollama describes it. */
 typedef struct api_ollama_model {
     const char *name;         /* the alias */
-    const engine_info *info;
+    const engine_info *info;  /* NULL: the model is not loaded (tags only) */
     const char *path;         /* the GGUF file, or NULL (the embedded model) */
     long long modified;       /* UNIX seconds */
     unsigned long long size;  /* bytes */
@@ -641,7 +662,8 @@ typedef struct api_ollama_model {
     const char *template_text;  /* the chat template, or "" */
 } api_ollama_model;
 
-char *api_ollama_tags_body(const api_ollama_model *m, size_t *len);
+/* Every model of the list; one not loaded (info NULL) has empty details. */
+char *api_ollama_tags_body(const api_ollama_model *models, size_t n, size_t *len);
 char *api_ollama_show_body(const api_ollama_model *m, size_t *len);
 char *api_ollama_version_body(size_t *len);
 /* RFC 3339 with nanoseconds, UTC, from CLOCK_REALTIME. */
@@ -656,6 +678,25 @@ void api_embed_abandon(request_ctx *ctx);
 /* api_dispatch.c: waits until no embedding thread runs (before MHD stops: no
  * connection may stay suspended). */
 void api_embed_wait_jobs(server *srv);
+
+/* api_models.c: a request with a body names its model (or gets the default):
+ * 404 model_not_found for a name no model answers to; otherwise the model is
+ * held and, once loaded (waiting off the event loop, up to the configured
+ * time), the route's handler runs with ctx->eng. */
+enum MHD_Result models_route(struct MHD_Connection *conn, request_ctx *ctx);
+/* api_models.c: a request resumed after waiting for its model. */
+enum MHD_Result models_wait_continue(struct MHD_Connection *conn, request_ctx *ctx);
+/* api_models.c: frees the wait of a request that ends without its answer, and
+ * lets go of its model. */
+void models_request_end(request_ctx *ctx);
+/* api_models.c: waits until no thread waits for a load (before MHD stops). */
+void models_wait_jobs(server *srv);
+/* api_models.c: GET /v1/models, /v1/models/{id}, /api/tags, /health's models. */
+enum MHD_Result models_list(struct MHD_Connection *conn, request_ctx *ctx);
+enum MHD_Result models_get(struct MHD_Connection *conn, request_ctx *ctx, const char *id);
+enum MHD_Result models_ollama_tags(struct MHD_Connection *conn, request_ctx *ctx);
+/* The model a name stands for: any of its names, with or without Ollama's ":latest"; -1 if none. */
+int models_find(server *srv, const char *name);
 
 /* completion.c: answers a completion request whose body has been read whole
  * (ctx->body), streaming or not. */

@@ -13,7 +13,8 @@ MARKER="zq$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')qz"
 
 # 1. Loading: a FIFO as the model keeps the loader waiting in open().
 mkfifo "$TMP/model.gguf"
-start_server "$TMP/load.log" -m "$TMP/model.gguf"
+# --load-timeout 0: requests do not wait for the load (serve_models.sh checks that they do).
+start_server "$TMP/load.log" -m "$TMP/model.gguf" --load-timeout 0
 $CLIENT loading --port "$PORT" --marker "$MARKER" || fail "group loading"
 : > "$TMP/model.gguf"   # an empty "file": the load fails
 for _ in $(seq 1 100); do

@@ -861,12 +861,18 @@ static void test_error_body_quotes_invalid_utf8(void)
 static void test_models_body(void)
 {
     size_t len;
-    char *body = api_models_body("elliott-1", 100, &len);
+    const char *const names[2] = {"elliott-1", "second"};
+    const long long created[2] = {100, 200};
+    char *body = api_models_body(names, created, 2, &len);
     json_t *v = load(body, len);
     CHECK(!strcmp(json_string_value(json_object_get(v, "object")), "list"));
+    CHECK_EQ_INT(json_array_size(json_object_get(v, "data")), 2);
     json_t *m = json_array_get(json_object_get(v, "data"), 0);
     CHECK(!strcmp(json_string_value(json_object_get(m, "id")), "elliott-1"));
     CHECK(!strcmp(json_string_value(json_object_get(m, "object")), "model"));
+    m = json_array_get(json_object_get(v, "data"), 1);
+    CHECK(!strcmp(json_string_value(json_object_get(m, "id")), "second"));
+    CHECK_EQ_INT(json_integer_value(json_object_get(m, "created")), 200);
     json_decref(v);
     api_free(body);
 }
