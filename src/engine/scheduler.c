@@ -302,7 +302,7 @@ static void emit_append(slot *s, const char *text, size_t len)
 static bool take_text(slot *s, const char *text, size_t len)
 {
     size_t room = s->held_cap - s->held_len;
-    if (len > room)
+    if (NEVER(len > room)) /* held_cap covers the longest stop string and piece */
         len = room;
     memcpy(s->held + s->held_len, text, len);
     s->held_len += len;
