@@ -164,7 +164,8 @@ check: test-bin
 # suites that drive the server's event loops, watch thread and engine together
 # (meant for TSAN=1; a report fails the test).
 THREAD_TEST_BINS := $(call test_bins_of,engine) $(call test_bins_of,server)
-THREAD_E2E := tests/e2e/serve.sh tests/e2e/serve_limits.sh tests/e2e/serve_tls.sh tests/e2e/hostile.sh
+THREAD_E2E := tests/e2e/serve.sh tests/e2e/serve_limits.sh tests/e2e/serve_tls.sh tests/e2e/hostile.sh \
+              tests/e2e/serve_model_damage.sh
 check-threads: $(THREAD_TEST_BINS) $(BUILD)/elliott
 	@TSAN_OPTIONS="halt_on_error=1 $${TSAN_OPTIONS:-}" tests/run-tests.sh $(BUILD) $(THREAD_TEST_BINS) $(THREAD_E2E)
 
