@@ -140,21 +140,33 @@ test-$(1): $(call test_bins_of,$(1))
 endef
 $(foreach d,$(TEST_DIRS),$(eval $(call test_rules,$(d))))
 
-test-bin: $(TEST_BINS) $(BUILD)/elliott
+# The allocation-failure loop (tests/alloc/alloc_fail.c): every allocation of the
+# project's code goes through wrappers that fail the Nth one.
+ALLOC_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc,--wrap=strdup,--wrap=strndup,--wrap=free
+ALLOC_BIN := $(BUILD)/tests/alloc/alloc_fail
+$(ALLOC_BIN): tests/alloc/alloc_fail.c $(call libs_for,server)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS_ALL) -Itests $(CFLAGS_ALL) -o $@ $< $(call libs_for,server) $(call syslibs_for,server) $(LDFLAGS_ALL) $(ALLOC_WRAP)
+check-alloc: $(ALLOC_BIN)
+	@tests/run-tests.sh $(BUILD) $(ALLOC_BIN)
+.PHONY: check-alloc
+
+test-bin: $(TEST_BINS) $(ALLOC_BIN) $(BUILD)/elliott
 
 # Unit and golden tests only (what the sanitizer build runs).
 unit: test-bin
-	@tests/run-tests.sh $(BUILD) $(TEST_BINS)
+	@tests/run-tests.sh $(BUILD) $(TEST_BINS) $(ALLOC_BIN)
 
 # Everything: unit and golden tests, then the end-to-end suites against the binary.
 check: test-bin
-	@tests/run-tests.sh $(BUILD) $(TEST_BINS) $(wildcard tests/e2e/*.sh)
+	@tests/run-tests.sh $(BUILD) $(TEST_BINS) $(ALLOC_BIN) $(wildcard tests/e2e/*.sh)
 
 # The engine's and the server's threads: their unit tests and the end-to-end
 # suites that drive the server's event loops, watch thread and engine together
 # (meant for TSAN=1; a report fails the test).
 THREAD_TEST_BINS := $(call test_bins_of,engine) $(call test_bins_of,registry) $(call test_bins_of,server)
-THREAD_E2E := tests/e2e/serve.sh tests/e2e/serve_models.sh tests/e2e/serve_limits.sh tests/e2e/serve_tls.sh tests/e2e/hostile.sh
+THREAD_E2E := tests/e2e/serve.sh tests/e2e/serve_models.sh tests/e2e/serve_limits.sh tests/e2e/serve_tls.sh tests/e2e/hostile.sh \
+              tests/e2e/serve_model_damage.sh
 check-threads: $(THREAD_TEST_BINS) $(BUILD)/elliott
 	@TSAN_OPTIONS="halt_on_error=1 $${TSAN_OPTIONS:-}" tests/run-tests.sh $(BUILD) $(THREAD_TEST_BINS) $(THREAD_E2E)
 

@@ -8,6 +8,8 @@
 #define ELLIOTT_BASE_WIPEBUF_H
 
 #include <stddef.h>
+#include <stdio.h>
+#include <sys/types.h>
 
 /* Wipes the n bytes at p, then frees p. NULL is fine. */
 void wipe_free(void *p, size_t n);
@@ -21,8 +23,17 @@ void wipe_stack_below(void);
 /* Makes room for need bytes in *buf, of which used are in use and *cap are
  * allocated: a new block (doubling from 256 bytes), the used bytes copied, the
  * old block wiped and freed. Nothing to do when need <= *cap. -1, with *buf and
- * *cap unchanged, when out of memory or the size overflows. */
+ * *cap unchanged, when out of memory or the size overflows (need < used: the
+ * caller's used + n wrapped around, so callers need no check of their own). */
 int wipe_grow(char **buf, size_t *cap, size_t used, size_t need);
+/* wipe_grow for an array of item_size-byte items (token ids, records): *cap, used
+ * and need count items; the new block holds at least 256 bytes. */
+int wipe_grow_array(void **buf, size_t *cap, size_t used, size_t need, size_t item_size);
+
+/* getline(3), growing with wipe_grow (getline's realloc may leave copies of what was
+ * read, a typed message or a key, in freed memory): the line with its newline and a
+ * NUL; -1 at the end of input or when out of memory (errno ENOMEM). */
+ssize_t wipe_getline(char **line, size_t *cap, FILE *fp);
 
 typedef struct wipebuf {
     char *data; /* not NUL-terminated; NULL until the first append */

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "chat/chat.h"
+#include "base/wipebuf.h"
 
 static const char start_of_turn[] = "<start_of_turn>";
 static const char end_of_turn[] = "<end_of_turn>";
@@ -98,22 +99,8 @@ typedef struct text_buf {
 
 static int buf_append(text_buf *b, const char *s, size_t len, el_err *err)
 {
-    if (len > b->cap - b->n) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap - b->n < len)
-            cap *= 2;
-        char *bytes = malloc(cap);
-        if (!bytes)
-            return el_fail(err, "out of memory for a %zu-byte prompt", cap);
-        if (b->n)
-            memcpy(bytes, b->bytes, b->n);
-        if (b->bytes) {
-            explicit_bzero(b->bytes, b->cap);
-            free(b->bytes);
-        }
-        b->bytes = bytes;
-        b->cap = cap;
-    }
+    if (wipe_grow(&b->bytes, &b->cap, b->n, b->n + len) < 0)
+        return el_fail(err, "out of memory for a prompt of more than %zu bytes", b->n);
     if (len)
         memcpy(b->bytes + b->n, s, len);
     b->n += len;
@@ -134,10 +121,7 @@ static void buf_clear(text_buf *b)
 
 static void buf_free(text_buf *b)
 {
-    if (b->bytes) {
-        explicit_bzero(b->bytes, b->cap);
-        free(b->bytes);
-    }
+    wipe_free(b->bytes, b->cap);
     *b = (text_buf){0};
 }
 

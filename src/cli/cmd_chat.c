@@ -192,7 +192,7 @@ int cmd_chat(int argc, char **argv)
             fputs("> ", stderr);
             fflush(stderr);
         }
-        ssize_t got = getline(&line, &line_cap, stdin);
+        ssize_t got = wipe_getline(&line, &line_cap, stdin);
         if (got < 0)
             break;
         size_t len = (size_t)got;

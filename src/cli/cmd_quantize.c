@@ -163,9 +163,22 @@ static void convert_rows(void *arg, int ith, int nth)
     }
 }
 
+static int convert_tensor(quantize_job *job, uint64_t index, const char *name, void *buf, uint64_t nbytes,
+                          el_err *err);
+
+/* The input cut short or rewritten meanwhile would be read as zeros or other bytes: no
+ * output rather than a wrong one (the writer removes its temporary file). */
 static int fill_tensor(void *ctx, uint64_t index, const char *name, void *buf, uint64_t nbytes, el_err *err)
 {
     quantize_job *job = ctx;
+    if (convert_tensor(job, index, name, buf, nbytes, err) < 0)
+        return -1;
+    return gguf_check_intact(job->in, err);
+}
+
+static int convert_tensor(quantize_job *job, uint64_t index, const char *name, void *buf, uint64_t nbytes,
+                          el_err *err)
+{
     const tensor_plan *p = &job->plan[index];
     job->bytes_in += p->src->nbytes;
     job->bytes_out += nbytes;

@@ -86,7 +86,7 @@ int keyset_read(const char *path, keyset *out)
     char *line = NULL;
     size_t cap = 0;
     int rc = 0, line_no = 0;
-    while (getline(&line, &cap, f) >= 0) {
+    while (wipe_getline(&line, &cap, f) >= 0) {
         line_no++;
         char *key = key_of_line(line);
         if (!key)

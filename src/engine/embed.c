@@ -111,6 +111,8 @@ static int embed_group(engine *e, threadpool *pool, token_vec *toks, size_t firs
     }
     model_batch b = {.n_tokens = n_tokens, .token = token, .pos = pos, .seq = seq};
     rc = model_embed(ctx, kv, &b, pooling, normalize, rows, err);
+    if (rc == 0 && !engine_model_intact(e, err))
+        rc = -1;
     if (rc == 0)
         memcpy(out + first * (size_t)dim, rows, (size_t)n_seq * (size_t)dim * sizeof *rows);
 done:

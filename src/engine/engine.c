@@ -1,11 +1,14 @@
 /* The engine's public side: lifecycle, loading, submission and the request API
  * that consumers call from their own threads. The scheduler is in scheduler.c. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "engine/engine_internal.h"
+#include "base/wipebuf.h"
+#include "base/invariant.h"
 
 enum {
     MAX_THREADS = 1024,
@@ -161,7 +164,7 @@ static int load_model(engine *e, el_err *err)
     e->fmt = chat_detect_format(model_gguf(e->m), e->tok);
     e->n_stop_ids = chat_stop_tokens(e->tok, e->fmt, e->stop_ids,
                                      sizeof e->stop_ids / sizeof e->stop_ids[0]);
-    if (e->n_stop_ids > sizeof e->stop_ids / sizeof e->stop_ids[0])
+    if (NEVER(e->n_stop_ids > sizeof e->stop_ids / sizeof e->stop_ids[0])) /* chat_stop_tokens finds at most 2 */
         e->n_stop_ids = sizeof e->stop_ids / sizeof e->stop_ids[0];
     /* Asked for: at most the training context (beyond it RoPE extrapolates badly). */
     int train = hp->n_ctx_train > 0 ? hp->n_ctx_train : DEFAULT_N_CTX;
@@ -349,25 +352,6 @@ void engine_get_stats(engine *e, engine_stats *stats)
 
 /* ---- requests: buffers ---------------------------------------------------------- */
 
-/* Replaces *buf by a larger copy; the old bytes are wiped before they are freed. */
-static int grow_wiped(char **buf, size_t *cap, size_t used, size_t need)
-{
-    size_t cap2 = *cap ? *cap : OUT_INITIAL_CAP;
-    while (cap2 < need)
-        cap2 *= 2;
-    char *fresh = malloc(cap2);
-    if (!fresh)
-        return -1;
-    if (*buf) {
-        memcpy(fresh, *buf, used);
-        explicit_bzero(*buf, *cap);
-        free(*buf);
-    }
-    *buf = fresh;
-    *cap = cap2;
-    return 0;
-}
-
 void request_wake_locked(gen_request *r)
 {
     pthread_cond_broadcast(&r->cv);
@@ -380,8 +364,7 @@ int request_append_locked(gen_request *r, int choice, const char *text, size_t l
     choice_out *c = &r->choice[choice];
     if (len == 0)
         return 0;
-    if (c->text_len + len > c->text_cap &&
-        grow_wiped(&c->text, &c->text_cap, c->text_len, c->text_len + len) < 0)
+    if (wipe_grow(&c->text, &c->text_cap, c->text_len, c->text_len + len) < 0)
         return -1;
     memcpy(c->text + c->text_len, text, len);
     c->text_len += len;
@@ -392,19 +375,11 @@ int request_append_locked(gen_request *r, int choice, const char *text, size_t l
 int request_append_logprob_locked(gen_request *r, int choice, const gen_logprob *lp)
 {
     choice_out *c = &r->choice[choice];
-    if (c->lp_len == c->lp_cap) {
-        size_t cap = c->lp_cap ? 2 * c->lp_cap : 16;
-        gen_logprob *grown = malloc(cap * sizeof *grown);
-        if (!grown)
-            return -1;
-        if (c->lp) {
-            memcpy(grown, c->lp, c->lp_len * sizeof *grown);
-            explicit_bzero(c->lp, c->lp_cap * sizeof *c->lp);
-            free(c->lp);
-        }
-        c->lp = grown;
-        c->lp_cap = cap;
-    }
+    void *lps = c->lp;
+    int grown = wipe_grow_array(&lps, &c->lp_cap, c->lp_len, c->lp_len + 1, sizeof *c->lp);
+    c->lp = lps;
+    if (grown < 0)
+        return -1;
     c->lp[c->lp_len++] = *lp;
     request_wake_locked(r);
     return 0;
@@ -418,14 +393,6 @@ void request_finish_locked(gen_request *r, const gen_event *done)
     r->done_ev.len = 0;
     r->state = REQ_DONE;
     request_wake_locked(r);
-}
-
-static void wipe_free(void *p, size_t n)
-{
-    if (p) {
-        explicit_bzero(p, n);
-        free(p);
-    }
 }
 
 void request_destroy_locked(gen_request *r)
@@ -466,13 +433,18 @@ static void queue_remove_locked(engine *e, gen_request *r)
 }
 
 /* DONE (cancelled) for a request that never reached a slot. */
-static void finish_unstarted_locked(engine *e, gen_request *r)
+static void end_unstarted_locked(engine *e, gen_request *r, enum gen_finish finish)
 {
     gen_event done = {.kind = GEN_EVENT_DONE,
-                      .finish = GEN_FINISH_CANCELLED,
+                      .finish = finish,
                       .prompt_tokens = r->n_prompt,
                       .queue_ms = engine_now_ms() - r->t_submit};
     request_finish_locked(r, &done);
+}
+
+static void finish_unstarted_locked(engine *e, gen_request *r)
+{
+    end_unstarted_locked(e, r, GEN_FINISH_CANCELLED);
 }
 
 static void cancel_queued_locked(engine *e)
@@ -483,6 +455,27 @@ static void cancel_queued_locked(engine *e)
         r->cancelled = true;
         finish_unstarted_locked(e, r); /* released requests never wait in the queue */
     }
+}
+
+bool engine_model_intact(engine *e, el_err *err)
+{
+    el_err why = {{0}};
+    if (gguf_check_intact(model_gguf(e->m), &why) == 0)
+        return true;
+    el_fail(err, "the model file was damaged while in use: %s", why.msg);
+    pthread_mutex_lock(&e->mu);
+    if (e->state == ENGINE_READY) {
+        e->state = ENGINE_FAILED;
+        el_fail(&e->load_err, "the model file was damaged while in use: %s", why.msg);
+        fprintf(stderr, "elliott: model failed, its requests end with an error: %s\n", e->load_err.msg);
+        while (e->queue_head) {
+            gen_request *r = e->queue_head;
+            queue_remove_locked(e, r);
+            end_unstarted_locked(e, r, GEN_FINISH_ERROR);
+        }
+    }
+    pthread_mutex_unlock(&e->mu);
+    return false;
 }
 
 /* ---- requests: submission ----------------------------------------------------- */

@@ -214,6 +214,11 @@ struct engine {
 };
 
 double engine_now_ms(void);
+/* After every evaluation: false when the model's file was cut short or written to
+ * since it was loaded (gguf_check_intact), and what was computed is garbage. The
+ * first time, the engine becomes FAILED (load_err says why, and so does stderr)
+ * and every queued request ends with GEN_FINISH_ERROR. */
+bool engine_model_intact(engine *e, el_err *err);
 /* Drops one reference; true when it was the last (the caller then destroys). */
 bool engine_unref_locked(engine *e);
 void engine_destroy(engine *e);

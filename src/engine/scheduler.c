@@ -10,6 +10,8 @@
 #include <string.h>
 
 #include "engine/engine_internal.h"
+#include "base/wipebuf.h"
+#include "base/invariant.h"
 
 /* ---- set-up and tear-down -------------------------------------------------------- */
 
@@ -30,14 +32,6 @@ static int slot_init(engine *e, slot *s, int id, el_err *err)
     if (!s->tokens || !s->piece || !s->held || !s->emit || !s->raw_logits || !s->mask)
         return el_fail(err, "engine: out of memory for slot buffers");
     return 0;
-}
-
-static void wipe_free(void *p, size_t n)
-{
-    if (p) {
-        explicit_bzero(p, n);
-        free(p);
-    }
 }
 
 static void slot_free(engine *e, slot *s)
@@ -298,8 +292,8 @@ static void begin_admitted(engine *e)
 static void emit_append(slot *s, const char *text, size_t len)
 {
     size_t room = s->emit_cap - s->emit_len;
-    if (len > room)
-        len = room; /* cannot happen with the sizes chosen at load; never overflow */
+    if (NEVER(len > room)) /* the sizes chosen at load leave room; never overflow */
+        len = room;
     memcpy(s->emit + s->emit_len, text, len);
     s->emit_len += len;
 }
@@ -308,7 +302,7 @@ static void emit_append(slot *s, const char *text, size_t len)
 static bool take_text(slot *s, const char *text, size_t len)
 {
     size_t room = s->held_cap - s->held_len;
-    if (len > room)
+    if (NEVER(len > room)) /* held_cap covers the longest stop string and piece */
         len = room;
     memcpy(s->held + s->held_len, text, len);
     s->held_len += len;
@@ -534,7 +528,8 @@ static void run_step(engine *e)
                          .seq = e->batch_seq,
                          .want_logits = e->batch_want};
     el_err err = {{0}};
-    if (model_forward(e->mctx, e->kv, &batch, e->logits, &err) < 0) {
+    int rc = model_forward(e->mctx, e->kv, &batch, e->logits, &err);
+    if (rc < 0 || !engine_model_intact(e, &err)) {
         for (int i = 0; i < e->n_slots; i++)
             if (slot_runs(&e->slots[i]) && (e->slots[i].logits_row >= 0 || e->slots[i].batch_take > 0))
                 slot_end(e, &e->slots[i], GEN_FINISH_ERROR);

@@ -19,6 +19,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/mapguard.h"
+
 enum {
     /* Smallest encodings, used to bound counts by the bytes left before anything
      * is allocated: a kv is a 1-byte key (8 + 1), a type (4) and a 1-byte value;
@@ -39,6 +41,9 @@ struct gguf_file {
     const uint8_t *base;
     uint64_t size;
     void *map; /* non-NULL when gguf_open mapped the file */
+    int fd;    /* the mapped file, open for the mapping's life (mapguard and fstat read it); -1 */
+    int guard; /* mapguard id of the mapping; -1 */
+    struct stat loaded; /* the file as it was mapped */
     char *path;
     uint32_t version;
     uint32_t alignment;
@@ -664,24 +669,55 @@ static int parse(gguf_file *f, el_err *err)
 
 /* ---- opening and closing ---------------------------------------------------------- */
 
-static gguf_file *open_buffer(const void *data, uint64_t size, const char *label, void *map,
-                              el_err *err)
+static gguf_file *open_buffer(const void *data, uint64_t size, const char *label, el_err *err)
 {
     gguf_file *f = calloc(1, sizeof *f);
     char *path = strdup(label);
     if (!f || !path) {
         free(f);
         free(path);
-        if (map)
-            munmap(map, (size_t)size);
         el_fail(err, "%s: out of memory", label);
         return NULL;
     }
     f->base = data;
     f->size = size;
-    f->map = map;
+    f->fd = -1;
+    f->guard = -1;
     f->path = path;
+    return f;
+}
+
+static gguf_file *parse_or_close(gguf_file *f, el_err *err)
+{
     if (parse(f, err) < 0) {
+        gguf_close(f);
+        return NULL;
+    }
+    return f;
+}
+
+/* Maps the whole file and has mapguard watch the mapping, so that a file cut short
+ * while it is mapped shows in gguf_check_intact instead of killing the process. */
+static gguf_file *map_file(const char *path, int fd, const struct stat *st, el_err *err)
+{
+    void *map = mmap(NULL, (size_t)st->st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (map == MAP_FAILED) {
+        el_fail(err, "%s: cannot map: %s", path, strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    gguf_file *f = open_buffer(map, (uint64_t)st->st_size, path, err);
+    if (!f) {
+        munmap(map, (size_t)st->st_size);
+        close(fd);
+        return NULL;
+    }
+    f->map = map;
+    f->fd = fd;
+    f->loaded = *st;
+    f->guard = mapguard_watch(map, (size_t)st->st_size, fd, err);
+    if (f->guard < 0) {
+        el_wrap(err, "%s", path);
         gguf_close(f);
         return NULL;
     }
@@ -710,14 +746,8 @@ gguf_file *gguf_open(const char *path, el_err *err)
         close(fd);
         return NULL;
     }
-    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int saved = errno;
-    close(fd);
-    if (map == MAP_FAILED) {
-        el_fail(err, "%s: cannot map: %s", path, strerror(saved));
-        return NULL;
-    }
-    return open_buffer(map, (uint64_t)st.st_size, path, map, err);
+    gguf_file *f = map_file(path, fd, &st, err);
+    return f ? parse_or_close(f, err) : NULL;
 }
 
 gguf_file *gguf_open_memory(const void *data, size_t size, el_err *err)
@@ -727,7 +757,8 @@ gguf_file *gguf_open_memory(const void *data, size_t size, el_err *err)
         return NULL;
     }
     static const uint8_t empty[1];
-    return open_buffer(data ? data : empty, size, "<memory>", NULL, err);
+    gguf_file *f = open_buffer(data ? data : empty, size, "<memory>", err);
+    return f ? parse_or_close(f, err) : NULL;
 }
 
 void gguf_close(gguf_file *f)
@@ -740,10 +771,30 @@ void gguf_close(gguf_file *f)
     free(f->tensors);
     free(f->kv_index.slots);
     free(f->tensor_index.slots);
+    mapguard_unwatch(f->guard);
     if (f->map)
         munmap(f->map, (size_t)f->size);
+    if (f->fd >= 0)
+        close(f->fd);
     free(f->path);
     free(f);
+}
+
+int gguf_check_intact(const gguf_file *f, el_err *err)
+{
+    if (!f->map)
+        return 0;
+    if (mapguard_damaged(f->guard))
+        return el_fail(err, "%s: the file was cut short while in use (a read past its end)", f->path);
+    struct stat now;
+    if (fstat(f->fd, &now) < 0)
+        return el_fail(err, "%s: cannot check the file: %s", f->path, strerror(errno));
+    if (now.st_size != f->loaded.st_size)
+        return el_fail(err, "%s: the file changed size while in use (%lld bytes, was %lld)", f->path,
+                       (long long)now.st_size, (long long)f->loaded.st_size);
+    if (now.st_mtim.tv_sec != f->loaded.st_mtim.tv_sec || now.st_mtim.tv_nsec != f->loaded.st_mtim.tv_nsec)
+        return el_fail(err, "%s: the file was written to while in use", f->path);
+    return 0;
 }
 
 /* ---- accessors -------------------------------------------------------------------- */

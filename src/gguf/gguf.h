@@ -135,6 +135,11 @@ gguf_file *gguf_open(const char *path, el_err *err);
  * embedded in the binary). */
 gguf_file *gguf_open_memory(const void *data, size_t size, el_err *err);
 void gguf_close(gguf_file *f);
+/* Whether a mapped file still holds what was read at gguf_open: -1, saying why, when it
+ * was cut short (a read past its new end returned zeros instead of killing the process:
+ * base/mapguard.h), changed size or was written to (its modification time moved) since.
+ * Whatever was computed from the mapping since then is garbage. 0 for a memory image. */
+int gguf_check_intact(const gguf_file *f, el_err *err);
 
 uint32_t gguf_version(const gguf_file *f);
 uint32_t gguf_alignment(const gguf_file *f);

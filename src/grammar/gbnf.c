@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "grammar/grammar_internal.h"
+#include "base/invariant.h"
 
 enum { MAX_REPEAT_COUNT = 10000 };
 
@@ -381,8 +382,8 @@ static void utf8_split(uint32_t lo, uint32_t hi, seq_list *out)
         }
     }
     utf8_encode(hi, b);
-    if (out->n >= 64)
-        return; /* cannot happen: a class splits into at most ~30 sequences per range run */
+    if (NEVER(out->n >= 64)) /* a class splits into at most ~30 sequences per range run */
+        return;
     for (int i = 0; i < n; i++) {
         out->lo[out->n][i] = a[i];
         out->hi[out->n][i] = b[i];

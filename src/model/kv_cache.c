@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "model/model_internal.h"
+#include "base/invariant.h"
 
 /* Far above what fits in memory anyway; keeps the size arithmetic exact. */
 enum { MAX_KV_SEQ = 4096, MAX_KV_CTX = 1 << 22 };
@@ -83,14 +84,16 @@ int kv_cache_n_seq(const kv_cache *kv)
 
 int kv_cache_seq_len(const kv_cache *kv, int seq)
 {
-    if (seq < 0 || seq >= kv->n_seq)
+    if (NEVER(seq < 0 || seq >= kv->n_seq))
         return 0;
     return kv->len[seq];
 }
 
 void kv_cache_truncate(kv_cache *kv, int seq, int n_keep, bool wipe)
 {
-    if (seq < 0 || seq >= kv->n_seq || n_keep < 0 || n_keep >= kv->len[seq])
+    if (NEVER(seq < 0 || seq >= kv->n_seq || n_keep < 0))
+        return;
+    if (n_keep >= kv->len[seq]) /* nothing to forget */
         return;
     if (wipe) {
         int n_drop = kv->len[seq] - n_keep;

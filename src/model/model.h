@@ -162,7 +162,8 @@ void kv_cache_free(kv_cache *kv);
 int kv_cache_n_ctx(const kv_cache *kv);
 int kv_cache_n_seq(const kv_cache *kv);
 /* Forgets positions >= n_keep of a sequence (n_keep 0 clears it). Memory that held
- * forgotten positions is zeroed when wipe is true. */
+ * forgotten positions is zeroed when wipe is true. seq must be one of the cache's
+ * sequences, here and in kv_cache_seq_len (an invariant: base/invariant.h). */
 void kv_cache_truncate(kv_cache *kv, int seq, int n_keep, bool wipe);
 /* Positions a sequence currently holds. */
 int kv_cache_seq_len(const kv_cache *kv, int seq);

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/invariant.h"
 #include "base/rng.h"
 
 typedef struct candidate {
@@ -540,7 +541,7 @@ float sampler_logprobs(const float *logits, int n_vocab, int32_t token, int k, i
     float log_total = (float)(max_logit + log(sum));
     if (k > n_vocab)
         k = n_vocab;
-    if (k > SAMPLER_MAX_TOP_LOGPROBS)
+    if (NEVER(k > SAMPLER_MAX_TOP_LOGPROBS)) /* the caller's promise */
         k = SAMPLER_MAX_TOP_LOGPROBS;
     /* a bounded heap over a sanitised view: NaN ranks as -inf */
     candidate best[SAMPLER_MAX_TOP_LOGPROBS];

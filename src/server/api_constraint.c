@@ -305,9 +305,12 @@ char *api_tool_call_schema(const chat_request *r)
     if (r->tool_set.parallel) {
         json_t *list = json_pack("{s:s, s:O, s:i, s:i}", "type", "array", "items", one, "minItems", 1,
                                  "maxItems", API_MAX_PARALLEL_CALLS);
-        schema = list ? json_pack("{s:[o, o]}", "anyOf", one, list) : NULL;
-        if (!schema)
+        if (!list) {
             json_decref(one);
+            return NULL;
+        }
+        /* o takes both references, also when it fails */
+        schema = json_pack("{s:[o, o]}", "anyOf", one, list);
     }
     if (!schema)
         return NULL;

@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "tokenizer/tokenizer_internal.h"
+#include "base/invariant.h"
 
 static const char replacement_char[] = "\xef\xbf\xbd"; /* U+FFFD */
 
@@ -122,8 +123,8 @@ size_t detokenizer_push(detokenizer *d, int32_t id, char *out, size_t cap)
 {
     char piece[TOKENIZER_MAX_PIECE];
     size_t n = tokenizer_token_text(d->tok, id, piece, sizeof piece);
-    if (n > sizeof piece)
-        n = sizeof piece; /* cannot happen: load rejects longer pieces */
+    if (NEVER(n > sizeof piece)) /* load rejects longer pieces */
+        n = sizeof piece;
     if (n == 0)
         return 0;
     size_t start = 0;

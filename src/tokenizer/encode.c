@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "tokenizer/tokenizer_internal.h"
+#include "base/wipebuf.h"
 
 enum { MAX_ENCODE_BYTES = INT32_MAX / 4 };
 
@@ -194,30 +195,17 @@ typedef struct spm_work {
 
 static void spm_work_free(spm_work *w)
 {
-    if (w->text)
-        explicit_bzero(w->text, w->text_cap); /* it held message text */
-    free(w->text);
-    free(w->symbols);
-    free(w->heap);
+    wipe_free(w->text, w->text_cap);
+    wipe_free(w->symbols, w->symbols_cap * sizeof *w->symbols);
+    wipe_free(w->heap, w->heap_cap * sizeof *w->heap);
 }
 
-static int grow(void **buf, size_t *cap, size_t need, size_t elem, el_err *err)
+/* Every buffer here may hold message text (escaped, or split into symbols). used
+ * items are kept. */
+static int grow(void **buf, size_t *cap, size_t used, size_t need, size_t elem, el_err *err)
 {
-    if (need <= *cap)
-        return 0;
-    size_t cap2 = *cap ? *cap : 64;
-    while (cap2 < need)
-        cap2 *= 2;
-    void *p = malloc(cap2 * elem);
-    if (!p)
+    if (wipe_grow_array(buf, cap, used, need, elem) < 0)
         return el_fail(err, "out of memory tokenizing (%zu items)", need);
-    if (*buf) {
-        memcpy(p, *buf, *cap * elem);
-        explicit_bzero(*buf, *cap * elem); /* the escaped text is message text */
-        free(*buf);
-    }
-    *buf = p;
-    *cap = cap2;
     return 0;
 }
 
@@ -231,7 +219,7 @@ static bool bigram_before(const spm_bigram *a, const spm_bigram *b)
 
 static int heap_push(spm_work *w, spm_bigram b, el_err *err)
 {
-    if (grow((void **)&w->heap, &w->heap_cap, w->heap_n + 1, sizeof *w->heap, err) < 0)
+    if (grow((void **)&w->heap, &w->heap_cap, w->heap_n, w->heap_n + 1, sizeof *w->heap, err) < 0)
         return -1;
     size_t i = w->heap_n++;
     while (i > 0) {
@@ -289,7 +277,7 @@ static uint32_t utf8_sequence_len(uint8_t lead)
 static int escape_piece(spm_work *w, const char *text, size_t len, bool space_prefix, size_t *out_len,
                         el_err *err)
 {
-    if (grow((void **)&w->text, &w->text_cap, 3 * (len + 1), 1, err) < 0)
+    if (grow((void **)&w->text, &w->text_cap, 0, 3 * (len + 1), 1, err) < 0)
         return -1;
     size_t n = 0;
     if (space_prefix) {
@@ -310,7 +298,7 @@ static int escape_piece(spm_work *w, const char *text, size_t len, bool space_pr
 
 static int split_symbols(spm_work *w, size_t len, int32_t *n_symbols, el_err *err)
 {
-    if (grow((void **)&w->symbols, &w->symbols_cap, len, sizeof *w->symbols, err) < 0)
+    if (grow((void **)&w->symbols, &w->symbols_cap, 0, len, sizeof *w->symbols, err) < 0)
         return -1;
     int32_t n = 0;
     for (size_t off = 0; off < len;) {

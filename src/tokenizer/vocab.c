@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "tokenizer/tokenizer_internal.h"
+#include "base/wipebuf.h"
 
 /* Far above any real vocabulary (Gemma 3 has 262144), low enough that every
  * index fits in 32 bits with room to spare. */
@@ -15,28 +16,18 @@ enum { MAX_VOCAB = 1 << 22 };
  * wipe the old block) instead of realloc, which could leave a copy behind. */
 int token_vec_push(token_vec *v, int32_t id, el_err *err)
 {
-    if (v->n == v->cap) {
-        size_t cap = v->cap ? v->cap * 2 : 64;
-        int32_t *ids = malloc(cap * sizeof *ids);
-        if (!ids)
-            return el_fail(err, "out of memory for %zu token ids", cap);
-        if (v->ids) {
-            memcpy(ids, v->ids, v->n * sizeof *ids);
-            explicit_bzero(v->ids, v->cap * sizeof *v->ids);
-            free(v->ids);
-        }
-        v->ids = ids;
-        v->cap = cap;
-    }
+    void *ids = v->ids;
+    int grown = wipe_grow_array(&ids, &v->cap, v->n, v->n + 1, sizeof *v->ids);
+    v->ids = ids;
+    if (grown < 0)
+        return el_fail(err, "out of memory for %zu token ids", v->n + 1);
     v->ids[v->n++] = id;
     return 0;
 }
 
 void token_vec_free(token_vec *v)
 {
-    if (v->ids)
-        explicit_bzero(v->ids, v->cap * sizeof *v->ids);
-    free(v->ids);
+    wipe_free(v->ids, v->cap * sizeof *v->ids);
     v->ids = NULL;
     v->n = v->cap = 0;
 }

@@ -1,6 +1,11 @@
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <stdint.h>
 #include <stdatomic.h>
 
 #include "base/err.h"
+#include "base/invariant.h"
 #include "base/fp16.h"
 #include "base/rng.h"
 #include "base/threadpool.h"
@@ -106,6 +111,71 @@ static void test_wipebuf_appends_across_growth(void)
     CHECK(b.data == NULL && b.len == 0 && b.cap == 0);
 }
 
+static void test_wipe_grow_array(void)
+{
+    int32_t *ids = NULL;
+    size_t cap = 0;
+    void *p = ids;
+    CHECK(wipe_grow_array(&p, &cap, 0, 3, sizeof *ids) == 0);
+    ids = p;
+    CHECK(ids && cap == 64); /* 256 bytes of int32 */
+    for (int i = 0; i < 64; i++)
+        ids[i] = i;
+    CHECK(wipe_grow_array(&p, &cap, 64, 65, sizeof *ids) == 0);
+    ids = p;
+    CHECK(cap == 128 && ids[63] == 63 && ids[0] == 0);
+    /* sizes that overflow in bytes though not in items: refused, unchanged */
+    CHECK(wipe_grow_array(&p, &cap, 64, SIZE_MAX / 4, sizeof *ids) == -1);
+    CHECK(wipe_grow_array(&p, &cap, 64, SIZE_MAX / 8 + 1, 4 * sizeof *ids) == -1);
+    CHECK(p == ids && cap == 128);
+    CHECK(wipe_grow_array(&p, &cap, 200, 300, sizeof *ids) == -1); /* more in use than allocated */
+    CHECK(wipe_grow_array(&p, &cap, 64, 64 + SIZE_MAX, sizeof *ids) == -1); /* used + n wrapped */
+    wipe_free(ids, cap * sizeof *ids);
+}
+
+static void test_invariants(void)
+{
+    int evaluated = 0;
+    CHECK(ALWAYS(++evaluated == 1));
+    CHECK(!NEVER(++evaluated == 3));
+    EL_ASSERT(evaluated == 2);
+#ifndef NDEBUG
+    /* a broken invariant stops a debug build at once, saying where */
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open("/dev/null", O_WRONLY);
+        if (fd >= 0)
+            dup2(fd, STDERR_FILENO);
+        if (NEVER(evaluated == 2))
+            _exit(0);
+        _exit(1);
+    }
+    int status = 0;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+    CHECKF(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "status %#x", status);
+#endif
+}
+
+static void test_wipe_getline(void)
+{
+    char text[] = "first line\n\nlast, no newline";
+    FILE *fp = fmemopen(text, strlen(text), "r");
+    CHECK(fp != NULL);
+    if (!fp)
+        return;
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n1 = wipe_getline(&line, &cap, fp); /* CHECK_EQ_INT evaluates twice */
+    CHECK(n1 == 11 && line && !strcmp(line, "first line\n"));
+    ssize_t n2 = wipe_getline(&line, &cap, fp);
+    CHECK(n2 == 1 && !strcmp(line, "\n"));
+    ssize_t n3 = wipe_getline(&line, &cap, fp);
+    CHECK(n3 == 16 && !strcmp(line, "last, no newline"));
+    CHECK(wipe_getline(&line, &cap, fp) == -1);
+    wipe_free(line, cap);
+    fclose(fp);
+}
+
 static void test_wipe_grow_and_take(void)
 {
     char *buf = NULL;
@@ -114,7 +184,7 @@ static void test_wipe_grow_and_take(void)
     CHECK(buf && cap >= 10);
     memcpy(buf, "0123456789", 10);
     char *before = buf;
-    CHECK(wipe_grow(&buf, &cap, 10, 8) == 0); /* room enough: nothing moves */
+    CHECK(wipe_grow(&buf, &cap, 10, 12) == 0); /* room enough: nothing moves */
     CHECK(buf == before);
     CHECK(wipe_grow(&buf, &cap, 10, cap + 1) == 0);
     CHECK(!memcmp(buf, "0123456789", 10));
@@ -140,6 +210,9 @@ static void test_wipe_grow_and_take(void)
 int main(void)
 {
     RUN(test_wipebuf_appends_across_growth);
+    RUN(test_wipe_grow_array);
+    RUN(test_invariants);
+    RUN(test_wipe_getline);
     RUN(test_wipe_grow_and_take);
     RUN(test_err_wrap);
     RUN(test_fp16_round_trip);
