@@ -3,7 +3,7 @@
 # the same thread count and test sizes, and prints the ratios (elliott / llama.cpp).
 #
 # usage: bench/compare-llamacpp.sh [-t THREADS] [-p N_PROMPT] [-n N_GEN] [-r REPS]
-#                                  [--llama-variant best|avx2] [--long] MODEL.gguf...
+#                                  [--llama-variant best|avx2] [--long] [--bandwidth] MODEL.gguf...
 #
 # llama.cpp comes from the peer that ../shared/peer/setup.sh installs (a Debian sid chroot,
 # default /var/tmp/elliott-peer/sid; override with ELLIOTT_PEER). When it is absent the script
@@ -15,9 +15,12 @@
 # elliott to its AVX2 kernels (ELLIOTT_ISA=avx2), a like-for-like AVX2 comparison.
 # --long adds long-context rows: pp512, pp2048 and tg32 after 2048 cached tokens (-d 2048),
 # each against llama.cpp with flash attention off and on (elliott has one attention path).
+# --bandwidth adds, on the generation rows, each side's share of the machine's plain read
+# bandwidth (bench/bandwidth.sh: bytes read per token x t/s / a streaming read of a 1 GiB
+# buffer with the same threads, measured once before the first model; needs make bench).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-threads=2 n_prompt=128 n_gen=32 reps=3 variant=best long=0
+threads=2 n_prompt=128 n_gen=32 reps=3 variant=best long=0 bandwidth=0
 models=()
 while [ $# -gt 0 ]; do
     case $1 in
@@ -27,7 +30,8 @@ while [ $# -gt 0 ]; do
         -r) reps=$2; shift 2 ;;
         --llama-variant) variant=$2; shift 2 ;;
         --long) long=1; shift ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --bandwidth) bandwidth=1; shift ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "compare-llamacpp.sh: unknown option $1" >&2; exit 2 ;;
         *) models+=("$1"); shift ;;
     esac
@@ -98,14 +102,25 @@ isa_of() { python3 -c 'import json,sys
 for l in sys.stdin:
     if l.startswith("{"): print(json.loads(l).get("isa", "?")); break' <<<"$1"; }
 
+# " | elliott share / llama.cpp share" of the read bandwidth for a tg row with --bandwidth.
+share_cell() { # TEST E_TS L_TS
+    [ $bandwidth = 1 ] || return 0
+    [ "$1" = tg ] || { echo " | "; return 0; }
+    python3 -c '
+import sys
+b, bw = int(sys.argv[1]), float(sys.argv[2])
+cells = ["%.0f %%" % (100 * b * float(t) / 1e9 / bw) if t else "n/a" for t in sys.argv[3:5]]
+print(" | " + " / ".join(cells))' "$model_bytes" "$read_bw" "$2" "${3:-}"
+}
+
 row() { # MODEL SIZE LABEL TEST ELLIOTT-JSONL LLAMA-JSONL [NOTE]
     local e_ts e_sd l_ts l_sd ratio
     read -r e_ts e_sd <<<"$(pick "$5" "$4")"
     if [ -n "$6" ] && read -r l_ts l_sd <<<"$(pick "$6" "$4")" && [ -n "${l_ts:-}" ]; then
         ratio=$(python3 -c "print('%.2f' % ($e_ts / $l_ts))")
-        echo "| $(basename "$1") | $2 | $3 | $(isa_of "$5") | $e_ts ± $e_sd | $l_ts ± $l_sd${7:+ ($7)} | ${ratio}x |"
+        echo "| $(basename "$1") | $2 | $3 | $(isa_of "$5") | $e_ts ± $e_sd | $l_ts ± $l_sd${7:+ ($7)} | ${ratio}x$(share_cell "$4" "$e_ts" "$l_ts") |"
     else
-        echo "| $(basename "$1") | $2 | $3 | $(isa_of "$5") | $e_ts ± $e_sd | n/a | n/a |"
+        echo "| $(basename "$1") | $2 | $3 | $(isa_of "$5") | $e_ts ± $e_sd | n/a | n/a$(share_cell "$4" "$e_ts" "") |"
     fi
 }
 
@@ -114,12 +129,23 @@ llama() { [ $have_peer = 1 ] && run_llama "$@" || true; }
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
 echo "# elliott vs llama.cpp: $cpu, $threads threads, pp$n_prompt / tg$n_gen, $reps repetitions"
 [ $have_peer = 1 ] && echo "# llama.cpp: Debian llama-bench, CPU variant: $variant"
+read_bw= model_bytes=0
+if [ $bandwidth = 1 ]; then
+    read_bw=$(ELLIOTT_BIN=$elliott "$here/bench/bandwidth.sh" --read -t "$threads")
+    echo "# plain read bandwidth ($threads threads): $read_bw GB/s; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+fi
 echo
-echo "| model | size | test | elliott isa | elliott t/s | llama.cpp t/s | ratio |"
-echo "|---|---:|---|---|---:|---:|---:|"
+if [ $bandwidth = 1 ]; then
+    echo "| model | size | test | elliott isa | elliott t/s | llama.cpp t/s | ratio | share of $read_bw GB/s (elliott / llama.cpp) |"
+    echo "|---|---:|---|---|---:|---:|---:|---:|"
+else
+    echo "| model | size | test | elliott isa | elliott t/s | llama.cpp t/s | ratio |"
+    echo "|---|---:|---|---|---:|---:|---:|"
+fi
 for m in "${models[@]}"; do
     [ -f "$m" ] || { echo "compare-llamacpp.sh: $m: no such file" >&2; exit 1; }
     size=$(du -h --apparent-size "$m" | cut -f1)
+    [ $bandwidth = 1 ] && model_bytes=$(ELLIOTT_BIN=$elliott "$here/bench/bandwidth.sh" --bytes-per-token "$m")
     e=$(run_elliott "$m" -p "$n_prompt" -n "$n_gen")
     l=$(llama "$m" -p "$n_prompt" -n "$n_gen")
     row "$m" "$size" "pp$n_prompt" pp "$e" "$l"

@@ -1,13 +1,17 @@
 /* Micro-benchmark of the matmul kernels (built by hand, not by the Makefile):
  *   gcc -O2 -std=c11 -D_GNU_SOURCE -Isrc -o build-kern/kernels_bench bench/kernels_bench.c \
  *       build-kern/libkernels.a build-kern/libgguf.a build-kern/libbase.a -lm -pthread
- *   build-kern/kernels_bench [threads] [isa: scalar|avx2|avx-vnni|avx512|best] [type names...]
- * (any BUILD directory in place of build-kern). Reports, per type: decode-style
- * matrix-vector GB/s (weights streamed from memory: several copies rotate so that
+ *   build-kern/kernels_bench [--cols N] [--passes N] [threads] [isa: scalar|avx2|avx-vnni|avx512|best] [type names...]
+ *   build-kern/kernels_bench --read [--mib N] [--reps N] [threads]
+ * (any BUILD directory in place of build-kern; `make bench` builds build/bench/kernels_bench).
+ * Reports, per type: decode-style matrix-vector GB/s (weights streamed from memory: several copies rotate so that
  * no cache holds them) next to the machine's plain read bandwidth of the same
  * buffer; the same product on one thread with the matrix in L2 (ns per block: the
  * arithmetic cost); the GFLOP/s of a 128-token matmul. Each figure is the fastest
- * of many short runs, so that runs hit by other processes' time slices do not count. */
+ * of many short runs, so that runs hit by other processes' time slices do not count.
+ * --cols sets the decode matrix's width (default 2048; 16384 is gemma-2b's FFN down),
+ * --passes how often the streamed figures rotate through the copies (default 3).
+ * --read prints only the plain read bandwidth of a buffer far larger than the LLC. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +28,13 @@
 #include "gguf/gguf.h"
 #include "kernels/kernels.h"
 
-enum { ROWS = 16384, COLS = 2048, TOTAL_MB = 640 };
+enum { MATRIX_VALUES = 16384 * 2048, TOTAL_MB = 640, MAX_COLS = 16384 };
+
+/* The decode matrix's width (--cols; rows follow so that its size stays the same):
+ * 2048 is gemma-2b's FFN gate/up and attention (short rows), 16384 its FFN down. */
+static int COLS = 2048, ROWS = MATRIX_VALUES / 2048;
+/* Passes over the rotating copies for the streamed figures (--passes). */
+static int PASSES = 3;
 
 static double now(void)
 {
@@ -42,7 +52,7 @@ static uint8_t *make_weights(uint32_t type, size_t row_bytes, int copies)
         return NULL;
     el_rng rng;
     el_rng_seed(&rng, type);
-    float row[COLS];
+    float row[MAX_COLS];
     enum { DISTINCT = 64 };
     for (int r = 0; r < DISTINCT; r++) {
         for (int k = 0; k < COLS; k++)
@@ -99,7 +109,7 @@ static void bench_type(uint32_t type, threadpool *pool)
     /* plain read bandwidth of the same buffer, one matrix-sized copy at a time; the
      * fastest run counts (runs hit by other processes' time slices are slower) */
     double best_stream = 0;
-    for (int rep = 0; rep < 3 * copies; rep++) {
+    for (int rep = 0; rep < PASSES * copies; rep++) {
         stream_arg sa = {.buf = w + (size_t)(rep % copies) * mat, .bytes = mat};
         double t0 = now();
         threadpool_run(pool, stream_job, &sa);
@@ -111,7 +121,7 @@ static void bench_type(uint32_t type, threadpool *pool)
     kernels_matrix m = {type, ROWS, COLS, w, row_bytes};
     kernels_matmul(&m, x, COLS, 1, y, ROWS, scratch, pool);
     double best = 0;
-    for (int it = 0; it < 3 * copies; it++) {
+    for (int it = 0; it < PASSES * copies; it++) {
         m.data = w + (size_t)(it % copies) * mat;
         double t0 = now();
         kernels_matmul(&m, x, COLS, 1, y, ROWS, scratch, pool);
@@ -121,40 +131,123 @@ static void bench_type(uint32_t type, threadpool *pool)
 
     /* decode in cache: one thread, a 256-row slice that fits in L2; the fastest of many
      * short runs, so that time slices lost to other processes do not count */
-    kernels_matrix small = {type, 256, COLS, w, row_bytes};
+    int l2_rows = 256 * 2048 / COLS;
+    kernels_matrix small = {type, l2_rows, COLS, w, row_bytes};
     double best_l2 = 0;
     for (int rep = 0; rep < 400; rep++) {
         double t0 = now();
-        kernels_matmul(&small, x, COLS, 1, y, 256, scratch, NULL);
-        double gbs = (double)row_bytes * 256 / (now() - t0) / 1e9;
+        kernels_matmul(&small, x, COLS, 1, y, l2_rows, scratch, NULL);
+        double gbs = (double)row_bytes * l2_rows / (now() - t0) / 1e9;
         best_l2 = gbs > best_l2 ? gbs : best_l2;
     }
 
-    /* prompt: 128 tokens against a 2048 x 2048 slice */
-    kernels_matrix p = {type, 2048, COLS, w, row_bytes};
-    kernels_matmul(&p, x, COLS, 128, y, 2048, scratch, pool);
+    /* prompt: 128 tokens against a slice of 2048 x 2048 values */
+    int p_rows = 2048 * 2048 / COLS;
+    kernels_matrix p = {type, p_rows, COLS, w, row_bytes};
+    kernels_matmul(&p, x, COLS, 128, y, p_rows, scratch, pool);
     double best_flops = 0;
     for (int rep = 0; rep < 30; rep++) {
         double t0 = now();
-        kernels_matmul(&p, x, COLS, 128, y, 2048, scratch, pool);
-        double gf = 2.0 * 2048 * COLS * 128 / (now() - t0) / 1e9;
+        kernels_matmul(&p, x, COLS, 128, y, p_rows, scratch, pool);
+        double gf = 2.0 * p_rows * COLS * 128 / (now() - t0) / 1e9;
         best_flops = gf > best_flops ? gf : best_flops;
     }
     printf("%-5s %s threads=%d  matvec %dx%d: %5.1f GB/s (plain read %5.1f GB/s, %3.0f%%)  "
-           "in L2, 1 thread: %5.1f GB/s (%.2f ns/block)  matmul 2048x%d x 128 tokens: %6.1f GFLOP/s\n",
+           "in L2, 1 thread: %5.1f GB/s (%.2f ns/block)  matmul %dx%d x 128 tokens: %6.1f GFLOP/s\n",
            gguf_type_get(type)->name, kernels_isa_name(kernels_isa()), threadpool_size(pool), ROWS,
            COLS, best, best_stream, 100 * best / best_stream, best_l2,
-           (double)gguf_type_get(type)->type_size / best_l2, COLS, best_flops);
+           (double)gguf_type_get(type)->type_size / best_l2, p_rows, COLS, best_flops);
     free(w);
     free(x);
     free(y);
     free(scratch);
 }
 
+/* --read: the machine's plain read bandwidth, a streaming read of a buffer far larger
+ * than the last-level cache (1 GiB by default; this Sapphire Rapids VM reports a 260 MiB
+ * L3), split over the threads. The buffer is read in 32 MiB segments, each timed on its
+ * own, `reps` passes; the fastest segment counts, so that on a shared machine a segment
+ * that kept both threads on a core is found (a whole 1 GiB pass nearly always loses a
+ * time slice to another process). A segment is read again only after the rest of the
+ * buffer, so it comes from memory. bench/bandwidth.sh divides decode's bytes per
+ * second by this figure. */
+enum { READ_SEGMENT = 32 << 20 };
+
+static int read_bandwidth(threadpool *pool, size_t mib, int reps)
+{
+    size_t bytes = mib << 20;
+    uint8_t *buf = NULL;
+    if (bytes < READ_SEGMENT || posix_memalign((void **)&buf, 64, bytes) != 0) {
+        fprintf(stderr, "kernels_bench: cannot allocate %zu MiB (at least 32)\n", mib);
+        return 1;
+    }
+    memset(buf, 1, bytes); /* touch every page: no zero-page or fault costs in the timing */
+    double best = 0, total_time = 0;
+    size_t total_bytes = 0;
+    for (int rep = 0; rep < reps; rep++) {
+        for (size_t off = 0; off + READ_SEGMENT <= bytes; off += READ_SEGMENT) {
+            stream_arg sa = {.buf = buf + off, .bytes = READ_SEGMENT};
+            double t0 = now();
+            threadpool_run(pool, stream_job, &sa);
+            double dt = now() - t0, gbs = (double)sa.bytes / dt / 1e9;
+            best = gbs > best ? gbs : best;
+            total_time += dt;
+            total_bytes += sa.bytes;
+        }
+    }
+    printf("read bandwidth: %.1f GB/s (best 32 MiB segment; mean %.1f GB/s; %d threads, %zu MiB buffer, %d passes)\n",
+           best, (double)total_bytes / total_time / 1e9, threadpool_size(pool), mib, reps);
+    free(buf);
+    return 0;
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: kernels_bench [--cols N] [--passes N] [THREADS [ISA [TYPE...]]]\n"
+                    "       kernels_bench --read [--mib N] [--reps N] [THREADS]\n");
+}
+
 int main(int argc, char **argv)
 {
+    bool read_only = false;
+    size_t mib = 1024;
+    int reps = 10, a = 1;
+    for (; a < argc && !strncmp(argv[a], "--", 2); a++) {
+        if (!strcmp(argv[a], "--read")) {
+            read_only = true;
+        } else if (a + 1 < argc && !strcmp(argv[a], "--cols")) {
+            COLS = atoi(argv[++a]);
+            if (COLS < 256 || COLS > MAX_COLS || COLS % 256 || MATRIX_VALUES % COLS) {
+                fprintf(stderr, "kernels_bench: --cols takes a multiple of 256 dividing %d, at most %d\n",
+                        MATRIX_VALUES, MAX_COLS);
+                return 2;
+            }
+            ROWS = MATRIX_VALUES / COLS;
+        } else if (a + 1 < argc && !strcmp(argv[a], "--mib")) {
+            mib = (size_t)atol(argv[++a]);
+        } else if (a + 1 < argc && !strcmp(argv[a], "--passes")) {
+            PASSES = atoi(argv[++a]);
+        } else if (a + 1 < argc && !strcmp(argv[a], "--reps")) {
+            reps = atoi(argv[++a]);
+        } else {
+            usage();
+            return 2;
+        }
+    }
+    argc -= a - 1;
+    argv += a - 1;
     int threads = argc > 1 ? atoi(argv[1]) : 2;
+    if (threads < 1 || mib < 1 || reps < 1 || PASSES < 1) {
+        usage();
+        return 2;
+    }
     kernels_init();
+    if (read_only) {
+        threadpool *pool = threadpool_create(threads, NULL);
+        int rc = pool ? read_bandwidth(pool, mib, reps) : 1;
+        threadpool_free(pool);
+        return rc;
+    }
     for (int isa = 0; argc > 2 && isa < KERNELS_ISA_COUNT; isa++) {
         el_err err;
         if (strcmp(argv[2], kernels_isa_name((enum kernels_isa)isa)) == 0 &&
@@ -172,8 +265,8 @@ int main(int argc, char **argv)
     for (int i = 0; i < n_types; i++) {
         const char *name = gguf_type_get(types[i])->name;
         bool wanted = argc <= 3;
-        for (int a = 3; a < argc; a++)
-            wanted |= strcasecmp(argv[a], name) == 0;
+        for (int k = 3; k < argc; k++)
+            wanted |= strcasecmp(argv[k], name) == 0;
         if (wanted)
             bench_type(types[i], pool);
     }

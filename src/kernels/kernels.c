@@ -467,7 +467,13 @@ enum {
      * ~4 % of the time was this wait with 8). One token streams its chunk's rows with
      * prefetch, so its chunks stay large and contiguous. */
     CHUNKS_PER_THREAD = 8,
-    CHUNKS_PER_THREAD_BATCH = 32
+    CHUNKS_PER_THREAD_BATCH = 32,
+    /* ...but at most this many weight bytes per decode chunk: the last chunk of a large
+     * matrix (Gemma's 256k-row output: 35 MB per chunk in Q8_0 with 8 per thread) is
+     * what the thread that finishes first waits for, a long wait when a time slice went
+     * to another process. 1 MiB streams in ~70 us and still spans many tiles, so the
+     * prefetch's run-in at a chunk's start stays small. */
+    DECODE_CHUNK_BYTES = 1 << 20
 };
 
 static size_t round_up_to_align(size_t bytes)
@@ -597,10 +603,12 @@ static void dot_job(void *arg, int ith, int nth)
     }
 }
 
-static int64_t chunk_rows(int64_t rows, int nth, int n_tokens)
+static int64_t chunk_rows(const kernels_matrix *w, int nth, int n_tokens)
 {
     int chunks = n_tokens > 1 ? CHUNKS_PER_THREAD_BATCH : CHUNKS_PER_THREAD;
-    int64_t per = rows / ((int64_t)nth * chunks);
+    int64_t per = w->rows / ((int64_t)nth * chunks);
+    if (n_tokens == 1 && per * (int64_t)w->row_bytes > DECODE_CHUNK_BYTES)
+        per = DECODE_CHUNK_BYTES / (int64_t)w->row_bytes;
     per = (per + TILE - 1) / TILE * TILE;
     return per < TILE ? TILE : per;
 }
@@ -675,7 +683,7 @@ void kernels_matmul_multi(int n_mats, const kernels_matrix *const w[], float *co
         int index = job.n_parts++;
         free_scratch += setup_part(&job, index, ops, w[i], y[i], y_stride[i], free_scratch);
         matmul_part *part = &job.parts[index];
-        part->rows_per_chunk = chunk_rows(w[i]->rows, nth, n_tokens);
+        part->rows_per_chunk = chunk_rows(w[i], nth, n_tokens);
         part->token_block = token_block_for(&part->impl);
         part->first_chunk = job.n_chunks;
         job.n_chunks += (w[i]->rows + part->rows_per_chunk - 1) / part->rows_per_chunk;

@@ -80,6 +80,38 @@ void kq_act_convert(uint32_t act_type, const float *src, void *dst, int64_t n);
  * ~45 % with no software prefetch. */
 #define KQ_PREFETCH_AHEAD 4096
 
+/* Where a decode tile's row prefetches while it reads unit i (a block, or a group of
+ * blocks) of its row: KQ_PREFETCH_AHEAD bytes on along the row and, once that passes
+ * the row's end, on in the same row of the next tile (`next_tile` bytes on: the tile's
+ * rows times the row stride), so that the first bytes of every row are fetched ahead
+ * too; a row shorter than the distance fetches the same unit of a later tile. With a
+ * plain +4 KiB a 2048-wide Q8_0 row (2176 bytes) had its first ~1900 bytes met by
+ * demand misses in two rows of every four: 10.3 -> 14.5 GB/s on one core with the
+ * continuation (plain read 15). A prefetch past the matrix end never faults. */
+typedef struct kq_prefetch_plan {
+    size_t lead;     /* bytes ahead of the unit being read */
+    size_t jump;     /* added from unit jump_at on: into the next tile's row */
+    int64_t jump_at;
+} kq_prefetch_plan;
+
+static inline kq_prefetch_plan kq_plan_prefetch(size_t row_bytes, size_t unit_bytes, size_t next_tile)
+{
+    if (next_tile == 0) /* a lone row (a dot product): straight on */
+        return (kq_prefetch_plan){KQ_PREFETCH_AHEAD, 0, INT64_MAX};
+    if (row_bytes <= KQ_PREFETCH_AHEAD) /* whole tiles ahead, at least the distance */
+        return (kq_prefetch_plan){(KQ_PREFETCH_AHEAD + next_tile - 1) / next_tile * next_tile, 0, INT64_MAX};
+    /* jump one unit early rather than late: a unit's prefetch may cover a line past its
+     * first byte, which must then be the next tile's row start, not the next row's */
+    return (kq_prefetch_plan){KQ_PREFETCH_AHEAD, next_tile - row_bytes,
+                              (int64_t)((row_bytes - KQ_PREFETCH_AHEAD) / unit_bytes)};
+}
+
+/* Bytes from unit i's first byte to where its row prefetches. */
+static inline size_t kq_prefetch_offset(const kq_prefetch_plan *plan, int64_t i)
+{
+    return plan->lead + (i >= plan->jump_at ? plan->jump : 0);
+}
+
 /* ---- shared by the core families (kernels.c, float, legacy, vec files) ---- */
 
 /* Bytes of one activation row of n values in act_type (F32, F16, Q8_0, Q8_1,

@@ -173,7 +173,7 @@ ALWAYS_INLINE void quad_step(const kq_block_q4_0 *const *rows, const int R, cons
 
 /* R rows by C tokens, both compile-time constants after inlining. */
 ALWAYS_INLINE void tile_body(int64_t nb, const kq_block_q4_0 *const *rows, const int R,
-                             const quad_record *const *cols, const int C, float *y, int64_t y_stride)
+                             const quad_record *const *cols, const int C, float *y, int64_t y_stride, size_t next_tile)
 {
     __m256 acc[4][8];
     UNROLL for (int r = 0; r < R; r++)
@@ -181,13 +181,16 @@ ALWAYS_INLINE void tile_body(int64_t nb, const kq_block_q4_0 *const *rows, const
             acc[r][c] = _mm256_setzero_ps();
     int64_t full = nb / QUAD_BLOCKS;
     const kq_block_q4_0 *at[4];
+    const kq_prefetch_plan plan =
+        kq_plan_prefetch((size_t)nb * sizeof(kq_block_q4_0), QUAD_BLOCKS * sizeof(kq_block_q4_0), next_tile);
     for (int64_t q = 0; q < full; q++) {
+        size_t ahead = kq_prefetch_offset(&plan, q);
         UNROLL for (int r = 0; r < R; r++) {
             at[r] = rows[r] + q * QUAD_BLOCKS;
             /* streaming (one token): fetch ahead; several tokens reuse the rows from
              * cache, where prefetches would only evict activations */
             if (C == 1)
-                _mm_prefetch((const char *)at[r] + KQ_PREFETCH_AHEAD, _MM_HINT_T0);
+                _mm_prefetch((const char *)at[r] + ahead, _MM_HINT_T0);
         }
         quad_step(at, R, cols, C, q, acc);
     }
@@ -214,7 +217,7 @@ enum { TILE_COLS = 6 }; /* 4: 70-89, 6: 89-94, 8: 88-94 GFLOP/s (8 spills accumu
 
 #define ONE_ROW_CASE(cols)                                                                   \
     case cols:                                                                               \
-        tile_body(nb, rows + r, 1, cols_at, cols, y + r, y_stride);                         \
+        tile_body(nb, rows + r, 1, cols_at, cols, y + r, y_stride, 0);                         \
         break
 
 static void tile_q4_0(int64_t n, const void *w, size_t w_stride, int n_rows, const void *x,
@@ -229,7 +232,7 @@ static void tile_q4_0(int64_t n, const void *w, size_t w_stride, int n_rows, con
         cols_at[c] = (const quad_record *)((const uint8_t *)x + (size_t)(c < n_cols ? c : n_cols - 1) * x_stride);
     if (n_cols == 1) {
         float out[4];
-        tile_body(nb, rows, 4, cols_at, 1, out, 4);
+        tile_body(nb, rows, 4, cols_at, 1, out, 4, 4 * w_stride);
         for (int r = 0; r < n_rows; r++)
             y[r] = out[r];
         return;
@@ -241,7 +244,7 @@ static void tile_q4_0(int64_t n, const void *w, size_t w_stride, int n_rows, con
             ONE_ROW_CASE(4);
             ONE_ROW_CASE(5);
         default:
-            tile_body(nb, rows + r, 1, cols_at, TILE_COLS, y + r, y_stride);
+            tile_body(nb, rows + r, 1, cols_at, TILE_COLS, y + r, y_stride, 0);
             break;
         }
     }

@@ -132,7 +132,7 @@ ALWAYS_INLINE void quad_step(const uint8_t *const *rows, const int R, const quad
 
 /* R rows by C tokens, both compile-time constants after inlining. */
 ALWAYS_INLINE void tile_body(int64_t nb, const uint8_t *const *rows, const int R, const quad_record *const *cols,
-                             const int C, float *y, int64_t y_stride)
+                             const int C, float *y, int64_t y_stride, size_t next_tile)
 {
     __m512 acc[4][8];
     UNROLL for (int r = 0; r < R; r++)
@@ -140,14 +140,16 @@ ALWAYS_INLINE void tile_body(int64_t nb, const uint8_t *const *rows, const int R
             acc[r][c] = _mm512_setzero_ps();
     int64_t full = nb / QUAD_BLOCKS;
     const uint8_t *at[4];
+    const kq_prefetch_plan plan = kq_plan_prefetch((size_t)nb * sizeof(kq_block_q4_0), QUAD_WEIGHT_BYTES, next_tile);
     for (int64_t q = 0; q < full; q++) {
+        size_t ahead = kq_prefetch_offset(&plan, q);
         UNROLL for (int r = 0; r < R; r++) {
             at[r] = rows[r] + q * QUAD_WEIGHT_BYTES;
             /* streaming (one token): fetch ahead; several tokens reuse the rows from
              * cache, where prefetches would only evict activations */
             if (C == 1) {
-                _mm_prefetch((const char *)at[r] + KQ_PREFETCH_AHEAD, _MM_HINT_T0);
-                _mm_prefetch((const char *)at[r] + KQ_PREFETCH_AHEAD + 64, _MM_HINT_T0);
+                _mm_prefetch((const char *)at[r] + ahead, _MM_HINT_T0);
+                _mm_prefetch((const char *)at[r] + ahead + 64, _MM_HINT_T0);
             }
         }
         quad_step(at, R, cols, C, q, acc);
@@ -176,9 +178,9 @@ enum { TILE_COLS = 8 };
 #define PAIR_CASE(cols)                                                                      \
     case cols:                                                                               \
         if (pair)                                                                            \
-            tile_body(nb, rows + r, 2, cols_at, cols, y + r, y_stride);                     \
+            tile_body(nb, rows + r, 2, cols_at, cols, y + r, y_stride, 0);                     \
         else                                                                                 \
-            tile_body(nb, rows + r, 1, cols_at, cols, y + r, y_stride);                     \
+            tile_body(nb, rows + r, 1, cols_at, cols, y + r, y_stride, 0);                     \
         break
 
 static void tile_q4_0(int64_t n, const void *w, size_t w_stride, int n_rows, const void *x, size_t x_stride,
@@ -193,7 +195,7 @@ static void tile_q4_0(int64_t n, const void *w, size_t w_stride, int n_rows, con
         cols_at[c] = (const quad_record *)((const uint8_t *)x + (size_t)(c < n_cols ? c : n_cols - 1) * x_stride);
     if (n_cols == 1) {
         float out[4];
-        tile_body(nb, rows, 4, cols_at, 1, out, 4);
+        tile_body(nb, rows, 4, cols_at, 1, out, 4, 4 * w_stride);
         for (int r = 0; r < n_rows; r++)
             y[r] = out[r];
         return;
