@@ -61,8 +61,8 @@ static enum MHD_Result respond_not_found(struct MHD_Connection *conn, request_ct
     if (api_route_is_ollama(ctx->match.route)) {
         api_fail(&e, 404, "model", "model \"%s\" not found", name);
     } else {
-        /* OpenAI's answer, word for word */
-        api_fail(&e, 404, "model", "The model `%s` does not exist or you do not have access to it.", name);
+        /* OpenAI's answer, word for word (param null, as OpenAI sends it) */
+        api_fail(&e, 404, NULL, "The model `%s` does not exist or you do not have access to it.", name);
         e.code = "model_not_found";
     }
     return http_respond_error(conn, ctx, &e, NULL, NULL);

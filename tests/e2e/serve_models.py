@@ -92,7 +92,7 @@ def metric(name, model):
 
 def expect_not_found(st, v, name, what):
     want = {"error": {"message": "The model `%s` does not exist or you do not have access to it." % name,
-                      "type": "invalid_request_error", "param": "model", "code": "model_not_found"}}
+                      "type": "invalid_request_error", "param": None, "code": "model_not_found"}}
     check(st == 404 and v == want, "%s: 404 model_not_found, got %s %s" % (what, st, v))
 
 

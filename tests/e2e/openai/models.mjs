@@ -52,7 +52,7 @@ for (const call of [
     check(false, "an unknown model was accepted");
   } catch (e) {
     check(e instanceof OpenAI.NotFoundError && e.status === 404, `404 as NotFoundError: ${e}`);
-    check(e.code === "model_not_found" && e.param === "model", `code ${e.code}, param ${e.param}`);
+    check(e.code === "model_not_found" && e.param === null, `code ${e.code}, param ${e.param}`);
     check(e.message.includes("The model `gpt-nope` does not exist"), `message ${e.message}`);
   }
 }
