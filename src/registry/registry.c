@@ -20,6 +20,8 @@ typedef struct model_entry {
     uint64_t last_used;       /* the registry's tick at its last acquire */
     uint64_t loads, unloads;
     bool loaded_once;
+    long long keep_ms;        /* registry_set_keep_alive; < 0: no idle unload */
+    struct timespec idle_until; /* keep_ms > 0: when the idle model goes (valid while idle) */
 } model_entry;
 
 /* An engine taken out of service, waiting for the reaper thread to free it. */
@@ -55,13 +57,52 @@ const char *registry_state_name(enum registry_state s)
 
 /* ---- the reaper: engine_free off every caller's path ----------------------------- */
 
+static bool before(const struct timespec *a, const struct timespec *b);
+static bool retire_locked(registry *r, model_entry *m);
+static enum registry_state state_locked(model_entry *m, el_err *why);
+
+/* A model kept for a while after its last request may go once that time is up. */
+static bool idle_timed_locked(model_entry *m)
+{
+    return m->eng && m->users == 0 && m->keep_ms > 0 && state_locked(m, NULL) != REGISTRY_LOADING;
+}
+
+/* Retires the idle models whose time is up; the earliest time still to come goes
+ * to *next (has_next false when none). Under mu. */
+static void expire_idle_locked(registry *r, struct timespec *next, bool *has_next)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    *has_next = false;
+    for (size_t i = 0; i < r->n; i++) {
+        model_entry *m = &r->models[i];
+        if (!idle_timed_locked(m))
+            continue;
+        if (!before(&now, &m->idle_until)) {
+            retire_locked(r, m);
+        } else if (!*has_next || before(&m->idle_until, next)) {
+            *next = m->idle_until;
+            *has_next = true;
+        }
+    }
+}
+
 static void *reaper_main(void *arg)
 {
     registry *r = arg;
     pthread_mutex_lock(&r->mu);
     for (;;) {
-        while (!r->to_free && !r->stopping)
-            pthread_cond_wait(&r->reap_cv, &r->mu);
+        for (;;) {
+            struct timespec next;
+            bool has_next;
+            expire_idle_locked(r, &next, &has_next);
+            if (r->to_free || r->stopping)
+                break;
+            if (has_next)
+                pthread_cond_timedwait(&r->reap_cv, &r->mu, &next);
+            else
+                pthread_cond_wait(&r->reap_cv, &r->mu);
+        }
         retired *list = r->to_free;
         r->to_free = NULL;
         if (!list && r->stopping)
@@ -221,6 +262,7 @@ int registry_add(registry *r, const registry_model_spec *s, el_err *err)
     }
     m->bytes = bytes;
     m->created = (long long)time(NULL);
+    m->keep_ms = -1;
     r->n++;
     pthread_mutex_unlock(&r->mu);
     return 0;
@@ -347,16 +389,42 @@ engine *registry_acquire_loaded(registry *r, int model)
     return e;
 }
 
+/* The model's last request has ended: it goes now, later, or when room is needed,
+ * as its keep-alive says. Under mu. */
+static void went_idle_locked(registry *r, model_entry *m)
+{
+    if (m->keep_ms == 0 && m->eng && state_locked(m, NULL) != REGISTRY_LOADING) {
+        retire_locked(r, m);
+    } else if (m->keep_ms > 0) {
+        clock_gettime(CLOCK_REALTIME, &m->idle_until);
+        long long ns = m->idle_until.tv_nsec + m->keep_ms % 1000 * 1000000LL;
+        m->idle_until.tv_sec += (time_t)(m->keep_ms / 1000 + ns / 1000000000LL);
+        m->idle_until.tv_nsec = (long)(ns % 1000000000LL);
+        pthread_cond_signal(&r->reap_cv);
+    }
+}
+
 void registry_release(registry *r, int model)
 {
     pthread_mutex_lock(&r->mu);
     model_entry *m = entry(r, model);
     if (m && m->users > 0) {
         m->users--;
-        if (!m->users)
+        if (!m->users) {
+            went_idle_locked(r, m);
             place_waiting_locked(r);
+        }
         pthread_cond_broadcast(&r->changed);
     }
+    pthread_mutex_unlock(&r->mu);
+}
+
+void registry_set_keep_alive(registry *r, int model, long long keep_ms)
+{
+    pthread_mutex_lock(&r->mu);
+    model_entry *m = entry(r, model);
+    if (m)
+        m->keep_ms = keep_ms < 0 ? -1 : keep_ms;
     pthread_mutex_unlock(&r->mu);
 }
 

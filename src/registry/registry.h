@@ -68,6 +68,11 @@ const char *registry_state_name(enum registry_state s);
  * acquire is matched by one release. */
 void registry_acquire(registry *r, int model);
 void registry_release(registry *r, int model);
+/* How long the model stays loaded once no request holds it (Ollama's keep_alive,
+ * set by each request that gives one): keep_ms < 0 for as long as room allows (the
+ * default), 0 unloaded as soon as it is idle, > 0 unloaded that many milliseconds
+ * after its last request ends unless another one comes. */
+void registry_set_keep_alive(registry *r, int model, long long keep_ms);
 /* Holds the model only if it is loaded and READY (for a look at it that must not
  * load it): its engine, to be released; NULL (nothing held) otherwise. */
 engine *registry_acquire_loaded(registry *r, int model);

@@ -75,11 +75,13 @@ static enum MHD_Result handle_text_completion(struct MHD_Connection *conn, reque
 
 static enum MHD_Result answer_loaded(struct MHD_Connection *conn, request_ctx *ctx)
 {
-    /* Ollama answers a generate without a prompt once the model is loaded. */
+    /* Ollama answers a generate without a prompt once the model is loaded, or, with
+     * keep_alive 0, as it is to be unloaded (when the request ends). */
     char stamp[40];
     api_ollama_timestamp(stamp);
+    bool unload = ctx->keep_alive_set && ctx->keep_alive_ms == 0;
     json_t *o = json_pack("{s:s, s:s, s:s, s:b, s:s}", "model", ctx->model_name, "created_at", stamp,
-                          "response", "", "done", 1, "done_reason", "load");
+                          "response", "", "done", 1, "done_reason", unload ? "unload" : "load");
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     return text ? http_respond_json(conn, ctx, 200, text, strlen(text)) : MHD_NO;

@@ -145,9 +145,10 @@ static int parse_fields(json_t *root, enum api_route route, embed_request *out, 
     out->dimensions = (int)dims;
     if (api_get_bool(root, "truncate", &out->options.truncate, e) < 0 || parse_options_object(root, e) < 0)
         return -1;
-    json_t *keep = api_json_optional(root, "keep_alive");
-    if (keep && !json_is_string(keep) && !json_is_number(keep))
-        return api_fail(e, 400, "keep_alive", "'keep_alive' must be a duration string or a number");
+    long long keep_ms;
+    bool keep;
+    if (api_ollama_keep_alive(root, &keep_ms, &keep, e) < 0)
+        return -1;
     json_t *fmt = api_json_optional(root, "encoding_format");
     if (fmt) {
         if (!json_is_string(fmt) || (strcmp(json_string_value(fmt), "float") && strcmp(json_string_value(fmt), "base64")))

@@ -40,8 +40,9 @@ int models_find(server *srv, const char *name)
 }
 
 /* The name the body gives, copied into out ("" when absent or not a string: the
- * route's parser then says what is wrong with the body). */
-static void peek_model_name(const request_ctx *ctx, char *out, size_t cap)
+ * route's parser then says what is wrong with the body), and on Ollama's routes
+ * its keep_alive (a bad one is left to the route's parser to refuse). */
+static void peek_model_name(request_ctx *ctx, char *out, size_t cap)
 {
     out[0] = '\0';
     json_error_t jerr;
@@ -51,6 +52,10 @@ static void peek_model_name(const request_ctx *ctx, char *out, size_t cap)
         name = json_object_get(root, "name");
     if (json_is_string(name))
         snprintf(out, cap, "%s", json_string_value(name));
+    api_error e;
+    if (root && api_route_is_ollama(ctx->match.route) &&
+        api_ollama_keep_alive(root, &ctx->keep_alive_ms, &ctx->keep_alive_set, &e) < 0)
+        ctx->keep_alive_set = false;
     json_decref(root);
     explicit_bzero(&jerr, sizeof jerr); /* its text may quote the body */
 }
@@ -196,6 +201,8 @@ void models_request_end(request_ctx *ctx)
 {
     free(ctx->wait);
     ctx->wait = NULL;
+    if (ctx->model_held && ctx->keep_alive_set)
+        registry_set_keep_alive(ctx->srv->models, ctx->model, ctx->keep_alive_ms);
     if (ctx->model_held)
         registry_release(ctx->srv->models, ctx->model);
     ctx->model_held = false;

@@ -108,6 +108,87 @@ static int parse_format(json_t *root, chat_request *out, api_error *e)
     return 0;
 }
 
+/* One number and unit of a Go duration ("1.5h", "300ms"), in milliseconds; the
+ * length read, 0 when it is not one. */
+static size_t duration_term(const char *s, double *ms)
+{
+    static const struct { const char *unit; double ms; } units[] = {
+        {"ns", 1e-6}, {"us", 1e-3}, {"\xc2\xb5s", 1e-3}, {"\xce\xbcs", 1e-3}, {"ms", 1.0},
+        {"s", 1e3}, {"m", 6e4}, {"h", 3.6e6},
+    };
+    size_t i = 0, digits = 0;
+    double v = 0, scale = 1;
+    bool frac = false;
+    for (; s[i] == '.' || (s[i] >= '0' && s[i] <= '9'); i++) {
+        if (s[i] == '.') {
+            if (frac)
+                return 0;
+            frac = true;
+            continue;
+        }
+        digits++;
+        if (frac)
+            v += (s[i] - '0') * (scale /= 10);
+        else
+            v = v * 10 + (s[i] - '0');
+    }
+    if (!digits)
+        return 0;
+    size_t best = 0;
+    double unit_ms = 0;
+    for (size_t u = 0; u < sizeof units / sizeof units[0]; u++) {
+        size_t n = strlen(units[u].unit);
+        if (n > best && !strncmp(s + i, units[u].unit, n)) {
+            best = n;
+            unit_ms = units[u].ms;
+        }
+    }
+    if (!best)
+        return 0;
+    *ms = v * unit_ms;
+    return i + best;
+}
+
+/* Ollama's keep_alive: a number of seconds or a Go duration string ("5m", "1h30m",
+ * "0"); negative: for ever (-1 here), as is anything beyond ten years. */
+int api_ollama_keep_alive(json_t *root, long long *ms, bool *present, api_error *e)
+{
+    static const double forever_ms = 10.0 * 365 * 24 * 3600 * 1000;
+    json_t *v = api_json_optional(root, "keep_alive");
+    *present = v != NULL;
+    if (!v)
+        return 0;
+    double total = 0;
+    if (json_is_number(v)) {
+        total = json_number_value(v) * 1000.0;
+    } else if (json_is_string(v)) {
+        const char *s = json_string_value(v);
+        bool negative = *s == '-';
+        if (*s == '-' || *s == '+')
+            s++;
+        if (!strcmp(s, "0")) {
+            s++;
+        } else if (!*s) {
+            return api_fail(e, 400, "keep_alive", "'keep_alive' must be a duration such as \"5m\" or a number of seconds");
+        }
+        while (*s) {
+            double term;
+            size_t n = duration_term(s, &term);
+            if (!n)
+                return api_fail(e, 400, "keep_alive",
+                                "'keep_alive' must be a duration such as \"5m\" or a number of seconds");
+            total += term;
+            s += n;
+        }
+        if (negative)
+            total = -total;
+    } else {
+        return api_fail(e, 400, "keep_alive", "'keep_alive' must be a duration string or a number");
+    }
+    *ms = total < 0 || total > forever_ms ? -1 : (long long)total;
+    return 0;
+}
+
 /* Fields Ollama has that elliott cannot honour: refused unless empty. */
 static int refuse_unhonoured(json_t *root, api_error *e)
 {
@@ -122,10 +203,9 @@ static int refuse_unhonoured(json_t *root, api_error *e)
     json_t *think = api_json_optional(root, "think");
     if (think && !json_is_false(think))
         return api_fail(e, 400, "think", "'think': the served model does not reason");
-    json_t *keep = api_json_optional(root, "keep_alive");
-    if (keep && !json_is_string(keep) && !json_is_number(keep))
-        return api_fail(e, 400, "keep_alive", "'keep_alive' must be a duration string or a number");
-    return 0;
+    long long keep_ms;
+    bool keep;
+    return api_ollama_keep_alive(root, &keep_ms, &keep, e);
 }
 
 /* /api/generate: the prompt as the user's turn (after the system text), or with

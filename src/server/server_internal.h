@@ -111,6 +111,9 @@ int api_get_number(struct json_t *root, const char *key, double min, double max,
 int api_get_integer(struct json_t *root, const char *key, long long min, long long max, long long *out,
                     bool *present, api_error *e);
 int api_get_bool(struct json_t *root, const char *key, bool *out, api_error *e);
+/* Ollama's keep_alive (seconds, or a Go duration string) in milliseconds, -1 for
+ * ever; present says whether the body gives it. */
+int api_ollama_keep_alive(struct json_t *root, long long *ms, bool *present, api_error *e);
 /* temperature, top_p, min_p, penalties, top_k, repeat_last_n, seed: chat's limits. */
 int api_parse_sampling(struct json_t *root, sampler_params *s, api_error *e);
 int api_parse_stop(struct json_t *root, chat_request *out, api_error *e);
@@ -471,6 +474,8 @@ typedef struct request_ctx {
     engine *eng;              /* its engine, once loaded */
     const char *model_name;   /* its id, as answers name it */
     struct model_wait *wait;  /* a load waited for off the event loop */
+    bool keep_alive_set;      /* Ollama's keep_alive, given: set on the model as the request ends */
+    long long keep_alive_ms;
 } request_ctx;
 
 double server_seconds_since(const struct timespec *t0);

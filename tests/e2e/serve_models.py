@@ -221,6 +221,21 @@ def check_other_routes(texts):
     check(all(m["details"]["family"] == "" for m in unloaded), "an unloaded model is not loaded to be listed")
 
 
+def check_keep_alive():
+    """Ollama's keep_alive: 0 unloads as the request ends, a duration that long after."""
+    st, _, v = jrequest("POST", "/api/generate", {"model": "gamma", "prompt": "", "keep_alive": 0})
+    check(st == 200 and v["done_reason"] == "unload", "empty generate with keep_alive 0: %s" % v)
+    check(wait_until(lambda: health()[2].get("gamma") == "unloaded", 10), "keep_alive 0 unloads gamma")
+    t0 = time.time()
+    st, _, v = jrequest("POST", "/api/generate", {"model": "beta", "prompt": "Once", "stream": False,
+                                                   "keep_alive": "1s", "options": {"num_predict": 2}})
+    check(st == 200 and health()[2].get("beta") == "ready", "beta answers and stays for a while: %s" % st)
+    check(wait_until(lambda: health()[2].get("beta") == "unloaded", 15), "keep_alive 1s unloads beta")
+    check(time.time() - t0 >= 1.0, "not before its second")
+    st, _, v = jrequest("POST", "/api/chat", {"model": "beta", "messages": PROMPT, "keep_alive": "5"})
+    check(st == 400 and "keep_alive" in v["error"], "a duration without a unit is refused: %s %s" % (st, v))
+
+
 def group_routing():
     check_lists()
     texts = reference_texts()
@@ -228,8 +243,10 @@ def group_routing():
     check_concurrent(texts)
     check_not_found()
     check_other_routes(texts)
-    st, v, states = health()
-    check(st == 200 and all(m["requests"] == 0 for m in v["models"]), "no request holds a model at the end: %s" % v)
+    check_keep_alive()
+    # a request's hold ends when the server has finished with it, just after its answer
+    check(wait_until(lambda: all(m["requests"] == 0 for m in health()[1]["models"]), 5),
+          "no request holds a model at the end: %s" % (health()[1],))
 
 
 # ---- a load that does not end, then fails ------------------------------------------------------------

@@ -238,6 +238,38 @@ static void test_concurrent_first_use_loads_once(void)
     registry_free(r);
 }
 
+/* keep_alive: 0 unloads a model as its last request ends, a time unloads it that
+ * long after (a request in between keeps it), and -1 restores the default. */
+static void test_keep_alive(void)
+{
+    registry *r = make(0, 0, 2);
+    if (!r)
+        return;
+    CHECK_EQ_INT(use(r, 0), REGISTRY_READY);
+    registry_release(r, 0);
+    CHECK_EQ_INT(use(r, 1), REGISTRY_READY);
+    registry_set_keep_alive(r, 1, 0);
+    CHECK_EQ_INT(state_of(r, 1), REGISTRY_READY); /* held: stays */
+    registry_release(r, 1);
+    CHECK_EQ_INT(state_of(r, 1), REGISTRY_UNLOADED);
+
+    CHECK_EQ_INT(use(r, 1), REGISTRY_READY);
+    registry_set_keep_alive(r, 1, 300);
+    registry_release(r, 1);
+    CHECK_EQ_INT(state_of(r, 1), REGISTRY_READY);
+    CHECK(becomes(r, 1, REGISTRY_UNLOADED));
+    CHECK_EQ_INT(loads_of(r, 1), 2);
+
+    /* -1: kept while room allows, however long idle */
+    CHECK_EQ_INT(use(r, 1), REGISTRY_READY);
+    registry_set_keep_alive(r, 1, -1);
+    registry_release(r, 1);
+    usleep(400000);
+    CHECK_EQ_INT(state_of(r, 1), REGISTRY_READY);
+    CHECK_EQ_INT(state_of(r, 0), REGISTRY_READY); /* the other model kept its default */
+    registry_free(r);
+}
+
 static void test_failed_load_is_reported_and_retried(void)
 {
     char path[] = "/tmp/elliott-registry-XXXXXX";
@@ -282,5 +314,6 @@ int main(void)
     RUN(test_busy_model_is_never_unloaded);
     RUN(test_concurrent_first_use_loads_once);
     RUN(test_failed_load_is_reported_and_retried);
+    RUN(test_keep_alive);
     return test_summary();
 }

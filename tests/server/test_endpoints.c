@@ -231,6 +231,44 @@ static void test_ollama_generate(void)
     chat_request_free(&r);
 }
 
+/* keep_alive: seconds, Go durations, negative for ever; anything else refused. */
+static void test_ollama_keep_alive(void)
+{
+    static const struct { const char *body; long long ms; } good[] = {
+        {"{\"keep_alive\":\"5m\"}", 300000},       {"{\"keep_alive\":\"1h30m\"}", 5400000},
+        {"{\"keep_alive\":\"300ms\"}", 300},       {"{\"keep_alive\":\"1.5s\"}", 1500},
+        {"{\"keep_alive\":\"0\"}", 0},             {"{\"keep_alive\":0}", 0},
+        {"{\"keep_alive\":10}", 10000},            {"{\"keep_alive\":-1}", -1},
+        {"{\"keep_alive\":\"-1m\"}", -1},          {"{\"keep_alive\":\"87600h1s\"}", -1},
+    };
+    static const char *const bad[] = {"{\"keep_alive\":\"5\"}", "{\"keep_alive\":\"\"}", "{\"keep_alive\":\"5x\"}",
+                                      "{\"keep_alive\":\"m\"}", "{\"keep_alive\":\"1..2s\"}", "{\"keep_alive\":true}"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        json_t *root = json_loads(good[i].body, 0, NULL);
+        long long ms = 12345;
+        bool present = false;
+        api_error e;
+        CHECKF(api_ollama_keep_alive(root, &ms, &present, &e) == 0 && present && ms == good[i].ms, "%s: %lld",
+               good[i].body, ms);
+        json_decref(root);
+    }
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        json_t *root = json_loads(bad[i], 0, NULL);
+        long long ms;
+        bool present;
+        api_error e;
+        memset(&e, 0, sizeof e);
+        CHECKF(api_ollama_keep_alive(root, &ms, &present, &e) < 0 && !strcmp(e.param, "keep_alive"), "%s", bad[i]);
+        json_decref(root);
+    }
+    json_t *none = json_loads("{}", 0, NULL);
+    long long ms;
+    bool present = true;
+    api_error e;
+    CHECK(api_ollama_keep_alive(none, &ms, &present, &e) == 0 && !present);
+    json_decref(none);
+}
+
 static void test_ollama_refusals(void)
 {
     const char *msgs = "\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]";
@@ -436,6 +474,7 @@ int main(void)
     RUN(test_ollama_chat);
     RUN(test_ollama_generate);
     RUN(test_ollama_refusals);
+    RUN(test_ollama_keep_alive);
     RUN(test_ollama_formats);
     RUN(test_embed_requests);
     RUN(test_matryoshka_and_base64);
