@@ -196,7 +196,7 @@ def group_main():
     st, _, data = request("GET", "/v1/models/" + ARGS.alias)
     check(st == 200 and json.loads(data)["id"] == ARGS.alias, "/v1/models/ALIAS")
     st, _, data = request("GET", "/v1/models/gpt-4")
-    error_of(st, data, 404, "model", "unknown model id")
+    error_of(st, data, 404, None, "unknown model id")
     st, h, data = request("GET", "/")
     check(st == 200 and h["content-type"].startswith("text/html") and b"<html" in data and b"fetch(" in data
           and b"stream: true" in data, "GET / serves the chat page")
