@@ -32,7 +32,7 @@ size_t kq_r16_act_row_bytes(int64_t n)
     return (size_t)(n / KQ_QK) * sizeof(kq_r16_act);
 }
 
-void kq_r16_act_fill(kq_r16_act *rec, const kq_block_q8_0 *q)
+static void act_fill(kq_r16_act *rec, const kq_block_q8_0 *q)
 {
     int32_t sum = 0;
     for (int j = 0; j < KQ_QK; j++) {
@@ -51,7 +51,7 @@ void kq_r16_convert(const float *src, void *dst, int64_t n)
     for (int64_t b = 0; b < n / KQ_QK; b++) {
         kq_block_q8_0 q;
         kq_act_convert(GGUF_TYPE_Q8_0, src + b * KQ_QK, &q, KQ_QK);
-        kq_r16_act_fill(&rec[b], &q);
+        act_fill(&rec[b], &q);
     }
 }
 
@@ -71,12 +71,16 @@ static void group_to_block(const uint8_t *group_block, int r, kq_block_q4_0 *blk
         memcpy(blk->qs + 4 * i, group_block + KQ_R16_SCALE_BYTES + 64 * i + 4 * r, 4);
 }
 
+/* Group block by group block: the writes (into the file mapping's copy-on-write
+ * pages) go out in order. */
 void kq_r16_pack_group(const void *rows, size_t row_bytes, int64_t nb, void *group)
 {
-    for (int r = 0; r < KQ_R16_ROWS; r++) {
-        const kq_block_q4_0 *row = (const kq_block_q4_0 *)((const uint8_t *)rows + (size_t)r * row_bytes);
-        for (int64_t b = 0; b < nb; b++)
-            block_to_group(&row[b], r, (uint8_t *)group + (size_t)b * KQ_R16_GROUP_BLOCK_BYTES);
+    for (int64_t b = 0; b < nb; b++) {
+        uint8_t *group_block = (uint8_t *)group + (size_t)b * KQ_R16_GROUP_BLOCK_BYTES;
+        for (int r = 0; r < KQ_R16_ROWS; r++) {
+            const kq_block_q4_0 *row = (const kq_block_q4_0 *)((const uint8_t *)rows + (size_t)r * row_bytes);
+            block_to_group(&row[b], r, group_block);
+        }
     }
 }
 

@@ -22,8 +22,6 @@ typedef struct kq_r16_act {
 } kq_r16_act;
 
 size_t kq_r16_act_row_bytes(int64_t n);
-/* One activation record from a Q8_0 block. */
-void kq_r16_act_fill(kq_r16_act *rec, const kq_block_q8_0 *q);
 
 /* An activation row of n values into records (the selected Q8_0 quantizer: the
  * same bytes on every implementation). */

@@ -416,6 +416,11 @@ static void repack_in_place(kernels_matrix *w)
     size_t len = (uintptr_t)w->data + (size_t)w->rows * w->row_bytes - start;
     if (mprotect((void *)start, len, PROT_READ | PROT_WRITE) != 0)
         return;
+#ifdef MADV_POPULATE_WRITE
+    /* the private copies made in one call instead of a fault per page (a hint: older
+     * kernels refuse it and the writes fault as usual) */
+    madvise((void *)start, len, MADV_POPULATE_WRITE);
+#endif
     kernels_repack_matrix(w, (void *)(uintptr_t)w->data);
     mprotect((void *)start, len, PROT_READ); /* back to read only; failing, it stays writable */
 }
