@@ -7,10 +7,11 @@
  * Reports, per type: decode-style matrix-vector GB/s (weights streamed from memory: several copies rotate so that
  * no cache holds them) next to the machine's plain read bandwidth of the same
  * buffer; the same product on one thread with the matrix in L2 (ns per block: the
- * arithmetic cost); the GFLOP/s of a 128-token matmul. Each figure is the fastest
- * of many short runs, so that runs hit by other processes' time slices do not count.
- * --cols sets the decode matrix's width (default 2048; 16384 is gemma-2b's FFN down),
- * --passes how often the streamed figures rotate through the copies (default 3).
+ * arithmetic cost); the GFLOP/s of a 128-token matmul. A type the selected kernels
+ * repack at load (kernels_repack_matrix) gets a second line in that layout. Each figure
+ * is the fastest of many short runs, so that runs hit by other processes' time slices do
+ * not count. --cols sets the decode matrix's width (default 2048; 16384 is gemma-2b's FFN
+ * down), --passes how often the streamed figures rotate through the copies (default 3).
  * --read prints only the plain read bandwidth of a buffer far larger than the LLC. */
 #include <stdint.h>
 #include <stdio.h>
@@ -90,12 +91,33 @@ __attribute__((target("avx2"))) static void stream_job(void *arg, int ith, int n
     a->sink[ith] = (uint64_t)_mm256_extract_epi64(s, 0);
 }
 
-static void bench_type(uint32_t type, threadpool *pool)
+/* Every copy rewritten into the kernels' repacked layout (as the model loader does);
+ * returns the layout the matrices now have. */
+static uint32_t repack_copies(uint32_t type, uint8_t *w, size_t row_bytes, int copies)
+{
+    kernels_matrix m = {.type = type, .rows = ROWS, .cols = COLS, .data = w, .row_bytes = row_bytes};
+    if (!kernels_can_repack(&m))
+        return KERNELS_LAYOUT_GGUF;
+    for (int i = 0; i < copies; i++) {
+        m = (kernels_matrix){.type = type, .rows = ROWS, .cols = COLS, .row_bytes = row_bytes};
+        m.data = w + (size_t)i * row_bytes * ROWS;
+        if (kernels_repack_matrix(&m, w + (size_t)i * row_bytes * ROWS) != 0)
+            abort(); /* half-repacked copies would mix layouts */
+    }
+    return m.layout;
+}
+
+static void bench_type(uint32_t type, threadpool *pool, bool repack)
 {
     size_t row_bytes = gguf_row_size(type, COLS);
     size_t mat = row_bytes * ROWS;
     int copies = (int)((size_t)TOTAL_MB * 1000000 / mat) + 1;
     uint8_t *w = make_weights(type, row_bytes, copies);
+    uint32_t layout = w && repack ? repack_copies(type, w, row_bytes, copies) : KERNELS_LAYOUT_GGUF;
+    if (repack && layout == KERNELS_LAYOUT_GGUF) {
+        free(w);
+        return;
+    }
     float *x = malloc(sizeof(float) * COLS * 128);
     float *y = malloc(sizeof(float) * ROWS * 128);
     void *scratch = NULL;
@@ -118,7 +140,7 @@ static void bench_type(uint32_t type, threadpool *pool)
     }
 
     /* decode: one token, a different copy each time */
-    kernels_matrix m = {type, ROWS, COLS, w, row_bytes};
+    kernels_matrix m = {.type = type, .rows = ROWS, .cols = COLS, .data = w, .row_bytes = row_bytes, .layout = layout};
     kernels_matmul(&m, x, COLS, 1, y, ROWS, scratch, pool);
     double best = 0;
     for (int it = 0; it < PASSES * copies; it++) {
@@ -132,7 +154,8 @@ static void bench_type(uint32_t type, threadpool *pool)
     /* decode in cache: one thread, a 256-row slice that fits in L2; the fastest of many
      * short runs, so that time slices lost to other processes do not count */
     int l2_rows = 256 * 2048 / COLS;
-    kernels_matrix small = {type, l2_rows, COLS, w, row_bytes};
+    kernels_matrix small = {.type = type, .rows = l2_rows, .cols = COLS, .data = w, .row_bytes = row_bytes,
+                            .layout = layout};
     double best_l2 = 0;
     for (int rep = 0; rep < 400; rep++) {
         double t0 = now();
@@ -143,7 +166,8 @@ static void bench_type(uint32_t type, threadpool *pool)
 
     /* prompt: 128 tokens against a slice of 2048 x 2048 values */
     int p_rows = 2048 * 2048 / COLS;
-    kernels_matrix p = {type, p_rows, COLS, w, row_bytes};
+    kernels_matrix p = {.type = type, .rows = p_rows, .cols = COLS, .data = w, .row_bytes = row_bytes,
+                        .layout = layout};
     kernels_matmul(&p, x, COLS, 128, y, p_rows, scratch, pool);
     double best_flops = 0;
     for (int rep = 0; rep < 30; rep++) {
@@ -152,9 +176,10 @@ static void bench_type(uint32_t type, threadpool *pool)
         double gf = 2.0 * p_rows * COLS * 128 / (now() - t0) / 1e9;
         best_flops = gf > best_flops ? gf : best_flops;
     }
-    printf("%-5s %s threads=%d  matvec %dx%d: %5.1f GB/s (plain read %5.1f GB/s, %3.0f%%)  "
+    printf("%-5s%s %s threads=%d  matvec %dx%d: %5.1f GB/s (plain read %5.1f GB/s, %3.0f%%)  "
            "in L2, 1 thread: %5.1f GB/s (%.2f ns/block)  matmul %dx%d x 128 tokens: %6.1f GFLOP/s\n",
-           gguf_type_get(type)->name, kernels_isa_name(kernels_isa()), threadpool_size(pool), ROWS,
+           gguf_type_get(type)->name, repack ? " (repacked)" : "", kernels_isa_name(kernels_isa()),
+           threadpool_size(pool), ROWS,
            COLS, best, best_stream, 100 * best / best_stream, best_l2,
            (double)gguf_type_get(type)->type_size / best_l2, p_rows, COLS, best_flops);
     free(w);
@@ -267,8 +292,10 @@ int main(int argc, char **argv)
         bool wanted = argc <= 3;
         for (int k = 3; k < argc; k++)
             wanted |= strcasecmp(argv[k], name) == 0;
-        if (wanted)
-            bench_type(types[i], pool);
+        if (wanted) {
+            bench_type(types[i], pool, false);
+            bench_type(types[i], pool, true); /* where the selected kernels repack it */
+        }
     }
     threadpool_free(pool);
     return 0;

@@ -1,6 +1,7 @@
 /* Kernel dispatch: CPU detection, the per-type operation lookup, row
  * (de)quantization, the threaded matrix multiplication driver and the
  * vector-operation entry points. */
+#include <assert.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -8,6 +9,7 @@
 #include <string.h>
 
 #include "kernels/kernels_internal.h"
+#include "kernels/kernels_q4_0_r16.h"
 
 /* ---- implementation selection ------------------------------------------------ */
 
@@ -315,6 +317,13 @@ static const kq_type_ops *ops_for(uint32_t type)
     return ops;
 }
 
+static const kq_type_ops *ops_for_matrix(const kernels_matrix *w)
+{
+    if (w->layout == KERNELS_LAYOUT_REPACKED)
+        return kq_ops_q4_0_r16();
+    return ops_for(w->type);
+}
+
 static const kq_impl *impl_member(const kq_type_ops *ops, enum kernels_isa isa)
 {
     switch (isa) {
@@ -501,6 +510,11 @@ size_t kernels_matmul_scratch_size(uint32_t type, int64_t cols, int n_tokens)
         kq_impl impl = impl_for_isa(ops, (enum kernels_isa)i);
         size_t s = act_stride_for(&impl, ops->act_type, cols);
         stride = s > stride ? s : stride;
+        if (type == GGUF_TYPE_Q4_0) {
+            impl = impl_for_isa(kq_ops_q4_0_r16(), (enum kernels_isa)i);
+            s = act_stride_for(&impl, ops->act_type, cols);
+            stride = s > stride ? s : stride;
+        }
     }
     return stride * (size_t)n_tokens;
 }
@@ -552,14 +566,23 @@ static void convert_job(void *arg, int ith, int nth)
         convert_one(job, &job->parts[job->converting[item / job->n_tokens]], item % job->n_tokens);
 }
 
+/* Rows per tile call: up to TILE, or a repacked matrix's whole groups (the tile kernel
+ * gets a group's first byte). */
+static int rows_per_tile(const kernels_matrix *w)
+{
+    return w->layout == KERNELS_LAYOUT_REPACKED ? KQ_R16_ROWS : TILE;
+}
+
 static void rows_times_tokens(const matmul_part *part, int64_t r0, int64_t r1, int t0, int t1)
 {
     const kernels_matrix *w = part->w;
     const uint8_t *wdata = w->data;
     if (part->impl.dot_tile) {
         int tile_cols = part->impl.tile_cols > 0 ? part->impl.tile_cols : TILE;
-        for (int64_t r = r0; r < r1; r += TILE) {
-            int nr = (int)(r1 - r < TILE ? r1 - r : TILE);
+        int tile_rows = rows_per_tile(w);
+        for (int64_t r = r0; r < r1; r += tile_rows) {
+            int nr = (int)(r1 - r < tile_rows ? r1 - r : tile_rows);
+            assert(w->layout == KERNELS_LAYOUT_GGUF || nr == tile_rows);
             for (int t = t0; t < t1; t += tile_cols) {
                 int nc = t1 - t < tile_cols ? t1 - t : tile_cols;
                 part->impl.dot_tile(w->cols, wdata + (size_t)r * w->row_bytes, w->row_bytes, nr,
@@ -605,12 +628,14 @@ static void dot_job(void *arg, int ith, int nth)
 
 static int64_t chunk_rows(const kernels_matrix *w, int nth, int n_tokens)
 {
+    int64_t rows = w->rows;
+    int unit = rows_per_tile(w);
     int chunks = n_tokens > 1 ? CHUNKS_PER_THREAD_BATCH : CHUNKS_PER_THREAD;
-    int64_t per = w->rows / ((int64_t)nth * chunks);
+    int64_t per = rows / ((int64_t)nth * chunks);
     if (n_tokens == 1 && per * (int64_t)w->row_bytes > DECODE_CHUNK_BYTES)
         per = DECODE_CHUNK_BYTES / (int64_t)w->row_bytes;
-    per = (per + TILE - 1) / TILE * TILE;
-    return per < TILE ? TILE : per;
+    per = (per + unit - 1) / unit * unit;
+    return per < unit ? unit : per;
 }
 
 /* Tokens per pass over a chunk's rows: about TOKEN_BLOCK, rounded down to whole tiles
@@ -673,7 +698,7 @@ void kernels_matmul_multi(int n_mats, const kernels_matrix *const w[], float *co
     matmul_job job = {.x = x, .x_stride = x_stride, .cols = w[0]->cols, .n_tokens = n_tokens};
     uint8_t *free_scratch = scratch;
     for (int i = 0; i < n_mats; i++) {
-        const kq_type_ops *ops = ops_for(w[i]->type);
+        const kq_type_ops *ops = ops_for_matrix(w[i]);
         if (w[i]->rows <= 0)
             continue;
         if (!ops || !ops->scalar.dot || !row_length_ok(w[i]->type, w[i]->cols) || w[i]->cols != job.cols) {
@@ -707,6 +732,51 @@ void kernels_matmul(const kernels_matrix *w, const float *x, int64_t x_stride, i
                     float *y, int64_t y_stride, void *scratch, threadpool *pool)
 {
     kernels_matmul_multi(1, &w, &y, &y_stride, x, x_stride, n_tokens, scratch, pool);
+}
+
+/* ---- repacking ------------------------------------------------------------------- */
+
+bool kernels_can_repack(const kernels_matrix *w)
+{
+    kernels_init();
+    return atomic_load(&current_isa) == KERNELS_ISA_AVX512 && kq_ops_q4_0_r16()->avx512.dot_tile &&
+           w->layout == KERNELS_LAYOUT_GGUF && w->type == GGUF_TYPE_Q4_0 && w->rows > 0 &&
+           w->rows % KQ_R16_ROWS == 0 && w->cols > 0 && w->cols % KQ_QK == 0 &&
+           w->row_bytes == (size_t)(w->cols / KQ_QK) * sizeof(kq_block_q4_0);
+}
+
+/* Group by group through a copy of one group's rows, so that the extra memory is
+ * 16 rows whatever the matrix. */
+int kernels_repack_matrix(kernels_matrix *w, void *data)
+{
+    if (!kernels_can_repack(w) || data != w->data)
+        return -1;
+    size_t group_bytes = KQ_R16_ROWS * w->row_bytes;
+    uint8_t *rows = malloc(group_bytes);
+    if (!rows)
+        return -1;
+    for (int64_t g = 0; g < w->rows / KQ_R16_ROWS; g++) {
+        uint8_t *group = (uint8_t *)data + (size_t)g * group_bytes;
+        memcpy(rows, group, group_bytes);
+        kq_r16_pack_group(rows, w->row_bytes, w->cols / KQ_QK, group);
+    }
+    free(rows);
+    w->layout = KERNELS_LAYOUT_REPACKED;
+    return 0;
+}
+
+int kernels_unpack_row(const kernels_matrix *w, int64_t r, void *row)
+{
+    if (r < 0 || r >= w->rows)
+        return -1;
+    const uint8_t *base = w->data;
+    if (w->layout == KERNELS_LAYOUT_GGUF) {
+        memcpy(row, base + (size_t)r * w->row_bytes, w->row_bytes);
+        return 0;
+    }
+    size_t group_bytes = KQ_R16_ROWS * w->row_bytes;
+    kq_r16_unpack_row(base + (size_t)(r / KQ_R16_ROWS) * group_bytes, w->cols / KQ_QK, (int)(r % KQ_R16_ROWS), row);
+    return 0;
 }
 
 /* ---- vector operations ------------------------------------------------------------ */

@@ -63,7 +63,24 @@ typedef struct kernels_matrix {
     int64_t cols;     /* input features, contiguous within a row */
     const void *data; /* rows back to back, row_bytes apart */
     size_t row_bytes;
+    uint32_t layout;  /* KERNELS_LAYOUT_GGUF, or what kernels_repack_matrix made of it */
 } kernels_matrix;
+
+/* How a matrix's rows are stored: as in the GGUF file, or repacked by
+ * kernels_repack_matrix into an interleaved layout private to this layer. */
+enum { KERNELS_LAYOUT_GGUF = 0, KERNELS_LAYOUT_REPACKED = 1 };
+
+/* Whether kernels_repack_matrix would rewrite this matrix: the selected
+ * implementation multiplies its type faster in an interleaved layout (today Q4_0 on
+ * AVX-512, 16 rows a group; rows a multiple of 16). */
+bool kernels_can_repack(const kernels_matrix *w);
+/* Rewrites w's rows in place into that layout (the same bytes in all, a group of rows
+ * in the bytes the rows had) and sets w->layout; `data` is w->data, writable. After it
+ * only kernels_matmul and kernels_matmul_multi may read the rows, on any
+ * implementation. Returns 0, or -1 (matrix unchanged) when it cannot. */
+int kernels_repack_matrix(kernels_matrix *w, void *data);
+/* Row r of a repacked matrix back in its GGUF bytes (tests, diagnostics). */
+int kernels_unpack_row(const kernels_matrix *w, int64_t r, void *row);
 
 /* Bytes of scratch kernels_matmul needs for n_tokens activation rows (the
  * activations are quantized to the weight type's dot-product partner). */

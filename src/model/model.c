@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "model/model_internal.h"
 
@@ -402,7 +403,42 @@ static int reject_unsupported(const model *m, el_err *err)
     return 0;
 }
 
-static int prepare(model *m, el_err *err)
+/* Rewrites a matrix into the kernels' faster layout where they have one. gguf_open maps
+ * the file MAP_PRIVATE: a page written here becomes this process's own copy and the
+ * file's page leaves the process, so resident memory stays one copy of the weights.
+ * A matrix that cannot be repacked keeps its GGUF rows (same results, slower). */
+static void repack_in_place(kernels_matrix *w)
+{
+    if (!kernels_can_repack(w))
+        return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t start = (uintptr_t)w->data / page * page;
+    size_t len = (uintptr_t)w->data + (size_t)w->rows * w->row_bytes - start;
+    if (mprotect((void *)start, len, PROT_READ | PROT_WRITE) != 0)
+        return;
+#ifdef MADV_POPULATE_WRITE
+    /* the private copies made in one call instead of a fault per page (a hint: older
+     * kernels refuse it and the writes fault as usual) */
+    madvise((void *)start, len, MADV_POPULATE_WRITE);
+#endif
+    kernels_repack_matrix(w, (void *)(uintptr_t)w->data);
+    mprotect((void *)start, len, PROT_READ); /* back to read only; failing, it stays writable */
+}
+
+/* Only the layers' dense matrices: the token embedding table (also the tied output)
+ * is read row by row, and expert and per-layer-input matrices are sliced by rows. */
+static void repack_layers(model *m)
+{
+    for (int il = 0; il < m->hp.n_layer; il++) {
+        model_layer *l = &m->layers[il];
+        kernels_matrix *dense[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->ffn_gate, &l->ffn_up, &l->ffn_down};
+        for (size_t i = 0; i < sizeof dense / sizeof dense[0]; i++)
+            if (dense[i]->data)
+                repack_in_place(dense[i]);
+    }
+}
+
+static int prepare(model *m, bool mapped, el_err *err)
 {
     if (model_hparams_from_gguf(m->file, &m->hp, err) < 0 || reject_unsupported(m, err) < 0)
         return -1;
@@ -433,10 +469,13 @@ static int prepare(model *m, el_err *err)
     const gguf_tensor *out = gguf_find_tensor(m->file, "output.weight");
     m->output = matrix_of(out ? out : m->tok_embd);
     m->weight_bytes += (uint64_t)m->output.rows * m->output.row_bytes;
+    if (mapped)
+        repack_layers(m);
     return 0;
 }
 
-static model *finish_load(gguf_file *f, const char *what, el_err *err)
+/* mapped: f is gguf_open's private mapping of a file, whose weights may be repacked. */
+static model *finish_load(gguf_file *f, bool mapped, const char *what, el_err *err)
 {
     if (!f)
         return NULL;
@@ -448,7 +487,7 @@ static model *finish_load(gguf_file *f, const char *what, el_err *err)
     }
     m->file = f;
     kernels_init();
-    if (prepare(m, err) < 0) {
+    if (prepare(m, mapped, err) < 0) {
         el_wrap(err, "%s", what);
         model_free(m);
         return NULL;
@@ -459,7 +498,7 @@ static model *finish_load(gguf_file *f, const char *what, el_err *err)
 model *model_load(const char *path, const model_load_options *options, el_err *err)
 {
     gguf_file *f = gguf_open(path, err);
-    model *m = finish_load(f, path, err);
+    model *m = finish_load(f, true, path, err);
     if (m && options && options->mlock && mlock(gguf_base(f), (size_t)gguf_size(f)) != 0) {
         el_fail(err, "%s: cannot lock %llu bytes in memory: %s (see ulimit -l)", path,
                 (unsigned long long)gguf_size(f), strerror(errno));
@@ -471,7 +510,7 @@ model *model_load(const char *path, const model_load_options *options, el_err *e
 
 model *model_load_memory(const void *data, size_t size, el_err *err)
 {
-    return finish_load(gguf_open_memory(data, size, err), "embedded model", err);
+    return finish_load(gguf_open_memory(data, size, err), false, "embedded model", err);
 }
 
 void model_free(model *m)

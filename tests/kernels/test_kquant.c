@@ -325,7 +325,7 @@ static void test_matmul_kquant(void)
             kq_ops_kquant(c->type)->scalar.dequant(w + r * row_bytes, wf + r * cols, cols);
         }
         random_normal(&rng, x, n_tokens * cols, 1.0f);
-        kernels_matrix m = {c->type, rows, cols, w, row_bytes};
+        kernels_matrix m = {.type = c->type, .rows = rows, .cols = cols, .data = w, .row_bytes = row_bytes};
         void *scratch = aligned_alloc(64, (kernels_matmul_scratch_size(c->type, cols, n_tokens) + 63) / 64 * 64);
         for (int isa = 0; isa < KERNELS_ISA_COUNT; isa++) {
             if (kernels_set_isa((enum kernels_isa)isa, NULL) != 0)

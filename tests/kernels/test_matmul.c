@@ -112,7 +112,7 @@ static void problem_free(problem *p)
 
 static void problem_run(problem *p, float *y, int64_t y_stride, threadpool *pool)
 {
-    kernels_matrix m = {p->type, p->rows, p->cols, p->w, p->row_bytes};
+    kernels_matrix m = {.type = p->type, .rows = p->rows, .cols = p->cols, .data = p->w, .row_bytes = p->row_bytes};
     kernels_matmul(&m, p->x, p->x_stride, p->n_tokens, y, y_stride, p->scratch, pool);
 }
 
@@ -280,7 +280,7 @@ static void multi_agrees_one(int n_tokens, threadpool *pool)
     size_t scratch_bytes = 0;
     for (int i = 0; i < KERNELS_MATMUL_MULTI_MAX; i++) {
         problem_make(&p[i], types[i], rows[i], cols, n_tokens, 300 + (uint64_t)i); /* same seed: same x per shape */
-        m[i] = (kernels_matrix){types[i], rows[i], cols, p[i].w, p[i].row_bytes};
+        m[i] = (kernels_matrix){.type = types[i], .rows = rows[i], .cols = cols, .data = p[i].w, .row_bytes = p[i].row_bytes};
         mp[i] = &m[i];
         strides[i] = rows[i] + 2;
         alone[i] = calloc((size_t)(strides[i] * n_tokens), sizeof(float));

@@ -1,0 +1,155 @@
+/* Q4_0 repacked into groups of 16 rows (kernels_repack_matrix): the layout, the
+ * repacking itself and the scalar reference kernels over it.
+ *
+ * With the GGUF layout a vector lane holds part of one block of one row, so every
+ * block of every row ends in its own int-to-float conversion and scaling. Here a
+ * lane is a row: 16 rows' block b sit side by side, so that one vpdpbusd multiplies
+ * four values of 16 rows by the same four (broadcast) activations, and one
+ * conversion and FMA finish a block of 16 rows (kernels_q4_0_r16_avx512.c).
+ *
+ * A group of 16 rows keeps the bytes the 16 rows had (16 * row_bytes), as nb group
+ * blocks of 288 bytes, group block b holding block b of each row:
+ *   uint16 d[16]          row r's half scale in d[r]
+ *   uint8  qs[4][16][4]   qs[i][r] = row r's nibble bytes 4i..4i+3
+ * Nibble byte j of a row holds value j (low nibble) and value j + 16 (high one).
+ *
+ * Activation record per block (40 bytes): int8 qs[32] (the Q8_0 values), int32 off
+ * (-8 times their sum: turns the unsigned nibbles u into u - 8), float d (the Q8_0
+ * scale, rounded to half as Q8_0 stores it). */
+#include <pthread.h>
+#include <string.h>
+
+#include "base/fp16.h"
+#include "kernels/kernels_internal.h"
+#include "kernels/kernels_legacy.h"
+#include "kernels/kernels_q4_0_r16.h"
+
+_Static_assert(sizeof(kq_r16_act) == 40, "activation record is 40 bytes");
+_Static_assert(KQ_R16_GROUP_BLOCK_BYTES == KQ_R16_ROWS * sizeof(kq_block_q4_0), "a group block is 16 blocks");
+
+size_t kq_r16_act_row_bytes(int64_t n)
+{
+    return (size_t)(n / KQ_QK) * sizeof(kq_r16_act);
+}
+
+static void act_fill(kq_r16_act *rec, const kq_block_q8_0 *q)
+{
+    int32_t sum = 0;
+    for (int j = 0; j < KQ_QK; j++) {
+        rec->qs[j] = q->qs[j];
+        sum += q->qs[j];
+    }
+    rec->off = -8 * sum;
+    rec->d = el_fp16_to_f32(q->d);
+}
+
+/* Each block quantized as Q8_0 by the selected implementation (the same bytes on every
+ * one), then spread into its record. */
+void kq_r16_convert(const float *src, void *dst, int64_t n)
+{
+    kq_r16_act *rec = dst;
+    for (int64_t b = 0; b < n / KQ_QK; b++) {
+        kq_block_q8_0 q;
+        kq_act_convert(GGUF_TYPE_Q8_0, src + b * KQ_QK, &q, KQ_QK);
+        act_fill(&rec[b], &q);
+    }
+}
+
+/* ---- layout ------------------------------------------------------------------------ */
+
+static void block_to_group(const kq_block_q4_0 *blk, int r, uint8_t *group_block)
+{
+    memcpy(group_block + 2 * r, &blk->d, 2);
+    for (int i = 0; i < 4; i++)
+        memcpy(group_block + KQ_R16_SCALE_BYTES + 64 * i + 4 * r, blk->qs + 4 * i, 4);
+}
+
+static void group_to_block(const uint8_t *group_block, int r, kq_block_q4_0 *blk)
+{
+    memcpy(&blk->d, group_block + 2 * r, 2);
+    for (int i = 0; i < 4; i++)
+        memcpy(blk->qs + 4 * i, group_block + KQ_R16_SCALE_BYTES + 64 * i + 4 * r, 4);
+}
+
+/* Group block by group block: the writes (into the file mapping's copy-on-write
+ * pages) go out in order. */
+void kq_r16_pack_group(const void *rows, size_t row_bytes, int64_t nb, void *group)
+{
+    for (int64_t b = 0; b < nb; b++) {
+        uint8_t *group_block = (uint8_t *)group + (size_t)b * KQ_R16_GROUP_BLOCK_BYTES;
+        for (int r = 0; r < KQ_R16_ROWS; r++) {
+            const kq_block_q4_0 *row = (const kq_block_q4_0 *)((const uint8_t *)rows + (size_t)r * row_bytes);
+            block_to_group(&row[b], r, group_block);
+        }
+    }
+}
+
+void kq_r16_unpack_row(const void *group, int64_t nb, int r, void *row)
+{
+    kq_block_q4_0 *out = row;
+    for (int64_t b = 0; b < nb; b++)
+        group_to_block((const uint8_t *)group + (size_t)b * KQ_R16_GROUP_BLOCK_BYTES, r, &out[b]);
+}
+
+/* ---- scalar reference kernels --------------------------------------------------------- */
+
+/* Row r of a group against one activation row: the Q4_0 x Q8_0 block sums, scaled
+ * per block as the GGUF layout's scalar dot does. */
+static float group_row_dot(const uint8_t *group, int64_t nb, int r, const kq_r16_act *x)
+{
+    float sum = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        kq_block_q4_0 blk;
+        group_to_block(group + (size_t)b * KQ_R16_GROUP_BLOCK_BYTES, r, &blk);
+        int32_t s = x[b].off;
+        for (int j = 0; j < KQ_QK / 2; j++) {
+            s += (blk.qs[j] & 0x0f) * x[b].qs[j];
+            s += (blk.qs[j] >> 4) * x[b].qs[j + KQ_QK / 2];
+        }
+        sum += (float)s * (el_fp16_to_f32(blk.d) * x[b].d);
+    }
+    return sum;
+}
+
+/* The driver passes a group's first row and KQ_R16_ROWS rows (whole groups only). */
+static void tile_scalar(int64_t n, const void *w, size_t w_stride, int n_rows, const void *x, size_t x_stride,
+                        int n_cols, float *y, int64_t y_stride)
+{
+    (void)w_stride;
+    for (int c = 0; c < n_cols; c++) {
+        const kq_r16_act *xc = (const kq_r16_act *)((const uint8_t *)x + (size_t)c * x_stride);
+        for (int r = 0; r < n_rows; r++)
+            y[c * y_stride + r] = group_row_dot(w, n / KQ_QK, r, xc);
+    }
+}
+
+/* The first row of the group at w_row (the driver calls tile_scalar for whole groups). */
+static void dot_scalar(int64_t n, const void *w_row, const void *x_row, float *out)
+{
+    *out = group_row_dot(w_row, n / KQ_QK, 0, x_row);
+}
+
+static kq_type_ops r16_ops = {
+    .type = GGUF_TYPE_Q4_0,
+    .act_type = GGUF_TYPE_Q8_0,
+    .scalar =
+        {
+            .dot = dot_scalar,
+            .dot_tile = tile_scalar,
+            .act_convert = kq_r16_convert,
+            .act_row_bytes = kq_r16_act_row_bytes,
+            .tile_cols = 4,
+        },
+};
+static pthread_once_t r16_once = PTHREAD_ONCE_INIT;
+
+static void r16_fill_simd(void)
+{
+    r16_ops.avx512 = kq_q4_0_r16_avx512();
+}
+
+const kq_type_ops *kq_ops_q4_0_r16(void)
+{
+    pthread_once(&r16_once, r16_fill_simd);
+    return &r16_ops;
+}

@@ -1,0 +1,224 @@
+/* Repacked matrices (kernels_repack_matrix): the layout round-trips to the GGUF
+ * bytes, and kernels_matmul on a repacked matrix agrees with the GGUF layout's
+ * scalar reference on every implementation this CPU runs (the repacked layout's
+ * scalar twin included), for odd block counts and 1..17 tokens, alone and fused
+ * with a GGUF-layout matrix on the same input. */
+#include <stdint.h>
+
+#include "base/rng.h"
+#include "base/threadpool.h"
+#include "gguf/gguf.h"
+#include "kernels/kernels.h"
+#include "test.h"
+
+typedef struct weights {
+    kernels_matrix m;
+    uint8_t *gguf; /* the original rows */
+    uint8_t *packed;
+    float *x;
+    int64_t x_stride;
+} weights;
+
+static void *aligned(size_t bytes)
+{
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0)
+        abort();
+    return p;
+}
+
+static void weights_make(weights *w, int64_t rows, int64_t cols, int n_tokens, uint64_t seed)
+{
+    el_rng rng;
+    el_rng_seed(&rng, seed);
+    size_t row_bytes = gguf_row_size(GGUF_TYPE_Q4_0, cols);
+    w->gguf = aligned(row_bytes * (size_t)rows);
+    w->packed = aligned(row_bytes * (size_t)rows);
+    float *tmp = malloc(sizeof(float) * (size_t)cols);
+    for (int64_t r = 0; r < rows; r++) {
+        float scale = 0.1f + el_rng_uniform(&rng);
+        for (int64_t k = 0; k < cols; k++)
+            tmp[k] = el_rng_normal(&rng) * scale;
+        CHECK(kernels_quantize_row(GGUF_TYPE_Q4_0, tmp, w->gguf + (size_t)r * row_bytes, cols) == 0);
+    }
+    free(tmp);
+    memcpy(w->packed, w->gguf, row_bytes * (size_t)rows);
+    w->m = (kernels_matrix){
+        .type = GGUF_TYPE_Q4_0, .rows = rows, .cols = cols, .data = w->packed, .row_bytes = row_bytes};
+    w->x_stride = cols + 5;
+    w->x = malloc(sizeof(float) * (size_t)(w->x_stride * n_tokens));
+    for (int64_t i = 0; i < w->x_stride * n_tokens; i++)
+        w->x[i] = el_rng_normal(&rng) * (1.0f + (float)(i % 3));
+}
+
+static void weights_free(weights *w)
+{
+    free(w->gguf);
+    free(w->packed);
+    free(w->x);
+}
+
+static kernels_matrix gguf_matrix(const weights *w)
+{
+    kernels_matrix m = w->m;
+    m.data = w->gguf;
+    m.layout = KERNELS_LAYOUT_GGUF;
+    return m;
+}
+
+/* y[t * rows + r] for every token through kernels_matmul. */
+static float *run(const kernels_matrix *m, const weights *w, int n_tokens, threadpool *pool)
+{
+    float *y = calloc((size_t)(m->rows * n_tokens), sizeof(float));
+    void *scratch = aligned(kernels_matmul_scratch_size(m->type, m->cols, n_tokens));
+    kernels_matmul(m, w->x, w->x_stride, n_tokens, y, m->rows, scratch, pool);
+    free(scratch);
+    return y;
+}
+
+/* Exact block sums on both sides; only the float summation order may differ. */
+static int count_differences(const float *want, const float *got, const weights *w, int n_tokens)
+{
+    int64_t n = w->m.rows * n_tokens;
+    float *row = malloc(sizeof(float) * (size_t)w->m.cols);
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t r = i % w->m.rows, t = i / w->m.rows;
+        kernels_dequantize_row(GGUF_TYPE_Q4_0, w->gguf + (size_t)r * w->m.row_bytes, row, w->m.cols);
+        double mag = 0;
+        for (int64_t k = 0; k < w->m.cols; k++)
+            mag += fabs((double)row[k] * w->x[t * w->x_stride + k]);
+        bad += !(fabs((double)want[i] - got[i]) <= 1e-5 * mag + 1e-30);
+    }
+    free(row);
+    return bad;
+}
+
+static bool repack_runs_here(void)
+{
+    if (kernels_set_isa(KERNELS_ISA_AVX512, NULL) == 0)
+        return true;
+    fprintf(stderr, "SKIP: this CPU has no AVX-512: no repacked layout\n");
+    return false;
+}
+
+static void test_round_trip(void)
+{
+    if (!repack_runs_here())
+        return;
+    weights w;
+    weights_make(&w, 48, 7 * 32, 1, 1);
+    CHECK(kernels_repack_matrix(&w.m, w.packed) == 0);
+    CHECK(w.m.layout == KERNELS_LAYOUT_REPACKED);
+    CHECK(memcmp(w.packed, w.gguf, w.m.row_bytes * 48) != 0);
+    uint8_t *row = malloc(w.m.row_bytes);
+    for (int64_t r = 0; r < w.m.rows; r++) {
+        CHECK(kernels_unpack_row(&w.m, r, row) == 0);
+        CHECKF(memcmp(row, w.gguf + (size_t)r * w.m.row_bytes, w.m.row_bytes) == 0, "row %lld", (long long)r);
+    }
+    CHECK(kernels_unpack_row(&w.m, 48, row) == -1);
+    free(row);
+    CHECK(!kernels_can_repack(&w.m)); /* once only */
+    weights_free(&w);
+    kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
+}
+
+/* What is not repacked: other types, row counts off the group size, other paths. */
+static void test_refusals(void)
+{
+    if (!repack_runs_here())
+        return;
+    weights w;
+    weights_make(&w, 40, 64, 1, 2);
+    CHECK(!kernels_can_repack(&w.m));
+    CHECK(kernels_repack_matrix(&w.m, w.packed) == -1);
+    CHECK(w.m.layout == KERNELS_LAYOUT_GGUF);
+    CHECK(memcmp(w.packed, w.gguf, w.m.row_bytes * 40) == 0);
+    kernels_matrix q8 = {.type = GGUF_TYPE_Q8_0, .rows = 16, .cols = 64, .data = w.packed,
+                         .row_bytes = gguf_row_size(GGUF_TYPE_Q8_0, 64)};
+    CHECK(!kernels_can_repack(&q8));
+    w.m.rows = 32;
+    CHECK(kernels_can_repack(&w.m));
+    CHECK(kernels_repack_matrix(&w.m, w.gguf) == -1); /* data must be the matrix's own */
+    kernels_set_isa(KERNELS_ISA_AVX2, NULL);
+    CHECK(!kernels_can_repack(&w.m));
+    weights_free(&w);
+    kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
+}
+
+static void agree_one(int64_t rows, int64_t cols, int n_tokens, uint64_t seed, threadpool *pool)
+{
+    weights w;
+    weights_make(&w, rows, cols, n_tokens, seed);
+    kernels_set_isa(KERNELS_ISA_AVX512, NULL);
+    CHECK(kernels_repack_matrix(&w.m, w.packed) == 0);
+    kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
+    kernels_matrix plain = gguf_matrix(&w);
+    float *want = run(&plain, &w, n_tokens, pool);
+    for (int isa = KERNELS_ISA_SCALAR; isa < KERNELS_ISA_COUNT; isa++) {
+        if (kernels_set_isa((enum kernels_isa)isa, NULL) != 0)
+            continue;
+        float *got = run(&w.m, &w, n_tokens, pool);
+        int bad = count_differences(want, got, &w, n_tokens);
+        CHECKF(bad == 0, "%lldx%lld, %d tokens, %s: %d results differ", (long long)rows, (long long)cols, n_tokens,
+               kernels_isa_name((enum kernels_isa)isa), bad);
+        free(got);
+    }
+    kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
+    free(want);
+    weights_free(&w);
+}
+
+static void test_matmul_agrees(void)
+{
+    if (!repack_runs_here())
+        return;
+    threadpool *pool = threadpool_create(2, NULL);
+    const int64_t shapes[][2] = {{16, 32}, {48, 96}, {32, 160}, {80, 224}, {16, 512}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int n_tokens = 1; n_tokens <= 17; n_tokens++)
+            agree_one(shapes[s][0], shapes[s][1], n_tokens, 100 * s + (uint64_t)n_tokens, s % 2 ? pool : NULL);
+    threadpool_free(pool);
+}
+
+/* A repacked and a GGUF-layout Q4_0 matrix on one input: their activation layouts
+ * differ, and each result is bit-identical to kernels_matmul alone. */
+static void test_multi_mixed_layouts(void)
+{
+    if (!repack_runs_here())
+        return;
+    threadpool *pool = threadpool_create(2, NULL);
+    for (int n_tokens = 1; n_tokens <= 9; n_tokens += 4) {
+        weights a, b;
+        weights_make(&a, 64, 256, n_tokens, 7);
+        weights_make(&b, 37, 256, n_tokens, 7); /* same x */
+        CHECK(kernels_repack_matrix(&a.m, a.packed) == 0);
+        const kernels_matrix *mats[2] = {&a.m, &b.m};
+        float *alone[2] = {run(&a.m, &a, n_tokens, pool), run(&b.m, &a, n_tokens, pool)};
+        float *fused[2] = {calloc((size_t)(64 * n_tokens), sizeof(float)), calloc((size_t)(37 * n_tokens), sizeof(float))};
+        int64_t strides[2] = {64, 37};
+        void *scratch = aligned(2 * kernels_matmul_scratch_size(GGUF_TYPE_Q4_0, 256, n_tokens));
+        kernels_matmul_multi(2, mats, fused, strides, a.x, a.x_stride, n_tokens, scratch, pool);
+        CHECK(memcmp(alone[0], fused[0], sizeof(float) * (size_t)(64 * n_tokens)) == 0);
+        CHECK(memcmp(alone[1], fused[1], sizeof(float) * (size_t)(37 * n_tokens)) == 0);
+        for (int i = 0; i < 2; i++) {
+            free(alone[i]);
+            free(fused[i]);
+        }
+        free(scratch);
+        weights_free(&a);
+        weights_free(&b);
+    }
+    kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
+    threadpool_free(pool);
+}
+
+int main(void)
+{
+    kernels_init();
+    RUN(test_round_trip);
+    RUN(test_refusals);
+    RUN(test_matmul_agrees);
+    RUN(test_multi_mixed_layouts);
+    return test_summary();
+}
