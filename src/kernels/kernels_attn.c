@@ -173,7 +173,7 @@ static bool block_weights(const ka_ops *ops, const kernels_attn_head *hd, float 
         return false;
     }
     for (int i = 0; i < n; i++) {
-        float m_new = s[i] > m ? s[i] : m;
+        float m_new = fmaxf(m, s[i]); /* scores are never NaN */
         e[i] = s[i] - m_new;
         e[n + i] = m - m_new;
         m = m_new;
@@ -183,16 +183,18 @@ static bool block_weights(const ka_ops *ops, const kernels_attn_head *hd, float 
     return true;
 }
 
-/* The running denominator, position by position in ggml's order. */
-static float add_weights(float sum, const float *e, int n, bool rescaled)
+/* The rows' running denominators after a block, position by position in ggml's
+ * order; the rows are interleaved so that their dependency chains overlap. */
+static void add_weights(float *sum, const float *e, const int *n_block, const bool *rescaled, int n_rows)
 {
-    if (rescaled)
-        for (int i = 0; i < n; i++)
-            sum = sum * e[n + i] + e[i];
-    else
-        for (int i = 0; i < n; i++)
-            sum += e[i];
-    return sum;
+    for (int i = 0; i < BLOCK; i++)
+        for (int r = 0; r < n_rows; r++) {
+            int n = n_block[r];
+            if (i >= n)
+                continue;
+            const float *w = e + (size_t)r * 2 * BLOCK;
+            sum[r] = rescaled[r] ? sum[r] * w[n + i] + w[i] : sum[r] + w[i];
+        }
 }
 
 void kernels_attn_f16(const kernels_attn_head *hd, const kernels_attn_row *rows, int n_rows, void *scratch)
@@ -216,7 +218,7 @@ void kernels_attn_f16(const kernels_attn_head *hd, const kernels_attn_row *rows,
         int b1 = hi - b0 >= BLOCK ? b0 + BLOCK - 1 : hi;
         bool widened = false;
         int n_block[KERNELS_ATTN_MAX_ROWS] = {0};
-        bool rescaled_block[KERNELS_ATTN_MAX_ROWS];
+        bool rescaled_block[KERNELS_ATTN_MAX_ROWS] = {false};
         for (int r = 0; r < n_rows; r++) {
             int p0 = rows[r].first > b0 ? rows[r].first : b0, p1 = rows[r].last < b1 ? rows[r].last : b1;
             if (p0 > p1)
@@ -235,10 +237,7 @@ void kernels_attn_f16(const kernels_attn_head *hd, const kernels_attn_row *rows,
             n_block[r] = n;
             rescaled_block[r] = rescaled;
         }
-        /* the rows' sums after the block, so that their dependency chains overlap */
-        for (int r = 0; r < n_rows; r++)
-            if (n_block[r] > 0)
-                sc.sum[r] = add_weights(sc.sum[r], sc.e + (size_t)r * 2 * BLOCK, n_block[r], rescaled_block[r]);
+        add_weights(sc.sum, sc.e, n_block, rescaled_block, n_rows);
     }
     for (int r = 0; r < n_rows; r++) {
         const float *acc = sc.acc + (size_t)r * dvp;
