@@ -152,9 +152,9 @@ for m in "${models[@]}"; do
     row "$m" "$size" "tg$n_gen" tg "$e" "$l"
     [ $long = 1 ] || continue
     for pp in 512 2048; do
-        e=$(run_elliott "$m" -p $pp -n 0)
+        e=$(run_elliott "$m" -p $pp -n 0 -d 2048)
         for fa in off on; do
-            row "$m" "$size" "pp$pp" pp "$e" "$(llama "$m" -p $pp -n 0 -fa $fa)" "fa $fa"
+            row "$m" "$size" "pp$pp @ d2048" pp "$e" "$(llama "$m" -p $pp -n 0 -d 2048 -fa $fa)" "fa $fa"
         done
     done
     e=$(run_elliott "$m" -p 0 -n 32 -d 2048)

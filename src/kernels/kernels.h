@@ -130,4 +130,37 @@ float kernels_dot_f16(const uint16_t *a, const uint16_t *b, int64_t n);
 /* y += a * x */
 void kernels_axpy_f16(float *y, float a, const uint16_t *x, int64_t n);
 
+/* ---- attention over a half-precision KV cache (kernels_attn.c) ------------------ */
+
+/* One query row: its query (already scaled as the model wants), where its output
+ * goes, and the cached positions it attends, first..last inclusive (first <= last). */
+typedef struct kernels_attn_row {
+    const float *q;  /* [dk] */
+    float *out;      /* [dv] */
+    int first, last;
+} kernels_attn_row;
+
+/* One KV head: the keys and values of position 0, dk and dv halves per position,
+ * positions back to back. A score is dot(f16(q), k) * kq_scale, then
+ * softcap * tanh(score / softcap) when softcap > 0. */
+typedef struct kernels_attn_head {
+    const uint16_t *k, *v;
+    int dk, dv;
+    float kq_scale, softcap;
+} kernels_attn_head;
+
+/* The most rows one call takes: the query heads that share a KV head, times a few
+ * tokens of a prompt, so that each block of keys and values read serves them all. */
+enum { KERNELS_ATTN_MAX_ROWS = 32 };
+
+/* Bytes of scratch kernels_attn_f16 needs (64-byte aligned by the caller). */
+size_t kernels_attn_scratch_size(int n_rows, int dk, int dv);
+
+/* softmax(scores) . V for each row, with a streaming softmax over blocks of
+ * positions and the running sum kept in half precision, rounded after every
+ * position as ggml's CPU flash attention does for an F16 cache, so that the
+ * results round where llama.cpp's do. Single-threaded; the caller splits rows
+ * and heads across threads. */
+void kernels_attn_f16(const kernels_attn_head *head, const kernels_attn_row *rows, int n_rows, void *scratch);
+
 #endif

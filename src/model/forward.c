@@ -3,7 +3,9 @@
  * soft-capping, sliding window) and optional blocks that a layer has or lacks
  * (Gemma 4's shared KV, mixture of experts, per-layer inputs, layer scalar),
  * never separate code paths. */
+#include <assert.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,8 +58,9 @@ struct model_ctx {
 
     void *mm_scratch;   /* kernels_matmul activations, 64-byte aligned */
     size_t mm_scratch_size;
-    float *att_acc;     /* per thread [max_head_dim_v] */
-    uint16_t *att_q16;  /* per thread [max_head_dim_k] query, then [max_head_dim_v] F16 accumulator */
+    void *att_scratch;        /* per thread, att_scratch_stride bytes: kernels_attn_f16's scratch */
+    size_t att_scratch_stride;
+    int *att_group;           /* [max_batch] the first row of each group of rows attended together */
 };
 
 /* ---- per-arch switches ------------------------------------------------------------- */
@@ -119,13 +122,14 @@ void model_ctx_free(model_ctx *c)
     if (!c)
         return;
     float **bufs[] = {&c->x,        &c->xn,       &c->q,      &c->k,       &c->v,        &c->attn,
-                      &c->proj,     &c->gate,     &c->up,     &c->rope,    &c->att_acc,  &c->moe_out,
+                      &c->proj,     &c->gate,     &c->up,     &c->rope,    &c->moe_out,
                       &c->moe_probs, &c->moe_weight, &c->exp_in, &c->exp_mid, &c->exp_out, &c->ple_in,
                       &c->ple_gate, &c->ple_row, &c->alt, &c->alt_pred, &c->alt_tmp, &c->alt_coef,
                       &c->alt_modal, &c->laurel_mid};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(*bufs[i]);
-    free(c->att_q16);
+    free(c->att_scratch);
+    free(c->att_group);
     free(c->logit_rows);
     free(c->all_rows);
     free(c->moe_choice);
@@ -140,11 +144,6 @@ enum { MAX_BATCH = 1 << 16 };
 static float *alloc_rows(int rows, int64_t width)
 {
     return aligned_alloc(64, align64((size_t)rows * (size_t)(width > 0 ? width : 1) * sizeof(float)));
-}
-
-static size_t att_f16_stride(const model_ctx *c)
-{
-    return align64((size_t)c->max_head_dim_k) + align64((size_t)c->max_head_dim_v);
 }
 
 static void measure_widths(model_ctx *c, const model_hparams *hp)
@@ -234,12 +233,14 @@ model_ctx *model_ctx_create(const model *m, int max_batch, threadpool *pool, el_
     c->all_rows = calloc((size_t)max_batch, sizeof *c->all_rows);
     for (int i = 0; c->all_rows && i < max_batch; i++)
         c->all_rows[i] = i;
-    c->att_acc = alloc_rows(c->n_threads, align64((size_t)c->max_head_dim_v));
-    c->att_q16 = aligned_alloc(64, (size_t)c->n_threads * att_f16_stride(c) * sizeof(uint16_t));
+    c->att_scratch_stride =
+        align64(kernels_attn_scratch_size(KERNELS_ATTN_MAX_ROWS, c->max_head_dim_k, c->max_head_dim_v));
+    c->att_scratch = aligned_alloc(64, (size_t)c->n_threads * c->att_scratch_stride);
+    c->att_group = calloc((size_t)max_batch, sizeof *c->att_group);
     c->mm_scratch_size = align64(max_matmul_scratch(m, max_batch));
     c->mm_scratch = aligned_alloc(64, c->mm_scratch_size ? c->mm_scratch_size : 64);
     if (!c->x || !c->xn || !c->q || !c->k || !c->v || !c->attn || !c->proj || !c->gate || !c->up || !c->rope ||
-        !c->logit_rows || !c->all_rows || !c->att_acc || !c->att_q16 || !c->mm_scratch ||
+        !c->logit_rows || !c->all_rows || !c->att_scratch || !c->att_group || !c->mm_scratch ||
         !alloc_gemma4_buffers(c, hp, max_batch)) {
         model_ctx_free(c);
         el_fail(err, "out of memory for a batch of %d tokens", max_batch);
@@ -497,87 +498,117 @@ static void prepare_qkv(void *p, int ith, int nth)
     }
 }
 
-/* acc16 = f16(acc16 * a) and acc16 = f16(acc16 + w * x): the running sum kept in
- * half precision as ggml's CPU flash attention keeps it for an F16 cache (its path
- * for short batches and decoding), so that results round where llama.cpp's do. */
-static void f16_scale(uint16_t *acc16, float *tmp, float a, int n)
+/* The positions token t attends, first..last. */
+static void attended_range(const layer_job *j, int t, int *first, int *last)
 {
-    kernels_f16_to_f32(acc16, tmp, n);
-    kernels_scale(tmp, a, n);
-    kernels_f32_to_f16(tmp, acc16, n);
+    const model_hparams *hp = &j->c->m->hp;
+    int seq = j->b->seq[t], pos = j->b->pos[t];
+    *first = 0;
+    *last = pos;
+    if (!hp->causal) {
+        /* the whole sequence, or a window centred on the token (llama.cpp's symmetric SWA) */
+        *last = j->kv->next[seq] - 1;
+        if (j->lh->swa) {
+            int half = hp->sliding_window / 2;
+            *first = pos - half > 0 ? pos - half : 0;
+            *last = pos + half < *last ? pos + half : *last;
+        }
+    } else if (j->lh->swa && pos - hp->sliding_window + 1 > 0) {
+        *first = pos - hp->sliding_window + 1;
+    }
 }
 
-static void f16_axpy(uint16_t *acc16, float *tmp, float w, const uint16_t *x, int n)
-{
-    kernels_f16_to_f32(acc16, tmp, n);
-    kernels_axpy_f16(tmp, w, x, n);
-    kernels_f32_to_f16(tmp, acc16, n);
-}
+/* Attention runs in items: a group of consecutive rows of one sequence (a few
+ * tokens of a prompt), one KV head, and a part of the query heads that share it.
+ * Every query row of an item goes through one pass over the head's keys and
+ * values; parts split the heads only when there are too few items to occupy the
+ * threads (decoding one sequence). */
+typedef struct attend_job {
+    const layer_job *lj;
+    int n_groups, n_parts, n_items;
+    atomic_int next_item;
+} attend_job;
 
-/* One query head of one token against its sequence's cache, with a streaming
- * (online) softmax: one pass over the keys and values, no score buffer. */
-static void attend_one(const layer_job *j, int row, int h, uint16_t *q16, uint16_t *acc16, float *acc)
+static void attend_item(const attend_job *aj, int item, void *scratch)
 {
+    const layer_job *j = aj->lj;
     model_ctx *c = j->c;
     const model_hparams *hp = &c->m->hp;
     const model_layer_hparams *lh = j->lh;
-    int dk = lh->head_dim_k, dv = lh->head_dim_v;
-    int kvh = h / (hp->n_head / lh->n_head_kv);
-    int t = j->rows[row];
-    int seq = j->b->seq[t], pos = j->b->pos[t];
-    float kq_scale = arch_is_gemma(hp->arch) ? 1.0f : hp->attn_scale;
-    float cap = hp->attn_softcap;
-    int first = 0, last = pos;
-    if (!hp->causal) {
-        /* the whole sequence, or a window centred on the token (llama.cpp's symmetric SWA) */
-        last = j->kv->next[seq] - 1;
-        if (lh->swa) {
-            int half = hp->sliding_window / 2;
-            first = pos - half > 0 ? pos - half : 0;
-            last = pos + half < last ? pos + half : last;
+    int dk = lh->head_dim_k, dv = lh->head_dim_v, per_kv = hp->n_head / lh->n_head_kv;
+    int part = item % aj->n_parts, kvh = item / aj->n_parts % lh->n_head_kv;
+    int g = item / aj->n_parts / lh->n_head_kv;
+    int row0 = c->att_group[g], row_end = g + 1 < aj->n_groups ? c->att_group[g + 1] : j->n_rows;
+    int h_lo, h_hi;
+    split_range(per_kv, part, aj->n_parts, &h_lo, &h_hi);
+    kernels_attn_row rows[KERNELS_ATTN_MAX_ROWS];
+    int n = 0;
+    for (int r = row0; r < row_end; r++) {
+        int t = j->rows[r], first, last;
+        attended_range(j, t, &first, &last);
+        for (int h = kvh * per_kv + h_lo; h < kvh * per_kv + h_hi; h++) {
+            assert(n < KERNELS_ATTN_MAX_ROWS);
+            rows[n++] = (kernels_attn_row){c->q + (size_t)t * hp->n_head * dk + (size_t)h * dk,
+                                           c->attn + (size_t)r * hp->n_head * dv + (size_t)h * dv, first, last};
         }
-    } else if (lh->swa && pos - hp->sliding_window + 1 > 0) {
-        first = pos - hp->sliding_window + 1;
     }
-
-    kernels_f32_to_f16(c->q + (size_t)t * hp->n_head * dk + (size_t)h * dk, q16, dk);
-    memset(acc16, 0, (size_t)dv * sizeof *acc16);
-    const uint16_t *keys = kv_k_at(j->kv, lh->kv_layer, seq, kvh, 0);
-    const uint16_t *vals = kv_v_at(j->kv, lh->kv_layer, seq, kvh, 0);
-    float max = -INFINITY, sum = 0.0f;
-    for (int p = first; p <= last; p++) {
-        float s = kernels_dot_f16(q16, keys + (size_t)p * dk, dk) * kq_scale;
-        if (cap > 0.0f)
-            s = cap * tanhf(s / cap);
-        float rescale = 1.0f, w = 1.0f;
-        if (s > max) {
-            rescale = expf(max - s);
-            if (sum > 0.0f)
-                f16_scale(acc16, acc, rescale, dv);
-            max = s;
-        } else {
-            w = expf(s - max);
-        }
-        sum = sum * rescale + w;
-        f16_axpy(acc16, acc, w, vals + (size_t)p * dv, dv);
-    }
-    float *out = c->attn + (size_t)row * hp->n_head * dv + (size_t)h * dv;
-    kernels_f16_to_f32(acc16, out, dv);
-    kernels_scale(out, 1.0f / sum, dv);
+    int seq = j->b->seq[j->rows[row0]];
+    kernels_attn_head head = {kv_k_at(j->kv, lh->kv_layer, seq, kvh, 0), kv_v_at(j->kv, lh->kv_layer, seq, kvh, 0),
+                              dk, dv, arch_is_gemma(hp->arch) ? 1.0f : hp->attn_scale, hp->attn_softcap};
+    kernels_attn_f16(&head, rows, n, scratch);
 }
 
+/* Items are taken in turn from the last (the longest rows of a causal prompt)
+ * to the first, so that the threads finish together. */
 static void attend(void *p, int ith, int nth)
 {
-    const layer_job *j = p;
-    model_ctx *c = j->c;
+    attend_job *aj = p;
+    void *scratch = (char *)aj->lj->c->att_scratch + (size_t)ith * aj->lj->c->att_scratch_stride;
+    for (;;) {
+        int taken = atomic_fetch_add_explicit(&aj->next_item, 1, memory_order_relaxed);
+        if (taken >= aj->n_items)
+            break;
+        attend_item(aj, aj->n_items - 1 - taken, scratch);
+    }
+}
+
+/* Groups of consecutive rows of one sequence, up to tokens_per_group each.
+ * Returns how many. */
+static int group_rows(const layer_job *j, int tokens_per_group)
+{
+    int n_groups = 0, in_group = 0;
+    for (int r = 0; r < j->n_rows; r++) {
+        bool same_seq = r > 0 && j->b->seq[j->rows[r]] == j->b->seq[j->rows[r - 1]];
+        if (!same_seq || in_group == tokens_per_group) {
+            j->c->att_group[n_groups++] = r;
+            in_group = 0;
+        }
+        in_group++;
+    }
+    return n_groups;
+}
+
+static int ceil_div(int a, int b)
+{
+    return (a + b - 1) / b;
+}
+
+static void attend_rows(model_ctx *c, const layer_job *j)
+{
     const model_hparams *hp = &c->m->hp;
-    uint16_t *q16 = c->att_q16 + (size_t)ith * att_f16_stride(c);
-    uint16_t *acc16 = q16 + align64((size_t)c->max_head_dim_k);
-    float *acc = c->att_acc + (size_t)ith * align64((size_t)c->max_head_dim_v);
-    int n_items = j->n_rows * hp->n_head;
-    /* Interleaved so that long and short causal rows spread evenly. */
-    for (int item = ith; item < n_items; item += nth)
-        attend_one(j, item / hp->n_head, item % hp->n_head, q16, acc16, acc);
+    int per_kv = hp->n_head / j->lh->n_head_kv;
+    /* the fewest parts that keep an item within the kernel's rows, and as many tokens as then fit */
+    int min_parts = ceil_div(per_kv, KERNELS_ATTN_MAX_ROWS);
+    int tokens_per_group = KERNELS_ATTN_MAX_ROWS / ceil_div(per_kv, min_parts);
+    attend_job aj = {.lj = j, .n_groups = group_rows(j, tokens_per_group), .n_parts = min_parts};
+    int whole = aj.n_groups * j->lh->n_head_kv;
+    if (whole * aj.n_parts < c->n_threads) {
+        int wanted = ceil_div(c->n_threads, whole);
+        aj.n_parts = wanted < per_kv ? wanted : per_kv;
+    }
+    aj.n_items = whole * aj.n_parts;
+    atomic_init(&aj.next_item, 0);
+    run_split(c, attend, &aj, aj.n_items);
 }
 
 /* ---- blocks ----------------------------------------------------------------------------- */
@@ -606,7 +637,7 @@ static void attention_block(model_ctx *c, kv_cache *kv, const model_batch *b, in
     run_split(c, prepare_qkv, &j, n_all);
     if (n == 0)
         return;
-    run_split(c, attend, &j, n * hp->n_head);
+    attend_rows(c, &j);
     if (rows != c->all_rows)
         for (int r = 0; r < n; r++)
             memmove(c->x + (size_t)r * hp->n_embd, c->x + (size_t)rows[r] * hp->n_embd,
