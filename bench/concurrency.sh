@@ -156,7 +156,7 @@ if [ "$long_words" -gt 0 ]; then
 fi
 echo "load after: $(uptime)"
 
-python3 - "$results" <<'EOF'
+[ -s "$results" ] && python3 - "$results" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 by = {(r["label"], r["streams"]): r for r in rows}
