@@ -323,8 +323,9 @@ static void say_engine_state(engine *e, enum engine_state st)
         engine_get_info(e, &info);
         fprintf(stderr,
                 "elliott serve: model ready: %s (%s, chat format %s), %d slots sharing a KV cache of %d positions "
-                "(%llu MiB at most), up to %d per conversation, %d threads, default max_tokens %d\n",
+                "(%llu bytes each, %llu MiB at most), up to %d per conversation, %d threads, default max_tokens %d\n",
                 info.model_name, info.arch, info.chat_format, info.n_slots, info.n_ctx_pool,
+                (unsigned long long)info.kv_bytes_per_token,
                 (unsigned long long)(info.kv_bytes_per_token * (uint64_t)info.n_ctx_pool >> 20), info.n_ctx,
                 info.n_threads, info.max_tokens_default);
     } else if (st == ENGINE_FAILED) {

@@ -3,9 +3,10 @@
  * Requests are chat conversations. engine_submit templates and tokenizes them on
  * the caller's thread (so that a prompt too long for the context is refused
  * before any response starts) and queues them; one scheduler thread admits them
- * into free slots and evaluates all active slots together, one batch per step
- * (continuous batching). Each request yields a stream of events: text deltas that
- * are whole UTF-8 sequences, then one DONE. Message text lives only in request
+ * into free slots (their KV cache is one pool of positions they share) and
+ * evaluates all active slots together, one batch per step (continuous
+ * batching). Each request yields a stream of events: text deltas that are whole
+ * UTF-8 sequences, then one DONE. Message text lives only in request
  * memory, which is wiped when the request is released. */
 #ifndef ELLIOTT_ENGINE_H
 #define ELLIOTT_ENGINE_H

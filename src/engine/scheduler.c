@@ -1,10 +1,13 @@
 /* The scheduler: one thread that owns the model, the KV cache and the slots.
  *
- * Each step it admits queued requests into free slots, then evaluates one batch
- * holding a decode token for every generating slot and prompt chunks for the
- * slots still reading their prompts (the rest of max_batch, shared fairly), then
- * samples, detokenizes and filters stop strings per slot, and finally hands the
- * text and any DONE to the consumers under the lock. Nothing is allocated per
+ * The slots share one KV pool of n_ctx_pool positions. Each step it admits queued
+ * requests into free slots while the pool has room for their prompt plus
+ * max_tokens beside the running ones (cutting free slots' cached prefixes when it
+ * needs the room), then evaluates one batch holding a decode token for every
+ * generating slot and prompt chunks for the slots still reading their prompts
+ * (shared fairly; beside generating slots, only what keeps the step near
+ * ENGINE_STEP_TARGET_MS), then samples, detokenizes and filters stop strings per
+ * slot, and finally hands the text and any DONE to the consumers under the lock. Nothing is allocated per
  * generated token: every buffer a step uses is sized at load time. */
 #include <stdlib.h>
 #include <string.h>
