@@ -608,7 +608,7 @@ static void batch_add(engine *e, int *n, int32_t token, int pos, int seq, bool w
  * a long prompt neither stalls the running streams nor waits for them to end. */
 static int prompt_budget(const engine *e, int n_generating)
 {
-    enum { FIRST_CHUNK = 32, MIN_CHUNK = 8 };
+    enum { FIRST_CHUNK = 64, MIN_CHUNK = 16 };
     int room = e->cfg.max_batch - n_generating;
     if (n_generating == 0)
         return room;
@@ -628,18 +628,21 @@ static int prompt_budget(const engine *e, int n_generating)
 }
 
 /* Learns from a step's time what decoding and prompt tokens cost (moving averages,
- * which a noisy machine needs). */
+ * which a noisy machine needs). A prompt token's cost comes from steps that read
+ * prompts alone, in large batches: learnt from the small chunks beside decoding
+ * (less efficient per token, and slowed by whatever else the machine runs) it
+ * would shrink the chunks, which would look costlier still. */
 static void learn_step_cost(engine *e, int n_generating, int n_prompt, double ms)
 {
+    enum { MIN_LEARNING_BATCH = 32 };
     const double keep = 0.7;
     if (n_prompt == 0) {
         e->decode_step_ms = e->decode_step_ms > 0 ? keep * e->decode_step_ms + (1 - keep) * ms : ms;
         return;
     }
-    double decode = n_generating > 0 ? e->decode_step_ms : 0;
-    double per_token = (ms - decode) / n_prompt;
-    if (per_token <= 0)
+    if (n_generating > 0 || n_prompt < MIN_LEARNING_BATCH)
         return;
+    double per_token = ms / n_prompt;
     e->prompt_token_ms = e->prompt_token_ms > 0 ? keep * e->prompt_token_ms + (1 - keep) * per_token : per_token;
 }
 
