@@ -7,16 +7,25 @@
 # distinct prompts, temperature 0, TOKENS each, REPS rounds).
 #
 # usage: bench/concurrency.sh [-t THREADS] [-n TOKENS] [-r REPS] [-s "1 4 8"] [-c CTX]
+#                             [--long WORDS] [--long-streams N] [--long-tokens T]
 #                             [--llama-variant avx2|best] [--llama-arg ARG]... [--no-llama]
 #                             MODEL.gguf
 #
+# --long WORDS adds the long-prompt interference case: N streams (--long-streams, default 4)
+# of T tokens each (--long-tokens, default 160) and, once all have their first token, one
+# request whose prompt is a document of WORDS words; it reports that request's time to
+# first token and the streams' inter-token gaps while it was read (p50, p99, max). Both
+# servers get one slot more than N, for the long request.
+#
 # --llama-arg adds an option to llama-server's command line (by default it gets --poll 0; why: in the script).
-# CTX (default 1024) is the context of one slot: elliott gets `-c CTX`, llama-server
-# `-c CTX*N` (its -c is shared by its N slots). With the llama.cpp peer absent, or without
+# CTX (default 1024) is the context of one slot: both servers get `-c CTX*N`, the KV pool their
+# N slots share (llama-server's -c is shared by its slots, as elliott's is); with --long,
+# CTX is raised to hold the document. With the llama.cpp peer absent, or without
 # root (chroot), elliott's numbers alone. Output: one line per run, then a table.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 threads=2 tokens=64 reps=2 levels="1 4 8" ctx=1024 variant=avx2 llama=1 model=
+long_words=0 long_streams=4 long_tokens=160
 # llama.cpp's threads poll for work by default; on a machine shared with other work
 # (where these numbers are taken) the polling threads lose their time slices and its decode
 # ran 2-3x slower than with --poll 0 (polling off), so it gets --poll 0 unless told otherwise.
@@ -29,6 +38,9 @@ while [ $# -gt 0 ]; do
         -s) levels=$2; shift 2 ;;
         -c) ctx=$2; shift 2 ;;
         --llama-variant) variant=$2; shift 2 ;;
+        --long) long_words=$2; shift 2 ;;
+        --long-streams) long_streams=$2; shift 2 ;;
+        --long-tokens) long_tokens=$2; shift 2 ;;
         --no-llama) llama=0; shift ;;
         --llama-arg) llama_args+=("$2"); shift 2 ;;
         -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -85,7 +97,7 @@ wait_healthy() { # PORT: both servers answer /health 200 once the model is loade
 }
 
 start_elliott() { # N PORT
-    "$elliott" serve -m "$model" --port "$2" -t "$threads" --parallel "$1" -c "$ctx" \
+    "$elliott" serve -m "$model" --port "$2" -t "$threads" --parallel "$1" -c $((ctx * $1)) \
         --max-tokens "$tokens" > "$scratch/server.log" 2>&1 &
     server_pid=$!
 }
@@ -124,9 +136,27 @@ for n in $levels; do
     measure elliott "$n"
     [ $llama = 1 ] && measure llama "$n"
 done
+if [ "$long_words" -gt 0 ]; then
+    long_results=$scratch/long.jsonl
+    tokens_main=$tokens ctx_main=$ctx
+    tokens=$long_tokens
+    # per slot: the document (about 1.3 tokens a word) spread over the slots, or a stream
+    ctx=$(( (long_words * 3 / 2 + 64) / (long_streams + 1) + long_tokens + 64 ))
+    [ $ctx -ge "$ctx_main" ] || ctx=$ctx_main
+    for server in elliott llama; do
+        [ $server = llama ] && [ $llama = 0 ] && continue
+        port=$(free_port)
+        "start_$server" $((long_streams + 1)) "$port"
+        wait_healthy "$port"
+        python3 "$here/bench/concurrency_client.py" --port "$port" --streams "$long_streams" --tokens "$tokens" \
+            --rounds "$reps" --label "$server" --long-words "$long_words" | tee -a "$long_results"
+        stop_server
+    done
+    tokens=$tokens_main ctx=$ctx_main
+fi
 echo "load after: $(uptime)"
 
-python3 - "$results" <<'EOF'
+[ -s "$results" ] && python3 - "$results" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 by = {(r["label"], r["streams"]): r for r in rows}
@@ -142,3 +172,17 @@ for r in rows:
         "elliott" if r["label"] == "elliott" else "llama-server", r["streams"], r["decode_tps"], scale, vs,
         r["ttft_ms_p50"], r["ttft_ms_p99"], r["itl_ms_p50"], r["itl_ms_p99"]))
 EOF
+if [ "$long_words" -gt 0 ] && [ -s "$scratch/long.jsonl" ]; then
+    echo
+    python3 - "$scratch/long.jsonl" <<'EOF'
+import json, sys
+print("| server | streams + long prompt | its TTFT p50 ms | streams' ITL while it is read: p50 / p99 / max ms (gaps) | ITL overall p50 / p99 ms | decode tok/s |")
+print("|---|---|---|---|---|---|")
+for l in open(sys.argv[1]):
+    r = json.loads(l)
+    print("| %s | %d + %d words | %s | %s / %s / %s (%d) | %s / %s | %.1f |" % (
+        "elliott" if r["label"] == "elliott" else "llama-server", r["streams"], r["long_words"],
+        r["long_ttft_ms_p50"], r["itl_during_long_ms_p50"], r["itl_during_long_ms_p99"],
+        r["itl_during_long_ms_max"], r["gaps_during_long"], r["itl_ms_p50"], r["itl_ms_p99"], r["decode_tps"]))
+EOF
+fi

@@ -12,7 +12,13 @@ Over all rounds: time to first token (request sent -> first content delta) and
 inter-token latency (gap between consecutive content deltas of a stream; a
 delta holding several tokens counts as one gap, which only happens when the
 client falls behind). p99 of a few dozen samples is close to the maximum.
-usage: concurrency_client.py --port P --streams N --tokens T --rounds R [--label L]
+
+With --long-words W (the long-prompt interference case), each round also sends one
+request whose prompt is a document of W words (max_tokens 4) as soon as every
+stream has its first token, and reports that request's time to first token and the
+streams' inter-token gaps while it was read (gaps that end between the long
+request being sent and its first token): what a long prompt costs running streams.
+usage: concurrency_client.py --port P --streams N --tokens T --rounds R [--label L] [--long-words W]
 """
 import argparse
 import http.client
@@ -33,7 +39,7 @@ def percentile(values, p):
     return v[k]
 
 
-def one_stream(port, prompt, tokens, out):
+def one_stream(port, prompt, tokens, out, started=None):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT_S)
     body = json.dumps({"messages": [{"role": "user", "content": prompt}], "max_tokens": tokens,
                        "temperature": 0, "stream": True, "stream_options": {"include_usage": True}})
@@ -62,32 +68,55 @@ def one_stream(port, prompt, tokens, out):
         for choice in event.get("choices") or []:
             if (choice.get("delta") or {}).get("content"):
                 deltas.append(time.monotonic())
+                if started is not None and len(deltas) == 1:
+                    started.release()
     conn.close()
     if not deltas:
         out["error"] = "no content"
         return
+    out["deltas"] = deltas
+    out["sent"] = sent
     out["ttft"] = deltas[0] - sent
     out["gaps"] = [b - a for a, b in zip(deltas, deltas[1:])]
     out["first"], out["last"] = deltas[0], deltas[-1]
     out["tokens"] = usage["completion_tokens"] if usage else len(deltas)
 
 
-def run_round(port, streams, tokens, round_no):
+def long_document(round_no, words):
+    vocab = ("the keeper climbed the stairs of the lighthouse each evening and lit the lamp while "
+             "the sea rolled against the rocks below").split()
+    return "Document %d: " % round_no + " ".join(vocab[(i * 7 + round_no) % len(vocab)] for i in range(words)) + \
+        "\nSummarise it."
+
+
+def run_round(port, streams, tokens, round_no, long_words=0):
     results = [{} for _ in range(streams)]
+    started = threading.Semaphore(0)
     threads = [threading.Thread(target=one_stream,
                                 args=(port, "Tell story %d of round %d, a long one about a lighthouse keeper." %
-                                      (i, round_no), tokens, results[i]))
+                                      (i, round_no), tokens, results[i], started))
                for i in range(streams)]
     for t in threads:
         t.start()
+    long_out = {}
+    if long_words:
+        for _ in range(streams):
+            started.acquire(timeout=TIMEOUT_S)
+        one_stream(port, long_document(round_no, long_words), 4, long_out)
     for t in threads:
         t.join()
-    errors = [r["error"] for r in results if "error" in r]
+    errors = [r["error"] for r in results + [long_out] if "error" in r]
     if errors:
         raise RuntimeError("round %d: %s" % (round_no, errors[0]))
     span = max(r["last"] for r in results) - min(r["first"] for r in results)
     decoded = sum(r["tokens"] - 1 for r in results)
-    return results, decoded / span if span > 0 else 0.0
+    during = []
+    if long_words:
+        lo, hi = long_out["sent"], long_out["first"]
+        for r in results:
+            d = r["deltas"]
+            during.extend(b - a for a, b in zip(d, d[1:]) if lo < b <= hi)
+    return results, decoded / span if span > 0 else 0.0, long_out, during
 
 
 def main():
@@ -97,22 +126,32 @@ def main():
     p.add_argument("--tokens", type=int, default=64)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--label", default="")
+    p.add_argument("--long-words", type=int, default=0)
     a = p.parse_args()
     one_stream(a.port, "Warm up.", 4, {})   # pages the weights in
-    rates, ttft, gaps, tokens = [], [], [], []
+    rates, ttft, gaps, tokens, long_ttft, during = [], [], [], [], [], []
     for r in range(a.rounds):
-        results, rate = run_round(a.port, a.streams, a.tokens, r)
+        results, rate, long_out, gaps_during = run_round(a.port, a.streams, a.tokens, r, a.long_words)
         rates.append(rate)
+        if a.long_words:
+            long_ttft.append(long_out["ttft"])
+            during.extend(gaps_during)
         for x in results:
             ttft.append(x["ttft"])
             gaps.extend(x["gaps"])
             tokens.append(x["tokens"])
     ms = lambda v: round(v * 1000, 1) if v is not None else None
+    extra = {}
+    if a.long_words:
+        extra = {"long_words": a.long_words, "long_ttft_ms_p50": ms(statistics.median(long_ttft)),
+                 "itl_during_long_ms_p50": ms(statistics.median(during) if during else None),
+                 "itl_during_long_ms_p99": ms(percentile(during, 99)),
+                 "itl_during_long_ms_max": ms(max(during) if during else None), "gaps_during_long": len(during)}
     print(json.dumps({"label": a.label, "streams": a.streams, "rounds": a.rounds,
                       "tokens_per_stream": round(statistics.mean(tokens), 1),
                       "decode_tps": round(statistics.median(rates), 2), "decode_tps_rounds": [round(x, 2) for x in rates],
                       "ttft_ms_p50": ms(statistics.median(ttft)), "ttft_ms_p99": ms(percentile(ttft, 99)),
-                      "itl_ms_p50": ms(statistics.median(gaps) if gaps else None), "itl_ms_p99": ms(percentile(gaps, 99))}))
+                      "itl_ms_p50": ms(statistics.median(gaps) if gaps else None), "itl_ms_p99": ms(percentile(gaps, 99)), **extra}))
     return 0
 
 

@@ -45,8 +45,15 @@ static void usage(FILE *out)
             "      --load-timeout S   how long a request waits for its model to load (ELLIOTT_LOAD_TIMEOUT),\n"
             "                         default 120\n"
             "  -t, --threads N        compute threads per loaded model (ELLIOTT_THREADS), default: all CPUs\n"
-            "  -c, --ctx N            context positions per slot (ELLIOTT_CTX), default min(model, 4096)\n"
-            "      --parallel N       conversations evaluated together (ELLIOTT_PARALLEL), default 1\n"
+            "  -c, --ctx N            KV cache positions shared by a model's slots (ELLIOTT_CTX); one\n"
+            "                         conversation uses up to min(N, model's context); default: min(model,\n"
+            "                         4096) per slot, within --kv-memory\n"
+            "      --parallel N|auto  conversations a model evaluates together (ELLIOTT_PARALLEL), default\n"
+            "                         auto: as many as --kv-memory holds at min(model, 4096) positions each,\n"
+            "                         at most max(4, 2 x threads)\n"
+            "      --kv-memory BYTES  memory for a model's KV cache when -c or --parallel is automatic, K/M/G\n"
+            "                         suffixes (ELLIOTT_KV_MEMORY), default half of what is available\n"
+            "                         beyond the weights\n"
             "      --max-queue N      requests waiting for a slot before 503 (ELLIOTT_MAX_QUEUE), default 16\n"
             "      --max-tokens N     default completion length (ELLIOTT_MAX_TOKENS), default 512\n"
             "      --api-key KEY      require 'Authorization: Bearer KEY' (ELLIOTT_API_KEY)\n"
@@ -78,7 +85,7 @@ typedef struct serve_options {
     serve_model_args models;
     const char *max_models, *models_memory, *load_timeout;
     const char *host, *api_key, *api_key_file, *cors, *history;
-    const char *port, *threads, *ctx, *parallel, *max_queue, *max_tokens, *max_body, *grace_ms;
+    const char *port, *threads, *ctx, *parallel, *kv_memory, *max_queue, *max_tokens, *max_body, *grace_ms;
     const char *max_connections, *max_per_ip, *request_timeout, *idle_timeout, *http_threads;
     const char *tls_cert, *tls_key;
     bool no_prefix_cache, mlock;
@@ -110,6 +117,7 @@ static void options_from_env(serve_options *o)
     o->threads = env("ELLIOTT_THREADS");
     o->ctx = env("ELLIOTT_CTX");
     o->parallel = env("ELLIOTT_PARALLEL");
+    o->kv_memory = env("ELLIOTT_KV_MEMORY");
     o->max_queue = env("ELLIOTT_MAX_QUEUE");
     o->max_tokens = env("ELLIOTT_MAX_TOKENS");
     o->api_key = env("ELLIOTT_API_KEY");
@@ -132,7 +140,7 @@ static void options_from_env(serve_options *o)
 enum { OPT_HOST = 256, OPT_PORT, OPT_ALIAS, OPT_PARALLEL, OPT_MAX_QUEUE, OPT_MAX_TOKENS, OPT_API_KEY,
        OPT_API_KEY_FILE, OPT_MAX_BODY, OPT_HISTORY, OPT_CORS, OPT_NO_PREFIX_CACHE, OPT_MLOCK, OPT_GRACE,
        OPT_MAX_CONNECTIONS, OPT_MAX_PER_IP, OPT_REQUEST_TIMEOUT, OPT_IDLE_TIMEOUT, OPT_HTTP_THREADS, OPT_TLS_CERT,
-       OPT_TLS_KEY, OPT_MODELS_DIR, OPT_MAX_MODELS, OPT_MODELS_MEMORY, OPT_LOAD_TIMEOUT };
+       OPT_TLS_KEY, OPT_MODELS_DIR, OPT_MAX_MODELS, OPT_MODELS_MEMORY, OPT_LOAD_TIMEOUT, OPT_KV_MEMORY };
 
 /* -m and --alias NAME=FILE, which may be repeated. Returns -1 to continue, else the exit status. */
 static int take_model_flag(serve_options *o, int c, const char *arg, bool *first_m)
@@ -164,6 +172,7 @@ static int parse_flags(int argc, char **argv, serve_options *o)
         {"threads", required_argument, NULL, 't'},
         {"ctx", required_argument, NULL, 'c'},
         {"parallel", required_argument, NULL, OPT_PARALLEL},
+        {"kv-memory", required_argument, NULL, OPT_KV_MEMORY},
         {"max-queue", required_argument, NULL, OPT_MAX_QUEUE},
         {"max-tokens", required_argument, NULL, OPT_MAX_TOKENS},
         {"api-key", required_argument, NULL, OPT_API_KEY},
@@ -209,6 +218,7 @@ static int parse_flags(int argc, char **argv, serve_options *o)
         case 't': o->threads = optarg; break;
         case 'c': o->ctx = optarg; break;
         case OPT_PARALLEL: o->parallel = optarg; break;
+        case OPT_KV_MEMORY: o->kv_memory = optarg; break;
         case OPT_MAX_QUEUE: o->max_queue = optarg; break;
         case OPT_MAX_TOKENS: o->max_tokens = optarg; break;
         case OPT_API_KEY: o->api_key = optarg; key_flag = true; break;
@@ -283,7 +293,8 @@ static int build_config(const serve_options *o, engine_config *ec, server_config
     if ((o->port && args_int(CMD, "--port", o->port, 0, 65535, &sc->port) < 0) ||
         (o->threads && args_int(CMD, "--threads", o->threads, 1, 1024, &ec->n_threads) < 0) ||
         (o->ctx && args_int(CMD, "--ctx", o->ctx, 16, 1 << 20, &ec->n_ctx) < 0) ||
-        (o->parallel && args_int(CMD, "--parallel", o->parallel, 1, 256, &ec->n_slots) < 0) ||
+        (o->parallel && strcmp(o->parallel, "auto") != 0 &&
+         args_int(CMD, "--parallel", o->parallel, 1, 256, &ec->n_slots) < 0) ||
         (o->max_queue && args_int(CMD, "--max-queue", o->max_queue, 1, 100000, &ec->max_queue) < 0) ||
         (o->max_tokens && args_int(CMD, "--max-tokens", o->max_tokens, 1, 1 << 20, &ec->max_tokens_default) < 0) ||
         (o->grace_ms && args_int(CMD, "--grace-ms", o->grace_ms, 0, 600000, &sc->shutdown_grace_ms) < 0) ||
@@ -294,6 +305,14 @@ static int build_config(const serve_options *o, engine_config *ec, server_config
          args_int(CMD, "--max-connections-per-ip", o->max_per_ip, 0, 1000000, &sc->max_connections_per_ip) < 0) ||
         (o->http_threads && args_int(CMD, "--http-threads", o->http_threads, 1, 64, &sc->http_threads) < 0))
         return 2;
+    if (!o->parallel || !strcmp(o->parallel, "auto"))
+        ec->n_slots = ENGINE_SLOTS_AUTO;
+    if (o->kv_memory) {
+        size_t bytes;
+        if (args_size(CMD, "--kv-memory", o->kv_memory, (size_t)1 << 20, (size_t)1 << 50, &bytes) < 0)
+            return 2;
+        ec->kv_memory = bytes;
+    }
     int seconds;
     if (o->request_timeout) {
         if (args_int(CMD, "--request-timeout", o->request_timeout, 1, 3600, &seconds) < 0)
@@ -358,9 +377,11 @@ static void say_model_ready(registry *r, int model)
     engine_get_info(e, &info);
     registry_release(r, model);
     fprintf(stderr,
-            "elliott serve: model ready: %s = %s (%s, chat format %s), context %d x %d slots, %d threads, "
-            "default max_tokens %d\n",
-            registry_name(r, model), info.model_name, info.arch, info.chat_format, info.n_ctx, info.n_slots,
+            "elliott serve: model ready: %s = %s (%s, chat format %s), %d slots sharing a KV cache of %d positions "
+            "(%llu bytes each, %llu MiB at most), up to %d per conversation, %d threads, default max_tokens %d\n",
+            registry_name(r, model), info.model_name, info.arch, info.chat_format, info.n_slots, info.n_ctx_pool,
+            (unsigned long long)info.kv_bytes_per_token,
+            (unsigned long long)(info.kv_bytes_per_token * (uint64_t)info.n_ctx_pool >> 20), info.n_ctx,
             info.n_threads, info.max_tokens_default);
 }
 

@@ -17,6 +17,9 @@ enum {
     MAX_BATCH = 1 << 16,
     MAX_MESSAGES = 1 << 16,
     DEFAULT_N_CTX = 4096,
+    AUTO_SLOTS_MIN = 4,
+    AUTO_SLOTS_MAX = 64,
+    MIN_AUTO_POOL = 256,
     DEFAULT_MAX_QUEUE = 16,
     DEFAULT_MAX_BATCH = 512,
     DEFAULT_MAX_TOKENS = 512,
@@ -64,8 +67,10 @@ static int validate_config(const engine_config *c, el_err *err)
         return el_fail(err, "engine: threads must be in [0, %d]", MAX_THREADS);
     if (c->n_ctx < 0)
         return el_fail(err, "engine: context size must not be negative");
-    if (c->n_slots < 0 || c->n_slots > MAX_SLOTS)
-        return el_fail(err, "engine: slots must be in [0, %d]", MAX_SLOTS);
+    if ((c->n_slots < 0 && c->n_slots != ENGINE_SLOTS_AUTO) || c->n_slots > MAX_SLOTS)
+        return el_fail(err, "engine: slots must be in [0, %d] or automatic", MAX_SLOTS);
+    if (c->prompt_chunk < 0)
+        return el_fail(err, "engine: the prompt chunk must not be negative");
     if (c->max_queue < 0 || c->max_queue > MAX_QUEUE)
         return el_fail(err, "engine: queue length must be in [0, %d]", MAX_QUEUE);
     if (c->max_batch < 0 || c->max_batch > MAX_BATCH)
@@ -88,9 +93,6 @@ static void normalise_config(engine_config *c)
         c->max_queue = DEFAULT_MAX_QUEUE;
     if (c->max_batch == 0)
         c->max_batch = DEFAULT_MAX_BATCH;
-    /* Every generating slot needs room for its token in each step. */
-    if (c->max_batch < c->n_slots)
-        c->max_batch = c->n_slots;
     if (c->max_tokens_default == 0)
         c->max_tokens_default = DEFAULT_MAX_TOKENS;
 }
@@ -136,11 +138,66 @@ static void fill_info(engine *e)
     const char *fmt = chat_format_name(e->fmt);
     copy_cstr(info->chat_format, sizeof info->chat_format, fmt, strlen(fmt));
     info->n_ctx = e->n_ctx;
+    info->n_ctx_pool = e->n_ctx_pool;
+    info->kv_bytes_per_token = e->kv_bytes_per_token;
     info->n_slots = e->cfg.n_slots;
     info->n_vocab = e->n_vocab;
     info->n_threads = e->cfg.n_threads;
     info->weight_bytes = model_weight_bytes(e->m);
     info->max_tokens_default = e->cfg.max_tokens_default;
+}
+
+/* The KV pool's budget in positions when the configuration leaves it to us:
+ * kv_memory, else half of what memory is left beyond the weights; -1 when unknown. */
+static int64_t kv_budget_positions(const engine *e)
+{
+    uint64_t bytes = e->cfg.kv_memory;
+    if (!bytes) {
+        uint64_t avail = engine_available_memory("");
+        uint64_t weights = model_weight_bytes(e->m);
+        if (!avail)
+            return -1;
+        bytes = avail > weights ? (avail - weights) / 2 : 0;
+    }
+    uint64_t positions = bytes / e->kv_bytes_per_token;
+    return positions > INT32_MAX ? INT32_MAX : (int64_t)positions;
+}
+
+/* Slots, the pool and one conversation's context, from the configuration, the
+ * model and the memory: see engine_config. */
+static int size_kv_pool(engine *e, el_err *err)
+{
+    const model_hparams *hp = model_hparams_of(e->m);
+    e->kv_bytes_per_token = kv_cache_bytes_per_token(e->m);
+    if (e->kv_bytes_per_token == 0)
+        return el_fail(err, "engine: the model has no KV cache");
+    /* Beyond the training context RoPE extrapolates badly. */
+    int train = hp->n_ctx_train > 0 ? hp->n_ctx_train : DEFAULT_N_CTX;
+    int per_slot = train < DEFAULT_N_CTX ? train : DEFAULT_N_CTX;
+    int64_t budget = e->cfg.n_slots == ENGINE_SLOTS_AUTO || !e->cfg.n_ctx ? kv_budget_positions(e) : -1;
+    if (e->cfg.n_slots == ENGINE_SLOTS_AUTO) {
+        int cap = 2 * e->cfg.n_threads > AUTO_SLOTS_MIN ? 2 * e->cfg.n_threads : AUTO_SLOTS_MIN;
+        if (cap > AUTO_SLOTS_MAX)
+            cap = AUTO_SLOTS_MAX;
+        int64_t fit = budget < 0 ? cap : budget / per_slot;
+        e->cfg.n_slots = fit < 1 ? 1 : fit > cap ? cap : (int)fit;
+    }
+    int64_t pool = e->cfg.n_ctx;
+    if (!pool) {
+        pool = (int64_t)e->cfg.n_slots * per_slot;
+        if (budget >= 0 && budget < pool) /* what memory holds, but room for one prompt */
+            pool = budget > MIN_AUTO_POOL ? budget : MIN_AUTO_POOL;
+    }
+    if (pool > INT32_MAX / 2)
+        pool = INT32_MAX / 2;
+    e->n_ctx_pool = (int)pool;
+    e->n_ctx = pool < train ? (int)pool : train;
+    if (e->n_ctx < 2)
+        return el_fail(err, "engine: a context of %d positions is too small", e->n_ctx);
+    /* Every generating slot needs room for its token in each step. */
+    if (e->cfg.max_batch < e->cfg.n_slots)
+        e->cfg.max_batch = e->cfg.n_slots;
+    return 0;
 }
 
 static int load_model(engine *e, el_err *err)
@@ -166,13 +223,8 @@ static int load_model(engine *e, el_err *err)
                                      sizeof e->stop_ids / sizeof e->stop_ids[0]);
     if (NEVER(e->n_stop_ids > sizeof e->stop_ids / sizeof e->stop_ids[0])) /* chat_stop_tokens finds at most 2 */
         e->n_stop_ids = sizeof e->stop_ids / sizeof e->stop_ids[0];
-    /* Asked for: at most the training context (beyond it RoPE extrapolates badly). */
-    int train = hp->n_ctx_train > 0 ? hp->n_ctx_train : DEFAULT_N_CTX;
-    e->n_ctx = e->cfg.n_ctx ? e->cfg.n_ctx : DEFAULT_N_CTX;
-    if (e->n_ctx > train)
-        e->n_ctx = train;
-    if (e->n_ctx < 2)
-        return el_fail(err, "engine: a context of %d positions is too small", e->n_ctx);
+    if (size_kv_pool(e, err) < 0)
+        return -1;
     /* held UTF-8 bytes, replacement characters and slack around the longest token */
     e->max_piece = longest_piece(e->tok) + 64;
     if (constraint_vocab_init(e, err) < 0 || scheduler_init(e, err) < 0)
@@ -347,6 +399,8 @@ void engine_get_stats(engine *e, engine_stats *stats)
     stats->prompt_tokens_total = e->prompt_tokens_total;
     stats->completion_tokens_total = e->completion_tokens_total;
     stats->prompt_tokens_cached_total = e->cached_tokens_total;
+    stats->kv_tokens_reserved = e->kv_reserved;
+    stats->kv_tokens_cached = e->kv_cached;
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -609,7 +663,11 @@ static gen_request *request_create(engine *e, token_vec *prompt, const gen_param
         goto oom;
     int max_tokens = p->max_tokens ? p->max_tokens : e->cfg.max_tokens_default;
     int room = e->n_ctx - r->n_prompt;
+    int pool_room = e->n_ctx_pool / r->n_choices - r->n_prompt; /* >= 1: checked at submit */
+    if (pool_room < room)
+        room = pool_room;
     r->max_tokens = max_tokens < room ? max_tokens : room;
+    r->kv_need = r->n_prompt + r->max_tokens;
     r->sampling = p->sampling;
     r->logprobs = p->logprobs;
     r->top_logprobs = p->top_logprobs;
@@ -716,6 +774,13 @@ static enum gen_status submit_ready(engine *e, const chat_message *messages, siz
     if (prompt.n + 1 > (size_t)e->n_ctx) {
         el_fail(err, "the prompt is %zu tokens; with one generated token that exceeds the context of %d",
                 prompt.n, e->n_ctx);
+        token_vec_wipe(&prompt);
+        return GEN_ERR_CONTEXT;
+    }
+    int n_choices = params->n_choices > 1 ? params->n_choices : 1;
+    if ((prompt.n + 1) * (size_t)n_choices > (size_t)e->n_ctx_pool) {
+        el_fail(err, "n: %d choices of a %zu-token prompt, each with one generated token, exceed the KV pool of "
+                "%d positions", n_choices, prompt.n, e->n_ctx_pool);
         token_vec_wipe(&prompt);
         return GEN_ERR_CONTEXT;
     }

@@ -3,9 +3,10 @@
  * Requests are chat conversations. engine_submit templates and tokenizes them on
  * the caller's thread (so that a prompt too long for the context is refused
  * before any response starts) and queues them; one scheduler thread admits them
- * into free slots and evaluates all active slots together, one batch per step
- * (continuous batching). Each request yields a stream of events: text deltas that
- * are whole UTF-8 sequences, then one DONE. Message text lives only in request
+ * into free slots (their KV cache is one pool of positions they share) and
+ * evaluates all active slots together, one batch per step (continuous
+ * batching). Each request yields a stream of events: text deltas that are whole
+ * UTF-8 sequences, then one DONE. Message text lives only in request
  * memory, which is wiped when the request is released. */
 #ifndef ELLIOTT_ENGINE_H
 #define ELLIOTT_ENGINE_H
@@ -20,13 +21,29 @@
 
 typedef struct engine engine;
 
+/* engine_config.n_slots: choose from memory and threads. */
+enum { ENGINE_SLOTS_AUTO = -1 };
+/* How long a step that reads prompt tokens beside generating slots aims to take
+ * (a reading pace of 5 tokens/s), unless decoding alone takes half of it. */
+enum { ENGINE_STEP_TARGET_MS = 200 };
+
 typedef struct engine_config {
     const char *model_path;  /* a GGUF file, or NULL to use model_data */
     const void *model_data;  /* a GGUF image that outlives the engine */
     size_t model_size;
     int n_threads;           /* 0: every CPU this process may use */
-    int n_ctx;               /* positions per slot; 0: min(training context, 4096) */
-    int n_slots;             /* conversations evaluated together; 0: 1 */
+    int n_ctx;               /* positions in the KV pool that every slot draws from (like
+                                llama.cpp's unified cache: the total, not per slot); one
+                                conversation may use up to min(n_ctx, training context).
+                                0: min(training context, 4096) per slot, within kv_memory */
+    int n_slots;             /* conversations evaluated together; 0: 1; ENGINE_SLOTS_AUTO:
+                                as many as kv_memory holds at min(training context, 4096)
+                                positions each, at most max(4, 2 x threads) */
+    uint64_t kv_memory;      /* bytes the KV pool may take when n_ctx or n_slots is chosen
+                                here; 0: half of the memory available (system and cgroup)
+                                beyond the weights */
+    int prompt_chunk;        /* prompt tokens per step while other slots generate; 0: as
+                                many as keep a step near ENGINE_STEP_TARGET_MS */
     int max_queue;           /* requests waiting for a slot before submit says FULL; 0: 16 */
     int max_batch;           /* tokens per forward pass; 0: 512 */
     int max_tokens_default;  /* completion length when a request does not say; 0: 512 */
@@ -60,7 +77,9 @@ typedef struct engine_info {
     char model_name[128];   /* general.name, else the file's base name */
     char arch[16];
     char chat_format[16];
-    int n_ctx;              /* per slot */
+    int n_ctx;              /* the most one conversation may use */
+    int n_ctx_pool;         /* positions all slots share */
+    uint64_t kv_bytes_per_token;
     int n_slots;
     int n_vocab;
     int n_threads;
@@ -77,6 +96,8 @@ typedef struct engine_stats {
     uint64_t prompt_tokens_total;
     uint64_t completion_tokens_total;
     uint64_t prompt_tokens_cached_total; /* prompt tokens served from a slot's cache */
+    int kv_tokens_reserved;  /* pool positions the running requests may fill (prompt + max_tokens) */
+    int kv_tokens_cached;    /* positions finished conversations keep for reuse */
 } engine_stats;
 
 void engine_get_stats(engine *e, engine_stats *stats);
@@ -146,7 +167,8 @@ void gen_params_default(gen_params *p);
 enum gen_status {
     GEN_OK = 0,
     GEN_ERR_INVALID,        /* a bad conversation or parameter: err says which */
-    GEN_ERR_CONTEXT,        /* prompt (plus one generated token) exceeds the slot's context */
+    GEN_ERR_CONTEXT,        /* prompt (plus one generated token, for each choice) exceeds
+                               a conversation's context or the KV pool */
     GEN_ERR_QUEUE_FULL,
     GEN_ERR_NOT_READY,      /* still loading, or load failed */
     GEN_ERR_SHUTTING_DOWN,

@@ -67,7 +67,8 @@ struct gen_request {
     /* Fixed at submit. */
     int32_t *prompt;
     int n_prompt;
-    int max_tokens;           /* already clamped to what the context leaves */
+    int max_tokens;           /* already clamped to what the context and the pool leave */
+    int kv_need;              /* pool positions each choice may fill: prompt + max_tokens */
     sampler_params sampling;
     gen_logit_bias *logit_bias;
     size_t n_logit_bias;
@@ -132,6 +133,10 @@ typedef struct slot {
      * what the prefix cache compares new prompts against. */
     int32_t *tokens;
     int n_tokens;
+    bool trim;               /* free, and its cache was cut to n_tokens to make room in
+                                the pool: the cut positions wait to be wiped */
+    int copy_from;           /* newly admitted: the slot whose cache holds more of its
+                                prompt than its own (copied at its start), or -1 */
 
     /* Working state of the request it serves (scheduler thread only). */
     sampler *smp;
@@ -182,6 +187,8 @@ struct engine {
     gen_request *queue_head, *queue_tail;
     int queue_len;
     int active_slots;
+    int kv_reserved;         /* the pool positions admitted requests may fill */
+    int kv_cached;           /* positions free slots keep for reuse (the scheduler's count) */
     uint64_t prompt_tokens_total, completion_tokens_total, cached_tokens_total;
 
     /* Set by the loader before READY, read-only afterwards (except the scheduler's). */
@@ -190,7 +197,9 @@ struct engine {
     enum chat_format fmt;
     int32_t stop_ids[8];
     size_t n_stop_ids;
-    int n_ctx;
+    int n_ctx;               /* the most one conversation may use */
+    int n_ctx_pool;          /* positions all slots share */
+    size_t kv_bytes_per_token;
     int n_vocab;
     size_t max_piece;        /* bytes one token's text can take */
     grammar_vocab *gvocab;   /* the vocabulary as the grammar sees it */
@@ -210,6 +219,8 @@ struct engine {
     float *logits;           /* n_slots rows of n_vocab */
     float *sibling_logits;   /* n_vocab: the prompt's logits, handed to another choice */
     int round_robin;         /* which ingesting slot gets leftover batch room first */
+    double decode_step_ms;   /* recent steps: one that only generates, and the cost of a */
+    double prompt_token_ms;  /* prompt token beside it (0: not measured yet) */
     uint64_t admissions;
 };
 
@@ -244,6 +255,13 @@ void constraint_slot_end(slot *s);
 int constraint_mask_logits(engine *e, slot *s, float *logits);
 /* After a draw: 0 go on, 1 the grammar is complete (the answer ends), -1 refused. */
 int constraint_accept(engine *e, slot *s, int32_t tok);
+
+/* ---- capacity (capacity.c) ---------------------------------------------------------- */
+
+/* Bytes this process may still take: /proc/meminfo's MemAvailable and what the
+ * cgroup's limit leaves (v2 up to its root, or v1), the lesser; page cache counts as
+ * available. root prefixes every path ("" for the real system). 0 if unknown. */
+uint64_t engine_available_memory(const char *root);
 
 /* The scheduler thread's body once the model is loaded; returns on shutdown with
  * every slot wiped. */

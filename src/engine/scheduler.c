@@ -1,10 +1,13 @@
 /* The scheduler: one thread that owns the model, the KV cache and the slots.
  *
- * Each step it admits queued requests into free slots, then evaluates one batch
- * holding a decode token for every generating slot and prompt chunks for the
- * slots still reading their prompts (the rest of max_batch, shared fairly), then
- * samples, detokenizes and filters stop strings per slot, and finally hands the
- * text and any DONE to the consumers under the lock. Nothing is allocated per
+ * The slots share one KV pool of n_ctx_pool positions. Each step it admits queued
+ * requests into free slots while the pool has room for their prompt plus
+ * max_tokens beside the running ones (cutting free slots' cached prefixes when it
+ * needs the room), then evaluates one batch holding a decode token for every
+ * generating slot and prompt chunks for the slots still reading their prompts
+ * (shared fairly; beside generating slots, only what keeps the step near
+ * ENGINE_STEP_TARGET_MS), then samples, detokenizes and filters stop strings per
+ * slot, and finally hands the text and any DONE to the consumers under the lock. Nothing is allocated per
  * generated token: every buffer a step uses is sized at load time. */
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +22,7 @@ static int slot_init(engine *e, slot *s, int id, el_err *err)
 {
     s->id = id;
     s->phase = SLOT_FREE;
+    s->copy_from = -1;
     s->t_first = -1;
     s->piece_cap = e->max_piece;
     s->held_cap = GEN_MAX_STOP_BYTES + e->max_piece + 64;
@@ -125,7 +129,8 @@ static int common_prefix(const int32_t *a, int na, const int32_t *b, int nb)
 /* Where a prompt should go: the free slot whose cache it reuses best. A slot
  * counts as a match only when the prompt keeps at least half of what it caches,
  * so that a shared BOS or a common opening does not evict a conversation another
- * request could continue; otherwise the least recently used free slot. */
+ * request could continue; otherwise the least recently used free slot (which then
+ * copies the prefix from the slot holding it, see prefix_source). */
 static slot *choose_slot(engine *e, const gen_request *r)
 {
     slot *best = NULL;
@@ -143,6 +148,64 @@ static slot *choose_slot(engine *e, const gen_request *r)
         }
     }
     return best;
+}
+
+/* The slot other than target whose cache holds the longest start of the prompt,
+ * free or running (a running slot's evaluated positions do not change), when it
+ * holds more than target does: -1 otherwise. */
+static int prefix_source(const engine *e, const slot *target, const gen_request *r)
+{
+    if (!e->cfg.prefix_cache)
+        return -1;
+    int best = -1;
+    int best_len = common_prefix(target->tokens, target->n_tokens, r->prompt, r->n_prompt);
+    for (int i = 0; i < e->n_slots; i++) {
+        const slot *s = &e->slots[i];
+        if (s == target || s->phase == SLOT_SIBLING)
+            continue;
+        int len = common_prefix(s->tokens, s->n_tokens, r->prompt, r->n_prompt);
+        if (len > best_len) {
+            best = i;
+            best_len = len;
+        }
+    }
+    return best;
+}
+
+/* Positions the free slots keep for reuse (finished ones too, unless they are to
+ * be wiped). */
+static int cached_positions(const engine *e)
+{
+    int n = 0;
+    for (int i = 0; i < e->n_slots; i++) {
+        const slot *s = &e->slots[i];
+        if (s->phase == SLOT_FREE || (s->phase == SLOT_DRAINING && e->cfg.prefix_cache))
+            n += s->n_tokens;
+    }
+    return n;
+}
+
+/* Cuts the caches of free slots, least recently used first, until what they keep
+ * and what running requests may fill fit in the pool. The cut positions are wiped
+ * outside the lock (trim_free_slots). A prefix another admission is about to copy
+ * may go too: the copy then takes what is left. */
+static void make_room(engine *e)
+{
+    int excess = e->kv_reserved + cached_positions(e) - e->n_ctx_pool;
+    while (excess > 0) {
+        slot *victim = NULL;
+        for (int i = 0; i < e->n_slots; i++) {
+            slot *s = &e->slots[i];
+            if (s->phase == SLOT_FREE && s->n_tokens > 0 && (!victim || s->last_used < victim->last_used))
+                victim = s;
+        }
+        if (!victim)
+            return; /* cannot happen: admission keeps kv_reserved within the pool */
+        int cut = victim->n_tokens < excess ? victim->n_tokens : excess;
+        victim->n_tokens -= cut;
+        victim->trim = true;
+        excess -= cut;
+    }
 }
 
 static int free_slots(const engine *e)
@@ -167,6 +230,7 @@ static slot *oldest_free_slot(engine *e)
 
 static void assign_slot(engine *e, slot *s, gen_request *r, int choice)
 {
+    s->copy_from = choice == 0 ? prefix_source(e, s, r) : -1;
     s->req = r;
     s->choice = choice;
     s->phase = choice == 0 ? SLOT_INGEST : SLOT_SIBLING;
@@ -176,13 +240,19 @@ static void assign_slot(engine *e, slot *s, gen_request *r, int choice)
 }
 
 /* Moves queued requests into free slots, in order: a request with n choices waits
- * until n slots are free. The first choice's slot reads the prompt. e->mu held. */
+ * until n slots are free and the pool has room for n times its prompt plus its
+ * max_tokens beside what running requests may fill (free slots' cached prefixes
+ * give way). The first choice's slot reads the prompt. e->mu held. */
 static void admit_locked(engine *e)
 {
     while (e->queue_head) {
         gen_request *r = e->queue_head;
         if (free_slots(e) < r->n_choices)
-            return;
+            break;
+        int need = r->n_choices * r->kv_need;
+        if (e->kv_reserved + need > e->n_ctx_pool)
+            break;
+        e->kv_reserved += need;
         slot *s = choose_slot(e, r);
         e->queue_head = r->next;
         if (!e->queue_head)
@@ -194,6 +264,23 @@ static void admit_locked(engine *e)
         assign_slot(e, s, r, 0);
         for (int c = 1; c < r->n_choices; c++)
             assign_slot(e, oldest_free_slot(e), r, c);
+        make_room(e);
+    }
+    e->kv_cached = cached_positions(e);
+}
+
+/* Wipes what make_room cut from free slots' caches; outside the lock. */
+static void trim_free_slots(engine *e)
+{
+    for (int i = 0; i < e->n_slots; i++) {
+        slot *s = &e->slots[i];
+        if (!s->trim)
+            continue;
+        s->trim = false;
+        int held = kv_cache_seq_len(e->kv, s->id);
+        kv_cache_truncate(e->kv, s->id, s->n_tokens, true);
+        if (held > s->n_tokens)
+            explicit_bzero(s->tokens + s->n_tokens, (size_t)(held - s->n_tokens) * sizeof *s->tokens);
     }
 }
 
@@ -237,6 +324,31 @@ static int set_logit_bias(sampler *smp, const gen_request *r, el_err *err)
     return rc;
 }
 
+/* Copies the start of the prompt from the slot admission chose as the source, when
+ * that slot holds more of it than keep (what s holds itself); returns the positions
+ * s now holds of the prompt. Measured again here: the source may have moved on. */
+static int copy_prefix_from(engine *e, slot *s, int keep)
+{
+    const gen_request *r = s->req;
+    if (s->copy_from < 0)
+        return keep;
+    slot *src = &e->slots[s->copy_from];
+    s->copy_from = -1;
+    int len = common_prefix(src->tokens, src->n_tokens, r->prompt, r->n_prompt);
+    if (len > r->n_prompt - 1)
+        len = r->n_prompt - 1;
+    if (len <= keep || kv_cache_seq_len(e->kv, src->id) < len)
+        return keep;
+    el_err err = {{0}};
+    if (kv_cache_copy_prefix(e->kv, src->id, s->id, len, &err) < 0)
+        return 0; /* s's own cache may be cut already: start clean */
+    if (s->n_tokens > len)
+        explicit_bzero(s->tokens + len, (size_t)(s->n_tokens - len) * sizeof *s->tokens);
+    memcpy(s->tokens, src->tokens, (size_t)len * sizeof *s->tokens);
+    s->n_tokens = len;
+    return len;
+}
+
 /* Prepares a newly admitted slot: reuses the cached prefix (or starts clean), and
  * gives the request its sampler and detokenizer. */
 static void slot_begin(engine *e, slot *s)
@@ -247,8 +359,13 @@ static void slot_begin(engine *e, slot *s)
         keep = common_prefix(s->tokens, s->n_tokens, r->prompt, r->n_prompt);
         if (keep > r->n_prompt - 1)
             keep = r->n_prompt - 1; /* the last prompt token must be evaluated for its logits */
+        keep = copy_prefix_from(e, s, keep);
     }
-    kv_cache_truncate(e->kv, s->id, keep, !e->cfg.prefix_cache);
+    /* wiped, so that the pool's pages follow what the slots hold (and no earlier
+     * conversation's keys stay behind) */
+    kv_cache_truncate(e->kv, s->id, keep, true);
+    if (s->n_tokens > keep)
+        explicit_bzero(s->tokens + keep, (size_t)(s->n_tokens - keep) * sizeof *s->tokens);
     s->n_tokens = keep;
     s->n_cached = keep;
     s->n_generated = 0;
@@ -278,6 +395,7 @@ static void slot_begin(engine *e, slot *s)
 
 static void begin_admitted(engine *e)
 {
+    trim_free_slots(e);
     for (int i = 0; i < e->n_slots; i++) {
         slot *s = &e->slots[i];
         if ((s->phase == SLOT_INGEST || s->phase == SLOT_SIBLING) && s->batch_take < 0) {
@@ -478,8 +596,52 @@ static void batch_add(engine *e, int *n, int32_t token, int pos, int seq, bool w
     (*n)++;
 }
 
+/* Prompt tokens a step may read beside n_generating decode tokens. Alone, a prompt
+ * takes the whole batch; beside generating slots, chunks that keep the step near
+ * ENGINE_STEP_TARGET_MS (or twice a decode-only step, when that is longer), so that
+ * a long prompt neither stalls the running streams nor waits for them to end. */
+static int prompt_budget(const engine *e, int n_generating)
+{
+    enum { FIRST_CHUNK = 64, MIN_CHUNK = 16 };
+    int room = e->cfg.max_batch - n_generating;
+    if (n_generating == 0)
+        return room;
+    int chunk = e->cfg.prompt_chunk;
+    if (!chunk) {
+        if (e->prompt_token_ms <= 0 || e->decode_step_ms <= 0) {
+            chunk = FIRST_CHUNK;
+        } else {
+            double target = ENGINE_STEP_TARGET_MS;
+            if (target < 2 * e->decode_step_ms)
+                target = 2 * e->decode_step_ms;
+            double fit = (target - e->decode_step_ms) / e->prompt_token_ms;
+            chunk = fit < MIN_CHUNK ? MIN_CHUNK : fit > room ? room : (int)fit;
+        }
+    }
+    return chunk < room ? chunk : room;
+}
+
+/* Learns from a step's time what decoding and prompt tokens cost (moving averages,
+ * which a noisy machine needs). A prompt token's cost comes from steps that read
+ * prompts alone, in large batches: learnt from the small chunks beside decoding
+ * (less efficient per token, and slowed by whatever else the machine runs) it
+ * would shrink the chunks, which would look costlier still. */
+static void learn_step_cost(engine *e, int n_generating, int n_prompt, double ms)
+{
+    enum { MIN_LEARNING_BATCH = 32 };
+    const double keep = 0.7;
+    if (n_prompt == 0) {
+        e->decode_step_ms = e->decode_step_ms > 0 ? keep * e->decode_step_ms + (1 - keep) * ms : ms;
+        return;
+    }
+    if (n_generating > 0 || n_prompt < MIN_LEARNING_BATCH)
+        return;
+    double per_token = ms / n_prompt;
+    e->prompt_token_ms = e->prompt_token_ms > 0 ? keep * e->prompt_token_ms + (1 - keep) * per_token : per_token;
+}
+
 /* Fills the batch; returns its token count. Rows of logits follow batch order. */
-static int build_batch(engine *e)
+static int build_batch(engine *e, int *n_generating)
 {
     int n = 0, rows = 0;
     for (int i = 0; i < e->n_slots; i++) {
@@ -491,7 +653,8 @@ static int build_batch(engine *e)
             s->logits_row = rows++;
         }
     }
-    share_prompt_budget(e, e->cfg.max_batch - n);
+    *n_generating = n;
+    share_prompt_budget(e, prompt_budget(e, n));
     for (int i = 0; i < e->n_slots; i++) {
         slot *s = &e->slots[i];
         if (!slot_runs(s) || s->phase != SLOT_INGEST || s->batch_take == 0)
@@ -519,9 +682,11 @@ static void commit_batch(engine *e, int n)
 
 static void run_step(engine *e)
 {
-    int n = build_batch(e);
+    int n_generating;
+    int n = build_batch(e, &n_generating);
     if (n == 0)
         return;
+    double t0 = engine_now_ms();
     model_batch batch = {.n_tokens = n,
                          .token = e->batch_token,
                          .pos = e->batch_pos,
@@ -535,6 +700,7 @@ static void run_step(engine *e)
                 slot_end(e, &e->slots[i], GEN_FINISH_ERROR);
         return;
     }
+    learn_step_cost(e, n_generating, n - n_generating, engine_now_ms() - t0);
     commit_batch(e, n);
     for (int i = 0; i < e->n_slots; i++) {
         slot *s = &e->slots[i];
@@ -571,9 +737,11 @@ static void slot_end_locked(engine *e, slot *s)
         e->cached_tokens_total += (uint64_t)s->n_cached;
     }
     e->active_slots--;
+    e->kv_reserved -= r->kv_need;
     s->req = NULL;
     s->ending = false;
     s->phase = SLOT_DRAINING;
+    e->kv_cached = cached_positions(e);
     if (--r->active_choices > 0) {
         if (c->end_pending)
             request_wake_locked(r); /* its CHOICE_END */

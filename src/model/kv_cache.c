@@ -1,12 +1,50 @@
 /* The F16 key/value cache: one row of n_ctx cells per (layer, sequence, kv head). */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "model/model_internal.h"
 #include "base/invariant.h"
 
 /* Far above what fits in memory anyway; keeps the size arithmetic exact. */
 enum { MAX_KV_SEQ = 4096, MAX_KV_CTX = 1 << 22 };
+
+static void *kv_map(size_t bytes)
+{
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void kv_unmap(void *p, size_t bytes)
+{
+    if (p)
+        munmap(p, bytes);
+}
+
+size_t kv_cache_bytes_per_token(const model *m)
+{
+    const model_hparams *hp = &m->hp;
+    size_t bytes = 0;
+    for (int il = 0; il < hp->n_layer; il++) {
+        const model_layer_hparams *l = &hp->layer[il];
+        if (l->kv_layer == il)
+            bytes += (size_t)l->n_head_kv * (size_t)(l->head_dim_k + l->head_dim_v) * sizeof(uint16_t);
+    }
+    return bytes;
+}
+
+/* Hands the whole pages inside [p, p + bytes) back to the kernel (they read as
+ * zeros when touched again), so that a sequence cut short stops costing memory. */
+static void release_pages(void *p, size_t bytes)
+{
+    long ps = sysconf(_SC_PAGESIZE);
+    size_t page = ps > 0 ? (size_t)ps : 4096;
+    uintptr_t lo = ((uintptr_t)p + page - 1) & ~(uintptr_t)(page - 1);
+    uintptr_t hi = ((uintptr_t)p + bytes) & ~(uintptr_t)(page - 1);
+    if (hi > lo)
+        madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
 
 kv_cache *kv_cache_create(const model *m, int n_seq, int n_ctx, el_err *err)
 {
@@ -47,9 +85,14 @@ kv_cache *kv_cache_create(const model *m, int n_seq, int n_ctx, el_err *err)
             return el_fail(err, "KV cache: %d sequences of %d positions is too large", n_seq, n_ctx), NULL;
         }
     }
-    /* calloc: untouched cells cost no memory until a sequence reaches them. */
-    kv->k = calloc((size_t)k_total + 1, sizeof(uint16_t));
-    kv->v = calloc((size_t)v_total + 1, sizeof(uint16_t));
+    /* Mapped, not reserved: untouched cells cost no memory until a sequence reaches
+     * them, so that every sequence may be given the whole context while only what
+     * the sequences hold is resident (and the kernel does not refuse a map larger
+     * than memory that will never be filled). */
+    kv->k_bytes = ((size_t)k_total + 1) * sizeof(uint16_t);
+    kv->v_bytes = ((size_t)v_total + 1) * sizeof(uint16_t);
+    kv->k = kv_map(kv->k_bytes);
+    kv->v = kv_map(kv->v_bytes);
     kv->len = calloc((size_t)n_seq, sizeof *kv->len);
     kv->next = calloc((size_t)n_seq, sizeof *kv->next);
     if (!kv->k || !kv->v || !kv->len || !kv->next) {
@@ -65,8 +108,8 @@ void kv_cache_free(kv_cache *kv)
     if (!kv)
         return;
     free(kv->layers);
-    free(kv->k);
-    free(kv->v);
+    kv_unmap(kv->k, kv->k_bytes);
+    kv_unmap(kv->v, kv->v_bytes);
     free(kv->len);
     free(kv->next);
     free(kv);
@@ -100,8 +143,13 @@ void kv_cache_truncate(kv_cache *kv, int seq, int n_keep, bool wipe)
         for (int il = 0; il < kv->n_layer; il++) {
             const kv_layer *c = &kv->layers[il];
             for (int h = 0; h < c->n_head_kv; h++) {
-                memset(kv_k_at(kv, il, seq, h, n_keep), 0, (size_t)n_drop * (size_t)c->head_dim_k * sizeof(uint16_t));
-                memset(kv_v_at(kv, il, seq, h, n_keep), 0, (size_t)n_drop * (size_t)c->head_dim_v * sizeof(uint16_t));
+                size_t k_bytes = (size_t)n_drop * (size_t)c->head_dim_k * sizeof(uint16_t);
+                size_t v_bytes = (size_t)n_drop * (size_t)c->head_dim_v * sizeof(uint16_t);
+                /* explicit_bzero: the bytes are gone before the pages go back */
+                explicit_bzero(kv_k_at(kv, il, seq, h, n_keep), k_bytes);
+                explicit_bzero(kv_v_at(kv, il, seq, h, n_keep), v_bytes);
+                release_pages(kv_k_at(kv, il, seq, h, n_keep), k_bytes);
+                release_pages(kv_v_at(kv, il, seq, h, n_keep), v_bytes);
             }
         }
     }

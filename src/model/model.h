@@ -159,11 +159,16 @@ typedef struct kv_cache kv_cache;
 /* n_seq sequences of up to n_ctx positions each, F16. */
 kv_cache *kv_cache_create(const model *m, int n_seq, int n_ctx, el_err *err);
 void kv_cache_free(kv_cache *kv);
+/* Bytes one position of one sequence takes in a cache of this model (every layer
+ * that owns its keys and values). */
+size_t kv_cache_bytes_per_token(const model *m);
 int kv_cache_n_ctx(const kv_cache *kv);
 int kv_cache_n_seq(const kv_cache *kv);
 /* Forgets positions >= n_keep of a sequence (n_keep 0 clears it). Memory that held
- * forgotten positions is zeroed when wipe is true. seq must be one of the cache's
- * sequences, here and in kv_cache_seq_len (an invariant: base/invariant.h). */
+ * forgotten positions is zeroed when wipe is true, and its whole pages are given
+ * back to the system (resident memory follows what the sequences hold). seq must be
+ * one of the cache's sequences, here and in kv_cache_seq_len (an invariant:
+ * base/invariant.h). */
 void kv_cache_truncate(kv_cache *kv, int seq, int n_keep, bool wipe);
 /* Positions a sequence currently holds. */
 int kv_cache_seq_len(const kv_cache *kv, int seq);

@@ -73,6 +73,7 @@ struct kv_cache {
     kv_layer *layers;
     uint16_t *k;
     uint16_t *v;
+    size_t k_bytes, v_bytes; /* the mappings' sizes */
     int *len;  /* positions held, per sequence */
     int *next; /* model_forward's scratch for validating a batch */
 };

@@ -269,7 +269,7 @@ BAD_PARAMS = [
     ("top_p", 0), ("top_k", 1.5), ("top_k", -3), ("min_p", {}), ("min_p", 2), ("seed", 1.5), ("seed", "7"),
     ("stop", 5), ("stop", ["a", 5]), ("stop", ["a", "b", "c", "d", "e"]), ("stop", ""), ("stream", "yes"),
     ("stream_options", True), ("presence_penalty", "0"), ("presence_penalty", 3), ("frequency_penalty", False),
-    ("frequency_penalty", -3), ("repetition_penalty", "1"), ("repetition_penalty", 0), ("n", 2),
+    ("frequency_penalty", -3), ("repetition_penalty", "1"), ("repetition_penalty", 0), ("n", 9),
 ]
 
 

@@ -31,7 +31,8 @@ static const char *const gemma_archs[3] = {"gemma", "gemma2", "gemma3"};
 /* ---- helpers -------------------------------------------------------------------- */
 
 typedef struct engine_opts {
-    int n_slots, n_ctx, max_batch, max_queue;
+    int n_slots, n_ctx, max_batch, max_queue, prompt_chunk;
+    uint64_t kv_memory;
     bool prefix_cache;
 } engine_opts;
 
@@ -46,6 +47,8 @@ static engine *start(const char *path, engine_opts o)
     c.max_batch = o.max_batch;
     c.max_queue = o.max_queue;
     c.prefix_cache = o.prefix_cache;
+    c.prompt_chunk = o.prompt_chunk;
+    c.kv_memory = o.kv_memory;
     el_err err = {{0}};
     engine *e = engine_start(&c, &err);
     CHECKF(e != NULL, "%s", err.msg);
@@ -699,7 +702,10 @@ static void test_not_ready_and_failed(void)
     c.model_path = NULL;
     CHECK(engine_start(&c, &err) == NULL); /* no model at all */
     c.model_path = stories_path;
-    c.n_slots = -1;
+    c.n_slots = -2; /* -1 is ENGINE_SLOTS_AUTO */
+    CHECK(engine_start(&c, &err) == NULL);
+    c.n_slots = 1;
+    c.prompt_chunk = -1;
     CHECK(engine_start(&c, &err) == NULL);
 }
 
@@ -1152,6 +1158,335 @@ static void test_constrained(void)
     engine_free(e);
 }
 
+/* ---- the shared KV pool ------------------------------------------------------------ */
+
+/* -c is the pool all slots share: a request waits until its prompt plus max_tokens
+ * fit beside the running ones, one that never can is refused, and max_tokens is cut
+ * to what the pool leaves each choice. */
+static void test_pool_admission(void)
+{
+    /* two slots, 160 positions: one request of 5 + 120 at a time */
+    engine *e = start(stories_path, (engine_opts){.n_slots = 2, .n_ctx = 160, .prefix_cache = true});
+    if (!e)
+        return;
+    engine_info info;
+    engine_get_info(e, &info);
+    CHECK_EQ_INT(info.n_ctx_pool, 160);
+    CHECK_EQ_INT(info.n_ctx, 160);
+    CHECK(info.kv_bytes_per_token > 0);
+    gen_params p = greedy(120);
+    p.raw = true;
+    result alone[2], got[2];
+    generate(e, "Once upon a time", &p, &alone[0]);
+    generate(e, "One day, a big bird", &p, &alone[1]);
+    CHECK_EQ_INT(alone[0].done.completion_tokens, 120);
+
+    double before = engine_now_ms();
+    gen_request *r[2] = {0};
+    submit_text(e, "Once upon a time", &p, &r[0]);
+    submit_text(e, "One day, a big bird", &p, &r[1]);
+    double submitted = engine_now_ms() - before;
+    for (int i = 0; i < 2; i++) {
+        if (!r[i])
+            continue;
+        collect(r[i], &got[i]);
+        gen_release(r[i]);
+        CHECKF(!strcmp(got[i].text, alone[i].text), "request %d\nwant: %s\ngot:  %s", i, alone[i].text,
+               got[i].text);
+    }
+    /* a slot was free, but the pool was not: the second started when the first ended */
+    double first_end = got[0].done.queue_ms + got[0].done.prompt_ms + got[0].done.generate_ms;
+    CHECKF(got[1].done.queue_ms + submitted + 0.01 >= first_end, "queued %.3f ms + %.3f, first ended at %.3f",
+           got[1].done.queue_ms, submitted, first_end);
+    engine_stats st;
+    engine_get_stats(e, &st);
+    CHECK_EQ_INT(st.kv_tokens_reserved, 0);
+    CHECK(st.kv_tokens_cached <= 160);
+
+    /* never fits: refused at once; the pool cuts max_tokens for two choices */
+    gen_request *x = NULL;
+    el_err err = {{0}};
+    static char long_prompt[2048];
+    long_prompt[0] = '\0';
+    for (int i = 0; i < 15; i++) /* about 90 tokens: two of them do not fit in 160 */
+        strcat(long_prompt, "the cat sat. ");
+    chat_message m = {.role = CHAT_ROLE_USER, .text = long_prompt, .len = strlen(long_prompt)};
+    gen_params two = greedy(500);
+    two.raw = true;
+    two.n_choices = 2;
+    CHECK_EQ_INT(engine_submit(e, &m, 1, &two, &x, &err), GEN_ERR_CONTEXT);
+    CHECKF(strstr(err.msg, "pool") != NULL, "%s", err.msg);
+    CHECK(x == NULL);
+    if (submit_text(e, "Once upon a time", &two, &x) == GEN_OK) {
+        choices_result c;
+        collect_choices(x, &c);
+        gen_release(x);
+        CHECK_EQ_INT(c.tokens[0], 160 / 2 - 5);
+        CHECK_EQ_INT(c.tokens[1], 160 / 2 - 5);
+    }
+    engine_free(e);
+}
+
+/* Finished conversations keep their caches only while the pool has room: a request
+ * that needs it cuts the least recently used first, and what is left still serves. */
+static void test_pool_eviction(void)
+{
+    engine *e = start(stories_path, (engine_opts){.n_slots = 2, .n_ctx = 100, .prefix_cache = true});
+    if (!e)
+        return;
+    gen_params p = greedy(40);
+    p.raw = true;
+    result a, b, c, again;
+    generate(e, "Once upon a time", &p, &a);          /* slot 0 keeps about 44 */
+    generate(e, "One day, a big bird", &p, &b);       /* slot 1 (the LRU) keeps about 46 */
+    engine_stats st;
+    engine_get_stats(e, &st);
+    CHECK(st.kv_tokens_cached >= 80 && st.kv_tokens_cached <= 100);
+    /* lands in slot 0 (least recently used), and needs 5 + 90: slot 1 gives way */
+    gen_params big = greedy(90);
+    big.raw = true;
+    generate(e, "Tim had a red ball. He", &big, &c);
+    CHECK_EQ_INT(c.done.finish, GEN_FINISH_LENGTH);
+    engine_get_stats(e, &st);
+    CHECKF(st.kv_tokens_cached <= 100, "cached %d", st.kv_tokens_cached);
+    /* b's cache was cut: asking again reuses less than all of its prompt, same text */
+    generate(e, "One day, a big bird", &p, &again);
+    CHECKF(!strcmp(again.text, b.text), "\nwant: %s\ngot:  %s", b.text, again.text);
+    CHECKF(again.done.cached_tokens < again.done.prompt_tokens - 1, "cached %d of %d", again.done.cached_tokens,
+           again.done.prompt_tokens);
+    engine_free(e);
+}
+
+/* A prompt whose start another slot holds copies it from there, even when that
+ * slot cannot take it (a match of less than half its cache keeps the longer
+ * conversation where it is). */
+static void test_prefix_copied_across_slots(void)
+{
+    engine *e = start(stories_path, (engine_opts){.n_slots = 2, .n_ctx = 512, .prefix_cache = true});
+    engine *fresh = start(stories_path, (engine_opts){.n_ctx = 512, .prefix_cache = false});
+    if (!e || !fresh)
+        goto out;
+    gen_params p = greedy(100);
+    p.raw = true;
+    const char *story = "Once upon a time, there was a little girl named Lily. She";
+    const char *turn = "Once upon a time, there was a little girl named Lily. She liked red";
+    result a, b, want, a_again;
+    generate(e, story, &p, &a); /* slot 0: about 115 positions */
+    gen_params q = greedy(20);
+    q.raw = true;
+    generate(e, turn, &q, &b);  /* shares about 15: slot 1, copying them */
+    generate(fresh, turn, &q, &want);
+    CHECKF(b.done.cached_tokens >= 10, "cached %d of %d", b.done.cached_tokens, b.done.prompt_tokens);
+    CHECKF(!strcmp(b.text, want.text), "\ncopied: %s\nfresh:  %s", b.text, want.text);
+    /* slot 0 still holds the whole first conversation */
+    generate(e, story, &p, &a_again);
+    CHECK_EQ_INT(a_again.done.cached_tokens, a_again.done.prompt_tokens - 1);
+    CHECK(!strcmp(a_again.text, a.text));
+out:
+    engine_free(e);
+    engine_free(fresh);
+}
+
+/* A long prompt is read in chunks between the running slots' decode steps: a
+ * stream that has 30 tokens to go ends before a 150-token prompt beside it gets its
+ * first token (read whole in one step, it would not), and chunking changes no text. */
+static void test_prompt_chunks_interleave(void)
+{
+    engine *e = start(stories_path, (engine_opts){.n_slots = 2, .n_ctx = 1024, .prompt_chunk = 4});
+    engine *alone = start(stories_path, (engine_opts){.n_ctx = 512});
+    if (!e || !alone)
+        goto out;
+    static char long_prompt[4096];
+    long_prompt[0] = '\0';
+    for (int i = 0; i < 12; i++)
+        strcat(long_prompt, "Lily and Tom went to the park. ");
+    gen_params g = greedy(31), l = greedy(8);
+    g.raw = l.raw = true;
+    result want_g, want_l, got_g, got_l;
+    generate(alone, "Once upon a time", &g, &want_g);
+    generate(alone, long_prompt, &l, &want_l);
+    CHECK(want_l.done.prompt_tokens > 4 * 32);
+    gen_request *rg = NULL, *rl = NULL;
+    if (submit_text(e, "Once upon a time", &g, &rg) != GEN_OK)
+        goto out;
+    gen_event ev;
+    CHECK(gen_next(rg, &ev, -1) == 1 && ev.kind == GEN_EVENT_TEXT); /* generating */
+    static char first_l[4096];
+    first_l[0] = '\0';
+    if (submit_text(e, long_prompt, &l, &rl) == GEN_OK) {
+        CHECK(gen_next(rl, &ev, -1) == 1);
+        if (ev.kind == GEN_EVENT_TEXT && ev.len < sizeof first_l) {
+            memcpy(first_l, ev.text, ev.len);
+            first_l[ev.len] = '\0';
+        }
+        /* the first stream's end was posted before this first token */
+        bool g_done = false;
+        while (!g_done && gen_next(rg, &ev, 0) == 1)
+            g_done = ev.kind == GEN_EVENT_DONE;
+        CHECK(g_done);
+        collect(rl, &got_l);
+        gen_release(rl);
+        size_t n = strlen(first_l);
+        CHECKF(!strncmp(first_l, want_l.text, n) && !strcmp(got_l.text, want_l.text + n), "\nwant: %s\ngot:  %s%s",
+               want_l.text, first_l, got_l.text);
+    }
+    collect(rg, &got_g);
+    gen_release(rg);
+    CHECK_EQ_INT(got_g.done.completion_tokens, 31);
+out:
+    engine_free(e);
+    engine_free(alone);
+}
+
+/* --parallel auto: as many slots as kv_memory holds at min(training context, 4096)
+ * positions each, at most max(4, 2 x threads); little memory: one slot and a pool
+ * of what it holds. */
+static void test_auto_slots(void)
+{
+    engine *probe = start(stories_path, (engine_opts){0});
+    if (!probe)
+        return;
+    engine_info pi;
+    engine_get_info(probe, &pi);
+    engine_free(probe);
+    uint64_t bpt = pi.kv_bytes_per_token;
+    int per_slot = pi.n_ctx; /* the default: min(training, 4096) */
+    engine *e = start(stories_path, (engine_opts){.n_slots = ENGINE_SLOTS_AUTO, .kv_memory = 3 * per_slot * bpt});
+    if (e) {
+        engine_info info;
+        engine_get_info(e, &info);
+        CHECK_EQ_INT(info.n_slots, 3);
+        CHECK_EQ_INT(info.n_ctx_pool, 3 * per_slot);
+        CHECK_EQ_INT(info.n_ctx, per_slot);
+        engine_free(e);
+    }
+    e = start(stories_path, (engine_opts){.n_slots = ENGINE_SLOTS_AUTO, .kv_memory = 100 * per_slot * bpt});
+    if (e) {
+        engine_info info;
+        engine_get_info(e, &info);
+        CHECK_EQ_INT(info.n_slots, 4); /* 2 threads */
+        engine_free(e);
+    }
+    e = start(stories_path, (engine_opts){.n_slots = ENGINE_SLOTS_AUTO, .kv_memory = 300 * bpt});
+    if (e) {
+        engine_info info;
+        engine_get_info(e, &info);
+        CHECK_EQ_INT(info.n_slots, 1);
+        CHECK_EQ_INT(info.n_ctx_pool, 300);
+        CHECK_EQ_INT(info.n_ctx, 300);
+        engine_free(e);
+    }
+}
+
+/* Resident bytes of this process (/proc/self/statm). */
+static uint64_t resident_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long long size = 0, resident = 0;
+    if (f) {
+        if (fscanf(f, "%llu %llu", &size, &resident) != 2)
+            resident = 0;
+        fclose(f);
+    }
+    return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* The pool costs what its sequences hold: a wiping truncate gives the pages back. */
+static void test_kv_pages_returned(void)
+{
+    enum { CTX = 2048, CHUNK = 256 };
+    el_err err = {{0}};
+    model *m = model_load(stories_path, NULL, &err);
+    CHECKF(m != NULL, "%s", err.msg);
+    if (!m)
+        return;
+    size_t bpt = kv_cache_bytes_per_token(m);
+    kv_cache *kv = kv_cache_create(m, 2, CTX, &err);
+    model_ctx *ctx = model_ctx_create(m, CHUNK, NULL, &err);
+    float *logits = malloc((size_t)model_hparams_of(m)->n_vocab * sizeof *logits);
+    int32_t tok[CHUNK], pos[CHUNK], seq[CHUNK];
+    bool ok = kv && ctx && logits;
+    CHECK(ok);
+    uint64_t empty = resident_bytes();
+    for (int at = 0; ok && at < CTX; at += CHUNK) {
+        for (int i = 0; i < CHUNK; i++) {
+            tok[i] = 1 + (at + i) % 50;
+            pos[i] = at + i;
+            seq[i] = 1;
+        }
+        model_batch b = {.n_tokens = CHUNK, .token = tok, .pos = pos, .seq = seq};
+        ok = model_forward(ctx, kv, &b, logits, &err) == 0;
+        CHECKF(ok, "%s", err.msg);
+    }
+    uint64_t full = resident_bytes();
+    CHECKF(full >= empty + bpt * CTX * 3 / 4, "resident %llu -> %llu, %zu per position",
+           (unsigned long long)empty, (unsigned long long)full, bpt);
+    if (ok) {
+        kv_cache_truncate(kv, 1, 0, true);
+        uint64_t after = resident_bytes();
+        CHECKF(full >= after + bpt * CTX * 3 / 4, "resident %llu after truncating from %llu",
+               (unsigned long long)after, (unsigned long long)full);
+        CHECK_EQ_INT(kv_cache_seq_len(kv, 1), 0);
+    }
+    free(logits);
+    model_ctx_free(ctx);
+    kv_cache_free(kv);
+    model_free(m);
+}
+
+/* Available memory: the system's, or less when a cgroup (v2 at any level up, or
+ * v1) limits it; page cache counts as available. */
+static void write_file(const char *dir, const char *name, const char *text)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
+static void test_available_memory(void)
+{
+    char root[] = "/tmp/elliott-capacity-XXXXXX";
+    if (!mkdtemp(root)) {
+        CHECK(false);
+        return;
+    }
+    char dir[512];
+    const char *dirs[] = {"/proc", "/proc/self", "/sys", "/sys/fs", "/sys/fs/cgroup", "/sys/fs/cgroup/a",
+                          "/sys/fs/cgroup/a/b", "/sys/fs/cgroup/memory"};
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+        snprintf(dir, sizeof dir, "%s%s", root, dirs[i]);
+        mkdir(dir, 0700);
+    }
+    snprintf(dir, sizeof dir, "%s/proc", root);
+    write_file(dir, "meminfo", "MemTotal:       16000000 kB\nMemFree:  100 kB\nMemAvailable:    8000000 kB\n");
+    CHECK_EQ_INT(engine_available_memory(root), 8000000ull * 1024);
+    snprintf(dir, sizeof dir, "%s/proc/self", root);
+    write_file(dir, "cgroup", "0::/a/b\n");
+    snprintf(dir, sizeof dir, "%s/sys/fs/cgroup/a/b", root);
+    write_file(dir, "memory.max", "max\n");
+    CHECK_EQ_INT(engine_available_memory(root), 8000000ull * 1024);
+    /* the parent limits: 4 GiB, 3 GiB used of which 1 GiB page cache */
+    snprintf(dir, sizeof dir, "%s/sys/fs/cgroup/a", root);
+    write_file(dir, "memory.max", "4294967296\n");
+    write_file(dir, "memory.current", "3221225472\n");
+    write_file(dir, "memory.stat", "anon 2147483648\nfile 1073741824\n");
+    CHECK_EQ_INT(engine_available_memory(root), 2147483648ull);
+    /* v1 beside it, tighter */
+    snprintf(dir, sizeof dir, "%s/sys/fs/cgroup/memory", root);
+    write_file(dir, "memory.limit_in_bytes", "1073741824\n");
+    write_file(dir, "memory.usage_in_bytes", "536870912\n");
+    CHECK_EQ_INT(engine_available_memory(root), 536870912ull);
+    CHECK_EQ_INT(engine_available_memory("/nonexistent-root"), 0);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+    CHECK(system(cmd) == 0);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -1176,5 +1511,12 @@ int main(int argc, char **argv)
     RUN(test_choices);
     RUN(test_constrained);
     RUN(test_fill_in_middle);
+    RUN(test_pool_admission);
+    RUN(test_pool_eviction);
+    RUN(test_prefix_copied_across_slots);
+    RUN(test_prompt_chunks_interleave);
+    RUN(test_auto_slots);
+    RUN(test_kv_pages_returned);
+    RUN(test_available_memory);
     return test_summary();
 }
