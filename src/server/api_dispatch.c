@@ -263,15 +263,7 @@ static enum MHD_Result handle_embeddings(struct MHD_Connection *conn, request_ct
     pthread_mutex_lock(&srv->lock);
     srv->embed_jobs++;
     pthread_mutex_unlock(&srv->lock);
-    pthread_attr_t attr;
-    pthread_t thread;
-    bool started = pthread_attr_init(&attr) == 0;
-    if (started) {
-        started = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0 &&
-                  pthread_create(&thread, &attr, embed_thread, job) == 0;
-        pthread_attr_destroy(&attr);
-    }
-    if (!started)
+    if (!server_start_detached(embed_thread, job))
         embed_thread(job); /* no thread to be had: here, then; resumed all the same */
     return MHD_YES;
 }

@@ -141,15 +141,7 @@ static enum MHD_Result wait_for_load(struct MHD_Connection *conn, request_ctx *c
     pthread_mutex_lock(&srv->lock);
     srv->model_waits++;
     pthread_mutex_unlock(&srv->lock);
-    pthread_attr_t attr;
-    pthread_t thread;
-    bool started = pthread_attr_init(&attr) == 0;
-    if (started) {
-        started = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0 &&
-                  pthread_create(&thread, &attr, wait_thread, w) == 0;
-        pthread_attr_destroy(&attr);
-    }
-    if (!started) {
+    if (!server_start_detached(wait_thread, w)) {
         /* no thread to be had: answer at once from what is known now */
         w->state = registry_wait(srv->models, w->model, 0, NULL);
         wait_finished(w);

@@ -479,6 +479,9 @@ typedef struct request_ctx {
 } request_ctx;
 
 double server_seconds_since(const struct timespec *t0);
+/* Runs fn(arg) on a detached thread of its own (work kept off the event loop while
+ * its connection is suspended); false when no thread could be had. */
+bool server_start_detached(void *(*fn)(void *), void *arg);
 /* The peer has reset the connection or the socket failed. An orderly EOF is not
  * "gone": a client may half-close after its request and still read the answer. */
 bool http_client_gone(int fd);
