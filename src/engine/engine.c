@@ -612,13 +612,13 @@ static int build_raw_prompt(const engine *e, const chat_message *messages, size_
 }
 
 /* A prompt given as token ids: checked against the vocabulary, taken as it is. */
-static int copy_prompt_tokens(const engine *e, const gen_params *p, token_vec *out, el_err *err)
+static int copy_prompt_tokens(const engine *e, const int32_t *ids, size_t n, token_vec *out, el_err *err)
 {
-    for (size_t i = 0; i < p->n_prompt_tokens; i++) {
-        if (p->prompt_tokens[i] < 0 || p->prompt_tokens[i] >= tokenizer_n_vocab(e->tok))
-            return el_fail(err, "prompt: token %d is not in the vocabulary (0..%d)", p->prompt_tokens[i],
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= tokenizer_n_vocab(e->tok))
+            return el_fail(err, "prompt: token %d is not in the vocabulary (0..%d)", ids[i],
                            tokenizer_n_vocab(e->tok) - 1);
-        if (token_vec_push(out, p->prompt_tokens[i], err) < 0)
+        if (token_vec_push(out, ids[i], err) < 0)
             return -1;
     }
     return 0;
@@ -632,7 +632,8 @@ static void token_vec_wipe(token_vec *v)
 }
 
 /* Takes over g (freed with the request, or here on failure). */
-static gen_request *request_create(engine *e, token_vec *prompt, const gen_params *p, grammar *g, el_err *err)
+static gen_request *request_create(engine *e, token_vec *prompt, const int *group_start, int n_groups,
+                                   const gen_params *p, grammar *g, el_err *err)
 {
     gen_request *r = calloc(1, sizeof *r);
     if (!r) {
@@ -656,18 +657,28 @@ static gen_request *request_create(engine *e, token_vec *prompt, const gen_param
         goto oom;
     memcpy(r->prompt, prompt->ids, prompt->n * sizeof *r->prompt);
     r->n_prompt = (int)prompt->n;
-    r->n_choices = p->n_choices > 1 ? p->n_choices : 1;
+    r->n_groups = n_groups;
+    r->group_size = p->n_choices > 1 ? p->n_choices : 1;
+    r->n_choices = n_groups * r->group_size;
+    int longest = 0;
+    for (int i = 0; i <= n_groups; i++) {
+        r->group_start[i] = group_start[i];
+        if (i > 0 && group_start[i] - group_start[i - 1] > longest)
+            longest = group_start[i] - group_start[i - 1];
+    }
     r->view_cap = OUT_INITIAL_CAP;
     r->view = malloc(r->view_cap);
     if (!r->view)
         goto oom;
     int max_tokens = p->max_tokens ? p->max_tokens : e->cfg.max_tokens_default;
-    int room = e->n_ctx - r->n_prompt;
-    int pool_room = e->n_ctx_pool / r->n_choices - r->n_prompt; /* >= 1: checked at submit */
+    int room = e->n_ctx - longest;
+    /* each choice's prompt and generated tokens share the pool; >= 1: checked at submit */
+    int pool_room = (e->n_ctx_pool - r->n_prompt * r->group_size) / r->n_choices;
     if (pool_room < room)
         room = pool_room;
+    EL_ASSERT(room >= 1);
     r->max_tokens = max_tokens < room ? max_tokens : room;
-    r->kv_need = r->n_prompt + r->max_tokens;
+    r->kv_need = r->n_prompt * r->group_size + r->max_tokens * r->n_choices;
     r->sampling = p->sampling;
     r->logprobs = p->logprobs;
     r->top_logprobs = p->top_logprobs;
@@ -714,11 +725,65 @@ static enum gen_status validate_extras(const engine *e, const gen_params *p, el_
         el_fail(err, "n: from 1 to %d choices", GEN_MAX_CHOICES);
         return GEN_ERR_CHOICES;
     }
-    if (p->n_choices > e->cfg.n_slots) {
-        el_fail(err, "n: %d choices need as many parallel slots, and the server has %d (start it with "
-                "--parallel %d or more)", p->n_choices, e->cfg.n_slots, p->n_choices);
+    size_t n_prompts = p->prompts ? p->n_prompts : 1;
+    if (p->prompts && (!p->raw || n_prompts == 0 || n_prompts > GEN_MAX_CHOICES)) {
+        el_fail(err, "prompt: from 1 to %d prompts, as raw text or token ids", GEN_MAX_CHOICES);
+        return GEN_ERR_INVALID;
+    }
+    size_t total = n_prompts * (size_t)(p->n_choices > 1 ? p->n_choices : 1);
+    if (total > GEN_MAX_CHOICES) {
+        el_fail(err, "n: %zu prompts with %d choices each make %zu choices; at most %d", n_prompts, p->n_choices,
+                total, GEN_MAX_CHOICES);
         return GEN_ERR_CHOICES;
     }
+    if (total > (size_t)e->cfg.n_slots) {
+        el_fail(err, "n: %zu choices need as many parallel slots, and the server has %d (start it with "
+                "--parallel %zu or more)", total, e->cfg.n_slots, total);
+        return GEN_ERR_CHOICES;
+    }
+    return GEN_OK;
+}
+
+/* Appends one prompt's tokens to out. */
+static int build_one_prompt(engine *e, const chat_message *messages, size_t n_messages, const gen_params *p,
+                            const gen_prompt *one, token_vec *out, el_err *err)
+{
+    if (one && one->tokens)
+        return copy_prompt_tokens(e, one->tokens, one->n_tokens, out, err);
+    if (one) {
+        chat_message m = {.role = CHAT_ROLE_USER, .text = one->text ? one->text : "", .len = one->len};
+        return build_raw_prompt(e, &m, 1, p->suffix, p->suffix_len, out, err);
+    }
+    if (p->raw && p->prompt_tokens)
+        return copy_prompt_tokens(e, p->prompt_tokens, p->n_prompt_tokens, out, err);
+    if (p->raw)
+        return build_raw_prompt(e, messages, n_messages, p->suffix, p->suffix_len, out, err);
+    return chat_build_tool_prompt(e->tok, e->fmt, messages, n_messages, p->tools, e->cfg.history, out, err);
+}
+
+/* Every prompt's tokens into out, one after the other, prompt i from group_start[i]
+ * to group_start[i + 1]; each must be non-empty and leave room in the context. */
+static enum gen_status build_prompts(engine *e, const chat_message *messages, size_t n_messages,
+                                     const gen_params *p, token_vec *out, int *group_start, el_err *err)
+{
+    size_t n = p->prompts ? p->n_prompts : 1;
+    for (size_t i = 0; i < n; i++) {
+        size_t start = out->n;
+        group_start[i] = (int)start;
+        if (build_one_prompt(e, messages, n_messages, p, p->prompts ? &p->prompts[i] : NULL, out, err) < 0)
+            return GEN_ERR_INVALID;
+        size_t len = out->n - start;
+        if (len == 0) {
+            el_fail(err, "%s: the prompt is empty", p->raw ? "prompt" : "messages");
+            return GEN_ERR_INVALID;
+        }
+        if (len + 1 > (size_t)e->n_ctx) {
+            el_fail(err, "the prompt is %zu tokens; with one generated token that exceeds the context of %d", len,
+                    e->n_ctx);
+            return GEN_ERR_CONTEXT;
+        }
+    }
+    group_start[n] = (int)out->n;
     return GEN_OK;
 }
 
@@ -741,7 +806,7 @@ static enum gen_status submit_ready(engine *e, const chat_message *messages, siz
         el_fail(err, "stop: at most %d stop strings", GEN_MAX_STOP);
         return GEN_ERR_INVALID;
     }
-    if (validate_messages(messages, n_messages, err) < 0)
+    if (!params->prompts && validate_messages(messages, n_messages, err) < 0)
         return GEN_ERR_INVALID;
     enum gen_status status = validate_extras(e, params, err);
     if (status != GEN_OK)
@@ -757,30 +822,17 @@ static enum gen_status submit_ready(engine *e, const chat_message *messages, siz
         return GEN_ERR_INVALID;
     }
     token_vec prompt = {0};
-    int rc = params->raw && params->prompt_tokens ? copy_prompt_tokens(e, params, &prompt, err)
-             : params->raw ? build_raw_prompt(e, messages, n_messages, params->suffix, params->suffix_len, &prompt,
-                                              err)
-                         : chat_build_tool_prompt(e->tok, e->fmt, messages, n_messages, params->tools,
-                                                  e->cfg.history, &prompt, err);
-    if (rc < 0) {
+    int group_start[GEN_MAX_CHOICES + 1] = {0};
+    int n_groups = params->prompts ? (int)params->n_prompts : 1;
+    status = build_prompts(e, messages, n_messages, params, &prompt, group_start, err);
+    if (status != GEN_OK) {
         token_vec_wipe(&prompt);
-        return GEN_ERR_INVALID;
-    }
-    if (prompt.n == 0) {
-        token_vec_wipe(&prompt);
-        el_fail(err, "messages: the prompt is empty");
-        return GEN_ERR_INVALID;
-    }
-    if (prompt.n + 1 > (size_t)e->n_ctx) {
-        el_fail(err, "the prompt is %zu tokens; with one generated token that exceeds the context of %d",
-                prompt.n, e->n_ctx);
-        token_vec_wipe(&prompt);
-        return GEN_ERR_CONTEXT;
+        return status;
     }
     int n_choices = params->n_choices > 1 ? params->n_choices : 1;
-    if ((prompt.n + 1) * (size_t)n_choices > (size_t)e->n_ctx_pool) {
-        el_fail(err, "n: %d choices of a %zu-token prompt, each with one generated token, exceed the KV pool of "
-                "%d positions", n_choices, prompt.n, e->n_ctx_pool);
+    if ((prompt.n + (size_t)n_groups) * (size_t)n_choices > (size_t)e->n_ctx_pool) {
+        el_fail(err, "n: %d choices of %zu prompt tokens, each with one generated token, exceed the KV pool of "
+                "%d positions", n_choices * n_groups, prompt.n, e->n_ctx_pool);
         token_vec_wipe(&prompt);
         return GEN_ERR_CONTEXT;
     }
@@ -790,7 +842,7 @@ static enum gen_status submit_ready(engine *e, const chat_message *messages, siz
         token_vec_wipe(&prompt);
         return status;
     }
-    gen_request *r = request_create(e, &prompt, params, g, err);
+    gen_request *r = request_create(e, &prompt, group_start, n_groups, params, g, err);
     token_vec_wipe(&prompt);
     if (!r)
         return GEN_ERR_INVALID;

@@ -128,6 +128,15 @@ typedef struct gen_logit_bias {
     float bias;              /* added to the token's logit before sampling, -100..100 */
 } gen_logit_bias;
 
+/* One of several prompts (gen_params.prompts): text, tokenized like a raw prompt,
+ * or token ids taken as they are when tokens is not NULL. */
+typedef struct gen_prompt {
+    const char *text;
+    size_t len;
+    const int32_t *tokens;
+    size_t n_tokens;
+} gen_prompt;
+
 typedef struct gen_params {
     int max_tokens;          /* 0: the engine's default; never beyond the context */
     sampler_params sampling;
@@ -160,6 +169,12 @@ typedef struct gen_params {
                                 engine's slots) answers drawn from one evaluation of
                                 the prompt, whose cache each choice's slot copies; a
                                 choice's sampler seed is seed + its index */
+    const gen_prompt *prompts; /* with raw: several prompts (the messages and prompt_tokens
+                                are then ignored), each answered n_choices times; choice
+                                prompt_index x n_choices + j answers prompt prompt_index.
+                                Every choice counts against GEN_MAX_CHOICES and the slots.
+                                NULL: the one prompt */
+    size_t n_prompts;
 } gen_params;
 
 void gen_params_default(gen_params *p);

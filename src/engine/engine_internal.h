@@ -65,10 +65,13 @@ struct gen_request {
     struct gen_request *next; /* queue link */
 
     /* Fixed at submit. */
-    int32_t *prompt;
-    int n_prompt;
+    int32_t *prompt;          /* every prompt's tokens, one after the other */
+    int n_prompt;             /* all of them */
+    int n_groups;             /* prompts: choices come in groups of group_size, one per prompt */
+    int group_size;
+    int group_start[GEN_MAX_CHOICES + 1]; /* where each prompt starts in prompt */
     int max_tokens;           /* already clamped to what the context and the pool leave */
-    int kv_need;              /* pool positions each choice may fill: prompt + max_tokens */
+    int kv_need;              /* pool positions all choices may fill: their prompts + max_tokens */
     sampler_params sampling;
     gen_logit_bias *logit_bias;
     size_t n_logit_bias;
@@ -88,6 +91,7 @@ struct gen_request {
     int active_choices;       /* slots still generating for it */
     int next_choice;          /* where gen_next looks first (fairness) */
     int completion_total;
+    int cached_total;         /* prompt tokens the groups' first choices reused */
     char *view;               /* the bytes of the last TEXT event */
     size_t view_cap;
     gen_logprob *lp_view;     /* those of the last TEXT event */
@@ -128,6 +132,8 @@ typedef struct slot {
     uint64_t last_used;      /* admission count when it last took a request */
     gen_request *req;
     int choice;              /* which of the request's choices it generates */
+    const int32_t *prompt;   /* its choice's prompt (in req's memory) */
+    int n_prompt;
 
     /* Tokens whose keys and values the cache holds for this sequence, in order:
      * what the prefix cache compares new prompts against. */

@@ -131,7 +131,7 @@ static int common_prefix(const int32_t *a, int na, const int32_t *b, int nb)
  * so that a shared BOS or a common opening does not evict a conversation another
  * request could continue; otherwise the least recently used free slot (which then
  * copies the prefix from the slot holding it, see prefix_source). */
-static slot *choose_slot(engine *e, const gen_request *r)
+static slot *choose_slot(engine *e, const int32_t *prompt, int n_prompt)
 {
     slot *best = NULL;
     int best_len = 0;
@@ -139,7 +139,7 @@ static slot *choose_slot(engine *e, const gen_request *r)
         slot *s = &e->slots[i];
         if (s->phase != SLOT_FREE)
             continue;
-        int len = e->cfg.prefix_cache ? common_prefix(s->tokens, s->n_tokens, r->prompt, r->n_prompt) : 0;
+        int len = e->cfg.prefix_cache ? common_prefix(s->tokens, s->n_tokens, prompt, n_prompt) : 0;
         if (2 * len < s->n_tokens)
             len = 0;
         if (!best || len > best_len || (len == best_len && s->last_used < best->last_used)) {
@@ -153,17 +153,17 @@ static slot *choose_slot(engine *e, const gen_request *r)
 /* The slot other than target whose cache holds the longest start of the prompt,
  * free or running (a running slot's evaluated positions do not change), when it
  * holds more than target does: -1 otherwise. */
-static int prefix_source(const engine *e, const slot *target, const gen_request *r)
+static int prefix_source(const engine *e, const slot *target)
 {
     if (!e->cfg.prefix_cache)
         return -1;
     int best = -1;
-    int best_len = common_prefix(target->tokens, target->n_tokens, r->prompt, r->n_prompt);
+    int best_len = common_prefix(target->tokens, target->n_tokens, target->prompt, target->n_prompt);
     for (int i = 0; i < e->n_slots; i++) {
         const slot *s = &e->slots[i];
         if (s == target || s->phase == SLOT_SIBLING)
             continue;
-        int len = common_prefix(s->tokens, s->n_tokens, r->prompt, r->n_prompt);
+        int len = common_prefix(s->tokens, s->n_tokens, target->prompt, target->n_prompt);
         if (len > best_len) {
             best = i;
             best_len = len;
@@ -228,32 +228,39 @@ static slot *oldest_free_slot(engine *e)
     return best;
 }
 
+static bool leads_group(const gen_request *r, int choice)
+{
+    return choice % r->group_size == 0;
+}
+
 static void assign_slot(engine *e, slot *s, gen_request *r, int choice)
 {
-    s->copy_from = choice == 0 ? prefix_source(e, s, r) : -1;
+    int group = choice / r->group_size;
+    s->prompt = r->prompt + r->group_start[group];
+    s->n_prompt = r->group_start[group + 1] - r->group_start[group];
     s->req = r;
     s->choice = choice;
-    s->phase = choice == 0 ? SLOT_INGEST : SLOT_SIBLING;
+    s->copy_from = leads_group(r, choice) ? prefix_source(e, s) : -1;
+    s->phase = leads_group(r, choice) ? SLOT_INGEST : SLOT_SIBLING;
     s->last_used = ++e->admissions;
     s->batch_take = -1; /* marks it as new for begin_admitted */
     e->active_slots++;
 }
 
 /* Moves queued requests into free slots, in order: a request with n choices waits
- * until n slots are free and the pool has room for n times its prompt plus its
+ * until n slots are free and the pool has room for each choice's prompt plus its
  * max_tokens beside what running requests may fill (free slots' cached prefixes
- * give way). The first choice's slot reads the prompt. e->mu held. */
+ * give way). The first choice of each prompt's group reads the prompt. e->mu held. */
 static void admit_locked(engine *e)
 {
     while (e->queue_head) {
         gen_request *r = e->queue_head;
         if (free_slots(e) < r->n_choices)
             break;
-        int need = r->n_choices * r->kv_need;
+        int need = r->kv_need;
         if (e->kv_reserved + need > e->n_ctx_pool)
             break;
         e->kv_reserved += need;
-        slot *s = choose_slot(e, r);
         e->queue_head = r->next;
         if (!e->queue_head)
             e->queue_tail = NULL;
@@ -261,9 +268,11 @@ static void admit_locked(engine *e)
         e->queue_len--;
         r->state = REQ_ACTIVE;
         r->active_choices = r->n_choices;
-        assign_slot(e, s, r, 0);
-        for (int c = 1; c < r->n_choices; c++)
-            assign_slot(e, oldest_free_slot(e), r, c);
+        for (int c = 0; c < r->n_choices; c++) {
+            const int32_t *prompt = r->prompt + r->group_start[c / r->group_size];
+            int n_prompt = r->group_start[c / r->group_size + 1] - r->group_start[c / r->group_size];
+            assign_slot(e, leads_group(r, c) ? choose_slot(e, prompt, n_prompt) : oldest_free_slot(e), r, c);
+        }
         make_room(e);
     }
     e->kv_cached = cached_positions(e);
@@ -292,15 +301,20 @@ static void mark_ending(slot *s, enum gen_finish finish)
     }
 }
 
-/* Ends a slot's generation. A first choice that ends before its prompt was read
- * (an error, a cancel) takes the choices waiting for that prompt with it. */
+static bool same_group(const slot *a, const slot *b)
+{
+    return a->req == b->req && a->choice / a->req->group_size == b->choice / b->req->group_size;
+}
+
+/* Ends a slot's generation. A group's first choice that ends before its prompt was
+ * read (an error, a cancel) takes the choices waiting for that prompt with it. */
 static void slot_end(engine *e, slot *s, enum gen_finish finish)
 {
     mark_ending(s, finish);
-    if (s->choice != 0 || s->phase != SLOT_INGEST)
+    if (!leads_group(s->req, s->choice) || s->phase != SLOT_INGEST)
         return;
     for (int i = 0; i < e->n_slots; i++)
-        if (e->slots[i].req == s->req && e->slots[i].phase == SLOT_SIBLING)
+        if (e->slots[i].req && same_group(&e->slots[i], s) && e->slots[i].phase == SLOT_SIBLING)
             mark_ending(&e->slots[i], finish);
 }
 
@@ -329,14 +343,13 @@ static int set_logit_bias(sampler *smp, const gen_request *r, el_err *err)
  * s now holds of the prompt. Measured again here: the source may have moved on. */
 static int copy_prefix_from(engine *e, slot *s, int keep)
 {
-    const gen_request *r = s->req;
     if (s->copy_from < 0)
         return keep;
     slot *src = &e->slots[s->copy_from];
     s->copy_from = -1;
-    int len = common_prefix(src->tokens, src->n_tokens, r->prompt, r->n_prompt);
-    if (len > r->n_prompt - 1)
-        len = r->n_prompt - 1;
+    int len = common_prefix(src->tokens, src->n_tokens, s->prompt, s->n_prompt);
+    if (len > s->n_prompt - 1)
+        len = s->n_prompt - 1;
     if (len <= keep || kv_cache_seq_len(e->kv, src->id) < len)
         return keep;
     el_err err = {{0}};
@@ -355,10 +368,10 @@ static void slot_begin(engine *e, slot *s)
 {
     const gen_request *r = s->req;
     int keep = 0;
-    if (e->cfg.prefix_cache && s->choice == 0) {
-        keep = common_prefix(s->tokens, s->n_tokens, r->prompt, r->n_prompt);
-        if (keep > r->n_prompt - 1)
-            keep = r->n_prompt - 1; /* the last prompt token must be evaluated for its logits */
+    if (e->cfg.prefix_cache && leads_group(r, s->choice)) {
+        keep = common_prefix(s->tokens, s->n_tokens, s->prompt, s->n_prompt);
+        if (keep > s->n_prompt - 1)
+            keep = s->n_prompt - 1; /* the last prompt token must be evaluated for its logits */
         keep = copy_prefix_from(e, s, keep);
     }
     /* wiped, so that the pool's pages follow what the slots hold (and no earlier
@@ -389,8 +402,8 @@ static void slot_begin(engine *e, slot *s)
         slot_end(e, s, GEN_FINISH_ERROR);
         return;
     }
-    for (int i = 0; i < r->n_prompt; i++)
-        sampler_accept(s->smp, r->prompt[i]);
+    for (int i = 0; i < s->n_prompt; i++)
+        sampler_accept(s->smp, s->prompt[i]);
 }
 
 static void begin_admitted(engine *e)
@@ -476,15 +489,15 @@ static void start_siblings(engine *e, slot *first, const float *logits)
     const gen_request *r = first->req;
     for (int i = 0; i < e->n_slots; i++) {
         slot *s = &e->slots[i];
-        if (s->req != r || s->phase != SLOT_SIBLING || s->ending)
+        if (s->req != r || !same_group(s, first) || s->phase != SLOT_SIBLING || s->ending)
             continue;
         el_err err = {{0}};
-        if (kv_cache_copy_prefix(e->kv, first->id, s->id, r->n_prompt, &err) < 0) {
+        if (kv_cache_copy_prefix(e->kv, first->id, s->id, s->n_prompt, &err) < 0) {
             slot_end(e, s, GEN_FINISH_ERROR);
             continue;
         }
-        memcpy(s->tokens, r->prompt, (size_t)r->n_prompt * sizeof *s->tokens);
-        s->n_tokens = r->n_prompt;
+        memcpy(s->tokens, s->prompt, (size_t)s->n_prompt * sizeof *s->tokens);
+        s->n_tokens = s->n_prompt;
         s->t_admit = first->t_admit;
         s->phase = SLOT_INGEST; /* handle_logits moves it on, as for the first */
         memcpy(e->sibling_logits, logits, (size_t)e->n_vocab * sizeof *logits);
@@ -496,7 +509,7 @@ static void start_siblings(engine *e, slot *first, const float *logits)
 static void handle_logits(engine *e, slot *s, float *logits)
 {
     if (s->phase == SLOT_INGEST) {
-        if (s->choice == 0 && s->req->n_choices > 1)
+        if (leads_group(s->req, s->choice) && s->req->group_size > 1)
             start_siblings(e, s, logits);
         s->phase = SLOT_GENERATE;
         s->t_first = engine_now_ms();
@@ -559,7 +572,7 @@ static void share_prompt_budget(engine *e, int budget)
     int needing = 0;
     for (int i = 0; i < e->n_slots; i++) {
         slot *s = &e->slots[i];
-        if (slot_runs(s) && s->phase == SLOT_INGEST && s->n_tokens < s->req->n_prompt)
+        if (slot_runs(s) && s->phase == SLOT_INGEST && s->n_tokens < s->n_prompt)
             needing++;
     }
     int start = e->round_robin;
@@ -573,7 +586,7 @@ static void share_prompt_budget(engine *e, int budget)
             slot *s = &e->slots[(start + k) % e->n_slots];
             if (!slot_runs(s) || s->phase != SLOT_INGEST)
                 continue;
-            int remaining = s->req->n_prompt - s->n_tokens - s->batch_take;
+            int remaining = s->n_prompt - s->n_tokens - s->batch_take;
             if (remaining <= 0)
                 continue;
             int take = remaining < share ? remaining : share;
@@ -660,8 +673,8 @@ static int build_batch(engine *e, int *n_generating)
         if (!slot_runs(s) || s->phase != SLOT_INGEST || s->batch_take == 0)
             continue;
         for (int k = 0; k < s->batch_take; k++)
-            batch_add(e, &n, s->req->prompt[s->n_tokens + k], s->n_tokens + k, s->id, false);
-        if (s->n_tokens + s->batch_take == s->req->n_prompt) {
+            batch_add(e, &n, s->prompt[s->n_tokens + k], s->n_tokens + k, s->id, false);
+        if (s->n_tokens + s->batch_take == s->n_prompt) {
             e->batch_want[n - 1] = true;
             s->logits_row = rows++;
         }
@@ -729,15 +742,17 @@ static void slot_end_locked(engine *e, slot *s)
         r->done_ev = (gen_event){.kind = GEN_EVENT_DONE,
                                  .finish = s->finish,
                                  .prompt_tokens = r->n_prompt,
-                                 .cached_tokens = s->n_cached,
                                  .queue_ms = s->t_admit - r->t_submit,
                                  .prompt_ms = (started ? s->t_first : now) - s->t_admit,
                                  .generate_ms = started ? now - s->t_first : 0};
         e->prompt_tokens_total += (uint64_t)r->n_prompt;
+    }
+    if (leads_group(r, s->choice)) {
+        r->cached_total += s->n_cached;
         e->cached_tokens_total += (uint64_t)s->n_cached;
     }
     e->active_slots--;
-    e->kv_reserved -= r->kv_need;
+    e->kv_reserved -= s->n_prompt + r->max_tokens;
     s->req = NULL;
     s->ending = false;
     s->phase = SLOT_DRAINING;
@@ -749,6 +764,7 @@ static void slot_end_locked(engine *e, slot *s)
     }
     gen_event done = r->done_ev;
     done.completion_tokens = r->completion_total;
+    done.cached_tokens = r->cached_total;
     if (r->n_choices > 1 && done.generate_ms > 0) /* to the last choice's end */
         done.generate_ms = now - (r->t_submit + done.queue_ms + done.prompt_ms);
     request_finish_locked(r, &done);

@@ -34,6 +34,27 @@ static bool refused_early(struct MHD_Connection *conn, request_ctx *ctx, enum MH
 
 /* ---- /v1/completions ------------------------------------------------------------------ */
 
+/* The echo of each prompt, one after the other, copied: it outlives the parsed
+ * request, which is wiped before the answer starts. */
+static int copy_echo(const text_request *req, answer_options *opts, wipebuf *echo)
+{
+    if (!req->echo)
+        return 0;
+    if (req->n_prompts <= 1) {
+        if (wipebuf_append(echo, req->prompt.text, req->prompt.len) < 0)
+            return -1;
+    } else {
+        for (size_t i = 0; i < req->n_prompts; i++) {
+            if (wipebuf_append(echo, req->prompts[i].text, req->prompts[i].len) < 0)
+                return -1;
+            opts->echo_end[i] = echo->len;
+        }
+    }
+    opts->echo = echo->data;
+    opts->echo_len = echo->len;
+    return 0;
+}
+
 static enum MHD_Result handle_text_completion(struct MHD_Connection *conn, request_ctx *ctx)
 {
     gen_params defaults;
@@ -44,21 +65,19 @@ static enum MHD_Result handle_text_completion(struct MHD_Connection *conn, reque
     wipe_request_body(ctx);
     if (rc < 0)
         return http_respond_error(conn, ctx, &e, NULL, NULL);
+    int n_prompts = req.n_prompts > 1 ? (int)req.n_prompts : 1;
     answer_options opts = {.format = API_FORMAT_TEXT,
                            .stream = req.base.stream,
                            .include_usage = req.base.include_usage,
                            .logprobs = req.legacy_logprobs >= 0,
                            .top_logprobs = req.legacy_logprobs > 0 ? req.legacy_logprobs : 0,
-                           .n_choices = req.base.params.n_choices > 1 ? req.base.params.n_choices : 1,
+                           .n_choices = n_prompts * (req.base.params.n_choices > 1 ? req.base.params.n_choices : 1),
                            .prompt_param = "prompt",
-                           .echo = req.echo ? req.prompt.text : NULL,
-                           .echo_len = req.echo ? req.prompt.len : 0};
+                           .n_prompts = n_prompts};
     enum MHD_Result refused = MHD_NO;
     gen_request *g = completion_submit(conn, ctx, &req.prompt, 1, &req.base.params, &opts, "prompt", &refused);
-    /* the echo outlives the parsed request, which is wiped before the answer starts */
     wipebuf echo = {0};
-    bool oom = g && opts.echo_len && wipebuf_append(&echo, opts.echo, opts.echo_len) < 0;
-    opts.echo = echo.data;
+    bool oom = g && copy_echo(&req, &opts, &echo) < 0;
     text_request_free(&req);
     enum MHD_Result ok = refused;
     if (oom) {

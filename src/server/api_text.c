@@ -44,8 +44,39 @@ static int token_array(json_t *v, const char *param, int32_t **out, size_t *n, a
     return 0;
 }
 
-/* A string, a list of one string, a list of token ids, or a list of one list of
- * token ids. */
+/* One of several prompts: a string (pointing into the body) or a list of token ids. */
+static int parse_one_of_prompts(json_t *p, size_t i, text_request *out, api_error *e)
+{
+    if (json_is_string(p)) {
+        out->prompts[i] = (gen_prompt){.text = json_string_value(p), .len = json_string_length(p)};
+        return 0;
+    }
+    if (!json_is_array(p))
+        return api_fail(e, 400, "prompt", "'prompt' must be an array of strings or of token id arrays, not hold %s",
+                        api_json_type_name(p));
+    size_t n;
+    if (token_array(p, "prompt", &out->prompt_ids[i], &n, e) < 0)
+        return -1;
+    out->prompts[i] = (gen_prompt){.tokens = out->prompt_ids[i], .n_tokens = n};
+    return 0;
+}
+
+/* Several prompts, each answered n times. */
+static int parse_prompts(json_t *p, text_request *out, api_error *e)
+{
+    size_t count = json_array_size(p);
+    if (count > GEN_MAX_CHOICES)
+        return api_fail(e, 400, "prompt", "'prompt' holds %zu prompts; at most %d (each answered 'n' times)", count,
+                        GEN_MAX_CHOICES);
+    out->n_prompts = count;
+    for (size_t i = 0; i < count; i++)
+        if (parse_one_of_prompts(json_array_get(p, i), i, out, e) < 0)
+            return -1;
+    return 0;
+}
+
+/* A string, a list of token ids, or a list of strings or of lists of token ids
+ * (several prompts). */
 static int parse_prompt(json_t *root, text_request *out, api_error *e)
 {
     json_t *p = json_object_get(root, "prompt");
@@ -54,11 +85,10 @@ static int parse_prompt(json_t *root, text_request *out, api_error *e)
     if (json_is_array(p) && json_array_size(p) > 0 && json_is_integer(json_array_get(p, 0)))
         return token_array(p, "prompt", &out->prompt_tokens, &out->n_prompt_tokens, e);
     if (json_is_array(p)) {
-        if (json_array_size(p) != 1)
-            return api_fail(e, 400, "prompt",
-                            "'prompt' holds %zu prompts; elliott answers one prompt per request (use 'n' for "
-                            "several answers)",
-                            json_array_size(p));
+        if (json_array_size(p) == 0)
+            return api_fail(e, 400, "prompt", "'prompt' must not be empty");
+        if (json_array_size(p) > 1)
+            return parse_prompts(p, out, e);
         p = json_array_get(p, 0);
         if (json_is_array(p))
             return token_array(p, "prompt", &out->prompt_tokens, &out->n_prompt_tokens, e);
@@ -68,6 +98,14 @@ static int parse_prompt(json_t *root, text_request *out, api_error *e)
                         api_json_type_name(p));
     out->prompt = (chat_message){.role = CHAT_ROLE_USER, .text = json_string_value(p), .len = json_string_length(p)};
     return 0;
+}
+
+static bool any_token_prompt(const text_request *r)
+{
+    for (size_t i = 0; i < r->n_prompts; i++)
+        if (r->prompts[i].tokens)
+            return true;
+    return false;
 }
 
 /* A non-empty suffix asks for fill-in-the-middle: the prompt is the text before the
@@ -81,7 +119,7 @@ static int parse_suffix(json_t *root, text_request *out, api_error *e)
         return api_fail(e, 400, "suffix", "'suffix' must be a string, not %s", api_json_type_name(suffix));
     if (json_string_length(suffix) == 0)
         return 0;
-    if (out->prompt_tokens)
+    if (out->prompt_tokens || any_token_prompt(out))
         return api_fail(e, 400, "suffix", "'suffix' needs the prompt as text, not token ids");
     out->base.params.suffix = json_string_value(suffix);
     out->base.params.suffix_len = json_string_length(suffix);
@@ -102,6 +140,9 @@ static int parse_text_fields(json_t *root, text_request *out, api_error *e)
     if (api_get_integer(root, "best_of", 1, GEN_MAX_CHOICES, &best_of, &has_best_of, e) < 0)
         return -1;
     int n = base->params.n_choices > 1 ? base->params.n_choices : 1;
+    if (out->n_prompts > 1 && out->n_prompts * (size_t)n > GEN_MAX_CHOICES)
+        return api_fail(e, 400, "n", "%zu prompts with 'n' %d make %zu choices; at most %d", out->n_prompts, n,
+                        out->n_prompts * (size_t)n, GEN_MAX_CHOICES);
     if (has_best_of && best_of != n)
         return api_fail(e, 400, "best_of", "'best_of' must equal 'n' (%d): elliott does not rank answers", n);
     long long lp;
@@ -114,14 +155,18 @@ static int parse_text_fields(json_t *root, text_request *out, api_error *e)
     if (has_lp && out->echo)
         return api_fail(e, 400, "echo", "'echo' with 'logprobs' needs the prompt's log-probabilities, which "
                                         "elliott does not compute");
-    if (out->echo && out->prompt_tokens)
+    if (out->echo && (out->prompt_tokens || any_token_prompt(out)))
         return api_fail(e, 400, "echo", "'echo' needs the prompt as text, not token ids");
     base->params.raw = true;
     base->params.prompt_tokens = out->prompt_tokens;
     base->params.n_prompt_tokens = out->n_prompt_tokens;
+    if (out->n_prompts > 1) {
+        base->params.prompts = out->prompts;
+        base->params.n_prompts = out->n_prompts;
+    }
     base->messages = &out->prompt;
     base->n_messages = 1;
-    if (out->prompt_tokens)
+    if (out->prompt_tokens || out->n_prompts > 1)
         out->prompt = (chat_message){.role = CHAT_ROLE_USER, .text = "", .len = 0};
     return 0;
 }
@@ -151,6 +196,11 @@ void text_request_free(text_request *r)
     if (r->prompt_tokens)
         explicit_bzero(r->prompt_tokens, r->n_prompt_tokens * sizeof *r->prompt_tokens);
     free(r->prompt_tokens);
+    for (size_t i = 0; i < GEN_MAX_CHOICES; i++) {
+        if (r->prompt_ids[i])
+            explicit_bzero(r->prompt_ids[i], r->prompts[i].n_tokens * sizeof *r->prompt_ids[i]);
+        free(r->prompt_ids[i]);
+    }
     memset(r, 0, sizeof *r);
 }
 

@@ -68,6 +68,18 @@ struct reply_state {
     wipebuf echo;             /* opts.echo points here */
 };
 
+/* The echo written before a choice's text: its prompt's. */
+static size_t choice_echo(const answer_options *o, int choice, const char **text)
+{
+    *text = o->echo;
+    if (!o->echo || o->n_prompts <= 1)
+        return o->echo ? o->echo_len : 0;
+    int prompt = choice / (o->n_choices / o->n_prompts);
+    size_t start = prompt ? o->echo_end[prompt - 1] : 0;
+    *text = o->echo + start;
+    return o->echo_end[prompt] - start;
+}
+
 static size_t token_bytes(void *cls, int32_t token, char *buf, size_t cap)
 {
     return engine_token_bytes(cls, token, buf, cap);
@@ -361,12 +373,14 @@ static int stream_next_event(stream_state *s)
     if (s->roles_sent < s->n_choices && s->opts.format != API_FORMAT_CHAT) {
         /* no role deltas: a text completion's echo (when asked for) comes first */
         int choice = s->roles_sent++;
-        if (!s->opts.echo_len)
+        const char *echo;
+        size_t echo_len = choice_echo(&s->opts, choice, &echo);
+        if (!echo_len)
             return stream_next_event(s);
         api_reply_view v = stream_view(s);
-        api_reply_part part = {choice, s->opts.echo, s->opts.echo_len, NULL, 0, 0, NULL};
+        api_reply_part part = {choice, echo, echo_len, NULL, 0, 0, NULL};
         char *ev = api_format_delta(&v, &part, &len);
-        s->written[choice] = s->opts.echo_len;
+        s->written[choice] = echo_len;
         stream_set_output(s, ev, len);
         return ev ? 1 : -1;
     }
@@ -526,11 +540,13 @@ static char *format_body(request_ctx *ctx, const answer_options *opts, const cha
     bool oom = false;
     for (int i = 0; i < opts->n_choices; i++) {
         const choice_reply *r = &replies[i];
-        oom |= wipebuf_append(&joined[i], opts->echo, opts->echo_len) < 0 ||
+        const char *echo;
+        size_t echo_len = choice_echo(opts, i, &echo);
+        oom |= wipebuf_append(&joined[i], echo, echo_len) < 0 ||
                wipebuf_append(&joined[i], r->text.data, r->text.len) < 0;
         parts[i] = (api_reply_part){i, joined[i].data ? joined[i].data : "", joined[i].len,
                                     (const gen_logprob *)r->logprobs.data, r->logprobs.len / sizeof(gen_logprob),
-                                    opts->echo_len, finish_name(r->finish, NULL)};
+                                    echo_len, finish_name(r->finish, NULL)};
     }
     if (!oom)
         body = api_format_body(&v, parts, (size_t)opts->n_choices, len);

@@ -554,8 +554,12 @@ typedef struct answer_options {
     int top_logprobs;         /* TEXT: alternatives per token in the legacy logprobs */
     int n_choices;
     const char *prompt_param; /* the field a refused prompt came from; NULL: "messages" */
-    const char *echo;         /* TEXT: the prompt, written before each choice's text */
+    const char *echo;         /* TEXT: the prompt, written before each choice's text; with
+                                 several prompts, all of them one after the other */
     size_t echo_len;
+    int n_prompts;            /* TEXT: 0 or 1: one prompt; else choice i answers prompt
+                                 i / (n_choices / n_prompts), whose echo ends at echo_end */
+    size_t echo_end[GEN_MAX_CHOICES];
 } answer_options;
 
 /* completion.c: submits a parsed request (the engine copies messages and params).
@@ -609,6 +613,9 @@ typedef struct text_request {
     chat_message prompt;
     int32_t *prompt_tokens;   /* a prompt given as token ids; wiped on free */
     size_t n_prompt_tokens;
+    gen_prompt prompts[GEN_MAX_CHOICES]; /* several prompts (n_prompts > 1), in the body or */
+    int32_t *prompt_ids[GEN_MAX_CHOICES]; /* in these token arrays (wiped on free) */
+    size_t n_prompts;
     bool echo;
     int legacy_logprobs;      /* -1: none; 0..5 alternatives */
 } text_request;

@@ -98,7 +98,25 @@ s, a = j(gen, "POST", "/v1/completions", {"prompt": "Once upon a time", "max_tok
 assert s == 200 and a["object"] == "text_completion", a
 s, t = j(gen, "POST", "/v1/completions", {"prompt": [[1, 403, 407, 261, 378]], "max_tokens": 5, "temperature": 0})
 assert s == 200 and t["usage"]["prompt_tokens"] == 5, t
-for body, param in (({"prompt": ["a", "b"]}, "prompt"), ({"prompt": "a", "logprobs": 6}, "logprobs"),
+# several prompts: choice i answers prompt i (n 1), each as it would alone; usage sums them;
+# streamed with echo, each choice's chunks carry its index and start with its prompt
+s, m = j(gen, "POST", "/v1/completions", {"prompt": ["Once upon a time", [1, 403, 407, 261, 378]], "max_tokens": 5,
+                                          "temperature": 0})
+assert s == 200 and [c["index"] for c in m["choices"]] == [0, 1], m
+assert m["choices"][0]["text"] == a["choices"][0]["text"] and m["choices"][1]["text"] == t["choices"][0]["text"], m
+assert m["usage"]["prompt_tokens"] == a["usage"]["prompt_tokens"] + 5, m["usage"]
+assert m["usage"]["completion_tokens"] == a["usage"]["completion_tokens"] + t["usage"]["completion_tokens"], m
+s, ct, text = call(gen, "POST", "/v1/completions", {"prompt": ["Once upon a time", "One day"], "max_tokens": 5,
+                                                    "temperature": 0, "stream": True, "echo": True})
+got = {}
+for line in text.splitlines():
+    if line.startswith("data: {"):
+        for c in json.loads(line[6:])["choices"]:
+            got[c["index"]] = got.get(c["index"], "") + c["text"]
+assert s == 200 and sorted(got) == [0, 1] and got[0] == "Once upon a time" + a["choices"][0]["text"], got
+assert got[1].startswith("One day") and len(got[1]) > len("One day"), got
+for body, param in (({"prompt": ["a"] * 9}, "prompt"), ({"prompt": ["a", "b", "c"], "n": 3}, "n"),
+                    ({"prompt": ["a", [1]], "echo": True}, "echo"), ({"prompt": "a", "logprobs": 6}, "logprobs"),
                     ({"prompt": "a", "echo": True, "logprobs": 1}, "echo"), ({"prompt": "a", "suffix": "b"}, "suffix"),
                     ({"prompt": "a", "messages": []}, "messages"), ({"prompt": "a", "best_of": 3}, "best_of"),
                     ({"prompt": [99999999]}, "prompt")):
@@ -165,7 +183,7 @@ else
     node "$E2E_DIR/ollama/test.mjs" "$GEN_PORT" "$KEY" "$EMB_PORT" || fail "the ollama client test"
     # the openai client test's generative server has no key (a second server would cost time)
     SERVER_PID=$GEN_PID stop_server
-    start_server "$TMP/gen2.log" --parallel 2
+    start_server "$TMP/gen2.log" --parallel 4
     GEN_PID=$SERVER_PID
     wait_ready || exit 1
     node "$E2E_DIR/openai/endpoints.mjs" "$PORT" "$EMB_PORT" || fail "the openai client's completions and embeddings"

@@ -1058,6 +1058,79 @@ static void test_choices(void)
     engine_free(e);
 }
 
+/* Several prompts in one request: choice g x n + j answers prompt g, and greedy
+ * answers equal those of each prompt alone; usage sums the prompts; limits count
+ * every choice. */
+static void test_prompt_groups(void)
+{
+    engine *e = start(stories_path, (engine_opts){.n_slots = 4, .prefix_cache = true});
+    if (!e)
+        return;
+    static const int32_t ids[] = {1, 100, 200, 300};
+    gen_prompt prompts[2] = {{.text = "Once upon a time", .len = 16}, {.tokens = ids, .n_tokens = 4}};
+    gen_params p = greedy(12);
+    p.raw = true;
+    p.n_choices = 2;
+    p.prompts = prompts;
+    p.n_prompts = 2;
+    gen_request *r = NULL;
+    el_err err = {{0}};
+    enum gen_status st = engine_submit(e, NULL, 0, &p, &r, &err);
+    CHECKF(st == GEN_OK, "%s", err.msg);
+    if (st == GEN_OK) {
+        choices_result got;
+        collect_choices(r, &got);
+        gen_release(r);
+        result alone[2];
+        gen_params one = greedy(12);
+        one.raw = true;
+        generate(e, "Once upon a time", &one, &alone[0]);
+        one.prompt_tokens = ids;
+        one.n_prompt_tokens = 4;
+        generate(e, "", &one, &alone[1]);
+        for (int c = 0; c < 4; c++) {
+            const result *want = &alone[c / 2];
+            CHECK_EQ_INT(got.ends[c], 1);
+            CHECKF(want->len == got.len[c] && !memcmp(want->text, got.text[c], want->len),
+                   "choice %d: '%s' vs alone '%s'", c, got.text[c], want->text);
+        }
+        CHECK_EQ_INT(got.done.prompt_tokens, alone[0].done.prompt_tokens + alone[1].done.prompt_tokens);
+        CHECK_EQ_INT(got.done.completion_tokens, 2 * (alone[0].done.completion_tokens +
+                                                      alone[1].done.completion_tokens));
+    }
+    engine_stats stats;
+    engine_get_stats(e, &stats);
+    CHECK_EQ_INT(stats.kv_tokens_reserved, 0);
+    /* 3 prompts x 2 choices: more than the 4 slots; 5 x 2: more than GEN_MAX_CHOICES */
+    gen_prompt many[5];
+    for (int i = 0; i < 5; i++)
+        many[i] = (gen_prompt){.text = "Hi", .len = 2};
+    p.prompts = many;
+    p.n_prompts = 3;
+    CHECK_EQ_INT(engine_submit(e, NULL, 0, &p, &r, &err), GEN_ERR_CHOICES);
+    CHECKF(strstr(err.msg, "6 choices") != NULL, "%s", err.msg);
+    p.n_prompts = 5;
+    CHECK_EQ_INT(engine_submit(e, NULL, 0, &p, &r, &err), GEN_ERR_CHOICES);
+    /* several prompts are raw text or token ids, never chat messages */
+    p.n_prompts = 2;
+    p.raw = false;
+    CHECK_EQ_INT(engine_submit(e, NULL, 0, &p, &r, &err), GEN_ERR_INVALID);
+    /* cancelled while the prompts are read: every choice ends */
+    p = greedy(200);
+    p.raw = true;
+    p.n_choices = 2;
+    p.prompts = prompts;
+    p.n_prompts = 2;
+    if (engine_submit(e, NULL, 0, &p, &r, &err) == GEN_OK) {
+        gen_cancel(r);
+        choices_result got;
+        collect_choices(r, &got);
+        CHECK_EQ_INT(got.done.finish, GEN_FINISH_CANCELLED);
+        gen_release(r);
+    }
+    engine_free(e);
+}
+
 /* Constrained decoding through the scheduler: GBNF and JSON Schema answers are
  * sentences of their grammar, end where it is complete, keep stop strings, work
  * for every choice of n, and a grammar that does not compile is refused. */
@@ -1509,6 +1582,7 @@ int main(int argc, char **argv)
     RUN(test_threaded_consumers);
     RUN(test_logprobs_and_bias);
     RUN(test_choices);
+    RUN(test_prompt_groups);
     RUN(test_constrained);
     RUN(test_fill_in_middle);
     RUN(test_pool_admission);

@@ -73,12 +73,29 @@ static void test_text_request(void)
     CHECK_EQ_INT(parse_text("{\"prompt\":\"x\",\"suffix\":\"yz\"}", &r, &e), 0);
     CHECK(r.base.params.raw && r.base.params.suffix_len == 2 && !memcmp(r.base.params.suffix, "yz", 2));
     text_request_free(&r);
+
+    /* several prompts: strings and token arrays, each answered n times */
+    CHECK_EQ_INT(parse_text("{\"prompt\":[\"ab\",\"cde\"],\"n\":2,\"echo\":true}", &r, &e), 0);
+    CHECK(r.base.params.prompts == r.prompts && r.base.params.n_prompts == 2 && r.base.params.raw);
+    CHECK(r.prompts[0].len == 2 && !memcmp(r.prompts[0].text, "ab", 2) && !r.prompts[0].tokens);
+    CHECK(r.prompts[1].len == 3 && !memcmp(r.prompts[1].text, "cde", 3));
+    CHECK_EQ_INT(r.base.params.n_choices, 2);
+    text_request_free(&r);
+    CHECK_EQ_INT(parse_text("{\"prompt\":[[1,2],[3,4,5],\"x\"]}", &r, &e), 0);
+    CHECK(r.base.params.n_prompts == 3 && r.prompts[1].n_tokens == 3 && r.prompts[1].tokens[2] == 5);
+    CHECK(r.prompts[0].n_tokens == 2 && r.prompts[2].len == 1 && !r.prompts[2].tokens);
+    text_request_free(&r);
 }
 
 static void test_text_refusals(void)
 {
     expect_text_reject("{}", "prompt");
-    expect_text_reject("{\"prompt\":[\"a\",\"b\"]}", "prompt");
+    expect_text_reject("{\"prompt\":[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\"]}", "prompt");
+    expect_text_reject("{\"prompt\":[\"a\",\"b\",\"c\"],\"n\":3}", "n");
+    expect_text_reject("{\"prompt\":[\"a\",7]}", "prompt");
+    expect_text_reject("{\"prompt\":[\"a\",[]]}", "prompt");
+    expect_text_reject("{\"prompt\":[\"a\",[1]],\"echo\":true}", "echo");
+    expect_text_reject("{\"prompt\":[\"a\",[1]],\"suffix\":\"z\"}", "suffix");
     expect_text_reject("{\"prompt\":[]}", "prompt");
     expect_text_reject("{\"prompt\":[1,-2]}", "prompt");
     expect_text_reject("{\"prompt\":{}}", "prompt");

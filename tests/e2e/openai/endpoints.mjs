@@ -35,6 +35,22 @@ check(text === "Once upon a time" + c.choices[0].text && finish === "length", `s
 const many = await client.completions.create({ model: "x", prompt: "Once upon a time", max_tokens: 6, n: 2, seed: 3, stop: ["zzz"] });
 check(many.choices.length === 2 && many.choices[1].index === 1, "n = 2");
 
+// several prompts, n each: choice index = prompt index x n + j, streamed and not
+const pair = await client.completions.create({ model: "x", prompt: ["Once upon a time", "One day"], max_tokens: 4, n: 2, temperature: 0 });
+check(pair.choices.length === 4 && pair.choices.map((x) => x.index).join() === "0,1,2,3", `prompts x n ${JSON.stringify(pair)}`);
+check(pair.choices[0].text === pair.choices[1].text && pair.choices[2].text === pair.choices[3].text, "greedy choices agree");
+const pairStream = await client.completions.create({ model: "x", prompt: ["Once upon a time", "One day"], max_tokens: 4, n: 2, temperature: 0, stream: true });
+const streamed = ["", "", "", ""];
+const ends = [0, 0, 0, 0];
+for await (const chunk of pairStream) {
+  for (const ch of chunk.choices) {
+    streamed[ch.index] += ch.text ?? "";
+    if (ch.finish_reason) ends[ch.index]++;
+  }
+}
+check(streamed.join("|") === pair.choices.map((x) => x.text).join("|") && ends.join() === "1,1,1,1",
+      `streamed prompts x n ${JSON.stringify(streamed)} ends ${ends}`);
+
 // suffix is refused
 let err = null;
 try {
