@@ -172,7 +172,8 @@ kv_cache *kv_cache_create(const model *m, enum model_cache_type type, int n_seq,
 void kv_cache_free(kv_cache *kv);
 enum model_cache_type kv_cache_type(const kv_cache *kv);
 /* Bytes one position of one sequence takes in a cache of this model and type
- * (every layer that owns its keys and values). */
+ * (every layer that owns its keys and values); 0 where the type cannot hold the
+ * model's heads (Q8_0 and a head size that is not a multiple of 32). */
 size_t kv_cache_bytes_per_token(const model *m, enum model_cache_type type);
 int kv_cache_n_ctx(const kv_cache *kv);
 int kv_cache_n_seq(const kv_cache *kv);
