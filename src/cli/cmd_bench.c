@@ -133,7 +133,7 @@ static int setup_init(bench_setup *s, const bench_options *o, el_err *err)
     int max_batch = o->n_prompt > 0 ? o->n_prompt : 1;
     if (o->n_depth > max_batch) /* the depth goes in in batches of up to DEPTH_BATCH */
         max_batch = o->n_depth < DEPTH_BATCH ? o->n_depth : (max_batch > DEPTH_BATCH ? max_batch : DEPTH_BATCH);
-    if (!(s->pool = threadpool_create(o->n_threads, err)) || !(s->kv = kv_cache_create(s->m, 1, n_ctx, err)) ||
+    if (!(s->pool = threadpool_create(o->n_threads, err)) || !(s->kv = kv_cache_create(s->m, MODEL_CACHE_F16, 1, n_ctx, err)) ||
         !(s->ctx = model_ctx_create(s->m, max_batch, s->pool, err)))
         return -1;
     s->logits = malloc((size_t)hp->n_vocab * sizeof *s->logits);

@@ -123,7 +123,7 @@ static int evaluate(const char *path, const int32_t *ids, int n, int k, int n_th
     if (k > hp->n_vocab)
         k = hp->n_vocab;
     pool = threadpool_create(n_threads, &err);
-    kv = pool ? kv_cache_create(m, 1, n, &err) : NULL;
+    kv = pool ? kv_cache_create(m, MODEL_CACHE_F16, 1, n, &err) : NULL;
     ctx = kv ? model_ctx_create(m, n, pool, &err) : NULL;
     if (!ctx) {
         fprintf(stderr, "elliott logits: %s\n", err.msg);

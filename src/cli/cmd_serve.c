@@ -54,6 +54,8 @@ static void usage(FILE *out)
             "      --kv-memory BYTES  memory for a model's KV cache when -c or --parallel is automatic, K/M/G\n"
             "                         suffixes (ELLIOTT_KV_MEMORY), default half of what is available\n"
             "                         beyond the weights\n"
+            "      --cache-type T     how the KV cache stores keys and values: f16 or q8_0 (about half the\n"
+            "                         memory; heads must be multiples of 32) (ELLIOTT_CACHE_TYPE), default f16\n"
             "      --max-queue N      requests waiting for a slot before 503 (ELLIOTT_MAX_QUEUE), default 16\n"
             "      --max-tokens N     default completion length (ELLIOTT_MAX_TOKENS), default 512\n"
             "      --api-key KEY      require 'Authorization: Bearer KEY' (ELLIOTT_API_KEY)\n"
@@ -84,7 +86,7 @@ static void usage(FILE *out)
 typedef struct serve_options {
     serve_model_args models;
     const char *max_models, *models_memory, *load_timeout;
-    const char *host, *api_key, *api_key_file, *cors, *history;
+    const char *host, *api_key, *api_key_file, *cors, *history, *cache_type;
     const char *port, *threads, *ctx, *parallel, *kv_memory, *max_queue, *max_tokens, *max_body, *grace_ms;
     const char *max_connections, *max_per_ip, *request_timeout, *idle_timeout, *http_threads;
     const char *tls_cert, *tls_key;
@@ -118,6 +120,7 @@ static void options_from_env(serve_options *o)
     o->ctx = env("ELLIOTT_CTX");
     o->parallel = env("ELLIOTT_PARALLEL");
     o->kv_memory = env("ELLIOTT_KV_MEMORY");
+    o->cache_type = env("ELLIOTT_CACHE_TYPE");
     o->max_queue = env("ELLIOTT_MAX_QUEUE");
     o->max_tokens = env("ELLIOTT_MAX_TOKENS");
     o->api_key = env("ELLIOTT_API_KEY");
@@ -140,7 +143,7 @@ static void options_from_env(serve_options *o)
 enum { OPT_HOST = 256, OPT_PORT, OPT_ALIAS, OPT_PARALLEL, OPT_MAX_QUEUE, OPT_MAX_TOKENS, OPT_API_KEY,
        OPT_API_KEY_FILE, OPT_MAX_BODY, OPT_HISTORY, OPT_CORS, OPT_NO_PREFIX_CACHE, OPT_MLOCK, OPT_GRACE,
        OPT_MAX_CONNECTIONS, OPT_MAX_PER_IP, OPT_REQUEST_TIMEOUT, OPT_IDLE_TIMEOUT, OPT_HTTP_THREADS, OPT_TLS_CERT,
-       OPT_TLS_KEY, OPT_MODELS_DIR, OPT_MAX_MODELS, OPT_MODELS_MEMORY, OPT_LOAD_TIMEOUT, OPT_KV_MEMORY };
+       OPT_TLS_KEY, OPT_MODELS_DIR, OPT_MAX_MODELS, OPT_MODELS_MEMORY, OPT_LOAD_TIMEOUT, OPT_KV_MEMORY, OPT_CACHE_TYPE };
 
 /* -m and --alias NAME=FILE, which may be repeated. Returns -1 to continue, else the exit status. */
 static int take_model_flag(serve_options *o, int c, const char *arg, bool *first_m)
@@ -173,6 +176,7 @@ static int parse_flags(int argc, char **argv, serve_options *o)
         {"ctx", required_argument, NULL, 'c'},
         {"parallel", required_argument, NULL, OPT_PARALLEL},
         {"kv-memory", required_argument, NULL, OPT_KV_MEMORY},
+        {"cache-type", required_argument, NULL, OPT_CACHE_TYPE},
         {"max-queue", required_argument, NULL, OPT_MAX_QUEUE},
         {"max-tokens", required_argument, NULL, OPT_MAX_TOKENS},
         {"api-key", required_argument, NULL, OPT_API_KEY},
@@ -219,6 +223,7 @@ static int parse_flags(int argc, char **argv, serve_options *o)
         case 'c': o->ctx = optarg; break;
         case OPT_PARALLEL: o->parallel = optarg; break;
         case OPT_KV_MEMORY: o->kv_memory = optarg; break;
+        case OPT_CACHE_TYPE: o->cache_type = optarg; break;
         case OPT_MAX_QUEUE: o->max_queue = optarg; break;
         case OPT_MAX_TOKENS: o->max_tokens = optarg; break;
         case OPT_API_KEY: o->api_key = optarg; key_flag = true; break;
@@ -331,6 +336,11 @@ static int build_config(const serve_options *o, engine_config *ec, server_config
             ec->history = CHAT_HISTORY_LAST;
         else
             return args_usage_error(CMD, "--history must be 'full' or 'last', not '%s'", o->history);
+    }
+    if (o->cache_type) {
+        if (strcmp(o->cache_type, "f16") != 0 && strcmp(o->cache_type, "q8_0") != 0)
+            return args_usage_error(CMD, "--cache-type must be 'f16' or 'q8_0', not '%s'", o->cache_type);
+        ec->cache_q8_0 = !strcmp(o->cache_type, "q8_0");
     }
     if (o->no_prefix_cache)
         ec->prefix_cache = false;

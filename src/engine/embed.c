@@ -89,7 +89,7 @@ static int embed_group(engine *e, threadpool *pool, token_vec *toks, size_t firs
             longest = (int)toks[i].n;
     }
     int dim = model_embedding_size(e->m);
-    kv_cache *kv = kv_cache_create(e->m, n_seq, longest, err);
+    kv_cache *kv = kv_cache_create(e->m, MODEL_CACHE_F16, n_seq, longest, err);
     model_ctx *ctx = kv ? model_ctx_create(e->m, n_tokens, pool, err) : NULL;
     int32_t *token = malloc((size_t)n_tokens * sizeof *token);
     int32_t *pos = malloc((size_t)n_tokens * sizeof *pos);

@@ -163,12 +163,20 @@ static int64_t kv_budget_positions(const engine *e)
     return positions > INT32_MAX ? INT32_MAX : (int64_t)positions;
 }
 
+static enum model_cache_type cache_type(const engine *e)
+{
+    return e->cfg.cache_q8_0 ? MODEL_CACHE_Q8_0 : MODEL_CACHE_F16;
+}
+
 /* Slots, the pool and one conversation's context, from the configuration, the
  * model and the memory: see engine_config. */
 static int size_kv_pool(engine *e, el_err *err)
 {
     const model_hparams *hp = model_hparams_of(e->m);
-    e->kv_bytes_per_token = kv_cache_bytes_per_token(e->m);
+    e->kv_bytes_per_token = kv_cache_bytes_per_token(e->m, cache_type(e));
+    if (e->kv_bytes_per_token == 0 && e->cfg.cache_q8_0 && kv_cache_bytes_per_token(e->m, MODEL_CACHE_F16) > 0)
+        return el_fail(err, "engine: a Q8_0 KV cache needs head sizes that are multiples of 32, and this "
+                            "model's are not (use the F16 cache)");
     if (e->kv_bytes_per_token == 0)
         return el_fail(err, "engine: the model has no KV cache");
     /* Beyond the training context RoPE extrapolates badly. */

@@ -53,6 +53,9 @@ typedef struct engine_config {
                                 off, a slot's cache is wiped as its request ends */
     bool mlock;
     enum chat_history history;
+    bool cache_q8_0;         /* the KV pool holds keys and values in Q8_0 blocks (about
+                                half of F16's memory, attention as llama.cpp's with
+                                -ctk q8_0 -ctv q8_0); false: F16 */
 } engine_config;
 
 void engine_config_default(engine_config *c);

@@ -58,7 +58,7 @@ int scheduler_init(engine *e, el_err *err)
     e->pool = threadpool_create(e->cfg.n_threads, err);
     if (!e->pool)
         return -1;
-    e->kv = kv_cache_create(e->m, n_slots, e->n_ctx, err);
+    e->kv = kv_cache_create(e->m, e->cfg.cache_q8_0 ? MODEL_CACHE_Q8_0 : MODEL_CACHE_F16, n_slots, e->n_ctx, err);
     if (!e->kv)
         return -1;
     e->mctx = model_ctx_create(e->m, max_batch, e->pool, err);

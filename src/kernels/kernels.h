@@ -163,4 +163,28 @@ size_t kernels_attn_scratch_size(int n_rows, int dk, int dv);
  * and heads across threads. */
 void kernels_attn_f16(const kernels_attn_head *head, const kernels_attn_row *rows, int n_rows, void *scratch);
 
+/* ---- attention over a Q8_0 KV cache (kernels_attn_q8_0.c) ------------------------ */
+
+/* Bytes of one Q8_0 row of n values (n a multiple of 32): per block of 32 a half
+ * scale and 32 signed bytes, ggml's block_q8_0. */
+size_t kernels_q8_0_row_bytes(int n);
+
+/* One KV head of a Q8_0 cache: position p's keys start at k + p * row_bytes(dk), its
+ * values at v + p * row_bytes(dv); dk and dv are multiples of 32. */
+typedef struct kernels_attn_head_q8_0 {
+    const void *k, *v;
+    int dk, dv;
+    float kq_scale, softcap;
+} kernels_attn_head_q8_0;
+
+/* Bytes of scratch kernels_attn_q8_0 needs (64-byte aligned by the caller). */
+size_t kernels_attn_q8_0_scratch_size(int dk, int dv);
+
+/* softmax(scores) . V for each row as ggml's CPU flash attention computes it for a
+ * Q8_0 cache, so that the results round where llama.cpp's do: the query is
+ * quantized to Q8_0 and a score is the Q8_0 x Q8_0 block dot product; each value
+ * row is widened to float and the running sum is kept in float, position by
+ * position. Scalar; single-threaded like kernels_attn_f16. */
+void kernels_attn_q8_0(const kernels_attn_head_q8_0 *head, const kernels_attn_row *rows, int n_rows, void *scratch);
+
 #endif

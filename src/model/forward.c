@@ -233,8 +233,13 @@ model_ctx *model_ctx_create(const model *m, int max_batch, threadpool *pool, el_
     c->all_rows = calloc((size_t)max_batch, sizeof *c->all_rows);
     for (int i = 0; c->all_rows && i < max_batch; i++)
         c->all_rows[i] = i;
-    c->att_scratch_stride =
-        align64(kernels_attn_scratch_size(KERNELS_ATTN_MAX_ROWS, c->max_head_dim_k, c->max_head_dim_v));
+    /* the F16 kernel's scratch, or the Q8_0 kernel's where that is larger, so that
+     * one context serves a cache of either type */
+    size_t f16_scratch = kernels_attn_scratch_size(KERNELS_ATTN_MAX_ROWS, c->max_head_dim_k, c->max_head_dim_v);
+    size_t q8_scratch = c->max_head_dim_k % 32 == 0 && c->max_head_dim_v % 32 == 0
+                            ? kernels_attn_q8_0_scratch_size(c->max_head_dim_k, c->max_head_dim_v)
+                            : 0;
+    c->att_scratch_stride = align64(f16_scratch > q8_scratch ? f16_scratch : q8_scratch);
     c->att_scratch = aligned_alloc(64, (size_t)c->n_threads * c->att_scratch_stride);
     c->att_group = calloc((size_t)max_batch, sizeof *c->att_group);
     c->mm_scratch_size = align64(max_matmul_scratch(m, max_batch));
@@ -456,6 +461,23 @@ static void rmsnorm_heads(float *x, int n_heads, int head_dim, const float *w, f
         kernels_rmsnorm(x + (size_t)h * head_dim, x + (size_t)h * head_dim, w, head_dim, eps);
 }
 
+/* Writes one position's keys and values of one head in the cache's type (Q8_0
+ * rounds as ggml's reference quantizer, as llama.cpp's cache copy does). */
+static void store_kv(kv_cache *kv, int il, int seq, int h, int pos, const float *k, const float *v)
+{
+    const kv_layer *c = &kv->layers[il];
+    if (kv->type == MODEL_CACHE_F16) {
+        kernels_f32_to_f16(k, kv_k_at(kv, il, seq, h, pos), c->head_dim_k);
+        kernels_f32_to_f16(v, kv_v_at(kv, il, seq, h, pos), c->head_dim_v);
+        return;
+    }
+    /* kv_cache_create refused head sizes that are not whole blocks */
+    int rk = kernels_quantize_row(GGUF_TYPE_Q8_0, k, kv_k_at(kv, il, seq, h, pos), c->head_dim_k);
+    int rv = kernels_quantize_row(GGUF_TYPE_Q8_0, v, kv_v_at(kv, il, seq, h, pos), c->head_dim_v);
+    assert(rk == 0 && rv == 0);
+    (void)rk, (void)rv;
+}
+
 /* q/k norms (gemma3/4), v norm (gemma4), rope, query scaling, then K and V into the
  * cache of a layer that has its own. */
 static void prepare_qkv(void *p, int ith, int nth)
@@ -491,10 +513,8 @@ static void prepare_qkv(void *p, int ith, int nth)
             rmsnorm_heads(v, lh->n_head_kv, dv, NULL, hp->rms_eps);
         kernels_rope(k, lh->n_head_kv, dk, lh->n_rot, cs, cs + lh->n_rot / 2, neox);
         int seq = j->b->seq[t], pos = j->b->pos[t];
-        for (int h = 0; h < lh->n_head_kv; h++) {
-            kernels_f32_to_f16(k + (size_t)h * dk, kv_k_at(j->kv, j->il, seq, h, pos), dk);
-            kernels_f32_to_f16(v + (size_t)h * dv, kv_v_at(j->kv, j->il, seq, h, pos), dv);
-        }
+        for (int h = 0; h < lh->n_head_kv; h++)
+            store_kv(j->kv, j->il, seq, h, pos, k + (size_t)h * dk, v + (size_t)h * dv);
     }
 }
 
@@ -553,9 +573,15 @@ static void attend_item(const attend_job *aj, int item, void *scratch)
         }
     }
     int seq = j->b->seq[j->rows[row0]];
-    kernels_attn_head head = {kv_k_at(j->kv, lh->kv_layer, seq, kvh, 0), kv_v_at(j->kv, lh->kv_layer, seq, kvh, 0),
-                              dk, dv, arch_is_gemma(hp->arch) ? 1.0f : hp->attn_scale, hp->attn_softcap};
-    kernels_attn_f16(&head, rows, n, scratch);
+    const void *k = kv_k_at(j->kv, lh->kv_layer, seq, kvh, 0), *v = kv_v_at(j->kv, lh->kv_layer, seq, kvh, 0);
+    float kq_scale = arch_is_gemma(hp->arch) ? 1.0f : hp->attn_scale;
+    if (j->kv->type == MODEL_CACHE_Q8_0) {
+        kernels_attn_head_q8_0 head = {k, v, dk, dv, kq_scale, hp->attn_softcap};
+        kernels_attn_q8_0(&head, rows, n, scratch);
+    } else {
+        kernels_attn_head head = {k, v, dk, dv, kq_scale, hp->attn_softcap};
+        kernels_attn_f16(&head, rows, n, scratch);
+    }
 }
 
 /* Items are taken in turn from the last (the longest rows of a causal prompt)

@@ -156,12 +156,25 @@ enum model_tensor_kind model_tensor_kind_of(const char *name);
 
 typedef struct kv_cache kv_cache;
 
-/* n_seq sequences of up to n_ctx positions each, F16. */
-kv_cache *kv_cache_create(const model *m, int n_seq, int n_ctx, el_err *err);
+/* How the cache stores keys and values: half floats, or ggml's Q8_0 blocks (32
+ * values sharing a half scale; about half the memory, with attention computed as
+ * llama.cpp computes it for `-ctk q8_0 -ctv q8_0`). */
+enum model_cache_type { MODEL_CACHE_F16, MODEL_CACHE_Q8_0 };
+
+/* "f16" or "q8_0". */
+const char *model_cache_type_name(enum model_cache_type type);
+/* Parses a name model_cache_type_name gives; -1 with a message for another. */
+int model_cache_type_parse(const char *name, enum model_cache_type *out, el_err *err);
+
+/* n_seq sequences of up to n_ctx positions each. A Q8_0 cache needs every head
+ * size to be a multiple of 32 (refused otherwise). */
+kv_cache *kv_cache_create(const model *m, enum model_cache_type type, int n_seq, int n_ctx, el_err *err);
 void kv_cache_free(kv_cache *kv);
-/* Bytes one position of one sequence takes in a cache of this model (every layer
- * that owns its keys and values). */
-size_t kv_cache_bytes_per_token(const model *m);
+enum model_cache_type kv_cache_type(const kv_cache *kv);
+/* Bytes one position of one sequence takes in a cache of this model and type
+ * (every layer that owns its keys and values); 0 where the type cannot hold the
+ * model's heads (Q8_0 and a head size that is not a multiple of 32). */
+size_t kv_cache_bytes_per_token(const model *m, enum model_cache_type type);
 int kv_cache_n_ctx(const kv_cache *kv);
 int kv_cache_n_seq(const kv_cache *kv);
 /* Forgets positions >= n_keep of a sequence (n_keep 0 clears it). Memory that held

@@ -65,14 +65,16 @@ struct model {
  * (kv_layer == itself) have storage. */
 typedef struct kv_layer {
     int n_head_kv, head_dim_k, head_dim_v; /* 0 heads: no storage (a layer sharing another's) */
-    size_t k_off, v_off;                   /* in elements, into k and v */
+    size_t k_row_bytes, v_row_bytes;       /* one position's keys or values of one head */
+    size_t k_off, v_off;                   /* in bytes, into k and v */
 } kv_layer;
 
 struct kv_cache {
+    enum model_cache_type type;
     int n_layer, n_seq, n_ctx;
     kv_layer *layers;
-    uint16_t *k;
-    uint16_t *v;
+    uint8_t *k;
+    uint8_t *v;
     size_t k_bytes, v_bytes; /* the mappings' sizes */
     int *len;  /* positions held, per sequence */
     int *next; /* model_forward's scratch for validating a batch */
@@ -83,14 +85,14 @@ static inline size_t kv_cell_index(const struct kv_cache *kv, int layer, int seq
     return ((size_t)seq * (size_t)kv->layers[layer].n_head_kv + (size_t)head) * (size_t)kv->n_ctx + (size_t)pos;
 }
 
-static inline uint16_t *kv_k_at(const struct kv_cache *kv, int layer, int seq, int head, int pos)
+static inline void *kv_k_at(const struct kv_cache *kv, int layer, int seq, int head, int pos)
 {
-    return kv->k + kv->layers[layer].k_off + kv_cell_index(kv, layer, seq, head, pos) * (size_t)kv->layers[layer].head_dim_k;
+    return kv->k + kv->layers[layer].k_off + kv_cell_index(kv, layer, seq, head, pos) * kv->layers[layer].k_row_bytes;
 }
 
-static inline uint16_t *kv_v_at(const struct kv_cache *kv, int layer, int seq, int head, int pos)
+static inline void *kv_v_at(const struct kv_cache *kv, int layer, int seq, int head, int pos)
 {
-    return kv->v + kv->layers[layer].v_off + kv_cell_index(kv, layer, seq, head, pos) * (size_t)kv->layers[layer].head_dim_v;
+    return kv->v + kv->layers[layer].v_off + kv_cell_index(kv, layer, seq, head, pos) * kv->layers[layer].v_row_bytes;
 }
 
 #endif

@@ -145,7 +145,7 @@ static void direct_greedy(const char *path, const char *prompt, bool raw, int ma
     int32_t stops[8];
     size_t n_stops = chat_stop_tokens(t, fmt, stops, 8);
     int n_ctx = 256;
-    kv_cache *kv = kv_cache_create(m, 1, n_ctx, &err);
+    kv_cache *kv = kv_cache_create(m, MODEL_CACHE_F16, 1, n_ctx, &err);
     model_ctx *ctx = model_ctx_create(m, 512, NULL, &err);
     int n_vocab = model_hparams_of(m)->n_vocab;
     float *logits = malloc((size_t)n_vocab * sizeof *logits);
@@ -1473,8 +1473,8 @@ static void test_kv_pages_returned(void)
     CHECKF(m != NULL, "%s", err.msg);
     if (!m)
         return;
-    size_t bpt = kv_cache_bytes_per_token(m);
-    kv_cache *kv = kv_cache_create(m, 2, CTX, &err);
+    size_t bpt = kv_cache_bytes_per_token(m, MODEL_CACHE_F16);
+    kv_cache *kv = kv_cache_create(m, MODEL_CACHE_F16, 2, CTX, &err);
     model_ctx *ctx = model_ctx_create(m, CHUNK, NULL, &err);
     float *logits = malloc((size_t)model_hparams_of(m)->n_vocab * sizeof *logits);
     int32_t tok[CHUNK], pos[CHUNK], seq[CHUNK];

@@ -195,7 +195,8 @@ static int read_ids(json_t *arr, int32_t *ids)
 }
 
 /* Checks the model at model_path against the reference logits in json_path. */
-static void run_golden(const char *name, const char *model_path, const char *json_path, double tol, threadpool *pool)
+static void run_golden(const char *name, const char *model_path, const char *json_path, double tol, threadpool *pool,
+                       enum model_cache_type cache)
 {
     json_error_t jerr;
     json_t *root = json_load_file(json_path, 0, &jerr);
@@ -210,7 +211,7 @@ static void run_golden(const char *name, const char *model_path, const char *jso
         return;
     }
     g.n_vocab = model_hparams_of(g.m)->n_vocab;
-    g.kv = kv_cache_create(g.m, 2, N_CTX, &err);
+    g.kv = kv_cache_create(g.m, cache, 2, N_CTX, &err);
     g.ctx = model_ctx_create(g.m, MAX_BATCH, pool, &err);
     CHECK(g.kv && g.ctx);
     json_t *prompts = json_object_get(root, "prompts");

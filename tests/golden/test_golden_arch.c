@@ -89,7 +89,7 @@ static void run_embed_golden(const char *name, const char *model_path, const cha
     el_err err = {{0}};
     model *m = model_load(model_path, NULL, &err);
     CHECKF(m != NULL, "%s", err.msg);
-    kv_cache *kv = m ? kv_cache_create(m, MAX_TEXTS, MAX_TEXT_IDS, &err) : NULL;
+    kv_cache *kv = m ? kv_cache_create(m, MODEL_CACHE_F16, MAX_TEXTS, MAX_TEXT_IDS, &err) : NULL;
     model_ctx *ctx = m ? model_ctx_create(m, MAX_TEXTS * MAX_TEXT_IDS, pool, &err) : NULL;
     json_t *texts = json_object_get(root, "texts");
     int n_texts = (int)json_array_size(texts), E = m ? model_embedding_size(m) : 0;
@@ -158,7 +158,7 @@ static void test_arch_goldens(void)
             if (access(embed_path, R_OK) == 0)
                 run_embed_golden(r.name, model_path, embed_path, r.tol);
             else
-                run_golden(r.name, model_path, json_path, r.tol, pool);
+                run_golden(r.name, model_path, json_path, r.tol, pool, MODEL_CACHE_F16);
         }
         unlink(model_path);
         n_models++;

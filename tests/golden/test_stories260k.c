@@ -80,7 +80,7 @@ static void test_stories260k_greedy(void)
     }
     CHECK_EQ_INT(model_hparams_of(m)->arch, MODEL_ARCH_LLAMA);
     threadpool *pool = threadpool_create(2, NULL);
-    kv_cache *kv = kv_cache_create(m, 1, 512, &err);
+    kv_cache *kv = kv_cache_create(m, MODEL_CACHE_F16, 1, 512, &err);
     model_ctx *ctx = model_ctx_create(m, MAX_IDS, pool, &err);
     float *logits = malloc((size_t)model_hparams_of(m)->n_vocab * sizeof(float));
     char line[1 << 16];

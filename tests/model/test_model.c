@@ -316,7 +316,7 @@ static int runner_open(runner *r, const char *path, int n_seq, int n_ctx, int ma
     memset(r, 0, sizeof *r);
     r->m = model_load(path, NULL, &err);
     if (r->m) {
-        r->kv = kv_cache_create(r->m, n_seq, n_ctx, &err);
+        r->kv = kv_cache_create(r->m, MODEL_CACHE_F16, n_seq, n_ctx, &err);
         r->ctx = model_ctx_create(r->m, max_batch, pool, &err);
         r->n_vocab = model_hparams_of(r->m)->n_vocab;
     }
@@ -503,9 +503,9 @@ static void test_bad_sizes(void)
     CHECK(m != NULL);
     if (!m)
         return;
-    CHECK(kv_cache_create(m, 0, 16, &err) == NULL);
-    CHECK(kv_cache_create(m, 1, -1, &err) == NULL);
-    CHECK(kv_cache_create(m, 1 << 20, 1 << 20, &err) == NULL);
+    CHECK(kv_cache_create(m, MODEL_CACHE_F16, 0, 16, &err) == NULL);
+    CHECK(kv_cache_create(m, MODEL_CACHE_F16, 1, -1, &err) == NULL);
+    CHECK(kv_cache_create(m, MODEL_CACHE_F16, 1 << 20, 1 << 20, &err) == NULL);
     CHECK(model_ctx_create(m, 0, pool, &err) == NULL);
     model_random_options o = {.arch = MODEL_ARCH_GEMMA, .shape = "tiny", .type = GGUF_TYPE_Q4_K, .n_vocab = 10};
     CHECK_EQ_INT(model_write_random(tmp_path("k.gguf"), &o, &err), -1);
@@ -536,7 +536,7 @@ static void test_load_from_memory(void)
     CHECKF(m != NULL, "%s", err.msg);
     runner r;
     if (m && runner_open(&r, path, 1, 16, 4) == 0) {
-        kv_cache *kv = kv_cache_create(m, 1, 16, &err);
+        kv_cache *kv = kv_cache_create(m, MODEL_CACHE_F16, 1, 16, &err);
         model_ctx *ctx = model_ctx_create(m, 4, pool, &err);
         float *a = malloc((size_t)r.n_vocab * sizeof(float)), *b = malloc((size_t)r.n_vocab * sizeof(float));
         int32_t tok[3] = {1, 2, 3}, pos[3] = {0, 1, 2}, seq[3] = {0, 0, 0};
@@ -552,6 +552,69 @@ static void test_load_from_memory(void)
     }
     model_free(m);
     free(data);
+}
+
+/* A Q8_0 cache: refused where a head is not whole blocks of 32; where it is, it
+ * takes 34 bytes per 32 values instead of 64, keeps sequences apart, and its
+ * logits stay near the F16 cache's (both only round the keys and values). */
+static void test_q8_0_cache(void)
+{
+    el_err err = {{0}};
+    const char *small = tmp_path("q8kv-16.gguf"), *path = tmp_path("q8kv-128.gguf");
+    if (write_tiny(small, MODEL_ARCH_GEMMA, "tiny", GGUF_TYPE_F32, 1, 0) < 0 ||
+        write_tiny(path, MODEL_ARCH_GEMMA3, "tiny-256", GGUF_TYPE_F32, 2, 0) < 0)
+        return;
+    model *m = model_load(small, NULL, &err);
+    CHECK(m != NULL);
+    if (m) {
+        CHECK(kv_cache_create(m, MODEL_CACHE_Q8_0, 1, 16, &err) == NULL);
+        CHECKF(strstr(err.msg, "multiple") != NULL, "%s", err.msg);
+        model_free(m);
+    }
+    enum model_cache_type t;
+    CHECK(model_cache_type_parse("q8_0", &t, &err) == 0 && t == MODEL_CACHE_Q8_0);
+    CHECK(model_cache_type_parse("f16", &t, &err) == 0 && t == MODEL_CACHE_F16);
+    CHECK(model_cache_type_parse("q4_0", &t, &err) == -1);
+    runner f16, q8;
+    if (runner_open(&f16, path, 2, 64, 32) < 0)
+        return;
+    if (runner_open(&q8, path, 2, 64, 32) < 0) {
+        runner_close(&f16);
+        return;
+    }
+    kv_cache_free(q8.kv);
+    q8.kv = kv_cache_create(q8.m, MODEL_CACHE_Q8_0, 2, 64, &err);
+    CHECKF(q8.kv != NULL, "%s", err.msg);
+    CHECK(kv_cache_type(q8.kv) == MODEL_CACHE_Q8_0);
+    CHECK(kv_cache_bytes_per_token(q8.m, MODEL_CACHE_Q8_0) * 64 ==
+          kv_cache_bytes_per_token(q8.m, MODEL_CACHE_F16) * 34);
+    int n_vocab = f16.n_vocab;
+    float *a = malloc((size_t)40 * n_vocab * sizeof(float)), *b = malloc((size_t)40 * n_vocab * sizeof(float));
+    float *c = malloc((size_t)n_vocab * sizeof(float));
+    int32_t tok[40];
+    token_stream(tok, 40, 7, n_vocab);
+    if (q8.kv && a && b && c) {
+        /* sequence 1 first, so that sequence 0's answer shows the two stay apart */
+        CHECK_EQ_INT(run_seq(&q8, 1, tok + 20, 20, false, c, &err), 0);
+        CHECK_EQ_INT(run_seq(&f16, 0, tok, 30, true, a, &err), 0);
+        CHECK_EQ_INT(run_seq(&f16, 0, tok + 30, 10, true, a + (size_t)30 * n_vocab, &err), 0);
+        CHECK_EQ_INT(run_seq(&q8, 0, tok, 30, true, b, &err), 0);
+        CHECK_EQ_INT(run_seq(&q8, 0, tok + 30, 10, true, b + (size_t)30 * n_vocab, &err), 0);
+        double worst = 0.0, scale = 0.0;
+        for (size_t i = 0; i < (size_t)40 * n_vocab; i++) {
+            double d = fabs((double)a[i] - b[i]);
+            worst = d > worst ? d : worst;
+            scale = fabs((double)a[i]) > scale ? fabs((double)a[i]) : scale;
+        }
+        /* Q8_0 rounds keys and values to ~0.4% of a block's largest; the logits move
+         * by about as much of their range, far less than a wrong position would */
+        CHECKF(worst > 0.0 && worst <= 0.03 * scale, "worst %g of %g", worst, scale);
+    }
+    free(a);
+    free(b);
+    free(c);
+    runner_close(&q8);
+    runner_close(&f16);
 }
 
 /* ---- gemma4 ------------------------------------------------------------------------- */
@@ -744,6 +807,7 @@ int main(void)
     RUN(test_kv_cache_sequences);
     RUN(test_bad_sizes);
     RUN(test_load_from_memory);
+    RUN(test_q8_0_cache);
     RUN(test_gemma4_layers);
     RUN(test_gemma4_rejects_mismatched_shapes);
     RUN(test_embed);
