@@ -39,6 +39,20 @@ def percentile(values, p):
     return v[k]
 
 
+
+def sse_events(resp):
+    """The JSON events of a server-sent-events response, up to [DONE] or its end."""
+    while True:
+        line = resp.readline()
+        if not line:
+            return
+        line = line.strip()
+        if not line.startswith(b"data: "):
+            continue
+        if line == b"data: [DONE]":
+            return
+        yield json.loads(line[6:])
+
 def one_stream(port, prompt, tokens, out, started=None):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT_S)
     body = json.dumps({"messages": [{"role": "user", "content": prompt}], "max_tokens": tokens,
@@ -50,16 +64,7 @@ def one_stream(port, prompt, tokens, out, started=None):
         out["error"] = "HTTP %d: %s" % (resp.status, resp.read()[:300])
         return
     deltas, usage = [], None
-    while True:
-        line = resp.readline()
-        if not line:
-            break
-        line = line.strip()
-        if not line.startswith(b"data: "):
-            continue
-        if line == b"data: [DONE]":
-            break
-        event = json.loads(line[6:])
+    for event in sse_events(resp):
         if "error" in event:
             out["error"] = str(event["error"])
             return

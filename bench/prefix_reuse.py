@@ -19,6 +19,8 @@ import statistics
 import sys
 import time
 
+from concurrency_client import sse_events
+
 TIMEOUT_S = 900
 WORDS = ("the keeper climbed the stairs of the lighthouse each evening and lit the lamp while the sea "
          "rolled against the rocks below and ships passed far out in the dark").split()
@@ -34,16 +36,7 @@ def stream(port, messages, tokens):
     if resp.status != 200:
         raise RuntimeError("HTTP %d: %s" % (resp.status, resp.read()[:300]))
     ttft, text = None, []
-    while True:
-        line = resp.readline()
-        if not line:
-            break
-        line = line.strip()
-        if not line.startswith(b"data: "):
-            continue
-        if line == b"data: [DONE]":
-            break
-        event = json.loads(line[6:])
+    for event in sse_events(resp):
         if "error" in event:
             raise RuntimeError(str(event["error"]))
         for choice in event.get("choices") or []:
