@@ -164,6 +164,17 @@ static void rule_begin(compiler *c, unsigned id)
     sb_printf(&c->out, "r%u ::= ", id);
 }
 
+/* Writes rule id as the alternatives gathered in body (built while visiting its
+ * children, which write their own rules first), and releases body. */
+static void rule_from_body(compiler *c, unsigned id, strbuf *body)
+{
+    rule_begin(c, id);
+    sb_putn(&c->out, body->s, body->n);
+    sb_puts(&c->out, "\n");
+    c->out.oom |= body->oom;
+    free(body->s);
+}
+
 static unsigned new_rule(compiler *c)
 {
     return c->n_rules++;
@@ -1192,11 +1203,7 @@ static int visit_any_of(compiler *c, json_t *s, const char *ptr, int depth, cons
         }
         sb_printf(&body, "%sr%d", i ? " | " : "", r);
     }
-    rule_begin(c, id);
-    sb_putn(&c->out, body.s, body.n);
-    sb_puts(&c->out, "\n");
-    c->out.oom |= body.oom;
-    free(body.s);
+    rule_from_body(c, id, &body);
     return (int)id;
 }
 
@@ -1431,11 +1438,7 @@ static int visit(compiler *c, json_t *s, const char *ptr, int depth)
         }
         sb_printf(&body, "%sr%u", i ? " | " : "", t);
     }
-    rule_begin(c, id);
-    sb_putn(&c->out, body.s, body.n);
-    sb_puts(&c->out, "\n");
-    c->out.oom |= body.oom;
-    free(body.s);
+    rule_from_body(c, id, &body);
     return (int)id;
 }
 
