@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "grammar/grammar_internal.h"
+#include "base/array.h"
 #include "base/invariant.h"
 
 enum { MAX_REPEAT_COUNT = 10000 };
@@ -79,21 +80,6 @@ void gb_builder_free(gb_builder *b)
     memset(b, 0, sizeof *b);
 }
 
-static int grow(void **p, size_t *cap, size_t need, size_t size)
-{
-    if (need <= *cap)
-        return 0;
-    size_t c = *cap ? *cap : 8;
-    while (c < need)
-        c *= 2;
-    void *q = realloc(*p, c * size);
-    if (!q)
-        return -1;
-    *p = q;
-    *cap = c;
-    return 0;
-}
-
 static int vec_push(parser *p, elem_vec *v, uint32_t e)
 {
     if (++p->b->total_elems > GRAMMAR_MAX_ELEMENTS) {
@@ -102,7 +88,7 @@ static int vec_push(parser *p, elem_vec *v, uint32_t e)
         p->failed = true;
         return -1;
     }
-    if (grow((void **)&v->v, &v->cap, v->n + 1, sizeof *v->v) < 0)
+    if (grow_array((void **)&v->v, &v->cap, v->n + 1, sizeof *v->v) < 0)
         return fail_at(p, p->text, "out of memory");
     v->v[v->n++] = e;
     return 0;
@@ -122,7 +108,7 @@ static uint32_t set_index(parser *p, const byteset *s)
     for (size_t i = 0; i < b->n_sets; i++)
         if (!memcmp(&b->sets[i], s, sizeof *s))
             return (uint32_t)i;
-    if (grow((void **)&b->sets, &b->cap_sets, b->n_sets + 1, sizeof *b->sets) < 0) {
+    if (grow_array((void **)&b->sets, &b->cap_sets, b->n_sets + 1, sizeof *b->sets) < 0) {
         fail_at(p, p->text, "out of memory");
         return 0;
     }
@@ -188,7 +174,7 @@ static long rule_index(parser *p, const char *name, size_t len, const char *at)
     }
     if (b->n_rules >= (1u << 24))
         return fail_at(p, at, "too many rules");
-    if (grow((void **)&b->rules, &b->cap_rules, b->n_rules + 1, sizeof *b->rules) < 0)
+    if (grow_array((void **)&b->rules, &b->cap_rules, b->n_rules + 1, sizeof *b->rules) < 0)
         return fail_at(p, at, "out of memory");
     gb_rule *r = &b->rules[b->n_rules];
     memset(r, 0, sizeof *r);
@@ -290,7 +276,7 @@ static int class_add(parser *p, cp_class *c, uint32_t lo, uint32_t hi)
 {
     if (c->n >= 4096)
         return fail_at(p, p->text, "character class too large");
-    if (grow((void **)&c->r, &c->cap, c->n + 1, sizeof *c->r) < 0)
+    if (grow_array((void **)&c->r, &c->cap, c->n + 1, sizeof *c->r) < 0)
         return fail_at(p, p->text, "out of memory");
     c->r[c->n++] = (cp_range){lo, hi};
     return 0;
@@ -599,7 +585,7 @@ static int repeat_last(parser *p, elem_vec *out, size_t start, long min, long ma
     memcpy(item, out->v + start, n * sizeof *item);
     gb_builder *b = p->b;
     if (max < 0) { /* an unbounded repetition of what can match nothing would never end */
-        if (grow((void **)&b->repeats, &b->cap_repeats, b->n_repeats + 1, sizeof *b->repeats) < 0)
+        if (grow_array((void **)&b->repeats, &b->cap_repeats, b->n_repeats + 1, sizeof *b->repeats) < 0)
             return free(item), fail_at(p, at, "out of memory");
         gb_repeat *rep = &b->repeats[b->n_repeats++];
         rep->elems = malloc(n * sizeof *item);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "grammar/grammar_internal.h"
+#include "base/array.h"
 
 enum {
     MAX_ITEMS_PER_POS = 4096,   /* terminals reachable from one position without input */
@@ -13,21 +14,6 @@ enum {
     MAX_EXPAND_DEPTH = 256,     /* rules entered without input */
     MAX_CONTS = 256             /* return sites per rule for the mask analysis */
 };
-
-static int grow(void **p, size_t *cap, size_t need, size_t size)
-{
-    if (need <= *cap)
-        return 0;
-    size_t c = *cap ? *cap : 16;
-    while (c < need)
-        c *= 2;
-    void *q = realloc(*p, c * size);
-    if (!q)
-        return -1;
-    *p = q;
-    *cap = c;
-    return 0;
-}
 
 void grammar_free(grammar *g)
 {
@@ -249,8 +235,8 @@ static void add_item(item_builder *ib, uint32_t set, const uint32_t *frames, siz
                          MAX_ITEMS_PER_POS);
         return;
     }
-    if (grow((void **)&g->items, &ib->cap_items, g->n_items + 1, sizeof *g->items) < 0 ||
-        grow((void **)&g->seqs, &ib->cap_seqs, g->n_seqs + n, sizeof *g->seqs) < 0) {
+    if (grow_array((void **)&g->items, &ib->cap_items, g->n_items + 1, sizeof *g->items) < 0 ||
+        grow_array((void **)&g->seqs, &ib->cap_seqs, g->n_seqs + n, sizeof *g->seqs) < 0) {
         ib->rc = el_fail(ib->err, "grammar: out of memory");
         return;
     }
@@ -336,7 +322,7 @@ static bool set_add(u32_set *s, uint32_t x, bool *oom)
     for (size_t i = 0; i < s->n; i++)
         if (s->v[i] == x)
             return false;
-    if (grow((void **)&s->v, &s->cap, s->n + 1, sizeof *s->v) < 0) {
+    if (grow_array((void **)&s->v, &s->cap, s->n + 1, sizeof *s->v) < 0) {
         *oom = true;
         return false;
     }

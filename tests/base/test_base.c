@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <stdatomic.h>
 
+#include "base/array.h"
 #include "base/err.h"
 #include "base/invariant.h"
 #include "base/fp16.h"
@@ -133,6 +134,26 @@ static void test_wipe_grow_array(void)
     wipe_free(ids, cap * sizeof *ids);
 }
 
+static void test_grow_array(void)
+{
+    int32_t *ids = NULL;
+    size_t cap = 0;
+    void *p = ids;
+    CHECK(grow_array(&p, &cap, 0, sizeof *ids) == 0 && p == NULL && cap == 0); /* nothing needed */
+    CHECK(grow_array(&p, &cap, 3, sizeof *ids) == 0);
+    ids = p;
+    CHECK(ids && cap == 16);
+    for (int i = 0; i < 16; i++)
+        ids[i] = i;
+    CHECK(grow_array(&p, &cap, 40, sizeof *ids) == 0);
+    ids = p;
+    CHECK(cap == 64 && ids[15] == 15 && ids[0] == 0);
+    CHECK(grow_array(&p, &cap, SIZE_MAX / 4, sizeof *ids) == -1); /* bytes overflow: refused, unchanged */
+    CHECK(grow_array(&p, &cap, 65, 0) == -1);
+    CHECK(p == ids && cap == 64);
+    free(ids);
+}
+
 static void test_invariants(void)
 {
     int evaluated = 0;
@@ -214,6 +235,7 @@ int main(void)
     RUN(test_invariants);
     RUN(test_wipe_getline);
     RUN(test_wipe_grow_and_take);
+    RUN(test_grow_array);
     RUN(test_err_wrap);
     RUN(test_fp16_round_trip);
     RUN(test_rng_deterministic);
