@@ -82,7 +82,7 @@ static enum MHD_Result handle_text_completion(struct MHD_Connection *conn, reque
     enum MHD_Result ok = refused;
     if (oom) {
         gen_release(g);
-        ok = http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
+        ok = http_fail_unavailable(conn, ctx);
     } else if (g) {
         ok = completion_start(conn, ctx, g, &opts);
     }
@@ -219,7 +219,7 @@ static enum MHD_Result respond_embed_error(struct MHD_Connection *conn, request_
     case GEN_ERR_SHUTTING_DOWN:
         return http_fail(conn, ctx, 503, NULL, "Retry-After", "5", "the server is shutting down");
     default:
-        return http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
+        return http_fail_unavailable(conn, ctx);
     }
 }
 
@@ -239,7 +239,7 @@ enum MHD_Result api_embed_continue(struct MHD_Connection *conn, request_ctx *ctx
         char *body = api_embed_body(&job->req, ctx->model_name, job->rows, job->req.n_inputs, dims,
                                     job->prompt_tokens, &len);
         ok = body ? http_respond_json(conn, ctx, 200, body, len)
-                  : http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
+                  : http_fail_unavailable(conn, ctx);
     }
     embed_job_free(job);
     return ok;
@@ -249,7 +249,7 @@ static enum MHD_Result handle_embeddings(struct MHD_Connection *conn, request_ct
 {
     struct embed_job *job = calloc(1, sizeof *job);
     if (!job)
-        return http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
+        return http_fail_unavailable(conn, ctx);
     api_error e;
     int rc = api_parse_embed_request(ctx->body ? ctx->body : "", ctx->body_len, ctx->match.route, &job->req, &e);
     wipe_request_body(ctx);
@@ -275,7 +275,7 @@ static enum MHD_Result handle_embeddings(struct MHD_Connection *conn, request_ct
     job->rows = calloc(job->req.n_inputs * (size_t)job->dim, sizeof *job->rows);
     if (!job->rows) {
         embed_job_free(job);
-        return http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
+        return http_fail_unavailable(conn, ctx);
     }
     ctx->embed = job;
     MHD_suspend_connection(conn);
@@ -396,7 +396,7 @@ static enum MHD_Result handle_ollama_show(struct MHD_Connection *conn, request_c
     char *body = api_ollama_show_body(&m, &len);
     described_free(&x);
     return body ? http_respond_json(conn, ctx, 200, body, len)
-                : http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
+                : http_fail_unavailable(conn, ctx);
 }
 
 /* A model not in memory, from its file alone (the digest is the one it has loaded). */
@@ -442,7 +442,7 @@ static enum MHD_Result handle_ollama_tags(struct MHD_Connection *conn, request_c
     free(xs);
     free(ms);
     return body ? http_respond_json(conn, ctx, 200, body, len)
-                : http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
+                : http_fail_unavailable(conn, ctx);
 }
 
 enum MHD_Result api_dispatch(struct MHD_Connection *conn, request_ctx *ctx)

@@ -87,7 +87,7 @@ static enum MHD_Result respond_unready(struct MHD_Connection *conn, request_ctx 
     if (st == REGISTRY_FAILED) {
         api_error e;
         /* the load error stays in the server's log: it names files */
-        api_fail(&e, 503, NULL, "AI service is unavailable: the model failed to load");
+        api_fail(&e, 503, NULL, API_UNAVAILABLE_MESSAGE ": the model failed to load");
         return http_respond_error(conn, ctx, &e, NULL, NULL);
     }
     if (atomic_load(&ctx->srv->draining))
@@ -132,7 +132,7 @@ static enum MHD_Result wait_for_load(struct MHD_Connection *conn, request_ctx *c
     server *srv = ctx->srv;
     struct model_wait *w = calloc(1, sizeof *w);
     if (!w)
-        return http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
+        return http_fail_unavailable(conn, ctx);
     w->srv = srv;
     w->conn = conn;
     w->model = ctx->model;
@@ -231,7 +231,7 @@ enum MHD_Result models_list(struct MHD_Connection *conn, request_ctx *ctx)
     free(names);
     free(created);
     return body ? http_respond_json(conn, ctx, 200, body, len)
-                : http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
+                : http_fail_unavailable(conn, ctx);
 }
 
 enum MHD_Result models_get(struct MHD_Connection *conn, request_ctx *ctx, const char *id)
@@ -244,5 +244,5 @@ enum MHD_Result models_get(struct MHD_Connection *conn, request_ctx *ctx, const 
     size_t len = 0;
     char *body = api_model_body(st.name, st.created, &len);
     return body ? http_respond_json(conn, ctx, 200, body, len)
-                : http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
+                : http_fail_unavailable(conn, ctx);
 }

@@ -29,6 +29,11 @@ int api_fail(api_error *e, int status, const char *param, const char *fmt, ...)
     return -1;
 }
 
+int api_fail_unavailable(api_error *e)
+{
+    return api_fail(e, 500, NULL, API_UNAVAILABLE_MESSAGE);
+}
+
 /* ---- JSON memory: jansson's blocks are wiped before they are freed ------------- */
 
 static void *json_alloc(size_t size)

@@ -122,7 +122,7 @@ static enum MHD_Result respond_submit_error(struct MHD_Connection *conn, request
     case GEN_ERR_INTERNAL:
         break;
     }
-    return http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
+    return http_fail_unavailable(conn, ctx);
 }
 
 static const char *finish_name(enum gen_finish f, const api_call_scanner *calls)
@@ -225,7 +225,7 @@ static int stream_close_format(stream_state *s)
         if (s->done.finish == GEN_FINISH_CANCELLED)
             api_fail(&e, 503, NULL, "the server is shutting down");
         else
-            api_fail(&e, 500, NULL, "AI service is unavailable");
+            api_fail_unavailable(&e);
         ev = api_format_stream_error(&v, &e, &len);
     }
     stream_set_output(s, ev, len);
@@ -267,7 +267,7 @@ static int stream_close_events(stream_state *s)
         if (s->done.finish == GEN_FINISH_CANCELLED)
             api_fail(&e, 503, NULL, "the server is shutting down");
         else
-            api_fail(&e, 500, NULL, "AI service is unavailable");
+            api_fail_unavailable(&e);
         a = api_chunk_error(&e, &n1);
     }
     if (!a)
@@ -463,7 +463,7 @@ static enum MHD_Result start_stream(struct MHD_Connection *conn, request_ctx *ct
     stream_state *s = calloc(1, sizeof *s);
     if (!s) {
         gen_release(g);
-        return http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
+        return http_fail_unavailable(conn, ctx);
     }
     atomic_init(&s->refs, 1);
     s->srv = ctx->srv;
@@ -478,7 +478,7 @@ static enum MHD_Result start_stream(struct MHD_Connection *conn, request_ctx *ct
     if (opts->echo_len && wipebuf_append(&s->echo, opts->echo, opts->echo_len) < 0) {
         gen_release(g);
         free(s);
-        return http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
+        return http_fail_unavailable(conn, ctx);
     }
     s->opts.echo = s->echo.data;
     for (int i = 0; i < GEN_MAX_CHOICES; i++)
@@ -489,7 +489,7 @@ static enum MHD_Result start_stream(struct MHD_Connection *conn, request_ctx *ct
     waiter_start(ctx->srv, &s->waiter, conn, g, SSE_KEEPALIVE_SECONDS * 1000);
     if (api_new_id(s->id, NULL) < 0) {
         stream_unref(s);
-        return http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
+        return http_fail_unavailable(conn, ctx);
     }
     struct MHD_Response *r =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_read, s, stream_free_callback);
@@ -627,12 +627,12 @@ static enum MHD_Result finish_reply(struct MHD_Connection *conn, request_ctx *ct
     if (done->finish == GEN_FINISH_CANCELLED) {
         ok = http_fail(conn, ctx, 503, NULL, "Retry-After", "5", "the server is shutting down");
     } else if (failed) {
-        ok = http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
+        ok = http_fail_unavailable(conn, ctx);
     } else {
         size_t len;
         char *body = reply_body(ctx, &rs->opts, rs->choice, &len);
         ok = body ? http_respond_json(conn, ctx, 200, body, len)
-                  : http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
+                  : http_fail_unavailable(conn, ctx);
     }
     /* released after the body is built: the logprobs' token texts come from the engine */
     reply_free(rs);
@@ -690,7 +690,7 @@ static enum MHD_Result start_reply(struct MHD_Connection *conn, request_ctx *ctx
     reply_state *rs = calloc(1, sizeof *rs);
     if (!rs) {
         gen_release(g);
-        return http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
+        return http_fail_unavailable(conn, ctx);
     }
     rs->ctx = ctx;
     rs->opts = *opts;
@@ -698,7 +698,7 @@ static enum MHD_Result start_reply(struct MHD_Connection *conn, request_ctx *ctx
     if (opts->echo_len && wipebuf_append(&rs->echo, opts->echo, opts->echo_len) < 0) {
         gen_release(g);
         free(rs);
-        return http_fail(conn, ctx, 500, NULL, NULL, NULL, "AI service is unavailable");
+        return http_fail_unavailable(conn, ctx);
     }
     rs->opts.echo = rs->echo.data;
     waiter_start(ctx->srv, &rs->waiter, conn, g, 0);

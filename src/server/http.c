@@ -136,6 +136,11 @@ enum MHD_Result http_fail(struct MHD_Connection *conn, request_ctx *ctx, int sta
     return http_respond_error(conn, ctx, &e, header, value);
 }
 
+enum MHD_Result http_fail_unavailable(struct MHD_Connection *conn, request_ctx *ctx)
+{
+    return http_fail(conn, ctx, 500, NULL, NULL, NULL, API_UNAVAILABLE_MESSAGE);
+}
+
 /* ---- the GET routes ---------------------------------------------------------------- */
 
 /* The server is healthy once its default model has loaded (as when it served one

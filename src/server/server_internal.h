@@ -37,6 +37,10 @@ typedef struct api_error {
 /* Fills e and returns -1. param may be NULL. */
 int api_fail(api_error *e, int status, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* The 500 of every internal failure (out of memory, a broken invariant): the
+ * original service's words, naming nothing of the request. Returns -1. */
+#define API_UNAVAILABLE_MESSAGE "AI service is unavailable"
+int api_fail_unavailable(api_error *e);
 /* {"error":{"message":...,"type":...,"param":...,"code":...}}; NULL if out of memory.
  * Free with api_free. */
 char *api_error_body(const api_error *e, size_t *len);
@@ -497,6 +501,8 @@ enum MHD_Result http_respond_error(struct MHD_Connection *conn, request_ctx *ctx
                                    const char *header, const char *value);
 enum MHD_Result http_fail(struct MHD_Connection *conn, request_ctx *ctx, int status, const char *param,
                           const char *header, const char *value, const char *message);
+/* http_fail with api_fail_unavailable's 500. */
+enum MHD_Result http_fail_unavailable(struct MHD_Connection *conn, request_ctx *ctx);
 /* Logs, counts and frees a request (http.c); the end of every request_ctx. */
 void http_request_finished(request_ctx *ctx);
 
