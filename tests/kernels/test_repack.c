@@ -131,6 +131,7 @@ static void test_round_trip(void)
         return;
     round_trip(GGUF_TYPE_Q4_0, 7 * 32);
     round_trip(GGUF_TYPE_Q4_K, 3 * 256);
+    round_trip(GGUF_TYPE_Q6_K, 3 * 256);
     kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
 }
 
@@ -155,17 +156,20 @@ static void test_refusals(void)
     CHECK(!kernels_can_repack(&w.m));
     weights_free(&w);
     kernels_set_isa(KERNELS_ISA_AVX512, NULL);
-    /* Q4_K: 40 rows stay in their GGUF layout; a Q6_K matrix (no repacked layout) too */
-    weights_make_type(&w, GGUF_TYPE_Q4_K, 40, 512, 1, 3);
-    CHECK(!kernels_can_repack(&w.m));
-    CHECK(kernels_repack_matrix(&w.m, w.packed) == -1);
-    CHECK(memcmp(w.packed, w.gguf, w.m.row_bytes * 40) == 0);
-    w.m.rows = 32;
-    CHECK(kernels_can_repack(&w.m));
-    kernels_matrix q6 = {.type = GGUF_TYPE_Q6_K, .rows = 16, .cols = 256, .data = w.packed,
-                         .row_bytes = gguf_row_size(GGUF_TYPE_Q6_K, 256)};
-    CHECK(!kernels_can_repack(&q6));
-    weights_free(&w);
+    /* the K-quants: 40 rows stay in their GGUF layout; Q5_K has no repacked layout */
+    const uint32_t kquants[] = {GGUF_TYPE_Q4_K, GGUF_TYPE_Q6_K};
+    for (size_t i = 0; i < 2; i++) {
+        weights_make_type(&w, kquants[i], 40, 512, 1, 3);
+        CHECK(!kernels_can_repack(&w.m));
+        CHECK(kernels_repack_matrix(&w.m, w.packed) == -1);
+        CHECK(memcmp(w.packed, w.gguf, w.m.row_bytes * 40) == 0);
+        w.m.rows = 32;
+        CHECK(kernels_can_repack(&w.m));
+        weights_free(&w);
+    }
+    kernels_matrix q5 = {.type = GGUF_TYPE_Q5_K, .rows = 16, .cols = 256, .data = NULL,
+                         .row_bytes = gguf_row_size(GGUF_TYPE_Q5_K, 256)};
+    CHECK(!kernels_can_repack(&q5));
     kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
 }
 
@@ -205,28 +209,33 @@ static void test_matmul_agrees(void)
     threadpool_free(pool);
 }
 
-static void test_matmul_agrees_q4_k(void)
+static void matmul_agrees_kquant(uint32_t type)
 {
-    if (!repack_runs_here())
-        return;
     threadpool *pool = threadpool_create(2, NULL);
     const int64_t shapes[][2] = {{16, 256}, {48, 512}, {32, 768}, {80, 256}, {16, 1280}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int n_tokens = 1; n_tokens <= 17; n_tokens++)
-            agree_one(GGUF_TYPE_Q4_K, shapes[s][0], shapes[s][1], n_tokens, 300 + 100 * s + (uint64_t)n_tokens,
+            agree_one(type, shapes[s][0], shapes[s][1], n_tokens, type + 100 * s + (uint64_t)n_tokens,
                       s % 2 ? pool : NULL);
     threadpool_free(pool);
 }
 
-/* The repacked Q4_K layout's scalar twin sums in the GGUF scalar dot's order: the
- * same bits. */
-static void test_q4_k_scalar_twin_exact(void)
+static void test_matmul_agrees_kquants(void)
 {
     if (!repack_runs_here())
         return;
+    matmul_agrees_kquant(GGUF_TYPE_Q4_K);
+    matmul_agrees_kquant(GGUF_TYPE_Q6_K);
+}
+
+/* The repacked K-quant layouts' scalar twins sum in the GGUF scalar dot's order: the
+ * same bits. */
+static void scalar_twin_exact(uint32_t type)
+{
     for (int n_tokens = 1; n_tokens <= 5; n_tokens += 2) {
+        kernels_set_isa(KERNELS_ISA_AVX512, NULL);
         weights w;
-        weights_make_type(&w, GGUF_TYPE_Q4_K, 32, 768, n_tokens, 40 + (uint64_t)n_tokens);
+        weights_make_type(&w, type, 32, 768, n_tokens, 40 + (uint64_t)n_tokens);
         CHECK(kernels_repack_matrix(&w.m, w.packed) == 0);
         kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
         kernels_matrix plain = gguf_matrix(&w);
@@ -235,9 +244,16 @@ static void test_q4_k_scalar_twin_exact(void)
         free(want);
         free(got);
         weights_free(&w);
-        kernels_set_isa(KERNELS_ISA_AVX512, NULL);
     }
     kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
+}
+
+static void test_kquant_scalar_twins_exact(void)
+{
+    if (!repack_runs_here())
+        return;
+    scalar_twin_exact(GGUF_TYPE_Q4_K);
+    scalar_twin_exact(GGUF_TYPE_Q6_K);
 }
 
 /* A repacked and a GGUF-layout matrix of a type on one input: their activation layouts
@@ -277,6 +293,7 @@ static void test_multi_mixed_layouts(void)
         return;
     multi_mixed_layouts(GGUF_TYPE_Q4_0, 256);
     multi_mixed_layouts(GGUF_TYPE_Q4_K, 512);
+    multi_mixed_layouts(GGUF_TYPE_Q6_K, 512);
 }
 
 int main(void)
@@ -285,8 +302,8 @@ int main(void)
     RUN(test_round_trip);
     RUN(test_refusals);
     RUN(test_matmul_agrees);
-    RUN(test_matmul_agrees_q4_k);
-    RUN(test_q4_k_scalar_twin_exact);
+    RUN(test_matmul_agrees_kquants);
+    RUN(test_kquant_scalar_twins_exact);
     RUN(test_multi_mixed_layouts);
     return test_summary();
 }
