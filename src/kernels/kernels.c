@@ -10,6 +10,8 @@
 
 #include "kernels/kernels_internal.h"
 #include "kernels/kernels_q4_0_r16.h"
+#include "kernels/kernels_q4_k_r16.h"
+#include "kernels/kernels_q6_k_r16.h"
 
 /* ---- implementation selection ------------------------------------------------ */
 
@@ -317,10 +319,25 @@ static const kq_type_ops *ops_for(uint32_t type)
     return ops;
 }
 
+/* The kernels over a type's repacked layout, or NULL for a type that has none. */
+static const kq_type_ops *repacked_ops(uint32_t type)
+{
+    switch (type) {
+    case GGUF_TYPE_Q4_0:
+        return kq_ops_q4_0_r16();
+    case GGUF_TYPE_Q4_K:
+        return kq_ops_q4_k_r16();
+    case GGUF_TYPE_Q6_K:
+        return kq_ops_q6_k_r16();
+    default:
+        return NULL;
+    }
+}
+
 static const kq_type_ops *ops_for_matrix(const kernels_matrix *w)
 {
     if (w->layout == KERNELS_LAYOUT_REPACKED)
-        return kq_ops_q4_0_r16();
+        return repacked_ops(w->type);
     return ops_for(w->type);
 }
 
@@ -510,8 +527,8 @@ size_t kernels_matmul_scratch_size(uint32_t type, int64_t cols, int n_tokens)
         kq_impl impl = impl_for_isa(ops, (enum kernels_isa)i);
         size_t s = act_stride_for(&impl, ops->act_type, cols);
         stride = s > stride ? s : stride;
-        if (type == GGUF_TYPE_Q4_0) {
-            impl = impl_for_isa(kq_ops_q4_0_r16(), (enum kernels_isa)i);
+        if (repacked_ops(type)) {
+            impl = impl_for_isa(repacked_ops(type), (enum kernels_isa)i);
             s = act_stride_for(&impl, ops->act_type, cols);
             stride = s > stride ? s : stride;
         }
@@ -736,13 +753,40 @@ void kernels_matmul(const kernels_matrix *w, const float *x, int64_t x_stride, i
 
 /* ---- repacking ------------------------------------------------------------------- */
 
+/* How a type is repacked: groups of 16 rows (both layouts), blocks of block_values. */
+typedef struct repack_format {
+    int64_t block_values;
+    size_t block_bytes;
+    void (*pack_group)(const void *rows, size_t row_bytes, int64_t nb, void *group);
+    void (*unpack_row)(const void *group, int64_t nb, int r, void *row);
+} repack_format;
+
+_Static_assert((int)KQ_R16_ROWS == (int)KK_R16_ROWS && (int)KQ_R16_ROWS == (int)K6_R16_ROWS, "the driver tiles every repacked type by the same rows");
+
+static const repack_format *repack_format_of(uint32_t type)
+{
+    static const repack_format q4_0 = {KQ_QK, sizeof(kq_block_q4_0), kq_r16_pack_group, kq_r16_unpack_row};
+    static const repack_format q4_k = {KQ_QK_K, sizeof(kq_block_q4_K), kk_r16_pack_group, kk_r16_unpack_row};
+    static const repack_format q6_k = {KQ_QK_K, sizeof(kq_block_q6_K), k6_r16_pack_group, k6_r16_unpack_row};
+    switch (type) {
+    case GGUF_TYPE_Q4_0:
+        return &q4_0;
+    case GGUF_TYPE_Q4_K:
+        return &q4_k;
+    case GGUF_TYPE_Q6_K:
+        return &q6_k;
+    default:
+        return NULL;
+    }
+}
+
 bool kernels_can_repack(const kernels_matrix *w)
 {
     kernels_init();
-    return atomic_load(&current_isa) == KERNELS_ISA_AVX512 && kq_ops_q4_0_r16()->avx512.dot_tile &&
-           w->layout == KERNELS_LAYOUT_GGUF && w->type == GGUF_TYPE_Q4_0 && w->rows > 0 &&
-           w->rows % KQ_R16_ROWS == 0 && w->cols > 0 && w->cols % KQ_QK == 0 &&
-           w->row_bytes == (size_t)(w->cols / KQ_QK) * sizeof(kq_block_q4_0);
+    const repack_format *f = repack_format_of(w->type);
+    return f && atomic_load(&current_isa) == KERNELS_ISA_AVX512 && repacked_ops(w->type)->avx512.dot_tile &&
+           w->layout == KERNELS_LAYOUT_GGUF && w->rows > 0 && w->rows % KQ_R16_ROWS == 0 && w->cols > 0 &&
+           w->cols % f->block_values == 0 && w->row_bytes == (size_t)(w->cols / f->block_values) * f->block_bytes;
 }
 
 /* Group by group through a copy of one group's rows, so that the extra memory is
@@ -751,6 +795,7 @@ int kernels_repack_matrix(kernels_matrix *w, void *data)
 {
     if (!kernels_can_repack(w) || data != w->data)
         return -1;
+    const repack_format *f = repack_format_of(w->type);
     size_t group_bytes = KQ_R16_ROWS * w->row_bytes;
     uint8_t *rows = malloc(group_bytes);
     if (!rows)
@@ -758,7 +803,7 @@ int kernels_repack_matrix(kernels_matrix *w, void *data)
     for (int64_t g = 0; g < w->rows / KQ_R16_ROWS; g++) {
         uint8_t *group = (uint8_t *)data + (size_t)g * group_bytes;
         memcpy(rows, group, group_bytes);
-        kq_r16_pack_group(rows, w->row_bytes, w->cols / KQ_QK, group);
+        f->pack_group(rows, w->row_bytes, w->cols / f->block_values, group);
     }
     free(rows);
     w->layout = KERNELS_LAYOUT_REPACKED;
@@ -774,8 +819,11 @@ int kernels_unpack_row(const kernels_matrix *w, int64_t r, void *row)
         memcpy(row, base + (size_t)r * w->row_bytes, w->row_bytes);
         return 0;
     }
+    const repack_format *f = repack_format_of(w->type);
+    assert(f);
     size_t group_bytes = KQ_R16_ROWS * w->row_bytes;
-    kq_r16_unpack_row(base + (size_t)(r / KQ_R16_ROWS) * group_bytes, w->cols / KQ_QK, (int)(r % KQ_R16_ROWS), row);
+    f->unpack_row(base + (size_t)(r / KQ_R16_ROWS) * group_bytes, w->cols / f->block_values,
+                  (int)(r % KQ_R16_ROWS), row);
     return 0;
 }
 

@@ -27,11 +27,11 @@ static void *aligned(size_t bytes)
     return p;
 }
 
-static void weights_make(weights *w, int64_t rows, int64_t cols, int n_tokens, uint64_t seed)
+static void weights_make_type(weights *w, uint32_t type, int64_t rows, int64_t cols, int n_tokens, uint64_t seed)
 {
     el_rng rng;
     el_rng_seed(&rng, seed);
-    size_t row_bytes = gguf_row_size(GGUF_TYPE_Q4_0, cols);
+    size_t row_bytes = gguf_row_size(type, cols);
     w->gguf = aligned(row_bytes * (size_t)rows);
     w->packed = aligned(row_bytes * (size_t)rows);
     float *tmp = malloc(sizeof(float) * (size_t)cols);
@@ -39,16 +39,21 @@ static void weights_make(weights *w, int64_t rows, int64_t cols, int n_tokens, u
         float scale = 0.1f + el_rng_uniform(&rng);
         for (int64_t k = 0; k < cols; k++)
             tmp[k] = el_rng_normal(&rng) * scale;
-        CHECK(kernels_quantize_row(GGUF_TYPE_Q4_0, tmp, w->gguf + (size_t)r * row_bytes, cols) == 0);
+        CHECK(kernels_quantize_row(type, tmp, w->gguf + (size_t)r * row_bytes, cols) == 0);
     }
     free(tmp);
     memcpy(w->packed, w->gguf, row_bytes * (size_t)rows);
     w->m = (kernels_matrix){
-        .type = GGUF_TYPE_Q4_0, .rows = rows, .cols = cols, .data = w->packed, .row_bytes = row_bytes};
+        .type = type, .rows = rows, .cols = cols, .data = w->packed, .row_bytes = row_bytes};
     w->x_stride = cols + 5;
     w->x = malloc(sizeof(float) * (size_t)(w->x_stride * n_tokens));
     for (int64_t i = 0; i < w->x_stride * n_tokens; i++)
         w->x[i] = el_rng_normal(&rng) * (1.0f + (float)(i % 3));
+}
+
+static void weights_make(weights *w, int64_t rows, int64_t cols, int n_tokens, uint64_t seed)
+{
+    weights_make_type(w, GGUF_TYPE_Q4_0, rows, cols, n_tokens, seed);
 }
 
 static void weights_free(weights *w)
@@ -84,7 +89,7 @@ static int count_differences(const float *want, const float *got, const weights 
     int bad = 0;
     for (int64_t i = 0; i < n; i++) {
         int64_t r = i % w->m.rows, t = i / w->m.rows;
-        kernels_dequantize_row(GGUF_TYPE_Q4_0, w->gguf + (size_t)r * w->m.row_bytes, row, w->m.cols);
+        kernels_dequantize_row(w->m.type, w->gguf + (size_t)r * w->m.row_bytes, row, w->m.cols);
         double mag = 0;
         for (int64_t k = 0; k < w->m.cols; k++)
             mag += fabs((double)row[k] * w->x[t * w->x_stride + k]);
@@ -102,12 +107,10 @@ static bool repack_runs_here(void)
     return false;
 }
 
-static void test_round_trip(void)
+static void round_trip(uint32_t type, int64_t cols)
 {
-    if (!repack_runs_here())
-        return;
     weights w;
-    weights_make(&w, 48, 7 * 32, 1, 1);
+    weights_make_type(&w, type, 48, cols, 1, 1);
     CHECK(kernels_repack_matrix(&w.m, w.packed) == 0);
     CHECK(w.m.layout == KERNELS_LAYOUT_REPACKED);
     CHECK(memcmp(w.packed, w.gguf, w.m.row_bytes * 48) != 0);
@@ -120,6 +123,15 @@ static void test_round_trip(void)
     free(row);
     CHECK(!kernels_can_repack(&w.m)); /* once only */
     weights_free(&w);
+}
+
+static void test_round_trip(void)
+{
+    if (!repack_runs_here())
+        return;
+    round_trip(GGUF_TYPE_Q4_0, 7 * 32);
+    round_trip(GGUF_TYPE_Q4_K, 3 * 256);
+    round_trip(GGUF_TYPE_Q6_K, 3 * 256);
     kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
 }
 
@@ -143,13 +155,28 @@ static void test_refusals(void)
     kernels_set_isa(KERNELS_ISA_AVX2, NULL);
     CHECK(!kernels_can_repack(&w.m));
     weights_free(&w);
+    kernels_set_isa(KERNELS_ISA_AVX512, NULL);
+    /* the K-quants: 40 rows stay in their GGUF layout; Q5_K has no repacked layout */
+    const uint32_t kquants[] = {GGUF_TYPE_Q4_K, GGUF_TYPE_Q6_K};
+    for (size_t i = 0; i < 2; i++) {
+        weights_make_type(&w, kquants[i], 40, 512, 1, 3);
+        CHECK(!kernels_can_repack(&w.m));
+        CHECK(kernels_repack_matrix(&w.m, w.packed) == -1);
+        CHECK(memcmp(w.packed, w.gguf, w.m.row_bytes * 40) == 0);
+        w.m.rows = 32;
+        CHECK(kernels_can_repack(&w.m));
+        weights_free(&w);
+    }
+    kernels_matrix q5 = {.type = GGUF_TYPE_Q5_K, .rows = 16, .cols = 256, .data = NULL,
+                         .row_bytes = gguf_row_size(GGUF_TYPE_Q5_K, 256)};
+    CHECK(!kernels_can_repack(&q5));
     kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
 }
 
-static void agree_one(int64_t rows, int64_t cols, int n_tokens, uint64_t seed, threadpool *pool)
+static void agree_one(uint32_t type, int64_t rows, int64_t cols, int n_tokens, uint64_t seed, threadpool *pool)
 {
     weights w;
-    weights_make(&w, rows, cols, n_tokens, seed);
+    weights_make_type(&w, type, rows, cols, n_tokens, seed);
     kernels_set_isa(KERNELS_ISA_AVX512, NULL);
     CHECK(kernels_repack_matrix(&w.m, w.packed) == 0);
     kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
@@ -160,8 +187,8 @@ static void agree_one(int64_t rows, int64_t cols, int n_tokens, uint64_t seed, t
             continue;
         float *got = run(&w.m, &w, n_tokens, pool);
         int bad = count_differences(want, got, &w, n_tokens);
-        CHECKF(bad == 0, "%lldx%lld, %d tokens, %s: %d results differ", (long long)rows, (long long)cols, n_tokens,
-               kernels_isa_name((enum kernels_isa)isa), bad);
+        CHECKF(bad == 0, "%s %lldx%lld, %d tokens, %s: %d results differ", gguf_type_get(type)->name,
+               (long long)rows, (long long)cols, n_tokens, kernels_isa_name((enum kernels_isa)isa), bad);
         free(got);
     }
     kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
@@ -177,27 +204,74 @@ static void test_matmul_agrees(void)
     const int64_t shapes[][2] = {{16, 32}, {48, 96}, {32, 160}, {80, 224}, {16, 512}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int n_tokens = 1; n_tokens <= 17; n_tokens++)
-            agree_one(shapes[s][0], shapes[s][1], n_tokens, 100 * s + (uint64_t)n_tokens, s % 2 ? pool : NULL);
+            agree_one(GGUF_TYPE_Q4_0, shapes[s][0], shapes[s][1], n_tokens, 100 * s + (uint64_t)n_tokens,
+                      s % 2 ? pool : NULL);
     threadpool_free(pool);
 }
 
-/* A repacked and a GGUF-layout Q4_0 matrix on one input: their activation layouts
- * differ, and each result is bit-identical to kernels_matmul alone. */
-static void test_multi_mixed_layouts(void)
+static void matmul_agrees_kquant(uint32_t type)
+{
+    threadpool *pool = threadpool_create(2, NULL);
+    const int64_t shapes[][2] = {{16, 256}, {48, 512}, {32, 768}, {80, 256}, {16, 1280}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int n_tokens = 1; n_tokens <= 17; n_tokens++)
+            agree_one(type, shapes[s][0], shapes[s][1], n_tokens, type + 100 * s + (uint64_t)n_tokens,
+                      s % 2 ? pool : NULL);
+    threadpool_free(pool);
+}
+
+static void test_matmul_agrees_kquants(void)
 {
     if (!repack_runs_here())
         return;
+    matmul_agrees_kquant(GGUF_TYPE_Q4_K);
+    matmul_agrees_kquant(GGUF_TYPE_Q6_K);
+}
+
+/* The repacked K-quant layouts' scalar twins sum in the GGUF scalar dot's order: the
+ * same bits. */
+static void scalar_twin_exact(uint32_t type)
+{
+    for (int n_tokens = 1; n_tokens <= 5; n_tokens += 2) {
+        kernels_set_isa(KERNELS_ISA_AVX512, NULL);
+        weights w;
+        weights_make_type(&w, type, 32, 768, n_tokens, 40 + (uint64_t)n_tokens);
+        CHECK(kernels_repack_matrix(&w.m, w.packed) == 0);
+        kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
+        kernels_matrix plain = gguf_matrix(&w);
+        float *want = run(&plain, &w, n_tokens, NULL), *got = run(&w.m, &w, n_tokens, NULL);
+        CHECK(memcmp(want, got, sizeof(float) * (size_t)(32 * n_tokens)) == 0);
+        free(want);
+        free(got);
+        weights_free(&w);
+    }
+    kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
+}
+
+static void test_kquant_scalar_twins_exact(void)
+{
+    if (!repack_runs_here())
+        return;
+    scalar_twin_exact(GGUF_TYPE_Q4_K);
+    scalar_twin_exact(GGUF_TYPE_Q6_K);
+}
+
+/* A repacked and a GGUF-layout matrix of a type on one input: their activation layouts
+ * differ, and each result is bit-identical to kernels_matmul alone. */
+static void multi_mixed_layouts(uint32_t type, int64_t cols)
+{
     threadpool *pool = threadpool_create(2, NULL);
     for (int n_tokens = 1; n_tokens <= 9; n_tokens += 4) {
+        kernels_set_isa(KERNELS_ISA_AVX512, NULL);
         weights a, b;
-        weights_make(&a, 64, 256, n_tokens, 7);
-        weights_make(&b, 37, 256, n_tokens, 7); /* same x */
+        weights_make_type(&a, type, 64, cols, n_tokens, 7);
+        weights_make_type(&b, type, 37, cols, n_tokens, 7); /* same x */
         CHECK(kernels_repack_matrix(&a.m, a.packed) == 0);
         const kernels_matrix *mats[2] = {&a.m, &b.m};
         float *alone[2] = {run(&a.m, &a, n_tokens, pool), run(&b.m, &a, n_tokens, pool)};
         float *fused[2] = {calloc((size_t)(64 * n_tokens), sizeof(float)), calloc((size_t)(37 * n_tokens), sizeof(float))};
         int64_t strides[2] = {64, 37};
-        void *scratch = aligned(2 * kernels_matmul_scratch_size(GGUF_TYPE_Q4_0, 256, n_tokens));
+        void *scratch = aligned(2 * kernels_matmul_scratch_size(type, cols, n_tokens));
         kernels_matmul_multi(2, mats, fused, strides, a.x, a.x_stride, n_tokens, scratch, pool);
         CHECK(memcmp(alone[0], fused[0], sizeof(float) * (size_t)(64 * n_tokens)) == 0);
         CHECK(memcmp(alone[1], fused[1], sizeof(float) * (size_t)(37 * n_tokens)) == 0);
@@ -213,12 +287,23 @@ static void test_multi_mixed_layouts(void)
     threadpool_free(pool);
 }
 
+static void test_multi_mixed_layouts(void)
+{
+    if (!repack_runs_here())
+        return;
+    multi_mixed_layouts(GGUF_TYPE_Q4_0, 256);
+    multi_mixed_layouts(GGUF_TYPE_Q4_K, 512);
+    multi_mixed_layouts(GGUF_TYPE_Q6_K, 512);
+}
+
 int main(void)
 {
     kernels_init();
     RUN(test_round_trip);
     RUN(test_refusals);
     RUN(test_matmul_agrees);
+    RUN(test_matmul_agrees_kquants);
+    RUN(test_kquant_scalar_twins_exact);
     RUN(test_multi_mixed_layouts);
     return test_summary();
 }

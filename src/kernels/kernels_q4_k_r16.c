@@ -1,0 +1,177 @@
+/* Q4_K repacked into groups of 16 rows (kernels_repack_matrix): the layout, the
+ * repacking itself and the scalar reference kernels over it.
+ *
+ * As for Q4_0 (kernels_q4_0_r16.c) a vector lane is a row: 16 rows' super-block b
+ * sit side by side, so that one vpdpbusd multiplies four values of 16 rows by the same
+ * four (broadcast) activations, and the per-sub-block scales and mins are decoded
+ * once per group block for all 16 rows and every token of a tile
+ * (kernels_q4_k_r16_avx512.c). In the GGUF layout each row's block is decoded and
+ * permuted on its own, and each sub-block's scaling costs float work per row.
+ *
+ * A group of 16 rows keeps the bytes the rows had (16 * row_bytes), as nb group
+ * blocks of 2304 bytes, group block b holding super-block b of each row:
+ *   uint16 d[16], dmin[16]     row r's half scales in element r
+ *   uint32 scales[3][16]       scales[k][r] = row r's packed scale bytes 4k..4k+3
+ *   uint8  qs[4][8][16][4]     qs[c][i][r] = row r's nibble bytes 32c+4i..32c+4i+3
+ * Nibble byte 32c + j of a row holds value 64c + j (low nibble, sub-block 2c) and
+ * value 64c + 32 + j (high nibble, sub-block 2c + 1). The packed scale bytes are kept
+ * as they are (all 96 bits are used: no wider form fits) and unpacked for 16 rows at
+ * once with word-wide masks and shifts. */
+#include <pthread.h>
+#include <string.h>
+
+#include "base/fp16.h"
+#include "kernels/kernels_internal.h"
+#include "kernels/kernels_kquant.h"
+#include "kernels/kernels_q4_k_r16.h"
+
+_Static_assert(sizeof(kk_r16_act) == 320, "activation record is five cache lines");
+_Static_assert(KK_R16_GROUP_BLOCK_BYTES == KK_R16_ROWS * sizeof(kq_block_q4_K), "a group block is 16 blocks");
+
+size_t kk_r16_act_row_bytes(int64_t n)
+{
+    return (size_t)(n / KQ_QK_K) * sizeof(kk_r16_act);
+}
+
+static void act_fill(kk_r16_act *rec, const kq_block_q8_K *q)
+{
+    memcpy(rec->qs, q->qs, sizeof rec->qs);
+    for (int s = 0; s < KK_R16_SUBS; s++)
+        rec->sums_d[s] = q->d * (float)(q->bsums[2 * s] + q->bsums[2 * s + 1]);
+    rec->d = q->d;
+    memset(rec->pad, 0, sizeof rec->pad);
+}
+
+/* Each super-block quantized as Q8_K by the selected implementation (the same bytes
+ * on every one), then spread into its record. */
+void kk_r16_convert(const float *src, void *dst, int64_t n)
+{
+    kk_r16_act *rec = dst;
+    for (int64_t b = 0; b < n / KQ_QK_K; b++) {
+        kq_block_q8_K q;
+        kq_act_convert(GGUF_TYPE_Q8_K, src + b * KQ_QK_K, &q, KQ_QK_K);
+        act_fill(&rec[b], &q);
+    }
+}
+
+/* ---- layout ------------------------------------------------------------------------ */
+
+static void block_to_group(const kq_block_q4_K *blk, int r, uint8_t *group_block)
+{
+    memcpy(group_block + KK_R16_D + 2 * r, &blk->d, 2);
+    memcpy(group_block + KK_R16_DMIN + 2 * r, &blk->dmin, 2);
+    for (int k = 0; k < 3; k++)
+        memcpy(group_block + KK_R16_SCALES + 4 * (KK_R16_ROWS * k + r), blk->scales + 4 * k, 4);
+    for (int q = 0; q < KQ_QK_K / 8; q++) /* q = 8c + i: nibble bytes 4q..4q+3 */
+        memcpy(group_block + KK_R16_QS + 4 * (KK_R16_ROWS * q + r), blk->qs + 4 * q, 4);
+}
+
+static void group_to_block(const uint8_t *group_block, int r, kq_block_q4_K *blk)
+{
+    memcpy(&blk->d, group_block + KK_R16_D + 2 * r, 2);
+    memcpy(&blk->dmin, group_block + KK_R16_DMIN + 2 * r, 2);
+    for (int k = 0; k < 3; k++)
+        memcpy(blk->scales + 4 * k, group_block + KK_R16_SCALES + 4 * (KK_R16_ROWS * k + r), 4);
+    for (int q = 0; q < KQ_QK_K / 8; q++)
+        memcpy(blk->qs + 4 * q, group_block + KK_R16_QS + 4 * (KK_R16_ROWS * q + r), 4);
+}
+
+/* Group block by group block: the writes (into the file mapping's copy-on-write
+ * pages) go out in order. */
+void kk_r16_pack_group(const void *rows, size_t row_bytes, int64_t nb, void *group)
+{
+    for (int64_t b = 0; b < nb; b++) {
+        uint8_t *group_block = (uint8_t *)group + (size_t)b * KK_R16_GROUP_BLOCK_BYTES;
+        for (int r = 0; r < KK_R16_ROWS; r++) {
+            const kq_block_q4_K *row = (const kq_block_q4_K *)((const uint8_t *)rows + (size_t)r * row_bytes);
+            block_to_group(&row[b], r, group_block);
+        }
+    }
+}
+
+void kk_r16_unpack_row(const void *group, int64_t nb, int r, void *row)
+{
+    kq_block_q4_K *out = row;
+    for (int64_t b = 0; b < nb; b++)
+        group_to_block((const uint8_t *)group + (size_t)b * KK_R16_GROUP_BLOCK_BYTES, r, &out[b]);
+}
+
+/* ---- scalar reference kernels --------------------------------------------------------- */
+
+/* Row r's super-block against one record: integer sums per sub-block, scaled once per
+ * super-block, as the GGUF layout's scalar dot (kernels_kquant.c) does; the same
+ * float operations in the same order, so the two agree bit for bit. */
+static float block_dot(const kq_block_q4_K *blk, const kk_r16_act *x)
+{
+    int32_t isum = 0, imins = 0;
+    for (int s = 0; s < KK_R16_SUBS; s++) {
+        uint8_t sc, m;
+        kq_scale_min_k4(s, blk->scales, &sc, &m);
+        int32_t dot = 0, sum = 0;
+        for (int j = 0; j < 32; j++) {
+            const uint8_t byte = blk->qs[32 * (s / 2) + j];
+            const int code = s % 2 ? byte >> 4 : byte & 0x0f;
+            dot += code * x->qs[32 * s + j];
+            sum += x->qs[32 * s + j];
+        }
+        isum += sc * dot;
+        imins += m * sum;
+    }
+    const float d = el_fp16_to_f32(blk->d) * x->d;
+    const float dmin = el_fp16_to_f32(blk->dmin) * x->d;
+    return d * (float)isum - dmin * (float)imins;
+}
+
+static float group_row_dot(const uint8_t *group, int64_t nb, int r, const kk_r16_act *x)
+{
+    float sum = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        kq_block_q4_K blk;
+        group_to_block(group + (size_t)b * KK_R16_GROUP_BLOCK_BYTES, r, &blk);
+        sum += block_dot(&blk, &x[b]);
+    }
+    return sum;
+}
+
+/* The driver passes a group's first row and KK_R16_ROWS rows (whole groups only). */
+static void tile_scalar(int64_t n, const void *w, size_t w_stride, int n_rows, const void *x, size_t x_stride,
+                        int n_cols, float *y, int64_t y_stride)
+{
+    (void)w_stride;
+    for (int c = 0; c < n_cols; c++) {
+        const kk_r16_act *xc = (const kk_r16_act *)((const uint8_t *)x + (size_t)c * x_stride);
+        for (int r = 0; r < n_rows; r++)
+            y[c * y_stride + r] = group_row_dot(w, n / KQ_QK_K, r, xc);
+    }
+}
+
+/* The first row of the group at w_row (the driver calls tile_scalar for whole groups). */
+static void dot_scalar(int64_t n, const void *w_row, const void *x_row, float *out)
+{
+    *out = group_row_dot(w_row, n / KQ_QK_K, 0, x_row);
+}
+
+static kq_type_ops r16_ops = {
+    .type = GGUF_TYPE_Q4_K,
+    .act_type = GGUF_TYPE_Q8_K,
+    .scalar =
+        {
+            .dot = dot_scalar,
+            .dot_tile = tile_scalar,
+            .act_convert = kk_r16_convert,
+            .act_row_bytes = kk_r16_act_row_bytes,
+            .tile_cols = 4,
+        },
+};
+static pthread_once_t r16_once = PTHREAD_ONCE_INIT;
+
+static void r16_fill_simd(void)
+{
+    r16_ops.avx512 = kq_q4_k_r16_avx512();
+}
+
+const kq_type_ops *kq_ops_q4_k_r16(void)
+{
+    pthread_once(&r16_once, r16_fill_simd);
+    return &r16_ops;
+}

@@ -1,0 +1,49 @@
+/* Inside the kernels layer only: Q4_K repacked into groups of 16 interleaved rows
+ * (layout in kernels_q4_k_r16.c), shared by its scalar and AVX-512 files. */
+#ifndef ELLIOTT_KERNELS_Q4_K_R16_H
+#define ELLIOTT_KERNELS_Q4_K_R16_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/kernels_internal.h"
+#include "kernels/kernels_kquant.h"
+
+enum {
+    KK_R16_ROWS = 16,
+    KK_R16_SUBS = KQ_QK_K / 32, /* 32-value sub-blocks of a super-block, each with a scale and a min */
+    /* group block: d[16], dmin[16] (halves), the 12 packed scale bytes of each row as
+     * three words per row (word k of all 16 rows side by side), then the nibbles */
+    KK_R16_D = 0,
+    KK_R16_DMIN = 2 * KK_R16_ROWS,
+    KK_R16_SCALES = 4 * KK_R16_ROWS,
+    KK_R16_QS = KK_R16_SCALES + 12 * KK_R16_ROWS,
+    KK_R16_GROUP_BLOCK_BYTES = KK_R16_QS + KK_R16_ROWS * KQ_QK_K / 2
+};
+
+/* One super-block of an activation row: the Q8_K values in their natural order, and
+ * per 32-value sub-block the sum of its values times d (the mins' term). */
+typedef struct kk_r16_act {
+    int8_t qs[KQ_QK_K];
+    float sums_d[KK_R16_SUBS];
+    float d;
+    uint8_t pad[28];
+} kk_r16_act;
+
+size_t kk_r16_act_row_bytes(int64_t n);
+
+/* An activation row of n values into records (the selected Q8_K quantizer: the
+ * same bytes on every implementation). */
+void kk_r16_convert(const float *src, void *dst, int64_t n);
+
+/* 16 GGUF rows (row_bytes apart, nb super-blocks each) into one group at `group`,
+ * which must not overlap them; and row r of a group back into GGUF blocks. */
+void kk_r16_pack_group(const void *rows, size_t row_bytes, int64_t nb, void *group);
+void kk_r16_unpack_row(const void *group, int64_t nb, int r, void *row);
+
+/* The operations on repacked matrices; its avx512 member from kq_q4_k_r16_avx512
+ * (empty where not compiled). */
+const kq_type_ops *kq_ops_q4_k_r16(void);
+kq_impl kq_q4_k_r16_avx512(void);
+
+#endif

@@ -1,0 +1,196 @@
+/* AVX-512 VNNI kernels over Q4_K repacked into groups of 16 rows (layout in
+ * kernels_q4_k_r16.c). A zmm lane is a row. Per group block the 16 rows' scales and
+ * mins are unpacked once into float vectors, d * scale and -dmin * min per
+ * sub-block; then per 64-value chunk eight 64-byte loads give each row's 32 nibble
+ * bytes (four per lane), split into the low nibbles (one sub-block) and the high ones
+ * (the next), and each token runs two chains of eight vpdpbusd against four
+ * broadcast activation bytes apiece. A chain's int32 sums become floats and take
+ * their sub-block's scale in one subtraction, one multiply (by the token's scale) and
+ * one FMA for all 16 rows; the mins cost one FMA per sub-block against the record's
+ * sums. The decoded chunk serves up to TILE_COLS tokens.
+ *
+ * Port 0 runs every zmm vpdpbusd, so the work around them is kept to the operations
+ * port 5 also runs: the high nibbles are masked in place (16 times their value: the
+ * scale carries the 1/16, exact) rather than shifted, and the sums are turned into
+ * floats by the 1.5 * 2^23 bias (as kernels_kquant_avx512.c does) rather than
+ * vcvtdq2ps. */
+#include "kernels/kernels_q4_k_r16.h"
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
+
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
+
+#include <immintrin.h>
+#include <string.h>
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 16")
+
+enum {
+    TILE_COLS = 8,
+    CHUNKS = KQ_QK_K / 64,
+    CHUNK_VECTORS = 8, /* 64-byte loads per chunk: 16 rows x 32 nibble bytes */
+    PREFETCH_LINES = (KK_R16_GROUP_BLOCK_BYTES + 63) / 64
+};
+
+/* vpdpbusd sums start from the bits of the float 1.5 * 2^23: a sum v below 2^22 in
+ * magnitude leaves the bits of 1.5 * 2^23 + v, and one subtraction gives v exactly.
+ * The largest here is 16 (the high nibbles' factor) * 32 * 15 * 128 < 2^20. */
+#define DOTS_START 0x4B400000
+#define DOTS_START_FLOAT 12582912.0f
+
+/* Four bytes at p in every lane, loaded by the broadcast itself (through a general
+ * register it would cost a port 5 operation per vpdpbusd). */
+typedef int32_t __attribute__((may_alias, aligned(1))) unaligned_i32;
+
+ALWAYS_INLINE __m512i broadcast_i32(const void *p)
+{
+    return _mm512_set1_epi32(*(const unaligned_i32 *)p);
+}
+
+/* Byte k of every lane as a float. */
+ALWAYS_INLINE __m512 byte_lane(__m512i v, int k)
+{
+    __m512i b = k == 0 ? v : _mm512_srli_epi32(v, 8 * k);
+    if (k < 3)
+        b = _mm512_and_si512(b, _mm512_set1_epi32(0xff));
+    return _mm512_cvtepi32_ps(b);
+}
+
+/* Selects bits with vpternlog: a | (b & c). */
+#define TERN_A_OR_B_AND_C 0xF8
+
+/* The group block's per-sub-block factors for 16 rows: scale[s] = d * scale s (the odd
+ * sub-blocks, read from high nibbles left in place, times 1/16) and min[s] = -dmin *
+ * min s. The branch-free form of kq_scale_min_k4 over the three words of 16 rows. */
+ALWAYS_INLINE void decode_factors(const uint8_t *g, __m512 scale[KK_R16_SUBS], __m512 min[KK_R16_SUBS])
+{
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(g + KK_R16_D)));
+    const __m512 d16 = _mm512_mul_ps(d, _mm512_set1_ps(1.0f / 16.0f));
+    const __m512 neg_dmin =
+        _mm512_sub_ps(_mm512_setzero_ps(), _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(g + KK_R16_DMIN))));
+    const __m512i u0 = _mm512_loadu_si512(g + KK_R16_SCALES);
+    const __m512i u1 = _mm512_loadu_si512(g + KK_R16_SCALES + 64);
+    const __m512i u2 = _mm512_loadu_si512(g + KK_R16_SCALES + 128);
+    const __m512i low6 = _mm512_set1_epi8(0x3f), low4 = _mm512_set1_epi8(0x0f), bits45 = _mm512_set1_epi8(0x30);
+    const __m512i sc_lo = _mm512_and_si512(u0, low6);
+    const __m512i mn_lo = _mm512_and_si512(u1, low6);
+    const __m512i sc_hi =
+        _mm512_ternarylogic_epi32(_mm512_and_si512(u2, low4), _mm512_srli_epi32(u0, 2), bits45, TERN_A_OR_B_AND_C);
+    const __m512i mn_hi = _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi32(u2, 4), low4),
+                                                    _mm512_srli_epi32(u1, 2), bits45, TERN_A_OR_B_AND_C);
+    UNROLL for (int k = 0; k < 4; k++) {
+        scale[k] = _mm512_mul_ps(byte_lane(sc_lo, k), k % 2 ? d16 : d);
+        scale[k + 4] = _mm512_mul_ps(byte_lane(sc_hi, k), k % 2 ? d16 : d);
+        min[k] = _mm512_mul_ps(byte_lane(mn_lo, k), neg_dmin);
+        min[k + 4] = _mm512_mul_ps(byte_lane(mn_hi, k), neg_dmin);
+    }
+}
+
+ALWAYS_INLINE __m512 dots_to_float(__m512i dots)
+{
+    return _mm512_sub_ps(_mm512_castsi512_ps(dots), _mm512_set1_ps(DOTS_START_FLOAT));
+}
+
+/* One group (16 rows, nb super-blocks) against C tokens, C a compile-time constant. */
+ALWAYS_INLINE void group_tile(const uint8_t *g, int64_t nb, const kk_r16_act *const *x, const int C, float *y,
+                              int64_t y_stride)
+{
+    const __m512i low4 = _mm512_set1_epi8(0x0f), high4 = _mm512_set1_epi8((char)0xf0);
+    __m512 acc[TILE_COLS];
+    UNROLL for (int c = 0; c < C; c++)
+        acc[c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++, g += KK_R16_GROUP_BLOCK_BYTES) {
+        /* one token streams the group: every line of a block ahead (as for Q4_0) */
+        if (C == 1)
+            UNROLL for (int l = 0; l < PREFETCH_LINES; l++)
+                _mm_prefetch((const char *)g + KQ_PREFETCH_AHEAD + 64 * l, _MM_HINT_T0);
+        __m512 scale[KK_R16_SUBS], min[KK_R16_SUBS];
+        decode_factors(g, scale, min);
+        for (int ch = 0; ch < CHUNKS; ch++) {
+            __m512i lo[CHUNK_VECTORS], hi[CHUNK_VECTORS];
+            UNROLL for (int i = 0; i < CHUNK_VECTORS; i++) {
+                const __m512i z = _mm512_loadu_si512(g + KK_R16_QS + 64 * (CHUNK_VECTORS * ch + i));
+                lo[i] = _mm512_and_si512(z, low4);
+                hi[i] = _mm512_and_si512(z, high4);
+            }
+            UNROLL for (int c = 0; c < C; c++) {
+                const kk_r16_act *a = x[c] + b;
+                const int8_t *q = a->qs + 64 * ch;
+                __m512i s_lo = _mm512_set1_epi32(DOTS_START), s_hi = s_lo;
+                UNROLL for (int i = 0; i < CHUNK_VECTORS; i++) {
+                    s_lo = _mm512_dpbusd_epi32(s_lo, lo[i], broadcast_i32(q + 4 * i));
+                    s_hi = _mm512_dpbusd_epi32(s_hi, hi[i], broadcast_i32(q + 32 + 4 * i));
+                }
+                const __m512 xd = _mm512_set1_ps(a->d);
+                acc[c] = _mm512_fmadd_ps(dots_to_float(s_lo), _mm512_mul_ps(scale[2 * ch], xd), acc[c]);
+                acc[c] = _mm512_fmadd_ps(dots_to_float(s_hi), _mm512_mul_ps(scale[2 * ch + 1], xd), acc[c]);
+            }
+        }
+        UNROLL for (int c = 0; c < C; c++) {
+            const kk_r16_act *a = x[c] + b;
+            UNROLL for (int s = 0; s < KK_R16_SUBS; s++)
+                acc[c] = _mm512_fmadd_ps(min[s], _mm512_set1_ps(a->sums_d[s]), acc[c]);
+        }
+    }
+    UNROLL for (int c = 0; c < C; c++)
+        _mm512_storeu_ps(y + c * y_stride, acc[c]);
+}
+
+#define COLS_CASE(cols)                                                                      \
+    case cols:                                                                               \
+        group_tile(w, nb, cols_at, cols, y, y_stride);                                       \
+        break
+
+/* The driver passes one whole group (n_rows == KK_R16_ROWS) and up to TILE_COLS tokens. */
+static void tile_r16(int64_t n, const void *w, size_t w_stride, int n_rows, const void *x, size_t x_stride,
+                     int n_cols, float *y, int64_t y_stride)
+{
+    (void)w_stride;
+    (void)n_rows;
+    int64_t nb = n / KQ_QK_K;
+    const kk_r16_act *cols_at[TILE_COLS];
+    for (int c = 0; c < TILE_COLS; c++)
+        cols_at[c] = (const kk_r16_act *)((const uint8_t *)x + (size_t)(c < n_cols ? c : n_cols - 1) * x_stride);
+    switch (n_cols) {
+        COLS_CASE(1);
+        COLS_CASE(2);
+        COLS_CASE(3);
+        COLS_CASE(4);
+        COLS_CASE(5);
+        COLS_CASE(6);
+        COLS_CASE(7);
+    default:
+        COLS_CASE(8);
+    }
+}
+
+/* Row 0 of the group at w_row (the driver calls tile_r16 for whole groups). */
+static void dot_r16(int64_t n, const void *w_row, const void *x_row, float *out)
+{
+    float y[KK_R16_ROWS];
+    tile_r16(n, w_row, 0, KK_R16_ROWS, x_row, 0, 1, y, 0);
+    *out = y[0];
+}
+
+kq_impl kq_q4_k_r16_avx512(void)
+{
+    return (kq_impl){
+        .dot = dot_r16,
+        .dot_tile = tile_r16,
+        .act_convert = kk_r16_convert,
+        .act_row_bytes = kk_r16_act_row_bytes,
+        .tile_cols = TILE_COLS,
+    };
+}
+
+#else
+
+kq_impl kq_q4_k_r16_avx512(void)
+{
+    return (kq_impl){0};
+}
+
+#endif
