@@ -3,7 +3,8 @@
 # the same thread count and test sizes, and prints the ratios (elliott / llama.cpp).
 #
 # usage: bench/compare-llamacpp.sh [-t THREADS] [-p N_PROMPT] [-n N_GEN] [-r REPS]
-#                                  [--llama-variant best|avx2] [--long] [--bandwidth] MODEL.gguf...
+#                                  [--llama-variant best|avx2] [--long] [--bandwidth]
+#                                  [--cache-type f16|q8_0] MODEL.gguf...
 #
 # llama.cpp comes from the peer that ../shared/peer/setup.sh installs (a Debian sid chroot,
 # default /var/tmp/elliott-peer/sid; override with ELLIOTT_PEER). When it is absent the script
@@ -18,9 +19,12 @@
 # --bandwidth adds, on the generation rows, each side's share of the machine's plain read
 # bandwidth (bench/bandwidth.sh: bytes read per token x t/s / a streaming read of a 1 GiB
 # buffer with the same threads, measured once before the first model; needs make bench).
+# --cache-type q8_0 gives both sides a Q8_0 KV cache: elliott --cache-type q8_0, llama.cpp
+# -ctk q8_0 -ctv q8_0 with flash attention on (which its quantized V cache needs; the
+# --long rows then have no fa-off line). Default f16, each side's default.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-threads=2 n_prompt=128 n_gen=32 reps=3 variant=best long=0 bandwidth=0
+threads=2 n_prompt=128 n_gen=32 reps=3 variant=best long=0 bandwidth=0 cache=f16
 models=()
 while [ $# -gt 0 ]; do
     case $1 in
@@ -31,13 +35,20 @@ while [ $# -gt 0 ]; do
         --llama-variant) variant=$2; shift 2 ;;
         --long) long=1; shift ;;
         --bandwidth) bandwidth=1; shift ;;
-        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --cache-type) cache=$2; shift 2 ;;
+        -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "compare-llamacpp.sh: unknown option $1" >&2; exit 2 ;;
         *) models+=("$1"); shift ;;
     esac
 done
 [ ${#models[@]} -gt 0 ] || { echo "compare-llamacpp.sh: no model given (see --help)" >&2; exit 2; }
 case $variant in avx2|best) ;; *) echo "compare-llamacpp.sh: --llama-variant is avx2 or best" >&2; exit 2 ;; esac
+# each side's KV cache options; llama.cpp's quantized V cache needs flash attention
+case $cache in
+    f16) elliott_cache=() llama_cache=() fa_modes="off on" ;;
+    q8_0) elliott_cache=(--cache-type q8_0) llama_cache=(-ctk q8_0 -ctv q8_0 -fa 1) fa_modes="on" ;;
+    *) echo "compare-llamacpp.sh: --cache-type is f16 or q8_0" >&2; exit 2 ;;
+esac
 # elliott's kernel path: the same restriction as llama.cpp's
 elliott_isa=${ELLIOTT_ISA:-}
 [ $variant = avx2 ] && elliott_isa=avx2
@@ -75,12 +86,13 @@ run_llama() { # MODEL LLAMA-BENCH-ARGS... -> jsonl lines on stdout
         [ "$variant" = avx2 ] && mount --bind "$avx2_dir" "$sid/$backends"
         for d in proc sys dev; do mountpoint -q "$sid/$d" || mount --bind /$d "$sid/$d"; done
         chroot "$sid" llama-bench -m "/mnt/elliott-models/$base" "$@" -o jsonl
-    ' _ "$sid" "$dir" "$base" "$variant" "$avx2_dir" "$backends" -t "$threads" -r "$reps" "$@" 2>/dev/null
+    ' _ "$sid" "$dir" "$base" "$variant" "$avx2_dir" "$backends" -t "$threads" -r "$reps" \
+        ${llama_cache[@]+"${llama_cache[@]}"} "$@" 2>/dev/null
 }
 
 run_elliott() { # MODEL ELLIOTT-BENCH-ARGS... -> jsonl lines on stdout
     local model=$1; shift
-    ELLIOTT_ISA=$elliott_isa "$elliott" bench -m "$model" -t "$threads" -r "$reps" "$@" -o jsonl
+    ELLIOTT_ISA=$elliott_isa "$elliott" bench -m "$model" -t "$threads" -r "$reps" ${elliott_cache[@]+"${elliott_cache[@]}"} "$@" -o jsonl
 }
 
 # Picks "avg_ts stddev_ts" of the pp (n_gen == 0) or tg (n_prompt == 0) line.
@@ -127,7 +139,7 @@ row() { # MODEL SIZE LABEL TEST ELLIOTT-JSONL LLAMA-JSONL [NOTE]
 llama() { [ $have_peer = 1 ] && run_llama "$@" || true; }
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
-echo "# elliott vs llama.cpp: $cpu, $threads threads, pp$n_prompt / tg$n_gen, $reps repetitions"
+echo "# elliott vs llama.cpp: $cpu, $threads threads, pp$n_prompt / tg$n_gen, $reps repetitions, KV cache $cache"
 [ $have_peer = 1 ] && echo "# llama.cpp: Debian llama-bench, CPU variant: $variant"
 read_bw= model_bytes=0
 if [ $bandwidth = 1 ]; then
@@ -153,12 +165,12 @@ for m in "${models[@]}"; do
     [ $long = 1 ] || continue
     for pp in 512 2048; do
         e=$(run_elliott "$m" -p $pp -n 0 -d 2048)
-        for fa in off on; do
+        for fa in $fa_modes; do
             row "$m" "$size" "pp$pp @ d2048" pp "$e" "$(llama "$m" -p $pp -n 0 -d 2048 -fa $fa)" "fa $fa"
         done
     done
     e=$(run_elliott "$m" -p 0 -n 32 -d 2048)
-    for fa in off on; do
+    for fa in $fa_modes; do
         row "$m" "$size" "tg32 @ d2048" tg "$e" "$(llama "$m" -p 0 -n 32 -d 2048 -fa $fa)" "fa $fa"
     done
 done

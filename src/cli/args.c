@@ -93,6 +93,14 @@ int args_size(const char *cmd, const char *option, const char *text, size_t min,
     return 0;
 }
 
+int args_cache_type(const char *cmd, const char *option, const char *text, bool *q8_0)
+{
+    if (strcmp(text, "f16") != 0 && strcmp(text, "q8_0") != 0)
+        return bad_value(cmd, option, text, "is not a KV cache type (f16 or q8_0)");
+    *q8_0 = strcmp(text, "q8_0") == 0;
+    return 0;
+}
+
 int args_usage_error(const char *cmd, const char *fmt, ...)
 {
     va_list ap;

@@ -67,6 +67,7 @@ int cli_gen_option(const char *cmd, int c, const char *arg, cli_gen_options *o)
     case CLI_OPT_TOP_P: rc = args_float(cmd, "--top-p", arg, 0, 1, &o->sampling.top_p); break;
     case CLI_OPT_TOP_K: rc = args_int(cmd, "--top-k", arg, 0, 1 << 24, &o->sampling.top_k); break;
     case CLI_OPT_SEED: rc = args_u64(cmd, "--seed", arg, &o->sampling.seed); break;
+    case CLI_OPT_CACHE_TYPE: rc = args_cache_type(cmd, "--cache-type", arg, &o->cache_q8_0); break;
     default: return 0;
     }
     return rc < 0 ? -1 : 1;
@@ -81,7 +82,8 @@ void cli_gen_usage(FILE *out, const cli_gen_options *d)
             "      --top-k K       sample among the K most likely tokens, 0 = off (default %d)\n"
             "      --seed S        random seed (default: from the OS)\n"
             "  -t, --threads N     threads (default: every CPU available)\n"
-            "      --ctx N         context size in tokens (default 4096; at most the training context)\n",
+            "      --ctx N         context size in tokens (default 4096; at most the training context)\n"
+            "      --cache-type T  KV cache storage: f16 (default) or q8_0 (half the memory)\n",
             d->max_tokens, (double)d->sampling.temperature, (double)d->sampling.top_p, d->sampling.top_k);
 }
 
@@ -92,6 +94,7 @@ void cli_gen_engine_config(const char *cmd, const cli_gen_options *o, bool prefi
     cfg->n_threads = o->threads;
     cfg->n_ctx = o->ctx;
     cfg->n_slots = 1;
+    cfg->cache_q8_0 = o->cache_q8_0;
     cfg->prefix_cache = prefix_cache;
     cfg->max_tokens_default = o->max_tokens;
 }

@@ -26,12 +26,13 @@ typedef struct cli_gen_options {
     int max_tokens;
     int threads;
     int ctx;
+    bool cache_q8_0;
     sampler_params sampling;
 } cli_gen_options;
 
 /* getopt_long values of the shared long-only options; a command numbers its own
  * from CLI_OPT_OWN. */
-enum { CLI_OPT_TEMP = 256, CLI_OPT_TOP_P, CLI_OPT_TOP_K, CLI_OPT_SEED, CLI_OPT_CTX, CLI_OPT_SYSTEM, CLI_OPT_OWN };
+enum { CLI_OPT_TEMP = 256, CLI_OPT_TOP_P, CLI_OPT_TOP_K, CLI_OPT_SEED, CLI_OPT_CTX, CLI_OPT_SYSTEM, CLI_OPT_CACHE_TYPE, CLI_OPT_OWN };
 
 /* The shared options, for a command's getopt_long tables. */
 #define CLI_GEN_SHORTOPTS "m:n:t:h"
@@ -40,7 +41,8 @@ enum { CLI_OPT_TEMP = 256, CLI_OPT_TOP_P, CLI_OPT_TOP_K, CLI_OPT_SEED, CLI_OPT_C
     {"threads", required_argument, NULL, 't'}, {"temp", required_argument, NULL, CLI_OPT_TEMP},    \
     {"top-p", required_argument, NULL, CLI_OPT_TOP_P}, {"top-k", required_argument, NULL, CLI_OPT_TOP_K}, \
     {"seed", required_argument, NULL, CLI_OPT_SEED}, {"ctx", required_argument, NULL, CLI_OPT_CTX},       \
-    {"system", required_argument, NULL, CLI_OPT_SYSTEM}, {"help", no_argument, NULL, 'h'}
+    {"system", required_argument, NULL, CLI_OPT_SYSTEM},                                            \
+    {"cache-type", required_argument, NULL, CLI_OPT_CACHE_TYPE}, {"help", no_argument, NULL, 'h'}
 
 /* Defaults for a person reading the output: some variety without wandering off
  * (llama.cpp's temperature 0.8, top-p 0.95, top-k 40); --temp 0 is greedy. */
@@ -50,7 +52,7 @@ void cli_gen_defaults(cli_gen_options *o, int max_tokens);
  * 1 when taken, 0 when c is not one of them, -1 on a bad value (reported). */
 int cli_gen_option(const char *cmd, int c, const char *arg, cli_gen_options *o);
 
-/* The help lines of the shared options from -n to --ctx, with the defaults in o. */
+/* The help lines of the shared options from -n to --cache-type, with the defaults in o. */
 void cli_gen_usage(FILE *out, const cli_gen_options *defaults);
 
 /* One slot for the one person at the terminal. */

@@ -25,10 +25,13 @@ typedef struct bench_options {
     int reps;
     int n_threads;
     bool jsonl;
+    bool cache_q8_0;
 } bench_options;
 
 /* Tokens per batch while filling the cache to the requested depth. */
 enum { DEPTH_BATCH = 512 };
+
+enum { OPT_CACHE_TYPE = 256 };
 
 typedef struct bench_setup {
     model *m;
@@ -45,7 +48,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: elliott bench -m MODEL.gguf [-p N_PROMPT] [-n N_GEN] [-d N_DEPTH] [-r REPS] [-t THREADS]\n"
-            "                    [-o md|jsonl]\n\n"
+            "                    [--cache-type f16|q8_0] [-o md|jsonl]\n\n"
             "Measures prompt processing (one batch of random tokens) and generation (tokens one\n"
             "at a time) in tokens per second, as the mean and standard deviation over several\n"
             "runs after a warm-up run, each from an empty cache, or from one holding N_DEPTH\n"
@@ -58,6 +61,7 @@ static void usage(FILE *out)
             "  -d, --n-depth N        tokens in the cache before each test, 0 to 65536 (default 0)\n"
             "  -r, --repetitions N    runs per test, 1 to 1000 (default 3)\n"
             "  -t, --threads N        compute threads (default: every CPU)\n"
+            "      --cache-type T     KV cache storage: f16 or q8_0 (default f16)\n"
             "  -o, --output md|jsonl  output format (default md)\n"
             "  -h, --help             this help\n");
 }
@@ -78,6 +82,7 @@ static int parse_options(int argc, char **argv, bench_options *o)
                                               {"repetitions", required_argument, 0, 'r'},
                                               {"threads", required_argument, 0, 't'},
                                               {"output", required_argument, 0, 'o'},
+                                              {"cache-type", required_argument, 0, OPT_CACHE_TYPE},
                                               {"help", no_argument, 0, 'h'},
                                               {0, 0, 0, 0}};
     *o = (bench_options){.n_prompt = 128, .n_gen = 32, .reps = 3, .n_threads = el_cpu_count()};
@@ -92,6 +97,7 @@ static int parse_options(int argc, char **argv, bench_options *o)
         case 'd': if (args_int("bench", "-d", optarg, 0, 65536, &o->n_depth)) return 2; break;
         case 'r': if (args_int("bench", "-r", optarg, 1, 1000, &o->reps)) return 2; break;
         case 't': if (args_int("bench", "-t", optarg, 1, 1024, &o->n_threads)) return 2; break;
+        case OPT_CACHE_TYPE: if (args_cache_type("bench", "--cache-type", optarg, &o->cache_q8_0)) return 2; break;
         case 'o':
             if (!strcmp(optarg, "jsonl")) o->jsonl = true;
             else if (strcmp(optarg, "md")) return args_usage_error("bench", "-o is md or jsonl");
@@ -133,7 +139,7 @@ static int setup_init(bench_setup *s, const bench_options *o, el_err *err)
     int max_batch = o->n_prompt > 0 ? o->n_prompt : 1;
     if (o->n_depth > max_batch) /* the depth goes in in batches of up to DEPTH_BATCH */
         max_batch = o->n_depth < DEPTH_BATCH ? o->n_depth : (max_batch > DEPTH_BATCH ? max_batch : DEPTH_BATCH);
-    if (!(s->pool = threadpool_create(o->n_threads, err)) || !(s->kv = kv_cache_create(s->m, MODEL_CACHE_F16, 1, n_ctx, err)) ||
+    if (!(s->pool = threadpool_create(o->n_threads, err)) || !(s->kv = kv_cache_create(s->m, o->cache_q8_0 ? MODEL_CACHE_Q8_0 : MODEL_CACHE_F16, 1, n_ctx, err)) ||
         !(s->ctx = model_ctx_create(s->m, max_batch, s->pool, err)))
         return -1;
     s->logits = malloc((size_t)hp->n_vocab * sizeof *s->logits);
@@ -224,6 +230,7 @@ static void report(const bench_options *o, const model_summary *sum, int n_promp
                    const double *secs, int reps)
 {
     int n = n_prompt ? n_prompt : n_gen;
+    const char *cache = o->cache_q8_0 ? "q8_0" : "f16";
     double mean = 0, var = 0, mean_ns = 0, var_ns = 0;
     for (int i = 0; i < reps; i++) {
         mean += n / secs[i] / reps;
@@ -243,18 +250,19 @@ static void report(const bench_options *o, const model_summary *sum, int n_promp
         json_t *path = json_string(o->model_path);
         char *quoted = path ? json_dumps(path, JSON_ENCODE_ANY) : NULL;
         printf("{\"model_filename\":%s,\"model_size\":%llu,\"model_n_params\":%llu,\"n_threads\":%d,"
-               "\"isa\":\"%s\",\"n_prompt\":%d,\"n_gen\":%d,\"n_depth\":%d,\"avg_ns\":%.0f,\"stddev_ns\":%.0f,"
+               "\"isa\":\"%s\",\"type_k\":\"%s\",\"type_v\":\"%s\",\"n_prompt\":%d,\"n_gen\":%d,\"n_depth\":%d,\"avg_ns\":%.0f,\"stddev_ns\":%.0f,"
                "\"avg_ts\":%.6f,\"stddev_ts\":%.6f,\"samples_ts\":[",
                quoted ? quoted : "null", (unsigned long long)sum->bytes, (unsigned long long)sum->params, o->n_threads,
-               kernels_isa_name(kernels_isa()), n_prompt, n_gen, o->n_depth, mean_ns, sqrt(var_ns), mean, sqrt(var));
+               kernels_isa_name(kernels_isa()), cache, cache, n_prompt, n_gen, o->n_depth, mean_ns, sqrt(var_ns), mean, sqrt(var));
         for (int i = 0; i < reps; i++)
             printf("%s%.6f", i ? "," : "", n / secs[i]);
         printf("]}\n");
         free(quoted);
         json_decref(path);
     } else {
-        printf("| %-30s | %7.2f GiB | %7.2f B | %-8s | %7d | %14s | %12.2f ± %.2f |\n", sum->name,
-               sum->bytes / 1073741824.0, sum->params / 1e9, kernels_isa_name(kernels_isa()), o->n_threads, test,
+        printf("| %-30s | %7.2f GiB | %7.2f B | %-8s | %7d | %-6s | %-6s | %14s | %12.2f ± %.2f |\n", sum->name,
+               sum->bytes / 1073741824.0, sum->params / 1e9, kernels_isa_name(kernels_isa()), o->n_threads, cache,
+               cache, test,
                mean, sqrt(var));
     }
     fflush(stdout);
@@ -296,10 +304,11 @@ int cmd_bench(int argc, char **argv)
     model_summary sum;
     summarize(&s, o.model_path, &sum);
     if (!o.jsonl) {
-        printf("| %-30s | %11s | %9s | %-8s | %7s | %14s | %20s |\n", "model", "size", "params", "isa", "threads",
-               "test", "t/s");
-        printf("| %.30s | %.11s | %.9s | %.8s | %.7s | %.14s | %.20s |\n", "------------------------------",
-               "----------:", "--------:", "--------", "------:", "-------------:", "-------------------:");
+        printf("| %-30s | %11s | %9s | %-8s | %7s | %-6s | %-6s | %14s | %20s |\n", "model", "size", "params", "isa",
+               "threads", "type_k", "type_v", "test", "t/s");
+        printf("| %.30s | %.11s | %.9s | %.8s | %.7s | %.6s | %.6s | %.14s | %.20s |\n", "------------------------------",
+               "----------:", "--------:", "--------", "------:", "------", "------", "-------------:",
+               "-------------------:");
     }
     if ((o.n_prompt && run_test(&o, &s, &sum, true, &err)) || (o.n_gen && run_test(&o, &s, &sum, false, &err))) {
         fprintf(stderr, "elliott bench: %s\n", err.msg);

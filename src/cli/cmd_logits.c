@@ -17,7 +17,7 @@ enum { MAX_TOKENS = 512, MAX_TOP = 1000 };
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: elliott logits -m MODEL.gguf --tokens ID,ID,... [--top K] [-t N]\n\n"
+            "usage: elliott logits -m MODEL.gguf --tokens ID,ID,... [--top K] [-t N] [--cache-type T]\n\n"
             "Evaluates the token ids (at most %d) as one batch and prints, for every position,\n"
             "the K highest logits with the mean and rms of all logits, as JSON:\n"
             "  {\"ids\":[...],\"positions\":[{\"pos\":0,\"mean\":M,\"rms\":R,\"top\":[[id,logit],...]},...]}\n\n"
@@ -26,6 +26,7 @@ static void usage(FILE *out)
             "      --tokens LIST  comma-separated token ids\n"
             "      --top K        logits to print per position (default 20, at most %d)\n"
             "  -t, --threads N    threads (default: the CPUs available)\n"
+            "      --cache-type T KV cache storage: f16 or q8_0 (default f16)\n"
             "  -h, --help         this help\n",
             MAX_TOKENS, MAX_TOP);
 }
@@ -98,7 +99,7 @@ static void print_json(const int32_t *ids, int n, const float *logits, int n_voc
     free(top);
 }
 
-static int evaluate(const char *path, const int32_t *ids, int n, int k, int n_threads)
+static int evaluate(const char *path, const int32_t *ids, int n, int k, int n_threads, bool cache_q8_0)
 {
     el_err err = {{0}};
     model *m = model_load(path, NULL, &err);
@@ -123,7 +124,7 @@ static int evaluate(const char *path, const int32_t *ids, int n, int k, int n_th
     if (k > hp->n_vocab)
         k = hp->n_vocab;
     pool = threadpool_create(n_threads, &err);
-    kv = pool ? kv_cache_create(m, MODEL_CACHE_F16, 1, n, &err) : NULL;
+    kv = pool ? kv_cache_create(m, cache_q8_0 ? MODEL_CACHE_Q8_0 : MODEL_CACHE_F16, 1, n, &err) : NULL;
     ctx = kv ? model_ctx_create(m, n, pool, &err) : NULL;
     if (!ctx) {
         fprintf(stderr, "elliott logits: %s\n", err.msg);
@@ -165,10 +166,12 @@ int cmd_logits(int argc, char **argv)
     static const struct option options[] = {
         {"model", required_argument, NULL, 'm'}, {"tokens", required_argument, NULL, 'T'},
         {"top", required_argument, NULL, 'k'},   {"threads", required_argument, NULL, 't'},
-        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
+        {"help", no_argument, NULL, 'h'},        {"cache-type", required_argument, NULL, 'C'},
+        {NULL, 0, NULL, 0},
     };
     const char *path = NULL, *tokens = NULL;
     int k = 20, n_threads = el_cpu_count();
+    bool cache_q8_0 = false;
     if (n_threads < 1)
         n_threads = 1;
     optind = 1;
@@ -185,6 +188,10 @@ int cmd_logits(int argc, char **argv)
             if (args_int("logits", "--threads", optarg, 1, 256, &n_threads) < 0)
                 return 2;
             break;
+        case 'C':
+            if (args_cache_type("logits", "--cache-type", optarg, &cache_q8_0) < 0)
+                return 2;
+            break;
         case 'h': usage(stdout); return 0;
         default: return args_option_error("logits", c, argv);
         }
@@ -199,5 +206,5 @@ int cmd_logits(int argc, char **argv)
     int n;
     if (parse_tokens(tokens, ids, &n) != 0)
         return 2;
-    return evaluate(path, ids, n, k, n_threads);
+    return evaluate(path, ids, n, k, n_threads, cache_q8_0);
 }

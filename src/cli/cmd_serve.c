@@ -337,11 +337,8 @@ static int build_config(const serve_options *o, engine_config *ec, server_config
         else
             return args_usage_error(CMD, "--history must be 'full' or 'last', not '%s'", o->history);
     }
-    if (o->cache_type) {
-        if (strcmp(o->cache_type, "f16") != 0 && strcmp(o->cache_type, "q8_0") != 0)
-            return args_usage_error(CMD, "--cache-type must be 'f16' or 'q8_0', not '%s'", o->cache_type);
-        ec->cache_q8_0 = !strcmp(o->cache_type, "q8_0");
-    }
+    if (o->cache_type && args_cache_type(CMD, "--cache-type", o->cache_type, &ec->cache_q8_0) < 0)
+        return 2;
     if (o->no_prefix_cache)
         ec->prefix_cache = false;
     if (o->mlock)

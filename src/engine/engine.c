@@ -140,6 +140,7 @@ static void fill_info(engine *e)
     info->n_ctx = e->n_ctx;
     info->n_ctx_pool = e->n_ctx_pool;
     info->kv_bytes_per_token = e->kv_bytes_per_token;
+    info->cache_q8_0 = e->cfg.cache_q8_0;
     info->n_slots = e->cfg.n_slots;
     info->n_vocab = e->n_vocab;
     info->n_threads = e->cfg.n_threads;

@@ -83,6 +83,7 @@ typedef struct engine_info {
     int n_ctx;              /* the most one conversation may use */
     int n_ctx_pool;         /* positions all slots share */
     uint64_t kv_bytes_per_token;
+    bool cache_q8_0;        /* the pool holds Q8_0 blocks, else halves */
     int n_slots;
     int n_vocab;
     int n_threads;

@@ -636,9 +636,12 @@ static int prompt_budget(const engine *e, int n_generating)
 
 /* Learns from a step's time what decoding and prompt tokens cost (moving averages,
  * which a noisy machine needs). A prompt token's cost comes from steps that read
- * prompts alone, in large batches: learnt from the small chunks beside decoding
- * (less efficient per token, and slowed by whatever else the machine runs) it
- * would shrink the chunks, which would look costlier still. */
+ * at least MIN_LEARNING_BATCH prompt tokens: alone, or beside decoding, less the
+ * decode-only step's time. Learnt from smaller chunks (less efficient per token) it
+ * would shrink the chunks, which would look costlier still; learnt from prompt-only
+ * steps alone it stayed unknown, and the chunks at FIRST_CHUNK, whenever the
+ * streams' prompts were short or arrived together (steps of 2-3x the target under
+ * bench/concurrency.sh --long, against the target once learnt). */
 static void learn_step_cost(engine *e, int n_generating, int n_prompt, double ms)
 {
     enum { MIN_LEARNING_BATCH = 32 };
@@ -647,9 +650,15 @@ static void learn_step_cost(engine *e, int n_generating, int n_prompt, double ms
         e->decode_step_ms = e->decode_step_ms > 0 ? keep * e->decode_step_ms + (1 - keep) * ms : ms;
         return;
     }
-    if (n_generating > 0 || n_prompt < MIN_LEARNING_BATCH)
+    if (n_prompt < MIN_LEARNING_BATCH)
         return;
-    double per_token = ms / n_prompt;
+    double prompt_ms = ms;
+    if (n_generating > 0) {
+        if (e->decode_step_ms <= 0 || ms <= e->decode_step_ms)
+            return;
+        prompt_ms = ms - e->decode_step_ms;
+    }
+    double per_token = prompt_ms / n_prompt;
     e->prompt_token_ms = e->prompt_token_ms > 0 ? keep * e->prompt_token_ms + (1 - keep) * per_token : per_token;
 }
 

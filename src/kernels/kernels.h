@@ -177,14 +177,16 @@ typedef struct kernels_attn_head_q8_0 {
     float kq_scale, softcap;
 } kernels_attn_head_q8_0;
 
-/* Bytes of scratch kernels_attn_q8_0 needs (64-byte aligned by the caller). */
-size_t kernels_attn_q8_0_scratch_size(int dk, int dv);
+/* Bytes of scratch kernels_attn_q8_0 needs for up to n_rows rows (64-byte aligned
+ * by the caller). */
+size_t kernels_attn_q8_0_scratch_size(int n_rows, int dk, int dv);
 
 /* softmax(scores) . V for each row as ggml's CPU flash attention computes it for a
  * Q8_0 cache, so that the results round where llama.cpp's do: the query is
  * quantized to Q8_0 and a score is the Q8_0 x Q8_0 block dot product; each value
  * row is widened to float and the running sum is kept in float, position by
- * position. Scalar; single-threaded like kernels_attn_f16. */
+ * position. Blocks of positions serve every row as in kernels_attn_f16; AVX2 and
+ * AVX-512 (VNNI) versions are chosen with the other kernels. Single-threaded. */
 void kernels_attn_q8_0(const kernels_attn_head_q8_0 *head, const kernels_attn_row *rows, int n_rows, void *scratch);
 
 #endif

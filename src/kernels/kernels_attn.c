@@ -18,9 +18,7 @@
 #include "kernels/kernels.h"
 #include "kernels/kernels_attn_internal.h"
 
-/* Positions per block: the widened keys and values of a block of 32 stay in L1/L2
- * for head sizes up to 256 while every row reads them. */
-enum { BLOCK = 32 };
+enum { BLOCK = KA_BLOCK };
 
 static size_t pad16(int n)
 {
@@ -158,13 +156,13 @@ static float block_max(const float *s, int n)
  * running sum before position i is added (1 where it does not). Returns whether
  * any position does; then the caller must apply e[n..2n). Usually none does after
  * the first blocks, and every weight is e^(s - max) at once. */
-static bool block_weights(const ka_ops *ops, const kernels_attn_head *hd, float *s, float *e, int n, float *max)
+bool ka_block_weights(const ka_ops *ops, float kq_scale, float softcap, float *s, float *e, int n, float *max)
 {
     for (int i = 0; i < n; i++)
-        s[i] *= hd->kq_scale;
-    if (hd->softcap > 0.0f)
+        s[i] *= kq_scale;
+    if (softcap > 0.0f)
         for (int i = 0; i < n; i++)
-            s[i] = hd->softcap * tanhf(s[i] / hd->softcap);
+            s[i] = softcap * tanhf(s[i] / softcap);
     float m = *max;
     if (block_max(s, n) <= m) {
         for (int i = 0; i < n; i++)
@@ -185,7 +183,7 @@ static bool block_weights(const ka_ops *ops, const kernels_attn_head *hd, float 
 
 /* The rows' running denominators after a block, position by position in ggml's
  * order; the rows are interleaved so that their dependency chains overlap. */
-static void add_weights(float *sum, const float *e, const int *n_block, const bool *rescaled, int n_rows)
+void ka_add_weights(float *sum, const float *e, const int *n_block, const bool *rescaled, int n_rows)
 {
     for (int i = 0; i < BLOCK; i++)
         for (int r = 0; r < n_rows; r++) {
@@ -231,13 +229,13 @@ void kernels_attn_f16(const kernels_attn_head *hd, const kernels_attn_row *rows,
             int n = p1 - p0 + 1;
             float *e = sc.e + (size_t)r * 2 * BLOCK;
             ops->scores(sc.q + (size_t)r * dkp, sc.k + (size_t)(p0 - b0) * dkp, dkp, n, dk, sc.s);
-            bool rescaled = block_weights(ops, hd, sc.s, e, n, &sc.max[r]);
+            bool rescaled = ka_block_weights(ops, hd->kq_scale, hd->softcap, sc.s, e, n, &sc.max[r]);
             ops->accumulate(sc.acc + (size_t)r * dvp, sc.v + (size_t)(p0 - b0) * dvp, dvp, e,
                             rescaled ? e + n : NULL, n, dv);
             n_block[r] = n;
             rescaled_block[r] = rescaled;
         }
-        add_weights(sc.sum, sc.e, n_block, rescaled_block, n_rows);
+        ka_add_weights(sc.sum, sc.e, n_block, rescaled_block, n_rows);
     }
     for (int r = 0; r < n_rows; r++) {
         const float *acc = sc.acc + (size_t)r * dvp;

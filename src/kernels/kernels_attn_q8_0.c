@@ -3,14 +3,22 @@
  * query is quantized to K's dot-product partner, Q8_0; each score is the block
  * dot product, an integer sum per block times the product of the two half
  * scales; each value row is widened to float and added in float (not rounded to
- * half as for an F16 cache); the softmax streams position by position. */
+ * half as for an F16 cache); the softmax streams position by position.
+ *
+ * The driver is the F16 one's (kernels_attn.c): positions in blocks, each block's
+ * keys prepared and values widened once for every row of the call (the query
+ * heads sharing the KV head, times a few tokens), then each row's scores, the
+ * shared softmax bookkeeping and the values. This file holds it and the scalar
+ * steps, the reference the SIMD ones are tested against. */
 #include <assert.h>
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 
 #include "base/fp16.h"
 #include "gguf/gguf.h"
 #include "kernels/kernels.h"
+#include "kernels/kernels_attn_internal.h"
 
 enum { QK8_0 = 32, BLOCK_BYTES = 2 + QK8_0 };
 
@@ -20,21 +28,30 @@ size_t kernels_q8_0_row_bytes(int n)
     return (size_t)(n / QK8_0) * BLOCK_BYTES;
 }
 
-static size_t pad64(size_t n)
+static size_t pad16(int n)
 {
-    return (n + 63) & ~(size_t)63;
+    return ((size_t)n + 15) & ~(size_t)15;
 }
 
-size_t kernels_attn_q8_0_scratch_size(int dk, int dv)
-{
-    return pad64(kernels_q8_0_row_bytes(dk)) + 2 * pad64((size_t)dv * sizeof(float));
-}
+/* ---- scalar steps: the prepared query and keys are the Q8_0 rows themselves ---- */
 
 static float block_scale(const uint8_t *block)
 {
     uint16_t h;
     memcpy(&h, block, sizeof h);
     return el_fp16_to_f32(h);
+}
+
+static void prepare_query_scalar(const uint8_t *q8, int dk, void *dst)
+{
+    memcpy(dst, q8, kernels_q8_0_row_bytes(dk));
+}
+
+static void prepare_keys_scalar(const uint8_t *k, int n, int dk, void *dst)
+{
+    size_t row = kernels_q8_0_row_bytes(dk);
+    for (int i = 0; i < n; i++)
+        memcpy((uint8_t *)dst + (size_t)i * ka_q8_key_bytes(dk), k + (size_t)i * row, row);
 }
 
 /* ggml's vec_dot_q8_0_q8_0: per block the exact integer sum, scaled by the
@@ -52,62 +69,160 @@ static float dot_q8_0(const uint8_t *a, const uint8_t *b, int n)
     return sum;
 }
 
-static void widen_q8_0(const uint8_t *src, float *dst, int n)
+static void scores_scalar(const void *q, const void *keys, int i0, int n, int dk, float *s)
 {
-    for (int i = 0; i < n / QK8_0; i++, src += BLOCK_BYTES) {
-        float d = block_scale(src);
-        const int8_t *q = (const int8_t *)(src + 2);
-        for (int j = 0; j < QK8_0; j++)
-            dst[i * QK8_0 + j] = (float)q[j] * d;
-    }
+    for (int i = 0; i < n; i++)
+        s[i] = dot_q8_0((const uint8_t *)keys + (size_t)(i0 + i) * ka_q8_key_bytes(dk), q, dk);
 }
 
-static float score_of(const kernels_attn_head_q8_0 *hd, const uint8_t *q8, int p)
+static void widen_scalar(const uint8_t *v, int n, int dv, float *dst, size_t dst_stride)
 {
-    const uint8_t *k = (const uint8_t *)hd->k + (size_t)p * kernels_q8_0_row_bytes(hd->dk);
-    float s = dot_q8_0(k, q8, hd->dk) * hd->kq_scale;
-    return hd->softcap > 0.0f ? hd->softcap * tanhf(s / hd->softcap) : s;
-}
-
-static void attend_row(const kernels_attn_head_q8_0 *hd, const kernels_attn_row *row, uint8_t *q8, float *acc,
-                       float *v)
-{
-    int dv = hd->dv;
-    size_t v_bytes = kernels_q8_0_row_bytes(dv);
-    int rc = kernels_quantize_row(GGUF_TYPE_Q8_0, row->q, q8, hd->dk);
-    assert(rc == 0);
-    (void)rc;
-    memset(acc, 0, (size_t)dv * sizeof *acc);
-    float max = -INFINITY, sum = 0.0f;
-    for (int p = row->first; p <= row->last; p++) {
-        float s = score_of(hd, q8, p), rescale = 1.0f, w = 1.0f;
-        if (s > max) { /* a new maximum: what was summed shrinks by e^(old - new) */
-            rescale = expf(max - s);
-            for (int c = 0; c < dv; c++)
-                acc[c] *= rescale;
-            max = s;
-        } else {
-            w = expf(s - max);
+    size_t row = kernels_q8_0_row_bytes(dv);
+    for (int r = 0; r < n; r++) {
+        const uint8_t *src = v + (size_t)r * row;
+        float *d = dst + (size_t)r * dst_stride;
+        for (int i = 0; i < dv / QK8_0; i++, src += BLOCK_BYTES) {
+            float scale = block_scale(src);
+            const int8_t *qs = (const int8_t *)(src + 2);
+            for (int j = 0; j < QK8_0; j++)
+                d[i * QK8_0 + j] = (float)qs[j] * scale;
         }
-        widen_q8_0((const uint8_t *)hd->v + (size_t)p * v_bytes, v, dv);
-        for (int c = 0; c < dv; c++)
-            acc[c] += w * v[c];
-        sum = sum * rescale + w;
     }
-    float inv = 1.0f / sum;
-    for (int c = 0; c < dv; c++)
-        row->out[c] = acc[c] * inv;
+}
+
+static void accumulate_scalar(float *acc, const float *v, size_t v_stride, const float *w, const float *rescale,
+                              int n, int dv)
+{
+    for (int i = 0; i < n; i++) {
+        const float *vi = v + (size_t)i * v_stride;
+        if (rescale && rescale[i] != 1.0f)
+            for (int c = 0; c < dv; c++)
+                acc[c] *= rescale[i];
+        for (int c = 0; c < dv; c++)
+            acc[c] += w[i] * vi[c];
+    }
+}
+
+static const ka_q8_ops scalar_ops = {prepare_query_scalar, prepare_keys_scalar, scores_scalar, widen_scalar,
+                                     accumulate_scalar};
+
+const ka_q8_ops *ka_q8_ops_scalar(void)
+{
+    return &scalar_ops;
+}
+
+/* The widest implementation the chosen instruction set runs, with the same
+ * set's e^x. */
+static void pick_ops(const ka_q8_ops **q8, const ka_ops **f)
+{
+    enum kernels_isa isa = kernels_isa();
+    *q8 = NULL;
+    *f = NULL;
+    if (isa >= KERNELS_ISA_AVX512 && (*q8 = ka_q8_ops_avx512()))
+        *f = ka_ops_avx512();
+    if (!*q8 && isa >= KERNELS_ISA_AVX2 && (*q8 = ka_q8_ops_avx2()))
+        *f = ka_ops_avx2();
+    if (!*q8 || !*f) {
+        *q8 = ka_q8_ops_scalar();
+        *f = ka_ops_scalar();
+    }
+}
+
+/* ---- the driver ---------------------------------------------------------------------- */
+
+typedef struct q8_scratch {
+    uint8_t *q8;    /* one query quantized to Q8_0 */
+    uint8_t *query; /* [n_rows] prepared queries, ka_q8_query_bytes(dk) each */
+    uint8_t *keys;  /* [KA_BLOCK] the block's prepared keys */
+    float *acc;     /* [n_rows][dvp] running sums */
+    float *v;       /* [KA_BLOCK][dvp] the block's values */
+    float *s;       /* [KA_BLOCK] one row's scores in the block */
+    float *e;       /* [n_rows][2 * KA_BLOCK] weights, then rescale factors */
+    float *max, *sum; /* [n_rows] */
+} q8_scratch;
+
+static size_t scratch_layout(int n_rows, int dk, int dv, q8_scratch *out, uint8_t *base)
+{
+    size_t dvp = pad16(dv), rows = pad16(n_rows);
+    size_t sizes[] = {kernels_q8_0_row_bytes(dk),
+                      (size_t)n_rows * ka_q8_query_bytes(dk),
+                      KA_BLOCK * ka_q8_key_bytes(dk),
+                      (size_t)n_rows * dvp * sizeof(float),
+                      KA_BLOCK * dvp * sizeof(float),
+                      KA_BLOCK * sizeof(float),
+                      (size_t)n_rows * 2 * KA_BLOCK * sizeof(float),
+                      rows * sizeof(float),
+                      rows * sizeof(float)};
+    void *parts[sizeof sizes / sizeof sizes[0]];
+    size_t off = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        parts[i] = base ? base + off : NULL;
+        off += ka_q8_pad64((int)sizes[i]);
+    }
+    *out = (q8_scratch){parts[0], parts[1], parts[2], parts[3], parts[4], parts[5], parts[6], parts[7], parts[8]};
+    return off;
+}
+
+size_t kernels_attn_q8_0_scratch_size(int n_rows, int dk, int dv)
+{
+    q8_scratch unused;
+    return scratch_layout(n_rows, dk, dv, &unused, NULL);
 }
 
 void kernels_attn_q8_0(const kernels_attn_head_q8_0 *hd, const kernels_attn_row *rows, int n_rows, void *scratch)
 {
     assert(n_rows >= 1 && n_rows <= KERNELS_ATTN_MAX_ROWS);
     assert(hd->dk % QK8_0 == 0 && hd->dv % QK8_0 == 0);
-    uint8_t *q8 = scratch;
-    float *acc = (float *)(q8 + pad64(kernels_q8_0_row_bytes(hd->dk)));
-    float *v = acc + pad64((size_t)hd->dv * sizeof(float)) / sizeof(float);
+    const ka_q8_ops *ops;
+    const ka_ops *fops;
+    pick_ops(&ops, &fops);
+    int dk = hd->dk, dv = hd->dv;
+    size_t dvp = pad16(dv), q_bytes = ka_q8_query_bytes(dk);
+    size_t k_row = kernels_q8_0_row_bytes(dk), v_row = kernels_q8_0_row_bytes(dv);
+    q8_scratch sc;
+    scratch_layout(n_rows, dk, dv, &sc, scratch);
+    int lo = INT_MAX, hi = -1;
     for (int r = 0; r < n_rows; r++) {
         assert(rows[r].first >= 0 && rows[r].first <= rows[r].last);
-        attend_row(hd, &rows[r], q8, acc, v);
+        int rc = kernels_quantize_row(GGUF_TYPE_Q8_0, rows[r].q, sc.q8, dk);
+        assert(rc == 0);
+        (void)rc;
+        ops->prepare_query(sc.q8, dk, sc.query + (size_t)r * q_bytes);
+        memset(sc.acc + (size_t)r * dvp, 0, dvp * sizeof(float));
+        sc.max[r] = -INFINITY;
+        sc.sum[r] = 0.0f;
+        lo = rows[r].first < lo ? rows[r].first : lo;
+        hi = rows[r].last > hi ? rows[r].last : hi;
+    }
+    for (int b0 = lo; b0 <= hi; b0 += KA_BLOCK) {
+        int b1 = hi - b0 >= KA_BLOCK ? b0 + KA_BLOCK - 1 : hi;
+        bool prepared = false;
+        int n_block[KERNELS_ATTN_MAX_ROWS] = {0};
+        bool rescaled_block[KERNELS_ATTN_MAX_ROWS] = {false};
+        for (int r = 0; r < n_rows; r++) {
+            int p0 = rows[r].first > b0 ? rows[r].first : b0, p1 = rows[r].last < b1 ? rows[r].last : b1;
+            if (p0 > p1)
+                continue;
+            if (!prepared) {
+                ops->prepare_keys((const uint8_t *)hd->k + (size_t)b0 * k_row, b1 - b0 + 1, dk, sc.keys);
+                ops->widen((const uint8_t *)hd->v + (size_t)b0 * v_row, b1 - b0 + 1, dv, sc.v, dvp);
+                prepared = true;
+            }
+            int n = p1 - p0 + 1;
+            float *e = sc.e + (size_t)r * 2 * KA_BLOCK;
+            ops->scores(sc.query + (size_t)r * q_bytes, sc.keys, p0 - b0, n, dk, sc.s);
+            bool rescaled = ka_block_weights(fops, hd->kq_scale, hd->softcap, sc.s, e, n, &sc.max[r]);
+            ops->accumulate(sc.acc + (size_t)r * dvp, sc.v + (size_t)(p0 - b0) * dvp, dvp, e, rescaled ? e + n : NULL,
+                            n, dv);
+            n_block[r] = n;
+            rescaled_block[r] = rescaled;
+        }
+        ka_add_weights(sc.sum, sc.e, n_block, rescaled_block, n_rows);
+    }
+    for (int r = 0; r < n_rows; r++) {
+        const float *acc = sc.acc + (size_t)r * dvp;
+        float inv = 1.0f / sc.sum[r];
+        for (int c = 0; c < dv; c++)
+            rows[r].out[c] = acc[c] * inv;
     }
 }

@@ -237,7 +237,7 @@ model_ctx *model_ctx_create(const model *m, int max_batch, threadpool *pool, el_
      * one context serves a cache of either type */
     size_t f16_scratch = kernels_attn_scratch_size(KERNELS_ATTN_MAX_ROWS, c->max_head_dim_k, c->max_head_dim_v);
     size_t q8_scratch = c->max_head_dim_k % 32 == 0 && c->max_head_dim_v % 32 == 0
-                            ? kernels_attn_q8_0_scratch_size(c->max_head_dim_k, c->max_head_dim_v)
+                            ? kernels_attn_q8_0_scratch_size(KERNELS_ATTN_MAX_ROWS, c->max_head_dim_k, c->max_head_dim_v)
                             : 0;
     c->att_scratch_stride = align64(f16_scratch > q8_scratch ? f16_scratch : q8_scratch);
     c->att_scratch = aligned_alloc(64, (size_t)c->n_threads * c->att_scratch_stride);

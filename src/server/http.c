@@ -206,10 +206,16 @@ static enum MHD_Result handle_metrics(struct MHD_Connection *conn, request_ctx *
         engine *e = registry_acquire_loaded(srv->models, (int)i);
         if (e) {
             engine_stats es;
+            engine_info info;
             engine_get_stats(e, &es);
+            engine_get_info(e, &info);
             registry_release(srv->models, (int)i);
             models[i].queue_depth = es.queue_depth;
             models[i].active_slots = es.active_slots;
+            models[i].kv_reserved = es.kv_tokens_reserved;
+            models[i].kv_cached = es.kv_tokens_cached;
+            models[i].kv_capacity = info.n_ctx_pool;
+            models[i].kv_type = info.cache_q8_0 ? "q8_0" : "f16";
             g.queue_depth += es.queue_depth;
             g.active_slots += es.active_slots;
             if (i == 0)

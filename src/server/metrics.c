@@ -148,6 +148,20 @@ static unsigned long long model_users(const metrics_model *m) { return (unsigned
 static unsigned long long model_queue(const metrics_model *m) { return (unsigned long long)m->queue_depth; }
 static unsigned long long model_active(const metrics_model *m) { return (unsigned long long)m->active_slots; }
 static unsigned long long model_loads(const metrics_model *m) { return m->loads; }
+static unsigned long long model_kv_reserved(const metrics_model *m) { return (unsigned long long)m->kv_reserved; }
+static unsigned long long model_kv_cached(const metrics_model *m) { return (unsigned long long)m->kv_cached; }
+static unsigned long long model_kv_capacity(const metrics_model *m) { return (unsigned long long)m->kv_capacity; }
+
+/* An info-style family: 1 on the line of each loaded model's KV cache type. */
+static void put_kv_types(text_buf *b, const metrics_model *models, size_t n)
+{
+    const char *name = "elliott_model_kv_cache_type";
+    put(b, "# HELP %s 1 for the type (f16 or q8_0) in which the loaded model's KV pool stores keys and values.\n"
+           "# TYPE %s gauge\n", name, name);
+    for (size_t i = 0; i < n; i++)
+        if (models[i].kv_type)
+            put(b, "%s{model=\"%s\",type=\"%s\"} 1\n", name, models[i].name, models[i].kv_type);
+}
 static unsigned long long model_unloads(const metrics_model *m) { return m->unloads; }
 
 static void put_models(text_buf *b, const metrics_model *models, size_t n)
@@ -169,6 +183,15 @@ static void put_models(text_buf *b, const metrics_model *models, size_t n)
     put_model_family(b, "elliott_model_loads_total", "counter", "Loads of the model begun.", models, n, model_loads);
     put_model_family(b, "elliott_model_unloads_total", "counter", "Times the model was unloaded to make room.",
                      models, n, model_unloads);
+    put_model_family(b, "elliott_model_kv_tokens_capacity", "gauge",
+                     "Positions in the model's KV pool, shared by its slots (0 while not loaded).", models, n,
+                     model_kv_capacity);
+    put_model_family(b, "elliott_model_kv_tokens_reserved", "gauge",
+                     "KV pool positions the model's running requests may fill (prompt + max_tokens).", models, n,
+                     model_kv_reserved);
+    put_model_family(b, "elliott_model_kv_tokens_cached", "gauge",
+                     "KV pool positions finished conversations keep for reuse.", models, n, model_kv_cached);
+    put_kv_types(b, models, n);
 }
 
 char *metrics_render(server_metrics *m, const metrics_gauges *g, size_t *len)

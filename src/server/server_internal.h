@@ -356,6 +356,10 @@ typedef struct metrics_model {
     int users;           /* requests holding it */
     int queue_depth, active_slots; /* while ready */
     unsigned long long loads, unloads;
+    /* the KV pool while ready (all 0 otherwise): positions the running requests
+     * may fill, positions finished conversations keep, positions in all */
+    int kv_reserved, kv_cached, kv_capacity;
+    const char *kv_type; /* "f16" or "q8_0" while ready, else NULL */
 } metrics_model;
 
 typedef struct metrics_gauges {

@@ -40,6 +40,20 @@ PY
 "$bin" bench -m "$tmp/m.gguf" -p 8 -n 0 -d 600 -r 1 | grep -qE '\| +pp8 @ d600 \|' && ok "-d markdown label (depth over one batch)" || bad "-d markdown"
 "$bin" bench -m "$tmp/m.gguf" -p 8 -n 0 -r 1 -o jsonl | grep -q '"n_depth":0' && ok "n_depth 0 by default" || bad "n_depth default"
 
+# --cache-type: the KV cache type that ran, in llama-bench's type_k/type_v fields and columns
+# (a Q8_0 cache needs heads of whole Q8_0 blocks: the tiny-mha shape's 32)
+"$bin" make-model --arch gemma2 --shape tiny-mha --type q4_0 --n-vocab 512 --seed 3 "$tmp/mha.gguf" 2>/dev/null \
+    || { echo "FAIL make-model tiny-mha"; exit 1; }
+"$bin" bench -m "$tmp/mha.gguf" -p 8 -n 2 -d 40 -r 1 --cache-type q8_0 -o jsonl >"$tmp/q8" 2>"$tmp/err" \
+    && [ "$(grep -c '"type_k":"q8_0","type_v":"q8_0"' "$tmp/q8")" -eq 2 ] && ok "--cache-type q8_0: jsonl type_k/type_v" \
+    || bad "--cache-type q8_0: $(cat "$tmp/q8" "$tmp/err")"
+"$bin" bench -m "$tmp/m.gguf" -p 8 -n 0 -r 1 -o jsonl | grep -q '"type_k":"f16","type_v":"f16"' && ok "f16 cache by default" || bad "type_k default"
+"$bin" bench -m "$tmp/mha.gguf" -p 8 -n 0 -r 1 --cache-type q8_0 | grep -qE '^\| mha\.gguf .*\| q8_0 +\| q8_0 +\| +pp8 \|' \
+    && ok "--cache-type q8_0: markdown columns" || bad "--cache-type markdown"
+"$bin" bench -m "$tmp/m.gguf" -p 8 -n 0 -r 1 --cache-type q5 >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q -- "--cache-type: 'q5' is not a KV cache type" "$tmp/err" && ok "bad --cache-type: exit 2 naming it" \
+    || bad "bad --cache-type: $(cat "$tmp/err")"
+
 usage() { # description, args...
     local what=$1; shift
     "$bin" bench "$@" >/dev/null 2>"$tmp/err"

@@ -51,6 +51,32 @@ for o, r in zip(ours, ref):
     assert ref_logit is not None and top_logit - ref_logit <= 2e-2 * max(1, abs(top_logit)), (o["pos"], o["top"], r["top"][:3])
 PY
 
+# --cache-type q8_0: the golden model whose heads are whole Q8_0 blocks against llama.cpp's
+# logits with -ctk q8_0 -ctv q8_0 -fa on (tests/golden checks every value; here the top
+# ids and their logits, within the golden test's tolerance for that model, 2e-3).
+check "bad --cache-type" usage_error "--cache-type: 'q4' is not a KV cache type" -m "$model" --tokens 2 --cache-type q4
+mha=$tmp/gemma-tiny-mha-f32.gguf
+check "make-model regenerates gemma-tiny-mha-f32" bash tests/golden/golden-model.sh "$bin" gemma-tiny-mha-f32 "$mha"
+for cache in q8_0 f16; do
+    "$bin" logits -m "$mha" --tokens "$ids" --top 5 -t 2 --cache-type $cache >"$tmp/$cache.json" 2>"$tmp/err"
+    check "logits --cache-type $cache" test $? -eq 0
+done
+check "q8_0-cache golden logits (and they differ from the F16 cache's)" python3 - "$tmp/q8_0.json" "$tmp/f16.json" \
+    tests/data/models/gemma-tiny-mha-f32.q8_0-cache.logits.json <<'PY'
+import json, sys
+ours = json.load(open(sys.argv[1]))["positions"]
+f16 = json.load(open(sys.argv[2]))["positions"]
+ref = json.load(open(sys.argv[3]))["prompts"][0]["positions"]
+assert len(ours) == len(ref) == 15, (len(ours), len(ref))
+moved = 0
+for o, f, r in zip(ours, f16, ref):
+    want = dict(map(tuple, r["top"]))
+    for tid, logit in o["top"][:3]:
+        assert tid in want and abs(logit - want[tid]) <= 2e-3 * max(1, abs(want[tid])), (o["pos"], tid, logit, want.get(tid))
+    moved += any(abs(a[1] - b[1]) > 1e-5 for a, b in zip(o["top"], f["top"]))
+assert moved > 0, "the Q8_0 cache gave the F16 cache's logits"
+PY
+
 # make-model -> logits, without a tokenizer file.
 "$bin" make-model --arch gemma2 --shape tiny --type q8_0 --n-vocab 300 --seed 7 "$tmp/tiny.gguf" 2>"$tmp/err"
 check "make-model writes a tiny gemma2" test $? -eq 0

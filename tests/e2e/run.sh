@@ -41,6 +41,21 @@ rc=$?
 check "run -m on a gemma model exits 0" test $rc -eq 0
 check "gemma: generated 8 tokens or stopped" grep -Eq "generated: [1-8] tokens" "$tmp/gerr"
 check "gemma: no built-in model notice" bash -c "! grep -q built-in '$tmp/gerr'"
+# --cache-type q8_0: a greedy run over a Q8_0 KV cache on the golden model whose heads are
+# whole Q8_0 blocks (32 values); the built-in model's (8 values) are not, so it is refused
+# with a reason.
+mha=$tmp/gemma-tiny-mha-f32.gguf
+check "make-model regenerates gemma-tiny-mha-f32" bash tests/golden/golden-model.sh "$bin" gemma-tiny-mha-f32 "$mha"
+"$bin" run -m "$mha" -p "Hello, how are you?" -n 8 --temp 0 --cache-type q8_0 >"$tmp/gq" 2>"$tmp/gqerr"
+check "run --cache-type q8_0 on a gemma model exits 0" test $? -eq 0
+check "  and generates" grep -Eq "generated: [1-8] tokens" "$tmp/gqerr"
+printf 'Hello\n/exit\n' | "$bin" chat -m "$mha" -n 4 --temp 0 --cache-type q8_0 >"$tmp/cq" 2>"$tmp/cqerr"
+check "chat --cache-type q8_0 exits 0" test $? -eq 0
+"$bin" run -p hi -n 2 --cache-type q8_0 >/dev/null 2>"$tmp/bqerr"
+check "q8_0 cache on the built-in model: exit 1" test $? -eq 1
+check "  naming the head size" grep -q "multiple" "$tmp/bqerr"
+"$bin" run -m "$mha" -p hi -n 2 --cache-type f16 >/dev/null 2>&1
+check "--cache-type f16 is accepted" test $? -eq 0
 
 # Usage errors exit 2; failures exit 1; --help exits 0.
 for args in "" "-p" "-p x -n 0" "-p x -n abc" "-p x --temp -1" "-p x --top-p 2" "-p x --bogus" "-p x extra" "-p x --ctx 1"; do
@@ -85,6 +100,9 @@ for c in run chat; do
         one_message "$c -m without a value" 2 2 "$bin" $c $p -m
         one_message "$c --threads 0" 2 1 "$bin" $c --threads 0 $p
         one_message "$c --top-k -1" 2 1 "$bin" $c --top-k -1 $p
+        one_message "$c --cache-type q4_0" 2 1 "$bin" $c --cache-type q4_0 $p
+        grep -q -- "--cache-type: 'q4_0' is not a KV cache type (f16 or q8_0)" "$tmp/err1" ||
+            { echo "FAIL  $c --cache-type q4_0: the message names the option"; fail=1; }
     }
 done
 grep -q "no -m given" "$tmp/err1" && { echo "FAIL  the built-in model notice before a usage error"; fail=1; }

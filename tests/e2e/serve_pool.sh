@@ -1,5 +1,6 @@
 #!/bin/bash
-# The KV pool end to end (built-in model): `-c` is shared by the `--parallel` slots; a
+# The KV pool end to end (built-in model): `-c` is shared by the `--parallel` slots (its
+# gauges on /metrics: capacity, reserved, cached, cache type); a
 # prompt that can never fit (alone, or as n choices) is a 400 context_length_exceeded,
 # requests that do not fit beside each other wait and all answer 200, max_tokens is cut
 # to what the pool leaves; `--parallel auto` (the default) starts and says what it chose.
@@ -81,6 +82,20 @@ for t in threads:
     t.join()
 for i, (st, d) in enumerate(results):
     check(st == 200 and d["choices"][0]["message"]["content"], "waiting request %d: %d %s" % (i, st, d))
+
+# /metrics: the pool's gauges for the model (Prometheus text, one line each)
+def metrics():
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    c.request("GET", "/metrics")
+    text = c.getresponse().read().decode()
+    c.close()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line and not line.startswith("#")}
+m = metrics()
+check(m.get('elliott_model_kv_tokens_capacity{model="elliott-1"}') == 200, "pool capacity 200: %s" % m)
+check(m.get('elliott_model_kv_cache_type{model="elliott-1",type="f16"}') == 1, "cache type f16")
+check(m.get('elliott_model_kv_tokens_reserved{model="elliott-1"}') == 0, "nothing reserved when idle")
+check(0 < m.get('elliott_model_kv_tokens_cached{model="elliott-1"}', 0) <= 200, "finished conversations cached")
 sys.exit(1 if failed else 0)
 PY
 curl -s "http://127.0.0.1:$PORT/health" | grep -q ok || fail "unhealthy after the pool requests"

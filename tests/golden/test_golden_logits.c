@@ -71,8 +71,10 @@ static void test_repository_goldens(void)
 /* With a Q8_0 cache llama.cpp quantizes the query to 8 bits for every score, as it
  * does the activations of a quantized matrix: the quantized models' tolerance. Its
  * results differ from the F16 cache's by up to 5e-2 on these models, so a cache
- * computed as for F16 would not pass. The widest kernels only: the attention
- * kernel is the same scalar one whatever the instruction set. */
+ * computed as for F16 would not pass. Every SIMD instruction set this CPU runs,
+ * each with its own Q8_0 attention kernel, the widest last (and left in force);
+ * the scalar one only where no other runs (tests/kernels/test_attn_q8_0 holds
+ * the others to it, and its float matrix products take most of a minute here). */
 static void test_q8_0_cache_goldens(void)
 {
     static const char *const names[] = {"gemma-tiny-mha-f32", "gemma-tiny-256-q4_k"};
@@ -83,8 +85,14 @@ static void test_q8_0_cache_goldens(void)
             continue;
         char logits_path[256];
         snprintf(logits_path, sizeof logits_path, TEST_DATA "models/%s.q8_0-cache.logits.json", names[i]);
-        CHECK(kernels_set_isa(last_isa, NULL) == 0);
-        run_golden(names[i], model_path, logits_path, tols[i], pool, MODEL_CACHE_Q8_0);
+        for (int isa = 0; isa < KERNELS_ISA_COUNT; isa++) {
+            if (!kernels_isa_available((enum kernels_isa)isa) ||
+                (isa == KERNELS_ISA_SCALAR && last_isa != KERNELS_ISA_SCALAR))
+                continue;
+            CHECK(kernels_set_isa((enum kernels_isa)isa, NULL) == 0);
+            fprintf(stderr, "      kernels: %s\n", kernels_isa_name((enum kernels_isa)isa));
+            run_golden(names[i], model_path, logits_path, tols[i], pool, MODEL_CACHE_Q8_0);
+        }
     }
 }
 

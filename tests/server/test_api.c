@@ -930,8 +930,13 @@ static void test_metrics_text(void)
     metrics_record_ttft(&m, 0.2);
     metrics_record_tokens(&m, 10, 5);
     metrics_record_cancel(&m);
+    metrics_model models[] = {
+        {.name = "elliott-1", .state = REGISTRY_READY, .active_slots = 1, .kv_reserved = 300, .kv_cached = 42,
+         .kv_capacity = 4096, .kv_type = "q8_0"},
+        {.name = "other", .state = REGISTRY_UNLOADED},
+    };
     metrics_gauges g = {.ready = 1, .queue_depth = 2, .active_slots = 1, .in_flight = 3, .open_connections = 7,
-                        .connections_timed_out = 4};
+                        .connections_timed_out = 4, .models = models, .n_models = 2};
     size_t len;
     char *t = metrics_render(&m, &g, &len);
     CHECK(t && strlen(t) == len);
@@ -954,6 +959,15 @@ static void test_metrics_text(void)
     CHECK(strstr(t, "elliott_http_connections_open 7\n"));
     CHECK(strstr(t, "elliott_http_connections_timed_out_total 4\n"));
     CHECK(strstr(t, "# TYPE elliott_time_to_first_token_seconds histogram\n"));
+    /* the KV pool per model; the type only for a loaded one */
+    CHECK(strstr(t, "# TYPE elliott_model_kv_tokens_reserved gauge\n"));
+    CHECK(strstr(t, "elliott_model_kv_tokens_reserved{model=\"elliott-1\"} 300\n"));
+    CHECK(strstr(t, "elliott_model_kv_tokens_cached{model=\"elliott-1\"} 42\n"));
+    CHECK(strstr(t, "elliott_model_kv_tokens_capacity{model=\"elliott-1\"} 4096\n"));
+    CHECK(strstr(t, "elliott_model_kv_tokens_capacity{model=\"other\"} 0\n"));
+    CHECK(strstr(t, "# TYPE elliott_model_kv_cache_type gauge\n"));
+    CHECK(strstr(t, "elliott_model_kv_cache_type{model=\"elliott-1\",type=\"q8_0\"} 1\n"));
+    CHECK(!strstr(t, "elliott_model_kv_cache_type{model=\"other\""));
     /* every line is a comment or "name{labels} value" */
     for (char *line = t; *line;) {
         char *nl = strchr(line, '\n');
