@@ -768,11 +768,18 @@ void kernels_matmul(const kernels_matrix *w, const float *x, int64_t x_stride, i
 
 /* ---- repacking ------------------------------------------------------------------- */
 
+/* Whether the selected implementation has repacked Q4_0 kernels of its own (AVX2 and
+ * wider): the scalar ones are the tests' reference, slower than the GGUF layout's. */
+static bool r16_simd_selected(void)
+{
+    const kq_type_ops *r16 = kq_ops_q4_0_r16();
+    return impl_for(r16).dot_tile != r16->scalar.dot_tile;
+}
+
 bool kernels_can_repack(const kernels_matrix *w)
 {
     kernels_init();
-    return atomic_load(&current_isa) == KERNELS_ISA_AVX512 && kq_ops_q4_0_r16()->avx512.dot_tile &&
-           w->layout == KERNELS_LAYOUT_GGUF && w->type == GGUF_TYPE_Q4_0 && w->rows > 0 &&
+    return r16_simd_selected() && w->layout == KERNELS_LAYOUT_GGUF && w->type == GGUF_TYPE_Q4_0 && w->rows > 0 &&
            w->rows % KQ_R16_ROWS == 0 && w->cols > 0 && w->cols % KQ_QK == 0 &&
            w->row_bytes == (size_t)(w->cols / KQ_QK) * sizeof(kq_block_q4_0);
 }
