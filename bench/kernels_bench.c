@@ -11,7 +11,9 @@
  * repack at load (kernels_repack_matrix) gets a second line in that layout. Each figure
  * is the fastest of many short runs, so that runs hit by other processes' time slices do
  * not count. --cols sets the decode matrix's width (default 2048; 16384 is gemma-2b's FFN
- * down), --passes how often the streamed figures rotate through the copies (default 3).
+ * down), --tokens how many tokens the streamed decode figure multiplies at once (default 1; 2..8
+ * are a decode step of several streams), --passes how often the streamed figures rotate
+ * through the copies (default 3).
  * --read prints only the plain read bandwidth of a buffer far larger than the LLC. */
 #include <stdint.h>
 #include <stdio.h>
@@ -36,6 +38,8 @@ enum { MATRIX_VALUES = 16384 * 2048, TOTAL_MB = 640, MAX_COLS = 16384 };
 static int COLS = 2048, ROWS = MATRIX_VALUES / 2048;
 /* Passes over the rotating copies for the streamed figures (--passes). */
 static int PASSES = 3;
+/* Tokens of the streamed decode figure (--tokens: a step of several streams). */
+static int DECODE_TOKENS = 1;
 
 static double now(void)
 {
@@ -141,12 +145,12 @@ static void bench_type(uint32_t type, threadpool *pool, bool repack)
 
     /* decode: one token, a different copy each time */
     kernels_matrix m = {.type = type, .rows = ROWS, .cols = COLS, .data = w, .row_bytes = row_bytes, .layout = layout};
-    kernels_matmul(&m, x, COLS, 1, y, ROWS, scratch, pool);
+    kernels_matmul(&m, x, COLS, DECODE_TOKENS, y, ROWS, scratch, pool);
     double best = 0;
     for (int it = 0; it < PASSES * copies; it++) {
         m.data = w + (size_t)(it % copies) * mat;
         double t0 = now();
-        kernels_matmul(&m, x, COLS, 1, y, ROWS, scratch, pool);
+        kernels_matmul(&m, x, COLS, DECODE_TOKENS, y, ROWS, scratch, pool);
         double gbs = (double)mat / (now() - t0) / 1e9;
         best = gbs > best ? gbs : best;
     }
@@ -176,11 +180,11 @@ static void bench_type(uint32_t type, threadpool *pool, bool repack)
         double gf = 2.0 * p_rows * COLS * 128 / (now() - t0) / 1e9;
         best_flops = gf > best_flops ? gf : best_flops;
     }
-    printf("%-5s%s %s threads=%d  matvec %dx%d: %5.1f GB/s (plain read %5.1f GB/s, %3.0f%%)  "
+    printf("%-5s%s %s threads=%d  matvec %dx%d x%d: %5.1f GB/s (plain read %5.1f GB/s, %3.0f%%)  "
            "in L2, 1 thread: %5.1f GB/s (%.2f ns/block)  matmul %dx%d x 128 tokens: %6.1f GFLOP/s\n",
            gguf_type_get(type)->name, repack ? " (repacked)" : "", kernels_isa_name(kernels_isa()),
            threadpool_size(pool), ROWS,
-           COLS, best, best_stream, 100 * best / best_stream, best_l2,
+           COLS, DECODE_TOKENS, best, best_stream, 100 * best / best_stream, best_l2,
            (double)gguf_type_get(type)->type_size / best_l2, p_rows, COLS, best_flops);
     free(w);
     free(x);
@@ -228,7 +232,7 @@ static int read_bandwidth(threadpool *pool, size_t mib, int reps)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: kernels_bench [--cols N] [--passes N] [THREADS [ISA [TYPE...]]]\n"
+    fprintf(stderr, "usage: kernels_bench [--cols N] [--tokens N] [--passes N] [THREADS [ISA [TYPE...]]]\n"
                     "       kernels_bench --read [--mib N] [--reps N] [THREADS]\n");
 }
 
@@ -250,6 +254,12 @@ int main(int argc, char **argv)
             ROWS = MATRIX_VALUES / COLS;
         } else if (a + 1 < argc && !strcmp(argv[a], "--mib")) {
             mib = (size_t)atol(argv[++a]);
+        } else if (a + 1 < argc && !strcmp(argv[a], "--tokens")) {
+            DECODE_TOKENS = atoi(argv[++a]);
+            if (DECODE_TOKENS < 1 || DECODE_TOKENS > 128) {
+                fprintf(stderr, "kernels_bench: --tokens takes 1 to 128\n");
+                return 2;
+            }
         } else if (a + 1 < argc && !strcmp(argv[a], "--passes")) {
             PASSES = atoi(argv[++a]);
         } else if (a + 1 < argc && !strcmp(argv[a], "--reps")) {

@@ -499,7 +499,11 @@ enum {
      * what the thread that finishes first waits for, a long wait when a time slice went
      * to another process. 1 MiB streams in ~70 us and still spans many tiles, so the
      * prefetch's run-in at a chunk's start stays small. */
-    DECODE_CHUNK_BYTES = 1 << 20
+    DECODE_CHUNK_BYTES = 1 << 20,
+    /* The last nth chunks' rows of a job go in chunks this many times smaller: the
+     * thread that finishes first waits for the other's last chunk, up to ~70 us at
+     * 1 MiB, at every matmul (73 of them per gemma-2b token). */
+    TAIL_SPLIT = 4
 };
 
 static size_t round_up_to_align(size_t bytes)
@@ -549,6 +553,9 @@ typedef struct matmul_part {
     bool converts;     /* fills act (the first part of its layout) */
     int64_t rows_per_chunk;
     int64_t first_chunk;
+    /* chunks of rows_per_chunk rows up to tail_row (n_head_chunks of them), then of
+     * tail_rows_per_chunk (split_chunks) */
+    int64_t n_head_chunks, tail_row, tail_rows_per_chunk;
     int token_block;   /* a whole number of tiles: only the batch's last tile is partial */
 } matmul_part;
 
@@ -624,6 +631,13 @@ static const matmul_part *part_of_chunk(const matmul_job *job, int64_t c)
     return &job->parts[i];
 }
 
+static void chunk_range(const matmul_part *part, int64_t k, int64_t *r0, int64_t *r1)
+{
+    int64_t per = k < part->n_head_chunks ? part->rows_per_chunk : part->tail_rows_per_chunk;
+    *r0 = k < part->n_head_chunks ? k * per : part->tail_row + (k - part->n_head_chunks) * per;
+    *r1 = *r0 + per < part->w->rows ? *r0 + per : part->w->rows;
+}
+
 static void dot_job(void *arg, int ith, int nth)
 {
     (void)ith;
@@ -634,13 +648,27 @@ static void dot_job(void *arg, int ith, int nth)
         if (c >= job->n_chunks)
             break;
         const matmul_part *part = part_of_chunk(job, c);
-        int64_t r0 = (c - part->first_chunk) * part->rows_per_chunk;
-        int64_t r1 = r0 + part->rows_per_chunk < part->w->rows ? r0 + part->rows_per_chunk : part->w->rows;
+        int64_t r0, r1;
+        chunk_range(part, c - part->first_chunk, &r0, &r1);
         for (int t0 = 0; t0 < job->n_tokens; t0 += part->token_block) {
             int t1 = t0 + part->token_block < job->n_tokens ? t0 + part->token_block : job->n_tokens;
             rows_times_tokens(part, r0, r1, t0, t1);
         }
     }
+}
+
+/* Lays out a part's chunks, its last tail_rows rows (rounded to whole chunks) in
+ * chunks TAIL_SPLIT times smaller; returns how many. */
+static int64_t split_chunks(matmul_part *part, int64_t tail_rows)
+{
+    int64_t rows = part->w->rows, per = part->rows_per_chunk;
+    int unit = rows_per_tile(part->w);
+    int64_t head = rows > tail_rows ? (rows - tail_rows) / per : 0;
+    int64_t small = tail_rows > 0 ? (per / TAIL_SPLIT + unit - 1) / unit * unit : per;
+    part->n_head_chunks = head;
+    part->tail_row = head * per;
+    part->tail_rows_per_chunk = small;
+    return head + (rows - part->tail_row + small - 1) / small;
 }
 
 static int64_t chunk_rows(const kernels_matrix *w, int nth, int n_tokens)
@@ -728,10 +756,14 @@ void kernels_matmul_multi(int n_mats, const kernels_matrix *const w[], float *co
         part->rows_per_chunk = chunk_rows(w[i], nth, n_tokens);
         part->token_block = token_block_for(&part->impl);
         part->first_chunk = job.n_chunks;
-        job.n_chunks += (w[i]->rows + part->rows_per_chunk - 1) / part->rows_per_chunk;
+        job.n_chunks += split_chunks(part, 0);
     }
     if (job.n_parts == 0)
         return;
+    if (nth > 1) {
+        matmul_part *last = &job.parts[job.n_parts - 1];
+        job.n_chunks = last->first_chunk + split_chunks(last, (int64_t)nth * last->rows_per_chunk);
+    }
     if (job.n_converting > 0) {
         if (n_tokens * job.n_converting == 1 || nth == 1)
             convert_job(&job, 0, 1);
@@ -780,13 +812,21 @@ static const repack_format *repack_format_of(uint32_t type)
     }
 }
 
+/* Whether the selected implementation has repacked kernels of its own for type (a
+ * SIMD tile): the scalar ones are the tests' reference, slower than the GGUF layout's. */
+static bool repacked_simd_selected(uint32_t type)
+{
+    const kq_type_ops *r16 = repacked_ops(type);
+    return r16 && impl_for(r16).dot_tile != r16->scalar.dot_tile;
+}
+
 bool kernels_can_repack(const kernels_matrix *w)
 {
     kernels_init();
     const repack_format *f = repack_format_of(w->type);
-    return f && atomic_load(&current_isa) == KERNELS_ISA_AVX512 && repacked_ops(w->type)->avx512.dot_tile &&
-           w->layout == KERNELS_LAYOUT_GGUF && w->rows > 0 && w->rows % KQ_R16_ROWS == 0 && w->cols > 0 &&
-           w->cols % f->block_values == 0 && w->row_bytes == (size_t)(w->cols / f->block_values) * f->block_bytes;
+    return f && repacked_simd_selected(w->type) && w->layout == KERNELS_LAYOUT_GGUF && w->rows > 0 &&
+           w->rows % KQ_R16_ROWS == 0 && w->cols > 0 && w->cols % f->block_values == 0 &&
+           w->row_bytes == (size_t)(w->cols / f->block_values) * f->block_bytes;
 }
 
 /* Group by group through a copy of one group's rows, so that the extra memory is

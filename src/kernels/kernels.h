@@ -71,15 +71,18 @@ typedef struct kernels_matrix {
 enum { KERNELS_LAYOUT_GGUF = 0, KERNELS_LAYOUT_REPACKED = 1 };
 
 /* Whether kernels_repack_matrix would rewrite this matrix: the selected
- * implementation multiplies its type faster in an interleaved layout (today Q4_0, Q4_K and Q6_K on
- * AVX-512, 16 rows a group; rows a multiple of 16). */
+ * implementation multiplies its type faster in an interleaved layout (today Q4_0 on
+ * AVX2, AVX-VNNI and AVX-512, Q4_K and Q6_K on AVX-512; 16 rows a group, rows a
+ * multiple of 16). */
 bool kernels_can_repack(const kernels_matrix *w);
 /* Rewrites w's rows in place into that layout (the same bytes in all, a group of rows
  * in the bytes the rows had) and sets w->layout; `data` is w->data, writable. After it
- * only kernels_matmul and kernels_matmul_multi may read the rows, on any
- * implementation. Returns 0, or -1 (matrix unchanged) when it cannot. */
+ * only kernels_matmul, kernels_matmul_multi and kernels_unpack_row may read the rows,
+ * on any implementation. Returns 0, or -1 (matrix unchanged) when it cannot. */
 int kernels_repack_matrix(kernels_matrix *w, void *data);
-/* Row r of a repacked matrix back in its GGUF bytes (tests, diagnostics). */
+/* Row r of a matrix in its GGUF bytes (row_bytes of them), whatever its layout: how
+ * a table that is also a repacked matrix (Gemma's tied token embeddings) is looked
+ * up by row. Returns -1 for r outside the matrix. */
 int kernels_unpack_row(const kernels_matrix *w, int64_t r, void *row);
 
 /* Bytes of scratch kernels_matmul needs for n_tokens activation rows (the

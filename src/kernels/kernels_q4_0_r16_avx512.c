@@ -38,11 +38,12 @@ ALWAYS_INLINE void group_tile(const uint8_t *g, int64_t nb, const kq_r16_act *co
     UNROLL for (int c = 0; c < C; c++)
         acc[c] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++, g += KQ_R16_GROUP_BLOCK_BYTES) {
-        /* one token streams the group: every line of a block ahead (the hardware
-         * prefetcher alone reached ~73 % of the plain read rate, this ~95 %) */
-        if (C == 1)
-            UNROLL for (int l = 0; l < PREFETCH_LINES; l++)
-                _mm_prefetch((const char *)g + KQ_PREFETCH_AHEAD + 64 * l, _MM_HINT_T0);
+        /* every line of a block ahead: one token streams the group (the hardware
+         * prefetcher alone reached ~73 % of the plain read rate, this ~95 %), and so
+         * do the few tokens of a decode step of several streams (4 tokens: 57 % ->
+         * 84 %); a prompt's later tiles find the lines cached and lose nothing */
+        UNROLL for (int l = 0; l < PREFETCH_LINES; l++)
+            _mm_prefetch((const char *)g + KQ_PREFETCH_AHEAD + 64 * l, _MM_HINT_T0);
         __m512 wd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)g));
         __m512i lo[4], hi[4];
         UNROLL for (int i = 0; i < 4; i++) {

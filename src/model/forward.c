@@ -61,6 +61,7 @@ struct model_ctx {
     void *att_scratch;        /* per thread, att_scratch_stride bytes: kernels_attn_f16's scratch */
     size_t att_scratch_stride;
     int *att_group;           /* [max_batch] the first row of each group of rows attended together */
+    void *tok_row;            /* one row of a repacked token table, unpacked (token_row) */
 };
 
 /* ---- per-arch switches ------------------------------------------------------------- */
@@ -136,6 +137,7 @@ void model_ctx_free(model_ctx *c)
     free(c->exp_rows);
     free(c->exp_slot);
     free(c->mm_scratch);
+    free(c->tok_row);
     free(c);
 }
 
@@ -244,8 +246,9 @@ model_ctx *model_ctx_create(const model *m, int max_batch, threadpool *pool, el_
     c->att_group = calloc((size_t)max_batch, sizeof *c->att_group);
     c->mm_scratch_size = align64(max_matmul_scratch(m, max_batch));
     c->mm_scratch = aligned_alloc(64, c->mm_scratch_size ? c->mm_scratch_size : 64);
+    c->tok_row = malloc(m->tok_embd.row_bytes);
     if (!c->x || !c->xn || !c->q || !c->k || !c->v || !c->attn || !c->proj || !c->gate || !c->up || !c->rope ||
-        !c->logit_rows || !c->all_rows || !c->att_scratch || !c->att_group || !c->mm_scratch ||
+        !c->logit_rows || !c->all_rows || !c->att_scratch || !c->att_group || !c->mm_scratch || !c->tok_row ||
         !alloc_gemma4_buffers(c, hp, max_batch)) {
         model_ctx_free(c);
         el_fail(err, "out of memory for a batch of %d tokens", max_batch);
@@ -362,15 +365,27 @@ static void matmul_shared_input(model_ctx *c, int n, const kernels_matrix *const
 
 /* ---- embedding and rope tables --------------------------------------------------------- */
 
+/* A token's row of the table in its GGUF bytes: in place, or from a repacked table
+ * (the tied output matrix) through c->tok_row. */
+static const void *token_row(model_ctx *c, int32_t token)
+{
+    const kernels_matrix *t = &c->m->tok_embd;
+    if (t->layout == KERNELS_LAYOUT_GGUF)
+        return (const uint8_t *)t->data + (size_t)token * t->row_bytes;
+    int rc = kernels_unpack_row(t, token, c->tok_row);
+    assert(rc == 0); /* tokens were validated against n_vocab */
+    (void)rc;
+    return c->tok_row;
+}
+
 static void embed(model_ctx *c, const model_batch *b)
 {
     const model *m = c->m;
     int64_t n_embd = m->hp.n_embd;
     float scale = arch_is_gemma(m->hp.arch) ? sqrtf((float)n_embd) : 1.0f;
     for (int i = 0; i < b->n_tokens; i++) {
-        const uint8_t *row = (const uint8_t *)m->tok_embd->data + (size_t)b->token[i] * m->tok_embd_row_bytes;
         float *dst = c->x + (size_t)i * n_embd;
-        kernels_dequantize_row(m->tok_embd->type, row, dst, n_embd);
+        kernels_dequantize_row(m->tok_embd.type, token_row(c, b->token[i]), dst, n_embd);
         if (scale != 1.0f)
             kernels_scale(dst, scale, n_embd);
     }

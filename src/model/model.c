@@ -425,8 +425,8 @@ static void repack_in_place(kernels_matrix *w)
     mprotect((void *)start, len, PROT_READ); /* back to read only; failing, it stays writable */
 }
 
-/* Only the layers' dense matrices: the token embedding table (also the tied output)
- * is read row by row, and expert and per-layer-input matrices are sliced by rows. */
+/* The layers' dense matrices (the output projection: repack_output); expert and
+ * per-layer-input matrices are sliced by rows. */
 static void repack_layers(model *m)
 {
     for (int il = 0; il < m->hp.n_layer; il++) {
@@ -436,6 +436,19 @@ static void repack_layers(model *m)
             if (dense[i]->data)
                 repack_in_place(dense[i]);
     }
+}
+
+/* The output projection too (on Gemma the tied token table: a fifth of gemma-2b's
+ * bytes), for models that compute logits; the token lookup then reads the table's
+ * rows through kernels_unpack_row. An embedding model only looks rows up: repacking
+ * would make its whole table resident for nothing. */
+static void repack_output(model *m, bool tied)
+{
+    if (m->hp.pooling != MODEL_POOLING_NONE || m->hp.arch == MODEL_ARCH_GEMMA_EMBEDDING)
+        return;
+    repack_in_place(&m->output);
+    if (tied)
+        m->tok_embd.layout = m->output.layout;
 }
 
 static int prepare(model *m, bool mapped, el_err *err)
@@ -451,8 +464,7 @@ static int prepare(model *m, bool mapped, el_err *err)
     if (!m->layers || !m->norm_data)
         return el_fail(err, "out of memory for the model's tables");
     float *cursor = m->norm_data;
-    m->tok_embd = gguf_find_tensor(m->file, "token_embd.weight");
-    m->tok_embd_row_bytes = gguf_row_size(m->tok_embd->type, m->tok_embd->ne[0]);
+    m->tok_embd = matrix_of(gguf_find_tensor(m->file, "token_embd.weight"));
     if (m->hp.arch == MODEL_ARCH_GEMMA4 || m->hp.arch == MODEL_ARCH_GEMMA3N)
         bind_gemma4_globals(m, &cursor);
     if (m->hp.n_altup > 0) {
@@ -467,10 +479,12 @@ static int prepare(model *m, bool mapped, el_err *err)
         bind_layer(m, il, &cursor);
     m->output_norm = bind_vector(m, "output_norm.weight", &cursor);
     const gguf_tensor *out = gguf_find_tensor(m->file, "output.weight");
-    m->output = matrix_of(out ? out : m->tok_embd);
+    m->output = out ? matrix_of(out) : m->tok_embd;
     m->weight_bytes += (uint64_t)m->output.rows * m->output.row_bytes;
-    if (mapped)
+    if (mapped) {
         repack_layers(m);
+        repack_output(m, out == NULL);
+    }
     return 0;
 }
 

@@ -43,8 +43,9 @@ typedef struct model_layer {
 struct model {
     gguf_file *file;
     model_hparams hp;
-    const gguf_tensor *tok_embd;
-    size_t tok_embd_row_bytes;
+    /* token_embd: read a row per token; when tied it is also the output matrix and may
+     * be repacked with it (then rows come through kernels_unpack_row) */
+    kernels_matrix tok_embd;
     kernels_matrix output; /* output.weight, or token_embd when tied */
     const float *output_norm;
     const float *rope_freqs;          /* gemma4: divides the full layers' rope angles */

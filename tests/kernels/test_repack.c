@@ -99,12 +99,33 @@ static int count_differences(const float *want, const float *got, const weights 
     return bad;
 }
 
+/* The widest implementation here, when it repacks (AVX2 and wider), selected. */
+static enum kernels_isa widest = KERNELS_ISA_SCALAR;
+
 static bool repack_runs_here(void)
 {
-    if (kernels_set_isa(KERNELS_ISA_AVX512, NULL) == 0)
+    for (int isa = KERNELS_ISA_AVX2; isa < KERNELS_ISA_COUNT; isa++)
+        if (kernels_isa_available((enum kernels_isa)isa))
+            widest = (enum kernels_isa)isa;
+    if (widest != KERNELS_ISA_SCALAR && kernels_set_isa(widest, NULL) == 0)
         return true;
-    fprintf(stderr, "SKIP: this CPU has no AVX-512: no repacked layout\n");
+    fprintf(stderr, "SKIP: this CPU has no AVX2: no repacked layout\n");
     return false;
+}
+
+/* Q4_K and Q6_K repack on AVX-512 only. */
+static bool kquant_repack_runs_here(void)
+{
+    if (kernels_isa_available(KERNELS_ISA_AVX512))
+        return true;
+    fprintf(stderr, "SKIP: this CPU has no AVX-512: no repacked K-quant layout\n");
+    return false;
+}
+
+/* Selects the widest implementation that repacks type. */
+static void select_repacking_isa(uint32_t type)
+{
+    CHECK(kernels_set_isa(type == GGUF_TYPE_Q4_0 ? widest : KERNELS_ISA_AVX512, NULL) == 0);
 }
 
 static void round_trip(uint32_t type, int64_t cols)
@@ -130,8 +151,11 @@ static void test_round_trip(void)
     if (!repack_runs_here())
         return;
     round_trip(GGUF_TYPE_Q4_0, 7 * 32);
-    round_trip(GGUF_TYPE_Q4_K, 3 * 256);
-    round_trip(GGUF_TYPE_Q6_K, 3 * 256);
+    if (kquant_repack_runs_here()) {
+        kernels_set_isa(KERNELS_ISA_AVX512, NULL);
+        round_trip(GGUF_TYPE_Q4_K, 3 * 256);
+        round_trip(GGUF_TYPE_Q6_K, 3 * 256);
+    }
     kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
 }
 
@@ -152,9 +176,14 @@ static void test_refusals(void)
     w.m.rows = 32;
     CHECK(kernels_can_repack(&w.m));
     CHECK(kernels_repack_matrix(&w.m, w.gguf) == -1); /* data must be the matrix's own */
-    kernels_set_isa(KERNELS_ISA_AVX2, NULL);
-    CHECK(!kernels_can_repack(&w.m));
+    for (int isa = KERNELS_ISA_AVX2; isa <= (int)widest; isa++)
+        if (kernels_set_isa((enum kernels_isa)isa, NULL) == 0)
+            CHECKF(kernels_can_repack(&w.m), "%s repacks", kernels_isa_name((enum kernels_isa)isa));
+    kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
+    CHECK(!kernels_can_repack(&w.m)); /* the scalar twin is a reference, not faster */
     weights_free(&w);
+    if (!kquant_repack_runs_here())
+        return;
     kernels_set_isa(KERNELS_ISA_AVX512, NULL);
     /* the K-quants: 40 rows stay in their GGUF layout; Q5_K has no repacked layout */
     const uint32_t kquants[] = {GGUF_TYPE_Q4_K, GGUF_TYPE_Q6_K};
@@ -177,7 +206,7 @@ static void agree_one(uint32_t type, int64_t rows, int64_t cols, int n_tokens, u
 {
     weights w;
     weights_make_type(&w, type, rows, cols, n_tokens, seed);
-    kernels_set_isa(KERNELS_ISA_AVX512, NULL);
+    select_repacking_isa(type);
     CHECK(kernels_repack_matrix(&w.m, w.packed) == 0);
     kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
     kernels_matrix plain = gguf_matrix(&w);
@@ -222,7 +251,7 @@ static void matmul_agrees_kquant(uint32_t type)
 
 static void test_matmul_agrees_kquants(void)
 {
-    if (!repack_runs_here())
+    if (!kquant_repack_runs_here())
         return;
     matmul_agrees_kquant(GGUF_TYPE_Q4_K);
     matmul_agrees_kquant(GGUF_TYPE_Q6_K);
@@ -233,7 +262,7 @@ static void test_matmul_agrees_kquants(void)
 static void scalar_twin_exact(uint32_t type)
 {
     for (int n_tokens = 1; n_tokens <= 5; n_tokens += 2) {
-        kernels_set_isa(KERNELS_ISA_AVX512, NULL);
+        select_repacking_isa(type);
         weights w;
         weights_make_type(&w, type, 32, 768, n_tokens, 40 + (uint64_t)n_tokens);
         CHECK(kernels_repack_matrix(&w.m, w.packed) == 0);
@@ -250,7 +279,7 @@ static void scalar_twin_exact(uint32_t type)
 
 static void test_kquant_scalar_twins_exact(void)
 {
-    if (!repack_runs_here())
+    if (!kquant_repack_runs_here())
         return;
     scalar_twin_exact(GGUF_TYPE_Q4_K);
     scalar_twin_exact(GGUF_TYPE_Q6_K);
@@ -262,7 +291,7 @@ static void multi_mixed_layouts(uint32_t type, int64_t cols)
 {
     threadpool *pool = threadpool_create(2, NULL);
     for (int n_tokens = 1; n_tokens <= 9; n_tokens += 4) {
-        kernels_set_isa(KERNELS_ISA_AVX512, NULL);
+        select_repacking_isa(type);
         weights a, b;
         weights_make_type(&a, type, 64, cols, n_tokens, 7);
         weights_make_type(&b, type, 37, cols, n_tokens, 7); /* same x */
@@ -292,8 +321,10 @@ static void test_multi_mixed_layouts(void)
     if (!repack_runs_here())
         return;
     multi_mixed_layouts(GGUF_TYPE_Q4_0, 256);
-    multi_mixed_layouts(GGUF_TYPE_Q4_K, 512);
-    multi_mixed_layouts(GGUF_TYPE_Q6_K, 512);
+    if (kquant_repack_runs_here()) {
+        multi_mixed_layouts(GGUF_TYPE_Q4_K, 512);
+        multi_mixed_layouts(GGUF_TYPE_Q6_K, 512);
+    }
 }
 
 int main(void)

@@ -1,0 +1,124 @@
+/* Inside src/kernels only: the 256-bit kernels over Q4_0 repacked into groups of 16
+ * rows (layout in kernels_q4_0_r16.c), the twin of kernels_q4_0_r16_avx512.c. A ymm
+ * lane is a row, so a group is two halves of 8 rows, each 32 bytes of every 64-byte
+ * nibble slice. Per half and token, eight multiplies of four nibbles by four broadcast
+ * activation bytes sum a block of 8 rows, and one conversion and FMA finish it.
+ *
+ * Included by kernels_q4_0_r16_avx2.c and kernels_q4_0_r16_avxvnni.c after they define
+ * R16_DOT_ADD(s, u, x): s plus, per 32-bit lane, the dot product of the four unsigned
+ * bytes of u and the four signed bytes of x (maddubs + madd, or one vpdpbusd). */
+#ifndef ELLIOTT_KERNELS_Q4_0_R16_YMM_H
+#define ELLIOTT_KERNELS_Q4_0_R16_YMM_H
+
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
+
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels/kernels_q4_0_r16.h"
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 16")
+
+/* 4 tokens: two halves' accumulators for each fit the 16 ymm registers beside the
+ * eight decoded nibble vectors. */
+enum { TILE_COLS = 4, HALF_ROWS = 8, PREFETCH_LINES = (KQ_R16_GROUP_BLOCK_BYTES + 63) / 64 };
+
+ALWAYS_INLINE __m256i broadcast_i32(const void *p)
+{
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return _mm256_set1_epi32(v);
+}
+
+/* One half (8 rows) of one group block against C tokens. */
+ALWAYS_INLINE void half_block(const uint8_t *gb, int h, const kq_r16_act *const *x, int64_t b, const int C,
+                              __m256 *acc)
+{
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    __m256 wd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gb + 2 * HALF_ROWS * h)));
+    __m256i lo[4], hi[4];
+    UNROLL for (int i = 0; i < 4; i++) {
+        __m256i z = _mm256_loadu_si256((const __m256i *)(gb + KQ_R16_SCALE_BYTES + 64 * i + 32 * h));
+        lo[i] = _mm256_and_si256(z, low4);
+        hi[i] = _mm256_and_si256(_mm256_srli_epi16(z, 4), low4);
+    }
+    UNROLL for (int c = 0; c < C; c++) {
+        const kq_r16_act *a = x[c] + b;
+        __m256i s = _mm256_set1_epi32(a->off), s2 = _mm256_setzero_si256();
+        UNROLL for (int i = 0; i < 4; i++)
+            s = R16_DOT_ADD(s, lo[i], broadcast_i32(a->qs + 4 * i));
+        UNROLL for (int i = 0; i < 4; i++)
+            s2 = R16_DOT_ADD(s2, hi[i], broadcast_i32(a->qs + KQ_QK / 2 + 4 * i));
+        s = _mm256_add_epi32(s, s2);
+        __m256 scale = _mm256_mul_ps(wd, _mm256_set1_ps(a->d));
+        acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, acc[c]);
+    }
+}
+
+/* One group (16 rows, nb blocks) against C tokens, C a compile-time constant. */
+ALWAYS_INLINE void group_tile(const uint8_t *g, int64_t nb, const kq_r16_act *const *x, const int C, float *y,
+                              int64_t y_stride)
+{
+    __m256 acc0[TILE_COLS], acc1[TILE_COLS];
+    UNROLL for (int c = 0; c < C; c++)
+        acc0[c] = acc1[c] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++, g += KQ_R16_GROUP_BLOCK_BYTES) {
+        /* the group streams: every line of a block ahead, as in the AVX-512 file */
+        UNROLL for (int l = 0; l < PREFETCH_LINES; l++)
+            _mm_prefetch((const char *)g + KQ_PREFETCH_AHEAD + 64 * l, _MM_HINT_T0);
+        half_block(g, 0, x, b, C, acc0);
+        half_block(g, 1, x, b, C, acc1);
+    }
+    UNROLL for (int c = 0; c < C; c++) {
+        _mm256_storeu_ps(y + c * y_stride, acc0[c]);
+        _mm256_storeu_ps(y + c * y_stride + HALF_ROWS, acc1[c]);
+    }
+}
+
+#define COLS_CASE(cols)                                                                      \
+    case cols:                                                                               \
+        group_tile(w, nb, cols_at, cols, y, y_stride);                                       \
+        break
+
+/* The driver passes one whole group (n_rows == KQ_R16_ROWS) and up to TILE_COLS tokens. */
+static void tile_r16(int64_t n, const void *w, size_t w_stride, int n_rows, const void *x, size_t x_stride,
+                     int n_cols, float *y, int64_t y_stride)
+{
+    (void)w_stride;
+    (void)n_rows;
+    int64_t nb = n / KQ_QK;
+    const kq_r16_act *cols_at[TILE_COLS];
+    for (int c = 0; c < TILE_COLS; c++)
+        cols_at[c] = (const kq_r16_act *)((const uint8_t *)x + (size_t)(c < n_cols ? c : n_cols - 1) * x_stride);
+    switch (n_cols) {
+        COLS_CASE(1);
+        COLS_CASE(2);
+        COLS_CASE(3);
+    default:
+        COLS_CASE(4);
+    }
+}
+
+/* Row 0 of the group at w_row (the driver calls tile_r16 for whole groups). */
+static void dot_r16(int64_t n, const void *w_row, const void *x_row, float *out)
+{
+    float y[KQ_R16_ROWS];
+    tile_r16(n, w_row, 0, KQ_R16_ROWS, x_row, 0, 1, y, 0);
+    *out = y[0];
+}
+
+static kq_impl r16_ymm_impl(void)
+{
+    return (kq_impl){
+        .dot = dot_r16,
+        .dot_tile = tile_r16,
+        .act_convert = kq_r16_convert,
+        .act_row_bytes = kq_r16_act_row_bytes,
+        .tile_cols = TILE_COLS,
+    };
+}
+
+#endif
