@@ -11,7 +11,7 @@
 
 kq_impl kq_q4_0_r16_avx2(void)
 {
-    return r16_ymm_impl();
+    return r16_impl();
 }
 
 #else

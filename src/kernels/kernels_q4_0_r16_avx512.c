@@ -20,7 +20,8 @@
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 #define UNROLL _Pragma("GCC unroll 16")
 
-enum { TILE_COLS = 8, PREFETCH_LINES = (KQ_R16_GROUP_BLOCK_BYTES + 63) / 64 };
+#define R16_TILE_COLS 8 /* tokens per tile call */
+enum { TILE_COLS = R16_TILE_COLS, PREFETCH_LINES = (KQ_R16_GROUP_BLOCK_BYTES + 63) / 64 };
 
 ALWAYS_INLINE __m512i broadcast_i32(const void *p)
 {
@@ -68,51 +69,15 @@ ALWAYS_INLINE void group_tile(const uint8_t *g, int64_t nb, const kq_r16_act *co
         _mm512_storeu_ps(y + c * y_stride, acc[c]);
 }
 
-#define COLS_CASE(cols)                                                                      \
-    case cols:                                                                               \
-        group_tile(w, nb, cols_at, cols, y, y_stride);                                       \
-        break
-
-/* The driver passes one whole group (n_rows == KQ_R16_ROWS) and up to TILE_COLS tokens. */
-static void tile_r16(int64_t n, const void *w, size_t w_stride, int n_rows, const void *x, size_t x_stride,
-                     int n_cols, float *y, int64_t y_stride)
-{
-    (void)w_stride;
-    (void)n_rows;
-    int64_t nb = n / KQ_QK;
-    const kq_r16_act *cols_at[TILE_COLS];
-    for (int c = 0; c < TILE_COLS; c++)
-        cols_at[c] = (const kq_r16_act *)((const uint8_t *)x + (size_t)(c < n_cols ? c : n_cols - 1) * x_stride);
-    switch (n_cols) {
-        COLS_CASE(1);
-        COLS_CASE(2);
-        COLS_CASE(3);
-        COLS_CASE(4);
-        COLS_CASE(5);
-        COLS_CASE(6);
-        COLS_CASE(7);
-    default:
-        COLS_CASE(8);
-    }
-}
-
-/* Row 0 of the group at w_row (the driver calls tile_r16 for whole groups). */
-static void dot_r16(int64_t n, const void *w_row, const void *x_row, float *out)
-{
-    float y[KQ_R16_ROWS];
-    tile_r16(n, w_row, 0, KQ_R16_ROWS, x_row, 0, 1, y, 0);
-    *out = y[0];
-}
+#define R16_ACT kq_r16_act
+#define R16_BLOCK_VALUES KQ_QK
+#define R16_ACT_CONVERT kq_r16_convert
+#define R16_ACT_ROW_BYTES kq_r16_act_row_bytes
+#include "kernels/kernels_r16_entry.h"
 
 kq_impl kq_q4_0_r16_avx512(void)
 {
-    return (kq_impl){
-        .dot = dot_r16,
-        .dot_tile = tile_r16,
-        .act_convert = kq_r16_convert,
-        .act_row_bytes = kq_r16_act_row_bytes,
-        .tile_cols = TILE_COLS,
-    };
+    return r16_impl();
 }
 
 #else

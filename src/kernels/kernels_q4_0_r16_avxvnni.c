@@ -9,7 +9,7 @@
 
 kq_impl kq_q4_0_r16_avx_vnni(void)
 {
-    return r16_ymm_impl();
+    return r16_impl();
 }
 
 #else
