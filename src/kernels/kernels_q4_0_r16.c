@@ -93,41 +93,22 @@ void kq_r16_unpack_row(const void *group, int64_t nb, int r, void *row)
 
 /* ---- scalar reference kernels --------------------------------------------------------- */
 
-/* Row r of a group against one activation row: the Q4_0 x Q8_0 block sums, scaled
- * per block as the GGUF layout's scalar dot does. */
-static float group_row_dot(const uint8_t *group, int64_t nb, int r, const kq_r16_act *x)
+/* One Q4_0 x Q8_0 block sum, scaled as the GGUF layout's scalar dot does. */
+static float block_dot(const kq_block_q4_0 *blk, const kq_r16_act *x)
 {
-    float sum = 0.0f;
-    for (int64_t b = 0; b < nb; b++) {
-        kq_block_q4_0 blk;
-        group_to_block(group + (size_t)b * KQ_R16_GROUP_BLOCK_BYTES, r, &blk);
-        int32_t s = x[b].off;
-        for (int j = 0; j < KQ_QK / 2; j++) {
-            s += (blk.qs[j] & 0x0f) * x[b].qs[j];
-            s += (blk.qs[j] >> 4) * x[b].qs[j + KQ_QK / 2];
-        }
-        sum += (float)s * (el_fp16_to_f32(blk.d) * x[b].d);
+    int32_t s = x->off;
+    for (int j = 0; j < KQ_QK / 2; j++) {
+        s += (blk->qs[j] & 0x0f) * x->qs[j];
+        s += (blk->qs[j] >> 4) * x->qs[j + KQ_QK / 2];
     }
-    return sum;
+    return (float)s * (el_fp16_to_f32(blk->d) * x->d);
 }
 
-/* The driver passes a group's first row and KQ_R16_ROWS rows (whole groups only). */
-static void tile_scalar(int64_t n, const void *w, size_t w_stride, int n_rows, const void *x, size_t x_stride,
-                        int n_cols, float *y, int64_t y_stride)
-{
-    (void)w_stride;
-    for (int c = 0; c < n_cols; c++) {
-        const kq_r16_act *xc = (const kq_r16_act *)((const uint8_t *)x + (size_t)c * x_stride);
-        for (int r = 0; r < n_rows; r++)
-            y[c * y_stride + r] = group_row_dot(w, n / KQ_QK, r, xc);
-    }
-}
-
-/* The first row of the group at w_row (the driver calls tile_scalar for whole groups). */
-static void dot_scalar(int64_t n, const void *w_row, const void *x_row, float *out)
-{
-    *out = group_row_dot(w_row, n / KQ_QK, 0, x_row);
-}
+#define R16_BLOCK kq_block_q4_0
+#define R16_ACT kq_r16_act
+#define R16_BLOCK_VALUES KQ_QK
+#define R16_GROUP_BLOCK_BYTES KQ_R16_GROUP_BLOCK_BYTES
+#include "kernels/kernels_r16_scalar.h"
 
 static kq_type_ops r16_ops = {
     .type = GGUF_TYPE_Q4_0,

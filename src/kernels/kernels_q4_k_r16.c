@@ -122,34 +122,11 @@ static float block_dot(const kq_block_q4_K *blk, const kk_r16_act *x)
     return d * (float)isum - dmin * (float)imins;
 }
 
-static float group_row_dot(const uint8_t *group, int64_t nb, int r, const kk_r16_act *x)
-{
-    float sum = 0.0f;
-    for (int64_t b = 0; b < nb; b++) {
-        kq_block_q4_K blk;
-        group_to_block(group + (size_t)b * KK_R16_GROUP_BLOCK_BYTES, r, &blk);
-        sum += block_dot(&blk, &x[b]);
-    }
-    return sum;
-}
-
-/* The driver passes a group's first row and KK_R16_ROWS rows (whole groups only). */
-static void tile_scalar(int64_t n, const void *w, size_t w_stride, int n_rows, const void *x, size_t x_stride,
-                        int n_cols, float *y, int64_t y_stride)
-{
-    (void)w_stride;
-    for (int c = 0; c < n_cols; c++) {
-        const kk_r16_act *xc = (const kk_r16_act *)((const uint8_t *)x + (size_t)c * x_stride);
-        for (int r = 0; r < n_rows; r++)
-            y[c * y_stride + r] = group_row_dot(w, n / KQ_QK_K, r, xc);
-    }
-}
-
-/* The first row of the group at w_row (the driver calls tile_scalar for whole groups). */
-static void dot_scalar(int64_t n, const void *w_row, const void *x_row, float *out)
-{
-    *out = group_row_dot(w_row, n / KQ_QK_K, 0, x_row);
-}
+#define R16_BLOCK kq_block_q4_K
+#define R16_ACT kk_r16_act
+#define R16_BLOCK_VALUES KQ_QK_K
+#define R16_GROUP_BLOCK_BYTES KK_R16_GROUP_BLOCK_BYTES
+#include "kernels/kernels_r16_scalar.h"
 
 static kq_type_ops r16_ops = {
     .type = GGUF_TYPE_Q4_K,
