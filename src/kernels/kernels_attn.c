@@ -20,11 +20,6 @@
 
 enum { BLOCK = KA_BLOCK };
 
-static size_t pad16(int n)
-{
-    return ((size_t)n + 15) & ~(size_t)15;
-}
-
 /* ---- scalar steps ------------------------------------------------------------------ */
 
 static float round_half(float x)
@@ -34,7 +29,7 @@ static float round_half(float x)
 
 static void widen_scalar(const uint16_t *src, size_t src_stride, int n, int width, float *dst, size_t dst_stride)
 {
-    size_t padded = pad16(width);
+    size_t padded = ka_pad16(width);
     for (int i = 0; i < n; i++) {
         const uint16_t *s = src + (size_t)i * src_stride;
         float *d = dst + (size_t)i * dst_stride;
@@ -109,7 +104,7 @@ typedef struct attn_scratch {
 
 static size_t scratch_floats(int n_rows, int dk, int dv, attn_scratch *out, float *base)
 {
-    size_t dkp = pad16(dk), dvp = pad16(dv), rows = pad16(n_rows);
+    size_t dkp = ka_pad16(dk), dvp = ka_pad16(dv), rows = ka_pad16(n_rows);
     size_t sizes[] = {(size_t)n_rows * dkp, (size_t)n_rows * dvp, BLOCK * dkp, BLOCK * dvp, BLOCK, (size_t)n_rows * 2 * BLOCK,
                       rows, rows};
     float **parts[] = {&out->q, &out->acc, &out->k, &out->v, &out->s, &out->e, &out->max, &out->sum};
@@ -117,7 +112,7 @@ static size_t scratch_floats(int n_rows, int dk, int dv, attn_scratch *out, floa
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         if (base)
             *parts[i] = base + off;
-        off += pad16((int)sizes[i]);
+        off += ka_pad16((int)sizes[i]);
     }
     return off;
 }
@@ -132,8 +127,8 @@ static void start_row(const kernels_attn_row *row, int dk, int dv, float *q, flo
 {
     for (int c = 0; c < dk; c++)
         q[c] = el_fp16_to_f32(el_f32_to_fp16(row->q[c]));
-    memset(q + dk, 0, (pad16(dk) - (size_t)dk) * sizeof *q);
-    memset(acc, 0, pad16(dv) * sizeof *acc);
+    memset(q + dk, 0, (ka_pad16(dk) - (size_t)dk) * sizeof *q);
+    memset(acc, 0, ka_pad16(dv) * sizeof *acc);
 }
 
 /* The largest of n values; four running maxima so that the comparisons do not
@@ -195,12 +190,23 @@ void ka_add_weights(float *sum, const float *e, const int *n_block, const bool *
         }
 }
 
+void ka_write_outputs(const kernels_attn_row *rows, int n_rows, const float *acc, size_t acc_stride,
+                      const float *sum, int dv)
+{
+    for (int r = 0; r < n_rows; r++) {
+        const float *row_acc = acc + (size_t)r * acc_stride;
+        float inv = 1.0f / sum[r];
+        for (int c = 0; c < dv; c++)
+            rows[r].out[c] = row_acc[c] * inv;
+    }
+}
+
 void kernels_attn_f16(const kernels_attn_head *hd, const kernels_attn_row *rows, int n_rows, void *scratch)
 {
     assert(n_rows >= 1 && n_rows <= KERNELS_ATTN_MAX_ROWS);
     const ka_ops *ops = attn_ops();
     int dk = hd->dk, dv = hd->dv;
-    size_t dkp = pad16(dk), dvp = pad16(dv);
+    size_t dkp = ka_pad16(dk), dvp = ka_pad16(dv);
     attn_scratch sc;
     scratch_floats(n_rows, dk, dv, &sc, scratch);
     int lo = INT_MAX, hi = -1;
@@ -218,8 +224,8 @@ void kernels_attn_f16(const kernels_attn_head *hd, const kernels_attn_row *rows,
         int n_block[KERNELS_ATTN_MAX_ROWS] = {0};
         bool rescaled_block[KERNELS_ATTN_MAX_ROWS] = {false};
         for (int r = 0; r < n_rows; r++) {
-            int p0 = rows[r].first > b0 ? rows[r].first : b0, p1 = rows[r].last < b1 ? rows[r].last : b1;
-            if (p0 > p1)
+            int p0, p1;
+            if (!ka_row_in_block(rows[r].first, rows[r].last, b0, b1, &p0, &p1))
                 continue;
             if (!widened) {
                 ops->widen(hd->k + (size_t)b0 * dk, (size_t)dk, b1 - b0 + 1, dk, sc.k, dkp);
@@ -237,10 +243,5 @@ void kernels_attn_f16(const kernels_attn_head *hd, const kernels_attn_row *rows,
         }
         ka_add_weights(sc.sum, sc.e, n_block, rescaled_block, n_rows);
     }
-    for (int r = 0; r < n_rows; r++) {
-        const float *acc = sc.acc + (size_t)r * dvp;
-        float inv = 1.0f / sc.sum[r];
-        for (int c = 0; c < dv; c++)
-            rows[r].out[c] = acc[c] * inv;
-    }
+    ka_write_outputs(rows, n_rows, sc.acc, dvp, sc.sum, dv);
 }

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels/kernels.h"
+
 typedef struct ka_ops {
     /* dst[i * dst_stride + d] = f32(src[i * src_stride + d]) for i < n, d < width;
      * the padding of each dst row is zeroed. */
@@ -29,6 +31,12 @@ const ka_ops *ka_ops_scalar(void);
 const ka_ops *ka_ops_avx2(void);   /* NULL where not compiled */
 const ka_ops *ka_ops_avx512(void); /* NULL where not compiled */
 
+/* Floats of a row padded to a multiple of 16 (one zmm). */
+static inline size_t ka_pad16(int n)
+{
+    return ((size_t)n + 15) & ~(size_t)15;
+}
+
 /* Positions per block of both drivers: a block's keys and values, prepared once,
  * stay in L1/L2 for head sizes up to 256 while every row of the call reads them. */
 enum { KA_BLOCK = 32 };
@@ -43,6 +51,17 @@ bool ka_block_weights(const ka_ops *ops, float kq_scale, float softcap, float *s
  * order: n_block[r] positions of row r, e as ka_block_weights left it at
  * e + r * 2 * KA_BLOCK. */
 void ka_add_weights(float *sum, const float *e, const int *n_block, const bool *rescaled, int n_rows);
+/* The positions [*p0, *p1] of a row that lies in the block [b0, b1]; false when none. */
+static inline bool ka_row_in_block(int first, int last, int b0, int b1, int *p0, int *p1)
+{
+    *p0 = first > b0 ? first : b0;
+    *p1 = last < b1 ? last : b1;
+    return *p0 <= *p1;
+}
+/* Each row's output: its running sum of weighted values (row r at acc + r * acc_stride)
+ * over its running denominator sum[r]. */
+void ka_write_outputs(const kernels_attn_row *rows, int n_rows, const float *acc, size_t acc_stride,
+                      const float *sum, int dv);
 
 /* ---- Q8_0 cache (kernels_attn_q8_0.c) ----------------------------------------------
  * A query and a block of keys are first put in whatever layout an implementation's

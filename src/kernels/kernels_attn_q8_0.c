@@ -28,11 +28,6 @@ size_t kernels_q8_0_row_bytes(int n)
     return (size_t)(n / QK8_0) * BLOCK_BYTES;
 }
 
-static size_t pad16(int n)
-{
-    return ((size_t)n + 15) & ~(size_t)15;
-}
-
 /* ---- scalar steps: the prepared query and keys are the Q8_0 rows themselves ---- */
 
 static float block_scale(const uint8_t *block)
@@ -143,7 +138,7 @@ typedef struct q8_scratch {
 
 static size_t scratch_layout(int n_rows, int dk, int dv, q8_scratch *out, uint8_t *base)
 {
-    size_t dvp = pad16(dv), rows = pad16(n_rows);
+    size_t dvp = ka_pad16(dv), rows = ka_pad16(n_rows);
     size_t sizes[] = {kernels_q8_0_row_bytes(dk),
                       (size_t)n_rows * ka_q8_query_bytes(dk),
                       KA_BLOCK * ka_q8_key_bytes(dk),
@@ -177,7 +172,7 @@ void kernels_attn_q8_0(const kernels_attn_head_q8_0 *hd, const kernels_attn_row 
     const ka_ops *fops;
     pick_ops(&ops, &fops);
     int dk = hd->dk, dv = hd->dv;
-    size_t dvp = pad16(dv), q_bytes = ka_q8_query_bytes(dk);
+    size_t dvp = ka_pad16(dv), q_bytes = ka_q8_query_bytes(dk);
     size_t k_row = kernels_q8_0_row_bytes(dk), v_row = kernels_q8_0_row_bytes(dv);
     q8_scratch sc;
     scratch_layout(n_rows, dk, dv, &sc, scratch);
@@ -200,8 +195,8 @@ void kernels_attn_q8_0(const kernels_attn_head_q8_0 *hd, const kernels_attn_row 
         int n_block[KERNELS_ATTN_MAX_ROWS] = {0};
         bool rescaled_block[KERNELS_ATTN_MAX_ROWS] = {false};
         for (int r = 0; r < n_rows; r++) {
-            int p0 = rows[r].first > b0 ? rows[r].first : b0, p1 = rows[r].last < b1 ? rows[r].last : b1;
-            if (p0 > p1)
+            int p0, p1;
+            if (!ka_row_in_block(rows[r].first, rows[r].last, b0, b1, &p0, &p1))
                 continue;
             if (!prepared) {
                 ops->prepare_keys((const uint8_t *)hd->k + (size_t)b0 * k_row, b1 - b0 + 1, dk, sc.keys);
@@ -219,10 +214,5 @@ void kernels_attn_q8_0(const kernels_attn_head_q8_0 *hd, const kernels_attn_row 
         }
         ka_add_weights(sc.sum, sc.e, n_block, rescaled_block, n_rows);
     }
-    for (int r = 0; r < n_rows; r++) {
-        const float *acc = sc.acc + (size_t)r * dvp;
-        float inv = 1.0f / sc.sum[r];
-        for (int c = 0; c < dv; c++)
-            rows[r].out[c] = acc[c] * inv;
-    }
+    ka_write_outputs(rows, n_rows, sc.acc, dvp, sc.sum, dv);
 }
