@@ -10,6 +10,7 @@
 #include "base/rng.h"
 #include "kernels/kernels.h"
 #include "test.h"
+#include "attn_test_util.h"
 
 enum { MAX_POS = 300, MAX_DIM = 260, ROWS = KERNELS_ATTN_MAX_ROWS };
 
@@ -101,15 +102,6 @@ static const shape shapes[] = {
 
 /* Rows like a prompt's: row r ends at a position of its own; some start late (a
  * sliding window), a few see only a position or two. */
-static void ranges(el_rng *rng, int n_rows, int *first, int *last)
-{
-    for (int r = 0; r < n_rows; r++) {
-        last[r] = MAX_POS - 1 - (int)(el_rng_next(rng) % 120);
-        int kind = (int)(el_rng_next(rng) % 4);
-        first[r] = kind == 0 ? last[r] - (int)(el_rng_next(rng) % 3) : kind == 1 ? (int)(el_rng_next(rng) % 90) : 0;
-    }
-}
-
 static void run_kernel(const cache *c, const kernels_attn_head *hd, int n_rows, const int *first, const int *last,
                        float out[][MAX_DIM], void *scratch)
 {
@@ -117,12 +109,6 @@ static void run_kernel(const cache *c, const kernels_attn_head *hd, int n_rows, 
     for (int r = 0; r < n_rows; r++)
         rows[r] = (kernels_attn_row){c->q[r], out[r], first[r], last[r]};
     kernels_attn_f16(hd, rows, n_rows, scratch);
-}
-
-static void *scratch_for(int dk, int dv)
-{
-    size_t bytes = (kernels_attn_scratch_size(ROWS, dk, dv) + 63) & ~(size_t)63;
-    return aligned_alloc(64, bytes);
 }
 
 static void test_scalar_matches_stepwise_and_exact(void)
@@ -138,8 +124,8 @@ static void test_scalar_matches_stepwise_and_exact(void)
         fill(&rng, &c, sh->dk, sh->dv, 3.0f / sqrtf((float)sh->dk));
         kernels_attn_head hd = {c.k, c.v, sh->dk, sh->dv, sh->kq_scale, sh->softcap};
         int first[ROWS], last[ROWS];
-        ranges(&rng, sh->n_rows, first, last);
-        void *scratch = scratch_for(sh->dk, sh->dv);
+        attn_test_ranges(&rng, sh->n_rows, MAX_POS, first, last);
+        void *scratch = attn_test_scratch(kernels_attn_scratch_size(ROWS, sh->dk, sh->dv));
         run_kernel(&c, &hd, sh->n_rows, first, last, out, scratch);
         int differ = 0, far = 0;
         for (int r = 0; r < sh->n_rows; r++) {
@@ -173,8 +159,8 @@ static void test_isa_agree(void)
             fill(&rng, &c, sh->dk, sh->dv, 3.0f / sqrtf((float)sh->dk));
             kernels_attn_head hd = {c.k, c.v, sh->dk, sh->dv, sh->kq_scale, sh->softcap};
             int first[ROWS], last[ROWS];
-            ranges(&rng, sh->n_rows, first, last);
-            void *scratch = scratch_for(sh->dk, sh->dv);
+            attn_test_ranges(&rng, sh->n_rows, MAX_POS, first, last);
+            void *scratch = attn_test_scratch(kernels_attn_scratch_size(ROWS, sh->dk, sh->dv));
             kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
             run_kernel(&c, &hd, sh->n_rows, first, last, want, scratch);
             kernels_set_isa((enum kernels_isa)isa, NULL);

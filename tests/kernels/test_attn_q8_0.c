@@ -17,6 +17,7 @@
 #include "gguf/gguf.h"
 #include "kernels/kernels.h"
 #include "test.h"
+#include "attn_test_util.h"
 
 enum { MAX_POS = 300, MAX_DIM = 256, ROWS = KERNELS_ATTN_MAX_ROWS, BLOCK_BYTES = 34 };
 
@@ -85,18 +86,18 @@ static void attend_exact(const float *q, const float *k, const float *v, const s
         out[d] /= sum;
 }
 
-static void ranges(el_rng *rng, int n_rows, int *first, int *last)
+/* Fills the cache for sh, draws the rows' ranges and runs the kernel on them. */
+static void run_random_shape(el_rng *rng, cache *c, const shape *sh, int *first, int *last, float out[][MAX_DIM])
 {
-    for (int r = 0; r < n_rows; r++) {
-        last[r] = MAX_POS - 1 - (int)(el_rng_next(rng) % 120);
-        int kind = (int)(el_rng_next(rng) % 4);
-        first[r] = kind == 0 ? last[r] - (int)(el_rng_next(rng) % 3) : kind == 1 ? (int)(el_rng_next(rng) % 90) : 0;
-    }
-}
-
-static void *scratch_for(int dk, int dv)
-{
-    return aligned_alloc(64, (kernels_attn_q8_0_scratch_size(ROWS, dk, dv) + 63) & ~(size_t)63);
+    fill(rng, c, sh->dk, sh->dv, 3.0f / sqrtf((float)sh->dk));
+    kernels_attn_head_q8_0 hd = {c->k, c->v, sh->dk, sh->dv, sh->kq_scale, sh->softcap};
+    attn_test_ranges(rng, sh->n_rows, MAX_POS, first, last);
+    kernels_attn_row rows[ROWS];
+    for (int r = 0; r < sh->n_rows; r++)
+        rows[r] = (kernels_attn_row){c->q[r], out[r], first[r], last[r]};
+    void *scratch = attn_test_scratch(kernels_attn_q8_0_scratch_size(ROWS, sh->dk, sh->dv));
+    kernels_attn_q8_0(&hd, rows, sh->n_rows, scratch);
+    free(scratch);
 }
 
 static void matches_exact_attention(void)
@@ -108,15 +109,8 @@ static void matches_exact_attention(void)
     el_rng_seed(&rng, 21);
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const shape *sh = &shapes[i];
-        fill(&rng, &c, sh->dk, sh->dv, 3.0f / sqrtf((float)sh->dk));
-        kernels_attn_head_q8_0 hd = {c.k, c.v, sh->dk, sh->dv, sh->kq_scale, sh->softcap};
         int first[ROWS], last[ROWS];
-        ranges(&rng, sh->n_rows, first, last);
-        kernels_attn_row rows[ROWS];
-        for (int r = 0; r < sh->n_rows; r++)
-            rows[r] = (kernels_attn_row){c.q[r], out[r], first[r], last[r]};
-        void *scratch = scratch_for(sh->dk, sh->dv);
-        kernels_attn_q8_0(&hd, rows, sh->n_rows, scratch);
+        run_random_shape(&rng, &c, sh, first, last, out);
         int off_quantized = 0, off_float = 0;
         double worst = 0.0, worst_f = 0.0;
         for (int r = 0; r < sh->n_rows; r++) {
@@ -139,7 +133,6 @@ static void matches_exact_attention(void)
                off_quantized, worst);
         CHECKF(off_float == 0, "shape %zu: %d values far from attention over the floats (worst %g)", i, off_float,
                worst_f);
-        free(scratch);
     }
 }
 
@@ -222,15 +215,8 @@ static void test_scalar_matches_stepwise(void)
     kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const shape *sh = &shapes[i];
-        fill(&rng, &c, sh->dk, sh->dv, 3.0f / sqrtf((float)sh->dk));
-        kernels_attn_head_q8_0 hd = {c.k, c.v, sh->dk, sh->dv, sh->kq_scale, sh->softcap};
         int first[ROWS], last[ROWS];
-        ranges(&rng, sh->n_rows, first, last);
-        kernels_attn_row rows[ROWS];
-        for (int r = 0; r < sh->n_rows; r++)
-            rows[r] = (kernels_attn_row){c.q[r], out[r], first[r], last[r]};
-        void *scratch = scratch_for(sh->dk, sh->dv);
-        kernels_attn_q8_0(&hd, rows, sh->n_rows, scratch);
+        run_random_shape(&rng, &c, sh, first, last, out);
         int differ = 0;
         for (int r = 0; r < sh->n_rows; r++) {
             attend_stepwise(&c, sh, c.q[r], first[r], last[r], step);
@@ -238,7 +224,6 @@ static void test_scalar_matches_stepwise(void)
                 differ += out[r][d] != step[d];
         }
         CHECKF(differ == 0, "shape %zu: %d values differ from the stepwise loop", i, differ);
-        free(scratch);
     }
 }
 
@@ -274,7 +259,7 @@ static void test_isa_agree(void)
             shape sh = {dims[di][0], dims[di][1], 0, di == 1 ? 0.3f : 1.0f, di == 2 ? 30.0f : 0.0f};
             fill(&rng, &c, sh.dk, sh.dv, 3.0f / sqrtf((float)sh.dk));
             kernels_attn_head_q8_0 hd = {c.k, c.v, sh.dk, sh.dv, sh.kq_scale, sh.softcap};
-            void *scratch = scratch_for(sh.dk, sh.dv);
+            void *scratch = attn_test_scratch(kernels_attn_q8_0_scratch_size(ROWS, sh.dk, sh.dv));
             int bad = 0, calls = 0;
             for (size_t ri = 0; ri < sizeof ratios / sizeof ratios[0]; ri++)
                 for (int n_tokens = 1; n_tokens <= 17 && n_tokens * ratios[ri] <= ROWS; n_tokens++) {
