@@ -10,6 +10,8 @@
 
 #include <immintrin.h>
 
+#include "kernels/kernels_exp_avx2.h"
+
 #include "base/fp16.h"
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
@@ -79,28 +81,6 @@ static void scores(const float *q, const float *k, size_t k_stride, int n, int d
         }
         s[i] = hsum8(_mm256_add_ps(a0, a1));
     }
-}
-
-/* e^x for x <= 0, as exp16 in kernels_attn_avx512.c: Cephes' degree-6 polynomial
- * after x = n ln2 + r; below -87 the result is 0; e^0 is 1 exactly. */
-static ALWAYS_INLINE __m256 exp8(__m256 x)
-{
-    const __m256 lo = _mm256_set1_ps(-87.0f);
-    __m256 underflow = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-    x = _mm256_max_ps(x, lo);
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256i scale = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_andnot_ps(underflow, _mm256_mul_ps(p, _mm256_castsi256_ps(scale)));
 }
 
 static void exp_rows(float *x, int n)
