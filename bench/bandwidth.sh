@@ -3,8 +3,9 @@
 # token reads (every matrix and vector in full, the output matrix, one row of each table
 # looked up by token; with Gemma's tied embeddings the token table is the output matrix
 # and so counts in full) times elliott's generation speed, divided by the plain read
-# bandwidth of the same thread count (build/bench/kernels_bench --read: a streaming read
-# of a 1 GiB buffer, far larger than the LLC, best 32 MiB segment of 10 passes).
+# bandwidth of the same thread count measured just before and just after the row, the
+# higher of the two (build/bench/kernels_bench --read: a streaming read of a 1 GiB buffer,
+# far larger than the LLC, the best 32 MiB segment of 10 passes of each read loop).
 #
 # usage: bench/bandwidth.sh [-t THREADS] [-n N_GEN] [-r REPS] MODEL.gguf...
 #        bench/bandwidth.sh --bytes-per-token MODEL.gguf   (prints the byte count)
@@ -64,23 +65,27 @@ esac
 
 [ ${#models[@]} -gt 0 ] || { echo "bandwidth.sh: no model given (see --help)" >&2; exit 2; }
 [ -x "$elliott" ] || { echo "bandwidth.sh: $elliott not built (run make)" >&2; exit 1; }
-bw=$(read_bandwidth)
 echo "# decode bandwidth share: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $threads threads, tg$n_gen, $reps repetitions"
-echo "# plain read bandwidth: $bw GB/s; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# read: the plain read bandwidth just before and just after the row's generation; the"
+echo "# share is of the higher of the two (this VM's bandwidth moves by 10-20 % within minutes)"
 echo
-echo "| model | isa | bytes/token | tg t/s | GB/s | share of $bw GB/s |"
-echo "|---|---|---:|---:|---:|---:|"
+echo "| model | isa | bytes/token | tg t/s | GB/s | read before / after GB/s | share |"
+echo "|---|---|---:|---:|---:|---:|---:|"
 for m in "${models[@]}"; do
     [ -f "$m" ] || { echo "bandwidth.sh: $m: no such file" >&2; exit 1; }
     bytes=$(bytes_per_token "$m")
+    bw_before=$(read_bandwidth)
     jsonl=$("$elliott" bench -m "$m" -t "$threads" -p 0 -n "$n_gen" -r "$reps" -o jsonl)
+    bw_after=$(read_bandwidth)
     python3 -c '
 import json, sys
-name, bytes_, bw = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+name, bytes_, before, after = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 r = next(json.loads(l) for l in sys.stdin if l.startswith("{"))
 gbs = bytes_ * r["avg_ts"] / 1e9
-print("| %s | %s | %.3f GB | %.2f ± %.2f | %.1f | %.0f %% |" % (name, r.get("isa", "?"), bytes_ / 1e9,
-      r["avg_ts"], r["stddev_ts"], gbs, 100 * gbs / bw))' "$(basename "$m")" "$bytes" "$bw" <<<"$jsonl"
+print("| %s | %s | %.3f GB | %.2f ± %.2f | %.1f | %.1f / %.1f | %.0f %% |" % (name, r.get("isa", "?"),
+      bytes_ / 1e9, r["avg_ts"], r["stddev_ts"], gbs, before, after, 100 * gbs / max(before, after)))' \
+        "$(basename "$m")" "$bytes" "$bw_before" "$bw_after" <<<"$jsonl"
 done
 echo
-echo "# load average at end: $(cut -d' ' -f1-3 /proc/loadavg); plain read now: $(read_bandwidth) GB/s"
+echo "# load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -18,7 +18,8 @@
 # each against llama.cpp with flash attention off and on (elliott has one attention path).
 # --bandwidth adds, on the generation rows, each side's share of the machine's plain read
 # bandwidth (bench/bandwidth.sh: bytes read per token x t/s / a streaming read of a 1 GiB
-# buffer with the same threads, measured once before the first model; needs make bench).
+# buffer with the same threads, measured just before each model's runs, since this VM's
+# bandwidth moves within minutes; needs make bench).
 # --cache-type q8_0 gives both sides a Q8_0 KV cache: elliott --cache-type q8_0, llama.cpp
 # -ctk q8_0 -ctv q8_0 with flash attention on (which its quantized V cache needs; the
 # --long rows then have no fa-off line). Default f16, each side's default.
@@ -122,7 +123,7 @@ share_cell() { # TEST E_TS L_TS
 import sys
 b, bw = int(sys.argv[1]), float(sys.argv[2])
 cells = ["%.0f %%" % (100 * b * float(t) / 1e9 / bw) if t else "n/a" for t in sys.argv[3:5]]
-print(" | " + " / ".join(cells))' "$model_bytes" "$read_bw" "$2" "${3:-}"
+print(" | " + " / ".join(cells) + " of %.1f GB/s" % bw)' "$model_bytes" "$read_bw" "$2" "${3:-}"
 }
 
 row() { # MODEL SIZE LABEL TEST ELLIOTT-JSONL LLAMA-JSONL [NOTE]
@@ -142,13 +143,10 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
 echo "# elliott vs llama.cpp: $cpu, $threads threads, pp$n_prompt / tg$n_gen, $reps repetitions, KV cache $cache"
 [ $have_peer = 1 ] && echo "# llama.cpp: Debian llama-bench, CPU variant: $variant"
 read_bw= model_bytes=0
-if [ $bandwidth = 1 ]; then
-    read_bw=$(ELLIOTT_BIN=$elliott "$here/bench/bandwidth.sh" --read -t "$threads")
-    echo "# plain read bandwidth ($threads threads): $read_bw GB/s; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-fi
+echo "# load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 if [ $bandwidth = 1 ]; then
-    echo "| model | size | test | elliott isa | elliott t/s | llama.cpp t/s | ratio | share of $read_bw GB/s (elliott / llama.cpp) |"
+    echo "| model | size | test | elliott isa | elliott t/s | llama.cpp t/s | ratio | share of the plain read ($threads threads, just before the model's runs): elliott / llama.cpp |"
     echo "|---|---:|---|---|---:|---:|---:|---:|"
 else
     echo "| model | size | test | elliott isa | elliott t/s | llama.cpp t/s | ratio |"
@@ -157,7 +155,10 @@ fi
 for m in "${models[@]}"; do
     [ -f "$m" ] || { echo "compare-llamacpp.sh: $m: no such file" >&2; exit 1; }
     size=$(du -h --apparent-size "$m" | cut -f1)
-    [ $bandwidth = 1 ] && model_bytes=$(ELLIOTT_BIN=$elliott "$here/bench/bandwidth.sh" --bytes-per-token "$m")
+    if [ $bandwidth = 1 ]; then
+        model_bytes=$(ELLIOTT_BIN=$elliott "$here/bench/bandwidth.sh" --bytes-per-token "$m")
+        read_bw=$(ELLIOTT_BIN=$elliott "$here/bench/bandwidth.sh" --read -t "$threads")
+    fi
     e=$(run_elliott "$m" -p "$n_prompt" -n "$n_gen")
     l=$(llama "$m" -p "$n_prompt" -n "$n_gen")
     row "$m" "$size" "pp$n_prompt" pp "$e" "$l"
