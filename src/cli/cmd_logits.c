@@ -11,6 +11,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "model/model.h"
+#include "sampler/sampler.h"
 
 enum { MAX_TOKENS = 512, MAX_TOP = 1000 };
 
@@ -56,33 +57,32 @@ static int parse_tokens(const char *text, int32_t *ids, int *n)
     }
 }
 
-static void top_k(const float *logits, int n_vocab, int *ids, int k)
+/* Every position's top k ids, n x k of them; NULL when out of memory. */
+static int32_t *top_ids_of(const float *logits, int n, int n_vocab, int k)
 {
-    for (int j = 0; j < k; j++)
-        ids[j] = -1;
-    for (int t = 0; t < n_vocab; t++) {
-        if (ids[k - 1] >= 0 && logits[t] <= logits[ids[k - 1]])
-            continue;
-        int j = k - 1;
-        while (j > 0 && (ids[j - 1] < 0 || logits[t] > logits[ids[j - 1]])) {
-            ids[j] = ids[j - 1];
-            j--;
+    int32_t *top = malloc((size_t)n * (size_t)k * sizeof *top);
+    for (int i = 0; top && i < n; i++) {
+        if (sampler_top_ids(logits + (size_t)i * (size_t)n_vocab, n_vocab, k, top + (size_t)i * (size_t)k) < 0) {
+            free(top);
+            top = NULL;
         }
-        ids[j] = t;
     }
+    return top;
 }
 
-static void print_json(const int32_t *ids, int n, const float *logits, int n_vocab, int k)
+/* Returns 0, or -1 when out of memory (before anything is printed). */
+static int print_json(const int32_t *ids, int n, const float *logits, int n_vocab, int k)
 {
-    int *top = malloc((size_t)k * sizeof *top);
+    int32_t *top = top_ids_of(logits, n, n_vocab, k);
     if (!top)
-        return;
+        return -1;
     printf("{\"ids\":[");
     for (int i = 0; i < n; i++)
         printf(i ? ",%d" : "%d", ids[i]);
     printf("],\"positions\":[");
     for (int i = 0; i < n; i++) {
         const float *lg = logits + (size_t)i * (size_t)n_vocab;
+        const int32_t *best = top + (size_t)i * (size_t)k;
         double sum = 0, sq = 0;
         for (int t = 0; t < n_vocab; t++) {
             sum += lg[t];
@@ -90,13 +90,13 @@ static void print_json(const int32_t *ids, int n, const float *logits, int n_voc
         }
         printf("%s{\"pos\":%d,\"mean\":%.6f,\"rms\":%.6f,\"top\":[", i ? "," : "", i, sum / n_vocab,
                sqrt(sq / n_vocab));
-        top_k(lg, n_vocab, top, k);
         for (int j = 0; j < k; j++)
-            printf("%s[%d,%.6f]", j ? "," : "", top[j], lg[top[j]]);
+            printf("%s[%d,%.6f]", j ? "," : "", best[j], lg[best[j]]);
         printf("]}\n");
     }
     printf("]}\n");
     free(top);
+    return 0;
 }
 
 static int evaluate(const char *path, const int32_t *ids, int n, int k, int n_threads, bool cache_q8_0)
@@ -147,7 +147,10 @@ static int evaluate(const char *path, const int32_t *ids, int n, int k, int n_th
         fprintf(stderr, "elliott logits: %s\n", err.msg);
         goto done;
     }
-    print_json(ids, n, logits, hp->n_vocab, k);
+    if (print_json(ids, n, logits, hp->n_vocab, k) < 0) {
+        fprintf(stderr, "elliott logits: out of memory\n");
+        goto done;
+    }
     rc = fflush(stdout) == 0 ? 0 : 1;
 done:
     free(logits);

@@ -1,13 +1,13 @@
 /* Kernel dispatch: CPU detection, the per-type operation lookup, row
  * (de)quantization, the threaded matrix multiplication driver and the
  * vector-operation entry points. */
-#include <assert.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/invariant.h"
 #include "kernels/kernels_internal.h"
 #include "kernels/kernels_q4_0_r16.h"
 #include "kernels/kernels_q4_k_r16.h"
@@ -606,7 +606,7 @@ static void rows_times_tokens(const matmul_part *part, int64_t r0, int64_t r1, i
         int tile_rows = rows_per_tile(w);
         for (int64_t r = r0; r < r1; r += tile_rows) {
             int nr = (int)(r1 - r < tile_rows ? r1 - r : tile_rows);
-            assert(w->layout == KERNELS_LAYOUT_GGUF || nr == tile_rows);
+            EL_ASSERT(w->layout == KERNELS_LAYOUT_GGUF || nr == tile_rows);
             for (int t = t0; t < t1; t += tile_cols) {
                 int nc = t1 - t < tile_cols ? t1 - t : tile_cols;
                 part->impl.dot_tile(w->cols, wdata + (size_t)r * w->row_bytes, w->row_bytes, nr,
@@ -860,7 +860,7 @@ int kernels_unpack_row(const kernels_matrix *w, int64_t r, void *row)
         return 0;
     }
     const repack_format *f = repack_format_of(w->type);
-    assert(f);
+    EL_ASSERT(f);
     size_t group_bytes = KQ_R16_ROWS * w->row_bytes;
     f->unpack_row(base + (size_t)(r / KQ_R16_ROWS) * group_bytes, w->cols / f->block_values,
                   (int)(r % KQ_R16_ROWS), row);

@@ -9,11 +9,11 @@
  * and the sum is rounded to half after each step, so the results match
  * llama.cpp's flash attention for an F16 cache as closely as a position-by-position
  * loop did. */
-#include <assert.h>
 #include <limits.h>
 #include <math.h>
 #include <string.h>
 
+#include "base/invariant.h"
 #include "base/fp16.h"
 #include "kernels/kernels.h"
 #include "kernels/kernels_attn_internal.h"
@@ -203,7 +203,7 @@ void ka_write_outputs(const kernels_attn_row *rows, int n_rows, const float *acc
 
 void kernels_attn_f16(const kernels_attn_head *hd, const kernels_attn_row *rows, int n_rows, void *scratch)
 {
-    assert(n_rows >= 1 && n_rows <= KERNELS_ATTN_MAX_ROWS);
+    EL_ASSERT(n_rows >= 1 && n_rows <= KERNELS_ATTN_MAX_ROWS);
     const ka_ops *ops = attn_ops();
     int dk = hd->dk, dv = hd->dv;
     size_t dkp = ka_pad16(dk), dvp = ka_pad16(dv);
@@ -211,7 +211,7 @@ void kernels_attn_f16(const kernels_attn_head *hd, const kernels_attn_row *rows,
     scratch_floats(n_rows, dk, dv, &sc, scratch);
     int lo = INT_MAX, hi = -1;
     for (int r = 0; r < n_rows; r++) {
-        assert(rows[r].first >= 0 && rows[r].first <= rows[r].last);
+        EL_ASSERT(rows[r].first >= 0 && rows[r].first <= rows[r].last);
         start_row(&rows[r], dk, dv, sc.q + (size_t)r * dkp, sc.acc + (size_t)r * dvp);
         sc.max[r] = -INFINITY;
         sc.sum[r] = 0.0f;

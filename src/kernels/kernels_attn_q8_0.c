@@ -10,11 +10,11 @@
  * heads sharing the KV head, times a few tokens), then each row's scores, the
  * shared softmax bookkeeping and the values. This file holds it and the scalar
  * steps, the reference the SIMD ones are tested against. */
-#include <assert.h>
 #include <limits.h>
 #include <math.h>
 #include <string.h>
 
+#include "base/invariant.h"
 #include "base/fp16.h"
 #include "gguf/gguf.h"
 #include "kernels/kernels.h"
@@ -24,7 +24,7 @@ enum { QK8_0 = 32, BLOCK_BYTES = 2 + QK8_0 };
 
 size_t kernels_q8_0_row_bytes(int n)
 {
-    assert(n > 0 && n % QK8_0 == 0);
+    EL_ASSERT(n > 0 && n % QK8_0 == 0);
     return (size_t)(n / QK8_0) * BLOCK_BYTES;
 }
 
@@ -166,8 +166,8 @@ size_t kernels_attn_q8_0_scratch_size(int n_rows, int dk, int dv)
 
 void kernels_attn_q8_0(const kernels_attn_head_q8_0 *hd, const kernels_attn_row *rows, int n_rows, void *scratch)
 {
-    assert(n_rows >= 1 && n_rows <= KERNELS_ATTN_MAX_ROWS);
-    assert(hd->dk % QK8_0 == 0 && hd->dv % QK8_0 == 0);
+    EL_ASSERT(n_rows >= 1 && n_rows <= KERNELS_ATTN_MAX_ROWS);
+    EL_ASSERT(hd->dk % QK8_0 == 0 && hd->dv % QK8_0 == 0);
     const ka_q8_ops *ops;
     const ka_ops *fops;
     pick_ops(&ops, &fops);
@@ -178,9 +178,9 @@ void kernels_attn_q8_0(const kernels_attn_head_q8_0 *hd, const kernels_attn_row 
     scratch_layout(n_rows, dk, dv, &sc, scratch);
     int lo = INT_MAX, hi = -1;
     for (int r = 0; r < n_rows; r++) {
-        assert(rows[r].first >= 0 && rows[r].first <= rows[r].last);
+        EL_ASSERT(rows[r].first >= 0 && rows[r].first <= rows[r].last);
         int rc = kernels_quantize_row(GGUF_TYPE_Q8_0, rows[r].q, sc.q8, dk);
-        assert(rc == 0);
+        EL_ASSERT(rc == 0);
         (void)rc;
         ops->prepare_query(sc.q8, dk, sc.query + (size_t)r * q_bytes);
         memset(sc.acc + (size_t)r * dvp, 0, dvp * sizeof(float));

@@ -3,12 +3,12 @@
  * soft-capping, sliding window) and optional blocks that a layer has or lacks
  * (Gemma 4's shared KV, mixture of experts, per-layer inputs, layer scalar),
  * never separate code paths. */
-#include <assert.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/invariant.h"
 #include "model/model_internal.h"
 
 struct model_ctx {
@@ -373,7 +373,7 @@ static const void *token_row(model_ctx *c, int32_t token)
     if (t->layout == KERNELS_LAYOUT_GGUF)
         return (const uint8_t *)t->data + (size_t)token * t->row_bytes;
     int rc = kernels_unpack_row(t, token, c->tok_row);
-    assert(rc == 0); /* tokens were validated against n_vocab */
+    EL_ASSERT(rc == 0); /* tokens were validated against n_vocab */
     (void)rc;
     return c->tok_row;
 }
@@ -489,7 +489,7 @@ static void store_kv(kv_cache *kv, int il, int seq, int h, int pos, const float 
     /* kv_cache_create refused head sizes that are not whole blocks */
     int rk = kernels_quantize_row(GGUF_TYPE_Q8_0, k, kv_k_at(kv, il, seq, h, pos), c->head_dim_k);
     int rv = kernels_quantize_row(GGUF_TYPE_Q8_0, v, kv_v_at(kv, il, seq, h, pos), c->head_dim_v);
-    assert(rk == 0 && rv == 0);
+    EL_ASSERT(rk == 0 && rv == 0);
     (void)rk, (void)rv;
 }
 
@@ -582,7 +582,7 @@ static void attend_item(const attend_job *aj, int item, void *scratch)
         int t = j->rows[r], first, last;
         attended_range(j, t, &first, &last);
         for (int h = kvh * per_kv + h_lo; h < kvh * per_kv + h_hi; h++) {
-            assert(n < KERNELS_ATTN_MAX_ROWS);
+            EL_ASSERT(n < KERNELS_ATTN_MAX_ROWS);
             rows[n++] = (kernels_attn_row){c->q + (size_t)t * hp->n_head * dk + (size_t)h * dk,
                                            c->attn + (size_t)r * hp->n_head * dv + (size_t)h * dv, first, last};
         }

@@ -282,13 +282,13 @@ static void sift_up(candidate *heap, int i)
     }
 }
 
-/* The k best tokens, best first, in out[0..k): a bounded heap costs
- * O(n log k) instead of sorting the whole vocabulary. */
+/* The k best tokens, best first, in out[0..k) (NaN ranks as -inf): a bounded heap
+ * costs O(n log k) instead of sorting the whole vocabulary. */
 static void select_best(const float *logits, int n, int k, candidate *out)
 {
     int size = 0;
-    for (int i = 0; i < n; i++) {
-        candidate c = { logits[i], i };
+    for (int i = 0; i < n && k > 0; i++) {
+        candidate c = {isnan(logits[i]) ? -INFINITY : logits[i], i};
         if (size < k) {
             out[size] = c;
             sift_up(out, size++);
@@ -543,25 +543,26 @@ float sampler_logprobs(const float *logits, int n_vocab, int32_t token, int k, i
         k = n_vocab;
     if (NEVER(k > SAMPLER_MAX_TOP_LOGPROBS)) /* the caller's promise */
         k = SAMPLER_MAX_TOP_LOGPROBS;
-    /* a bounded heap over a sanitised view: NaN ranks as -inf */
     candidate best[SAMPLER_MAX_TOP_LOGPROBS];
-    int size = 0;
-    for (int i = 0; i < n_vocab && k > 0; i++) {
-        candidate c = {isnan(logits[i]) ? -INFINITY : logits[i], i};
-        if (size < k) {
-            best[size] = c;
-            sift_up(best, size++);
-        } else if (ranks_above(c, best[0])) {
-            best[0] = c;
-            sift_down(best, size, 0);
-        }
-    }
-    qsort(best, (size_t)size, sizeof *best, compare_candidates);
-    for (int i = 0; i < size; i++) {
+    select_best(logits, n_vocab, k, best);
+    for (int i = 0; i < k; i++) {
         top_ids[i] = best[i].id;
         top_logprobs[i] = best[i].logit - log_total;
     }
     if (token < 0 || token >= n_vocab || isnan(logits[token]))
         return -INFINITY;
     return logits[token] - log_total;
+}
+
+int sampler_top_ids(const float *logits, int n_vocab, int k, int32_t *ids)
+{
+    EL_ASSERT(k >= 0 && k <= n_vocab);
+    candidate *best = malloc((size_t)(k > 0 ? k : 1) * sizeof *best);
+    if (!best)
+        return -1;
+    select_best(logits, n_vocab, k, best);
+    for (int i = 0; i < k; i++)
+        ids[i] = best[i].id;
+    free(best);
+    return 0;
 }

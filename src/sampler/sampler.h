@@ -50,4 +50,9 @@ int32_t sampler_sample(sampler *s, float *logits);
 float sampler_logprobs(const float *logits, int n_vocab, int32_t token, int k, int32_t *top_ids,
                        float *top_logprobs);
 
+/* The k best token ids (0 <= k <= n_vocab) into ids[0..k), best first, lower id on ties,
+ * NaN ranked as -infinity (the order sampler_logprobs lists). Returns 0, or -1 when out of
+ * memory. */
+int sampler_top_ids(const float *logits, int n_vocab, int k, int32_t *ids);
+
 #endif

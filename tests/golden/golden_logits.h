@@ -17,6 +17,7 @@
 
 #include "base/threadpool.h"
 #include "model/model.h"
+#include "sampler/sampler.h"
 #include "test.h"
 
 enum { TOP = 20, N_CTX = 512, MAX_BATCH = 128 };
@@ -39,22 +40,6 @@ static bool close_enough(double a, double b, double tol)
 static void track_error(golden_run *g, double ours, double ref)
 {
     g->worst = fmax(g->worst, fabs(ours - ref) / fmax(1.0, fabs(ref)));
-}
-
-static void top_ids(const float *logits, int n_vocab, int *ids, int k)
-{
-    for (int j = 0; j < k; j++)
-        ids[j] = -1;
-    for (int t = 0; t < n_vocab; t++) {
-        if (ids[k - 1] >= 0 && logits[t] <= logits[ids[k - 1]])
-            continue;
-        int j = k - 1;
-        while (j > 0 && (ids[j - 1] < 0 || logits[t] > logits[ids[j - 1]])) {
-            ids[j] = ids[j - 1];
-            j--;
-        }
-        ids[j] = t;
-    }
 }
 
 static int argmax(const float *logits, int n)
@@ -99,9 +84,10 @@ static void check_position(golden_run *g, const char *prompt, json_t *ref, const
     CHECKF(close_enough(mean, ref_mean, g->tol), "%s %s pos %d: mean %g vs %g", g->name, prompt, pos, mean, ref_mean);
     CHECKF(close_enough(rms, ref_rms, g->tol), "%s %s pos %d: rms %g vs %g", g->name, prompt, pos, rms, ref_rms);
 
-    int ours[TOP];
-    top_ids(logits, g->n_vocab, ours, TOP);
-    for (int r = 0; r < TOP && r < (int)json_array_size(top); r++) {
+    int32_t ours[TOP];
+    int n_top = TOP < g->n_vocab ? TOP : g->n_vocab;
+    CHECK(sampler_top_ids(logits, g->n_vocab, n_top, ours) == 0);
+    for (int r = 0; r < n_top && r < (int)json_array_size(top); r++) {
         json_t *pair = json_array_get(top, (size_t)r);
         int id = (int)json_integer_value(json_array_get(pair, 0));
         double want = json_number_value(json_array_get(pair, 1));

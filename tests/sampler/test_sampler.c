@@ -629,8 +629,43 @@ static void test_logprobs(void)
     CHECK(all[0] == 0 && all[1] == 1);
 }
 
+/* sampler_top_ids against a full sort of the vocabulary (best first, lower id on ties,
+ * NaN last), for every k, on logits with many ties. */
+static void test_top_ids_match_a_sort(void)
+{
+    enum { N = 300 };
+    float logits[N];
+    el_rng rng;
+    el_rng_seed(&rng, 3);
+    for (int i = 0; i < N; i++)
+        logits[i] = i % 37 == 5 ? NAN : (float)(el_rng_next(&rng) % 40); /* ties on purpose */
+    int32_t sorted[N];
+    for (int i = 0; i < N; i++)
+        sorted[i] = i;
+    for (int i = 1; i < N; i++) { /* insertion sort: the plain reference */
+        int32_t id = sorted[i];
+        float v = isnan(logits[id]) ? -INFINITY : logits[id];
+        int j = i;
+        while (j > 0) {
+            int32_t o = sorted[j - 1];
+            float w = isnan(logits[o]) ? -INFINITY : logits[o];
+            if (w > v || (w == v && o < id))
+                break;
+            sorted[j] = o;
+            j--;
+        }
+        sorted[j] = id;
+    }
+    int32_t top[N];
+    for (int k = 0; k <= N; k += k < 25 ? 1 : 25) {
+        CHECK_EQ_INT(sampler_top_ids(logits, N, k, top), 0);
+        CHECK(memcmp(top, sorted, (size_t)k * sizeof *top) == 0);
+    }
+}
+
 int main(void)
 {
+    RUN(test_top_ids_match_a_sort);
     RUN(test_greedy_picks_argmax);
     RUN(test_logit_bias);
     RUN(test_logprobs);
