@@ -378,7 +378,7 @@ int main(int argc, char **argv)
     if (!pool)
         return 1;
     const uint32_t types[] = {GGUF_TYPE_Q4_0, GGUF_TYPE_Q8_0, GGUF_TYPE_Q4_K, GGUF_TYPE_Q6_K, GGUF_TYPE_Q5_K,
-                              GGUF_TYPE_Q4_1, GGUF_TYPE_Q5_0, GGUF_TYPE_F16};
+                              GGUF_TYPE_Q4_1, GGUF_TYPE_Q5_0, GGUF_TYPE_F16, GGUF_TYPE_BF16, GGUF_TYPE_F32};
     int n_types = (int)(sizeof types / sizeof types[0]);
     for (int i = 0; i < n_types; i++) {
         const char *name = gguf_type_get(types[i])->name;

@@ -2,7 +2,7 @@
  * quantizers (round to nearest even) and dot products. As in llama.cpp, F16
  * weights meet activations converted to F16; F32 and BF16 weights meet F32
  * activations. Sums are kept in double here: this is the accuracy yardstick the
- * AVX2 versions are compared against. */
+ * AVX2 and AVX-512 versions are compared against. */
 #include <pthread.h>
 #include <string.h>
 
@@ -83,15 +83,17 @@ static kq_type_ops float_ops[] = {
 
 static pthread_once_t float_once = PTHREAD_ONCE_INIT;
 
-static void float_fill_avx2(void)
+static void float_fill_simd(void)
 {
-    for (size_t i = 0; i < sizeof float_ops / sizeof float_ops[0]; i++)
+    for (size_t i = 0; i < sizeof float_ops / sizeof float_ops[0]; i++) {
         float_ops[i].avx2 = kq_float_avx2(float_ops[i].type);
+        float_ops[i].avx512 = kq_float_avx512(float_ops[i].type);
+    }
 }
 
 const kq_type_ops *kq_ops_float(uint32_t type)
 {
-    pthread_once(&float_once, float_fill_avx2);
+    pthread_once(&float_once, float_fill_simd);
     for (size_t i = 0; i < sizeof float_ops / sizeof float_ops[0]; i++)
         if (float_ops[i].type == type)
             return &float_ops[i];

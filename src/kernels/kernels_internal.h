@@ -136,14 +136,12 @@ void kq_quantize_q8_1_avx512(const float *src, void *dst, int64_t n);
  * (and kq_avx2_compiled() is 0, so the AVX2 quantizers above are never called).
  * The same holds for the AVX-VNNI and AVX-512 members and their files. */
 kq_impl kq_float_avx2(uint32_t type);
+kq_impl kq_float_avx512(uint32_t type); /* dot group only: dequant falls back to AVX2 */
 kq_impl kq_legacy_avx2(uint32_t type);
 kq_impl kq_legacy_avx_vnni(uint32_t type);
 kq_impl kq_legacy_avx512(uint32_t type);
 int kq_avx_vnni_compiled(void);
 int kq_avx512_compiled(void);
-/* Whether the CPU has AVX512_BF16 (vdpbf16ps), for AVX-512 kernels that can use it;
- * not part of KERNELS_ISA_AVX512's requirements. */
-bool kq_cpu_has_avx512_bf16(void);
 /* Fills in the four-block Q4_0 kernels (kernels_q4_0_avx2.c): dot, dot_tile and
  * their activation layout. */
 void kq_q4_0_quads_avx2(kq_impl *impl);

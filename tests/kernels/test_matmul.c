@@ -252,6 +252,22 @@ static void test_isa_agree(void)
     threadpool_free(pool);
 }
 
+/* The float types have no blocks: any row length, so the SIMD paths' last partial
+ * vectors (AVX-512's masked loads, AVX2's scalar tail) meet every remainder. */
+static void test_isa_agree_float_odd_lengths(void)
+{
+    if (!any_simd())
+        return;
+    threadpool *pool = threadpool_create(2, NULL);
+    const uint32_t types[] = {GGUF_TYPE_F32, GGUF_TYPE_F16, GGUF_TYPE_BF16};
+    const int64_t shapes[][2] = {{7, 1}, {13, 15}, {6, 17}, {9, 37}, {5, 63}, {11, 100}, {3, 129}};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            isa_agree_one(types[i], shapes[s][0], shapes[s][1], 9000 + 100 * i + s, pool);
+    kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
+    threadpool_free(pool);
+}
+
 /* The same for the K-quants: one to three 256-value blocks per row, odd row counts. */
 static void test_isa_agree_kquants(void)
 {
@@ -330,6 +346,7 @@ int main(void)
     RUN(test_threads_deterministic);
     RUN(test_isa_agree);
     RUN(test_isa_agree_kquants);
+    RUN(test_isa_agree_float_odd_lengths);
     RUN(test_multi_matches_single);
     RUN(test_scratch_size);
     return test_summary();

@@ -1,0 +1,167 @@
+/* AVX-512 versions of the float weight types' dot products (F32 x F32, F16 x F16,
+ * BF16 x F32; the same pairings as the scalar reference, so that results differ from it
+ * only in the order of float sums): 16 values per vector, masked loads for a row's last
+ * values instead of a scalar tail, and a tile of up to 4 rows x 6 tokens whose 24
+ * accumulators stay in registers (the AVX2 tile keeps 8: 4 rows x 2 tokens). A prompt's
+ * matmul on these types is bound by the FMAs and the conversions, which share the two
+ * 512-bit ports: so F16 activations are rounded to F16 once per matmul but kept as
+ * floats (their own layout, act_convert), not widened again for every row, and a
+ * converted weight vector serves 6 tokens. BF16's own dot instruction (vdpbf16ps) is not
+ * used: it would round the activations to BF16, where elliott multiplies BF16 weights
+ * with float activations. */
+#include "kernels/kernels_internal.h"
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
+
+#include <immintrin.h>
+
+enum { LANES = 16, TILE_ROWS = 4, TILE_TOKENS = 6 };
+
+/* The first `live` of 16 lanes (live >= 16: all). */
+static inline __mmask16 lanes(int64_t live)
+{
+    return live >= LANES ? (__mmask16)0xffff : (__mmask16)((1u << live) - 1);
+}
+
+/* 16 values of each element type from index k as floats; lanes outside m are 0. */
+static inline __m512 load_f32(const void *p, int64_t k, __mmask16 m)
+{
+    return _mm512_maskz_loadu_ps(m, (const float *)p + k);
+}
+
+static inline __m512 load_f16(const void *p, int64_t k, __mmask16 m)
+{
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)p + k));
+}
+
+static inline __m512 load_bf16(const void *p, int64_t k, __mmask16 m)
+{
+    __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)p + k);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* F16 activations: each value rounded to F16 (to nearest even, as the scalar quantizer
+ * does) and stored back as a float. */
+static void round_to_f16(const float *src, void *dst, int64_t n)
+{
+    float *out = dst;
+    for (int64_t k = 0; k < n; k += LANES) {
+        __mmask16 m = lanes(n - k);
+        __m256i h = _mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, src + k), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm512_mask_storeu_ps(out + k, m, _mm512_cvtph_ps(h));
+    }
+}
+
+static size_t f16_act_row_bytes(int64_t n)
+{
+    return (size_t)n * sizeof(float);
+}
+
+#define DOT(fn, load_w, load_x)                                                              \
+    static void fn(int64_t n, const void *w, const void *x, float *out)                      \
+    {                                                                                        \
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                          \
+        const __mmask16 all = lanes(LANES);                                                  \
+        int64_t k = 0;                                                                       \
+        for (; k + 4 * LANES <= n; k += 4 * LANES) {                                         \
+            a0 = _mm512_fmadd_ps(load_w(w, k, all), load_x(x, k, all), a0);                  \
+            a1 = _mm512_fmadd_ps(load_w(w, k + 16, all), load_x(x, k + 16, all), a1);        \
+            a2 = _mm512_fmadd_ps(load_w(w, k + 32, all), load_x(x, k + 32, all), a2);        \
+            a3 = _mm512_fmadd_ps(load_w(w, k + 48, all), load_x(x, k + 48, all), a3);        \
+        }                                                                                    \
+        for (; k < n; k += LANES) {                                                          \
+            __mmask16 m = lanes(n - k);                                                      \
+            a0 = _mm512_fmadd_ps(load_w(w, k, m), load_x(x, k, m), a0);                      \
+        }                                                                                    \
+        *out = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3))); \
+    }
+
+DOT(dot_f32, load_f32, load_f32)
+DOT(dot_f16, load_f16, load_f32)
+DOT(dot_bf16, load_bf16, load_f32)
+
+/* Up to TILE_ROWS rows x nt tokens (nt a constant where inlined: a tile for 1 token
+ * does 4 FMAs per step, not 24); missing rows repeat the last one (loaded, never stored). */
+#define TILE_BODY(body, load_w)                                                              \
+    static inline __attribute__((always_inline)) void body(int64_t n, const uint8_t *const rows[], int n_rows, \
+                                                           const uint8_t *x, size_t x_stride, int nt, float *y, \
+                                                           int64_t y_stride)                 \
+    {                                                                                        \
+        __m512 acc[TILE_ROWS][TILE_TOKENS];                                                  \
+        for (int r = 0; r < TILE_ROWS; r++)                                                  \
+            for (int c = 0; c < nt; c++)                                                     \
+                acc[r][c] = _mm512_setzero_ps();                                             \
+        for (int64_t k = 0; k < n; k += LANES) {                                             \
+            __mmask16 m = lanes(n - k);                                                      \
+            __m512 xv[TILE_TOKENS];                                                          \
+            for (int c = 0; c < nt; c++)                                                     \
+                xv[c] = load_f32(x + (size_t)c * x_stride, k, m);                            \
+            for (int r = 0; r < TILE_ROWS; r++) {                                            \
+                __m512 wv = load_w(rows[r], k, m);                                           \
+                for (int c = 0; c < nt; c++)                                                 \
+                    acc[r][c] = _mm512_fmadd_ps(wv, xv[c], acc[r][c]);                       \
+            }                                                                                \
+        }                                                                                    \
+        for (int c = 0; c < nt; c++)                                                         \
+            for (int r = 0; r < n_rows; r++)                                                 \
+                y[c * y_stride + r] = _mm512_reduce_add_ps(acc[r][c]);                       \
+    }
+
+/* Every type's activations are floats here (F16's already rounded: round_to_f16). */
+#define TILE(fn, body, load_w)                                                               \
+    TILE_BODY(body, load_w)                                                                  \
+    static void fn(int64_t n, const void *w, size_t w_stride, int n_rows, const void *x,     \
+                   size_t x_stride, int n_cols, float *y, int64_t y_stride)                  \
+    {                                                                                        \
+        const uint8_t *rows[TILE_ROWS];                                                      \
+        for (int r = 0; r < TILE_ROWS; r++)                                                  \
+            rows[r] = (const uint8_t *)w + (size_t)(r < n_rows ? r : n_rows - 1) * w_stride; \
+        switch (n_cols) {                                                                    \
+        case 1: body(n, rows, n_rows, x, x_stride, 1, y, y_stride); break;                   \
+        case 2: body(n, rows, n_rows, x, x_stride, 2, y, y_stride); break;                   \
+        case 3: body(n, rows, n_rows, x, x_stride, 3, y, y_stride); break;                   \
+        case 4: body(n, rows, n_rows, x, x_stride, 4, y, y_stride); break;                   \
+        case 5: body(n, rows, n_rows, x, x_stride, 5, y, y_stride); break;                   \
+        default: body(n, rows, n_rows, x, x_stride, TILE_TOKENS, y, y_stride); break;        \
+        }                                                                                    \
+    }
+
+_Static_assert(TILE_TOKENS == 6, "the tiles' switch names every token count");
+
+TILE(tile_f32, tile_f32_body, load_f32)
+TILE(tile_f16, tile_f16_body, load_f16)
+TILE(tile_bf16, tile_bf16_body, load_bf16)
+
+kq_impl kq_float_avx512(uint32_t type)
+{
+    kq_impl impl = {0};
+    switch (type) {
+    case GGUF_TYPE_F32:
+        impl = (kq_impl){NULL, dot_f32, tile_f32, NULL, NULL, TILE_TOKENS};
+        break;
+    case GGUF_TYPE_F16:
+        impl = (kq_impl){NULL, dot_f16, tile_f16, round_to_f16, f16_act_row_bytes, TILE_TOKENS};
+        break;
+    case GGUF_TYPE_BF16:
+        impl = (kq_impl){NULL, dot_bf16, tile_bf16, NULL, NULL, TILE_TOKENS};
+        break;
+    default:
+        break;
+    }
+    return impl;
+}
+
+#else /* no AVX-512 code on this target */
+
+kq_impl kq_float_avx512(uint32_t type)
+{
+    (void)type;
+    kq_impl none = {0};
+    return none;
+}
+
+#endif
