@@ -140,14 +140,17 @@ static inline __m256 halves4(uint16_t h0, uint16_t h1, uint16_t h2, uint16_t h3)
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 #define UNROLL _Pragma("GCC unroll 4")
 
-/* Software prefetch for one token only (kq_plan_prefetch): several tokens reuse the
- * rows from cache, and prefetches would evict the activations (a 3x loss measured on
- * 128-token matmuls). */
-#define PREFETCH_ROWS(rows, i, plan)                                                         \
+/* Software prefetch for one token only (kq_plan_prefetch, into L1 and, farther on,
+ * into L2: KQ_PREFETCH_FAR): several tokens reuse the rows from cache, and prefetches
+ * would evict the activations (a 3x loss measured on 128-token matmuls). */
+#define PREFETCH_ROWS(rows, i, plan, far_plan)                                               \
     do {                                                                                     \
         size_t ahead_ = kq_prefetch_offset(&(plan), (i));                                    \
-        UNROLL for (int r_ = 0; r_ < 4; r_++)                                                \
+        size_t far_ = kq_prefetch_offset(&(far_plan), (i));                                  \
+        UNROLL for (int r_ = 0; r_ < 4; r_++) {                                              \
             _mm_prefetch((const char *)&rows[r_][i] + ahead_, _MM_HINT_T0);                  \
+            _mm_prefetch((const char *)&rows[r_][i] + far_, _MM_HINT_T2);                    \
+        }                                                                                    \
     } while (0)
 
 /* The tile bodies take the token count as a compile-time constant (the dispatch
@@ -182,6 +185,8 @@ static inline __m256 halves4(uint16_t h0, uint16_t h1, uint16_t h2, uint16_t h3)
     {                                                                                        \
         ROW_POINTERS(block_t, rows);                                                         \
         const kq_prefetch_plan plan = kq_plan_prefetch(n / KQ_QK * sizeof(block_t), sizeof(block_t), 4 * w_stride); \
+        const kq_prefetch_plan far_plan =                                                    \
+            kq_plan_prefetch_at(KQ_PREFETCH_FAR, n / KQ_QK * sizeof(block_t), sizeof(block_t), 4 * w_stride); \
         const kq_block_q8_0 *cols[4];                                                        \
         UNROLL for (int c = 0; c < n_cols; c++)                                              \
             cols[c] = (const kq_block_q8_0 *)((const uint8_t *)x + (size_t)c * x_stride);    \
@@ -189,7 +194,7 @@ static inline __m256 halves4(uint16_t h0, uint16_t h1, uint16_t h2, uint16_t h3)
                          _mm256_setzero_ps()};                                               \
         for (int64_t i = 0; i < n / KQ_QK; i++) {                                            \
             if (n_cols == 1)                                                                 \
-                PREFETCH_ROWS(rows, i, plan);                                                      \
+                PREFETCH_ROWS(rows, i, plan, far_plan);                                      \
             __m256i wq[4], wa[4];                                                            \
             UNROLL for (int r = 0; r < 4; r++) {                                             \
                 wq[r] = weights_fn(&rows[r][i]);                                             \
@@ -246,6 +251,8 @@ SIGNED_TILE(tile_q8_0, kq_block_q8_0, weights_q8_0)
     {                                                                                        \
         ROW_POINTERS(block_t, rows);                                                         \
         const kq_prefetch_plan plan = kq_plan_prefetch(n / KQ_QK * sizeof(block_t), sizeof(block_t), 4 * w_stride); \
+        const kq_prefetch_plan far_plan =                                                    \
+            kq_plan_prefetch_at(KQ_PREFETCH_FAR, n / KQ_QK * sizeof(block_t), sizeof(block_t), 4 * w_stride); \
         const kq_block_q8_1 *cols[4];                                                        \
         UNROLL for (int c = 0; c < n_cols; c++)                                              \
             cols[c] = (const kq_block_q8_1 *)((const uint8_t *)x + (size_t)c * x_stride);    \
@@ -254,7 +261,7 @@ SIGNED_TILE(tile_q8_0, kq_block_q8_0, weights_q8_0)
         const __m256 low_lanes = _mm256_castsi256_ps(_mm256_setr_epi32(-1, -1, -1, -1, 0, 0, 0, 0)); \
         for (int64_t i = 0; i < n / KQ_QK; i++) {                                            \
             if (n_cols == 1)                                                                 \
-                PREFETCH_ROWS(rows, i, plan);                                                      \
+                PREFETCH_ROWS(rows, i, plan, far_plan);                                      \
             __m256i wl[4];                                                                   \
             UNROLL for (int r = 0; r < 4; r++)                                               \
                 wl[r] = levels_fn(&rows[r][i]);                                              \

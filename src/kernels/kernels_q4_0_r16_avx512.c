@@ -42,9 +42,12 @@ ALWAYS_INLINE void group_tile(const uint8_t *g, int64_t nb, const kq_r16_act *co
         /* every line of a block ahead: one token streams the group (the hardware
          * prefetcher alone reached ~73 % of the plain read rate, this ~95 %), and so
          * do the few tokens of a decode step of several streams (4 tokens: 57 % ->
-         * 84 %); a prompt's later tiles find the lines cached and lose nothing */
-        UNROLL for (int l = 0; l < PREFETCH_LINES; l++)
-            _mm_prefetch((const char *)g + KQ_PREFETCH_AHEAD + 64 * l, _MM_HINT_T0);
+         * 84 %); a prompt's later tiles find the lines cached and lose nothing. The
+         * L2 prefetch only up to a few tokens: a prompt's tiles of 8 tokens are not
+         * waiting on memory, and there it only cost issue slots */
+        kq_prefetch_near((const char *)g, PREFETCH_LINES);
+        if (C <= 4)
+            kq_prefetch_far((const char *)g, PREFETCH_LINES);
         __m512 wd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)g));
         __m512i lo[4], hi[4];
         UNROLL for (int i = 0; i < 4; i++) {

@@ -68,8 +68,9 @@ ALWAYS_INLINE void group_tile(const uint8_t *g, int64_t nb, const kq_r16_act *co
         acc0[c] = acc1[c] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++, g += KQ_R16_GROUP_BLOCK_BYTES) {
         /* the group streams: every line of a block ahead, as in the AVX-512 file */
-        UNROLL for (int l = 0; l < PREFETCH_LINES; l++)
-            _mm_prefetch((const char *)g + KQ_PREFETCH_AHEAD + 64 * l, _MM_HINT_T0);
+        kq_prefetch_near((const char *)g, PREFETCH_LINES);
+        if (C <= 4)
+            kq_prefetch_far((const char *)g, PREFETCH_LINES);
         half_block(g, 0, x, b, C, acc0);
         half_block(g, 1, x, b, C, acc1);
     }

@@ -106,8 +106,7 @@ ALWAYS_INLINE void group_tile(const uint8_t *g, int64_t nb, const kk_r16_act *co
     for (int64_t b = 0; b < nb; b++, g += KK_R16_GROUP_BLOCK_BYTES) {
         /* one token streams the group: every line of a block ahead (as for Q4_0) */
         if (C == 1)
-            UNROLL for (int l = 0; l < PREFETCH_LINES; l++)
-                _mm_prefetch((const char *)g + KQ_PREFETCH_AHEAD + 64 * l, _MM_HINT_T0);
+            kq_prefetch_stream((const char *)g, PREFETCH_LINES);
         __m512 scale[KK_R16_SUBS], min[KK_R16_SUBS];
         decode_factors(g, scale, min);
         for (int ch = 0; ch < CHUNKS; ch++) {

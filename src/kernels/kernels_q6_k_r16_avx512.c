@@ -100,8 +100,7 @@ ALWAYS_INLINE void group_tile(const uint8_t *g, int64_t nb, const k6_r16_act *co
     for (int64_t b = 0; b < nb; b++, g += K6_R16_GROUP_BLOCK_BYTES) {
         /* one token streams the group: every line of a block ahead (as for Q4_0) */
         if (C == 1)
-            UNROLL for (int l = 0; l < PREFETCH_LINES; l++)
-                _mm_prefetch((const char *)g + KQ_PREFETCH_AHEAD + 64 * l, _MM_HINT_T0);
+            kq_prefetch_stream((const char *)g, PREFETCH_LINES);
         __m512 scale[K6_R16_SUBS];
         decode_scales(g, scale);
         for (int h = 0; h < 2; h++) {

@@ -2,7 +2,8 @@
  * by tile as the kernels do (four rows side by side, one unit of each row per step),
  * every cache line past the first tiles must have been prefetched before a step reads
  * it, for short rows (shorter than the prefetch distance), long rows, and the block
- * sizes of Q8_0 (34 bytes), Q4_0 quads (72) and Q4_0 blocks (18). */
+ * sizes of Q8_0 (34 bytes), Q4_0 quads (72) and Q4_0 blocks (18); at both distances
+ * (KQ_PREFETCH_AHEAD into L1, KQ_PREFETCH_FAR into L2). */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -30,16 +31,17 @@ static void mark(walk *w, size_t from, size_t bytes, bool is_prefetch)
     }
 }
 
-/* naive: a plain KQ_PREFETCH_AHEAD along each row (the plan before the continuation) */
-static long count_unfetched_plan(size_t unit, int64_t n_units, size_t stride_pad, int n_tiles, bool naive)
+/* naive: a plain `distance` along each row (the plan before the continuation) */
+static long count_unfetched_plan(size_t distance, size_t unit, int64_t n_units, size_t stride_pad, int n_tiles,
+                                 bool naive)
 {
     walk w = {.unit = unit, .row_bytes = unit * (size_t)n_units, .n_tiles = n_tiles};
     w.stride = w.row_bytes + stride_pad;
     size_t next_tile = TILE_ROWS * w.stride, total = next_tile * (size_t)(n_tiles + 4);
     w.n_lines = total / LINE + 1;
     w.fetched = calloc(w.n_lines, 1);
-    kq_prefetch_plan plan = naive ? (kq_prefetch_plan){KQ_PREFETCH_AHEAD, 0, INT64_MAX}
-                                  : kq_plan_prefetch(w.row_bytes, unit, next_tile);
+    kq_prefetch_plan plan = naive ? (kq_prefetch_plan){distance, 0, INT64_MAX}
+                                  : kq_plan_prefetch_at(distance, w.row_bytes, unit, next_tile);
     /* the first tiles' lines (up to the lead) have nothing earlier to fetch them */
     w.warm_up = (plan.lead + next_tile - 1) / next_tile * next_tile;
     if (w.warm_up < next_tile)
@@ -63,7 +65,8 @@ static long count_unfetched_plan(size_t unit, int64_t n_units, size_t stride_pad
 
 static long count_unfetched(size_t unit, int64_t n_units, size_t stride_pad, int n_tiles)
 {
-    return count_unfetched_plan(unit, n_units, stride_pad, n_tiles, false);
+    return count_unfetched_plan(KQ_PREFETCH_AHEAD, unit, n_units, stride_pad, n_tiles, false) +
+           count_unfetched_plan(KQ_PREFETCH_FAR, unit, n_units, stride_pad, n_tiles, false);
 }
 
 static void test_every_line_fetched_ahead(void)
@@ -85,8 +88,8 @@ static void test_plain_distance_misses_row_starts(void)
 {
     /* what the plan fixes: a plain 4 KiB along 2176-byte Q8_0 rows leaves the start of
      * two rows in every four to demand misses */
-    CHECK(count_unfetched_plan(34, 64, 0, 12, true) > 0);
-    CHECK(count_unfetched_plan(34, 512, 0, 6, true) > 0);
+    CHECK(count_unfetched_plan(KQ_PREFETCH_AHEAD, 34, 64, 0, 12, true) > 0);
+    CHECK(count_unfetched_plan(KQ_PREFETCH_AHEAD, 34, 512, 0, 6, true) > 0);
 }
 
 static void test_rows_with_padding(void)
@@ -102,6 +105,8 @@ static void test_lone_row_prefetches_straight_on(void)
     kq_prefetch_plan plan = kq_plan_prefetch(34 * 512, 34, 0);
     CHECK_EQ_INT(kq_prefetch_offset(&plan, 0), KQ_PREFETCH_AHEAD);
     CHECK_EQ_INT(kq_prefetch_offset(&plan, 511), KQ_PREFETCH_AHEAD);
+    plan = kq_plan_prefetch_at(KQ_PREFETCH_FAR, 34 * 512, 34, 0);
+    CHECK_EQ_INT(kq_prefetch_offset(&plan, 511), KQ_PREFETCH_FAR);
 }
 
 int main(void)
