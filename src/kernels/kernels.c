@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/fp16.h"
 #include "base/invariant.h"
 #include "kernels/kernels_internal.h"
 #include "kernels/kernels_q4_0_r16.h"
@@ -19,6 +20,7 @@ static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static atomic_int current_isa = KERNELS_ISA_SCALAR;
 static const kv_ops *_Atomic current_vec;
 static bool isa_available[KERNELS_ISA_COUNT];
+static bool cpu_bf16;
 /* Why ELLIOTT_ISA was not honoured (empty when it was, or is unset). */
 static char env_problem[160];
 
@@ -26,6 +28,7 @@ typedef struct cpu_features {
     bool avx2;     /* AVX2, FMA, F16C, BMI2 and the OS saving YMM state */
     bool avx_vnni;
     bool avx512;   /* F, BW, VL, DQ, VNNI and the OS saving opmask and ZMM state */
+    bool avx512_bf16; /* vdpbf16ps */
 } cpu_features;
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -67,6 +70,7 @@ static cpu_features cpu_detect(void)
          avx512vl = b7 & (1u << 31), avx512vnni = c7 & (1u << 11);
     bool os_zmm = (xcr0_lo & XCR0_AVX512) == XCR0_AVX512;
     f.avx512 = avx512f && avx512dq && avx512bw && avx512vl && avx512vnni && os_zmm;
+    f.avx512_bf16 = f.avx512 && (a71 & (1u << 5));
     return f;
 }
 #else
@@ -84,6 +88,13 @@ static void detect_available(void)
     isa_available[KERNELS_ISA_AVX2] = f.avx2 && kq_avx2_compiled();
     isa_available[KERNELS_ISA_AVX_VNNI] = isa_available[KERNELS_ISA_AVX2] && f.avx_vnni && kq_avx_vnni_compiled();
     isa_available[KERNELS_ISA_AVX512] = isa_available[KERNELS_ISA_AVX2] && f.avx512 && kq_avx512_compiled();
+    cpu_bf16 = isa_available[KERNELS_ISA_AVX512] && f.avx512_bf16;
+}
+
+bool kq_cpu_has_avx512_bf16(void)
+{
+    kernels_init();
+    return cpu_bf16;
 }
 
 /* The implementations a selection draws on, widest first: itself, then each narrower
@@ -434,6 +445,7 @@ size_t kq_act_row_bytes(uint32_t act_type, int64_t n)
     case GGUF_TYPE_F32:
         return un * 4;
     case GGUF_TYPE_F16:
+    case GGUF_TYPE_BF16:
         return un * 2;
     case GGUF_TYPE_Q8_0:
         return un / 32 * 34;
@@ -456,6 +468,10 @@ void kq_act_convert(uint32_t act_type, const float *src, void *dst, int64_t n)
         break;
     case GGUF_TYPE_F16:
         vec()->f32_to_f16(src, dst, n);
+        break;
+    case GGUF_TYPE_BF16:
+        for (int64_t i = 0; i < n; i++)
+            ((uint16_t *)dst)[i] = el_f32_to_bf16(src[i]);
         break;
     case GGUF_TYPE_Q8_0:
         q->q8_0(src, dst, n);

@@ -1,6 +1,7 @@
 /* Float weight types: F32, F16 and BF16. Scalar reference dequantizers,
  * quantizers (round to nearest even) and dot products. As in llama.cpp, F16
- * weights meet activations converted to F16; F32 and BF16 weights meet F32
+ * weights meet activations converted to F16, BF16 weights activations converted to
+ * BF16 (what lets AVX512_BF16's vdpbf16ps multiply them), F32 weights F32
  * activations. Sums are kept in double here: this is the accuracy yardstick the
  * AVX2 and AVX-512 versions are compared against. */
 #include <pthread.h>
@@ -65,20 +66,19 @@ static void quant_bf16(const float *src, void *dst, int64_t n)
         h[i] = el_f32_to_bf16(src[i]);
 }
 
-static void dot_bf16_f32(int64_t n, const void *w_row, const void *x_row, float *out)
+static void dot_bf16(int64_t n, const void *w_row, const void *x_row, float *out)
 {
-    const uint16_t *w = w_row;
-    const float *x = x_row;
+    const uint16_t *w = w_row, *x = x_row;
     double sum = 0.0;
     for (int64_t i = 0; i < n; i++)
-        sum += (double)(el_bf16_to_f32(w[i]) * x[i]);
+        sum += (double)(el_bf16_to_f32(w[i]) * el_bf16_to_f32(x[i]));
     *out = (float)sum;
 }
 
 static kq_type_ops float_ops[] = {
     {GGUF_TYPE_F32, GGUF_TYPE_F32, quant_f32, {dequant_f32, dot_f32, NULL, NULL, NULL, 0}, {0}, {0}, {0}},
     {GGUF_TYPE_F16, GGUF_TYPE_F16, quant_f16, {dequant_f16, dot_f16, NULL, NULL, NULL, 0}, {0}, {0}, {0}},
-    {GGUF_TYPE_BF16, GGUF_TYPE_F32, quant_bf16, {dequant_bf16, dot_bf16_f32, NULL, NULL, NULL, 0}, {0}, {0}, {0}},
+    {GGUF_TYPE_BF16, GGUF_TYPE_BF16, quant_bf16, {dequant_bf16, dot_bf16, NULL, NULL, NULL, 0}, {0}, {0}, {0}},
 };
 
 static pthread_once_t float_once = PTHREAD_ONCE_INIT;

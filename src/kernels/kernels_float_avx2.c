@@ -1,5 +1,5 @@
 /* AVX2/FMA/F16C versions of the float weight types: dequantization and dot
- * products (F32 x F32, F16 x F16, BF16 x F32) with float accumulators, plus tile
+ * products (F32 x F32, F16 x F16, BF16 x BF16) with float accumulators, plus tile
  * kernels that reuse each loaded weight vector for two tokens at a time. */
 #include "kernels/kernels_internal.h"
 
@@ -76,7 +76,7 @@ static inline float hsum(__m256 v)
 
 DOT(dot_f32, load8_f32, one_f32, load8_f32, one_f32)
 DOT(dot_f16, load8_f16, one_f16, load8_f16, one_f16)
-DOT(dot_bf16, load8_bf16, one_bf16, load8_f32, one_f32)
+DOT(dot_bf16, load8_bf16, one_bf16, load8_bf16, one_bf16)
 
 /* Up to 4 rows x 4 tokens, two tokens at a time: 8 accumulators, 4 weight vectors. */
 #define TILE(fn, load_w, one_w, load_x, one_x, x_elem)                                       \
@@ -115,7 +115,7 @@ DOT(dot_bf16, load8_bf16, one_bf16, load8_f32, one_f32)
 
 TILE(tile_f32, load8_f32, one_f32, load8_f32, one_f32, float)
 TILE(tile_f16, load8_f16, one_f16, load8_f16, one_f16, uint16_t)
-TILE(tile_bf16, load8_bf16, one_bf16, load8_f32, one_f32, float)
+TILE(tile_bf16, load8_bf16, one_bf16, load8_bf16, one_bf16, uint16_t)
 
 static void dequant_f16(const void *src, float *dst, int64_t n)
 {

@@ -177,6 +177,9 @@ kq_impl kq_legacy_avx_vnni(uint32_t type);
 kq_impl kq_legacy_avx512(uint32_t type);
 int kq_avx_vnni_compiled(void);
 int kq_avx512_compiled(void);
+/* Whether the CPU has AVX512_BF16 (vdpbf16ps): the AVX-512 BF16 kernels need it (without
+ * it BF16 falls back to AVX2); not part of KERNELS_ISA_AVX512's requirements. */
+bool kq_cpu_has_avx512_bf16(void);
 /* Fills in the four-block Q4_0 kernels (kernels_q4_0_avx2.c): dot, dot_tile and
  * their activation layout. */
 void kq_q4_0_quads_avx2(kq_impl *impl);

@@ -4,8 +4,8 @@
  * $ELLIOTT_EXTRA_GOLDENS may name a directory of more NAME.gguf + NAME.logits.json
  * pairs in the same format, which are checked too.
  *
- * Checked as golden_logits.h describes, with tol 1e-3 for F32/F16 models and 2e-2 for
- * quantized ones. The models whose heads are whole Q8_0 blocks are checked with a
+ * Checked as golden_logits.h describes, with tol 1e-3 for F32/F16 models, 5e-3 for BF16
+ * ones and 2e-2 for quantized ones. The models whose heads are whole Q8_0 blocks are checked with a
  * Q8_0 KV cache too, against llama.cpp's logits with `-ctk q8_0 -ctv q8_0 -fa on`
  * (NAME.q8_0-cache.logits.json, scripts/make-goldens.sh --cache-type q8_0). */
 #include <dirent.h>
@@ -15,10 +15,16 @@
 #include "kernels/kernels.h"
 
 /* llama.cpp's F32/F16 results match ours to a few 1e-4; quantized ones, whose
- * activations llama.cpp quantizes to 8 bits, to about 1e-2. */
+ * activations llama.cpp quantizes to 8 bits, to about 1e-2. BF16 models sit between:
+ * their activations are rounded to BF16 (8 mantissa bits, a step of 2^-8 relative) on
+ * both sides, so an activation that one implementation's float sum puts on the other
+ * side of a rounding tie shows at that scale (gemma-tiny-bf16: 1.2e-3 on AVX2,
+ * 3.7e-3 with AVX-512's vdpbf16ps; with float activations it had been 3.1e-3). */
 static double tolerance_of(const char *type)
 {
-    return !strcmp(type, "f32") || !strcmp(type, "f16") || !strcmp(type, "bf16") ? 1e-3 : 2e-2;
+    if (!strcmp(type, "f32") || !strcmp(type, "f16"))
+        return 1e-3;
+    return !strcmp(type, "bf16") ? 5e-3 : 2e-2;
 }
 
 static threadpool *pool;

@@ -25,6 +25,8 @@ static uint32_t act_type_of(uint32_t type)
     switch (type) {
     case GGUF_TYPE_F16:
         return GGUF_TYPE_F16;
+    case GGUF_TYPE_BF16:
+        return GGUF_TYPE_BF16;
     case GGUF_TYPE_Q4_0:
     case GGUF_TYPE_Q5_0:
     case GGUF_TYPE_Q8_0:
