@@ -78,7 +78,9 @@ DOT(dot_f32, load8_f32, one_f32, load8_f32, one_f32)
 DOT(dot_f16, load8_f16, one_f16, load8_f16, one_f16)
 DOT(dot_bf16, load8_bf16, one_bf16, load8_bf16, one_bf16)
 
-/* Up to 4 rows x 4 tokens, two tokens at a time: 8 accumulators, 4 weight vectors. */
+/* Up to 4 rows x 4 tokens, two tokens at a time: 8 accumulators, 4 weight vectors, the
+ * row loop unrolled by pragma so that they stay in registers (GCC kept them on the
+ * stack). */
 #define TILE(fn, load_w, one_w, load_x, one_x, x_elem)                                       \
     static void fn(int64_t n, const void *w, size_t w_stride, int n_rows, const void *x,     \
                    size_t x_stride, int n_cols, float *y, int64_t y_stride)                  \
@@ -90,12 +92,12 @@ DOT(dot_bf16, load8_bf16, one_bf16, load8_bf16, one_bf16)
             const uint8_t *x0 = (const uint8_t *)x + (size_t)c0 * x_stride;                  \
             const uint8_t *x1 = c0 + 1 < n_cols ? x0 + x_stride : x0;                        \
             __m256 acc[4][2];                                                                \
-            for (int r = 0; r < 4; r++)                                                      \
+            _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++)                              \
                 acc[r][0] = acc[r][1] = _mm256_setzero_ps();                                 \
             int64_t k = 0;                                                                   \
             for (; k + 8 <= n; k += 8) {                                                     \
                 __m256 v0 = load_x(x0, k), v1 = load_x(x1, k);                               \
-                for (int r = 0; r < 4; r++) {                                                \
+                _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) {                        \
                     __m256 wv = load_w(rows[r], k);                                          \
                     acc[r][0] = _mm256_fmadd_ps(wv, v0, acc[r][0]);                          \
                     acc[r][1] = _mm256_fmadd_ps(wv, v1, acc[r][1]);                          \
