@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "base/fp16.h"
 #include "base/invariant.h"
 #include "kernels/kernels_internal.h"
 #include "kernels/kernels_q4_0_r16.h"
@@ -470,8 +469,7 @@ void kq_act_convert(uint32_t act_type, const float *src, void *dst, int64_t n)
         vec()->f32_to_f16(src, dst, n);
         break;
     case GGUF_TYPE_BF16:
-        for (int64_t i = 0; i < n; i++)
-            ((uint16_t *)dst)[i] = el_f32_to_bf16(src[i]);
+        kq_ops_float(GGUF_TYPE_BF16)->quant(src, dst, n); /* the reference rounding, to nearest even */
         break;
     case GGUF_TYPE_Q8_0:
         q->q8_0(src, dst, n);
