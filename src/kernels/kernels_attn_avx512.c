@@ -10,6 +10,8 @@
 
 #include <immintrin.h>
 
+#include "kernels/kernels_exp_poly.h"
+
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
 static ALWAYS_INLINE __m512 round_half16(__m512 x)
@@ -66,23 +68,22 @@ static void scores(const float *q, const float *k, size_t k_stride, int n, int d
     }
 }
 
-/* e^x for x <= 0: x = n ln2 + r, a degree-6 polynomial for e^r (Cephes' expf
- * coefficients), 2^n put into the exponent; below -87 the result is 0. e^0 is 1
+/* e^x for x <= 0 by kernels_exp_poly.h's method, 2^n applied by scalef; e^0 is 1
  * exactly (n = 0, r = 0). */
 static ALWAYS_INLINE __m512 exp16(__m512 x)
 {
-    __mmask16 underflow = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_LT_OQ);
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+    __mmask16 underflow = _mm512_cmp_ps_mask(x, _mm512_set1_ps(KQ_EXP_X_MIN), _CMP_LT_OQ);
+    x = _mm512_max_ps(x, _mm512_set1_ps(KQ_EXP_X_MIN));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(KQ_EXP_LOG2E)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(KQ_EXP_LN2_HI), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(KQ_EXP_LN2_LO), r);
+    __m512 p = _mm512_set1_ps(KQ_EXP_P0);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(KQ_EXP_P1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(KQ_EXP_P2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(KQ_EXP_P3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(KQ_EXP_P4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(KQ_EXP_P5));
     p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
     __m512 e = _mm512_scalef_ps(p, n);
     return _mm512_maskz_mov_ps((__mmask16)~underflow, e);
