@@ -2,8 +2,9 @@
  * lifecycle, logging, metrics and the daemon's life cycle (start, graceful
  * stop). The completion and streaming path is in completion.c.
  *
- * Threading: one thread per connection (MHD_USE_THREAD_PER_CONNECTION); a
- * completion blocks its connection's thread while the engine works. */
+ * Threading: a pool of epoll threads (MHD_OPTION_THREAD_POOL_SIZE); a
+ * connection waiting for the engine is suspended, and resumed by the watch
+ * thread (watch.c), so no request holds a pool thread while the engine works. */
 #include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -689,17 +690,18 @@ static void shut_down(server *srv)
         watch_cancel_everything(srv);
         wait_idle(srv, 5000);
     }
-    /* MHD must not stop with a connection suspended. */
+    /* MHD must not stop with a connection suspended: from here no waiter
+     * suspends (the abandon flag), and a connection accepted meanwhile is
+     * answered 503 without suspending (draining). The socket stays MHD's, closed
+     * by MHD_stop_daemon: MHD_quiesce_daemon would race with the thread pool's
+     * workers, which take the socket out of their epoll sets themselves, and
+     * libmicrohttpd 0.9.75 aborts the process when it loses that race. */
     api_embed_wait_jobs(srv);
     models_wait_jobs(srv);
     watch_abandon_all(srv);
     wait_idle(srv, 1000);
-    MHD_socket listen_fd = MHD_quiesce_daemon(srv->daemon);
-    watch_abandon_all(srv);
     watch_stop(srv);
     MHD_stop_daemon(srv->daemon);
-    if (listen_fd != MHD_INVALID_SOCKET)
-        close(listen_fd);
 }
 
 static void free_server(server *srv)

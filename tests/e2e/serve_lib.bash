@@ -2,7 +2,7 @@
 # `elliott serve` on a free loopback port and check its log.
 #   start_server LOG [ARGS...]   sets SERVER_PID and PORT; waits for "listening on"
 #   wait_ready                   polls /health until 200
-#   stop_server                  SIGTERM, waits, sets SERVER_RC
+#   stop_server                  SIGTERM, waits, sets SERVER_RC (a failed exit prints the log's end)
 #   check_log LOG                no sanitizer report in the log
 E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CLIENT="python3 $E2E_DIR/serve_client.py"
@@ -20,6 +20,7 @@ trap cleanup_servers EXIT
 
 start_server() {
     local log=$1; shift
+    SERVER_LOG=$log
     : > "$log"
     "$ELLIOTT" serve --port 0 "$@" >>"$log" 2>&1 &
     SERVER_PID=$!
@@ -58,6 +59,11 @@ stop_server() {
     fi
     wait "$SERVER_PID"
     SERVER_RC=$?
+    # The log goes with the test's temp dir: a failed exit shows its end here.
+    if [ "$SERVER_RC" != 0 ]; then
+        echo "the server exited with $SERVER_RC; the end of its log:" >&2
+        tail -n 25 "$SERVER_LOG" >&2
+    fi
 }
 
 check_log() {
