@@ -78,10 +78,12 @@ ALWAYS_INLINE void group_tile(const uint8_t *g, int64_t nb, const kq_r16_act *co
         acc0[c] = acc1[c] = _mm256_setzero_ps();
     int64_t b = 0;
     for (; b + 1 < nb; b += 2, g += 2 * KQ_R16_GROUP_BLOCK_BYTES) {
-        /* the group streams: every line of a pair ahead, as in the AVX-512 file */
-        kq_prefetch_near((const char *)g, PAIR_LINES);
+        /* the group streams: every line of a pair ahead, unrolled, as in the AVX-512 file */
+        UNROLL for (int l = 0; l < PAIR_LINES; l++)
+            kq_prefetch_near((const char *)g + 64 * l, 1);
         if (C <= 4)
-            kq_prefetch_far((const char *)g, PAIR_LINES);
+            UNROLL for (int l = 0; l < PAIR_LINES; l++)
+                kq_prefetch_far((const char *)g + 64 * l, 1);
         block_tile(g + r16_pair_body(lead, body, 0), g + r16_pair_tail(lead, body, 0), x, b, C, acc0, acc1);
         block_tile(g + r16_pair_body(lead, body, 1), g + r16_pair_tail(lead, body, 1), x, b + 1, C, acc0, acc1);
     }
