@@ -78,7 +78,8 @@ bool kernels_can_repack(const kernels_matrix *w);
 /* Rewrites w's rows in place into that layout (the same bytes in all, a group of rows
  * in the bytes the rows had) and sets w->layout; `data` is w->data, writable. After it
  * only kernels_matmul, kernels_matmul_multi and kernels_unpack_row may read the rows,
- * on any implementation. Returns 0, or -1 (matrix unchanged) when it cannot. */
+ * on any implementation, where they lie (the layout follows the rows' place in their
+ * cache lines: repacked bytes must not be moved). Returns 0, or -1 (matrix unchanged) when it cannot. */
 int kernels_repack_matrix(kernels_matrix *w, void *data);
 /* Row r of a matrix in its GGUF bytes (row_bytes of them), whatever its layout: how
  * a table that is also a repacked matrix (Gemma's tied token embeddings) is looked

@@ -8,9 +8,10 @@
  * conversion and FMA finish a block of 16 rows (kernels_q4_0_r16_avx512.c).
  *
  * A group of 16 rows keeps the bytes the 16 rows had (16 * row_bytes), as nb group
- * blocks of 288 bytes, group block b holding block b of each row:
- *   uint16 d[16]          row r's half scale in d[r]
- *   uint8  qs[4][16][4]   qs[i][r] = row r's nibble bytes 4i..4i+3
+ * blocks of 288 bytes, group block b holding block b of each row in two parts, laid
+ * out in pairs of blocks so that the nibbles start cache lines (kernels_r16_pairs.h):
+ *   body: uint8 qs[4][16][4]   qs[i][r] = row r's nibble bytes 4i..4i+3
+ *   tail: uint16 d[16]         row r's half scale in d[r]
  * Nibble byte j of a row holds value j (low nibble) and value j + 16 (high one).
  *
  * Activation record per block (40 bytes): int8 qs[32] (the Q8_0 values), int32 off
@@ -23,9 +24,11 @@
 #include "kernels/kernels_internal.h"
 #include "kernels/kernels_legacy.h"
 #include "kernels/kernels_q4_0_r16.h"
+#include "kernels/kernels_r16_pairs.h"
 
 _Static_assert(sizeof(kq_r16_act) == 40, "activation record is 40 bytes");
 _Static_assert(KQ_R16_GROUP_BLOCK_BYTES == KQ_R16_ROWS * sizeof(kq_block_q4_0), "a group block is 16 blocks");
+_Static_assert((int)KQ_R16_SCALE_BYTES == (int)R16_TAIL_BYTES && KQ_R16_QS_BYTES % 64 == 0, "nibbles in whole lines, scales a tail");
 
 size_t kq_r16_act_row_bytes(int64_t n)
 {
@@ -57,29 +60,34 @@ void kq_r16_convert(const float *src, void *dst, int64_t n)
 
 /* ---- layout ------------------------------------------------------------------------ */
 
-static void block_to_group(const kq_block_q4_0 *blk, int r, uint8_t *group_block)
+static void block_to_group(const kq_block_q4_0 *blk, int r, uint8_t *body, uint8_t *tail)
 {
-    memcpy(group_block + 2 * r, &blk->d, 2);
+    memcpy(tail + 2 * r, &blk->d, 2);
     for (int i = 0; i < 4; i++)
-        memcpy(group_block + KQ_R16_SCALE_BYTES + 64 * i + 4 * r, blk->qs + 4 * i, 4);
+        memcpy(body + 64 * i + 4 * r, blk->qs + 4 * i, 4);
 }
 
-static void group_to_block(const uint8_t *group_block, int r, kq_block_q4_0 *blk)
+/* Row r's block b of a group of nb blocks. */
+static void group_to_block(const uint8_t *group, int64_t nb, int64_t b, int r, kq_block_q4_0 *blk)
 {
-    memcpy(&blk->d, group_block + 2 * r, 2);
+    size_t body, tail;
+    r16_block_offsets(r16_lead(group), KQ_R16_QS_BYTES, nb, b, &body, &tail);
+    memcpy(&blk->d, group + tail + 2 * r, 2);
     for (int i = 0; i < 4; i++)
-        memcpy(blk->qs + 4 * i, group_block + KQ_R16_SCALE_BYTES + 64 * i + 4 * r, 4);
+        memcpy(blk->qs + 4 * i, group + body + 64 * i + 4 * r, 4);
 }
 
-/* Group block by group block: the writes (into the file mapping's copy-on-write
- * pages) go out in order. */
+/* Block by block in the group's byte order: the writes (into the file mapping's
+ * copy-on-write pages) go out nearly in order. */
 void kq_r16_pack_group(const void *rows, size_t row_bytes, int64_t nb, void *group)
 {
+    size_t lead = r16_lead(group);
     for (int64_t b = 0; b < nb; b++) {
-        uint8_t *group_block = (uint8_t *)group + (size_t)b * KQ_R16_GROUP_BLOCK_BYTES;
+        size_t body, tail;
+        r16_block_offsets(lead, KQ_R16_QS_BYTES, nb, b, &body, &tail);
         for (int r = 0; r < KQ_R16_ROWS; r++) {
             const kq_block_q4_0 *row = (const kq_block_q4_0 *)((const uint8_t *)rows + (size_t)r * row_bytes);
-            block_to_group(&row[b], r, group_block);
+            block_to_group(&row[b], r, (uint8_t *)group + body, (uint8_t *)group + tail);
         }
     }
 }
@@ -88,7 +96,7 @@ void kq_r16_unpack_row(const void *group, int64_t nb, int r, void *row)
 {
     kq_block_q4_0 *out = row;
     for (int64_t b = 0; b < nb; b++)
-        group_to_block((const uint8_t *)group + (size_t)b * KQ_R16_GROUP_BLOCK_BYTES, r, &out[b]);
+        group_to_block(group, nb, b, r, &out[b]);
 }
 
 /* ---- scalar reference kernels --------------------------------------------------------- */
@@ -108,6 +116,7 @@ static float block_dot(const kq_block_q4_0 *blk, const kq_r16_act *x)
 #define R16_ACT kq_r16_act
 #define R16_BLOCK_VALUES KQ_QK
 #define R16_GROUP_BLOCK_BYTES KQ_R16_GROUP_BLOCK_BYTES
+#define R16_GROUP_TO_BLOCK(group, nb, b, r, blk) group_to_block((group), (nb), (b), (r), (blk))
 #include "kernels/kernels_r16_scalar.h"
 
 static kq_type_ops r16_ops = {

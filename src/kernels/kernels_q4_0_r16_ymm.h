@@ -1,7 +1,7 @@
 /* Inside src/kernels only: the 256-bit kernels over Q4_0 repacked into groups of 16
  * rows (layout in kernels_q4_0_r16.c), the twin of kernels_q4_0_r16_avx512.c. A ymm
  * lane is a row, so a group is two halves of 8 rows, each 32 bytes of every 64-byte
- * nibble slice. Per half and token, eight multiplies of four nibbles by four broadcast
+ * nibble line. Per half and token, eight multiplies of four nibbles by four broadcast
  * activation bytes sum a block of 8 rows, and one conversion and FMA finish it.
  *
  * Included by kernels_q4_0_r16_avx2.c and kernels_q4_0_r16_avxvnni.c after they define
@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "kernels/kernels_q4_0_r16.h"
+#include "kernels/kernels_r16_pairs.h"
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 #define UNROLL _Pragma("GCC unroll 16")
@@ -25,7 +26,7 @@
 /* 4 tokens: two halves' accumulators for each fit the 16 ymm registers beside the
  * eight decoded nibble vectors. */
 #define R16_TILE_COLS 4 /* tokens per tile call */
-enum { TILE_COLS = R16_TILE_COLS, HALF_ROWS = 8, PREFETCH_LINES = (KQ_R16_GROUP_BLOCK_BYTES + 63) / 64 };
+enum { TILE_COLS = R16_TILE_COLS, HALF_ROWS = 8, PAIR_LINES = 2 * KQ_R16_GROUP_BLOCK_BYTES / 64 };
 
 ALWAYS_INLINE __m256i broadcast_i32(const void *p)
 {
@@ -34,15 +35,15 @@ ALWAYS_INLINE __m256i broadcast_i32(const void *p)
     return _mm256_set1_epi32(v);
 }
 
-/* One half (8 rows) of one group block against C tokens. */
-ALWAYS_INLINE void half_block(const uint8_t *gb, int h, const kq_r16_act *const *x, int64_t b, const int C,
-                              __m256 *acc)
+/* One half (8 rows) of block b (nibbles at qs, scales at d) against C tokens. */
+ALWAYS_INLINE void half_block(const uint8_t *qs, const uint8_t *d, int h, const kq_r16_act *const *x, int64_t b,
+                              const int C, __m256 *acc)
 {
     const __m256i low4 = _mm256_set1_epi8(0x0f);
-    __m256 wd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gb + 2 * HALF_ROWS * h)));
+    __m256 wd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(d + 2 * HALF_ROWS * h)));
     __m256i lo[4], hi[4];
     UNROLL for (int i = 0; i < 4; i++) {
-        __m256i z = _mm256_loadu_si256((const __m256i *)(gb + KQ_R16_SCALE_BYTES + 64 * i + 32 * h));
+        __m256i z = _mm256_loadu_si256((const __m256i *)(qs + 64 * i + 32 * h));
         lo[i] = _mm256_and_si256(z, low4);
         hi[i] = _mm256_and_si256(_mm256_srli_epi16(z, 4), low4);
     }
@@ -59,21 +60,35 @@ ALWAYS_INLINE void half_block(const uint8_t *gb, int h, const kq_r16_act *const 
     }
 }
 
-/* One group (16 rows, nb blocks) against C tokens, C a compile-time constant. */
+ALWAYS_INLINE void block_tile(const uint8_t *qs, const uint8_t *d, const kq_r16_act *const *x, int64_t b,
+                              const int C, __m256 *acc0, __m256 *acc1)
+{
+    half_block(qs, d, 0, x, b, C, acc0);
+    half_block(qs, d, 1, x, b, C, acc1);
+}
+
+/* One group (16 rows, nb blocks in pairs: kernels_r16_pairs.h) against C tokens, C a
+ * compile-time constant. */
 ALWAYS_INLINE void group_tile(const uint8_t *g, int64_t nb, const kq_r16_act *const *x, const int C, float *y,
                               int64_t y_stride)
 {
+    const size_t lead = r16_lead(g), body = KQ_R16_QS_BYTES;
     __m256 acc0[TILE_COLS], acc1[TILE_COLS];
     UNROLL for (int c = 0; c < C; c++)
         acc0[c] = acc1[c] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++, g += KQ_R16_GROUP_BLOCK_BYTES) {
-        /* the group streams: every line of a block ahead, as in the AVX-512 file */
-        kq_prefetch_near((const char *)g, PREFETCH_LINES);
+    int64_t b = 0;
+    for (; b + 1 < nb; b += 2, g += 2 * KQ_R16_GROUP_BLOCK_BYTES) {
+        /* the group streams: every line of a pair ahead, unrolled, as in the AVX-512 file */
+        UNROLL for (int l = 0; l < PAIR_LINES; l++)
+            kq_prefetch_near((const char *)g + 64 * l, 1);
         if (C <= 4)
-            kq_prefetch_far((const char *)g, PREFETCH_LINES);
-        half_block(g, 0, x, b, C, acc0);
-        half_block(g, 1, x, b, C, acc1);
+            UNROLL for (int l = 0; l < PAIR_LINES; l++)
+                kq_prefetch_far((const char *)g + 64 * l, 1);
+        block_tile(g + r16_pair_body(lead, body, 0), g + r16_pair_tail(lead, body, 0), x, b, C, acc0, acc1);
+        block_tile(g + r16_pair_body(lead, body, 1), g + r16_pair_tail(lead, body, 1), x, b + 1, C, acc0, acc1);
     }
+    if (b < nb)
+        block_tile(g + r16_pair_body(lead, body, 0), g + r16_single_tail(lead, body), x, b, C, acc0, acc1);
     UNROLL for (int c = 0; c < C; c++) {
         _mm256_storeu_ps(y + c * y_stride, acc0[c]);
         _mm256_storeu_ps(y + c * y_stride + HALF_ROWS, acc1[c]);

@@ -13,6 +13,7 @@
  *   uint16 d[16], dmin[16]     row r's half scales in element r
  *   uint32 scales[3][16]       scales[k][r] = row r's packed scale bytes 4k..4k+3
  *   uint8  qs[4][8][16][4]     qs[c][i][r] = row r's nibble bytes 32c+4i..32c+4i+3
+ * (dmin after qs in a group 32 bytes into a cache line: kk_r16_places_of)
  * Nibble byte 32c + j of a row holds value 64c + j (low nibble, sub-block 2c) and
  * value 64c + 32 + j (high nibble, sub-block 2c + 1). The packed scale bytes are kept
  * as they are (all 96 bits are used: no wider form fits) and unpacked for 16 rows at
@@ -27,6 +28,8 @@
 
 _Static_assert(sizeof(kk_r16_act) == 320, "activation record is five cache lines");
 _Static_assert(KK_R16_GROUP_BLOCK_BYTES == KK_R16_ROWS * sizeof(kq_block_q4_K), "a group block is 16 blocks");
+_Static_assert(KK_R16_GROUP_BLOCK_BYTES % 64 == 0 && KK_R16_SCALES % 64 == 0 && KK_R16_QS % 64 == 0,
+               "whole-line group blocks, scale words and nibbles on lines");
 
 size_t kk_r16_act_row_bytes(int64_t n)
 {
@@ -58,22 +61,24 @@ void kk_r16_convert(const float *src, void *dst, int64_t n)
 
 static void block_to_group(const kq_block_q4_K *blk, int r, uint8_t *group_block)
 {
+    const kk_r16_places at = kk_r16_places_of(group_block);
     memcpy(group_block + KK_R16_D + 2 * r, &blk->d, 2);
-    memcpy(group_block + KK_R16_DMIN + 2 * r, &blk->dmin, 2);
+    memcpy(group_block + at.dmin + 2 * r, &blk->dmin, 2);
     for (int k = 0; k < 3; k++)
-        memcpy(group_block + KK_R16_SCALES + 4 * (KK_R16_ROWS * k + r), blk->scales + 4 * k, 4);
+        memcpy(group_block + at.scales + 4 * (KK_R16_ROWS * k + r), blk->scales + 4 * k, 4);
     for (int q = 0; q < KQ_QK_K / 8; q++) /* q = 8c + i: nibble bytes 4q..4q+3 */
-        memcpy(group_block + KK_R16_QS + 4 * (KK_R16_ROWS * q + r), blk->qs + 4 * q, 4);
+        memcpy(group_block + at.qs + 4 * (KK_R16_ROWS * q + r), blk->qs + 4 * q, 4);
 }
 
 static void group_to_block(const uint8_t *group_block, int r, kq_block_q4_K *blk)
 {
+    const kk_r16_places at = kk_r16_places_of(group_block);
     memcpy(&blk->d, group_block + KK_R16_D + 2 * r, 2);
-    memcpy(&blk->dmin, group_block + KK_R16_DMIN + 2 * r, 2);
+    memcpy(&blk->dmin, group_block + at.dmin + 2 * r, 2);
     for (int k = 0; k < 3; k++)
-        memcpy(blk->scales + 4 * k, group_block + KK_R16_SCALES + 4 * (KK_R16_ROWS * k + r), 4);
+        memcpy(blk->scales + 4 * k, group_block + at.scales + 4 * (KK_R16_ROWS * k + r), 4);
     for (int q = 0; q < KQ_QK_K / 8; q++)
-        memcpy(blk->qs + 4 * q, group_block + KK_R16_QS + 4 * (KK_R16_ROWS * q + r), 4);
+        memcpy(blk->qs + 4 * q, group_block + at.qs + 4 * (KK_R16_ROWS * q + r), 4);
 }
 
 /* Group block by group block: the writes (into the file mapping's copy-on-write

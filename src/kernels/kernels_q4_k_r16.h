@@ -21,6 +21,24 @@ enum {
     KK_R16_GROUP_BLOCK_BYTES = KK_R16_QS + KK_R16_ROWS * KQ_QK_K / 2
 };
 
+/* Where a group block keeps dmin, the scale words and the nibbles. Group blocks are
+ * whole cache lines (2304 bytes), so the order above starts the scale words and the
+ * nibbles on lines when the group does; a group 32 bytes into a line (GGUF aligns
+ * tensors to 32 bytes only) puts dmin last instead: d, scale words, nibbles, dmin.
+ * Every block of a group has the group's place in its line: a repacked matrix must not
+ * move (it does not: kernels_repack_matrix repacks it where it lies). */
+typedef struct kk_r16_places {
+    size_t dmin, scales, qs;
+} kk_r16_places;
+
+static inline kk_r16_places kk_r16_places_of(const void *group_block)
+{
+    if (((uintptr_t)group_block & 63) == 0)
+        return (kk_r16_places){KK_R16_DMIN, KK_R16_SCALES, KK_R16_QS};
+    return (kk_r16_places){KK_R16_GROUP_BLOCK_BYTES - 2 * KK_R16_ROWS, 2 * KK_R16_ROWS,
+                           2 * KK_R16_ROWS + 12 * KK_R16_ROWS};
+}
+
 /* One super-block of an activation row: the Q8_K values in their natural order, and
  * per 32-value sub-block the sum of its values times d (the mins' term). */
 typedef struct kk_r16_act {

@@ -66,15 +66,16 @@ ALWAYS_INLINE __m512 byte_lane(__m512i v, int k)
 /* The group block's per-sub-block factors for 16 rows: scale[s] = d * scale s (the odd
  * sub-blocks, read from high nibbles left in place, times 1/16) and min[s] = -dmin *
  * min s. The branch-free form of kq_scale_min_k4 over the three words of 16 rows. */
-ALWAYS_INLINE void decode_factors(const uint8_t *g, __m512 scale[KK_R16_SUBS], __m512 min[KK_R16_SUBS])
+ALWAYS_INLINE void decode_factors(const uint8_t *g, const kk_r16_places *at, __m512 scale[KK_R16_SUBS],
+                                  __m512 min[KK_R16_SUBS])
 {
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(g + KK_R16_D)));
     const __m512 d16 = _mm512_mul_ps(d, _mm512_set1_ps(1.0f / 16.0f));
     const __m512 neg_dmin =
-        _mm512_sub_ps(_mm512_setzero_ps(), _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(g + KK_R16_DMIN))));
-    const __m512i u0 = _mm512_loadu_si512(g + KK_R16_SCALES);
-    const __m512i u1 = _mm512_loadu_si512(g + KK_R16_SCALES + 64);
-    const __m512i u2 = _mm512_loadu_si512(g + KK_R16_SCALES + 128);
+        _mm512_sub_ps(_mm512_setzero_ps(), _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(g + at->dmin))));
+    const __m512i u0 = _mm512_loadu_si512(g + at->scales);
+    const __m512i u1 = _mm512_loadu_si512(g + at->scales + 64);
+    const __m512i u2 = _mm512_loadu_si512(g + at->scales + 128);
     const __m512i low6 = _mm512_set1_epi8(0x3f), low4 = _mm512_set1_epi8(0x0f), bits45 = _mm512_set1_epi8(0x30);
     const __m512i sc_lo = _mm512_and_si512(u0, low6);
     const __m512i mn_lo = _mm512_and_si512(u1, low6);
@@ -100,6 +101,7 @@ ALWAYS_INLINE void group_tile(const uint8_t *g, int64_t nb, const kk_r16_act *co
                               int64_t y_stride)
 {
     const __m512i low4 = _mm512_set1_epi8(0x0f), high4 = _mm512_set1_epi8((char)0xf0);
+    const kk_r16_places at = kk_r16_places_of(g);
     __m512 acc[TILE_COLS];
     UNROLL for (int c = 0; c < C; c++)
         acc[c] = _mm512_setzero_ps();
@@ -108,11 +110,11 @@ ALWAYS_INLINE void group_tile(const uint8_t *g, int64_t nb, const kk_r16_act *co
         if (C == 1)
             kq_prefetch_stream((const char *)g, PREFETCH_LINES);
         __m512 scale[KK_R16_SUBS], min[KK_R16_SUBS];
-        decode_factors(g, scale, min);
+        decode_factors(g, &at, scale, min);
         for (int ch = 0; ch < CHUNKS; ch++) {
             __m512i lo[CHUNK_VECTORS], hi[CHUNK_VECTORS];
             UNROLL for (int i = 0; i < CHUNK_VECTORS; i++) {
-                const __m512i z = _mm512_loadu_si512(g + KK_R16_QS + 64 * (CHUNK_VECTORS * ch + i));
+                const __m512i z = _mm512_loadu_si512(g + at.qs + 64 * (CHUNK_VECTORS * ch + i));
                 lo[i] = _mm512_and_si512(z, low4);
                 hi[i] = _mm512_and_si512(z, high4);
             }

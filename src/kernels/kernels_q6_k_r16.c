@@ -7,11 +7,13 @@
  * (kernels_q6_k_r16_avx512.c).
  *
  * A group of 16 rows keeps the bytes the rows had (16 * row_bytes), as nb group
- * blocks of 3360 bytes, group block b holding super-block b of each row:
- *   uint8  ql[32][16][4]       ql[k][r] = row r's low-bit bytes 4k..4k+3
- *   uint8  qh[16][16][4]       qh[m][r] = row r's high-bit bytes 4m..4m+3
- *   int8   scales[4][16][4]    scales[k][r] = row r's scales 4k..4k+3
- *   uint16 d[16]               row r's half scale in d[r]
+ * blocks of 3360 bytes, group block b holding super-block b of each row in two parts,
+ * laid out in pairs of blocks so that the bodies start cache lines
+ * (kernels_r16_pairs.h):
+ *   body: uint8  ql[32][16][4]       ql[k][r] = row r's low-bit bytes 4k..4k+3
+ *         uint8  qh[16][16][4]       qh[m][r] = row r's high-bit bytes 4m..4m+3
+ *         int8   scales[4][16][4]    scales[k][r] = row r's scales 4k..4k+3
+ *   tail: uint16 d[16]               row r's half scale in d[r]
  * In each 128-value half h of a row, low-bit byte 64h + l (l < 32) holds values
  * 128h + l (low nibble) and 128h + 64 + l (high one), byte 64h + 32 + l values
  * 128h + 32 + l and 128h + 96 + l, and high-bit byte 32h + l the top two bits of
@@ -23,9 +25,12 @@
 #include "kernels/kernels_internal.h"
 #include "kernels/kernels_kquant.h"
 #include "kernels/kernels_q6_k_r16.h"
+#include "kernels/kernels_r16_pairs.h"
 
 _Static_assert(sizeof(k6_r16_act) == 384, "activation record is six cache lines");
 _Static_assert(K6_R16_GROUP_BLOCK_BYTES == K6_R16_ROWS * sizeof(kq_block_q6_K), "a group block is 16 blocks");
+_Static_assert(K6_R16_D % 64 == 0 && K6_R16_GROUP_BLOCK_BYTES - K6_R16_D == R16_TAIL_BYTES,
+               "a body of whole lines (ql, qh, scales), the scales d a tail");
 
 size_t k6_r16_act_row_bytes(int64_t n)
 {
@@ -61,37 +66,44 @@ static size_t word_at(size_t section, int w, int r)
     return section + 4 * (size_t)(K6_R16_ROWS * w + r);
 }
 
-static void block_to_group(const kq_block_q6_K *blk, int r, uint8_t *group_block)
+/* Row r's block into a group block's body (ql, qh, scales) and tail (d). */
+static void block_to_group(const kq_block_q6_K *blk, int r, uint8_t *body, uint8_t *tail)
 {
     for (int k = 0; k < KQ_QK_K / 8; k++)
-        memcpy(group_block + word_at(K6_R16_QL, k, r), blk->ql + 4 * k, 4);
+        memcpy(body + word_at(K6_R16_QL, k, r), blk->ql + 4 * k, 4);
     for (int m = 0; m < KQ_QK_K / 16; m++)
-        memcpy(group_block + word_at(K6_R16_QH, m, r), blk->qh + 4 * m, 4);
+        memcpy(body + word_at(K6_R16_QH, m, r), blk->qh + 4 * m, 4);
     for (int k = 0; k < K6_R16_SUBS / 4; k++)
-        memcpy(group_block + word_at(K6_R16_SCALES, k, r), blk->scales + 4 * k, 4);
-    memcpy(group_block + K6_R16_D + 2 * r, &blk->d, 2);
+        memcpy(body + word_at(K6_R16_SCALES, k, r), blk->scales + 4 * k, 4);
+    memcpy(tail + 2 * r, &blk->d, 2);
 }
 
-static void group_to_block(const uint8_t *group_block, int r, kq_block_q6_K *blk)
+/* Row r's block b of a group of nb blocks. */
+static void group_to_block(const uint8_t *group, int64_t nb, int64_t b, int r, kq_block_q6_K *blk)
 {
+    size_t body_at, tail_at;
+    r16_block_offsets(r16_lead(group), K6_R16_D, nb, b, &body_at, &tail_at);
+    const uint8_t *body = group + body_at;
     for (int k = 0; k < KQ_QK_K / 8; k++)
-        memcpy(blk->ql + 4 * k, group_block + word_at(K6_R16_QL, k, r), 4);
+        memcpy(blk->ql + 4 * k, body + word_at(K6_R16_QL, k, r), 4);
     for (int m = 0; m < KQ_QK_K / 16; m++)
-        memcpy(blk->qh + 4 * m, group_block + word_at(K6_R16_QH, m, r), 4);
+        memcpy(blk->qh + 4 * m, body + word_at(K6_R16_QH, m, r), 4);
     for (int k = 0; k < K6_R16_SUBS / 4; k++)
-        memcpy(blk->scales + 4 * k, group_block + word_at(K6_R16_SCALES, k, r), 4);
-    memcpy(&blk->d, group_block + K6_R16_D + 2 * r, 2);
+        memcpy(blk->scales + 4 * k, body + word_at(K6_R16_SCALES, k, r), 4);
+    memcpy(&blk->d, group + tail_at + 2 * r, 2);
 }
 
-/* Group block by group block: the writes (into the file mapping's copy-on-write
- * pages) go out in order. */
+/* Block by block in the group's byte order: the writes (into the file mapping's
+ * copy-on-write pages) go out nearly in order. */
 void k6_r16_pack_group(const void *rows, size_t row_bytes, int64_t nb, void *group)
 {
+    size_t lead = r16_lead(group);
     for (int64_t b = 0; b < nb; b++) {
-        uint8_t *group_block = (uint8_t *)group + (size_t)b * K6_R16_GROUP_BLOCK_BYTES;
+        size_t body_at, tail_at;
+        r16_block_offsets(lead, K6_R16_D, nb, b, &body_at, &tail_at);
         for (int r = 0; r < K6_R16_ROWS; r++) {
             const kq_block_q6_K *row = (const kq_block_q6_K *)((const uint8_t *)rows + (size_t)r * row_bytes);
-            block_to_group(&row[b], r, group_block);
+            block_to_group(&row[b], r, (uint8_t *)group + body_at, (uint8_t *)group + tail_at);
         }
     }
 }
@@ -100,7 +112,7 @@ void k6_r16_unpack_row(const void *group, int64_t nb, int r, void *row)
 {
     kq_block_q6_K *out = row;
     for (int64_t b = 0; b < nb; b++)
-        group_to_block((const uint8_t *)group + (size_t)b * K6_R16_GROUP_BLOCK_BYTES, r, &out[b]);
+        group_to_block(group, nb, b, r, &out[b]);
 }
 
 /* ---- scalar reference kernels --------------------------------------------------------- */
@@ -133,6 +145,7 @@ static float block_dot(const kq_block_q6_K *blk, const k6_r16_act *x)
 #define R16_ACT k6_r16_act
 #define R16_BLOCK_VALUES KQ_QK_K
 #define R16_GROUP_BLOCK_BYTES K6_R16_GROUP_BLOCK_BYTES
+#define R16_GROUP_TO_BLOCK(group, nb, b, r, blk) group_to_block((group), (nb), (b), (r), (blk))
 #include "kernels/kernels_r16_scalar.h"
 
 static kq_type_ops r16_ops = {

@@ -11,6 +11,7 @@
  * As in kernels_q4_k_r16_avx512.c, the int32 sums become floats through the
  * 1.5 * 2^23 bias rather than vcvtdq2ps, keeping port 0 for the vpdpbusd. */
 #include "kernels/kernels_q6_k_r16.h"
+#include "kernels/kernels_r16_pairs.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
 
@@ -51,12 +52,12 @@ ALWAYS_INLINE __m512i load_word(const uint8_t *g, size_t section, int w)
 /* Selects bits with vpternlog: a | (b & c). */
 #define TERN_A_OR_B_AND_C 0xF8
 
-/* d * scale s for the 16 rows, s < 16. */
-ALWAYS_INLINE void decode_scales(const uint8_t *g, __m512 scale[K6_R16_SUBS])
+/* d * scale s for the 16 rows, s < 16 (the scales in the block's body, d its tail). */
+ALWAYS_INLINE void decode_scales(const uint8_t *body, const uint8_t *tail, __m512 scale[K6_R16_SUBS])
 {
-    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(g + K6_R16_D)));
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)tail));
     UNROLL for (int k = 0; k < K6_R16_SUBS / 4; k++) {
-        const __m512i w = load_word(g, K6_R16_SCALES, k);
+        const __m512i w = load_word(body, K6_R16_SCALES, k);
         UNROLL for (int b = 0; b < 4; b++) {
             const __m512i s = _mm512_srai_epi32(b == 3 ? w : _mm512_slli_epi32(w, 24 - 8 * b), 24);
             scale[4 * k + b] = _mm512_mul_ps(_mm512_cvtepi32_ps(s), d);
@@ -90,19 +91,24 @@ ALWAYS_INLINE __m512 dots_to_float(__m512i dots)
     return _mm512_sub_ps(_mm512_castsi512_ps(dots), _mm512_set1_ps(DOTS_START_FLOAT));
 }
 
-/* One group (16 rows, nb super-blocks) against C tokens, C a compile-time constant. */
-ALWAYS_INLINE void group_tile(const uint8_t *g, int64_t nb, const k6_r16_act *const *x, const int C, float *y,
+/* One group (16 rows, nb super-blocks in pairs: kernels_r16_pairs.h) against C tokens,
+ * C a compile-time constant. */
+ALWAYS_INLINE void group_tile(const uint8_t *group, int64_t nb, const k6_r16_act *const *x, const int C, float *y,
                               int64_t y_stride)
 {
+    const size_t lead = r16_lead(group);
     __m512 acc[TILE_COLS];
     UNROLL for (int c = 0; c < C; c++)
         acc[c] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; b++, g += K6_R16_GROUP_BLOCK_BYTES) {
-        /* one token streams the group: every line of a block ahead (as for Q4_0) */
+    for (int64_t b = 0; b < nb; b++) {
+        /* one token streams the group: a block's worth of lines ahead (as for Q4_0) */
         if (C == 1)
-            kq_prefetch_stream((const char *)g, PREFETCH_LINES);
+            kq_prefetch_stream((const char *)group + (size_t)b * K6_R16_GROUP_BLOCK_BYTES, PREFETCH_LINES);
+        size_t body_at, tail_at;
+        r16_block_offsets(lead, K6_R16_D, nb, b, &body_at, &tail_at);
+        const uint8_t *g = group + body_at;
         __m512 scale[K6_R16_SUBS];
-        decode_scales(g, scale);
+        decode_scales(g, group + tail_at, scale);
         for (int h = 0; h < 2; h++) {
             for (int qq = 0; qq < 2; qq++) {
                 __m512i code[4][WORDS];

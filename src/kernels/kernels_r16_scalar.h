@@ -9,6 +9,9 @@
  *   R16_ACT                the activation record type (one per block)
  *   R16_BLOCK_VALUES       values per block
  *   R16_GROUP_BLOCK_BYTES  bytes of one block of a whole group
+ * A layout whose group blocks are not simply back to back (kernels_r16_pairs.h) defines
+ *   R16_GROUP_TO_BLOCK(group, nb, b, r, blk)  row r's block b of a group of nb blocks
+ * in place of group_to_block.
  * It defines tile_scalar and dot_scalar, the kq_impl scalar entry points. */
 #ifndef ELLIOTT_KERNELS_R16_SCALAR_H
 #define ELLIOTT_KERNELS_R16_SCALAR_H
@@ -17,12 +20,16 @@
 #error "define R16_BLOCK, R16_ACT, R16_BLOCK_VALUES and R16_GROUP_BLOCK_BYTES first"
 #endif
 
+#ifndef R16_GROUP_TO_BLOCK
+#define R16_GROUP_TO_BLOCK(group, nb, b, r, blk) group_to_block((group) + (size_t)(b) * R16_GROUP_BLOCK_BYTES, (r), (blk))
+#endif
+
 static float group_row_dot(const uint8_t *group, int64_t nb, int r, const R16_ACT *x)
 {
     float sum = 0.0f;
     for (int64_t b = 0; b < nb; b++) {
         R16_BLOCK blk;
-        group_to_block(group + (size_t)b * R16_GROUP_BLOCK_BYTES, r, &blk);
+        R16_GROUP_TO_BLOCK(group, nb, b, r, &blk);
         sum += block_dot(&blk, &x[b]);
     }
     return sum;

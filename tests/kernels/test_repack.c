@@ -15,6 +15,7 @@ typedef struct weights {
     kernels_matrix m;
     uint8_t *gguf; /* the original rows */
     uint8_t *packed;
+    uint8_t *packed_alloc; /* packed lies `offset` bytes into it */
     float *x;
     int64_t x_stride;
 } weights;
@@ -27,13 +28,17 @@ static void *aligned(size_t bytes)
     return p;
 }
 
-static void weights_make_type(weights *w, uint32_t type, int64_t rows, int64_t cols, int n_tokens, uint64_t seed)
+/* The repacked copy `offset` bytes past a cache line: GGUF aligns tensors to 32 bytes
+ * only, and the layout follows a group's place in its line (kernels_r16_pairs.h). */
+static void weights_make_at(weights *w, uint32_t type, int64_t rows, int64_t cols, int n_tokens, uint64_t seed,
+                            size_t offset)
 {
     el_rng rng;
     el_rng_seed(&rng, seed);
     size_t row_bytes = gguf_row_size(type, cols);
     w->gguf = aligned(row_bytes * (size_t)rows);
-    w->packed = aligned(row_bytes * (size_t)rows);
+    w->packed_alloc = aligned(row_bytes * (size_t)rows + offset);
+    w->packed = w->packed_alloc + offset;
     float *tmp = malloc(sizeof(float) * (size_t)cols);
     for (int64_t r = 0; r < rows; r++) {
         float scale = 0.1f + el_rng_uniform(&rng);
@@ -51,6 +56,11 @@ static void weights_make_type(weights *w, uint32_t type, int64_t rows, int64_t c
         w->x[i] = el_rng_normal(&rng) * (1.0f + (float)(i % 3));
 }
 
+static void weights_make_type(weights *w, uint32_t type, int64_t rows, int64_t cols, int n_tokens, uint64_t seed)
+{
+    weights_make_at(w, type, rows, cols, n_tokens, seed, 0);
+}
+
 static void weights_make(weights *w, int64_t rows, int64_t cols, int n_tokens, uint64_t seed)
 {
     weights_make_type(w, GGUF_TYPE_Q4_0, rows, cols, n_tokens, seed);
@@ -59,7 +69,7 @@ static void weights_make(weights *w, int64_t rows, int64_t cols, int n_tokens, u
 static void weights_free(weights *w)
 {
     free(w->gguf);
-    free(w->packed);
+    free(w->packed_alloc);
     free(w->x);
 }
 
@@ -128,10 +138,10 @@ static void select_repacking_isa(uint32_t type)
     CHECK(kernels_set_isa(type == GGUF_TYPE_Q4_0 ? widest : KERNELS_ISA_AVX512, NULL) == 0);
 }
 
-static void round_trip(uint32_t type, int64_t cols)
+static void round_trip_at(uint32_t type, int64_t cols, size_t offset)
 {
     weights w;
-    weights_make_type(&w, type, 48, cols, 1, 1);
+    weights_make_at(&w, type, 48, cols, 1, 1, offset);
     CHECK(kernels_repack_matrix(&w.m, w.packed) == 0);
     CHECK(w.m.layout == KERNELS_LAYOUT_REPACKED);
     CHECK(memcmp(w.packed, w.gguf, w.m.row_bytes * 48) != 0);
@@ -144,6 +154,15 @@ static void round_trip(uint32_t type, int64_t cols)
     free(row);
     CHECK(!kernels_can_repack(&w.m)); /* once only */
     weights_free(&w);
+}
+
+/* Odd block counts (a group's last block alone; groups alternately on and off a line)
+ * at a line's start, 32 bytes into one, and 16 (a GGUF alignment under 32). */
+static void round_trip(uint32_t type, int64_t cols)
+{
+    const size_t offsets[] = {0, 32, 16};
+    for (size_t i = 0; i < sizeof offsets / sizeof offsets[0]; i++)
+        round_trip_at(type, cols, offsets[i]);
 }
 
 static void test_round_trip(void)
@@ -202,10 +221,11 @@ static void test_refusals(void)
     kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
 }
 
-static void agree_one(uint32_t type, int64_t rows, int64_t cols, int n_tokens, uint64_t seed, threadpool *pool)
+static void agree_one_at(uint32_t type, int64_t rows, int64_t cols, int n_tokens, uint64_t seed, threadpool *pool,
+                         size_t offset)
 {
     weights w;
-    weights_make_type(&w, type, rows, cols, n_tokens, seed);
+    weights_make_at(&w, type, rows, cols, n_tokens, seed, offset);
     select_repacking_isa(type);
     CHECK(kernels_repack_matrix(&w.m, w.packed) == 0);
     kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
@@ -216,13 +236,20 @@ static void agree_one(uint32_t type, int64_t rows, int64_t cols, int n_tokens, u
             continue;
         float *got = run(&w.m, &w, n_tokens, pool);
         int bad = count_differences(want, got, &w, n_tokens);
-        CHECKF(bad == 0, "%s %lldx%lld, %d tokens, %s: %d results differ", gguf_type_get(type)->name,
-               (long long)rows, (long long)cols, n_tokens, kernels_isa_name((enum kernels_isa)isa), bad);
+        CHECKF(bad == 0, "%s %lldx%lld at +%zu, %d tokens, %s: %d results differ", gguf_type_get(type)->name,
+               (long long)rows, (long long)cols, offset, n_tokens, kernels_isa_name((enum kernels_isa)isa), bad);
         free(got);
     }
     kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
     free(want);
     weights_free(&w);
+}
+
+/* On a cache line's start and 32 bytes into one (both orders of kernels_r16_pairs.h). */
+static void agree_one(uint32_t type, int64_t rows, int64_t cols, int n_tokens, uint64_t seed, threadpool *pool)
+{
+    agree_one_at(type, rows, cols, n_tokens, seed, pool, 0);
+    agree_one_at(type, rows, cols, n_tokens, seed, pool, 32);
 }
 
 static void test_matmul_agrees(void)
