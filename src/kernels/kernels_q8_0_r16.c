@@ -65,20 +65,33 @@ void k8_r16_convert(const float *src, void *dst, int64_t n)
 
 /* ---- layout ------------------------------------------------------------------------ */
 
+/* Adding 128 to four int8 values, or taking it off four stored bytes, modulo 256: the
+ * top bit of each byte flipped. */
+static uint32_t flip_offset(uint32_t four)
+{
+    return four ^ 0x80808080u;
+}
+
 static void block_to_group(const kq_block_q8_0 *blk, int r, uint8_t *scales, uint8_t *values)
 {
     memcpy(scales + 2 * r, &blk->d, 2);
-    for (int i = 0; i < KQ_QK / 4; i++)
-        for (int j = 0; j < 4; j++)
-            values[64 * i + 4 * r + j] = (uint8_t)(blk->qs[4 * i + j] + K8_R16_OFFSET);
+    for (int i = 0; i < KQ_QK / 4; i++) {
+        uint32_t four;
+        memcpy(&four, blk->qs + 4 * i, 4);
+        four = flip_offset(four);
+        memcpy(values + 64 * i + 4 * r, &four, 4);
+    }
 }
 
 static void group_to_block(const uint8_t *scales, const uint8_t *values, int r, kq_block_q8_0 *blk)
 {
     memcpy(&blk->d, scales + 2 * r, 2);
-    for (int i = 0; i < KQ_QK / 4; i++)
-        for (int j = 0; j < 4; j++)
-            blk->qs[4 * i + j] = (int8_t)(values[64 * i + 4 * r + j] - K8_R16_OFFSET);
+    for (int i = 0; i < KQ_QK / 4; i++) {
+        uint32_t four;
+        memcpy(&four, values + 64 * i + 4 * r, 4);
+        four = flip_offset(four);
+        memcpy(blk->qs + 4 * i, &four, 4);
+    }
 }
 
 static void block_of_group(const uint8_t *group, int64_t nb, int64_t b, int r, kq_block_q8_0 *blk)
