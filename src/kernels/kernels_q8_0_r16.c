@@ -96,7 +96,7 @@ static void group_to_block(const uint8_t *scales, const uint8_t *values, int r, 
 
 static void block_of_group(const uint8_t *group, int64_t nb, int64_t b, int r, kq_block_q8_0 *blk)
 {
-    group_to_block(group + k8_r16_scales_at(nb, b), group + k8_r16_values_at(nb, b), r, blk);
+    group_to_block(group + k8_r16_scales_at(b), group + k8_r16_values_at(nb, b), r, blk);
 }
 
 /* Block by block: the writes (into the file mapping's copy-on-write pages) go out
@@ -105,7 +105,7 @@ void k8_r16_pack_group(const void *rows, size_t row_bytes, int64_t nb, void *gro
 {
     uint8_t *g = group;
     for (int64_t b = 0; b < nb; b++) {
-        uint8_t *scales = g + k8_r16_scales_at(nb, b), *values = g + k8_r16_values_at(nb, b);
+        uint8_t *scales = g + k8_r16_scales_at(b), *values = g + k8_r16_values_at(nb, b);
         for (int r = 0; r < K8_R16_ROWS; r++) {
             const kq_block_q8_0 *row = (const kq_block_q8_0 *)((const uint8_t *)rows + (size_t)r * row_bytes);
             block_to_group(&row[b], r, scales, values);

@@ -36,9 +36,8 @@ void k8_r16_convert(const float *src, void *dst, int64_t n);
 /* Where block b of a group of nb blocks keeps its 16 scales and its 16 rows' values:
  * a whole pair keeps both blocks' scales in its first line, a lone last block (nb odd)
  * its scales in the first half line. */
-static inline size_t k8_r16_scales_at(int64_t nb, int64_t b)
+static inline size_t k8_r16_scales_at(int64_t b)
 {
-    (void)nb;
     return (size_t)(b / K8_R16_PAIR) * K8_R16_PAIR_BYTES + (size_t)(b % K8_R16_PAIR) * K8_R16_SCALE_BYTES;
 }
 

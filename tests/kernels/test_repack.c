@@ -2,7 +2,7 @@
  * bytes, and kernels_matmul on a repacked matrix agrees with the GGUF layout's
  * scalar reference on every implementation this CPU runs (the repacked layout's
  * scalar twin included), for odd block counts and 1..17 tokens, alone and fused
- * with a GGUF-layout matrix on the same input: Q4_0, Q8_0, Q4_K and Q6_K. */
+ * with a GGUF-layout matrix on the same input: Q4_0, Q8_0, Q4_K, Q5_K and Q6_K. */
 #include <stdint.h>
 
 #include "base/rng.h"
@@ -113,7 +113,7 @@ static bool repack_runs_here(void)
     return false;
 }
 
-/* Q4_K and Q6_K repack on AVX-512 only. */
+/* Q4_K, Q5_K and Q6_K repack on AVX-512 only. */
 static bool kquant_repack_runs_here(void)
 {
     if (kernels_isa_available(KERNELS_ISA_AVX512))
@@ -159,6 +159,7 @@ static void test_round_trip(void)
         kernels_set_isa(KERNELS_ISA_AVX512, NULL);
         round_trip(GGUF_TYPE_Q4_K, 3 * 256);
         round_trip(GGUF_TYPE_Q6_K, 3 * 256);
+        round_trip(GGUF_TYPE_Q5_K, 3 * 256);
     }
     kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
 }
@@ -189,9 +190,9 @@ static void test_refusals(void)
     if (!kquant_repack_runs_here())
         return;
     kernels_set_isa(KERNELS_ISA_AVX512, NULL);
-    /* the K-quants: 40 rows stay in their GGUF layout; Q5_K has no repacked layout */
-    const uint32_t kquants[] = {GGUF_TYPE_Q4_K, GGUF_TYPE_Q6_K};
-    for (size_t i = 0; i < 2; i++) {
+    /* the K-quants: 40 rows stay in their GGUF layout; Q2_K has no repacked layout */
+    const uint32_t kquants[] = {GGUF_TYPE_Q4_K, GGUF_TYPE_Q5_K, GGUF_TYPE_Q6_K};
+    for (size_t i = 0; i < 3; i++) {
         weights_make_type(&w, kquants[i], 40, 512, 1, 3);
         CHECK(!kernels_can_repack(&w.m));
         CHECK(kernels_repack_matrix(&w.m, w.packed) == -1);
@@ -200,9 +201,9 @@ static void test_refusals(void)
         CHECK(kernels_can_repack(&w.m));
         weights_free(&w);
     }
-    kernels_matrix q5 = {.type = GGUF_TYPE_Q5_K, .rows = 16, .cols = 256, .data = NULL,
-                         .row_bytes = gguf_row_size(GGUF_TYPE_Q5_K, 256)};
-    CHECK(!kernels_can_repack(&q5));
+    kernels_matrix q2 = {.type = GGUF_TYPE_Q2_K, .rows = 16, .cols = 256, .data = NULL,
+                         .row_bytes = gguf_row_size(GGUF_TYPE_Q2_K, 256)};
+    CHECK(!kernels_can_repack(&q2));
     kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
 }
 
@@ -268,6 +269,7 @@ static void test_matmul_agrees_kquants(void)
         return;
     matmul_agrees_kquant(GGUF_TYPE_Q4_K);
     matmul_agrees_kquant(GGUF_TYPE_Q6_K);
+    matmul_agrees_kquant(GGUF_TYPE_Q5_K);
 }
 
 /* The repacked K-quant layouts' scalar twins sum in the GGUF scalar dot's order: the
@@ -296,6 +298,7 @@ static void test_kquant_scalar_twins_exact(void)
         return;
     scalar_twin_exact(GGUF_TYPE_Q4_K);
     scalar_twin_exact(GGUF_TYPE_Q6_K);
+    scalar_twin_exact(GGUF_TYPE_Q5_K);
 }
 
 /* A repacked and a GGUF-layout matrix of a type on one input: their activation layouts
@@ -337,6 +340,7 @@ static void test_multi_mixed_layouts(void)
     if (kquant_repack_runs_here()) {
         multi_mixed_layouts(GGUF_TYPE_Q4_K, 512);
         multi_mixed_layouts(GGUF_TYPE_Q6_K, 512);
+        multi_mixed_layouts(GGUF_TYPE_Q5_K, 512);
     }
 }
 
