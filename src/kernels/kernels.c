@@ -11,7 +11,9 @@
 #include "kernels/kernels_internal.h"
 #include "kernels/kernels_q4_0_r16.h"
 #include "kernels/kernels_q4_k_r16.h"
+#include "kernels/kernels_q5_k_r16.h"
 #include "kernels/kernels_q6_k_r16.h"
+#include "kernels/kernels_q8_0_r16.h"
 
 /* ---- implementation selection ------------------------------------------------ */
 
@@ -327,8 +329,12 @@ static const kq_type_ops *repacked_ops(uint32_t type)
         return kq_ops_q4_0_r16();
     case GGUF_TYPE_Q4_K:
         return kq_ops_q4_k_r16();
+    case GGUF_TYPE_Q5_K:
+        return kq_ops_q5_k_r16();
     case GGUF_TYPE_Q6_K:
         return kq_ops_q6_k_r16();
+    case GGUF_TYPE_Q8_0:
+        return kq_ops_q8_0_r16();
     default:
         return NULL;
     }
@@ -798,19 +804,27 @@ typedef struct repack_format {
 } repack_format;
 
 _Static_assert((int)KQ_R16_ROWS == (int)KK_R16_ROWS && (int)KQ_R16_ROWS == (int)K6_R16_ROWS, "the driver tiles every repacked type by the same rows");
+_Static_assert((int)KQ_R16_ROWS == (int)K8_R16_ROWS && (int)KQ_R16_ROWS == (int)K5_R16_ROWS,
+               "the driver tiles every repacked type by the same rows");
 
 static const repack_format *repack_format_of(uint32_t type)
 {
     static const repack_format q4_0 = {KQ_QK, sizeof(kq_block_q4_0), kq_r16_pack_group, kq_r16_unpack_row};
     static const repack_format q4_k = {KQ_QK_K, sizeof(kq_block_q4_K), kk_r16_pack_group, kk_r16_unpack_row};
     static const repack_format q6_k = {KQ_QK_K, sizeof(kq_block_q6_K), k6_r16_pack_group, k6_r16_unpack_row};
+    static const repack_format q5_k = {KQ_QK_K, sizeof(kq_block_q5_K), k5_r16_pack_group, k5_r16_unpack_row};
+    static const repack_format q8_0 = {KQ_QK, sizeof(kq_block_q8_0), k8_r16_pack_group, k8_r16_unpack_row};
     switch (type) {
     case GGUF_TYPE_Q4_0:
         return &q4_0;
     case GGUF_TYPE_Q4_K:
         return &q4_k;
+    case GGUF_TYPE_Q5_K:
+        return &q5_k;
     case GGUF_TYPE_Q6_K:
         return &q6_k;
+    case GGUF_TYPE_Q8_0:
+        return &q8_0;
     default:
         return NULL;
     }

@@ -71,9 +71,9 @@ typedef struct kernels_matrix {
 enum { KERNELS_LAYOUT_GGUF = 0, KERNELS_LAYOUT_REPACKED = 1 };
 
 /* Whether kernels_repack_matrix would rewrite this matrix: the selected
- * implementation multiplies its type faster in an interleaved layout (today Q4_0 on
- * AVX2, AVX-VNNI and AVX-512, Q4_K and Q6_K on AVX-512; 16 rows a group, rows a
- * multiple of 16). */
+ * implementation multiplies its type faster in an interleaved layout (today Q4_0 and
+ * Q8_0 on AVX2, AVX-VNNI and AVX-512, Q4_K, Q5_K and Q6_K on AVX-512; 16 rows a
+ * group, rows a multiple of 16). */
 bool kernels_can_repack(const kernels_matrix *w);
 /* Rewrites w's rows in place into that layout (the same bytes in all, a group of rows
  * in the bytes the rows had) and sets w->layout; `data` is w->data, writable. After it

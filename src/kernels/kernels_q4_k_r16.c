@@ -61,7 +61,7 @@ void kk_r16_convert(const float *src, void *dst, int64_t n)
 
 static void block_to_group(const kq_block_q4_K *blk, int r, uint8_t *group_block)
 {
-    const kk_r16_places at = kk_r16_places_of(group_block);
+    const kk_r16_places at = kk_r16_places_of(group_block, KK_R16_GROUP_BLOCK_BYTES);
     memcpy(group_block + KK_R16_D + 2 * r, &blk->d, 2);
     memcpy(group_block + at.dmin + 2 * r, &blk->dmin, 2);
     for (int k = 0; k < 3; k++)
@@ -72,7 +72,7 @@ static void block_to_group(const kq_block_q4_K *blk, int r, uint8_t *group_block
 
 static void group_to_block(const uint8_t *group_block, int r, kq_block_q4_K *blk)
 {
-    const kk_r16_places at = kk_r16_places_of(group_block);
+    const kk_r16_places at = kk_r16_places_of(group_block, KK_R16_GROUP_BLOCK_BYTES);
     memcpy(&blk->d, group_block + KK_R16_D + 2 * r, 2);
     memcpy(&blk->dmin, group_block + at.dmin + 2 * r, 2);
     for (int k = 0; k < 3; k++)

@@ -26,17 +26,18 @@ enum {
  * nibbles on lines when the group does; a group 32 bytes into a line (GGUF aligns
  * tensors to 32 bytes only) puts dmin last instead: d, scale words, nibbles, dmin.
  * Every block of a group has the group's place in its line: a repacked matrix must not
- * move (it does not: kernels_repack_matrix repacks it where it lies). */
+ * move (it does not: kernels_repack_matrix repacks it where it lies). Q5_K's group
+ * blocks (kernels_q5_k_r16.h) are laid out the same way, with its fifth bits at qs
+ * and the nibbles after them. */
 typedef struct kk_r16_places {
     size_t dmin, scales, qs;
 } kk_r16_places;
 
-static inline kk_r16_places kk_r16_places_of(const void *group_block)
+static inline kk_r16_places kk_r16_places_of(const void *group_block, size_t group_block_bytes)
 {
     if (((uintptr_t)group_block & 63) == 0)
         return (kk_r16_places){KK_R16_DMIN, KK_R16_SCALES, KK_R16_QS};
-    return (kk_r16_places){KK_R16_GROUP_BLOCK_BYTES - 2 * KK_R16_ROWS, 2 * KK_R16_ROWS,
-                           2 * KK_R16_ROWS + 12 * KK_R16_ROWS};
+    return (kk_r16_places){group_block_bytes - 2 * KK_R16_ROWS, 2 * KK_R16_ROWS, 2 * KK_R16_ROWS + 12 * KK_R16_ROWS};
 }
 
 /* One super-block of an activation row: the Q8_K values in their natural order, and

@@ -25,6 +25,8 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "kernels/kernels_k4_r16_avx512.h"
+
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 #define UNROLL _Pragma("GCC unroll 16")
 
@@ -51,46 +53,6 @@ ALWAYS_INLINE __m512i broadcast_i32(const void *p)
     return _mm512_set1_epi32(*(const unaligned_i32 *)p);
 }
 
-/* Byte k of every lane as a float. */
-ALWAYS_INLINE __m512 byte_lane(__m512i v, int k)
-{
-    __m512i b = k == 0 ? v : _mm512_srli_epi32(v, 8 * k);
-    if (k < 3)
-        b = _mm512_and_si512(b, _mm512_set1_epi32(0xff));
-    return _mm512_cvtepi32_ps(b);
-}
-
-/* Selects bits with vpternlog: a | (b & c). */
-#define TERN_A_OR_B_AND_C 0xF8
-
-/* The group block's per-sub-block factors for 16 rows: scale[s] = d * scale s (the odd
- * sub-blocks, read from high nibbles left in place, times 1/16) and min[s] = -dmin *
- * min s. The branch-free form of kq_scale_min_k4 over the three words of 16 rows. */
-ALWAYS_INLINE void decode_factors(const uint8_t *g, const kk_r16_places *at, __m512 scale[KK_R16_SUBS],
-                                  __m512 min[KK_R16_SUBS])
-{
-    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(g + KK_R16_D)));
-    const __m512 d16 = _mm512_mul_ps(d, _mm512_set1_ps(1.0f / 16.0f));
-    const __m512 neg_dmin =
-        _mm512_sub_ps(_mm512_setzero_ps(), _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(g + at->dmin))));
-    const __m512i u0 = _mm512_loadu_si512(g + at->scales);
-    const __m512i u1 = _mm512_loadu_si512(g + at->scales + 64);
-    const __m512i u2 = _mm512_loadu_si512(g + at->scales + 128);
-    const __m512i low6 = _mm512_set1_epi8(0x3f), low4 = _mm512_set1_epi8(0x0f), bits45 = _mm512_set1_epi8(0x30);
-    const __m512i sc_lo = _mm512_and_si512(u0, low6);
-    const __m512i mn_lo = _mm512_and_si512(u1, low6);
-    const __m512i sc_hi =
-        _mm512_ternarylogic_epi32(_mm512_and_si512(u2, low4), _mm512_srli_epi32(u0, 2), bits45, TERN_A_OR_B_AND_C);
-    const __m512i mn_hi = _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi32(u2, 4), low4),
-                                                    _mm512_srli_epi32(u1, 2), bits45, TERN_A_OR_B_AND_C);
-    UNROLL for (int k = 0; k < 4; k++) {
-        scale[k] = _mm512_mul_ps(byte_lane(sc_lo, k), k % 2 ? d16 : d);
-        scale[k + 4] = _mm512_mul_ps(byte_lane(sc_hi, k), k % 2 ? d16 : d);
-        min[k] = _mm512_mul_ps(byte_lane(mn_lo, k), neg_dmin);
-        min[k + 4] = _mm512_mul_ps(byte_lane(mn_hi, k), neg_dmin);
-    }
-}
-
 ALWAYS_INLINE __m512 dots_to_float(__m512i dots)
 {
     return _mm512_sub_ps(_mm512_castsi512_ps(dots), _mm512_set1_ps(DOTS_START_FLOAT));
@@ -101,7 +63,7 @@ ALWAYS_INLINE void group_tile(const uint8_t *g, int64_t nb, const kk_r16_act *co
                               int64_t y_stride)
 {
     const __m512i low4 = _mm512_set1_epi8(0x0f), high4 = _mm512_set1_epi8((char)0xf0);
-    const kk_r16_places at = kk_r16_places_of(g);
+    const kk_r16_places at = kk_r16_places_of(g, KK_R16_GROUP_BLOCK_BYTES);
     __m512 acc[TILE_COLS];
     UNROLL for (int c = 0; c < C; c++)
         acc[c] = _mm512_setzero_ps();
@@ -110,7 +72,7 @@ ALWAYS_INLINE void group_tile(const uint8_t *g, int64_t nb, const kk_r16_act *co
         if (C == 1)
             kq_prefetch_stream((const char *)g, PREFETCH_LINES);
         __m512 scale[KK_R16_SUBS], min[KK_R16_SUBS];
-        decode_factors(g, &at, scale, min);
+        k4_r16_factors(g, &at, 1.0f / 16.0f, scale, min);
         for (int ch = 0; ch < CHUNKS; ch++) {
             __m512i lo[CHUNK_VECTORS], hi[CHUNK_VECTORS];
             UNROLL for (int i = 0; i < CHUNK_VECTORS; i++) {

@@ -2,7 +2,7 @@
  * bytes, and kernels_matmul on a repacked matrix agrees with the GGUF layout's
  * scalar reference on every implementation this CPU runs (the repacked layout's
  * scalar twin included), for odd block counts and 1..17 tokens, alone and fused
- * with a GGUF-layout matrix on the same input. */
+ * with a GGUF-layout matrix on the same input: Q4_0, Q8_0, Q4_K, Q5_K and Q6_K. */
 #include <stdint.h>
 
 #include "base/rng.h"
@@ -123,7 +123,7 @@ static bool repack_runs_here(void)
     return false;
 }
 
-/* Q4_K and Q6_K repack on AVX-512 only. */
+/* Q4_K, Q5_K and Q6_K repack on AVX-512 only. */
 static bool kquant_repack_runs_here(void)
 {
     if (kernels_isa_available(KERNELS_ISA_AVX512))
@@ -132,10 +132,12 @@ static bool kquant_repack_runs_here(void)
     return false;
 }
 
-/* Selects the widest implementation that repacks type. */
+/* Selects the widest implementation that repacks type (Q4_0 and Q8_0 repack on AVX2
+ * and wider). */
 static void select_repacking_isa(uint32_t type)
 {
-    CHECK(kernels_set_isa(type == GGUF_TYPE_Q4_0 ? widest : KERNELS_ISA_AVX512, NULL) == 0);
+    bool from_avx2 = type == GGUF_TYPE_Q4_0 || type == GGUF_TYPE_Q8_0;
+    CHECK(kernels_set_isa(from_avx2 ? widest : KERNELS_ISA_AVX512, NULL) == 0);
 }
 
 static void round_trip_at(uint32_t type, int64_t cols, size_t offset)
@@ -170,10 +172,13 @@ static void test_round_trip(void)
     if (!repack_runs_here())
         return;
     round_trip(GGUF_TYPE_Q4_0, 7 * 32);
+    round_trip(GGUF_TYPE_Q8_0, 7 * 32); /* three pairs and a lone block */
+    round_trip(GGUF_TYPE_Q8_0, 4 * 32);
     if (kquant_repack_runs_here()) {
         kernels_set_isa(KERNELS_ISA_AVX512, NULL);
         round_trip(GGUF_TYPE_Q4_K, 3 * 256);
         round_trip(GGUF_TYPE_Q6_K, 3 * 256);
+        round_trip(GGUF_TYPE_Q5_K, 3 * 256);
     }
     kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
 }
@@ -189,9 +194,9 @@ static void test_refusals(void)
     CHECK(kernels_repack_matrix(&w.m, w.packed) == -1);
     CHECK(w.m.layout == KERNELS_LAYOUT_GGUF);
     CHECK(memcmp(w.packed, w.gguf, w.m.row_bytes * 40) == 0);
-    kernels_matrix q8 = {.type = GGUF_TYPE_Q8_0, .rows = 16, .cols = 64, .data = w.packed,
-                         .row_bytes = gguf_row_size(GGUF_TYPE_Q8_0, 64)};
-    CHECK(!kernels_can_repack(&q8));
+    kernels_matrix q5_0 = {.type = GGUF_TYPE_Q5_0, .rows = 16, .cols = 64, .data = w.packed,
+                           .row_bytes = gguf_row_size(GGUF_TYPE_Q5_0, 64)};
+    CHECK(!kernels_can_repack(&q5_0));
     w.m.rows = 32;
     CHECK(kernels_can_repack(&w.m));
     CHECK(kernels_repack_matrix(&w.m, w.gguf) == -1); /* data must be the matrix's own */
@@ -204,9 +209,9 @@ static void test_refusals(void)
     if (!kquant_repack_runs_here())
         return;
     kernels_set_isa(KERNELS_ISA_AVX512, NULL);
-    /* the K-quants: 40 rows stay in their GGUF layout; Q5_K has no repacked layout */
-    const uint32_t kquants[] = {GGUF_TYPE_Q4_K, GGUF_TYPE_Q6_K};
-    for (size_t i = 0; i < 2; i++) {
+    /* the K-quants: 40 rows stay in their GGUF layout; Q2_K has no repacked layout */
+    const uint32_t kquants[] = {GGUF_TYPE_Q4_K, GGUF_TYPE_Q5_K, GGUF_TYPE_Q6_K};
+    for (size_t i = 0; i < 3; i++) {
         weights_make_type(&w, kquants[i], 40, 512, 1, 3);
         CHECK(!kernels_can_repack(&w.m));
         CHECK(kernels_repack_matrix(&w.m, w.packed) == -1);
@@ -215,10 +220,34 @@ static void test_refusals(void)
         CHECK(kernels_can_repack(&w.m));
         weights_free(&w);
     }
-    kernels_matrix q5 = {.type = GGUF_TYPE_Q5_K, .rows = 16, .cols = 256, .data = NULL,
-                         .row_bytes = gguf_row_size(GGUF_TYPE_Q5_K, 256)};
-    CHECK(!kernels_can_repack(&q5));
+    kernels_matrix q2 = {.type = GGUF_TYPE_Q2_K, .rows = 16, .cols = 256, .data = NULL,
+                         .row_bytes = gguf_row_size(GGUF_TYPE_Q2_K, 256)};
+    CHECK(!kernels_can_repack(&q2));
     kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
+}
+
+/* w (made `offset` bytes into a cache line) repacked, then multiplied on every
+ * implementation against the GGUF layout's scalar reference. */
+static void agree_made(weights *w, size_t offset, int n_tokens, threadpool *pool)
+{
+    uint32_t type = w->m.type;
+    int64_t rows = w->m.rows, cols = w->m.cols;
+    select_repacking_isa(type);
+    CHECK(kernels_repack_matrix(&w->m, w->packed) == 0);
+    kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
+    kernels_matrix plain = gguf_matrix(w);
+    float *want = run(&plain, w, n_tokens, pool);
+    for (int isa = KERNELS_ISA_SCALAR; isa < KERNELS_ISA_COUNT; isa++) {
+        if (kernels_set_isa((enum kernels_isa)isa, NULL) != 0)
+            continue;
+        float *got = run(&w->m, w, n_tokens, pool);
+        int bad = count_differences(want, got, w, n_tokens);
+        CHECKF(bad == 0, "%s %lldx%lld at +%zu, %d tokens, %s: %d results differ", gguf_type_get(type)->name,
+               (long long)rows, (long long)cols, offset, n_tokens, kernels_isa_name((enum kernels_isa)isa), bad);
+        free(got);
+    }
+    kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
+    free(want);
 }
 
 static void agree_one_at(uint32_t type, int64_t rows, int64_t cols, int n_tokens, uint64_t seed, threadpool *pool,
@@ -226,22 +255,7 @@ static void agree_one_at(uint32_t type, int64_t rows, int64_t cols, int n_tokens
 {
     weights w;
     weights_make_at(&w, type, rows, cols, n_tokens, seed, offset);
-    select_repacking_isa(type);
-    CHECK(kernels_repack_matrix(&w.m, w.packed) == 0);
-    kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
-    kernels_matrix plain = gguf_matrix(&w);
-    float *want = run(&plain, &w, n_tokens, pool);
-    for (int isa = KERNELS_ISA_SCALAR; isa < KERNELS_ISA_COUNT; isa++) {
-        if (kernels_set_isa((enum kernels_isa)isa, NULL) != 0)
-            continue;
-        float *got = run(&w.m, &w, n_tokens, pool);
-        int bad = count_differences(want, got, &w, n_tokens);
-        CHECKF(bad == 0, "%s %lldx%lld at +%zu, %d tokens, %s: %d results differ", gguf_type_get(type)->name,
-               (long long)rows, (long long)cols, offset, n_tokens, kernels_isa_name((enum kernels_isa)isa), bad);
-        free(got);
-    }
-    kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
-    free(want);
+    agree_made(&w, offset, n_tokens, pool);
     weights_free(&w);
 }
 
@@ -282,6 +296,7 @@ static void test_matmul_agrees_kquants(void)
         return;
     matmul_agrees_kquant(GGUF_TYPE_Q4_K);
     matmul_agrees_kquant(GGUF_TYPE_Q6_K);
+    matmul_agrees_kquant(GGUF_TYPE_Q5_K);
 }
 
 /* The repacked K-quant layouts' scalar twins sum in the GGUF scalar dot's order: the
@@ -310,6 +325,7 @@ static void test_kquant_scalar_twins_exact(void)
         return;
     scalar_twin_exact(GGUF_TYPE_Q4_K);
     scalar_twin_exact(GGUF_TYPE_Q6_K);
+    scalar_twin_exact(GGUF_TYPE_Q5_K);
 }
 
 /* A repacked and a GGUF-layout matrix of a type on one input: their activation layouts
@@ -351,7 +367,79 @@ static void test_multi_mixed_layouts(void)
     if (kquant_repack_runs_here()) {
         multi_mixed_layouts(GGUF_TYPE_Q4_K, 512);
         multi_mixed_layouts(GGUF_TYPE_Q6_K, 512);
+        multi_mixed_layouts(GGUF_TYPE_Q5_K, 512);
     }
+}
+
+/* Q8_0 repacks on every SIMD implementation (its values stored plus 128, in pairs of
+ * blocks): matmul against the GGUF layout's scalar reference with the weights' extremes
+ * (-128, which ggml's quantizer never writes but a file may hold, and 127) in every
+ * block of some rows, for odd and even block counts and 1..17 tokens; the scalar twin
+ * bit for bit; a fused GGUF-layout matrix beside it; row counts off the group refused. */
+typedef struct q8_0_block { /* GGUF's Q8_0 block */
+    uint16_t d;
+    int8_t qs[32];
+} q8_0_block;
+
+static void q8_0_extremes(weights *w)
+{
+    int64_t nb = w->m.cols / 32;
+    for (int64_t r = 0; r < w->m.rows; r += 3) {
+        q8_0_block *row = (q8_0_block *)(w->gguf + (size_t)r * w->m.row_bytes);
+        for (int64_t b = 0; b < nb; b++) {
+            row[b].qs[(r + b) % 32] = -128;
+            row[b].qs[(r + 2 * b + 1) % 32] = 127;
+        }
+    }
+    memcpy(w->packed, w->gguf, w->m.row_bytes * (size_t)w->m.rows);
+}
+
+static void test_q8_0_matmul_agrees(void)
+{
+    if (!repack_runs_here())
+        return;
+    threadpool *pool = threadpool_create(2, NULL);
+    const int64_t shapes[][2] = {{16, 32}, {48, 96}, {32, 64}, {32, 160}, {80, 224}, {16, 512}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        for (int n_tokens = 1; n_tokens <= 17; n_tokens++) {
+            for (size_t offset = 0; offset <= 32; offset += 32) {
+                weights w;
+                weights_make_at(&w, GGUF_TYPE_Q8_0, shapes[s][0], shapes[s][1], n_tokens,
+                                900 + 100 * s + (uint64_t)n_tokens, offset);
+                q8_0_extremes(&w);
+                agree_made(&w, offset, n_tokens, s % 2 ? pool : NULL);
+                weights_free(&w);
+            }
+        }
+    }
+    threadpool_free(pool);
+}
+
+static void test_q8_0_scalar_twin_exact(void)
+{
+    if (!repack_runs_here())
+        return;
+    scalar_twin_exact(GGUF_TYPE_Q8_0);
+}
+
+static void test_q8_0_layouts(void)
+{
+    if (!repack_runs_here())
+        return;
+    multi_mixed_layouts(GGUF_TYPE_Q8_0, 96);
+    multi_mixed_layouts(GGUF_TYPE_Q8_0, 256);
+    weights w;
+    weights_make_type(&w, GGUF_TYPE_Q8_0, 40, 64, 1, 5);
+    CHECK(!kernels_can_repack(&w.m));
+    CHECK(kernels_repack_matrix(&w.m, w.packed) == -1);
+    CHECK(memcmp(w.packed, w.gguf, w.m.row_bytes * 40) == 0);
+    w.m.rows = 32;
+    for (int isa = KERNELS_ISA_AVX2; isa <= (int)widest; isa++)
+        if (kernels_set_isa((enum kernels_isa)isa, NULL) == 0)
+            CHECKF(kernels_can_repack(&w.m), "%s repacks Q8_0", kernels_isa_name((enum kernels_isa)isa));
+    kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
+    CHECK(!kernels_can_repack(&w.m));
+    weights_free(&w);
 }
 
 int main(void)
@@ -363,5 +451,8 @@ int main(void)
     RUN(test_matmul_agrees_kquants);
     RUN(test_kquant_scalar_twins_exact);
     RUN(test_multi_mixed_layouts);
+    RUN(test_q8_0_matmul_agrees);
+    RUN(test_q8_0_scalar_twin_exact);
+    RUN(test_q8_0_layouts);
     return test_summary();
 }

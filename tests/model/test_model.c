@@ -515,7 +515,9 @@ static void test_bad_sizes(void)
     model_free(m);
 }
 
-/* A model held in memory (as the embedded default is) loads and runs like a file. */
+/* A model held in memory (as the embedded default is) loads and runs like a file: the
+ * same logits up to the float summation order (a mapped file's matrices are repacked
+ * where the kernels have a faster layout; memory is read only, so its are not). */
 static void test_load_from_memory(void)
 {
     const char *path = tmp_path("memory.gguf");
@@ -543,7 +545,12 @@ static void test_load_from_memory(void)
         model_batch batch = {3, tok, pos, seq, NULL};
         CHECK_EQ_INT(model_forward(ctx, kv, &batch, a, &err), 0);
         CHECK_EQ_INT(run_seq(&r, 0, tok, 3, false, b, &err), 0);
-        CHECK(memcmp(a, b, (size_t)r.n_vocab * sizeof(float)) == 0);
+        float worst = 0.0f, largest = 0.0f;
+        for (int i = 0; i < r.n_vocab; i++) {
+            worst = fmaxf(worst, fabsf(a[i] - b[i]));
+            largest = fmaxf(largest, fabsf(b[i]));
+        }
+        CHECKF(largest > 0.0f && worst <= 1e-4f * largest, "logits differ by %g (largest %g)", worst, largest);
         free(a);
         free(b);
         model_ctx_free(ctx);
