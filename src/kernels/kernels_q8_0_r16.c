@@ -12,13 +12,13 @@
  * 128 times the sum of x, which the activation record carries (negated) as the sum's
  * starting value. The weights then go into vpdpbusd as loaded, with no sign trick.
  *
- * A group of 16 rows keeps the bytes the rows had (16 * row_bytes = 544 * nb). Blocks
- * go in pairs of 1088 bytes, 17 whole lines:
- *   uint16 d[2][16]        block 2p + k, row r's half scale in d[k][r]
- *   uint8  qs[2][8][16][4] qs[k][i][r] = row r's values 4i..4i+3 of block 2p + k, + 128
- * so that a group that starts on a line (GGUF aligns tensors to 32 bytes; the models'
- * tensors sit on 64) reads only whole, aligned lines of values. With nb odd the last
- * block is alone: its 32 scale bytes, then its 512 value bytes.
+ * A group of 16 rows keeps the bytes the rows had (16 * row_bytes = 544 * nb). A
+ * group block b is a body of 8 lines and a 32-byte tail:
+ *   uint8  qs[8][16][4]    qs[i][r] = row r's values 4i..4i+3, + 128
+ *   uint16 d[16]           row r's half scale in d[r]
+ * and the blocks go in pairs of 1088 bytes, 17 lines, the bodies on whole lines
+ * whether the group starts a line or 32 bytes into one (GGUF aligns tensors to 32
+ * bytes only): the orders of kernels_r16_pairs.h, as for Q4_0.
  *
  * Activation record per block (40 bytes): int8 qs[32] (the Q8_0 values), int32 off
  * (-128 times their sum), float d (the Q8_0 scale, rounded to half as Q8_0 stores it). */
@@ -32,8 +32,8 @@
 
 _Static_assert(sizeof(k8_r16_act) == 40, "activation record is 40 bytes");
 _Static_assert(K8_R16_PAIR_BYTES == 2 * K8_R16_ROWS * sizeof(kq_block_q8_0), "a pair is 32 blocks");
-_Static_assert(K8_R16_PAIR_BYTES % 64 == 0 && K8_R16_PAIR * K8_R16_SCALE_BYTES == 64,
-               "a pair is whole lines, its scales one");
+_Static_assert(K8_R16_PAIR_BYTES % 64 == 0 && K8_R16_QS_BYTES % 64 == 0 && (int)K8_R16_SCALE_BYTES == (int)R16_TAIL_BYTES,
+               "a block is a body of whole lines and a tail of kernels_r16_pairs.h");
 
 size_t k8_r16_act_row_bytes(int64_t n)
 {
@@ -96,7 +96,9 @@ static void group_to_block(const uint8_t *scales, const uint8_t *values, int r, 
 
 static void block_of_group(const uint8_t *group, int64_t nb, int64_t b, int r, kq_block_q8_0 *blk)
 {
-    group_to_block(group + k8_r16_scales_at(b), group + k8_r16_values_at(nb, b), r, blk);
+    size_t values, scales;
+    r16_block_offsets(r16_lead(group), K8_R16_QS_BYTES, nb, b, &values, &scales);
+    group_to_block(group + scales, group + values, r, blk);
 }
 
 /* Block by block: the writes (into the file mapping's copy-on-write pages) go out
@@ -104,8 +106,11 @@ static void block_of_group(const uint8_t *group, int64_t nb, int64_t b, int r, k
 void k8_r16_pack_group(const void *rows, size_t row_bytes, int64_t nb, void *group)
 {
     uint8_t *g = group;
+    const size_t lead = r16_lead(group);
     for (int64_t b = 0; b < nb; b++) {
-        uint8_t *scales = g + k8_r16_scales_at(b), *values = g + k8_r16_values_at(nb, b);
+        size_t values_at, scales_at;
+        r16_block_offsets(lead, K8_R16_QS_BYTES, nb, b, &values_at, &scales_at);
+        uint8_t *scales = g + scales_at, *values = g + values_at;
         for (int r = 0; r < K8_R16_ROWS; r++) {
             const kq_block_q8_0 *row = (const kq_block_q8_0 *)((const uint8_t *)rows + (size_t)r * row_bytes);
             block_to_group(&row[b], r, scales, values);

@@ -8,13 +8,13 @@
 
 #include "kernels/kernels_internal.h"
 #include "kernels/kernels_legacy.h"
+#include "kernels/kernels_r16_pairs.h"
 
 enum {
     K8_R16_ROWS = 16,
     K8_R16_SCALE_BYTES = 2 * K8_R16_ROWS,         /* one block's 16 half scales */
     K8_R16_QS_BYTES = K8_R16_ROWS * KQ_QK,         /* one block's 16 rows of values: 8 lines */
-    K8_R16_PAIR = 2,                               /* blocks whose scales share a line */
-    K8_R16_PAIR_BYTES = K8_R16_PAIR * (K8_R16_SCALE_BYTES + K8_R16_QS_BYTES), /* 17 lines */
+    K8_R16_PAIR_BYTES = 2 * (K8_R16_SCALE_BYTES + K8_R16_QS_BYTES), /* a pair of blocks: 17 lines */
     K8_R16_OFFSET = 128                            /* stored value = weight + 128 */
 };
 
@@ -32,22 +32,6 @@ size_t k8_r16_act_row_bytes(int64_t n);
 /* An activation row of n values into records (the selected Q8_0 quantizer: the
  * same bytes on every implementation). */
 void k8_r16_convert(const float *src, void *dst, int64_t n);
-
-/* Where block b of a group of nb blocks keeps its 16 scales and its 16 rows' values:
- * a whole pair keeps both blocks' scales in its first line, a lone last block (nb odd)
- * its scales in the first half line. */
-static inline size_t k8_r16_scales_at(int64_t b)
-{
-    return (size_t)(b / K8_R16_PAIR) * K8_R16_PAIR_BYTES + (size_t)(b % K8_R16_PAIR) * K8_R16_SCALE_BYTES;
-}
-
-static inline size_t k8_r16_values_at(int64_t nb, int64_t b)
-{
-    int64_t first = b - b % K8_R16_PAIR;
-    int scales = first + 1 < nb ? K8_R16_PAIR : 1; /* blocks whose scales lead this unit */
-    return (size_t)(b / K8_R16_PAIR) * K8_R16_PAIR_BYTES + (size_t)scales * K8_R16_SCALE_BYTES +
-           (size_t)(b % K8_R16_PAIR) * K8_R16_QS_BYTES;
-}
 
 /* 16 GGUF rows (row_bytes apart, nb blocks each) into one group at `group`, which
  * must not overlap them; and row r of a group back into GGUF blocks. */

@@ -84,17 +84,18 @@ ALWAYS_INLINE void group_tile(const uint8_t *g, int64_t nb, const k8_r16_act *co
     __m256 acc0[TILE_COLS], acc1[TILE_COLS];
     UNROLL for (int c = 0; c < C; c++)
         acc0[c] = acc1[c] = _mm256_setzero_ps();
+    const size_t lead = r16_lead(g), body = K8_R16_QS_BYTES;
     int64_t b = 0;
-    for (; b + 1 < nb; b += K8_R16_PAIR, g += K8_R16_PAIR_BYTES) {
+    for (; b + 1 < nb; b += 2, g += K8_R16_PAIR_BYTES) {
         /* the group streams: every line of a pair ahead, as in the AVX-512 file */
         kq_prefetch_near((const char *)g, PAIR_LINES);
         kq_prefetch_far((const char *)g, PAIR_LINES);
-        block_tokens(g, g + 2 * K8_R16_SCALE_BYTES, x, b, C, acc0, acc1);
-        block_tokens(g + K8_R16_SCALE_BYTES, g + 2 * K8_R16_SCALE_BYTES + K8_R16_QS_BYTES, x, b + 1, C, acc0, acc1);
+        block_tokens(g + r16_pair_tail(lead, body, 0), g + r16_pair_body(lead, body, 0), x, b, C, acc0, acc1);
+        block_tokens(g + r16_pair_tail(lead, body, 1), g + r16_pair_body(lead, body, 1), x, b + 1, C, acc0, acc1);
     }
     if (b < nb) {
         kq_prefetch_near((const char *)g, LONE_LINES);
-        block_tokens(g, g + K8_R16_SCALE_BYTES, x, b, C, acc0, acc1);
+        block_tokens(g + r16_single_tail(lead, body), g + r16_pair_body(lead, body, 0), x, b, C, acc0, acc1);
     }
     UNROLL for (int c = 0; c < C; c++) {
         _mm256_storeu_ps(y + c * y_stride, acc0[c]);
