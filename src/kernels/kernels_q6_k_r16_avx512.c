@@ -101,9 +101,6 @@ ALWAYS_INLINE void group_tile(const uint8_t *group, int64_t nb, const k6_r16_act
     UNROLL for (int c = 0; c < C; c++)
         acc[c] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-        /* one token streams the group: a block's worth of lines ahead (as for Q4_0) */
-        if (C == 1)
-            kq_prefetch_stream((const char *)group + (size_t)b * K6_R16_GROUP_BLOCK_BYTES, PREFETCH_LINES);
         size_t body_at, tail_at;
         r16_block_offsets(lead, K6_R16_D, nb, b, &body_at, &tail_at);
         const uint8_t *g = group + body_at;
@@ -111,6 +108,11 @@ ALWAYS_INLINE void group_tile(const uint8_t *group, int64_t nb, const k6_r16_act
         decode_scales(g, group + tail_at, scale);
         for (int h = 0; h < 2; h++) {
             for (int qq = 0; qq < 2; qq++) {
+                /* one token streams the group: a block's worth of lines ahead (as for
+                 * Q4_0), a quarter of them per quarter */
+                if (C == 1)
+                    kq_prefetch_stream_part((const char *)group + (size_t)b * K6_R16_GROUP_BLOCK_BYTES,
+                                            PREFETCH_LINES, 2 * h + qq, 4);
                 __m512i code[4][WORDS];
                 decode_quarter(g, h, qq, code);
                 UNROLL for (int c = 0; c < C; c++) {
