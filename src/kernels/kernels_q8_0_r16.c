@@ -127,39 +127,21 @@ void k8_r16_unpack_row(const void *group, int64_t nb, int r, void *row)
 
 /* ---- scalar reference kernels --------------------------------------------------------- */
 
-/* Row r of a group against one token, block after block in the GGUF layout's scalar
- * order (the same bits as its dot product): the tests' reference for the SIMD kernels. */
-static float group_row_dot(const uint8_t *group, int64_t nb, int r, const k8_r16_act *x)
+/* One block as the GGUF layout's scalar dot product computes it (the same bits). */
+static float block_dot(const kq_block_q8_0 *blk, const k8_r16_act *x)
 {
-    float sum = 0.0f;
-    for (int64_t b = 0; b < nb; b++) {
-        kq_block_q8_0 blk;
-        block_of_group(group, nb, b, r, &blk);
-        int32_t s = 0;
-        for (int j = 0; j < KQ_QK; j++)
-            s += blk.qs[j] * x[b].qs[j];
-        sum += (float)s * (el_fp16_to_f32(blk.d) * x[b].d);
-    }
-    return sum;
+    int32_t s = 0;
+    for (int j = 0; j < KQ_QK; j++)
+        s += blk->qs[j] * x->qs[j];
+    return (float)s * (el_fp16_to_f32(blk->d) * x->d);
 }
 
-/* The driver passes a group's first row and 16 rows (whole groups only). */
-static void tile_scalar(int64_t n, const void *w, size_t w_stride, int n_rows, const void *x, size_t x_stride,
-                        int n_cols, float *y, int64_t y_stride)
-{
-    (void)w_stride;
-    for (int c = 0; c < n_cols; c++) {
-        const k8_r16_act *xc = (const k8_r16_act *)((const uint8_t *)x + (size_t)c * x_stride);
-        for (int r = 0; r < n_rows; r++)
-            y[c * y_stride + r] = group_row_dot(w, n / KQ_QK, r, xc);
-    }
-}
-
-/* The first row of the group at w_row (the driver calls tile_scalar for whole groups). */
-static void dot_scalar(int64_t n, const void *w_row, const void *x_row, float *out)
-{
-    *out = group_row_dot(w_row, n / KQ_QK, 0, x_row);
-}
+#define R16_BLOCK kq_block_q8_0
+#define R16_ACT k8_r16_act
+#define R16_BLOCK_VALUES KQ_QK
+#define R16_GROUP_BLOCK_BYTES (K8_R16_SCALE_BYTES + K8_R16_QS_BYTES)
+#define R16_GROUP_TO_BLOCK(group, nb, b, r, blk) block_of_group((group), (nb), (b), (r), (blk))
+#include "kernels/kernels_r16_scalar.h"
 
 static kq_type_ops r16_ops = {
     .type = GGUF_TYPE_Q8_0,
