@@ -480,87 +480,22 @@ void kq_dot_q6_K_avx2(int64_t n, const void *w_row, const void *x_row, float *ou
     *out = hsum_ps(acc);
 }
 
-/* ---- tiles: each weight block decoded once for up to four activation rows ---------- */
+/* ---- tiles: each weight block decoded once for up to KQ_TILE_COLS activation rows --- */
 
-/* A weight block's cache lines KQ_PREFETCH_AHEAD bytes on: the tiles walk one row
- * at a time, but the next rows follow right after. Only for one token (see
- * kernels_legacy_avx2.c). Always inlined: GCC deems a function of prefetches alone
- * free of effects and drops calls to it. */
-static inline __attribute__((always_inline)) void prefetch_block(const void *block, size_t bytes)
-{
-    for (size_t off = 0; off < bytes; off += 64)
-        _mm_prefetch((const char *)block + KQ_PREFETCH_AHEAD + off, _MM_HINT_T0);
-}
+#define KQT_VEC __m256
+#define KQT_ZERO _mm256_setzero_ps
+#define KQT_HSUM hsum_ps
+#define KQT_ACT kq_block_q8_K
+#define KQT_COLS KQ_TILE_COLS
+#include "kernels/kernels_kquant_tiles.h"
 
-static inline const kq_block_q8_K *act_row(const void *x, size_t x_stride, int c)
-{
-    return (const kq_block_q8_K *)((const uint8_t *)x + (size_t)c * x_stride);
-}
+KQT_ROW_TILE(q4_K_row_tile, kq_block_q4_K, k4_block, q4_K_decode, k4_accumulate)
+KQT_ROW_TILE(q5_K_row_tile, kq_block_q5_K, k4_block, q5_K_decode, k4_accumulate)
+KQT_ROW_TILE(q6_K_row_tile, kq_block_q6_K, q6_block, q6_K_decode, q6_accumulate)
 
-/* Expands to the kernel of one weight row against n_cols (a constant after inlining)
- * activation rows: each weight block is decoded once and accumulated into every column. */
-#define KQ_DEFINE_ROW_TILE(name, block_type, decoded_type, decode, accumulate)                    \
-    static inline __attribute__((always_inline)) void name(int64_t n, const block_type *w,       \
-                                                           const void *x, size_t x_stride,       \
-                                                           int n_cols, float *y, int64_t y_stride) \
-    {                                                                                            \
-        __m256 acc[KQ_TILE_COLS];                                                                \
-        _Pragma("GCC unroll 8") for (int c = 0; c < n_cols; c++) acc[c] = _mm256_setzero_ps();  \
-        for (int64_t i = 0; i < n / KQ_QK_K; i++) {                                              \
-            if (n_cols == 1)                                                                     \
-                prefetch_block(&w[i], sizeof w[i]);                                              \
-            decoded_type b;                                                                      \
-            decode(&w[i], &b);                                                                   \
-            _Pragma("GCC unroll 8") for (int c = 0; c < n_cols; c++)                             \
-                accumulate(&b, act_row(x, x_stride, c) + i, &acc[c]);                            \
-        }                                                                                        \
-        _Pragma("GCC unroll 8") for (int c = 0; c < n_cols; c++) y[c * y_stride] = hsum_ps(acc[c]); \
-    }
-
-KQ_DEFINE_ROW_TILE(q4_K_row_tile, kq_block_q4_K, k4_block, q4_K_decode, k4_accumulate)
-KQ_DEFINE_ROW_TILE(q5_K_row_tile, kq_block_q5_K, k4_block, q5_K_decode, k4_accumulate)
-KQ_DEFINE_ROW_TILE(q6_K_row_tile, kq_block_q6_K, q6_block, q6_K_decode, q6_accumulate)
-
-/* Expands to a tile function that calls ROW_TILE with a constant column count, so
- * the per-column accumulators live in registers. */
-#define KQ_DEFINE_TILE(name, block_type, row_tile)                                                 \
-    void name(int64_t n, const void *w, size_t w_stride, int n_rows, const void *x,              \
-              size_t x_stride, int n_cols, float *y, int64_t y_stride)                           \
-    {                                                                                            \
-        for (int r = 0; r < n_rows; r++) {                                                       \
-            const block_type *row = (const block_type *)((const uint8_t *)w + (size_t)r * w_stride); \
-            switch (n_cols) {                                                                    \
-            case 1:                                                                              \
-                row_tile(n, row, x, x_stride, 1, y + r, y_stride);                               \
-                break;                                                                           \
-            case 2:                                                                              \
-                row_tile(n, row, x, x_stride, 2, y + r, y_stride);                               \
-                break;                                                                           \
-            case 3:                                                                              \
-                row_tile(n, row, x, x_stride, 3, y + r, y_stride);                               \
-                break;                                                                           \
-            case 4:                                                                              \
-                row_tile(n, row, x, x_stride, 4, y + r, y_stride);                               \
-                break;                                                                           \
-            case 5:                                                                              \
-                row_tile(n, row, x, x_stride, 5, y + r, y_stride);                               \
-                break;                                                                           \
-            case 6:                                                                              \
-                row_tile(n, row, x, x_stride, 6, y + r, y_stride);                               \
-                break;                                                                           \
-            case 7:                                                                              \
-                row_tile(n, row, x, x_stride, 7, y + r, y_stride);                               \
-                break;                                                                           \
-            default:                                                                             \
-                row_tile(n, row, x, x_stride, KQ_TILE_COLS, y + r, y_stride);                    \
-                break;                                                                           \
-            }                                                                                    \
-        }                                                                                        \
-    }
-
-KQ_DEFINE_TILE(kq_dot_tile_q4_K_avx2, kq_block_q4_K, q4_K_row_tile)
-KQ_DEFINE_TILE(kq_dot_tile_q5_K_avx2, kq_block_q5_K, q5_K_row_tile)
-KQ_DEFINE_TILE(kq_dot_tile_q6_K_avx2, kq_block_q6_K, q6_K_row_tile)
+KQT_TILE(, kq_dot_tile_q4_K_avx2, kq_block_q4_K, q4_K_row_tile)
+KQT_TILE(, kq_dot_tile_q5_K_avx2, kq_block_q5_K, q5_K_row_tile)
+KQT_TILE(, kq_dot_tile_q6_K_avx2, kq_block_q6_K, q6_K_row_tile)
 
 /* ---- activations in the t8 order (kernels_kquant.h) ------------------------------ */
 

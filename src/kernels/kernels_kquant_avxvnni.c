@@ -244,73 +244,17 @@ static inline void q2_K_decode(const kq_block_q2_K *src, k16_block *b)
 
 /* ---- tiles ------------------------------------------------------------------------- */
 
-/* Always inlined: GCC deems a function of prefetches alone free of effects and
- * drops calls to it (see kernels_kquant_avx2.c). */
-static inline __attribute__((always_inline)) void prefetch_block(const void *block, size_t bytes)
-{
-    for (size_t off = 0; off < bytes; off += 64)
-        _mm_prefetch((const char *)block + KQ_PREFETCH_AHEAD + off, _MM_HINT_T0);
-}
+#define KQT_VEC __m256
+#define KQT_ZERO _mm256_setzero_ps
+#define KQT_HSUM hsum256
+#define KQT_ACT kq_block_q8_K_t8
+#define KQT_COLS KQVNNI_TILE_COLS
+#include "kernels/kernels_kquant_tiles.h"
 
-static inline const kq_block_q8_K_t8 *act_row(const void *x, size_t x_stride, int c)
-{
-    return (const kq_block_q8_K_t8 *)((const uint8_t *)x + (size_t)c * x_stride);
-}
-
-#define KQVNNI_ROW_TILE(name, block_type, decoded_type, decode, accumulate)                       \
-    static inline __attribute__((always_inline)) void name(int64_t n, const block_type *w,       \
-                                                           const void *x, size_t x_stride,       \
-                                                           int n_cols, float *y, int64_t y_stride) \
-    {                                                                                            \
-        __m256 acc[KQVNNI_TILE_COLS];                                                            \
-        _Pragma("GCC unroll 8") for (int c = 0; c < n_cols; c++) acc[c] = _mm256_setzero_ps();   \
-        for (int64_t i = 0; i < n / KQ_QK_K; i++) {                                              \
-            if (n_cols == 1)                                                                     \
-                prefetch_block(&w[i], sizeof w[i]);                                              \
-            decoded_type b;                                                                      \
-            decode(&w[i], &b);                                                                   \
-            _Pragma("GCC unroll 8") for (int c = 0; c < n_cols; c++)                             \
-                accumulate(&b, act_row(x, x_stride, c) + i, &acc[c]);                            \
-        }                                                                                        \
-        _Pragma("GCC unroll 8") for (int c = 0; c < n_cols; c++) y[c * y_stride] = hsum256(acc[c]); \
-    }
-
-KQVNNI_ROW_TILE(q2_K_row, kq_block_q2_K, k16_block, q2_K_decode, k16_accumulate)
-KQVNNI_ROW_TILE(q3_K_row, kq_block_q3_K, k16_block, q3_K_decode, k16_accumulate)
-KQVNNI_ROW_TILE(q4_K_row, kq_block_q4_K, k4_block, q4_K_decode, k4_accumulate)
-KQVNNI_ROW_TILE(q5_K_row, kq_block_q5_K, k4_block, q5_K_decode, k4_accumulate)
-
-/* A tile function with a constant column count per call; the dot product is its
- * one-column case, so the two agree bit for bit. */
-#define KQVNNI_TILE(type)                                                                        \
-    static void dot_tile_##type(int64_t n, const void *w, size_t w_stride, int n_rows,           \
-                                const void *x, size_t x_stride, int n_cols, float *y,            \
-                                int64_t y_stride)                                                \
-    {                                                                                            \
-        for (int r = 0; r < n_rows; r++) {                                                       \
-            const kq_block_##type *row =                                                         \
-                (const kq_block_##type *)((const uint8_t *)w + (size_t)r * w_stride);            \
-            switch (n_cols) {                                                                    \
-            case 1: type##_row(n, row, x, x_stride, 1, y + r, y_stride); break;                  \
-            case 2: type##_row(n, row, x, x_stride, 2, y + r, y_stride); break;                  \
-            case 3: type##_row(n, row, x, x_stride, 3, y + r, y_stride); break;                  \
-            case 4: type##_row(n, row, x, x_stride, 4, y + r, y_stride); break;                  \
-            case 5: type##_row(n, row, x, x_stride, 5, y + r, y_stride); break;                  \
-            case 6: type##_row(n, row, x, x_stride, 6, y + r, y_stride); break;                  \
-            case 7: type##_row(n, row, x, x_stride, 7, y + r, y_stride); break;                  \
-            default: type##_row(n, row, x, x_stride, KQVNNI_TILE_COLS, y + r, y_stride); break;  \
-            }                                                                                    \
-        }                                                                                        \
-    }                                                                                            \
-    static void dot_##type(int64_t n, const void *w_row, const void *x_row, float *out)           \
-    {                                                                                            \
-        type##_row(n, (const kq_block_##type *)w_row, x_row, 0, 1, out, 0);                      \
-    }
-
-KQVNNI_TILE(q2_K)
-KQVNNI_TILE(q3_K)
-KQVNNI_TILE(q4_K)
-KQVNNI_TILE(q5_K)
+KQT_STATIC_KERNELS(q2_K, k16_block, q2_K_decode, k16_accumulate)
+KQT_STATIC_KERNELS(q3_K, k16_block, q3_K_decode, k16_accumulate)
+KQT_STATIC_KERNELS(q4_K, k4_block, q4_K_decode, k4_accumulate)
+KQT_STATIC_KERNELS(q5_K, k4_block, q5_K_decode, k4_accumulate)
 
 static kq_impl impl_of(kq_dot_fn dot, kq_dot_tile_fn tile)
 {
