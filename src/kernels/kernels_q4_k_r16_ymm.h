@@ -9,12 +9,17 @@
  * FMA per sub-block against the record's sums. A decoded sub-block serves up to
  * TILE_COLS tokens.
  *
- * Included by kernels_q4_k_r16_avx2.c and kernels_q4_k_r16_avxvnni.c after they define
+ * Q5_K's layout (kernels_q5_k_r16.c) is Q4_K's with the fifth bits before the
+ * nibbles: with K4_YMM_FIFTH_BITS defined to 1 this is also the twin of
+ * kernels_q5_k_r16_avx512.c, each value getting its fifth bit (16) before the dot.
+ *
+ * Included by kernels_q4_k_r16_avx2.c, kernels_q4_k_r16_avxvnni.c,
+ * kernels_q5_k_r16_avx2.c and kernels_q5_k_r16_avxvnni.c after they define
  *   __m256i k4_dot8(const __m256i w[8], const int8_t *q)
- * the int32 sums, per lane, of the four unsigned nibbles of w[i] times the four signed
- * bytes q[4i..4i+3], over i < 8 (maddubs into int16 and one madd, or vpdpbusd). The
- * nibbles are shifted down, not left in place as in the AVX-512 file: maddubs' int16
- * pairs would overflow at 16 times their value. */
+ * the int32 sums, per lane, of the four unsigned values of w[i] (under 32) times the
+ * four signed bytes q[4i..4i+3], over i < 8 (maddubs, int16 adds and madd, or
+ * vpdpbusd). The high nibbles are shifted down, not left in place as in the AVX-512
+ * file: maddubs' int16 pairs would overflow at 16 times their value. */
 #ifndef ELLIOTT_KERNELS_Q4_K_R16_YMM_H
 #define ELLIOTT_KERNELS_Q4_K_R16_YMM_H
 
@@ -26,6 +31,11 @@
 #include <string.h>
 
 #include "kernels/kernels_q4_k_r16.h"
+#include "kernels/kernels_q5_k_r16.h"
+
+#ifndef K4_YMM_FIFTH_BITS
+#define K4_YMM_FIFTH_BITS 0
+#endif
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 #define UNROLL _Pragma("GCC unroll 16")
@@ -37,7 +47,9 @@ enum {
     HALF_ROWS = 8,
     CHUNKS = KQ_QK_K / 64,
     SUB_WORDS = 8, /* 32-bit words per row and sub-block: 32 nibbles */
-    PREFETCH_LINES = (KK_R16_GROUP_BLOCK_BYTES + 63) / 64
+    BLOCK_BYTES = K4_YMM_FIFTH_BITS ? K5_R16_GROUP_BLOCK_BYTES : KK_R16_GROUP_BLOCK_BYTES,
+    QH_BYTES = K4_YMM_FIFTH_BITS ? K5_R16_QH_BYTES : 0, /* fifth bits at .qs, nibbles after */
+    PREFETCH_LINES = (BLOCK_BYTES + 63) / 64
 };
 
 ALWAYS_INLINE __m256i broadcast_i32(const void *p)
@@ -83,6 +95,13 @@ ALWAYS_INLINE void half_factors(const uint8_t *g, const kk_r16_places *at, int h
     }
 }
 
+/* v (values under 16, a byte each) plus 16 where bit `bit` of the fifth-bit bytes is set. */
+ALWAYS_INLINE __m256i with_fifth_bit(__m256i v, __m256i qh, int bit)
+{
+    const __m256i at_4 = bit < 4 ? _mm256_slli_epi16(qh, 4 - bit) : bit > 4 ? _mm256_srli_epi16(qh, bit - 4) : qh;
+    return _mm256_or_si256(v, _mm256_and_si256(at_4, _mm256_set1_epi8(0x10)));
+}
+
 /* Half h (8 rows) of group block g against C tokens (their block b). */
 ALWAYS_INLINE void half_block(const uint8_t *g, const kk_r16_places *at, int h, const kk_r16_act *const *x,
                               int64_t b, const int C, __m256 *acc)
@@ -95,12 +114,16 @@ ALWAYS_INLINE void half_block(const uint8_t *g, const kk_r16_places *at, int h, 
          * file), spread over the block's work */
         if (C == 1)
             kq_prefetch_stream_part((const char *)g, PREFETCH_LINES, CHUNKS * h + ch, 2 * CHUNKS);
-        const uint8_t *lines = g + at->qs + 64 * SUB_WORDS * ch + 32 * h;
+        const uint8_t *lines = g + at->qs + QH_BYTES + 64 * SUB_WORDS * ch + 32 * h;
+        const uint8_t *fifth_lines = g + at->qs + 32 * h;
         UNROLL for (int part = 0; part < 2; part++) { /* sub-block 2ch: low nibbles; 2ch + 1: high */
             __m256i w[SUB_WORDS];
             UNROLL for (int i = 0; i < SUB_WORDS; i++) {
                 const __m256i z = _mm256_loadu_si256((const __m256i *)(lines + 64 * i));
                 w[i] = _mm256_and_si256(part ? _mm256_srli_epi16(z, 4) : z, low4);
+                if (K4_YMM_FIFTH_BITS) /* line i of the fifth bits serves line i of every chunk */
+                    w[i] = with_fifth_bit(w[i], _mm256_loadu_si256((const __m256i *)(fifth_lines + 64 * i)),
+                                          2 * ch + part);
             }
             UNROLL for (int c = 0; c < C; c++) {
                 const kk_r16_act *a = x[c] + b;
@@ -121,11 +144,11 @@ ALWAYS_INLINE void half_block(const uint8_t *g, const kk_r16_places *at, int h, 
 ALWAYS_INLINE void group_tile(const uint8_t *g, int64_t nb, const kk_r16_act *const *x, const int C, float *y,
                               int64_t y_stride)
 {
-    const kk_r16_places at = kk_r16_places_of(g, KK_R16_GROUP_BLOCK_BYTES);
+    const kk_r16_places at = kk_r16_places_of(g, BLOCK_BYTES);
     __m256 acc0[TILE_COLS], acc1[TILE_COLS];
     UNROLL for (int c = 0; c < C; c++)
         acc0[c] = acc1[c] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++, g += KK_R16_GROUP_BLOCK_BYTES) {
+    for (int64_t b = 0; b < nb; b++, g += BLOCK_BYTES) {
         half_block(g, &at, 0, x, b, C, acc0);
         half_block(g, &at, 1, x, b, C, acc1);
     }
