@@ -109,6 +109,9 @@ ALWAYS_INLINE void half_block(const uint8_t *g, const kk_r16_places *at, int h, 
     const __m256i low4 = _mm256_set1_epi8(0x0f);
     __m256 scale[KK_R16_SUBS], min[KK_R16_SUBS];
     half_factors(g, at, h, scale, min);
+    __m256 scaled[TILE_COLS]; /* the block's sums times the rows' scales, before the token's */
+    UNROLL for (int c = 0; c < C; c++)
+        scaled[c] = _mm256_setzero_ps();
     for (int ch = 0; ch < CHUNKS; ch++) {
         /* one token streams the group: every line of a block ahead (as in the AVX-512
          * file), spread over the block's work */
@@ -126,15 +129,14 @@ ALWAYS_INLINE void half_block(const uint8_t *g, const kk_r16_places *at, int h, 
                                           2 * ch + part);
             }
             UNROLL for (int c = 0; c < C; c++) {
-                const kk_r16_act *a = x[c] + b;
-                const __m256i s = k4_dot8(w, a->qs + 64 * ch + 32 * part);
-                acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s),
-                                         _mm256_mul_ps(scale[2 * ch + part], _mm256_set1_ps(a->d)), acc[c]);
+                const __m256i s = k4_dot8(w, x[c][b].qs + 64 * ch + 32 * part);
+                scaled[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale[2 * ch + part], scaled[c]);
             }
         }
     }
     UNROLL for (int c = 0; c < C; c++) {
         const kk_r16_act *a = x[c] + b;
+        acc[c] = _mm256_fmadd_ps(scaled[c], _mm256_set1_ps(a->d), acc[c]);
         UNROLL for (int s = 0; s < KK_R16_SUBS; s++)
             acc[c] = _mm256_fmadd_ps(min[s], _mm256_set1_ps(a->sums_d[s]), acc[c]);
     }
