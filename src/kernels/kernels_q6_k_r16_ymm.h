@@ -96,6 +96,9 @@ ALWAYS_INLINE void half_block(const uint8_t *body, const uint8_t *tail, const ui
 {
     __m256 scale[K6_R16_SUBS];
     half_scales(body, tail, h, scale);
+    __m256 scaled[TILE_COLS]; /* the block's sums times the rows' scales, before the token's */
+    UNROLL for (int c = 0; c < C; c++)
+        scaled[c] = _mm256_setzero_ps();
     for (int vh = 0; vh < 2; vh++) {
         /* one token streams the group: a block's worth of lines ahead (as in the AVX-512
          * file), spread over the block's work */
@@ -110,12 +113,13 @@ ALWAYS_INLINE void half_block(const uint8_t *body, const uint8_t *tail, const ui
                     const k6_r16_act *a = x[c] + b;
                     const __m256i s = k6_dot4(broadcast_i32(&a->start[sub]), code,
                                               a->qs + 128 * vh + 32 * j + 16 * qq);
-                    acc[c] = _mm256_fmadd_ps(dots_to_float(s), _mm256_mul_ps(scale[sub], _mm256_set1_ps(a->d)),
-                                             acc[c]);
+                    scaled[c] = _mm256_fmadd_ps(dots_to_float(s), scale[sub], scaled[c]);
                 }
             }
         }
     }
+    UNROLL for (int c = 0; c < C; c++)
+        acc[c] = _mm256_fmadd_ps(scaled[c], _mm256_set1_ps(x[c][b].d), acc[c]);
 }
 
 /* One group (16 rows, nb super-blocks in pairs: kernels_r16_pairs.h) against C tokens,
