@@ -5,9 +5,10 @@
  * scales and mins are unpacked once into float vectors (d * scale, -dmin * min per
  * sub-block); then per 32-value sub-block eight loads give four nibbles of each row
  * per lane, and each token sums them against eight broadcast activation words, one
- * conversion, one multiply and one FMA scaling the sum for 8 rows. The mins cost one
- * FMA per sub-block against the record's sums. A decoded sub-block serves up to
- * TILE_COLS tokens.
+ * conversion and one FMA adding the sum times the rows' scales to the token's block
+ * sum, which takes the token's scale once per block (a multiply per sub-block less).
+ * The mins cost one FMA per sub-block against the record's sums. A decoded sub-block
+ * serves up to TILE_COLS tokens.
  *
  * Q5_K's layout (kernels_q5_k_r16.c) is Q4_K's with the fifth bits before the
  * nibbles: with K4_YMM_FIFTH_BITS defined to 1 this is also the twin of

@@ -6,8 +6,9 @@
  * four per lane) are put together from the low-bit and high-bit words, and each token
  * sums them against four broadcast activation words from the record's start (which
  * subtracts 32 times the values' sum and carries the 1.5 * 2^23 bias: one subtraction
- * gives the exact float), one multiply and one FMA scaling the sum for 8 rows. A
- * decoded sub-block serves up to TILE_COLS tokens.
+ * gives the exact float) and one FMA adds it times the rows' scales to the token's
+ * block sum, which takes the token's scale once per block. A decoded sub-block serves
+ * up to TILE_COLS tokens.
  *
  * Included by kernels_q6_k_r16_avx2.c and kernels_q6_k_r16_avxvnni.c after they define
  *   __m256i k6_dot4(__m256i s, const __m256i code[4], const int8_t *q)
