@@ -1,5 +1,5 @@
 /* Inside the kernels layer only: Q4_K repacked into groups of 16 interleaved rows
- * (layout in kernels_q4_k_r16.c), shared by its scalar and AVX-512 files. */
+ * (layout in kernels_q4_k_r16.c), shared by its scalar, AVX2, AVX-VNNI and AVX-512 files. */
 #ifndef ELLIOTT_KERNELS_Q4_K_R16_H
 #define ELLIOTT_KERNELS_Q4_K_R16_H
 
@@ -60,9 +60,11 @@ void kk_r16_convert(const float *src, void *dst, int64_t n);
 void kk_r16_pack_group(const void *rows, size_t row_bytes, int64_t nb, void *group);
 void kk_r16_unpack_row(const void *group, int64_t nb, int r, void *row);
 
-/* The operations on repacked matrices; its avx512 member from kq_q4_k_r16_avx512
- * (empty where not compiled). */
+/* The operations on repacked matrices; its SIMD members from kq_q4_k_r16_avx512,
+ * kq_q4_k_r16_avx_vnni and kq_q4_k_r16_avx2 (each empty where not compiled). */
 const kq_type_ops *kq_ops_q4_k_r16(void);
 kq_impl kq_q4_k_r16_avx512(void);
+kq_impl kq_q4_k_r16_avx_vnni(void);
+kq_impl kq_q4_k_r16_avx2(void);
 
 #endif

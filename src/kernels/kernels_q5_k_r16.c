@@ -127,6 +127,8 @@ static pthread_once_t r16_once = PTHREAD_ONCE_INIT;
 static void r16_fill_simd(void)
 {
     r16_ops.avx512 = kq_q5_k_r16_avx512();
+    r16_ops.avx_vnni = kq_q5_k_r16_avx_vnni();
+    r16_ops.avx2 = kq_q5_k_r16_avx2();
 }
 
 const kq_type_ops *kq_ops_q5_k_r16(void)

@@ -1,6 +1,6 @@
 /* Inside the kernels layer only: Q5_K repacked into groups of 16 interleaved rows
- * (layout in kernels_q5_k_r16.c), shared by its scalar and AVX-512 files. Its scales,
- * mins and activation records are Q4_K's (kernels_q4_k_r16.h). */
+ * (layout in kernels_q5_k_r16.c), shared by its scalar, AVX2, AVX-VNNI and AVX-512
+ * files. Its scales, mins and activation records are Q4_K's (kernels_q4_k_r16.h). */
 #ifndef ELLIOTT_KERNELS_Q5_K_R16_H
 #define ELLIOTT_KERNELS_Q5_K_R16_H
 
@@ -33,9 +33,11 @@ static inline kk_r16_places k5_r16_places_of(const void *group_block)
 void k5_r16_pack_group(const void *rows, size_t row_bytes, int64_t nb, void *group);
 void k5_r16_unpack_row(const void *group, int64_t nb, int r, void *row);
 
-/* The operations on repacked matrices; its avx512 member from kq_q5_k_r16_avx512
- * (empty where not compiled). */
+/* The operations on repacked matrices; its SIMD members from kq_q5_k_r16_avx512,
+ * kq_q5_k_r16_avx_vnni and kq_q5_k_r16_avx2 (each empty where not compiled). */
 const kq_type_ops *kq_ops_q5_k_r16(void);
 kq_impl kq_q5_k_r16_avx512(void);
+kq_impl kq_q5_k_r16_avx_vnni(void);
+kq_impl kq_q5_k_r16_avx2(void);
 
 #endif

@@ -1,5 +1,5 @@
 /* Inside the kernels layer only: Q6_K repacked into groups of 16 interleaved rows
- * (layout in kernels_q6_k_r16.c), shared by its scalar and AVX-512 files. */
+ * (layout in kernels_q6_k_r16.c), shared by its scalar, AVX2, AVX-VNNI and AVX-512 files. */
 #ifndef ELLIOTT_KERNELS_Q6_K_R16_H
 #define ELLIOTT_KERNELS_Q6_K_R16_H
 
@@ -21,8 +21,8 @@ enum {
     K6_R16_GROUP_BLOCK_BYTES = K6_R16_D + 2 * K6_R16_ROWS
 };
 
-/* The sums of the AVX-512 kernel's dot products start from this integer, the bits of
- * the float 1.5 * 2^23 (kernels_q6_k_r16_avx512.c). */
+/* The sums of the SIMD kernels' dot products start from this integer, the bits of
+ * the float 1.5 * 2^23 (kernels_q6_k_r16_avx512.c, kernels_q6_k_r16_ymm.h). */
 #define K6_R16_DOTS_START 0x4B400000
 
 /* One super-block of an activation row: the Q8_K values in their natural order, and
@@ -46,9 +46,11 @@ void k6_r16_convert(const float *src, void *dst, int64_t n);
 void k6_r16_pack_group(const void *rows, size_t row_bytes, int64_t nb, void *group);
 void k6_r16_unpack_row(const void *group, int64_t nb, int r, void *row);
 
-/* The operations on repacked matrices; its avx512 member from kq_q6_k_r16_avx512
- * (empty where not compiled). */
+/* The operations on repacked matrices; its SIMD members from kq_q6_k_r16_avx512,
+ * kq_q6_k_r16_avx_vnni and kq_q6_k_r16_avx2 (each empty where not compiled). */
 const kq_type_ops *kq_ops_q6_k_r16(void);
 kq_impl kq_q6_k_r16_avx512(void);
+kq_impl kq_q6_k_r16_avx_vnni(void);
+kq_impl kq_q6_k_r16_avx2(void);
 
 #endif

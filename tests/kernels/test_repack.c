@@ -123,21 +123,14 @@ static bool repack_runs_here(void)
     return false;
 }
 
-/* Q4_K, Q5_K and Q6_K repack on AVX-512 only. */
-static bool kquant_repack_runs_here(void)
-{
-    if (kernels_isa_available(KERNELS_ISA_AVX512))
-        return true;
-    fprintf(stderr, "SKIP: this CPU has no AVX-512: no repacked K-quant layout\n");
-    return false;
-}
+/* The K-quants with a repacked layout (Q2_K and Q3_K have none). */
+static const uint32_t kquants[] = {GGUF_TYPE_Q4_K, GGUF_TYPE_Q6_K, GGUF_TYPE_Q5_K};
+enum { N_KQUANTS = sizeof kquants / sizeof kquants[0] };
 
-/* Selects the widest implementation that repacks type (Q4_0 and Q8_0 repack on AVX2
- * and wider). */
-static void select_repacking_isa(uint32_t type)
+/* Selects the widest implementation here: every repacked type repacks on AVX2 and wider. */
+static void select_repacking_isa(void)
 {
-    bool from_avx2 = type == GGUF_TYPE_Q4_0 || type == GGUF_TYPE_Q8_0;
-    CHECK(kernels_set_isa(from_avx2 ? widest : KERNELS_ISA_AVX512, NULL) == 0);
+    CHECK(kernels_set_isa(widest, NULL) == 0);
 }
 
 static void round_trip_at(uint32_t type, int64_t cols, size_t offset)
@@ -174,11 +167,9 @@ static void test_round_trip(void)
     round_trip(GGUF_TYPE_Q4_0, 7 * 32);
     round_trip(GGUF_TYPE_Q8_0, 7 * 32); /* three pairs and a lone block */
     round_trip(GGUF_TYPE_Q8_0, 4 * 32);
-    if (kquant_repack_runs_here()) {
-        kernels_set_isa(KERNELS_ISA_AVX512, NULL);
-        round_trip(GGUF_TYPE_Q4_K, 3 * 256);
-        round_trip(GGUF_TYPE_Q6_K, 3 * 256);
-        round_trip(GGUF_TYPE_Q5_K, 3 * 256);
+    for (int i = 0; i < N_KQUANTS; i++) {
+        select_repacking_isa();
+        round_trip(kquants[i], 3 * 256);
     }
     kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
 }
@@ -206,18 +197,21 @@ static void test_refusals(void)
     kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
     CHECK(!kernels_can_repack(&w.m)); /* the scalar twin is a reference, not faster */
     weights_free(&w);
-    if (!kquant_repack_runs_here())
-        return;
-    kernels_set_isa(KERNELS_ISA_AVX512, NULL);
-    /* the K-quants: 40 rows stay in their GGUF layout; Q2_K has no repacked layout */
-    const uint32_t kquants[] = {GGUF_TYPE_Q4_K, GGUF_TYPE_Q5_K, GGUF_TYPE_Q6_K};
-    for (size_t i = 0; i < 3; i++) {
+    /* the K-quants: 40 rows stay in their GGUF layout, 32 repack on every SIMD path and
+     * not on the scalar one; Q2_K has no repacked layout */
+    for (int i = 0; i < N_KQUANTS; i++) {
+        select_repacking_isa();
         weights_make_type(&w, kquants[i], 40, 512, 1, 3);
         CHECK(!kernels_can_repack(&w.m));
         CHECK(kernels_repack_matrix(&w.m, w.packed) == -1);
         CHECK(memcmp(w.packed, w.gguf, w.m.row_bytes * 40) == 0);
         w.m.rows = 32;
-        CHECK(kernels_can_repack(&w.m));
+        for (int isa = KERNELS_ISA_AVX2; isa <= (int)widest; isa++)
+            if (kernels_set_isa((enum kernels_isa)isa, NULL) == 0)
+                CHECKF(kernels_can_repack(&w.m),
+                       "%s on %s", gguf_type_get(kquants[i])->name, kernels_isa_name((enum kernels_isa)isa));
+        kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
+        CHECK(!kernels_can_repack(&w.m));
         weights_free(&w);
     }
     kernels_matrix q2 = {.type = GGUF_TYPE_Q2_K, .rows = 16, .cols = 256, .data = NULL,
@@ -232,7 +226,7 @@ static void agree_made(weights *w, size_t offset, int n_tokens, threadpool *pool
 {
     uint32_t type = w->m.type;
     int64_t rows = w->m.rows, cols = w->m.cols;
-    select_repacking_isa(type);
+    select_repacking_isa();
     CHECK(kernels_repack_matrix(&w->m, w->packed) == 0);
     kernels_set_isa(KERNELS_ISA_SCALAR, NULL);
     kernels_matrix plain = gguf_matrix(w);
@@ -292,11 +286,10 @@ static void matmul_agrees_kquant(uint32_t type)
 
 static void test_matmul_agrees_kquants(void)
 {
-    if (!kquant_repack_runs_here())
+    if (!repack_runs_here())
         return;
-    matmul_agrees_kquant(GGUF_TYPE_Q4_K);
-    matmul_agrees_kquant(GGUF_TYPE_Q6_K);
-    matmul_agrees_kquant(GGUF_TYPE_Q5_K);
+    for (int i = 0; i < N_KQUANTS; i++)
+        matmul_agrees_kquant(kquants[i]);
 }
 
 /* The repacked K-quant layouts' scalar twins sum in the GGUF scalar dot's order: the
@@ -304,7 +297,7 @@ static void test_matmul_agrees_kquants(void)
 static void scalar_twin_exact(uint32_t type)
 {
     for (int n_tokens = 1; n_tokens <= 5; n_tokens += 2) {
-        select_repacking_isa(type);
+        select_repacking_isa();
         weights w;
         weights_make_type(&w, type, 32, 768, n_tokens, 40 + (uint64_t)n_tokens);
         CHECK(kernels_repack_matrix(&w.m, w.packed) == 0);
@@ -321,11 +314,10 @@ static void scalar_twin_exact(uint32_t type)
 
 static void test_kquant_scalar_twins_exact(void)
 {
-    if (!kquant_repack_runs_here())
+    if (!repack_runs_here())
         return;
-    scalar_twin_exact(GGUF_TYPE_Q4_K);
-    scalar_twin_exact(GGUF_TYPE_Q6_K);
-    scalar_twin_exact(GGUF_TYPE_Q5_K);
+    for (int i = 0; i < N_KQUANTS; i++)
+        scalar_twin_exact(kquants[i]);
 }
 
 /* A repacked and a GGUF-layout matrix of a type on one input: their activation layouts
@@ -334,7 +326,7 @@ static void multi_mixed_layouts(uint32_t type, int64_t cols)
 {
     threadpool *pool = threadpool_create(2, NULL);
     for (int n_tokens = 1; n_tokens <= 9; n_tokens += 4) {
-        select_repacking_isa(type);
+        select_repacking_isa();
         weights a, b;
         weights_make_type(&a, type, 64, cols, n_tokens, 7);
         weights_make_type(&b, type, 37, cols, n_tokens, 7); /* same x */
@@ -364,11 +356,8 @@ static void test_multi_mixed_layouts(void)
     if (!repack_runs_here())
         return;
     multi_mixed_layouts(GGUF_TYPE_Q4_0, 256);
-    if (kquant_repack_runs_here()) {
-        multi_mixed_layouts(GGUF_TYPE_Q4_K, 512);
-        multi_mixed_layouts(GGUF_TYPE_Q6_K, 512);
-        multi_mixed_layouts(GGUF_TYPE_Q5_K, 512);
-    }
+    for (int i = 0; i < N_KQUANTS; i++)
+        multi_mixed_layouts(kquants[i], 512);
 }
 
 /* Q8_0 repacks on every SIMD implementation (its values stored plus 128, in pairs of
