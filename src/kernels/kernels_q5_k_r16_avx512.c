@@ -72,12 +72,13 @@ ALWAYS_INLINE void group_tile(const uint8_t *g, int64_t nb, const kk_r16_act *co
     UNROLL for (int c = 0; c < C; c++)
         acc[c] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++, g += K5_R16_GROUP_BLOCK_BYTES) {
-        /* one token streams the group: every line of a block ahead (as for Q4_K) */
-        if (C == 1)
-            kq_prefetch_stream((const char *)g, PREFETCH_LINES);
         __m512 scale[KK_R16_SUBS], min[KK_R16_SUBS];
         k4_r16_factors(g, &at, 1.0f, scale, min);
         for (int ch = 0; ch < CHUNKS; ch++) {
+            /* one token streams the group: every line of a block ahead (as for Q4_K),
+             * a chunk's share per chunk */
+            if (C == 1)
+                kq_prefetch_stream_part((const char *)g, PREFETCH_LINES, ch, CHUNKS);
             __m512i lo[CHUNK_VECTORS], hi[CHUNK_VECTORS];
             UNROLL for (int i = 0; i < CHUNK_VECTORS; i++) {
                 const __m512i z = _mm512_loadu_si512(g + qs_at + 64 * (CHUNK_VECTORS * ch + i));

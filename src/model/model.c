@@ -403,19 +403,54 @@ static int reject_unsupported(const model *m, el_err *err)
     return 0;
 }
 
+/* x86-64's transparent huge page (a hint elsewhere: the blocks are then only anonymous). */
+enum { HUGE_PAGE = 2 << 20 };
+
+/* The whole HUGE_PAGE blocks of [lo, hi) (both multiples of HUGE_PAGE) become anonymous
+ * memory at the same addresses, with the same bytes, asking for huge pages. A private
+ * file mapping's written pages are always 4 KiB ones, and decode streams every weight
+ * once per token: with 4 KiB pages the fastest gemma-2b Q4_K_M token took 54-56 ms,
+ * with 2 MiB ones 50-51 ms (2 threads; TLB misses, in a VM two-level page walks, and
+ * hardware prefetchers that stop at each 4 KiB page). One block at a time through
+ * `buffer` (HUGE_PAGE bytes): the file's pages leave the process as the copies arrive,
+ * so resident memory grows by the buffer at most. Returns -1 when a block could not be
+ * mapped (its bytes are then gone: the model cannot be used). */
+static int move_to_huge_pages(uintptr_t lo, uintptr_t hi, uint8_t *buffer)
+{
+    for (uintptr_t b = lo; b < hi; b += HUGE_PAGE) {
+        memcpy(buffer, (const void *)b, HUGE_PAGE);
+        void *p = mmap((void *)b, HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+        if (p == MAP_FAILED)
+            return -1;
+#ifdef MADV_HUGEPAGE
+        madvise(p, HUGE_PAGE, MADV_HUGEPAGE); /* a hint: without it the block keeps 4 KiB pages */
+#endif
+        memcpy(p, buffer, HUGE_PAGE);
+    }
+    return 0;
+}
+
 /* Rewrites a matrix into the kernels' faster layout where they have one. gguf_open maps
  * the file MAP_PRIVATE: a page written here becomes this process's own copy and the
- * file's page leaves the process, so resident memory stays one copy of the weights.
- * A matrix that cannot be repacked keeps its GGUF rows (same results, slower). */
-static void repack_in_place(kernels_matrix *w)
+ * file's page leaves the process, so resident memory stays one copy of the weights;
+ * with a `buffer`, the matrix's whole huge-page blocks move to huge pages first
+ * (move_to_huge_pages). A matrix that cannot be repacked keeps its GGUF rows (same
+ * results, slower). Returns -1 only when its bytes were lost on the way. */
+static int repack_in_place(kernels_matrix *w, uint8_t *buffer, el_err *err)
 {
     if (!kernels_can_repack(w))
-        return;
+        return 0;
     uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
     uintptr_t start = (uintptr_t)w->data / page * page;
-    size_t len = (uintptr_t)w->data + (size_t)w->rows * w->row_bytes - start;
+    uintptr_t end = (uintptr_t)w->data + (size_t)w->rows * w->row_bytes;
+    size_t len = end - start;
+    uintptr_t huge_lo = ((uintptr_t)w->data + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+    uintptr_t huge_hi = end / HUGE_PAGE * HUGE_PAGE;
+    if (buffer && huge_hi > huge_lo && move_to_huge_pages(huge_lo, huge_hi, buffer) < 0)
+        return el_fail(err, "cannot map memory for a %lld x %lld matrix: %s", (long long)w->rows,
+                       (long long)w->cols, strerror(errno));
     if (mprotect((void *)start, len, PROT_READ | PROT_WRITE) != 0)
-        return;
+        return 0;
 #ifdef MADV_POPULATE_WRITE
     /* the private copies made in one call instead of a fault per page (a hint: older
      * kernels refuse it and the writes fault as usual) */
@@ -423,6 +458,7 @@ static void repack_in_place(kernels_matrix *w)
 #endif
     kernels_repack_matrix(w, (void *)(uintptr_t)w->data);
     mprotect((void *)start, len, PROT_READ); /* back to read only; failing, it stays writable */
+    return 0;
 }
 
 /* Every matrix that forward.c only multiplies whole (the output projection:
@@ -430,7 +466,7 @@ static void repack_in_place(kernels_matrix *w)
  * routers' few rows are not whole groups. Gemma 4's per-layer-input gate and projection
  * and the model's per-layer projection are 1.8 % of gemma4-e2b's bytes per token; in
  * the GGUF layout they took 2.3 % of a decode step's samples. */
-static void repack_layers(model *m)
+static int repack_layers(model *m, uint8_t *buffer, el_err *err)
 {
     for (int il = 0; il < m->hp.n_layer; il++) {
         model_layer *l = &m->layers[il];
@@ -438,26 +474,39 @@ static void repack_layers(model *m)
                                    &l->ffn_up,   &l->ffn_down, &l->ple_gate, &l->ple_proj, &l->laurel_l,
                                    &l->laurel_r};
         for (size_t i = 0; i < sizeof dense / sizeof dense[0]; i++)
-            if (dense[i]->data)
-                repack_in_place(dense[i]);
+            if (dense[i]->data && repack_in_place(dense[i], buffer, err) < 0)
+                return -1;
     }
     kernels_matrix *globals[] = {&m->ple_model_proj, &m->dense_2, &m->dense_3};
     for (size_t i = 0; i < sizeof globals / sizeof globals[0]; i++)
-        if (globals[i]->data)
-            repack_in_place(globals[i]);
+        if (globals[i]->data && repack_in_place(globals[i], buffer, err) < 0)
+            return -1;
+    return 0;
 }
 
 /* The output projection too (on Gemma the tied token table: a fifth of gemma-2b's
  * bytes), for models that compute logits; the token lookup then reads the table's
  * rows through kernels_unpack_row. An embedding model only looks rows up: repacking
  * would make its whole table resident for nothing. */
-static void repack_output(model *m, bool tied)
+static int repack_output(model *m, bool tied, uint8_t *buffer, el_err *err)
 {
     if (m->hp.pooling != MODEL_POOLING_NONE || m->hp.arch == MODEL_ARCH_GEMMA_EMBEDDING)
-        return;
-    repack_in_place(&m->output);
+        return 0;
+    if (repack_in_place(&m->output, buffer, err) < 0)
+        return -1;
     if (tied)
         m->tok_embd.layout = m->output.layout;
+    return 0;
+}
+
+/* The repacking of a mapped file's matrices, through one huge-page block's buffer (none
+ * when it cannot be had: the matrices then keep 4 KiB pages). */
+static int repack_mapped(model *m, bool tied, el_err *err)
+{
+    uint8_t *buffer = malloc(HUGE_PAGE);
+    int rc = repack_layers(m, buffer, err) < 0 || repack_output(m, tied, buffer, err) < 0 ? -1 : 0;
+    free(buffer);
+    return rc;
 }
 
 static int prepare(model *m, bool mapped, el_err *err)
@@ -490,11 +539,7 @@ static int prepare(model *m, bool mapped, el_err *err)
     const gguf_tensor *out = gguf_find_tensor(m->file, "output.weight");
     m->output = out ? matrix_of(out) : m->tok_embd;
     m->weight_bytes += (uint64_t)m->output.rows * m->output.row_bytes;
-    if (mapped) {
-        repack_layers(m);
-        repack_output(m, out == NULL);
-    }
-    return 0;
+    return mapped ? repack_mapped(m, out == NULL, err) : 0;
 }
 
 /* mapped: f is gguf_open's private mapping of a file, whose weights may be repacked. */

@@ -9,6 +9,7 @@
 
 #include "base/threadpool.h"
 #include "gguf/gguf.h"
+#include "kernels/kernels.h"
 #include "model/model.h"
 #include "test.h"
 
@@ -561,6 +562,80 @@ static void test_load_from_memory(void)
     free(data);
 }
 
+/* Lines of /proc/self/maps that lie within [lo, hi) and name no file: the blocks of a
+ * mapped model's matrices that moved to anonymous (huge-page) memory. */
+static int anonymous_ranges_within(uintptr_t lo, uintptr_t hi)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f)
+        return -1;
+    char line[512];
+    int n = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long a, b;
+        char path[256] = "";
+        if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %255s", &a, &b, path) < 2)
+            continue;
+        n += a >= lo && b <= hi && path[0] == '\0';
+    }
+    fclose(f);
+    return n;
+}
+
+/* A mapped model whose repacked output matrix (20000 x 256 Q8_0, 5.4 MB, tied to the
+ * token table) spans whole 2 MiB blocks: they move to anonymous memory at the same
+ * addresses (move_to_huge_pages) and the logits stay those of the same file loaded
+ * from memory (not repacked). */
+static void test_huge_page_blocks(void)
+{
+    const char *path = tmp_path("huge.gguf");
+    model_random_options o = {.arch = MODEL_ARCH_GEMMA, .shape = "tiny-256", .type = GGUF_TYPE_Q8_0,
+                              .n_vocab = 20000, .seed = 11};
+    el_err err = {{0}};
+    CHECKF(model_write_random(path, &o, &err) == 0, "%s", err.msg);
+    FILE *f = fopen(path, "rb");
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    void *data = aligned_alloc(64, ((size_t)size + 63) & ~(size_t)63);
+    CHECK(data && fread(data, 1, (size_t)size, f) == (size_t)size);
+    fclose(f);
+    model *from_memory = model_load_memory(data, (size_t)size, &err);
+    CHECKF(from_memory != NULL, "%s", err.msg);
+    runner r;
+    if (from_memory && runner_open(&r, path, 1, 16, 4) == 0) {
+        const gguf_file *g = model_gguf(r.m);
+        uintptr_t lo = (uintptr_t)gguf_base(g), hi = lo + gguf_size(g);
+        kernels_matrix out = {.type = GGUF_TYPE_Q8_0, .rows = 20000, .cols = 256,
+                              .row_bytes = gguf_row_size(GGUF_TYPE_Q8_0, 256)};
+        if (kernels_can_repack(&out))
+            CHECKF(anonymous_ranges_within(lo, hi) >= 1, "no block of the mapped file became anonymous memory");
+        kv_cache *kv = kv_cache_create(from_memory, MODEL_CACHE_F16, 1, 16, &err);
+        model_ctx *ctx = model_ctx_create(from_memory, 4, pool, &err);
+        float *a = malloc((size_t)r.n_vocab * sizeof(float)), *b = malloc((size_t)r.n_vocab * sizeof(float));
+        int32_t tok[3] = {19999, 5000, 3}, pos[3] = {0, 1, 2}, seq[3] = {0, 0, 0};
+        model_batch batch = {3, tok, pos, seq, NULL};
+        CHECK_EQ_INT(model_forward(ctx, kv, &batch, a, &err), 0);
+        CHECK_EQ_INT(run_seq(&r, 0, tok, 3, false, b, &err), 0);
+        float worst = 0.0f, largest = 0.0f;
+        for (int i = 0; i < r.n_vocab; i++) {
+            worst = fmaxf(worst, fabsf(a[i] - b[i]));
+            largest = fmaxf(largest, fabsf(b[i]));
+        }
+        CHECKF(largest > 0.0f && worst <= 1e-4f * largest, "logits differ by %g (largest %g)", worst, largest);
+        free(a);
+        free(b);
+        model_ctx_free(ctx);
+        kv_cache_free(kv);
+        runner_close(&r);
+    }
+    model_free(from_memory);
+    free(data);
+}
+
 /* A Q8_0 cache: refused where a head is not whole blocks of 32; where it is, it
  * takes 34 bytes per 32 values instead of 64, keeps sequences apart, and its
  * logits stay near the F16 cache's (both only round the keys and values). */
@@ -814,6 +889,7 @@ int main(void)
     RUN(test_kv_cache_sequences);
     RUN(test_bad_sizes);
     RUN(test_load_from_memory);
+    RUN(test_huge_page_blocks);
     RUN(test_q8_0_cache);
     RUN(test_gemma4_layers);
     RUN(test_gemma4_rejects_mismatched_shapes);
