@@ -5,7 +5,8 @@
 # and so counts in full) times elliott's generation speed, divided by the plain read
 # bandwidth of the same thread count measured just before and just after the row, the
 # higher of the two (build/bench/kernels_bench --read: a streaming read of a 1 GiB buffer,
-# far larger than the LLC, the best 32 MiB segment of 10 passes of each read loop).
+# far larger than the LLC, in 2 MiB pages as the repacked weights are, the best 32 MiB
+# segment of 10 passes of each read loop).
 #
 # usage: bench/bandwidth.sh [-t THREADS] [-n N_GEN] [-r REPS] MODEL.gguf...
 #        bench/bandwidth.sh --bytes-per-token MODEL.gguf   (prints the byte count)
