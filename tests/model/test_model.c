@@ -516,6 +516,52 @@ static void test_bad_sizes(void)
     model_free(m);
 }
 
+/* The file at path, read whole into 64-byte aligned memory (NULL where it cannot be). */
+static void *read_aligned(const char *path, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    CHECK(f != NULL);
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    void *data = aligned_alloc(64, ((size_t)n + 63) & ~(size_t)63);
+    bool ok = data && fread(data, 1, (size_t)n, f) == (size_t)n;
+    CHECK(ok);
+    fclose(f);
+    if (!ok) {
+        free(data);
+        return NULL;
+    }
+    *size = (size_t)n;
+    return data;
+}
+
+/* The logits of three tokens from a model loaded from memory (never repacked) and from
+ * the mapped file of r agree up to the float summation order. */
+static void check_same_logits(model *from_memory, runner *r, const int32_t tok[3])
+{
+    el_err err = {{0}};
+    kv_cache *kv = kv_cache_create(from_memory, MODEL_CACHE_F16, 1, 16, &err);
+    model_ctx *ctx = model_ctx_create(from_memory, 4, pool, &err);
+    float *a = malloc((size_t)r->n_vocab * sizeof(float)), *b = malloc((size_t)r->n_vocab * sizeof(float));
+    int32_t toks[3] = {tok[0], tok[1], tok[2]}, pos[3] = {0, 1, 2}, seq[3] = {0, 0, 0};
+    model_batch batch = {3, toks, pos, seq, NULL};
+    CHECK_EQ_INT(model_forward(ctx, kv, &batch, a, &err), 0);
+    CHECK_EQ_INT(run_seq(r, 0, toks, 3, false, b, &err), 0);
+    float worst = 0.0f, largest = 0.0f;
+    for (int i = 0; i < r->n_vocab; i++) {
+        worst = fmaxf(worst, fabsf(a[i] - b[i]));
+        largest = fmaxf(largest, fabsf(b[i]));
+    }
+    CHECKF(largest > 0.0f && worst <= 1e-4f * largest, "logits differ by %g (largest %g)", worst, largest);
+    free(a);
+    free(b);
+    model_ctx_free(ctx);
+    kv_cache_free(kv);
+}
+
 /* A model held in memory (as the embedded default is) loads and runs like a file: the
  * same logits up to the float summation order (a mapped file's matrices are repacked
  * where the kernels have a faster layout; memory is read only, so its are not). */
@@ -524,38 +570,16 @@ static void test_load_from_memory(void)
     const char *path = tmp_path("memory.gguf");
     if (write_tiny(path, MODEL_ARCH_LLAMA, "tiny", GGUF_TYPE_Q8_0, 4, 0) < 0)
         return;
-    FILE *f = fopen(path, "rb");
-    CHECK(f != NULL);
-    if (!f)
+    size_t size = 0;
+    void *data = read_aligned(path, &size);
+    if (!data)
         return;
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    void *data = aligned_alloc(64, ((size_t)size + 63) & ~(size_t)63);
-    CHECK(data && fread(data, 1, (size_t)size, f) == (size_t)size);
-    fclose(f);
     el_err err = {{0}};
-    model *m = model_load_memory(data, (size_t)size, &err);
+    model *m = model_load_memory(data, size, &err);
     CHECKF(m != NULL, "%s", err.msg);
     runner r;
     if (m && runner_open(&r, path, 1, 16, 4) == 0) {
-        kv_cache *kv = kv_cache_create(m, MODEL_CACHE_F16, 1, 16, &err);
-        model_ctx *ctx = model_ctx_create(m, 4, pool, &err);
-        float *a = malloc((size_t)r.n_vocab * sizeof(float)), *b = malloc((size_t)r.n_vocab * sizeof(float));
-        int32_t tok[3] = {1, 2, 3}, pos[3] = {0, 1, 2}, seq[3] = {0, 0, 0};
-        model_batch batch = {3, tok, pos, seq, NULL};
-        CHECK_EQ_INT(model_forward(ctx, kv, &batch, a, &err), 0);
-        CHECK_EQ_INT(run_seq(&r, 0, tok, 3, false, b, &err), 0);
-        float worst = 0.0f, largest = 0.0f;
-        for (int i = 0; i < r.n_vocab; i++) {
-            worst = fmaxf(worst, fabsf(a[i] - b[i]));
-            largest = fmaxf(largest, fabsf(b[i]));
-        }
-        CHECKF(largest > 0.0f && worst <= 1e-4f * largest, "logits differ by %g (largest %g)", worst, largest);
-        free(a);
-        free(b);
-        model_ctx_free(ctx);
-        kv_cache_free(kv);
+        check_same_logits(m, &r, (const int32_t[3]){1, 2, 3});
         runner_close(&r);
     }
     model_free(m);
@@ -593,17 +617,11 @@ static void test_huge_page_blocks(void)
                               .n_vocab = 20000, .seed = 11};
     el_err err = {{0}};
     CHECKF(model_write_random(path, &o, &err) == 0, "%s", err.msg);
-    FILE *f = fopen(path, "rb");
-    CHECK(f != NULL);
-    if (!f)
+    size_t size = 0;
+    void *data = read_aligned(path, &size);
+    if (!data)
         return;
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    void *data = aligned_alloc(64, ((size_t)size + 63) & ~(size_t)63);
-    CHECK(data && fread(data, 1, (size_t)size, f) == (size_t)size);
-    fclose(f);
-    model *from_memory = model_load_memory(data, (size_t)size, &err);
+    model *from_memory = model_load_memory(data, size, &err);
     CHECKF(from_memory != NULL, "%s", err.msg);
     runner r;
     if (from_memory && runner_open(&r, path, 1, 16, 4) == 0) {
@@ -613,23 +631,7 @@ static void test_huge_page_blocks(void)
                               .row_bytes = gguf_row_size(GGUF_TYPE_Q8_0, 256)};
         if (kernels_can_repack(&out))
             CHECKF(anonymous_ranges_within(lo, hi) >= 1, "no block of the mapped file became anonymous memory");
-        kv_cache *kv = kv_cache_create(from_memory, MODEL_CACHE_F16, 1, 16, &err);
-        model_ctx *ctx = model_ctx_create(from_memory, 4, pool, &err);
-        float *a = malloc((size_t)r.n_vocab * sizeof(float)), *b = malloc((size_t)r.n_vocab * sizeof(float));
-        int32_t tok[3] = {19999, 5000, 3}, pos[3] = {0, 1, 2}, seq[3] = {0, 0, 0};
-        model_batch batch = {3, tok, pos, seq, NULL};
-        CHECK_EQ_INT(model_forward(ctx, kv, &batch, a, &err), 0);
-        CHECK_EQ_INT(run_seq(&r, 0, tok, 3, false, b, &err), 0);
-        float worst = 0.0f, largest = 0.0f;
-        for (int i = 0; i < r.n_vocab; i++) {
-            worst = fmaxf(worst, fabsf(a[i] - b[i]));
-            largest = fmaxf(largest, fabsf(b[i]));
-        }
-        CHECKF(largest > 0.0f && worst <= 1e-4f * largest, "logits differ by %g (largest %g)", worst, largest);
-        free(a);
-        free(b);
-        model_ctx_free(ctx);
-        kv_cache_free(kv);
+        check_same_logits(from_memory, &r, (const int32_t[3]){19999, 5000, 3});
         runner_close(&r);
     }
     model_free(from_memory);
