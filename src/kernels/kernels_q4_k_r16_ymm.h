@@ -15,11 +15,14 @@
  * kernels_q5_k_r16_avx512.c, each value getting its fifth bit (16) before the dot.
  *
  * Included by kernels_q4_k_r16_avx2.c, kernels_q4_k_r16_avxvnni.c,
- * kernels_q5_k_r16_avx2.c and kernels_q5_k_r16_avxvnni.c after they define
+ * kernels_q5_k_r16_avx2.c and kernels_q5_k_r16_avxvnni.c after they define either
  *   __m256i k4_dot8(const __m256i w[8], const int8_t *q)
  * the int32 sums, per lane, of the four unsigned values of w[i] (under 32) times the
- * four signed bytes q[4i..4i+3], over i < 8 (maddubs, int16 adds and madd, or
- * vpdpbusd). The high nibbles are shifted down, not left in place as in the AVX-512
+ * four signed bytes q[4i..4i+3], over i < 8 (maddubs, int16 adds and madd: the AVX2
+ * files, whose int16 sums differ between Q4_K and Q5_K), or
+ *   K4_YMM_DOT_ADD(s, w, x)  s plus, per lane, the dot product of w's four unsigned
+ *                            bytes with x's four signed ones (one vpdpbusd)
+ * from which this header builds k4_dot8. The high nibbles are shifted down, not left in place as in the AVX-512
  * file: maddubs' int16 pairs would overflow at 16 times their value. */
 #ifndef ELLIOTT_KERNELS_Q4_K_R16_YMM_H
 #define ELLIOTT_KERNELS_Q4_K_R16_YMM_H
@@ -59,6 +62,16 @@ ALWAYS_INLINE __m256i broadcast_i32(const void *p)
     memcpy(&v, p, sizeof v);
     return _mm256_set1_epi32(v);
 }
+
+#ifdef K4_YMM_DOT_ADD
+ALWAYS_INLINE __m256i k4_dot8(const __m256i w[8], const int8_t *q)
+{
+    __m256i s = _mm256_setzero_si256();
+    UNROLL for (int i = 0; i < 8; i++)
+        s = K4_YMM_DOT_ADD(s, w[i], broadcast_i32(q + 4 * i));
+    return s;
+}
+#endif
 
 /* Byte k of every lane as a float. */
 ALWAYS_INLINE __m256 byte_lane(__m256i v, int k)
